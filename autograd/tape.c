@@ -1,0 +1,188 @@
+/* The tape: recording nodes, the reverse walk, and the listing. */
+#include "tapegrad/tape.h"
+
+/* stb_ds.h's arrsetlen trips -Wtype-limits where it expands (arrsetlen(a, 0) compares
+ * an unsigned capacity with 0); the warning is about the macro, not this file. */
+#pragma GCC diagnostic ignored "-Wtype-limits"
+#include <stb_ds.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct tg_tape {
+    tg_arena *arena;
+    tg_node *nodes; /* stb_ds dynamic array; keeps its capacity across resets */
+    bool recording;
+};
+
+tg_tape *tg_tape_new(void) {
+    tg_tape *tape = tg_xcalloc(1, sizeof *tape);
+    tape->arena = tg_arena_new((size_t)1 << 20);
+    tape->recording = true;
+    return tape;
+}
+
+void tg_tape_free(tg_tape *tape) {
+    if (!tape) return;
+    arrfree(tape->nodes);
+    tg_arena_free(tape->arena);
+    free(tape);
+}
+
+void tg_tape_reset(tg_tape *tape) {
+    arrsetlen(tape->nodes, 0);
+    tg_arena_reset(tape->arena);
+}
+
+void tg_tape_set_recording(tg_tape *tape, bool on) { tape->recording = on; }
+bool tg_tape_is_recording(const tg_tape *tape) { return tape->recording; }
+tg_arena *tg_tape_arena(tg_tape *tape) { return tape->arena; }
+size_t tg_tape_node_count(const tg_tape *tape) { return (size_t)arrlen(tape->nodes); }
+
+const tg_node *tg_tape_node(const tg_tape *tape, size_t i) {
+    if (i >= (size_t)arrlen(tape->nodes))
+        tg_fail("tape_node: index %zu out of range (the tape has %zu nodes)", i,
+                (size_t)arrlen(tape->nodes));
+    return &tape->nodes[i];
+}
+
+void *tg_tape_alloc(tg_tape *tape, size_t bytes) { return tg_arena_alloc(tape->arena, bytes); }
+
+tg_tensor *tg_tape_tensor(tg_tape *tape, int ndim, const int64_t *shape) {
+    const int64_t numel = tg_shape_numel(ndim, shape);
+    if ((uint64_t)numel > SIZE_MAX / sizeof(tg_real)) tg_fail("tensor too large");
+    tg_tensor *t = tg_arena_alloc(tape->arena, sizeof *t);
+    memset(t, 0, sizeof *t);
+    memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
+    t->ndim = ndim;
+    t->numel = numel;
+    t->node = -1;
+    t->data = tg_arena_alloc(tape->arena, (size_t)numel * sizeof(tg_real));
+    return t;
+}
+
+tg_tensor *tg_tape_tensor_zeros(tg_tape *tape, int ndim, const int64_t *shape) {
+    tg_tensor *t = tg_tape_tensor(tape, ndim, shape);
+    if (t->numel) memset(t->data, 0, (size_t)t->numel * sizeof(tg_real));
+    return t;
+}
+
+tg_tensor *tg_tape_tensor_like(tg_tape *tape, const tg_tensor *like) {
+    return tg_tape_tensor(tape, like->ndim, like->shape);
+}
+
+tg_index *tg_tape_index(tg_tape *tape, int ndim, const int64_t *shape) {
+    tg_index *ix = tg_arena_calloc(tape->arena, sizeof *ix);
+    ix->numel = tg_shape_numel(ndim, shape);
+    memcpy(ix->shape, shape, (size_t)ndim * sizeof(int64_t));
+    ix->ndim = ndim;
+    ix->data = tg_arena_alloc(tape->arena, (size_t)ix->numel * sizeof(int32_t));
+    return ix;
+}
+
+tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, int n_in,
+                        tg_tensor *const *in, int n_out, tg_tensor *const *out) {
+    if (!tape->recording) return NULL;
+    bool needed = false;
+    for (int i = 0; i < n_in; i++) needed = needed || (in[i] && in[i]->requires_grad);
+    if (!needed) return NULL;
+
+    tg_node node = {.op = op, .n_in = n_in, .n_out = n_out, .backward = backward};
+    node.in = tg_arena_alloc(tape->arena, (size_t)n_in * sizeof *node.in);
+    memcpy(node.in, in, (size_t)n_in * sizeof *node.in);
+    node.out = tg_arena_alloc(tape->arena, (size_t)n_out * sizeof *node.out);
+    memcpy(node.out, out, (size_t)n_out * sizeof *node.out);
+    const int32_t index = (int32_t)arrlen(tape->nodes);
+    for (int k = 0; k < n_out; k++) {
+        out[k]->requires_grad = true;
+        out[k]->node = index;
+    }
+    arrput(tape->nodes, node);
+    return &tape->nodes[index];
+}
+
+tg_real *tg_tape_grad(tg_tape *tape, tg_tensor *t) {
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad) {
+        const size_t bytes = (size_t)t->numel * sizeof(tg_real);
+        t->grad = t->owned ? tg_xcalloc((size_t)t->numel, sizeof(tg_real))
+                           : tg_arena_calloc(tape->arena, bytes);
+    }
+    return t->grad;
+}
+
+void tg_tensor_retain_grad(tg_tensor *t) { t->retain_grad = true; }
+
+void tg_tensor_zero_grad(tg_tensor *t) {
+    if (t->grad) memset(t->grad, 0, (size_t)t->numel * sizeof(tg_real));
+}
+
+void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed) {
+    char desc[160];
+    if (!out->requires_grad)
+        tg_fail("backward: tensor %s does not require grad (no input of its graph does, or "
+                "the tape was not recording)", tg_tensor_describe(out, desc, sizeof desc));
+    /* Arena gradients of intermediates from an earlier backward are dropped: each backward
+     * computes fresh ones. Leaves (long-lived or not) accumulate, as in PyTorch. */
+    const ptrdiff_t n = arrlen(tape->nodes);
+    for (ptrdiff_t i = 0; i < n; i++)
+        for (int k = 0; k < tape->nodes[i].n_out; k++) tape->nodes[i].out[k]->grad = NULL;
+
+    tg_real *g = tg_tape_grad(tape, out);
+    for (int64_t i = 0; i < out->numel; i++) g[i] += seed[i];
+
+    const ptrdiff_t last = out->node >= 0 ? out->node : -1;
+    for (ptrdiff_t i = last; i >= 0; i--) {
+        tg_node *node = &tape->nodes[i];
+        bool any = false;
+        for (int k = 0; k < node->n_out; k++) any = any || node->out[k]->grad;
+        if (any) node->backward(tape, node);
+        for (int k = 0; k < node->n_out; k++)
+            if (!node->out[k]->retain_grad) node->out[k]->grad = NULL;
+    }
+}
+
+void tg_tape_backward(tg_tape *tape, tg_tensor *loss) {
+    if (loss->numel != 1) {
+        char desc[160];
+        tg_fail("backward: loss %s has %lld elements; backward needs a one-element loss or "
+                "tg_tape_backward_with and a seed gradient",
+                tg_tensor_describe(loss, desc, sizeof desc), (long long)loss->numel);
+    }
+    const tg_real one = 1;
+    tg_tape_backward_with(tape, loss, &one);
+}
+
+/* An input is shown with where it comes from: a parameter or other long-lived leaf,
+ * an arena leaf, a constant, or the node (#k) that produced it. */
+static void print_tensor_ref(FILE *f, const tg_tensor *t, bool as_input) {
+    char shape[96];
+    tg_shape_format(t->ndim, t->shape, shape, sizeof shape);
+    fprintf(f, "%s", shape);
+    if (t->name[0]) fprintf(f, " '%s'", t->name);
+    if (!as_input) return;
+    if (t->node >= 0) fprintf(f, " #%d", t->node);
+    else if (t->owned && t->requires_grad) fputs(" [param]", f);
+    else if (t->requires_grad) fputs(" [leaf]", f);
+    else fputs(" [const]", f);
+}
+
+void tg_tape_print(const tg_tape *tape, FILE *f) {
+    const ptrdiff_t n = arrlen(tape->nodes);
+    fprintf(f, "tape: %td node%s, arena %zu bytes in use\n", n, n == 1 ? "" : "s",
+            tg_arena_used(tape->arena));
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const tg_node *node = &tape->nodes[i];
+        fprintf(f, "#%-4td %-16s -> ", i, node->op);
+        for (int k = 0; k < node->n_out; k++) {
+            if (k) fputs(", ", f);
+            print_tensor_ref(f, node->out[k], false);
+        }
+        fputs("  <- ", f);
+        for (int k = 0; k < node->n_in; k++) {
+            if (k) fputs(", ", f);
+            if (node->in[k]) print_tensor_ref(f, node->in[k], true);
+            else fputs("-", f);
+        }
+        fputc('\n', f);
+    }
+}

@@ -1,0 +1,61 @@
+/* tapegrad/base.h — the scalar type, limits, status codes and the error handler.
+ *
+ * The library is compiled twice from the same sources: float32 (libtapegrad) and
+ * float64 (libtapegrad64, built with -DTG_DOUBLE, used for gradient checks).
+ * A program includes <tapegrad.h> and links one of the two; pkg-config's
+ * tapegrad64.pc adds -DTG_DOUBLE so that the header and the library agree. */
+#ifndef TAPEGRAD_BASE_H
+#define TAPEGRAD_BASE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef TG_DOUBLE
+typedef double tg_real;
+#define TG_REAL_NAME "float64"
+#else
+typedef float tg_real;
+#define TG_REAL_NAME "float32"
+#endif
+
+/* Tensors have at most this many dimensions. */
+#define TG_MAX_DIMS 6
+/* Longest tensor name kept, including the terminating NUL (longer names are cut). */
+#define TG_NAME_MAX 96
+
+/* Status codes of everything that reads from outside the program (files, arguments,
+ * data). Such functions never stop the program: they return a code, and
+ * tg_error_message() tells what went wrong in words. */
+typedef enum tg_status {
+    TG_OK = 0,
+    TG_ERR_IO,       /* open/read/write/rename failed */
+    TG_ERR_FORMAT,   /* malformed file contents */
+    TG_ERR_SHAPE,    /* a tensor's shape differs from what is expected */
+    TG_ERR_MISSING,  /* a tensor that is needed is absent */
+    TG_ERR_ARGUMENT, /* a bad argument value */
+    TG_ERR_NOMEM     /* an allocation failed */
+} tg_status;
+
+/* The message of the last failed call that returned a tg_status (this thread). */
+const char *tg_error_message(void);
+/* Records a message for tg_error_message() and returns `code`; for library code. */
+tg_status tg_status_set(tg_status code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Misuse inside a computation (shape mismatch, index out of range, ...) goes through
+ * one handler. The default prints "tapegrad: <message>" to stderr and aborts. A test
+ * or an embedding program can install its own; if it returns, the library aborts
+ * anyway, so a replacement handler must not return (longjmp, or exit). */
+typedef void (*tg_error_handler)(const char *message, void *user);
+/* Installs `handler` (NULL restores the default); returns the previous one. */
+tg_error_handler tg_error_set_handler(tg_error_handler handler, void *user);
+/* Formats a message and calls the handler. Does not return. */
+_Noreturn void tg_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Allocation that never returns NULL: on failure it calls tg_fail. */
+void *tg_xmalloc(size_t size);
+void *tg_xcalloc(size_t count, size_t size);
+
+#endif

@@ -1,0 +1,77 @@
+/* tapegrad/tape.h — the tape (a Wengert list) and reverse-mode backward.
+ *
+ * Every op takes the tape as its first argument, computes its output in the tape's arena
+ * and, when recording is on and any input requires grad, appends a node: the op's name,
+ * its inputs, its outputs and the function that maps output gradients to input gradients.
+ * Nodes are appended in execution order, which is a topological order, so backward is a
+ * single walk over the nodes in reverse. */
+#ifndef TAPEGRAD_TAPE_H
+#define TAPEGRAD_TAPE_H
+
+#include <stdio.h>
+
+#include "tapegrad/arena.h"
+#include "tapegrad/tensor.h"
+
+typedef struct tg_tape tg_tape;
+typedef struct tg_node tg_node;
+
+/* Reads node->out[k]->grad (NULL means zero) and accumulates into the inputs' gradients
+ * through tg_tape_grad (which returns NULL for inputs that need none). */
+typedef void (*tg_backward_fn)(tg_tape *tape, tg_node *node);
+
+struct tg_node {
+    const char *op;        /* "add", "matmul", ... (a string literal) */
+    tg_tensor **in;        /* inputs, in the arena */
+    int n_in;
+    tg_tensor **out;       /* outputs, in the arena; most ops have one */
+    int n_out;
+    tg_backward_fn backward;
+    void *saved;           /* op-specific data kept for backward, in the arena */
+    int64_t iarg[4];       /* small integer arguments (dims, flags) */
+    double farg[2];        /* small real arguments (scalars, eps) */
+};
+
+tg_tape *tg_tape_new(void);
+void tg_tape_free(tg_tape *tape);
+/* Forgets every node and recycles the arena: every tensor an op made is gone. Long-lived
+ * tensors (parameters) keep their data and their accumulated gradients. */
+void tg_tape_reset(tg_tape *tape);
+
+/* With recording off (inference) ops still compute, but append no nodes. */
+void tg_tape_set_recording(tg_tape *tape, bool on);
+bool tg_tape_is_recording(const tg_tape *tape);
+
+/* Backward from a one-element loss (seed gradient 1). */
+void tg_tape_backward(tg_tape *tape, tg_tensor *loss);
+/* Backward from any output with a given seed gradient (same numel as `out`). */
+void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed);
+/* After backward, an intermediate keeps its gradient only if tg_tensor_retain_grad was
+ * called on it (leaves always do). Gradients of the last backward; reset clears them. */
+void tg_tensor_retain_grad(tg_tensor *t);
+
+/* Zeroes the gradient of a long-lived tensor (no-op if it has none). */
+void tg_tensor_zero_grad(tg_tensor *t);
+
+/* Writes one line per node: index, op, output shape and name, inputs (shape, name,
+ * [param] for long-lived tensors). */
+void tg_tape_print(const tg_tape *tape, FILE *f);
+size_t tg_tape_node_count(const tg_tape *tape);
+const tg_node *tg_tape_node(const tg_tape *tape, size_t i);
+
+/* ---- for op implementers ---- */
+tg_arena *tg_tape_arena(tg_tape *tape);
+/* A new tensor in the arena (uninitialised data). */
+tg_tensor *tg_tape_tensor(tg_tape *tape, int ndim, const int64_t *shape);
+tg_tensor *tg_tape_tensor_zeros(tg_tape *tape, int ndim, const int64_t *shape);
+tg_tensor *tg_tape_tensor_like(tg_tape *tape, const tg_tensor *t);
+tg_index *tg_tape_index(tg_tape *tape, int ndim, const int64_t *shape);
+void *tg_tape_alloc(tg_tape *tape, size_t bytes);
+/* Appends a node if recording and any input requires grad, marks the outputs as requiring
+ * grad and returns the node (for `saved`/args); otherwise returns NULL. */
+tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, int n_in,
+                        tg_tensor *const *in, int n_out, tg_tensor *const *out);
+/* The gradient buffer of `t`, created zero-filled on first use; NULL if t needs no grad. */
+tg_real *tg_tape_grad(tg_tape *tape, tg_tensor *t);
+
+#endif

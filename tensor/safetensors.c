@@ -1,0 +1,1048 @@
+/* The safetensors format: a strict reader and a safe writer.
+ *
+ * File layout: 8 bytes little-endian header length N, N bytes of UTF-8 JSON (an object,
+ * optionally padded at the end with spaces), then the data buffer that every tensor's
+ * data_offsets point into. The JSON is read and written with cJSON; everything cJSON
+ * does not check (duplicate names, exact keys, integers, offsets tiling the buffer,
+ * UTF-8) is checked here, because a file comes from outside and must never crash us. */
+#include "tapegrad/safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+/* The format is little-endian and we copy bytes straight into host integers and floats. */
+#if !defined(__BYTE_ORDER__) || !defined(__ORDER_LITTLE_ENDIAN__) ||                              \
+    __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "tensor/safetensors.c assumes a little-endian host"
+#endif
+_Static_assert(sizeof(float) == 4 && sizeof(double) == 8, "F32/F64 must be IEEE single/double");
+_Static_assert(sizeof(size_t) >= sizeof(uint64_t), "a 64-bit size_t is assumed");
+
+/* The reference reader's limit on the header length. */
+#define ST_HEADER_MAX 100000000u
+/* JSON numbers reach us as doubles: above this, neighbouring integers are no longer exact. */
+#define ST_INT_LIMIT 9007199254740992.0 /* 2^53 */
+/* Names are cut to this many bytes in messages (tg_error_message holds 512 bytes). */
+#define ST_MSG_NAME "%.80s"
+
+/* ---------------------------------------------------------------- dtypes */
+
+static const struct {
+    const char *name;
+    size_t size;
+    int rank; /* the reference writer orders by this, largest first */
+} st_dtypes[] = {
+    [TG_DTYPE_BOOL] = {"BOOL", 1, 0}, [TG_DTYPE_U8] = {"U8", 1, 1},
+    [TG_DTYPE_I8] = {"I8", 1, 2},     [TG_DTYPE_I16] = {"I16", 2, 3},
+    [TG_DTYPE_U16] = {"U16", 2, 4},   [TG_DTYPE_F16] = {"F16", 2, 5},
+    [TG_DTYPE_BF16] = {"BF16", 2, 6}, [TG_DTYPE_I32] = {"I32", 4, 7},
+    [TG_DTYPE_U32] = {"U32", 4, 8},   [TG_DTYPE_F32] = {"F32", 4, 9},
+    [TG_DTYPE_F64] = {"F64", 8, 10},  [TG_DTYPE_I64] = {"I64", 8, 11},
+    [TG_DTYPE_U64] = {"U64", 8, 12},
+};
+#define ST_DTYPE_COUNT (sizeof st_dtypes / sizeof st_dtypes[0])
+
+static bool st_dtype_valid(tg_dtype d) { return (unsigned)d < ST_DTYPE_COUNT; }
+
+const char *tg_dtype_name(tg_dtype dtype) {
+    return st_dtype_valid(dtype) ? st_dtypes[dtype].name : "?";
+}
+
+size_t tg_dtype_size(tg_dtype dtype) { return st_dtype_valid(dtype) ? st_dtypes[dtype].size : 0; }
+
+/* Exact, case-sensitive: the format's dtype strings are uppercase. */
+static bool st_dtype_parse(const char *s, tg_dtype *out) {
+    for (size_t i = 0; i < ST_DTYPE_COUNT; i++) {
+        if (strcmp(s, st_dtypes[i].name) == 0) {
+            *out = (tg_dtype)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- small helpers */
+
+static char *st_strdup(const char *s) {
+    const size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+static int st_cmp_str_ptr(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* numel of a shape, left to right like the reference, false on int64 overflow. */
+static bool st_shape_numel(int ndim, const int64_t *shape, int64_t *out) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || __builtin_mul_overflow(n, shape[i], &n)) return false;
+    }
+    *out = n;
+    return true;
+}
+
+/* Checks that s[0..len) is UTF-8 (no overlongs, surrogates or code points past U+10FFFF).
+ * With forbid_controls, raw bytes below 0x20 other than tab, LF and CR are refused too:
+ * cJSON treats every such byte as whitespace, and a raw NUL would cut a name short.
+ * Returns the offset of the first bad byte, or len when all is well. */
+static size_t st_utf8_check(const unsigned char *s, size_t len, bool forbid_controls) {
+    size_t i = 0;
+    while (i < len) {
+        const unsigned char c = s[i];
+        if (c < 0x80) {
+            if (forbid_controls && c < 0x20 && c != '\t' && c != '\n' && c != '\r') return i;
+            i++;
+            continue;
+        }
+        size_t extra;
+        uint32_t cp, min;
+        if (c >= 0xC2 && c <= 0xDF) {
+            extra = 1, cp = c & 0x1Fu, min = 0x80;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            extra = 2, cp = c & 0x0Fu, min = 0x800;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            extra = 3, cp = c & 0x07u, min = 0x10000;
+        } else {
+            return i;
+        }
+        if (len - i <= extra) return i;
+        for (size_t k = 1; k <= extra; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+            cp = (cp << 6) | (s[i + k] & 0x3Fu);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+        i += extra + 1;
+    }
+    return len;
+}
+
+/* Finds a "\u0000" escape (which cJSON would decode into a NUL that silently cuts the
+ * string). Backslashes only occur inside JSON strings, each starting a two-character
+ * escape, so stepping over pairs keeps us in sync. Returns its offset or len. */
+static size_t st_find_nul_escape(const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '\\') continue;
+        if (i + 5 < len && s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0) return i;
+        i++; /* skip the escaped character */
+    }
+    return len;
+}
+
+/* ---------------------------------------------------------------- reading */
+
+/* The public struct plus a name index for tg_safetensors_find. */
+typedef struct st_file {
+    tg_safetensors pub;
+    size_t *by_name; /* entry indices sorted by name */
+} st_file;
+
+/* An entry while parsing: its byte range is kept until the buffer is known to be tiled. */
+typedef struct st_span {
+    tg_st_entry e;
+    int64_t begin, end;
+} st_span;
+
+/* Why a JSON number is not an acceptable size or offset. */
+typedef enum { ST_NUM_OK, ST_NUM_NOT_NUMBER, ST_NUM_NEGATIVE, ST_NUM_TOO_LARGE, ST_NUM_FRACTION } st_num;
+
+/* cJSON keeps numbers as doubles. Integers below 2^53 are exact in a double, so a value in
+ * [0, 2^53) with no fractional part is exactly the integer written in the file (up to
+ * spellings such as 1.0 or 1e2, which denote the same integer). */
+static st_num st_json_count(const cJSON *item, int64_t *out) {
+    if (!cJSON_IsNumber(item)) return ST_NUM_NOT_NUMBER;
+    const double d = item->valuedouble;
+    if (!(d >= 0)) return ST_NUM_NEGATIVE;
+    if (d >= ST_INT_LIMIT) return ST_NUM_TOO_LARGE;
+    if (d != floor(d)) return ST_NUM_FRACTION;
+    *out = (int64_t)d;
+    return ST_NUM_OK;
+}
+
+static const char *st_num_reason(st_num r) {
+    switch (r) {
+    case ST_NUM_NOT_NUMBER: return "is not a number";
+    case ST_NUM_NEGATIVE: return "is negative";
+    case ST_NUM_TOO_LARGE: return "is too large (at least 2^53)";
+    case ST_NUM_FRACTION: return "is not an integer";
+    default: return "is fine";
+    }
+}
+
+/* Describes a JSON value in a message: the number itself, or its JSON type. */
+static const char *st_json_describe(const cJSON *item, char *buf, size_t len) {
+    if (cJSON_IsNumber(item)) snprintf(buf, len, "%.17g", item->valuedouble);
+    else if (cJSON_IsString(item)) snprintf(buf, len, "a string");
+    else if (cJSON_IsArray(item)) snprintf(buf, len, "an array");
+    else if (cJSON_IsObject(item)) snprintf(buf, len, "an object");
+    else if (cJSON_IsBool(item)) snprintf(buf, len, "a boolean");
+    else snprintf(buf, len, "null");
+    return buf;
+}
+
+/* Parses one tensor's {"dtype", "shape", "data_offsets"} object into span. */
+static tg_status st_entry_parse(const char *origin, const cJSON *obj, st_span *span) {
+    const char *name = obj->string;
+    char what[64];
+    if (!cJSON_IsObject(obj))
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "' is %s, not an object",
+                             origin, name, st_json_describe(obj, what, sizeof what));
+    /* Exactly three members, and all three names found: then they are exactly these. */
+    size_t members = 0;
+    for (const cJSON *c = obj->child; c; c = c->next) members++;
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(obj, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(obj, "shape");
+    const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(obj, "data_offsets");
+    if (members != 3 || !dtype || !shape || !offsets)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "' must have exactly the "
+                             "keys dtype, shape and data_offsets (it has %zu key%s)",
+                             origin, name, members, members == 1 ? "" : "s");
+
+    if (!cJSON_IsString(dtype))
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "': dtype is %s, not a string",
+                             origin, name, st_json_describe(dtype, what, sizeof what));
+    if (!st_dtype_parse(dtype->valuestring, &span->e.dtype))
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "': unknown dtype '%.32s'",
+                             origin, name, dtype->valuestring);
+
+    if (!cJSON_IsArray(shape))
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "': shape is %s, not an array",
+                             origin, name, st_json_describe(shape, what, sizeof what));
+    size_t ndim = 0;
+    for (const cJSON *c = shape->child; c; c = c->next) ndim++;
+    if (ndim > TG_MAX_DIMS)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "' has %zu dimensions, more "
+                             "than TG_MAX_DIMS = %d",
+                             origin, name, ndim, TG_MAX_DIMS);
+    span->e.ndim = (int)ndim;
+    int i = 0;
+    for (const cJSON *c = shape->child; c; c = c->next, i++) {
+        const st_num r = st_json_count(c, &span->e.shape[i]);
+        if (r != ST_NUM_OK)
+            return tg_status_set(TG_ERR_FORMAT,
+                                 "safetensors %s: tensor '" ST_MSG_NAME "': shape[%d] = %s %s "
+                                 "(dimensions must be non-negative integers)",
+                                 origin, name, i, st_json_describe(c, what, sizeof what),
+                                 st_num_reason(r));
+    }
+
+    if (!cJSON_IsArray(offsets))
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets is %s, not "
+                             "an array",
+                             origin, name, st_json_describe(offsets, what, sizeof what));
+    size_t noff = 0;
+    for (const cJSON *c = offsets->child; c; c = c->next) noff++;
+    if (noff != 2)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets has %zu "
+                             "entries, not 2 [BEGIN, END]",
+                             origin, name, noff);
+    int64_t range[2];
+    const cJSON *c = offsets->child;
+    for (int k = 0; k < 2; k++, c = c->next) {
+        const st_num r = st_json_count(c, &range[k]);
+        if (r != ST_NUM_OK)
+            return tg_status_set(TG_ERR_FORMAT,
+                                 "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets[%d] = "
+                                 "%s %s (offsets must be non-negative integers)",
+                                 origin, name, k, st_json_describe(c, what, sizeof what),
+                                 st_num_reason(r));
+    }
+    span->begin = range[0];
+    span->end = range[1];
+    if (span->end < span->begin)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets [%" PRId64
+                             ", %" PRId64 "] end before they begin",
+                             origin, name, span->begin, span->end);
+
+    int64_t numel, nbytes;
+    if (!st_shape_numel(span->e.ndim, span->e.shape, &numel) ||
+        __builtin_mul_overflow(numel, (int64_t)tg_dtype_size(span->e.dtype), &nbytes))
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "': the product of its "
+                             "dimensions times the %s item size overflows 64 bits",
+                             origin, name, tg_dtype_name(span->e.dtype));
+    span->e.numel = numel;
+    span->e.nbytes = (size_t)nbytes;
+    if (nbytes != span->end - span->begin) {
+        char shp[128];
+        tg_shape_format(span->e.ndim, span->e.shape, shp, sizeof shp);
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: tensor '" ST_MSG_NAME "': shape %s of %s needs %" PRId64
+                             " bytes but data_offsets [%" PRId64 ", %" PRId64 "] span %" PRId64,
+                             origin, name, shp, tg_dtype_name(span->e.dtype), nbytes,
+                             span->begin, span->end, span->end - span->begin);
+    }
+    return TG_OK;
+}
+
+/* Copies the __metadata__ object (string values only) into st. */
+static tg_status st_metadata_parse(const char *origin, const cJSON *obj, tg_safetensors *st) {
+    char what[64];
+    if (!cJSON_IsObject(obj))
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: __metadata__ is %s, it must be an object of strings",
+                             origin, st_json_describe(obj, what, sizeof what));
+    size_t n = 0;
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        if (!cJSON_IsString(c))
+            return tg_status_set(TG_ERR_FORMAT,
+                                 "safetensors %s: __metadata__ value of '" ST_MSG_NAME
+                                 "' is %s; metadata values must be strings",
+                                 origin, c->string, st_json_describe(c, what, sizeof what));
+        n++;
+    }
+    if (n == 0) return TG_OK;
+    st->meta_keys = calloc(n, sizeof *st->meta_keys);
+    st->meta_values = calloc(n, sizeof *st->meta_values);
+    if (!st->meta_keys || !st->meta_values)
+        return tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory for metadata", origin);
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        st->meta_keys[st->meta_count] = st_strdup(c->string);
+        st->meta_values[st->meta_count] = st_strdup(c->valuestring);
+        st->meta_count++; /* counted before the check so that free releases a lone success */
+        if (!st->meta_keys[st->meta_count - 1] || !st->meta_values[st->meta_count - 1])
+            return tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory for metadata",
+                                 origin);
+    }
+    /* Duplicate keys: cJSON keeps them all, the format forbids them. */
+    char **sorted = malloc(n * sizeof *sorted);
+    if (!sorted)
+        return tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory for metadata", origin);
+    memcpy(sorted, st->meta_keys, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, st_cmp_str_ptr);
+    for (size_t i = 1; i < n; i++) {
+        if (strcmp(sorted[i - 1], sorted[i]) == 0) {
+            tg_status s = tg_status_set(TG_ERR_FORMAT,
+                                        "safetensors %s: duplicate __metadata__ key '" ST_MSG_NAME
+                                        "'",
+                                        origin, sorted[i]);
+            free(sorted);
+            return s;
+        }
+    }
+    free(sorted);
+    return TG_OK;
+}
+
+/* Sorting spans by where their bytes are: (begin, end), then name (names are unique). */
+static int st_cmp_span(const void *a, const void *b) {
+    const st_span *x = a, *y = b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return strcmp(x->e.name, y->e.name);
+}
+
+/* For the name index: a file-local pointer is not thread-safe, so sort (name, index) pairs. */
+typedef struct st_named {
+    const char *name;
+    size_t index;
+} st_named;
+
+static int st_cmp_named(const void *a, const void *b) {
+    return strcmp(((const st_named *)a)->name, ((const st_named *)b)->name);
+}
+
+/* Parses the JSON header of f->pub.buffer and checks the whole layout. */
+static tg_status st_parse_header(st_file *f, const char *origin, const char *header, size_t n) {
+    tg_safetensors *st = &f->pub;
+    const unsigned char *bytes = (const unsigned char *)header;
+    const size_t data_size = st->buffer_size - 8 - n;
+
+    /* The spec: the header MUST begin with '{' (no BOM, no leading whitespace). */
+    if (n == 0 || header[0] != '{')
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: the JSON header must begin with '{' (found %s)",
+                             origin, n == 0 ? "an empty header" : header[0] == ' ' ? "a space"
+                                                                                    : "another byte");
+    const size_t bad = st_utf8_check(bytes, n, true);
+    if (bad != n)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: the header is not valid UTF-8 JSON text (byte 0x%02x "
+                             "at offset %zu)",
+                             origin, bytes[bad], bad);
+    const size_t nul = st_find_nul_escape(header, n);
+    if (nul != n)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: the header contains a \\u0000 escape at offset %zu",
+                             origin, nul);
+
+    /* cJSON gets its own NUL-terminated copy so that nothing it does can reach the data. */
+    char *text = malloc(n + 1);
+    if (!text)
+        return tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory for a %zu-byte header",
+                             origin, n);
+    memcpy(text, header, n);
+    text[n] = '\0';
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, n, &end, false);
+    if (!root) {
+        /* cJSON cannot tell us whether an allocation failed; a parse error is far likelier. */
+        const size_t at = end ? (size_t)(end - text) : 0;
+        free(text);
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: invalid JSON header (parse error near byte %zu)",
+                             origin, at);
+    }
+    const size_t json_len = (size_t)(end - text);
+    free(text);
+
+    tg_status status = TG_OK;
+    st_span *spans = NULL;
+    const char **names = NULL;
+    st_named *index = NULL;
+    for (size_t i = json_len; i < n; i++) {
+        if (header[i] != ' ') {
+            status = tg_status_set(TG_ERR_FORMAT,
+                                   "safetensors %s: unexpected byte 0x%02x at offset %zu after "
+                                   "the JSON object (the header may only be padded with spaces)",
+                                   origin, bytes[i], i);
+            goto done;
+        }
+    }
+    if (!cJSON_IsObject(root)) {
+        status = tg_status_set(TG_ERR_FORMAT, "safetensors %s: the JSON header is not an object",
+                               origin);
+        goto done;
+    }
+
+    size_t members = 0;
+    for (const cJSON *c = root->child; c; c = c->next) members++;
+
+    /* Duplicate names first: cJSON keeps every member, the format forbids repeats. */
+    names = malloc((members ? members : 1) * sizeof *names);
+    if (!names) {
+        status = tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
+        goto done;
+    }
+    size_t k = 0;
+    for (const cJSON *c = root->child; c; c = c->next) names[k++] = c->string;
+    qsort(names, members, sizeof *names, st_cmp_str_ptr);
+    for (size_t i = 1; i < members; i++) {
+        if (strcmp(names[i - 1], names[i]) == 0) {
+            status = tg_status_set(TG_ERR_FORMAT, "safetensors %s: duplicate name '" ST_MSG_NAME
+                                   "' in the header", origin, names[i]);
+            goto done;
+        }
+    }
+
+    spans = calloc(members ? members : 1, sizeof *spans);
+    if (!spans) {
+        status = tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
+        goto done;
+    }
+    size_t count = 0;
+    for (const cJSON *c = root->child; c; c = c->next) {
+        if (strcmp(c->string, "__metadata__") == 0) {
+            status = st_metadata_parse(origin, c, st);
+        } else {
+            spans[count].e.name = c->string; /* borrowed from cJSON until copied below */
+            status = st_entry_parse(origin, c, &spans[count]);
+            count++;
+        }
+        if (status != TG_OK) goto done;
+    }
+
+    /* The byte ranges must lie inside the buffer and tile it: sorted by (begin, end), each
+     * begins where the previous one ended, starting at 0 and stopping at the end. */
+    for (size_t i = 0; i < count; i++) {
+        if ((uint64_t)spans[i].end > data_size) {
+            status = tg_status_set(TG_ERR_FORMAT,
+                                   "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets [%" PRId64
+                                   ", %" PRId64 "] go past the end of the %zu-byte data buffer "
+                                   "(file truncated?)",
+                                   origin, spans[i].e.name, spans[i].begin, spans[i].end,
+                                   data_size);
+            goto done;
+        }
+    }
+    qsort(spans, count, sizeof *spans, st_cmp_span);
+    int64_t expected = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (spans[i].begin < expected) {
+            status = tg_status_set(TG_ERR_FORMAT,
+                                   "safetensors %s: tensor '" ST_MSG_NAME "' (bytes [%" PRId64
+                                   ", %" PRId64 ")) overlaps tensor '" ST_MSG_NAME "' (which ends "
+                                   "at %" PRId64 ")",
+                                   origin, spans[i].e.name, spans[i].begin, spans[i].end,
+                                   spans[i - 1].e.name, expected);
+            goto done;
+        }
+        if (spans[i].begin > expected) {
+            status = tg_status_set(TG_ERR_FORMAT,
+                                   "safetensors %s: hole of %" PRId64 " unused bytes before tensor '"
+                                   ST_MSG_NAME "' (bytes [%" PRId64 ", %" PRId64 ") belong to "
+                                   "no tensor)",
+                                   origin, spans[i].begin - expected, spans[i].e.name, expected,
+                                   spans[i].begin);
+            goto done;
+        }
+        expected = spans[i].end;
+    }
+    if ((uint64_t)expected != data_size) {
+        status = tg_status_set(TG_ERR_FORMAT,
+                               "safetensors %s: %" PRIu64 " trailing bytes after the last tensor "
+                               "(8 + header + data must be the file size exactly)",
+                               origin, (uint64_t)data_size - (uint64_t)expected);
+        goto done;
+    }
+
+    /* Valid: copy the names out of cJSON and point the entries at their bytes. */
+    st->entries = calloc(count ? count : 1, sizeof *st->entries);
+    f->by_name = malloc((count ? count : 1) * sizeof *f->by_name);
+    index = malloc((count ? count : 1) * sizeof *index);
+    if (!st->entries || !f->by_name || !index) {
+        status = tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
+        goto done;
+    }
+    const unsigned char *data = (const unsigned char *)st->buffer + 8 + n;
+    for (size_t i = 0; i < count; i++) {
+        tg_st_entry *e = &st->entries[i];
+        *e = spans[i].e;
+        e->data = data + spans[i].begin;
+        e->name = st_strdup(spans[i].e.name);
+        st->count = i + 1;
+        if (!e->name) {
+            status = tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
+            goto done;
+        }
+        index[i] = (st_named){e->name, i};
+    }
+    qsort(index, count, sizeof *index, st_cmp_named);
+    for (size_t i = 0; i < count; i++) f->by_name[i] = index[i].index;
+
+done:
+    free(index);
+    free(spans);
+    free(names);
+    cJSON_Delete(root);
+    return status;
+}
+
+/* Validates a file that is already in f->pub.buffer (owned by f). */
+static tg_status st_parse_buffer(st_file *f, const char *origin) {
+    const tg_safetensors *st = &f->pub;
+    const size_t size = st->buffer_size;
+    if (size < 8)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: the file is %zu bytes long, too short for the "
+                             "8-byte header length (truncated file?)",
+                             origin, size);
+    uint64_t n;
+    memcpy(&n, st->buffer, sizeof n); /* little-endian, checked at compile time */
+    if (n > ST_HEADER_MAX)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: header length %" PRIu64 " is larger than the limit "
+                             "of %u bytes",
+                             origin, n, ST_HEADER_MAX);
+    if (n > size - 8) /* size >= 8, so no overflow either way */
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors %s: header length %" PRIu64 " goes beyond the end of "
+                             "the %zu-byte file (truncated file?)",
+                             origin, n, size);
+    return st_parse_header(f, origin, (const char *)st->buffer + 8, (size_t)n);
+}
+
+/* Takes ownership of buffer (even on failure). */
+static tg_status st_open(void *buffer, size_t size, const char *origin, tg_safetensors **out) {
+    st_file *f = calloc(1, sizeof *f);
+    if (!f) {
+        free(buffer);
+        return tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
+    }
+    f->pub.buffer = buffer;
+    f->pub.buffer_size = size;
+    const tg_status s = st_parse_buffer(f, origin);
+    if (s != TG_OK) {
+        tg_safetensors_free(&f->pub);
+        return s;
+    }
+    *out = &f->pub;
+    return TG_OK;
+}
+
+tg_status tg_safetensors_parse(const void *bytes, size_t size, tg_safetensors **out) {
+    if (!out) return tg_status_set(TG_ERR_ARGUMENT, "tg_safetensors_parse: out is NULL");
+    *out = NULL;
+    if (!bytes && size)
+        return tg_status_set(TG_ERR_ARGUMENT, "tg_safetensors_parse: bytes is NULL");
+    void *copy = malloc(size ? size : 1);
+    if (!copy)
+        return tg_status_set(TG_ERR_NOMEM, "safetensors <memory>: out of memory for %zu bytes",
+                             size);
+    if (size) memcpy(copy, bytes, size);
+    return st_open(copy, size, "<memory>", out);
+}
+
+tg_status tg_safetensors_read(const char *path, tg_safetensors **out) {
+    if (!out) return tg_status_set(TG_ERR_ARGUMENT, "tg_safetensors_read: out is NULL");
+    *out = NULL;
+    if (!path) return tg_status_set(TG_ERR_ARGUMENT, "tg_safetensors_read: path is NULL");
+    char origin[320];
+    snprintf(origin, sizeof origin, "'%.300s'", path);
+
+    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return tg_status_set(TG_ERR_IO, "safetensors %s: cannot open: %s", origin, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        const int err = errno;
+        close(fd);
+        return tg_status_set(TG_ERR_IO, "safetensors %s: cannot stat: %s", origin, strerror(err));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return tg_status_set(TG_ERR_IO, "safetensors %s: %s", origin,
+                             S_ISDIR(sb.st_mode) ? "is a directory, not a file"
+                                                 : "is not a regular file");
+    }
+    if ((uint64_t)sb.st_size > SIZE_MAX - 1) {
+        close(fd);
+        return tg_status_set(TG_ERR_NOMEM, "safetensors %s: file too large", origin);
+    }
+    const size_t size = (size_t)sb.st_size;
+    unsigned char *buffer = malloc(size ? size : 1);
+    if (!buffer) {
+        close(fd);
+        return tg_status_set(TG_ERR_NOMEM,
+                             "safetensors %s: out of memory reading a %zu-byte file", origin,
+                             size);
+    }
+    size_t got = 0;
+    while (got < size) {
+        const ssize_t r = read(fd, buffer + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            const int err = r < 0 ? errno : 0;
+            close(fd);
+            free(buffer);
+            return tg_status_set(TG_ERR_IO, "safetensors %s: read failed after %zu of %zu bytes%s%s",
+                                 origin, got, size, err ? ": " : " (file shrank)",
+                                 err ? strerror(err) : "");
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    return st_open(buffer, size, origin, out);
+}
+
+void tg_safetensors_free(tg_safetensors *st) {
+    if (!st) return;
+    st_file *f = (st_file *)st; /* every tg_safetensors is the first member of an st_file */
+    for (size_t i = 0; i < st->count; i++) free(st->entries[i].name);
+    free(st->entries);
+    for (size_t i = 0; i < st->meta_count; i++) {
+        free(st->meta_keys[i]);
+        free(st->meta_values[i]);
+    }
+    free(st->meta_keys);
+    free(st->meta_values);
+    free(st->buffer);
+    free(f->by_name);
+    free(f);
+}
+
+const tg_st_entry *tg_safetensors_find(const tg_safetensors *st, const char *name) {
+    if (!st || !name) return NULL;
+    const st_file *f = (const st_file *)st;
+    size_t lo = 0, hi = st->count; /* binary search over the name index */
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        const tg_st_entry *e = &st->entries[f->by_name[mid]];
+        const int c = strcmp(name, e->name);
+        if (c == 0) return e;
+        if (c < 0) hi = mid;
+        else lo = mid + 1;
+    }
+    return NULL;
+}
+
+const char *tg_safetensors_meta(const tg_safetensors *st, const char *key) {
+    if (!st || !key) return NULL;
+    for (size_t i = 0; i < st->meta_count; i++)
+        if (strcmp(st->meta_keys[i], key) == 0) return st->meta_values[i];
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- converting */
+
+/* Entries can be made by hand, so re-check that nbytes and shape agree before reading. */
+static tg_status st_entry_check(const char *fn, const tg_st_entry *e) {
+    if (!e) return tg_status_set(TG_ERR_ARGUMENT, "%s: entry is NULL", fn);
+    const char *name = e->name ? e->name : "<unnamed>";
+    int64_t numel;
+    if (e->ndim < 0 || e->ndim > TG_MAX_DIMS || !st_dtype_valid(e->dtype) ||
+        !st_shape_numel(e->ndim, e->shape, &numel) || numel != e->numel ||
+        (uint64_t)numel > SIZE_MAX / tg_dtype_size(e->dtype) ||
+        (size_t)numel * tg_dtype_size(e->dtype) != e->nbytes || (!e->data && e->nbytes))
+        return tg_status_set(TG_ERR_ARGUMENT,
+                             "%s: entry '" ST_MSG_NAME "' is inconsistent (ndim, shape, numel, "
+                             "dtype and nbytes disagree)",
+                             fn, name);
+    return TG_OK;
+}
+
+tg_status tg_st_entry_to_tensor(const tg_st_entry *e, tg_tensor **out) {
+    if (!out) return tg_status_set(TG_ERR_ARGUMENT, "tg_st_entry_to_tensor: out is NULL");
+    *out = NULL;
+    tg_status s = st_entry_check("tg_st_entry_to_tensor", e);
+    if (s != TG_OK) return s;
+    if (e->dtype != TG_DTYPE_F32 && e->dtype != TG_DTYPE_F64)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors: tensor '" ST_MSG_NAME "' has dtype %s; a float tensor "
+                             "needs F32 or F64",
+                             e->name ? e->name : "<unnamed>", tg_dtype_name(e->dtype));
+    tg_tensor *t = tg_tensor_new(e->ndim, e->shape);
+    const unsigned char *src = e->data; /* may be unaligned: copy element by element */
+    if (e->dtype == TG_DTYPE_F32) {
+        for (int64_t i = 0; i < e->numel; i++) {
+            float v;
+            memcpy(&v, src + (size_t)i * 4, 4);
+            t->data[i] = (tg_real)v;
+        }
+    } else {
+        for (int64_t i = 0; i < e->numel; i++) {
+            double v;
+            memcpy(&v, src + (size_t)i * 8, 8);
+            t->data[i] = (tg_real)v;
+        }
+    }
+    if (e->name) tg_tensor_set_name(t, e->name);
+    *out = t;
+    return TG_OK;
+}
+
+tg_status tg_st_entry_to_index(const tg_st_entry *e, tg_index **out) {
+    if (!out) return tg_status_set(TG_ERR_ARGUMENT, "tg_st_entry_to_index: out is NULL");
+    *out = NULL;
+    tg_status s = st_entry_check("tg_st_entry_to_index", e);
+    if (s != TG_OK) return s;
+    const char *name = e->name ? e->name : "<unnamed>";
+    if (e->dtype != TG_DTYPE_I32 && e->dtype != TG_DTYPE_I64)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors: tensor '" ST_MSG_NAME "' has dtype %s; an index tensor "
+                             "needs I32 or I64",
+                             name, tg_dtype_name(e->dtype));
+    tg_index *ix = tg_index_new(e->ndim, e->shape);
+    const unsigned char *src = e->data;
+    if (e->dtype == TG_DTYPE_I32) {
+        if (e->nbytes) memcpy(ix->data, src, e->nbytes);
+    } else {
+        for (int64_t i = 0; i < e->numel; i++) {
+            int64_t v;
+            memcpy(&v, src + (size_t)i * 8, 8);
+            if (v < INT32_MIN || v > INT32_MAX) {
+                tg_index_free(ix);
+                return tg_status_set(TG_ERR_FORMAT,
+                                     "safetensors: index tensor '" ST_MSG_NAME "': element %" PRId64
+                                     " = %" PRId64 " does not fit in int32",
+                                     name, i, v);
+            }
+            ix->data[i] = (int32_t)v;
+        }
+    }
+    *out = ix;
+    return TG_OK;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+typedef struct st_order {
+    const tg_st_entry *e;
+} st_order;
+
+/* The reference writer's order: dtype rank descending, then name ascending (bytewise). */
+static int st_cmp_write(const void *a, const void *b) {
+    const tg_st_entry *x = ((const st_order *)a)->e, *y = ((const st_order *)b)->e;
+    const int rx = st_dtypes[x->dtype].rank, ry = st_dtypes[y->dtype].rank;
+    if (rx != ry) return rx > ry ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static bool st_utf8_ok(const char *s) {
+    const size_t n = strlen(s);
+    return st_utf8_check((const unsigned char *)s, n, false) == n;
+}
+
+static tg_status st_write_check(const char *path, const tg_st_entry *entries, size_t count,
+                                const char *const *meta_keys, const char *const *meta_values,
+                                size_t meta_count) {
+    const char *fn = "tg_safetensors_write";
+    if (!path || !*path) return tg_status_set(TG_ERR_ARGUMENT, "%s: path is NULL or empty", fn);
+    if (count && !entries)
+        return tg_status_set(TG_ERR_ARGUMENT, "%s: %zu entries but entries is NULL", fn, count);
+    if (meta_count && (!meta_keys || !meta_values))
+        return tg_status_set(TG_ERR_ARGUMENT, "%s: %zu metadata pairs but keys or values are NULL",
+                             fn, meta_count);
+    for (size_t i = 0; i < count; i++) {
+        const tg_st_entry *e = &entries[i];
+        if (!e->name) return tg_status_set(TG_ERR_ARGUMENT, "%s: entry %zu has no name", fn, i);
+        if (strcmp(e->name, "__metadata__") == 0 || !st_utf8_ok(e->name))
+            return tg_status_set(TG_ERR_ARGUMENT,
+                                 "%s: entry %zu: name '" ST_MSG_NAME "' is reserved or not UTF-8",
+                                 fn, i, e->name);
+        if (!st_dtype_valid(e->dtype))
+            return tg_status_set(TG_ERR_ARGUMENT, "%s: entry '" ST_MSG_NAME "': bad dtype %d", fn,
+                                 e->name, (int)e->dtype);
+        if (e->ndim < 0 || e->ndim > TG_MAX_DIMS)
+            return tg_status_set(TG_ERR_ARGUMENT, "%s: entry '" ST_MSG_NAME "': ndim %d is not in "
+                                 "[0, %d]", fn, e->name, e->ndim, TG_MAX_DIMS);
+        int64_t numel;
+        if (!st_shape_numel(e->ndim, e->shape, &numel) ||
+            (uint64_t)numel > SIZE_MAX / tg_dtype_size(e->dtype))
+            return tg_status_set(TG_ERR_ARGUMENT,
+                                 "%s: entry '" ST_MSG_NAME "': negative dimension or size overflow",
+                                 fn, e->name);
+        /* e->numel is not consulted: the shape is what gets written. */
+        const size_t need = (size_t)numel * tg_dtype_size(e->dtype);
+        if (need != e->nbytes) {
+            char shp[128];
+            tg_shape_format(e->ndim, e->shape, shp, sizeof shp);
+            return tg_status_set(TG_ERR_ARGUMENT,
+                                 "%s: entry '" ST_MSG_NAME "': shape %s of %s needs %zu bytes, "
+                                 "nbytes is %zu",
+                                 fn, e->name, shp, tg_dtype_name(e->dtype), need, e->nbytes);
+        }
+        if (need && !e->data)
+            return tg_status_set(TG_ERR_ARGUMENT, "%s: entry '" ST_MSG_NAME "' has no data", fn,
+                                 e->name);
+    }
+    for (size_t i = 0; i < meta_count; i++) {
+        if (!meta_keys[i] || !meta_values[i])
+            return tg_status_set(TG_ERR_ARGUMENT, "%s: metadata pair %zu has a NULL key or value",
+                                 fn, i);
+        if (!st_utf8_ok(meta_keys[i]) || !st_utf8_ok(meta_values[i]))
+            return tg_status_set(TG_ERR_ARGUMENT, "%s: metadata pair %zu is not UTF-8", fn, i);
+    }
+    return TG_OK;
+}
+
+/* Sorted copies of the names must be unique (tensor names, and metadata keys). */
+static tg_status st_write_unique(const char **names, size_t n, const char *what) {
+    qsort(names, n, sizeof *names, st_cmp_str_ptr);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(names[i - 1], names[i]) == 0)
+            return tg_status_set(TG_ERR_ARGUMENT,
+                                 "tg_safetensors_write: duplicate %s '" ST_MSG_NAME "'", what,
+                                 names[i]);
+    return TG_OK;
+}
+
+/* Adds a JSON integer written exactly (cJSON would go through a double). */
+static bool st_json_add_int(cJSON *array, int64_t v) {
+    char text[24];
+    snprintf(text, sizeof text, "%" PRId64, v);
+    cJSON *item = cJSON_CreateRaw(text);
+    if (!item) return false;
+    if (!cJSON_AddItemToArray(array, item)) {
+        cJSON_Delete(item);
+        return false;
+    }
+    return true;
+}
+
+static bool st_json_add(cJSON *object, const char *key, cJSON *item) {
+    if (!item) return false;
+    if (!cJSON_AddItemToObject(object, key, item)) {
+        cJSON_Delete(item);
+        return false;
+    }
+    return true;
+}
+
+/* The compact header text, padded with spaces to a multiple of 8; NULL if out of memory. */
+static char *st_header_build(const st_order *order, size_t count, const char *const *meta_keys,
+                             const char *const *meta_values, size_t meta_count, size_t *len) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    bool ok = true;
+    if (meta_count) {
+        cJSON *meta = cJSON_CreateObject();
+        ok = st_json_add(root, "__metadata__", meta);
+        for (size_t i = 0; ok && i < meta_count; i++)
+            ok = st_json_add(meta, meta_keys[i], cJSON_CreateString(meta_values[i]));
+    }
+    int64_t offset = 0;
+    for (size_t i = 0; ok && i < count; i++) {
+        const tg_st_entry *e = order[i].e;
+        cJSON *info = cJSON_CreateObject();
+        ok = st_json_add(root, e->name, info);
+        ok = ok && st_json_add(info, "dtype", cJSON_CreateString(tg_dtype_name(e->dtype)));
+        cJSON *shape = cJSON_CreateArray();
+        ok = ok && st_json_add(info, "shape", shape);
+        for (int d = 0; ok && d < e->ndim; d++) ok = st_json_add_int(shape, e->shape[d]);
+        cJSON *offsets = cJSON_CreateArray();
+        ok = ok && st_json_add(info, "data_offsets", offsets);
+        ok = ok && st_json_add_int(offsets, offset);
+        offset += (int64_t)e->nbytes;
+        ok = ok && st_json_add_int(offsets, offset);
+    }
+    char *json = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!json) return NULL;
+    const size_t n = strlen(json);
+    const size_t padded = (n + 7) / 8 * 8;
+    char *header = malloc(padded ? padded : 1);
+    if (header) {
+        memcpy(header, json, n);
+        memset(header + n, ' ', padded - n);
+        *len = padded;
+    }
+    cJSON_free(json);
+    return header;
+}
+
+static bool st_write_all(int fd, const void *data, size_t len) {
+    const unsigned char *p = data;
+    while (len) {
+        const ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (w == 0) errno = EIO;
+            return false;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return true;
+}
+
+/* Makes the rename durable: fsync the folder that holds path. */
+static int st_sync_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir;
+    if (!slash) dir = st_strdup(".");
+    else if (slash == path) dir = st_strdup("/");
+    else {
+        dir = malloc((size_t)(slash - path) + 1);
+        if (dir) {
+            memcpy(dir, path, (size_t)(slash - path));
+            dir[slash - path] = '\0';
+        }
+    }
+    if (!dir) return ENOMEM;
+    const int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0) return errno;
+    int err = 0;
+    /* Some filesystems cannot fsync a directory; that is no reason to fail the save. */
+    if (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP) err = errno;
+    close(fd);
+    return err;
+}
+
+/* Writes the file to a temporary name next to path, then renames it into place. */
+static tg_status st_write_file(const char *path, const char *header, size_t header_len,
+                               const st_order *order, size_t count) {
+    const size_t tmp_len = strlen(path) + 32;
+    char *tmp = malloc(tmp_len);
+    if (!tmp) return tg_status_set(TG_ERR_NOMEM, "safetensors '%.300s': out of memory", path);
+    snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
+
+    const char *step = "cannot create the temporary file";
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno == EEXIST) {
+        /* Left over by an earlier process with our pid that died mid-save. */
+        unlink(tmp);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    }
+    if (fd < 0) goto fail_nofile;
+
+    step = "cannot write the temporary file";
+    const uint64_t n = header_len;
+    if (!st_write_all(fd, &n, sizeof n) || !st_write_all(fd, header, header_len)) goto fail;
+    for (size_t i = 0; i < count; i++)
+        if (order[i].e->nbytes && !st_write_all(fd, order[i].e->data, order[i].e->nbytes))
+            goto fail;
+    step = "cannot fsync the temporary file";
+    if (fsync(fd) != 0) goto fail;
+    step = "cannot close the temporary file";
+    const int closed = close(fd);
+    fd = -1;
+    if (closed != 0) goto fail;
+    step = "cannot rename the temporary file over it";
+    if (rename(tmp, path) != 0) goto fail;
+    free(tmp);
+    const int err = st_sync_dir(path);
+    if (err)
+        return tg_status_set(TG_ERR_IO, "safetensors '%.300s': saved, but cannot fsync its folder: %s",
+                             path, strerror(err));
+    return TG_OK;
+
+fail: {
+    const int err = errno;
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    errno = err;
+}
+fail_nofile: {
+    const int err = errno;
+    tg_status s = tg_status_set(TG_ERR_IO, "safetensors '%.300s': %s '%.300s': %s", path, step,
+                                tmp, strerror(err));
+    free(tmp);
+    return s;
+}
+}
+
+tg_status tg_safetensors_write(const char *path, const tg_st_entry *entries, size_t count,
+                               const char *const *meta_keys, const char *const *meta_values,
+                               size_t meta_count) {
+    tg_status s = st_write_check(path, entries, count, meta_keys, meta_values, meta_count);
+    if (s != TG_OK) return s;
+
+    const size_t most = count > meta_count ? count : meta_count;
+    st_order *order = malloc((count ? count : 1) * sizeof *order);
+    const char **names = malloc((most ? most : 1) * sizeof *names);
+    char *header = NULL;
+    if (!order || !names) {
+        s = tg_status_set(TG_ERR_NOMEM, "safetensors '%.300s': out of memory", path);
+        goto done;
+    }
+    for (size_t i = 0; i < count; i++) names[i] = entries[i].name;
+    if ((s = st_write_unique(names, count, "tensor name")) != TG_OK) goto done;
+    for (size_t i = 0; i < meta_count; i++) names[i] = meta_keys[i];
+    if ((s = st_write_unique(names, meta_count, "metadata key")) != TG_OK) goto done;
+
+    for (size_t i = 0; i < count; i++) order[i].e = &entries[i];
+    qsort(order, count, sizeof *order, st_cmp_write);
+    size_t header_len = 0;
+    header = st_header_build(order, count, meta_keys, meta_values, meta_count, &header_len);
+    if (!header) {
+        s = tg_status_set(TG_ERR_NOMEM, "safetensors '%.300s': out of memory building the header",
+                          path);
+        goto done;
+    }
+    if (header_len > ST_HEADER_MAX) {
+        s = tg_status_set(TG_ERR_ARGUMENT,
+                          "safetensors '%.300s': the header would be %zu bytes, more than readers "
+                          "accept (%u)",
+                          path, header_len, ST_HEADER_MAX);
+        goto done;
+    }
+    s = st_write_file(path, header, header_len, order, count);
+
+done:
+    free(header);
+    free(names);
+    free(order);
+    return s;
+}

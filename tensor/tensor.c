@@ -1,0 +1,210 @@
+/* Long-lived tensors, shapes, names and printing. */
+#include "tapegrad/tensor.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int64_t tg_shape_numel(int ndim, const int64_t *shape) {
+    if (ndim < 0 || ndim > TG_MAX_DIMS)
+        tg_fail("shape: %d dimensions (at most %d are supported)", ndim, TG_MAX_DIMS);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) tg_fail("shape: dimension %d is negative (%" PRId64 ")", i, shape[i]);
+        if (shape[i] != 0 && n > INT64_MAX / shape[i])
+            tg_fail("shape: the number of elements overflows 64 bits");
+        n *= shape[i];
+    }
+    return n;
+}
+
+static tg_tensor *tensor_alloc(int ndim, const int64_t *shape) {
+    const int64_t numel = tg_shape_numel(ndim, shape);
+    if ((uint64_t)numel > SIZE_MAX / sizeof(tg_real)) tg_fail("tensor too large");
+    tg_tensor *t = tg_xcalloc(1, sizeof *t);
+    memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
+    t->ndim = ndim;
+    t->numel = numel;
+    t->owned = true;
+    t->node = -1;
+    t->data = tg_xcalloc((size_t)numel, sizeof(tg_real));
+    return t;
+}
+
+tg_tensor *tg_tensor_new(int ndim, const int64_t *shape) { return tensor_alloc(ndim, shape); }
+tg_tensor *tg_tensor_zeros(int ndim, const int64_t *shape) { return tensor_alloc(ndim, shape); }
+
+tg_tensor *tg_tensor_full(int ndim, const int64_t *shape, tg_real value) {
+    tg_tensor *t = tensor_alloc(ndim, shape);
+    tg_tensor_fill(t, value);
+    return t;
+}
+
+tg_tensor *tg_tensor_ones(int ndim, const int64_t *shape) { return tg_tensor_full(ndim, shape, 1); }
+
+tg_tensor *tg_tensor_from_array(int ndim, const int64_t *shape, const tg_real *values) {
+    tg_tensor *t = tensor_alloc(ndim, shape);
+    tg_tensor_copy_from(t, values);
+    return t;
+}
+
+tg_tensor *tg_tensor_arange(tg_real start, tg_real end, tg_real step) {
+    if (step == 0 || isnan(step) || isnan(start) || isnan(end))
+        tg_fail("arange: step must be non-zero and bounds finite (start %g, end %g, step %g)",
+                (double)start, (double)end, (double)step);
+    const double count = ceil(((double)end - (double)start) / (double)step);
+    const int64_t n = count > 0 ? (int64_t)count : 0;
+    tg_tensor *t = tensor_alloc(1, (const int64_t[]){n});
+    for (int64_t i = 0; i < n; i++) t->data[i] = (tg_real)((double)start + (double)i * step);
+    return t;
+}
+
+tg_tensor *tg_tensor_clone(const tg_tensor *src) {
+    tg_tensor *t = tg_tensor_from_array(src->ndim, src->shape, src->data);
+    t->requires_grad = src->requires_grad;
+    memcpy(t->name, src->name, sizeof t->name);
+    return t;
+}
+
+void tg_tensor_free(tg_tensor *t) {
+    if (!t) return;
+    if (!t->owned) tg_fail("tg_tensor_free: tensor '%s' belongs to a tape's arena", t->name);
+    free(t->data);
+    free(t->grad);
+    free(t);
+}
+
+tg_index *tg_index_new(int ndim, const int64_t *shape) {
+    const int64_t numel = tg_shape_numel(ndim, shape);
+    tg_index *ix = tg_xcalloc(1, sizeof *ix);
+    memcpy(ix->shape, shape, (size_t)ndim * sizeof(int64_t));
+    ix->ndim = ndim;
+    ix->numel = numel;
+    ix->owned = true;
+    ix->data = tg_xcalloc((size_t)numel, sizeof(int32_t));
+    return ix;
+}
+
+tg_index *tg_index_from_array(int ndim, const int64_t *shape, const int32_t *values) {
+    tg_index *ix = tg_index_new(ndim, shape);
+    if (ix->numel) memcpy(ix->data, values, (size_t)ix->numel * sizeof(int32_t));
+    return ix;
+}
+
+void tg_index_free(tg_index *ix) {
+    if (!ix) return;
+    if (!ix->owned) tg_fail("tg_index_free: index tensor belongs to a tape's arena");
+    free(ix->data);
+    free(ix);
+}
+
+bool tg_shape_equal(const tg_tensor *a, const tg_tensor *b) {
+    if (a->ndim != b->ndim) return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+int tg_dim_normalize(const char *op, const tg_tensor *t, int dim) {
+    const int nd = t->ndim;
+    if (dim < -nd || dim >= nd || nd == 0) {
+        char desc[160];
+        tg_fail("%s: dim %d out of range for tensor %s (expected in [%d, %d])", op, dim,
+                tg_tensor_describe(t, desc, sizeof desc), -nd, nd - 1);
+    }
+    return dim < 0 ? dim + nd : dim;
+}
+
+int64_t tg_tensor_size(const tg_tensor *t, int dim) {
+    return t->shape[tg_dim_normalize("size", t, dim)];
+}
+
+char *tg_shape_format(int ndim, const int64_t *shape, char *buf, size_t len) {
+    size_t used = 0;
+    int w = snprintf(buf, len, "(");
+    for (int i = 0; i < ndim && w >= 0; i++) {
+        used += (size_t)w;
+        if (used >= len) break;
+        w = snprintf(buf + used, len - used, i ? ", %" PRId64 : "%" PRId64, shape[i]);
+    }
+    if (w >= 0) used += (size_t)w;
+    if (used < len) snprintf(buf + used, len - used, ndim == 1 ? ",)" : ")");
+    return buf;
+}
+
+char *tg_tensor_describe(const tg_tensor *t, char *buf, size_t len) {
+    char shape[96];
+    tg_shape_format(t->ndim, t->shape, shape, sizeof shape);
+    if (t->name[0]) snprintf(buf, len, "%s '%s'", shape, t->name);
+    else snprintf(buf, len, "%s <unnamed>", shape);
+    return buf;
+}
+
+void tg_tensor_set_name(tg_tensor *t, const char *name) {
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+}
+
+tg_tensor *tg_tensor_named(tg_tensor *t, const char *name) {
+    tg_tensor_set_name(t, name);
+    return t;
+}
+
+tg_tensor *tg_tensor_requires_grad(tg_tensor *t, bool on) {
+    if (t->node >= 0 && !on)
+        tg_fail("requires_grad: '%s' is the output of an op; only leaves can be changed", t->name);
+    t->requires_grad = on;
+    return t;
+}
+
+void tg_tensor_fill(tg_tensor *t, tg_real value) {
+    for (int64_t i = 0; i < t->numel; i++) t->data[i] = value;
+}
+
+void tg_tensor_copy_from(tg_tensor *dst, const tg_real *values) {
+    if (dst->numel) memcpy(dst->data, values, (size_t)dst->numel * sizeof(tg_real));
+}
+
+tg_real tg_item(const tg_tensor *t) {
+    if (t->numel != 1) {
+        char desc[160];
+        tg_fail("item: tensor %s has %" PRId64 " elements, not 1",
+                tg_tensor_describe(t, desc, sizeof desc), t->numel);
+    }
+    return t->data[0];
+}
+
+/* Prints nested brackets row by row, PyTorch style, eliding the middle of long dims. */
+static void print_level(FILE *f, const tg_tensor *t, int dim, int64_t offset, int indent) {
+    const int64_t n = t->shape[dim], edge = 3;
+    int64_t stride = 1;
+    for (int d = dim + 1; d < t->ndim; d++) stride *= t->shape[d];
+    fputc('[', f);
+    for (int64_t i = 0; i < n; i++) {
+        if (n > 2 * edge + 1 && i == edge) {
+            fprintf(f, dim == t->ndim - 1 ? "..., " : "...,\n%*s", dim == t->ndim - 1 ? 0 : indent + 1, "");
+            i = n - edge - 1;
+            continue;
+        }
+        if (dim == t->ndim - 1) fprintf(f, "% .4f", (double)t->data[offset + i]);
+        else print_level(f, t, dim + 1, offset + i * stride, indent + 1);
+        if (i + 1 < n) {
+            if (dim == t->ndim - 1) fputs(", ", f);
+            else fprintf(f, ",\n%*s", indent + 1, "");
+        }
+    }
+    fputc(']', f);
+}
+
+void tg_tensor_fprint(FILE *f, const tg_tensor *t) {
+    char shape[96];
+    fputs("tensor(", f);
+    if (t->ndim == 0) fprintf(f, "% .4f", (double)t->data[0]);
+    else print_level(f, t, 0, 0, 7);
+    fprintf(f, ", shape=%s", tg_shape_format(t->ndim, t->shape, shape, sizeof shape));
+    if (t->name[0]) fprintf(f, ", name='%s'", t->name);
+    if (t->requires_grad) fputs(", requires_grad=True", f);
+    fputs(")\n", f);
+}
+
+void tg_tensor_print(const tg_tensor *t) { tg_tensor_fprint(stdout, t); }

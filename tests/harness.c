@@ -1,0 +1,139 @@
+/* Shared test helpers: see harness.h. */
+#include "harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+jmp_buf tg_test_jump;
+char tg_test_message[1024];
+
+static void catching_handler(const char *message, void *user) {
+    (void)user;
+    snprintf(tg_test_message, sizeof tg_test_message, "%s", message);
+    longjmp(tg_test_jump, 1);
+}
+
+void tg_test_catch_begin(void) {
+    tg_test_message[0] = '\0';
+    tg_error_set_handler(catching_handler, NULL);
+}
+
+void tg_test_catch_end(void) { tg_error_set_handler(NULL, NULL); }
+
+void tg_test_expect_message(const char *file, int line, const char *const *fragments) {
+    for (const char *const *f = fragments; *f; f++)
+        if (!strstr(tg_test_message, *f))
+            fail_msg("%s:%d: error message \"%s\" lacks \"%s\"", file, line, tg_test_message, *f);
+}
+
+static void assert_close_impl(const char *what, const tg_real *got, const tg_real *want_r,
+                              const double *want_d, int64_t n, double atol, double rtol) {
+    int64_t worst = -1;
+    double worst_excess = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double g = (double)got[i], w = want_d ? want_d[i] : (double)want_r[i];
+        if (isnan(g) && isnan(w)) continue;
+        if (g == w) continue; /* also equal infinities */
+        const double excess = fabs(g - w) - (atol + rtol * fabs(w));
+        if (isnan(excess) || excess > worst_excess || (worst < 0 && excess > 0)) {
+            worst = i;
+            worst_excess = isnan(excess) ? INFINITY : excess;
+        }
+    }
+    if (worst >= 0) {
+        const double w = want_d ? want_d[worst] : (double)want_r[worst];
+        fail_msg("%s: element %lld of %lld: got %.10g, want %.10g (atol %g, rtol %g)", what,
+                 (long long)worst, (long long)n, (double)got[worst], w, atol, rtol);
+    }
+}
+
+void tg_test_assert_close(const char *what, const tg_real *got, const tg_real *want, int64_t n,
+                          double atol, double rtol) {
+    assert_close_impl(what, got, want, NULL, n, atol, rtol);
+}
+
+void tg_test_assert_close_f64(const char *what, const tg_real *got, const double *want, int64_t n,
+                              double atol, double rtol) {
+    assert_close_impl(what, got, NULL, want, n, atol, rtol);
+}
+
+tg_tensor *tg_test_rand(uint64_t seed, tg_real lo, tg_real hi, int ndim, const int64_t *shape) {
+    tg_rng rng;
+    tg_rng_seed(&rng, seed);
+    tg_tensor *t = tg_tensor_new(ndim, shape);
+    for (int64_t i = 0; i < t->numel; i++)
+        t->data[i] = (tg_real)((double)lo + ((double)hi - (double)lo) * tg_rng_uniform01(&rng));
+    return t;
+}
+
+/* ---- fixtures ---- */
+struct tg_fixture {
+    char name[128];
+    tg_safetensors *st;
+};
+
+tg_fixture *tg_fixture_load(const char *case_name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.safetensors", TG_FIXTURES_DIR, case_name);
+    tg_safetensors *st = NULL;
+    if (tg_safetensors_read(path, &st) != TG_OK)
+        fail_msg("fixture %s: %s", case_name, tg_error_message());
+    tg_fixture *fx = calloc(1, sizeof *fx);
+    snprintf(fx->name, sizeof fx->name, "%s", case_name);
+    fx->st = st;
+    return fx;
+}
+
+void tg_fixture_free(tg_fixture *fx) {
+    if (!fx) return;
+    tg_safetensors_free(fx->st);
+    free(fx);
+}
+
+static const tg_st_entry *fixture_entry(const tg_fixture *fx, const char *name) {
+    const tg_st_entry *e = tg_safetensors_find(fx->st, name);
+    if (!e) fail_msg("fixture %s has no tensor '%s'", fx->name, name);
+    return e;
+}
+
+bool tg_fixture_has(const tg_fixture *fx, const char *name) {
+    return tg_safetensors_find(fx->st, name) != NULL;
+}
+
+tg_tensor *tg_fixture_tensor(const tg_fixture *fx, const char *name) {
+    tg_tensor *t = NULL;
+    if (tg_st_entry_to_tensor(fixture_entry(fx, name), &t) != TG_OK)
+        fail_msg("fixture %s, tensor '%s': %s", fx->name, name, tg_error_message());
+    tg_tensor_set_name(t, name);
+    return t;
+}
+
+tg_index *tg_fixture_index(const tg_fixture *fx, const char *name) {
+    tg_index *ix = NULL;
+    if (tg_st_entry_to_index(fixture_entry(fx, name), &ix) != TG_OK)
+        fail_msg("fixture %s, index '%s': %s", fx->name, name, tg_error_message());
+    return ix;
+}
+
+const char *tg_fixture_meta(const tg_fixture *fx, const char *key) {
+    return tg_safetensors_meta(fx->st, key);
+}
+
+void tg_fixture_assert_close(const tg_fixture *fx, const char *name, const tg_real *got,
+                             const int64_t *shape, int ndim, double atol, double rtol) {
+    tg_tensor *want = tg_fixture_tensor(fx, name);
+    char what[256], s1[96], s2[96];
+    bool same = want->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = want->shape[i] == shape[i];
+    if (!same) {
+        tg_shape_format(ndim, shape, s1, sizeof s1);
+        tg_shape_format(want->ndim, want->shape, s2, sizeof s2);
+        tg_tensor_free(want);
+        fail_msg("fixture %s, '%s': shape %s, want %s", fx->name, name, s1, s2);
+    }
+    snprintf(what, sizeof what, "fixture %s, '%s'", fx->name, name);
+    tg_test_assert_close(what, got, want->data, want->numel, atol, rtol);
+    tg_tensor_free(want);
+}

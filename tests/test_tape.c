@@ -1,0 +1,192 @@
+/* The tape: recording, backward, accumulation, retained gradients, the listing and
+ * gradcheck itself. Uses two small ops defined here so that it depends on no op family. */
+#include "harness.h"
+
+#include <string.h>
+
+/* y = s * x  ->  dx += s * dy */
+static void scale_backward(tg_tape *tape, tg_node *node) {
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    const tg_tensor *y = node->out[0];
+    for (int64_t i = 0; i < y->numel; i++) dx[i] += (tg_real)node->farg[0] * y->grad[i];
+}
+
+static tg_tensor *scale(tg_tape *tape, tg_tensor *x, double s) {
+    tg_tensor *y = tg_tape_tensor_like(tape, x);
+    for (int64_t i = 0; i < x->numel; i++) y->data[i] = (tg_real)s * x->data[i];
+    tg_node *n = tg_tape_record(tape, "scale", scale_backward, 1, (tg_tensor *[]){x}, 1,
+                                (tg_tensor *[]){y});
+    if (n) n->farg[0] = s;
+    return y;
+}
+
+/* y = Σ a ⊙ b (same shapes)  ->  da += dy·b, db += dy·a */
+static void dot_backward(tg_tape *tape, tg_node *node) {
+    const tg_real dy = node->out[0]->grad[0];
+    tg_tensor *a = node->in[0], *b = node->in[1];
+    tg_real *da = tg_tape_grad(tape, a), *db = tg_tape_grad(tape, b);
+    for (int64_t i = 0; i < a->numel; i++) {
+        if (da) da[i] += dy * b->data[i];
+        if (db) db[i] += dy * a->data[i];
+    }
+}
+
+static tg_tensor *dot(tg_tape *tape, tg_tensor *a, tg_tensor *b) {
+    tg_tensor *y = tg_tape_tensor(tape, 0, NULL);
+    y->data[0] = 0;
+    for (int64_t i = 0; i < a->numel; i++) y->data[0] += a->data[i] * b->data[i];
+    tg_tape_record(tape, "dot", dot_backward, 2, (tg_tensor *[]){a, b}, 1, (tg_tensor *[]){y});
+    return y;
+}
+
+static void test_backward_chain_and_accumulation(void **state) {
+    (void)state;
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *x = tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1, 2, 3}), true);
+    tg_tensor_set_name(x, "x");
+    /* L = <3x, x> = 3 Σ x², used twice: dL/dx = 6x */
+    tg_tensor *y = scale(tape, x, 3);
+    tg_tensor *loss = dot(tape, y, x);
+    assert_true(tg_item(loss) == 42);
+    tg_tape_backward(tape, loss);
+    tg_test_assert_close("dL/dx", x->grad, (tg_real[]){6, 12, 18}, 3, 0, 0);
+    /* a second step accumulates into the leaf, as in PyTorch, until zeroed */
+    tg_tape_reset(tape);
+    loss = dot(tape, scale(tape, x, 3), x);
+    tg_tape_backward(tape, loss);
+    tg_test_assert_close("accumulated", x->grad, (tg_real[]){12, 24, 36}, 3, 0, 0);
+    tg_tensor_zero_grad(x);
+    assert_true(x->grad[0] == 0);
+    tg_tape_free(tape);
+    tg_tensor_free(x);
+}
+
+static void test_recording_off_and_no_grad_inputs(void **state) {
+    (void)state;
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *x = tg_tensor_requires_grad(tg_tensor_ones(TG_SHAPE(2)), true);
+    tg_tensor *c = tg_tensor_ones(TG_SHAPE(2)); /* a constant */
+    tg_tape_set_recording(tape, false);
+    tg_tensor *y = scale(tape, x, 2);
+    assert_false(y->requires_grad);
+    assert_int_equal(tg_tape_node_count(tape), 0);
+    tg_tape_set_recording(tape, true);
+    tg_tensor *z = scale(tape, c, 2);
+    assert_false(z->requires_grad);
+    assert_int_equal(tg_tape_node_count(tape), 0);
+    TG_EXPECT_FAIL(tg_tape_backward(tape, dot(tape, z, z)), "backward", "does not require grad");
+    tg_tape_free(tape);
+    tg_tensor_free(x), tg_tensor_free(c);
+}
+
+static void test_retain_grad_and_names(void **state) {
+    (void)state;
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *x = tg_tensor_named(tg_tensor_requires_grad(tg_tensor_ones(TG_SHAPE(2)), true), "x");
+    tg_tensor *h = tg_tensor_named(scale(tape, x, 2), "h_t");
+    tg_tensor *z = tg_tensor_named(scale(tape, x, 5), "z_t");
+    tg_tensor_retain_grad(z);
+    tg_tensor *loss = tg_tensor_named(dot(tape, h, z), "loss");
+    tg_tape_backward(tape, loss);
+    assert_null(h->grad); /* not retained */
+    tg_test_assert_close("dL/dz_t", z->grad, (tg_real[]){2, 2}, 2, 0, 0);
+    tg_test_assert_close("dL/dx", x->grad, (tg_real[]){20, 20}, 2, 0, 0);
+
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    tg_tape_print(tape, f);
+    fclose(f);
+    assert_non_null(strstr(text, "3 nodes"));
+    assert_non_null(strstr(text, "#0    scale            -> (2,) 'h_t'  <- (2,) 'x' [param]"));
+    assert_non_null(strstr(text, "#2    dot              -> () 'loss'  <- (2,) 'h_t' #0, (2,) 'z_t' #1"));
+    free(text);
+    assert_string_equal(tg_tape_node(tape, 2)->op, "dot");
+    TG_EXPECT_FAIL(tg_tape_node(tape, 3), "tape_node", "3 nodes");
+    tg_tape_free(tape);
+    tg_tensor_free(x);
+}
+
+static void test_backward_with_seed(void **state) {
+    (void)state;
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *x = tg_tensor_requires_grad(tg_tensor_ones(TG_SHAPE(3)), true);
+    tg_tensor *y = scale(tape, x, 4);
+    TG_EXPECT_FAIL(tg_tape_backward(tape, y), "backward", "3 elements", "seed");
+    tg_tape_backward_with(tape, y, (tg_real[]){1, 0, -1});
+    tg_test_assert_close("dx", x->grad, (tg_real[]){4, 0, -4}, 3, 0, 0);
+    tg_tape_free(tape);
+    tg_tensor_free(x);
+}
+
+static void test_reset_recycles_memory(void **state) {
+    (void)state;
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *x = tg_tensor_requires_grad(tg_tensor_ones(TG_SHAPE(1000)), true);
+    uint64_t mallocs = 0;
+    for (int step = 0; step < 4; step++) {
+        tg_tensor *h = x;
+        for (int i = 0; i < 400; i++) h = scale(tape, h, 1.0001);
+        tg_tape_backward(tape, dot(tape, h, h));
+        tg_tape_reset(tape);
+        if (step == 1) mallocs = tg_arena_malloc_count(tg_tape_arena(tape));
+    }
+    assert_int_equal(tg_arena_malloc_count(tg_tape_arena(tape)), mallocs);
+    tg_tape_free(tape);
+    tg_tensor_free(x);
+}
+
+/* gradcheck itself: passes on a correct op, and reports a wrong backward. */
+static tg_tensor *fn_scale_dot(tg_tape *tape, tg_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return dot(tape, scale(tape, in[0], 3), in[1]);
+}
+
+static void wrong_backward(tg_tape *tape, tg_node *node) {
+    scale_backward(tape, node);
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (dx) dx[1] += (tg_real)0.01; /* a small, deliberate error */
+}
+
+static tg_tensor *fn_wrong(tg_tape *tape, tg_tensor *const *in, void *ctx) {
+    (void)ctx;
+    tg_tensor *y = scale(tape, in[0], 2);
+    if (y->node >= 0) ((tg_node *)tg_tape_node(tape, (size_t)y->node))->backward = wrong_backward;
+    return y;
+}
+
+static void test_gradcheck_detects(void **state) {
+    (void)state;
+    TG_TEST_REQUIRE_F64();
+    tg_tensor *a = tg_tensor_named(tg_test_rand(1, -1, 1, TG_SHAPE(4)), "a");
+    tg_tensor *b = tg_tensor_named(tg_test_rand(2, -1, 1, TG_SHAPE(4)), "b");
+    tg_tensor_requires_grad(a, true);
+    tg_tensor_requires_grad(b, true);
+    tg_gradcheck_report rep;
+    assert_true(tg_gradcheck(fn_scale_dot, NULL, (tg_tensor *[]){a, b}, 2, NULL, &rep));
+    assert_int_equal(rep.checked, 8);
+    assert_true(rep.worst_ratio < 0.1);
+    assert_false(tg_gradcheck(fn_wrong, NULL, (tg_tensor *[]){a}, 1, NULL, &rep));
+    assert_int_equal(rep.input_index, 1);
+    assert_int_equal(rep.output_index, 0); /* d out[0] / d a[1] should be 0, is 0.01 */
+    assert_non_null(strstr(rep.message, "FAILED"));
+    assert_non_null(strstr(rep.message, "a[1]"));
+    /* inputs are restored exactly and gradients left zeroed */
+    tg_tensor *a0 = tg_test_rand(1, -1, 1, TG_SHAPE(4));
+    assert_memory_equal(a->data, a0->data, 4 * sizeof(tg_real));
+    assert_true(a->grad[0] == 0);
+    tg_tensor_free(a0), tg_tensor_free(a), tg_tensor_free(b);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_backward_chain_and_accumulation),
+        cmocka_unit_test(test_recording_off_and_no_grad_inputs),
+        cmocka_unit_test(test_retain_grad_and_names),
+        cmocka_unit_test(test_backward_with_seed),
+        cmocka_unit_test(test_reset_recycles_memory),
+        cmocka_unit_test(test_gradcheck_detects),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
