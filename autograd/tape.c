@@ -12,12 +12,14 @@ struct tg_tape {
     tg_arena *arena;
     tg_node *nodes; /* stb_ds dynamic array; keeps its capacity across resets */
     bool recording;
+    bool training;
 };
 
 tg_tape *tg_tape_new(void) {
     tg_tape *tape = tg_xcalloc(1, sizeof *tape);
     tape->arena = tg_arena_new((size_t)1 << 20);
     tape->recording = true;
+    tape->training = true;
     return tape;
 }
 
@@ -35,6 +37,8 @@ void tg_tape_reset(tg_tape *tape) {
 
 void tg_tape_set_recording(tg_tape *tape, bool on) { tape->recording = on; }
 bool tg_tape_is_recording(const tg_tape *tape) { return tape->recording; }
+void tg_tape_set_training(tg_tape *tape, bool on) { tape->training = on; }
+bool tg_tape_is_training(const tg_tape *tape) { return tape->training; }
 tg_arena *tg_tape_arena(tg_tape *tape) { return tape->arena; }
 size_t tg_tape_node_count(const tg_tape *tape) { return (size_t)arrlen(tape->nodes); }
 

@@ -17,5 +17,7 @@
 #include "tapegrad/ops.h"
 #include "tapegrad/gradcheck.h"
 #include "tapegrad/safetensors.h"
+#include "tapegrad/params.h"
+#include "tapegrad/nn.h"
 
 #endif

@@ -41,6 +41,10 @@ void tg_tape_reset(tg_tape *tape);
 /* With recording off (inference) ops still compute, but append no nodes. */
 void tg_tape_set_recording(tg_tape *tape, bool on);
 bool tg_tape_is_recording(const tg_tape *tape);
+/* Training mode (default on) is what modules read to decide whether dropout is active:
+ * PyTorch's module.train()/eval(), set once for a whole forward pass. */
+void tg_tape_set_training(tg_tape *tape, bool on);
+bool tg_tape_is_training(const tg_tape *tape);
 
 /* Backward from a one-element loss (seed gradient 1). */
 void tg_tape_backward(tg_tape *tape, tg_tensor *loss);

@@ -1,0 +1,71 @@
+/* Named parameter lists (state dicts). */
+#include "tapegrad/params.h"
+
+#include "tapegrad/tape.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+tg_params *tg_params_new(void) { return tg_xcalloc(1, sizeof(tg_params)); }
+
+void tg_params_free(tg_params *p) {
+    if (!p) return;
+    for (size_t i = 0; i < p->count; i++) free(p->names[i]);
+    free(p->names);
+    free(p->tensors);
+    free(p);
+}
+
+static char *string_copy(const char *s) {
+    const size_t n = strlen(s) + 1;
+    return memcpy(tg_xmalloc(n), s, n);
+}
+
+void tg_params_add(tg_params *p, const char *name, tg_tensor *t) {
+    if (!name || !name[0]) tg_fail("params_add: a parameter needs a name");
+    if (!t->owned) tg_fail("params_add: '%s' must be a long-lived tensor, not an op's output", name);
+    if (tg_params_find(p, name)) tg_fail("params_add: duplicate parameter name '%s'", name);
+    if (p->count == p->capacity) {
+        p->capacity = p->capacity ? 2 * p->capacity : 16;
+        tg_tensor **tensors = realloc(p->tensors, p->capacity * sizeof *tensors);
+        char **names = realloc(p->names, p->capacity * sizeof *names);
+        if (!tensors || !names) tg_fail("params_add: out of memory");
+        p->tensors = tensors;
+        p->names = names;
+    }
+    p->tensors[p->count] = t;
+    p->names[p->count] = string_copy(name);
+    p->count++;
+    tg_tensor_set_name(t, name);
+}
+
+void tg_params_extend(tg_params *p, const char *prefix, const tg_params *child) {
+    for (size_t i = 0; i < child->count; i++) {
+        if (!prefix || !prefix[0]) {
+            tg_params_add(p, child->names[i], child->tensors[i]);
+            continue;
+        }
+        const size_t n = strlen(prefix) + 1 + strlen(child->names[i]) + 1;
+        char *name = tg_xmalloc(n);
+        snprintf(name, n, "%s.%s", prefix, child->names[i]);
+        tg_params_add(p, name, child->tensors[i]);
+        free(name);
+    }
+}
+
+tg_tensor *tg_params_find(const tg_params *p, const char *name) {
+    for (size_t i = 0; i < p->count; i++)
+        if (strcmp(p->names[i], name) == 0) return p->tensors[i];
+    return NULL;
+}
+
+void tg_params_zero_grad(const tg_params *p) {
+    for (size_t i = 0; i < p->count; i++) tg_tensor_zero_grad(p->tensors[i]);
+}
+
+int64_t tg_params_numel(const tg_params *p) {
+    int64_t n = 0;
+    for (size_t i = 0; i < p->count; i++) n += p->tensors[i]->numel;
+    return n;
+}

@@ -1,0 +1,27 @@
+#!/bin/sh
+# The whole test suite, as CI runs it: installs what is missing, builds the float32 and
+# float64 libraries with warnings as errors, runs every cmocka suite, then builds again
+# with AddressSanitizer + UndefinedBehaviorSanitizer and runs the suites there too.
+# Usage: scripts/test.sh            (from the checkout; as root on a fresh Debian 12)
+set -eu
+cd "$(dirname "$0")/.."
+sh scripts/install-deps.sh
+
+jobs=$(nproc 2>/dev/null || echo 2)
+setup() { # dir, options...
+    dir=$1; shift
+    if [ -d "$dir" ]; then meson setup --reconfigure "$dir" "$@" >/dev/null
+    else meson setup "$dir" "$@" >/dev/null; fi
+}
+
+echo "== build (float32 + float64), -Werror"
+setup build/test -Dwerror=true
+ninja -C build/test -j "$jobs"
+meson test -C build/test --num-processes "$jobs" --print-errorlogs
+
+echo "== build with -Db_sanitize=address,undefined"
+setup build/sanitize -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+ninja -C build/sanitize -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    meson test -C build/sanitize --num-processes "$jobs" --print-errorlogs
+echo "== all tests passed"
