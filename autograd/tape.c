@@ -56,7 +56,7 @@ tg_tensor *tg_tape_tensor(tg_tape *tape, int ndim, const int64_t *shape) {
     if ((uint64_t)numel > SIZE_MAX / sizeof(tg_real)) tg_fail("tensor too large");
     tg_tensor *t = tg_arena_alloc(tape->arena, sizeof *t);
     memset(t, 0, sizeof *t);
-    memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
+    if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
     t->ndim = ndim;
     t->numel = numel;
     t->node = -1;
@@ -77,7 +77,7 @@ tg_tensor *tg_tape_tensor_like(tg_tape *tape, const tg_tensor *like) {
 tg_index *tg_tape_index(tg_tape *tape, int ndim, const int64_t *shape) {
     tg_index *ix = tg_arena_calloc(tape->arena, sizeof *ix);
     ix->numel = tg_shape_numel(ndim, shape);
-    memcpy(ix->shape, shape, (size_t)ndim * sizeof(int64_t));
+    if (ndim) memcpy(ix->shape, shape, (size_t)ndim * sizeof(int64_t));
     ix->ndim = ndim;
     ix->data = tg_arena_alloc(tape->arena, (size_t)ix->numel * sizeof(int32_t));
     return ix;

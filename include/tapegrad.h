@@ -11,6 +11,7 @@
 
 #include "tapegrad/base.h"
 #include "tapegrad/tensor.h"
+#include "tapegrad/broadcast.h"
 #include "tapegrad/arena.h"
 #include "tapegrad/rng.h"
 #include "tapegrad/tape.h"
@@ -19,5 +20,9 @@
 #include "tapegrad/safetensors.h"
 #include "tapegrad/params.h"
 #include "tapegrad/nn.h"
+#include "tapegrad/attention.h"
+#include "tapegrad/transformer.h"
+#include "tapegrad/rnn.h"
+#include "tapegrad/optim.h"
 
 #endif

@@ -369,11 +369,15 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
     const size_t data_size = st->buffer_size - 8 - n;
 
     /* The spec: the header MUST begin with '{' (no BOM, no leading whitespace). */
-    if (n == 0 || header[0] != '{')
+    if (n == 0 || header[0] != '{') {
+        char found[32];
+        if (n == 0) snprintf(found, sizeof found, "an empty header");
+        else if (header[0] == ' ') snprintf(found, sizeof found, "a space");
+        else snprintf(found, sizeof found, "byte 0x%02x", bytes[0]);
         return tg_status_set(TG_ERR_FORMAT,
                              "safetensors %s: the JSON header must begin with '{' (found %s)",
-                             origin, n == 0 ? "an empty header" : header[0] == ' ' ? "a space"
-                                                                                    : "another byte");
+                             origin, found);
+    }
     const size_t bad = st_utf8_check(bytes, n, true);
     if (bad != n)
         return tg_status_set(TG_ERR_FORMAT,

@@ -23,7 +23,7 @@ static tg_tensor *tensor_alloc(int ndim, const int64_t *shape) {
     const int64_t numel = tg_shape_numel(ndim, shape);
     if ((uint64_t)numel > SIZE_MAX / sizeof(tg_real)) tg_fail("tensor too large");
     tg_tensor *t = tg_xcalloc(1, sizeof *t);
-    memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
+    if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
     t->ndim = ndim;
     t->numel = numel;
     t->owned = true;
@@ -78,7 +78,7 @@ void tg_tensor_free(tg_tensor *t) {
 tg_index *tg_index_new(int ndim, const int64_t *shape) {
     const int64_t numel = tg_shape_numel(ndim, shape);
     tg_index *ix = tg_xcalloc(1, sizeof *ix);
-    memcpy(ix->shape, shape, (size_t)ndim * sizeof(int64_t));
+    if (ndim) memcpy(ix->shape, shape, (size_t)ndim * sizeof(int64_t));
     ix->ndim = ndim;
     ix->numel = numel;
     ix->owned = true;

@@ -137,3 +137,49 @@ void tg_fixture_assert_close(const tg_fixture *fx, const char *name, const tg_re
     tg_test_assert_close(what, got, want->data, want->numel, atol, rtol);
     tg_tensor_free(want);
 }
+
+void tg_fixture_assert_tensor(const tg_fixture *fx, const char *name, const tg_tensor *t,
+                              double atol, double rtol) {
+    tg_fixture_assert_close(fx, name, t->data, t->shape, t->ndim, atol, rtol);
+}
+
+void tg_fixture_load_params(const tg_fixture *fx, tg_params *params) {
+    const char *keys = tg_fixture_meta(fx, "keys");
+    if (keys) { /* the list's names, in order, must equal PyTorch's state_dict keys */
+        char joined[4096] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < params->count && used < sizeof joined; i++)
+            used += (size_t)snprintf(joined + used, sizeof joined - used, i ? ",%s" : "%s",
+                                     params->names[i]);
+        if (strcmp(joined, keys) != 0)
+            fail_msg("fixture %s: parameter names\n  ours:    %s\n  PyTorch: %s", fx->name,
+                     joined, keys);
+    }
+    for (size_t i = 0; i < params->count; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "param.%s", params->names[i]);
+        tg_tensor *src = tg_fixture_tensor(fx, name);
+        tg_tensor *dst = params->tensors[i];
+        if (!tg_shape_equal(src, dst)) {
+            char a[160], b[160];
+            fail_msg("fixture %s: %s is %s, the parameter is %s", fx->name, name,
+                     tg_tensor_describe(src, a, sizeof a), tg_tensor_describe(dst, b, sizeof b));
+        }
+        tg_tensor_copy_from(dst, src->data);
+        tg_tensor_free(src);
+    }
+}
+
+void tg_fixture_assert_param_grads(const tg_fixture *fx, const tg_params *params, double atol,
+                                   double rtol) {
+    for (size_t i = 0; i < params->count; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "grad.param.%s", params->names[i]);
+        const tg_tensor *p = params->tensors[i];
+        tg_tensor *zeros = NULL;
+        const tg_real *g = p->grad;
+        if (!g) g = (zeros = tg_tensor_zeros(p->ndim, p->shape))->data;
+        tg_fixture_assert_close(fx, name, g, p->shape, p->ndim, atol, rtol);
+        tg_tensor_free(zeros);
+    }
+}

@@ -78,5 +78,17 @@ const char *tg_fixture_meta(const tg_fixture *fx, const char *key); /* NULL if a
 /* Compares t against the fixture's tensor `name` (same shape required). */
 void tg_fixture_assert_close(const tg_fixture *fx, const char *name, const tg_real *got,
                              const int64_t *shape, int ndim, double atol, double rtol);
+/* Same, for a tensor's values (and its shape). */
+void tg_fixture_assert_tensor(const tg_fixture *fx, const char *name, const tg_tensor *t,
+                              double atol, double rtol);
+/* Copies every "param.<name>" of the fixture into the list's tensor <name>; fails the test
+ * if the names, their order (meta "keys") or the shapes differ from the list's. */
+void tg_fixture_load_params(const tg_fixture *fx, tg_params *params);
+/* Compares every parameter's gradient with "grad.param.<name>" (a missing grad = zeros). */
+void tg_fixture_assert_param_grads(const tg_fixture *fx, const tg_params *params, double atol,
+                                   double rtol);
+/* Tolerances for comparing with float32 PyTorch fixtures in either build. */
+#define TG_PARITY_ATOL 1e-5
+#define TG_PARITY_RTOL 1e-5
 
 #endif

@@ -462,7 +462,8 @@ static void test_bad_nul_in_name(void **state) {
 
 static void test_bad_root_not_object(void **state) {
     (void)state;
-    EXPECT_BAD_HEADER("[]      ", 0, "must begin with '{'");
+    EXPECT_BAD_HEADER("[]      ", 0, "must begin with '{'", "found byte 0x5b");
+    EXPECT_BAD_HEADER("", 0, "must begin with '{'", "an empty header");
 }
 
 static void test_bad_leading_space(void **state) {

@@ -1,0 +1,210 @@
+/* Reductions: sum and mean (of everything, or along one dim), max along a dim.
+ *
+ * Summation order is fixed, whatever the thread count: a contiguous run is summed in blocks
+ * of SUM_BLOCK elements, each block with 8 interleaved double partial sums combined in a
+ * fixed order, and the blocks' totals added in order. Strided sums (along a dim that is not
+ * the last) keep one double accumulator per output column. Threads only ever split
+ * independent outputs (or independent blocks whose totals are combined afterwards in order),
+ * so results are bit-identical with 1 or 64 threads. */
+#include "tapegrad/kernels.h"
+#include "tapegrad/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#define SUM_BLOCK 4096        /* elements per block of a contiguous sum */
+#define COL_CHUNK 64          /* output columns per task of a strided sum */
+#define PARALLEL_MIN 32768    /* elements below which threads are not worth starting */
+
+/* Σ x[0..n), n <= SUM_BLOCK, in double with 8 lanes (vectorisable, fixed order). */
+static double sum_block(const tg_real *x, int64_t n) {
+    double lane[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) lane[k] += (double)x[i + k];
+    for (int k = 0; i < n; i++, k++) lane[k] += (double)x[i];
+    return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+}
+
+/* Σ x[0..n): the blocks' sums added in order. */
+static double sum_contiguous(const tg_real *x, int64_t n) {
+    double total = 0;
+    for (int64_t b = 0; b < n; b += SUM_BLOCK) total += sum_block(x + b, n - b < SUM_BLOCK ? n - b : SUM_BLOCK);
+    return total;
+}
+
+/* ---- sum and mean of all elements -> shape () ----
+ * y = s·Σ x (s = 1 or 1/numel);  dx_i += s·dy */
+static void sum_all_backward(tg_tape *tape, tg_node *node) {
+    tg_tensor *x = node->in[0];
+    tg_real *dx = tg_tape_grad(tape, x);
+    if (!dx) return;
+    const tg_real g = (tg_real)((double)node->out[0]->grad[0] * node->farg[0]);
+    for (int64_t i = 0; i < x->numel; i++) dx[i] += g;
+}
+
+static tg_tensor *sum_all(tg_tape *tape, tg_tensor *x, bool mean) {
+    const int64_t n = x->numel, blocks = (n + SUM_BLOCK - 1) / SUM_BLOCK;
+    double total = 0;
+    if (blocks <= 1) {
+        total = sum_block(x->data, n);
+    } else {
+        /* Same arithmetic as sum_contiguous, the blocks shared between threads. */
+        double *part = tg_tape_alloc(tape, (size_t)blocks * sizeof(double));
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (n >= PARALLEL_MIN)
+#endif
+        for (int64_t b = 0; b < blocks; b++) {
+            const int64_t lo = b * SUM_BLOCK, len = n - lo < SUM_BLOCK ? n - lo : SUM_BLOCK;
+            part[b] = sum_block(x->data + lo, len);
+        }
+        for (int64_t b = 0; b < blocks; b++) total += part[b];
+    }
+    const double scale = mean ? 1.0 / (double)n : 1.0; /* mean of nothing: 0·inf = NaN */
+    tg_tensor *y = tg_tape_tensor(tape, 0, NULL);
+    y->data[0] = (tg_real)(mean ? (n ? total / (double)n : NAN) : total);
+    tg_node *node = tg_tape_record(tape, mean ? "mean" : "sum", sum_all_backward, 1,
+                                   (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
+    if (node) node->farg[0] = scale;
+    return y;
+}
+
+tg_tensor *tg_sum(tg_tape *t, tg_tensor *x) { return sum_all(t, x, false); }
+tg_tensor *tg_mean(tg_tape *t, tg_tensor *x) { return sum_all(t, x, true); }
+
+/* ---- along one dim ----
+ * x is seen as (outer, n, inner) with n the reduced dim; the output is (outer, inner),
+ * shaped with the dim kept as 1 (keepdim) or removed. A 0-dim x accepts dim 0 or -1, as
+ * in PyTorch, and reduces over its single element. */
+typedef struct reduce_view {
+    int64_t outer, n, inner;
+    int out_ndim;
+    int64_t out_shape[TG_MAX_DIMS];
+} reduce_view;
+
+static reduce_view reduce_view_make(const char *op, const tg_tensor *x, int dim, bool keepdim) {
+    reduce_view v = {.outer = 1, .n = 1, .inner = 1};
+    if (x->ndim == 0 && (dim == 0 || dim == -1)) return v; /* out shape () */
+    const int d = tg_dim_normalize(op, x, dim);
+    for (int i = 0; i < x->ndim; i++) {
+        if (i < d) v.outer *= x->shape[i];
+        else if (i > d) v.inner *= x->shape[i];
+        if (i != d) v.out_shape[v.out_ndim++] = x->shape[i];
+        else if (keepdim) v.out_shape[v.out_ndim++] = 1;
+    }
+    v.n = x->shape[d];
+    return v;
+}
+
+/* y[o,i] = s·Σ_j x[o,j,i];  dx[o,j,i] += s·dy[o,i] */
+static void sum_dim_backward(tg_tape *tape, tg_node *node) {
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    const int64_t outer = node->iarg[0], n = node->iarg[1], inner = node->iarg[2];
+    const tg_real s = (tg_real)node->farg[0];
+    const tg_real *dy = node->out[0]->grad;
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t j = 0; j < n; j++) {
+            tg_real *dxr = dx + (o * n + j) * inner;
+            const tg_real *dyr = dy + o * inner;
+            for (int64_t i = 0; i < inner; i++) dxr[i] += s * dyr[i];
+        }
+}
+
+static tg_tensor *sum_dim(tg_tape *tape, tg_tensor *x, int dim, bool keepdim, bool mean) {
+    const reduce_view v = reduce_view_make(mean ? "tg_mean_dim" : "tg_sum_dim", x, dim, keepdim);
+    tg_tensor *y = tg_tape_tensor(tape, v.out_ndim, v.out_shape);
+    const int64_t outer = v.outer, n = v.n, inner = v.inner;
+    const double s = mean ? 1.0 / (double)n : 1.0;
+    const bool parallel = x->numel >= PARALLEL_MIN;
+    if (inner == 1) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (parallel)
+#endif
+        for (int64_t o = 0; o < outer; o++) y->data[o] = (tg_real)(sum_contiguous(x->data + o * n, n) * s);
+    } else {
+        /* tasks: (outer row, chunk of COL_CHUNK output columns), each summing over j in order */
+        const int64_t chunks = (inner + COL_CHUNK - 1) / COL_CHUNK;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (parallel)
+#endif
+        for (int64_t task = 0; task < outer * chunks; task++) {
+            const int64_t o = task / chunks, c0 = (task % chunks) * COL_CHUNK;
+            const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK;
+            double acc[COL_CHUNK] = {0};
+            for (int64_t j = 0; j < n; j++) {
+                const tg_real *xr = x->data + (o * n + j) * inner + c0;
+                for (int64_t i = 0; i < w; i++) acc[i] += (double)xr[i];
+            }
+            for (int64_t i = 0; i < w; i++) y->data[o * inner + c0 + i] = (tg_real)(acc[i] * s);
+        }
+    }
+    tg_node *node = tg_tape_record(tape, mean ? "mean_dim" : "sum_dim", sum_dim_backward, 1,
+                                   (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
+    if (node) {
+        node->iarg[0] = outer, node->iarg[1] = n, node->iarg[2] = inner;
+        node->farg[0] = s;
+    }
+    return y;
+}
+
+tg_tensor *tg_sum_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim) {
+    return sum_dim(t, x, dim, keepdim, false);
+}
+tg_tensor *tg_mean_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim) {
+    return sum_dim(t, x, dim, keepdim, true);
+}
+
+/* ---- max along a dim ----
+ * y[o,i] = x[o, k(o,i), i] with k the first maximal index (a NaN counts as the maximum);
+ * dx[o, k(o,i), i] += dy[o,i], nothing to the other elements. */
+static void max_dim_backward(tg_tape *tape, tg_node *node) {
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    const int64_t outer = node->iarg[0], n = node->iarg[1], inner = node->iarg[2];
+    const int32_t *k = node->saved;
+    const tg_real *dy = node->out[0]->grad;
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++)
+            dx[(o * n + k[o * inner + i]) * inner + i] += dy[o * inner + i];
+}
+
+static inline bool beats(tg_real v, tg_real best) { return v > best || (isnan(v) && !isnan(best)); }
+
+tg_tensor *tg_max_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index **indices) {
+    const reduce_view v = reduce_view_make("tg_max_dim", x, dim, keepdim);
+    if (v.n == 0) {
+        char desc[160];
+        tg_fail("tg_max_dim: cannot take the max over dim %d of size 0 of tensor %s", dim,
+                tg_tensor_describe(x, desc, sizeof desc));
+    }
+    const int64_t outer = v.outer, n = v.n, inner = v.inner;
+    tg_tensor *y = tg_tape_tensor(t, v.out_ndim, v.out_shape);
+    tg_index *ix = tg_tape_index(t, v.out_ndim, v.out_shape);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
+#endif
+    for (int64_t o = 0; o < outer; o++) {
+        tg_real *best = y->data + o * inner;
+        int32_t *arg = ix->data + o * inner;
+        memcpy(best, x->data + o * n * inner, (size_t)inner * sizeof(tg_real));
+        memset(arg, 0, (size_t)inner * sizeof(int32_t));
+        for (int64_t j = 1; j < n; j++) {
+            const tg_real *xr = x->data + (o * n + j) * inner;
+            for (int64_t i = 0; i < inner; i++)
+                if (beats(xr[i], best[i])) best[i] = xr[i], arg[i] = (int32_t)j;
+        }
+    }
+    tg_node *node = tg_tape_record(t, "max_dim", max_dim_backward, 1, (tg_tensor *[]){x}, 1,
+                                   (tg_tensor *[]){y});
+    if (node) {
+        node->iarg[0] = outer, node->iarg[1] = n, node->iarg[2] = inner;
+        node->saved = ix->data;
+        if (indices) { /* the caller's copy may be edited; backward keeps its own */
+            node->saved = tg_tape_alloc(t, (size_t)ix->numel * sizeof(int32_t));
+            memcpy(node->saved, ix->data, (size_t)ix->numel * sizeof(int32_t));
+        }
+    }
+    if (indices) *indices = ix;
+    return y;
+}

@@ -1,0 +1,345 @@
+/* Fused recurrent ops: one tape node per cell step (tg_cell_step_fused) or per layer and
+ * direction over a whole sequence (tg_rnn_sequence_fused), forward and backward side by side.
+ * This file holds the driver every cell kind shares, and the plain RNN (tanh / relu) cell;
+ * the GRU gates live in rnn_gru.c and the LSTM gates in rnn_lstm.c.
+ *
+ * Forward (per layer and direction):
+ *     gi = X·W_ihᵀ                          all T steps in ONE GEMM, X = (T·B, I)
+ *     for each step t (t = 0..T-1, or T-1..0 in reverse):
+ *         gh = h_{t-1}·W_hhᵀ                ONE GEMM (B, G·H)
+ *         h_t (, c_t) = gates(gi_t + b_ih, gh + b_hh, h_{t-1} (, c_{t-1}))   ONE kernel
+ *
+ * Backward (backpropagation through time). h_t feeds two consumers: the output at t and
+ * step t+1 (in processing order), so its gradient is the sum
+ *     dh_t = dL/doutput_t + dL/dh_t (through step t+1)        (+ dL/dh_n at the last step)
+ * Walking the steps in reverse, each step turns dh_t (and dc_t) into the gradients of its
+ * gate pre-activations da_t (one kernel, derived per cell kind) and then
+ *     dh_{t-1} = (direct terms) + da_h,t·W_hh                 ONE GEMM (B, H)
+ * Every weight gradient is a sum over steps of an outer product, so with the da_t of all
+ * steps stacked into DA (T·B, G·H):
+ *     dW_ih += DAᵀ·X      dx += DA·W_ih      dW_hh += DA_hᵀ·H_prev      (three GEMMs)
+ *     db_ih += Σ_rows DA  db_hh += Σ_rows DA_h
+ * where H_prev (T·B, H) stacks h_{t-1} of every step (contiguous, see rnn_internal.h). */
+#include "rnn_internal.h"
+
+#include <string.h>
+
+int tg_cell_gate_count(tg_cell_kind kind) {
+    switch (kind) {
+    case TG_CELL_RNN_TANH:
+    case TG_CELL_RNN_RELU: return 1;
+    case TG_CELL_GRU:
+    case TG_CELL_GRU_CHO: return 3;
+    case TG_CELL_LSTM: return 4;
+    }
+    tg_fail("rnn: unknown cell kind %d", (int)kind);
+}
+
+const char *tg_cell_kind_name(tg_cell_kind kind) {
+    switch (kind) {
+    case TG_CELL_RNN_TANH: return "rnn_tanh";
+    case TG_CELL_RNN_RELU: return "rnn_relu";
+    case TG_CELL_GRU: return "gru";
+    case TG_CELL_GRU_CHO: return "gru_cho";
+    case TG_CELL_LSTM: return "lstm";
+    }
+    return "?";
+}
+
+static const rnn_cell_impl *impl_of(tg_cell_kind kind) {
+    switch (kind) {
+    case TG_CELL_RNN_TANH: return &tg_rnn_impl_tanh;
+    case TG_CELL_RNN_RELU: return &tg_rnn_impl_relu;
+    case TG_CELL_GRU: return &tg_rnn_impl_gru;
+    case TG_CELL_GRU_CHO: return &tg_rnn_impl_gru_cho;
+    case TG_CELL_LSTM: return &tg_rnn_impl_lstm;
+    }
+    tg_fail("rnn: unknown cell kind %d", (int)kind);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The plain RNN cell:  h_t = act(a),  a = gi_t + b_ih + h_{t-1}·W_hhᵀ + b_hh
+ * ------------------------------------------------------------------------------------- */
+static void rnn_forward_step(const rnn_run *r, int64_t t, bool relu) {
+    const int64_t B = r->B, H = r->H;
+    const tg_real *h_prev = rnn_h(r, rnn_prev_slot(r, t)), *gi = rnn_gi(r, t);
+    tg_real *h = rnn_h(r, rnn_cur_slot(r, t)), *gh = r->work;
+    tg_gemm(false, true, B, H, H, 1, h_prev, H, r->w_hh, H, 0, gh, H);
+    const tg_real *b_ih = r->b_ih, *b_hh = r->b_hh;
+    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < H; j++) {
+            const int64_t k = b * H + j;
+            const tg_real a = (gi[k] + b_ih[j]) + (gh[k] + b_hh[j]);
+            h[k] = relu ? (a > 0 ? a : 0) : rnn_tanh(a);
+        }
+}
+
+static void rnn_tanh_forward_step(const rnn_run *r, int64_t t) { rnn_forward_step(r, t, false); }
+static void rnn_relu_forward_step(const rnn_run *r, int64_t t) { rnn_forward_step(r, t, true); }
+
+/* h = tanh(a):  dh/da = 1 − tanh²(a) = 1 − h²,   so  da = dh ⊙ (1 − h²)
+ * h = relu(a):  dh/da = 1 where a > 0 (⇔ h > 0), else 0 (PyTorch's choice at a = 0)
+ * a = gi + b_ih + h_prev·W_hhᵀ + b_hh:  dh_prev = da·W_hh; the same da feeds both sides. */
+static void rnn_backward_step(const rnn_run *r, int64_t t, const tg_real *dh, tg_real *da,
+                              tg_real *dh_prev, bool relu) {
+    const int64_t B = r->B, H = r->H;
+    const tg_real *h = rnn_h(r, rnn_cur_slot(r, t));
+    for (int64_t k = 0; k < B * H; k++)
+        da[k] = relu ? (h[k] > 0 ? dh[k] : 0) : dh[k] * (1 - h[k] * h[k]);
+    tg_gemm(false, false, B, H, H, 1, da, H, r->w_hh, H, 0, dh_prev, H);
+}
+
+static void rnn_tanh_backward_step(const rnn_run *r, int64_t t, const tg_real *dh, tg_real *dc,
+                                   tg_real *da_i, tg_real *da_h, tg_real *dh_prev) {
+    (void)dc, (void)da_h;
+    rnn_backward_step(r, t, dh, da_i, dh_prev, false);
+}
+
+static void rnn_relu_backward_step(const rnn_run *r, int64_t t, const tg_real *dh, tg_real *dc,
+                                   tg_real *da_i, tg_real *da_h, tg_real *dh_prev) {
+    (void)dc, (void)da_h;
+    rnn_backward_step(r, t, dh, da_i, dh_prev, true);
+}
+
+/* h_t itself is all the backward needs, and it is in hs: nothing saved per step. */
+const rnn_cell_impl tg_rnn_impl_tanh = {0, false, rnn_tanh_forward_step, rnn_tanh_backward_step,
+                                        NULL};
+const rnn_cell_impl tg_rnn_impl_relu = {0, false, rnn_relu_forward_step, rnn_relu_backward_step,
+                                        NULL};
+
+/* ---------------------------------------------------------------------------------------
+ * Validation
+ * ------------------------------------------------------------------------------------- */
+static void check_matrix(const char *op, tg_cell_kind kind, const char *what, const tg_tensor *t,
+                         int64_t rows, int64_t cols) {
+    char d[160];
+    if (!t) tg_fail("%s (%s): %s is missing", op, tg_cell_kind_name(kind), what);
+    if (t->ndim != 2 || t->shape[0] != rows || (cols >= 0 && t->shape[1] != cols))
+        tg_fail("%s (%s): %s %s should have shape (%lld, %lld)", op, tg_cell_kind_name(kind),
+                what, tg_tensor_describe(t, d, sizeof d), (long long)rows,
+                (long long)(cols >= 0 ? cols : t->shape[1]));
+}
+
+static void check_vector(const char *op, tg_cell_kind kind, const char *what, const tg_tensor *t,
+                         int64_t n) {
+    char d[160];
+    if (t && (t->ndim != 1 || t->shape[0] != n))
+        tg_fail("%s (%s): %s %s should have shape (%lld)", op, tg_cell_kind_name(kind), what,
+                tg_tensor_describe(t, d, sizeof d), (long long)n);
+}
+
+/* Checks the weights against each other and returns H. */
+int64_t tg_cell_weights_check(const char *op, tg_cell_kind kind, const tg_cell_weights *w) {
+    char d[160];
+    const int64_t G = tg_cell_gate_count(kind);
+    if (!w || !w->w_ih || !w->w_hh)
+        tg_fail("%s (%s): weight_ih and weight_hh are required", op, tg_cell_kind_name(kind));
+    if (w->w_hh->ndim != 2 || w->w_hh->shape[0] % G != 0 || w->w_hh->shape[0] / G < 1 ||
+        w->w_hh->shape[1] != w->w_hh->shape[0] / G)
+        tg_fail("%s (%s): weight_hh %s should have shape (%lld·H, H)", op,
+                tg_cell_kind_name(kind), tg_tensor_describe(w->w_hh, d, sizeof d), (long long)G);
+    const int64_t H = w->w_hh->shape[1];
+    check_matrix(op, kind, "weight_ih", w->w_ih, G * H, -1);
+    check_vector(op, kind, "bias_ih", w->b_ih, G * H);
+    check_vector(op, kind, "bias_hh", w->b_hh, G * H);
+    return H;
+}
+
+static void check_state(const char *op, tg_cell_kind kind, const char *what, const tg_tensor *s,
+                        int64_t B, int64_t H) {
+    char d[160];
+    if (s && (s->ndim != 2 || s->shape[0] != B || s->shape[1] != H))
+        tg_fail("%s (%s): %s %s should have shape (%lld, %lld) (batch, hidden_size)", op,
+                tg_cell_kind_name(kind), what, tg_tensor_describe(s, d, sizeof d), (long long)B,
+                (long long)H);
+}
+
+void tg_cell_inputs_check(const char *op, tg_cell_kind kind, const tg_cell_weights *w,
+                          const tg_tensor *x, int x_ndim, const tg_tensor *h, const tg_tensor *c) {
+    char d[160], dw[160];
+    const int64_t H = tg_cell_weights_check(op, kind, w);
+    const char *k = tg_cell_kind_name(kind);
+    if (!x || x->ndim != x_ndim)
+        tg_fail("%s (%s): input %s should be %d-D (%s)", op, k,
+                x ? tg_tensor_describe(x, d, sizeof d) : "NULL", x_ndim,
+                x_ndim == 3 ? "steps, batch, input_size" : "batch, input_size");
+    if (x->shape[x_ndim - 1] != w->w_ih->shape[1])
+        tg_fail("%s (%s): input %s has %lld features but weight_ih %s expects input_size %lld",
+                op, k, tg_tensor_describe(x, d, sizeof d), (long long)x->shape[x_ndim - 1],
+                tg_tensor_describe(w->w_ih, dw, sizeof dw), (long long)w->w_ih->shape[1]);
+    if (x_ndim == 3 && x->shape[0] < 1)
+        tg_fail("%s (%s): input %s is an empty sequence", op, k, tg_tensor_describe(x, d, sizeof d));
+    if (c && kind != TG_CELL_LSTM) tg_fail("%s (%s): a cell state c is only for LSTM", op, k);
+    const int64_t B = x->shape[x_ndim - 2];
+    check_state(op, kind, x_ndim == 3 ? "h0" : "h", h, B, H);
+    check_state(op, kind, x_ndim == 3 ? "c0" : "c", c, B, H);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The shared forward
+ * ------------------------------------------------------------------------------------- */
+static tg_real *arena_zeros(tg_tape *tape, int64_t n) {
+    tg_real *p = tg_tape_alloc(tape, (size_t)(n > 0 ? n : 1) * sizeof(tg_real));
+    memset(p, 0, (size_t)(n > 0 ? n : 1) * sizeof(tg_real));
+    return p;
+}
+
+static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weights *w,
+                            const tg_tensor *x, int64_t T, int64_t B, const tg_tensor *h0,
+                            const tg_tensor *c0, bool reverse, bool keep) {
+    const rnn_cell_impl *impl = impl_of(kind);
+    rnn_run *r = tg_tape_alloc(tape, sizeof *r);
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->T = T, r->B = B, r->I = w->w_ih->shape[1], r->H = w->w_hh->shape[1];
+    r->G = tg_cell_gate_count(kind);
+    r->reverse = reverse;
+    const int64_t H = r->H, GH = r->G * H, BH = B * H;
+    r->w_ih = w->w_ih->data, r->w_hh = w->w_hh->data;
+    r->b_ih = w->b_ih ? w->b_ih->data : arena_zeros(tape, GH);
+    r->b_hh = w->b_hh ? w->b_hh->data : arena_zeros(tape, GH);
+
+    /* the input projections of every step: ONE GEMM, (T·B, I)·(G·H, I)ᵀ */
+    r->gi = tg_tape_alloc(tape, (size_t)(T * B * GH) * sizeof(tg_real));
+    tg_gemm(false, true, T * B, GH, r->I, 1, x->data, r->I, r->w_ih, r->I, 0, r->gi, GH);
+
+    const int64_t first = reverse ? T : 0; /* the slot of h0 */
+    r->hs = tg_tape_alloc(tape, (size_t)((T + 1) * BH) * sizeof(tg_real));
+    if (h0) memcpy(rnn_h(r, first), h0->data, (size_t)BH * sizeof(tg_real));
+    else memset(rnn_h(r, first), 0, (size_t)BH * sizeof(tg_real));
+    if (kind == TG_CELL_LSTM) {
+        r->cs = tg_tape_alloc(tape, (size_t)((T + 1) * BH) * sizeof(tg_real));
+        if (c0) memcpy(rnn_c(r, first), c0->data, (size_t)BH * sizeof(tg_real));
+        else memset(rnn_c(r, first), 0, (size_t)BH * sizeof(tg_real));
+    }
+    /* without a backward to come, one slot of activations is reused by every step */
+    r->act_stride = keep ? impl->saved * BH : 0;
+    r->acts = tg_tape_alloc(tape, (size_t)((keep ? T : 1) * impl->saved * BH + 1) *
+                                      sizeof(tg_real));
+    r->work = tg_tape_alloc(tape, (size_t)(B * GH + 1) * sizeof(tg_real));
+
+    for (int64_t s = 0; s < T; s++) impl->forward_step(r, reverse ? T - 1 - s : s);
+    r->out_seq = r->out_h = r->out_c = -1;
+    return r;
+}
+
+/* A tensor header over memory the run owns (outputs are views of hs / cs: no copy). */
+static tg_tensor *view_of(tg_tape *tape, tg_real *data, int ndim, const int64_t *shape) {
+    tg_tensor *v = tg_tape_alloc(tape, sizeof *v);
+    memset(v, 0, sizeof *v);
+    memcpy(v->shape, shape, (size_t)ndim * sizeof(int64_t));
+    v->ndim = ndim;
+    v->numel = tg_shape_numel(ndim, shape);
+    v->node = -1;
+    v->data = data;
+    return v;
+}
+
+static bool needs_grad(tg_tape *tape, tg_tensor *const *in, int n) {
+    if (!tg_tape_is_recording(tape)) return false;
+    for (int i = 0; i < n; i++)
+        if (in[i] && in[i]->requires_grad) return true;
+    return false;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The shared backward
+ * ------------------------------------------------------------------------------------- */
+/* db[j] += Σ_rows a[row, j] */
+static void add_column_sums(tg_real *db, const tg_real *a, int64_t rows, int64_t cols) {
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) db[j] += a[i * cols + j];
+}
+
+static void rnn_backward(tg_tape *tape, tg_node *node) {
+    const rnn_run *r = node->saved;
+    const rnn_cell_impl *impl = impl_of(r->kind);
+    tg_tensor *x = node->in[0], *h0 = node->in[1], *c0 = node->in[2];
+    tg_tensor *w_ih = node->in[3], *w_hh = node->in[4], *b_ih = node->in[5], *b_hh = node->in[6];
+    const int64_t T = r->T, B = r->B, I = r->I, H = r->H, GH = r->G * H, BH = B * H;
+    const tg_real *dout = r->out_seq >= 0 ? node->out[r->out_seq]->grad : NULL;
+    const tg_real *dh_n = r->out_h >= 0 ? node->out[r->out_h]->grad : NULL;
+    const tg_real *dc_n = r->out_c >= 0 ? node->out[r->out_c]->grad : NULL;
+
+    tg_real *da_i = tg_tape_alloc(tape, (size_t)(T * B * GH + 1) * sizeof(tg_real));
+    tg_real *da_h = impl->separate_da_h
+                        ? tg_tape_alloc(tape, (size_t)(T * B * GH + 1) * sizeof(tg_real))
+                        : da_i;
+    tg_real *dh = arena_zeros(tape, BH), *dh_prev = arena_zeros(tape, BH);
+    tg_real *dc = r->kind == TG_CELL_LSTM ? arena_zeros(tape, BH) : NULL;
+    if (dh_n) memcpy(dh, dh_n, (size_t)BH * sizeof(tg_real));
+    if (dc && dc_n) memcpy(dc, dc_n, (size_t)BH * sizeof(tg_real));
+
+    /* reverse processing order: the last step computed comes first */
+    for (int64_t s = 0; s < T; s++) {
+        const int64_t t = r->reverse ? s : T - 1 - s;
+        if (dout)
+            for (int64_t k = 0; k < BH; k++) dh[k] += dout[t * BH + k];
+        impl->backward_step(r, t, dh, dc, da_i + t * B * GH, da_h + t * B * GH, dh_prev);
+        tg_real *tmp = dh; /* dh_{t-1} becomes the next step's dh */
+        dh = dh_prev, dh_prev = tmp;
+    }
+    tg_real *g;
+    if ((g = tg_tape_grad(tape, h0)))
+        for (int64_t k = 0; k < BH; k++) g[k] += dh[k];
+    if ((g = tg_tape_grad(tape, c0)))
+        for (int64_t k = 0; k < BH; k++) g[k] += dc[k];
+
+    /* the gradients that sum over steps, as GEMMs over all T·B rows */
+    if ((g = tg_tape_grad(tape, w_ih))) /* dW_ih (G·H, I) += DAᵀ·X */
+        tg_gemm(true, false, GH, I, T * B, 1, da_i, GH, x->data, I, 1, g, I);
+    if ((g = tg_tape_grad(tape, x))) /* dX (T·B, I) += DA·W_ih */
+        tg_gemm(false, false, T * B, I, GH, 1, da_i, GH, r->w_ih, I, 1, g, I);
+    if ((g = tg_tape_grad(tape, b_ih))) add_column_sums(g, da_i, T * B, GH);
+    if ((g = tg_tape_grad(tape, w_hh))) {
+        if (impl->weight_hh_grad) impl->weight_hh_grad(r, da_h, g);
+        else /* dW_hh (G·H, H) += DA_hᵀ·H_prev, H_prev = the T slots before each step */
+            tg_gemm(true, false, GH, H, T * B, 1, da_h, GH, rnn_h(r, r->reverse ? 1 : 0), H, 1,
+                    g, H);
+    }
+    if ((g = tg_tape_grad(tape, b_hh))) add_column_sums(g, da_h, T * B, GH);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The public ops
+ * ------------------------------------------------------------------------------------- */
+tg_rnn_state tg_cell_step_fused(tg_tape *tape, tg_cell_kind kind, const tg_cell_weights *w,
+                                tg_tensor *x, tg_tensor *h, tg_tensor *c) {
+    tg_cell_inputs_check("tg_cell_step_fused", kind, w, x, 2, h, c);
+    const int64_t B = x->shape[0], H = w->w_hh->shape[1];
+
+    tg_tensor *in[7] = {x, h, c, w->w_ih, w->w_hh, w->b_ih, w->b_hh};
+    rnn_run *r = run_forward(tape, kind, w, x, 1, B, h, c, false, needs_grad(tape, in, 7));
+    tg_rnn_state st = {view_of(tape, rnn_h(r, 1), 2, (int64_t[]){B, H}), NULL};
+    if (kind == TG_CELL_LSTM) st.c = view_of(tape, rnn_c(r, 1), 2, (int64_t[]){B, H});
+    r->out_h = 0;
+    r->out_c = st.c ? 1 : -1;
+    static const char *const names[] = {"rnn_tanh_cell", "rnn_relu_cell", "gru_cell",
+                                        "gru_cho_cell", "lstm_cell"};
+    tg_node *node = tg_tape_record(tape, names[kind], rnn_backward, 7, in, st.c ? 2 : 1,
+                                   (tg_tensor *[]){st.h, st.c});
+    if (node) node->saved = r;
+    return st;
+}
+
+tg_rnn_result tg_rnn_sequence_fused(tg_tape *tape, tg_cell_kind kind, const tg_cell_weights *w,
+                                    tg_tensor *x, tg_tensor *h0, tg_tensor *c0, bool reverse) {
+    tg_cell_inputs_check("tg_rnn_sequence_fused", kind, w, x, 3, h0, c0);
+    const int64_t T = x->shape[0], B = x->shape[1], H = w->w_hh->shape[1];
+
+    tg_tensor *in[7] = {x, h0, c0, w->w_ih, w->w_hh, w->b_ih, w->b_hh};
+    rnn_run *r = run_forward(tape, kind, w, x, T, B, h0, c0, reverse, needs_grad(tape, in, 7));
+    const int64_t last = reverse ? 0 : T; /* the slot of h_n */
+    tg_rnn_result res = {0};
+    res.output = view_of(tape, rnn_h(r, reverse ? 0 : 1), 3, (int64_t[]){T, B, H});
+    res.h_n = view_of(tape, rnn_h(r, last), 2, (int64_t[]){B, H});
+    if (kind == TG_CELL_LSTM) res.c_n = view_of(tape, rnn_c(r, last), 2, (int64_t[]){B, H});
+    r->out_seq = 0, r->out_h = 1, r->out_c = res.c_n ? 2 : -1;
+    static const char *const names[] = {"rnn_tanh_sequence", "rnn_relu_sequence", "gru_sequence",
+                                        "gru_cho_sequence", "lstm_sequence"};
+    tg_node *node = tg_tape_record(tape, names[kind], rnn_backward, 7, in, res.c_n ? 3 : 2,
+                                   (tg_tensor *[]){res.output, res.h_n, res.c_n});
+    if (node) node->saved = r;
+    return res;
+}

@@ -1,0 +1,177 @@
+/* The fused GRU cell, forward and backward: PyTorch's form (reset after the hidden matmul)
+ * and Cho et al. 2014's (reset before). The driver (rnn.c) does the input projections of all
+ * steps and the weight gradients over all steps; here is one step of each.
+ *
+ * Letters: x_t the input, h_prev = h_{t-1}, gate blocks [r | z | n] of width H in the
+ * projections gi = x_t·W_ihᵀ (+ b_ih) and gh = h_prev·W_hhᵀ (+ b_hh). */
+#include "rnn_internal.h"
+
+/* =======================================================================================
+ * PyTorch's GRU
+ *     r = σ(a_r)    a_r = gi_r + b_ir + gh_r + b_hr
+ *     z = σ(a_z)    a_z = gi_z + b_iz + gh_z + b_hz
+ *     n = tanh(a_n) a_n = gi_n + b_in + r ⊙ hn,    hn = h_prev·W_hnᵀ + b_hn
+ *     h = n + z ⊙ (h_prev − n)                     (PyTorch's evaluation order)
+ * Saved per step and batch row: [r | z | n | hn]  (4H)
+ * ===================================================================================== */
+static void gru_forward_step(const rnn_run *rr, int64_t t) {
+    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, t)), *gi_all = rnn_gi(rr, t);
+    tg_real *h_all = rnn_h(rr, rnn_cur_slot(rr, t)), *gh_all = rr->work;
+    tg_real *acts_all = rnn_acts(rr, t);
+    /* gh = h_prev·W_hhᵀ for the three blocks at once: the step's one GEMM */
+    tg_gemm(false, true, B, G3, H, 1, h_prev_all, H, rr->w_hh, H, 0, gh_all, G3);
+    const tg_real *b_ih = rr->b_ih, *b_hh = rr->b_hh;
+    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
+    for (int64_t b = 0; b < B; b++) {
+        const tg_real *gi = gi_all + b * G3, *gh = gh_all + b * G3, *h_prev = h_prev_all + b * H;
+        tg_real *h = h_all + b * H, *a = acts_all + b * 4 * H;
+        tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
+        for (int64_t j = 0; j < H; j++) {
+            r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
+            z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[H + j] + b_hh[H + j]));
+            hn[j] = gh[2 * H + j] + b_hh[2 * H + j];
+            n[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + r[j] * hn[j]);
+            h[j] = n[j] + z[j] * (h_prev[j] - n[j]);
+        }
+    }
+}
+
+/* Backward of one step, given dh = dL/dh_t:
+ *   h = (1 − z)⊙n + z⊙h_prev
+ *     dn = dh ⊙ (1 − z)
+ *     dz = dh ⊙ (h_prev − n)
+ *     dh_prev += dh ⊙ z                      (the direct path, the "highway" of the GRU)
+ *   n = tanh(a_n):        da_n = dn ⊙ (1 − n²)
+ *   a_n = gi_n + b_in + r ⊙ hn:
+ *     dr  = da_n ⊙ hn                         (hn = h_prev·W_hnᵀ + b_hn, saved)
+ *     dhn = da_n ⊙ r                          (the n block on the hidden side)
+ *   r = σ(a_r):           da_r = dr ⊙ r ⊙ (1 − r)          (σ' = σ(1 − σ))
+ *   z = σ(a_z):           da_z = dz ⊙ z ⊙ (1 − z)
+ * Input side  (gi, b_ih):  da_i = [da_r | da_z | da_n]
+ * Hidden side (gh, b_hh):  da_h = [da_r | da_z | dhn]   — differs only in the n block
+ *   dh_prev += da_h · W_hh                    (ONE GEMM, all three blocks) */
+static void gru_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc,
+                              tg_real *da_i_all, tg_real *da_h_all, tg_real *dh_prev_all) {
+    (void)dc;
+    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, t)), *acts_all = rnn_acts(rr, t);
+    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
+    for (int64_t b = 0; b < B; b++) {
+        const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = dh_all + b * H;
+        const tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
+        tg_real *da_i = da_i_all + b * G3, *da_h = da_h_all + b * G3, *dh_prev = dh_prev_all + b * H;
+        for (int64_t j = 0; j < H; j++) {
+            const tg_real dn = dh[j] * (1 - z[j]);
+            const tg_real dz = dh[j] * (h_prev[j] - n[j]);
+            const tg_real da_n = dn * (1 - n[j] * n[j]);
+            const tg_real dr = da_n * hn[j];
+            const tg_real da_r = dr * r[j] * (1 - r[j]);
+            const tg_real da_z = dz * z[j] * (1 - z[j]);
+            da_i[j] = da_r, da_i[H + j] = da_z, da_i[2 * H + j] = da_n;
+            da_h[j] = da_r, da_h[H + j] = da_z, da_h[2 * H + j] = da_n * r[j];
+            dh_prev[j] = dh[j] * z[j];
+        }
+    }
+    tg_gemm(false, false, B, H, G3, 1, da_h_all, G3, rr->w_hh, H, 1, dh_prev_all, H);
+}
+
+const rnn_cell_impl tg_rnn_impl_gru = {4, true, gru_forward_step, gru_backward_step, NULL};
+
+/* =======================================================================================
+ * Cho et al. 2014 (Keras reset_after=False): the reset gate scales h_prev before W_hn
+ *     r = σ(a_r), z = σ(a_z)                       as above
+ *     n = tanh(a_n)   a_n = gi_n + b_in + (r ⊙ h_prev)·W_hnᵀ + b_hn
+ *     h = n + z ⊙ (h_prev − n)
+ * n needs r first, so a step takes two GEMMs: h_prev·W_h[rz]ᵀ, then (r⊙h_prev)·W_hnᵀ.
+ * Saved per step and batch row: [r | z | n | rh]  with rh = r ⊙ h_prev  (4H)
+ * ===================================================================================== */
+static void gru_cho_forward_step(const rnn_run *rr, int64_t t) {
+    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, t)), *gi_all = rnn_gi(rr, t);
+    tg_real *h_all = rnn_h(rr, rnn_cur_slot(rr, t)), *gh_all = rr->work;
+    tg_real *acts_all = rnn_acts(rr, t);
+    const tg_real *b_ih = rr->b_ih, *b_hh = rr->b_hh;
+    /* the r and z blocks of gh: h_prev·W_h[rz]ᵀ, into columns [0, 2H) of work */
+    tg_gemm(false, true, B, 2 * H, H, 1, h_prev_all, H, rr->w_hh, H, 0, gh_all, G3);
+    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
+    for (int64_t b = 0; b < B; b++) {
+        const tg_real *gi = gi_all + b * G3, *gh = gh_all + b * G3, *h_prev = h_prev_all + b * H;
+        tg_real *a = acts_all + b * 4 * H, *r = a, *z = a + H, *rh = a + 3 * H;
+        for (int64_t j = 0; j < H; j++) {
+            r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
+            z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[H + j] + b_hh[H + j]));
+            rh[j] = r[j] * h_prev[j];
+        }
+    }
+    /* the n block: (r⊙h_prev)·W_hnᵀ, into columns [2H, 3H) of work */
+    tg_gemm(false, true, B, H, H, 1, acts_all + 3 * H, 4 * H, rr->w_hh + 2 * H * H, H, 0,
+            gh_all + 2 * H, G3);
+    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
+    for (int64_t b = 0; b < B; b++) {
+        const tg_real *gi = gi_all + b * G3, *gh = gh_all + b * G3, *h_prev = h_prev_all + b * H;
+        tg_real *a = acts_all + b * 4 * H, *z = a + H, *n = a + 2 * H, *h = h_all + b * H;
+        for (int64_t j = 0; j < H; j++) {
+            n[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + (gh[2 * H + j] + b_hh[2 * H + j]));
+            h[j] = n[j] + z[j] * (h_prev[j] - n[j]);
+        }
+    }
+}
+
+/* Backward of one step, given dh = dL/dh_t:
+ *     dn = dh ⊙ (1 − z),  dz = dh ⊙ (h_prev − n),  dh_prev = dh ⊙ z     (as above)
+ *     da_n = dn ⊙ (1 − n²)
+ *   a_n = gi_n + b_in + rh·W_hnᵀ + b_hn, rh = r ⊙ h_prev:
+ *     drh = da_n · W_hn                        (a GEMM: rh is a matrix operand)
+ *     dr  = drh ⊙ h_prev,   dh_prev += drh ⊙ r
+ *     da_r = dr ⊙ r ⊙ (1 − r),  da_z = dz ⊙ z ⊙ (1 − z)
+ *   dh_prev += [da_r | da_z] · W_h[rz]         (a second GEMM)
+ * b_hn sits outside the product, so both sides share da = [da_r | da_z | da_n]; only
+ * dW_hn differs: it pairs da_n with rh, not h_prev (weight_hh_grad below). */
+static void gru_cho_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all,
+                                  tg_real *dc, tg_real *da_all, tg_real *da_h, tg_real *dh_prev_all) {
+    (void)dc, (void)da_h;
+    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, t)), *acts_all = rnn_acts(rr, t);
+    tg_real *drh_all = rr->work; /* (B, H) scratch */
+    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
+    for (int64_t b = 0; b < B; b++) {
+        const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = dh_all + b * H;
+        const tg_real *z = a + H, *n = a + 2 * H;
+        tg_real *da = da_all + b * G3, *dh_prev = dh_prev_all + b * H;
+        for (int64_t j = 0; j < H; j++) {
+            const tg_real dn = dh[j] * (1 - z[j]);
+            const tg_real dz = dh[j] * (h_prev[j] - n[j]);
+            da[2 * H + j] = dn * (1 - n[j] * n[j]);
+            da[H + j] = dz * z[j] * (1 - z[j]);
+            dh_prev[j] = dh[j] * z[j];
+        }
+    }
+    /* drh = da_n · W_hn */
+    tg_gemm(false, false, B, H, H, 1, da_all + 2 * H, G3, rr->w_hh + 2 * H * H, H, 0, drh_all, H);
+    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
+    for (int64_t b = 0; b < B; b++) {
+        const tg_real *r = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *drh = drh_all + b * H;
+        tg_real *da = da_all + b * G3, *dh_prev = dh_prev_all + b * H;
+        for (int64_t j = 0; j < H; j++) {
+            const tg_real dr = drh[j] * h_prev[j];
+            dh_prev[j] += drh[j] * r[j];
+            da[j] = dr * r[j] * (1 - r[j]);
+        }
+    }
+    /* dh_prev += [da_r | da_z] · W_h[rz] */
+    tg_gemm(false, false, B, H, 2 * H, 1, da_all, G3, rr->w_hh, H, 1, dh_prev_all, H);
+}
+
+/* dW_h[rz] += [DA_r | DA_z]ᵀ · H_prev   and   dW_hn += DA_nᵀ · RH, over all steps */
+static void gru_cho_weight_hh_grad(const rnn_run *rr, const tg_real *da, tg_real *dw_hh) {
+    const int64_t TB = rr->T * rr->B, H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev = rnn_h(rr, rr->reverse ? 1 : 0);
+    tg_gemm(true, false, 2 * H, H, TB, 1, da, G3, h_prev, H, 1, dw_hh, H);
+    /* rh of every step: column block 3H of acts, rows of stride 4H, steps contiguous */
+    tg_gemm(true, false, H, H, TB, 1, da + 2 * H, G3, rr->acts + 3 * H, 4 * H, 1,
+            dw_hh + 2 * H * H, H);
+}
+
+const rnn_cell_impl tg_rnn_impl_gru_cho = {4, false, gru_cho_forward_step, gru_cho_backward_step,
+                                           gru_cho_weight_hh_grad};

@@ -1,0 +1,383 @@
+/* Shape ops: reshape (free), transpose and permute (copies), concat, slice, split, select.
+ *
+ * None of these compute anything: each output element is one input element, so every
+ * backward sends the output gradient back to where the element came from (+=, since the
+ * input may feed other ops too). */
+#include <string.h>
+
+#include "tapegrad/ops.h"
+
+#define PRAGMA_(x) _Pragma(#x)
+#ifdef _OPENMP
+#define OMP_PARALLEL_FOR_IF(cond) PRAGMA_(omp parallel for if (cond) schedule(static))
+#else
+#define OMP_PARALLEL_FOR_IF(cond)
+#endif
+
+/* Below this many elements a copy is not worth waking threads for. */
+#define PARALLEL_MIN_ELEMS ((int64_t)1 << 16)
+
+/* ---------------------------------------------------------------------------------------- */
+/* reshape: y shares x's data; dy has x's layout, so dx += dy elementwise. */
+
+static void reshape_backward(tg_tape *tape, tg_node *node) {
+    const tg_tensor *y = node->out[0];
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    for (int64_t i = 0; i < y->numel; i++) dx[i] += y->grad[i];
+}
+
+tg_tensor *tg_reshape(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shape) {
+    char xd[160], sd[128];
+    if (ndim < 0 || ndim > TG_MAX_DIMS)
+        tg_fail("tg_reshape: %d dimensions requested for %s (at most %d)", ndim,
+                tg_tensor_describe(x, xd, sizeof xd), TG_MAX_DIMS);
+    int infer = -1;
+    int64_t known = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == -1 && infer < 0) {
+            infer = d;
+        } else if (shape[d] < 0) {
+            tg_fail("tg_reshape: bad shape %s for %s (only one dim may be -1, none below -1)",
+                    tg_shape_format(ndim, shape, sd, sizeof sd),
+                    tg_tensor_describe(x, xd, sizeof xd));
+        } else {
+            known *= shape[d];
+        }
+    }
+    int64_t out_shape[TG_MAX_DIMS];
+    if (ndim) memcpy(out_shape, shape, (size_t)ndim * sizeof *shape);
+    if (infer >= 0) {
+        if (known == 0 || x->numel % known != 0)
+            tg_fail("tg_reshape: cannot reshape %s (%lld elements) to %s",
+                    tg_tensor_describe(x, xd, sizeof xd), (long long)x->numel,
+                    tg_shape_format(ndim, shape, sd, sizeof sd));
+        out_shape[infer] = x->numel / known;
+    } else if (known != x->numel) {
+        tg_fail("tg_reshape: cannot reshape %s (%lld elements) to %s (%lld elements)",
+                tg_tensor_describe(x, xd, sizeof xd), (long long)x->numel,
+                tg_shape_format(ndim, shape, sd, sizeof sd), (long long)known);
+    }
+
+    /* A tensor header of our own over x's data: no copy. */
+    tg_tensor *y = tg_tape_alloc(tape, sizeof *y);
+    memset(y, 0, sizeof *y);
+    if (ndim) memcpy(y->shape, out_shape, (size_t)ndim * sizeof *out_shape);
+    y->ndim = ndim;
+    y->numel = x->numel;
+    y->node = -1;
+    y->data = x->data;
+    tg_tape_record(tape, "reshape", reshape_backward, 1, (tg_tensor *[]){x}, 1,
+                   (tg_tensor *[]){y});
+    return y;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* permute / transpose */
+
+/* dst (contiguous, of shape `shape`) = (or +=) src read through `stride` (one per dst dim).
+ * Dims of size 1 are dropped and dims that are contiguous in src merged, so a permutation
+ * that moves nothing becomes one straight copy. The last two remaining dims are walked as a
+ * matrix, in 32x32 tiles when src is not contiguous along dst's rows. */
+static void strided_copy(tg_real *restrict dst, const tg_real *restrict src, int ndim,
+                         const int64_t *shape, const int64_t *stride, bool add) {
+    int64_t n[TG_MAX_DIMS + 2], s[TG_MAX_DIMS + 2];
+    int nd = 0;
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        numel *= shape[d];
+        if (shape[d] == 1) continue;
+        if (nd > 0 && s[nd - 1] == stride[d] * shape[d]) {
+            n[nd - 1] *= shape[d];
+            s[nd - 1] = stride[d];
+        } else {
+            n[nd] = shape[d];
+            s[nd] = stride[d];
+            nd++;
+        }
+    }
+    if (numel == 0) return;
+    while (nd < 2) { /* pad to a matrix at the front */
+        memmove(n + 1, n, (size_t)nd * sizeof *n);
+        memmove(s + 1, s, (size_t)nd * sizeof *s);
+        n[0] = 1, s[0] = 0;
+        nd++;
+    }
+    const int64_t R = n[nd - 2], C = n[nd - 1], sr = s[nd - 2], sc = s[nd - 1];
+    const int64_t T = 32, row_tiles = (R + T - 1) / T;
+    const int64_t outer = numel / (R * C);
+
+    OMP_PARALLEL_FOR_IF(numel >= PARALLEL_MIN_ELEMS)
+    for (int64_t w = 0; w < outer * row_tiles; w++) {
+        const int64_t o = w / row_tiles, r0 = (w % row_tiles) * T;
+        const int64_t r1 = r0 + T < R ? r0 + T : R;
+        int64_t base = 0, rest = o; /* src offset of matrix o: once per tile of rows */
+        for (int d = nd - 3; d >= 0; d--) {
+            base += (rest % n[d]) * s[d];
+            rest /= n[d];
+        }
+        tg_real *D = dst + o * R * C;
+        const tg_real *S = src + base;
+        if (sc == 1) {
+            for (int64_t r = r0; r < r1; r++) {
+                tg_real *restrict d = D + r * C;
+                const tg_real *restrict q = S + r * sr;
+                if (add)
+                    for (int64_t c = 0; c < C; c++) d[c] += q[c];
+                else
+                    for (int64_t c = 0; c < C; c++) d[c] = q[c];
+            }
+        } else {
+            for (int64_t c0 = 0; c0 < C; c0 += T) {
+                const int64_t c1 = c0 + T < C ? c0 + T : C;
+                for (int64_t r = r0; r < r1; r++) {
+                    tg_real *restrict d = D + r * C;
+                    const tg_real *restrict q = S + r * sr;
+                    if (add)
+                        for (int64_t c = c0; c < c1; c++) d[c] += q[c * sc];
+                    else
+                        for (int64_t c = c0; c < c1; c++) d[c] = q[c * sc];
+                }
+            }
+        }
+    }
+}
+
+static void contiguous_strides(int ndim, const int64_t *shape, int64_t *stride) {
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        stride[d] = s;
+        s *= shape[d];
+    }
+}
+
+/* y = x permuted: y's dim j is x's dim perm[j]. Backward: x's dim perm[j] is y's dim j, so
+ * dx += dy read through the inverse permutation. */
+static void permute_backward(tg_tape *tape, tg_node *node) {
+    const tg_tensor *x = node->in[0], *y = node->out[0];
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    const int *perm = node->saved;
+    int64_t ystride[TG_MAX_DIMS], stride[TG_MAX_DIMS];
+    contiguous_strides(y->ndim, y->shape, ystride);
+    for (int j = 0; j < y->ndim; j++) stride[perm[j]] = ystride[j];
+    strided_copy(dx, y->grad, x->ndim, x->shape, stride, true);
+}
+
+static tg_tensor *permute_checked(tg_tape *tape, tg_tensor *x, const int *perm, const char *op) {
+    int64_t shape[TG_MAX_DIMS], xstride[TG_MAX_DIMS], stride[TG_MAX_DIMS];
+    contiguous_strides(x->ndim, x->shape, xstride);
+    for (int j = 0; j < x->ndim; j++) {
+        shape[j] = x->shape[perm[j]];
+        stride[j] = xstride[perm[j]];
+    }
+    tg_tensor *y = tg_tape_tensor(tape, x->ndim, shape);
+    strided_copy(y->data, x->data, x->ndim, shape, stride, false);
+    tg_node *node = tg_tape_record(tape, op, permute_backward, 1, (tg_tensor *[]){x}, 1,
+                                   (tg_tensor *[]){y});
+    if (node) {
+        int *saved = tg_tape_alloc(tape, (size_t)(x->ndim ? x->ndim : 1) * sizeof *saved);
+        if (x->ndim) memcpy(saved, perm, (size_t)x->ndim * sizeof *perm);
+        node->saved = saved;
+    }
+    return y;
+}
+
+tg_tensor *tg_permute(tg_tape *tape, tg_tensor *x, const int *perm) {
+    int p[TG_MAX_DIMS];
+    bool seen[TG_MAX_DIMS] = {false};
+    bool ok = true;
+    for (int j = 0; j < x->ndim; j++) {
+        p[j] = perm[j] < 0 ? perm[j] + x->ndim : perm[j];
+        if (p[j] < 0 || p[j] >= x->ndim || seen[p[j]]) ok = false;
+        else seen[p[j]] = true;
+    }
+    if (!ok) {
+        char xd[160], pd[96];
+        int len = snprintf(pd, sizeof pd, "(");
+        for (int j = 0; j < x->ndim && len > 0 && (size_t)len < sizeof pd; j++)
+            len += snprintf(pd + len, sizeof pd - (size_t)len, j ? ", %d" : "%d", perm[j]);
+        if (len > 0 && (size_t)len < sizeof pd) snprintf(pd + len, sizeof pd - (size_t)len, ")");
+        tg_fail("tg_permute: %s is not a permutation of the %d dims of %s", pd, x->ndim,
+                tg_tensor_describe(x, xd, sizeof xd));
+    }
+    return permute_checked(tape, x, p, "permute");
+}
+
+tg_tensor *tg_transpose(tg_tape *tape, tg_tensor *x, int dim0, int dim1) {
+    const int d0 = tg_dim_normalize("tg_transpose", x, dim0);
+    const int d1 = tg_dim_normalize("tg_transpose", x, dim1);
+    int p[TG_MAX_DIMS];
+    for (int j = 0; j < x->ndim; j++) p[j] = j;
+    p[d0] = d1;
+    p[d1] = d0;
+    return permute_checked(tape, x, p, "transpose");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* concat, slice, split, select: all move blocks along one dim. Seen from that dim a tensor
+ * is `outer` rows of (size along dim) x `inner` elements. */
+
+static int64_t prod(const int64_t *shape, int from, int to) {
+    int64_t p = 1;
+    for (int d = from; d < to; d++) p *= shape[d];
+    return p;
+}
+
+/* For each of `outer` rows: dst[o*dst_row + j] (=|+=) src[o*src_row + j], j < len. */
+static void row_copy(tg_real *restrict dst, int64_t dst_row, const tg_real *restrict src,
+                     int64_t src_row, int64_t outer, int64_t len, bool add) {
+    OMP_PARALLEL_FOR_IF(outer * len >= PARALLEL_MIN_ELEMS && outer > 1)
+    for (int64_t o = 0; o < outer; o++) {
+        tg_real *restrict d = dst + o * dst_row;
+        const tg_real *restrict s = src + o * src_row;
+        if (add)
+            for (int64_t j = 0; j < len; j++) d[j] += s[j];
+        else
+            memcpy(d, s, (size_t)len * sizeof *d);
+    }
+}
+
+/* y = concat(x_0, ..., x_{n-1}) along dim: x_i's block of each row sits at offset
+ * off_i = inner * (sum of the sizes before it), so dx_i += that block of dy. */
+static void concat_backward(tg_tape *tape, tg_node *node) {
+    const tg_tensor *y = node->out[0];
+    const int dim = (int)node->iarg[0];
+    const int64_t outer = prod(y->shape, 0, dim), y_row = y->numel / (outer ? outer : 1);
+    int64_t off = 0;
+    for (int i = 0; i < node->n_in; i++) {
+        const tg_tensor *x = node->in[i];
+        const int64_t x_row = x->numel / (outer ? outer : 1);
+        tg_real *dx = tg_tape_grad(tape, node->in[i]);
+        if (dx && x->numel) row_copy(dx, x_row, y->grad + off, y_row, outer, x_row, true);
+        off += x_row;
+    }
+}
+
+tg_tensor *tg_concat(tg_tape *tape, tg_tensor *const *xs, int n, int dim) {
+    char d0[160], di[160];
+    if (n < 1) tg_fail("tg_concat: needs at least one tensor (got %d)", n);
+    const tg_tensor *x0 = xs[0];
+    const int d = tg_dim_normalize("tg_concat", x0, dim);
+    int64_t shape[TG_MAX_DIMS];
+    memcpy(shape, x0->shape, (size_t)x0->ndim * sizeof *shape);
+    shape[d] = 0;
+    for (int i = 0; i < n; i++) {
+        const tg_tensor *x = xs[i];
+        bool ok = x->ndim == x0->ndim;
+        for (int k = 0; ok && k < x0->ndim; k++) ok = k == d || x->shape[k] == x0->shape[k];
+        if (!ok)
+            tg_fail("tg_concat: along dim %d, tensor %d %s does not fit tensor 0 %s (sizes must "
+                    "match in every other dim)",
+                    dim, i, tg_tensor_describe(x, di, sizeof di),
+                    tg_tensor_describe(x0, d0, sizeof d0));
+        shape[d] += x->shape[d];
+    }
+    tg_tensor *y = tg_tape_tensor(tape, x0->ndim, shape);
+    const int64_t outer = prod(shape, 0, d), y_row = y->numel / (outer ? outer : 1);
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        const int64_t x_row = xs[i]->numel / (outer ? outer : 1);
+        if (xs[i]->numel) row_copy(y->data + off, y_row, xs[i]->data, x_row, outer, x_row, false);
+        off += x_row;
+    }
+    tg_node *node = tg_tape_record(tape, "concat", concat_backward, n, xs, 1, (tg_tensor *[]){y});
+    if (node) node->iarg[0] = d;
+    return y;
+}
+
+/* y = x[..., start:start+len, ...] along dim (y may have that dim removed: select). Rows of
+ * y are contiguous runs of x, so dx's run += dy's row. iarg: dim, start. */
+static void narrow_backward(tg_tape *tape, tg_node *node) {
+    const tg_tensor *x = node->in[0];
+    const int dim = (int)node->iarg[0];
+    const int64_t start = node->iarg[1];
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    const int64_t outer = prod(x->shape, 0, dim), inner = prod(x->shape, dim + 1, x->ndim);
+    const int64_t x_row = x->shape[dim] * inner;
+    for (int k = 0; k < node->n_out; k++) {
+        const tg_tensor *y = node->out[k];
+        if (!y->grad || !y->numel) continue; /* an unused chunk contributes zero */
+        const int64_t y_row = y->numel / outer;
+        const int64_t off = (start + (int64_t)k * node->iarg[2]) * inner;
+        row_copy(dx + off, x_row, y->grad, y_row, outer, y_row, true);
+    }
+}
+
+/* Copies the run [start, start+len) along dim into a new tensor of ndim/shape. */
+static tg_tensor *narrow_copy(tg_tape *tape, const tg_tensor *x, int dim, int64_t start,
+                              int64_t len, int ndim, const int64_t *shape) {
+    tg_tensor *y = tg_tape_tensor(tape, ndim, shape);
+    const int64_t outer = prod(x->shape, 0, dim), inner = prod(x->shape, dim + 1, x->ndim);
+    if (y->numel)
+        row_copy(y->data, len * inner, x->data + start * inner, x->shape[dim] * inner, outer,
+                 len * inner, false);
+    return y;
+}
+
+tg_tensor *tg_slice(tg_tape *tape, tg_tensor *x, int dim, int64_t start, int64_t length) {
+    const int d = tg_dim_normalize("tg_slice", x, dim);
+    const int64_t size = x->shape[d];
+    const int64_t s = start < 0 ? start + size : start;
+    if (s < 0 || s > size || length < 0 || s + length > size) {
+        char xd[160];
+        tg_fail("tg_slice: [%lld, %lld + %lld) is out of range for dim %d of size %lld of %s",
+                (long long)start, (long long)start, (long long)length, dim, (long long)size,
+                tg_tensor_describe(x, xd, sizeof xd));
+    }
+    int64_t shape[TG_MAX_DIMS];
+    memcpy(shape, x->shape, (size_t)x->ndim * sizeof *shape);
+    shape[d] = length;
+    tg_tensor *y = narrow_copy(tape, x, d, s, length, x->ndim, shape);
+    tg_node *node = tg_tape_record(tape, "slice", narrow_backward, 1, (tg_tensor *[]){x}, 1,
+                                   (tg_tensor *[]){y});
+    if (node) node->iarg[0] = d, node->iarg[1] = s, node->iarg[2] = 0;
+    return y;
+}
+
+tg_tensor *tg_select(tg_tape *tape, tg_tensor *x, int dim, int64_t index) {
+    const int d = tg_dim_normalize("tg_select", x, dim);
+    const int64_t size = x->shape[d];
+    const int64_t i = index < 0 ? index + size : index;
+    if (i < 0 || i >= size) {
+        char xd[160];
+        tg_fail("tg_select: index %lld is out of range for dim %d of size %lld of %s",
+                (long long)index, dim, (long long)size, tg_tensor_describe(x, xd, sizeof xd));
+    }
+    int64_t shape[TG_MAX_DIMS];
+    for (int k = 0, j = 0; k < x->ndim; k++)
+        if (k != d) shape[j++] = x->shape[k];
+    tg_tensor *y = narrow_copy(tape, x, d, i, 1, x->ndim - 1, shape);
+    tg_node *node = tg_tape_record(tape, "select", narrow_backward, 1, (tg_tensor *[]){x}, 1,
+                                   (tg_tensor *[]){y});
+    if (node) node->iarg[0] = d, node->iarg[1] = i, node->iarg[2] = 0;
+    return y;
+}
+
+/* One node, one output per chunk; chunk k starts at k*split_size (iarg[2]). */
+int tg_split(tg_tape *tape, tg_tensor *x, int64_t split_size, int dim, tg_tensor **out,
+             int max_out) {
+    char xd[160];
+    const int d = tg_dim_normalize("tg_split", x, dim);
+    const int64_t size = x->shape[d];
+    if (split_size <= 0)
+        tg_fail("tg_split: split_size %lld must be positive (splitting dim %d of %s)",
+                (long long)split_size, dim, tg_tensor_describe(x, xd, sizeof xd));
+    const int64_t n = size == 0 ? 1 : (size + split_size - 1) / split_size;
+    if (n > max_out)
+        tg_fail("tg_split: dim %d of %s in chunks of %lld gives %lld chunks, more than max_out %d",
+                dim, tg_tensor_describe(x, xd, sizeof xd), (long long)split_size, (long long)n,
+                max_out);
+    int64_t shape[TG_MAX_DIMS];
+    memcpy(shape, x->shape, (size_t)x->ndim * sizeof *shape);
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t start = k * split_size;
+        shape[d] = size - start < split_size ? size - start : split_size;
+        out[k] = narrow_copy(tape, x, d, start, shape[d], x->ndim, shape);
+    }
+    tg_node *node = tg_tape_record(tape, "split", narrow_backward, 1, (tg_tensor *[]){x}, (int)n,
+                                   out);
+    if (node) node->iarg[0] = d, node->iarg[1] = 0, node->iarg[2] = split_size;
+    return (int)n;
+}

@@ -1,0 +1,441 @@
+/* Optimizers (SGD, Adam, AdamW) and gradient clipping, matching PyTorch 1.13 bit for bit in
+ * float32 (reference pytorch-semantics.md §7).
+ *
+ * How the numbers match. PyTorch keeps hyper-parameters as doubles and rounds each one to the
+ * tensor's type where it meets a tensor; every tensor op rounds its result. Its default CPU
+ * kernels (AVX2) compute `x + alpha·y` (add with alpha, addcmul) as one fused multiply-add,
+ * i.e. a single rounding, which fmaf() reproduces exactly. Each line below therefore rounds
+ * where PyTorch's op sequence rounds: hyper-parameters are converted with (tg_real), every
+ * intermediate is a tg_real variable, and FMA marks PyTorch's fused steps. The library is
+ * compiled as ISO C11 (-std=c11), where GCC does not contract a*b+c on its own
+ * (-ffp-contract=off), so no other fusion happens behind our back. */
+#include "tapegrad/optim.h"
+#include "tapegrad/tape.h" /* tg_tensor_zero_grad */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef TG_DOUBLE
+#define FMA(a, b, c) fma((a), (b), (c))
+#define SQRT(x) sqrt(x)
+#define POW(x, y) pow((x), (y))
+#else
+#define FMA(a, b, c) fmaf((a), (b), (c))
+#define SQRT(x) sqrtf(x)
+#define POW(x, y) powf((x), (y))
+#endif
+
+typedef enum optim_kind { OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW } optim_kind;
+
+struct tg_optim {
+    optim_kind kind;
+    tg_sgd_options sgd;   /* kind == OPTIM_SGD (its lr field is unused: see lr below) */
+    tg_adam_options adam; /* Adam, AdamW (same) */
+    size_t count;
+    tg_tensor **params;   /* borrowed, as the list held them at construction */
+    /* State: owned tensors, listed in `state` (the only place the values live). */
+    tg_tensor *lr;        /* (3,): the lr as an exact sum of three reals */
+    tg_tensor **step;     /* per parameter, shape () */
+    tg_tensor **buf;      /* SGD momentum_buffer, Adam exp_avg (NULL entries if unused) */
+    tg_tensor **sq;       /* Adam exp_avg_sq */
+    tg_tensor **max_sq;   /* Adam max_exp_avg_sq (amsgrad) */
+    tg_params *state;
+};
+
+/* ---- a double kept exactly in tg_real tensors ----
+ * hi = fl(x), mid = fl(x - hi), lo = fl(x - hi - mid): every difference is exact in double, and
+ * three 24-bit pieces hold all 53 bits of x, so hi + mid + lo == x again (for any x in
+ * float's normal range, which covers learning rates). In float64 mid and lo are 0. */
+static void real3_set(tg_tensor *t, double x) {
+    const tg_real hi = (tg_real)x;
+    const tg_real mid = (tg_real)(x - (double)hi);
+    const tg_real lo = (tg_real)(x - (double)hi - (double)mid);
+    t->data[0] = hi, t->data[1] = mid, t->data[2] = lo;
+}
+
+static double real3_get(const tg_tensor *t) {
+    return ((double)t->data[0] + (double)t->data[1]) + (double)t->data[2];
+}
+
+/* ---- options ---- */
+
+tg_sgd_options tg_sgd_defaults(double lr) {
+    return (tg_sgd_options){.lr = lr, .momentum = 0, .dampening = 0, .weight_decay = 0,
+                            .nesterov = false, .maximize = false};
+}
+
+tg_adam_options tg_adam_defaults(void) {
+    return (tg_adam_options){.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                             .weight_decay = 0, .amsgrad = false, .maximize = false};
+}
+
+tg_adam_options tg_adamw_defaults(void) {
+    tg_adam_options o = tg_adam_defaults();
+    o.weight_decay = 1e-2;
+    return o;
+}
+
+/* !(x >= 0) also rejects NaN. */
+tg_status tg_sgd_options_check(const tg_sgd_options *o) {
+    if (!o) return tg_status_set(TG_ERR_ARGUMENT, "SGD: no options given (lr is required)");
+    if (!(o->lr >= 0)) return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid learning rate: %g", o->lr);
+    if (!(o->momentum >= 0))
+        return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid momentum value: %g", o->momentum);
+    if (!isfinite(o->dampening))
+        return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid dampening value: %g", o->dampening);
+    if (!(o->weight_decay >= 0))
+        return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid weight_decay value: %g", o->weight_decay);
+    if (o->nesterov && (o->momentum <= 0 || o->dampening != 0))
+        return tg_status_set(TG_ERR_ARGUMENT,
+                             "SGD: Nesterov momentum requires a momentum and zero dampening "
+                             "(momentum %g, dampening %g)", o->momentum, o->dampening);
+    return TG_OK;
+}
+
+tg_status tg_adam_options_check(const tg_adam_options *o) {
+    if (!o) return TG_OK; /* NULL means the defaults */
+    if (!(o->lr >= 0)) return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid learning rate: %g", o->lr);
+    if (!(o->eps >= 0)) return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid epsilon value: %g", o->eps);
+    if (!(o->beta1 >= 0 && o->beta1 < 1))
+        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid beta parameter at index 0: %g", o->beta1);
+    if (!(o->beta2 >= 0 && o->beta2 < 1))
+        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid beta parameter at index 1: %g", o->beta2);
+    if (!(o->weight_decay >= 0))
+        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid weight_decay value: %g", o->weight_decay);
+    return TG_OK;
+}
+
+/* ---- construction ---- */
+
+static tg_tensor *state_tensor(tg_optim *opt, const char *what, const char *param_name,
+                               const tg_tensor *like) {
+    static const int64_t scalar_shape[1] = {1}; /* unused: 0 dims */
+    tg_tensor *t = like ? tg_tensor_zeros(like->ndim, like->shape) : tg_tensor_zeros(0, scalar_shape);
+    char name[512];
+    snprintf(name, sizeof name, "optim.%s.%s", what, param_name);
+    tg_params_add(opt->state, name, t);
+    return t;
+}
+
+static tg_optim *optim_new(optim_kind kind, const tg_params *params, const char *fn) {
+    if (!params) tg_fail("%s: params is NULL", fn);
+    /* validate before allocating (a replaced error handler may longjmp out of tg_fail) */
+    for (size_t i = 0; i < params->count; i++)
+        for (size_t j = 0; j < i; j++)
+            if (params->tensors[j] == params->tensors[i])
+                tg_fail("%s: parameter '%s' appears twice in the list (also as '%s'): it would "
+                        "be updated twice per step", fn, params->names[i], params->names[j]);
+    tg_optim *opt = tg_xcalloc(1, sizeof *opt);
+    opt->kind = kind;
+    opt->count = params->count;
+    const size_t n = opt->count ? opt->count : 1;
+    opt->params = tg_xcalloc(n, sizeof *opt->params);
+    opt->step = tg_xcalloc(n, sizeof *opt->step);
+    opt->buf = tg_xcalloc(n, sizeof *opt->buf);
+    opt->sq = tg_xcalloc(n, sizeof *opt->sq);
+    opt->max_sq = tg_xcalloc(n, sizeof *opt->max_sq);
+    for (size_t i = 0; i < opt->count; i++) opt->params[i] = params->tensors[i];
+    opt->state = tg_params_new();
+    opt->lr = tg_tensor_zeros(TG_SHAPE(3));
+    tg_params_add(opt->state, "optim.lr", opt->lr);
+    return opt;
+}
+
+tg_optim *tg_sgd_new(const tg_params *params, const tg_sgd_options *opts) {
+    if (tg_sgd_options_check(opts) != TG_OK) tg_fail("tg_sgd_new: %s", tg_error_message());
+    tg_optim *opt = optim_new(OPTIM_SGD, params, "tg_sgd_new");
+    opt->sgd = *opts;
+    real3_set(opt->lr, opts->lr);
+    for (size_t i = 0; i < opt->count; i++) {
+        const char *name = params->names[i];
+        opt->step[i] = state_tensor(opt, "step", name, NULL);
+        if (opts->momentum != 0) opt->buf[i] = state_tensor(opt, "momentum_buffer", name, opt->params[i]);
+    }
+    return opt;
+}
+
+static tg_optim *adam_new(optim_kind kind, const tg_params *params, const tg_adam_options *opts,
+                          const char *fn) {
+    if (tg_adam_options_check(opts) != TG_OK) tg_fail("%s: %s", fn, tg_error_message());
+    tg_optim *opt = optim_new(kind, params, fn);
+    opt->adam = opts ? *opts : kind == OPTIM_ADAMW ? tg_adamw_defaults() : tg_adam_defaults();
+    real3_set(opt->lr, opt->adam.lr);
+    for (size_t i = 0; i < opt->count; i++) {
+        const char *name = params->names[i];
+        opt->step[i] = state_tensor(opt, "step", name, NULL);
+        opt->buf[i] = state_tensor(opt, "exp_avg", name, opt->params[i]);
+        opt->sq[i] = state_tensor(opt, "exp_avg_sq", name, opt->params[i]);
+        if (opt->adam.amsgrad) opt->max_sq[i] = state_tensor(opt, "max_exp_avg_sq", name, opt->params[i]);
+    }
+    return opt;
+}
+
+tg_optim *tg_adam_new(const tg_params *params, const tg_adam_options *opts) {
+    return adam_new(OPTIM_ADAM, params, opts, "tg_adam_new");
+}
+
+tg_optim *tg_adamw_new(const tg_params *params, const tg_adam_options *opts) {
+    return adam_new(OPTIM_ADAMW, params, opts, "tg_adamw_new");
+}
+
+void tg_optim_free(tg_optim *opt) {
+    if (!opt) return;
+    for (size_t i = 0; i < opt->state->count; i++) tg_tensor_free(opt->state->tensors[i]);
+    tg_params_free(opt->state);
+    free(opt->params);
+    free(opt->step);
+    free(opt->buf);
+    free(opt->sq);
+    free(opt->max_sq);
+    free(opt);
+}
+
+/* ---- updates ---- */
+
+/* SGD (§7.1), per element, with g the gradient (negated if maximize):
+ *   g = g + wd·p;  buf = g on the first step, else buf = mom·buf + (1-damp)·g;
+ *   g = g + mom·buf (nesterov) or buf;  p = p - lr·g.
+ * Rounded as PyTorch's ops: add(alpha) is a fused multiply-add, mul_ rounds on its own. */
+static void sgd_update(tg_optim *opt, double lr) {
+    const tg_sgd_options *o = &opt->sgd;
+    const tg_real wd = (tg_real)o->weight_decay;
+    const tg_real mom = (tg_real)o->momentum;
+    const tg_real keep = (tg_real)(1.0 - o->dampening);
+    const tg_real neg_lr = (tg_real)(-lr);
+    for (size_t k = 0; k < opt->count; k++) {
+        tg_tensor *param = opt->params[k];
+        if (!param->grad) continue;
+        tg_real *p = param->data;
+        const tg_real *grad = param->grad;
+        tg_real *buf = opt->buf[k] ? opt->buf[k]->data : NULL;
+        tg_real *step = opt->step[k]->data;
+        const bool first = !(*step > 0); /* no momentum buffer yet */
+        for (int64_t i = 0; i < param->numel; i++) {
+            tg_real g = o->maximize ? -grad[i] : grad[i];
+            if (o->weight_decay != 0) g = FMA(wd, p[i], g);
+            if (o->momentum != 0) {
+                if (first) {
+                    buf[i] = g; /* a copy of g, with no (1 - dampening) factor */
+                } else {
+                    const tg_real decayed = buf[i] * mom;
+                    buf[i] = FMA(keep, g, decayed);
+                }
+                g = o->nesterov ? FMA(mom, buf[i], g) : buf[i];
+            }
+            p[i] = FMA(neg_lr, g, p[i]);
+        }
+        *step += 1;
+    }
+}
+
+/* Adam / AdamW (§7.2, §7.3), at step t of this parameter:
+ *   AdamW: p = p·(1 - lr·wd);   Adam: g = g + wd·p;
+ *   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  v̂ = max(v̂, v) with amsgrad, else v;
+ *   p = p - lr/(1-β1^t) · m / (sqrt(v̂)/sqrt(1-β2^t) + eps).
+ * The bias corrections are computed in double from the (float) step, as PyTorch's Python
+ * code does; eps is added after dividing sqrt(v̂) by sqrt(bc2), not before. */
+static void adam_update(tg_optim *opt, double lr) {
+    const tg_adam_options *o = &opt->adam;
+    const bool decoupled = opt->kind == OPTIM_ADAMW;
+    const tg_real wd = (tg_real)o->weight_decay;
+    const tg_real decay = (tg_real)(1.0 - lr * o->weight_decay);
+    const tg_real b1 = (tg_real)o->beta1, one_minus_b1 = (tg_real)(1.0 - o->beta1);
+    const tg_real b2 = (tg_real)o->beta2, one_minus_b2 = (tg_real)(1.0 - o->beta2);
+    const tg_real eps = (tg_real)o->eps;
+    for (size_t k = 0; k < opt->count; k++) {
+        tg_tensor *param = opt->params[k];
+        if (!param->grad) continue;
+        tg_real *step_t = opt->step[k]->data;
+        *step_t += 1; /* a float tensor in PyTorch too: same rounding beyond 2^24 */
+        const double step = (double)*step_t;
+        const double bc1 = 1.0 - pow(o->beta1, step);
+        const double bc2 = 1.0 - pow(o->beta2, step);
+        const tg_real neg_step_size = (tg_real)(-(lr / bc1));
+        const tg_real bc2_sqrt = (tg_real)sqrt(bc2);
+
+        tg_real *p = param->data;
+        const tg_real *grad = param->grad;
+        tg_real *m = opt->buf[k]->data, *v = opt->sq[k]->data;
+        tg_real *vmax = o->amsgrad ? opt->max_sq[k]->data : NULL;
+        for (int64_t i = 0; i < param->numel; i++) {
+            tg_real g = o->maximize ? -grad[i] : grad[i];
+            if (decoupled) {
+                p[i] = p[i] * decay;
+            } else if (o->weight_decay != 0) {
+                g = FMA(wd, p[i], g);
+            }
+            m[i] = FMA(one_minus_b1, g, m[i] * b1);
+            const tg_real scaled_g = one_minus_b2 * g; /* addcmul: value·g rounds first */
+            v[i] = FMA(scaled_g, g, v[i] * b2);
+            tg_real vhat = v[i];
+            if (vmax) {
+                /* torch.maximum propagates NaN */
+                vmax[i] = (isnan(vmax[i]) || isnan(v[i])) ? vmax[i] + v[i]
+                          : vmax[i] > v[i]                ? vmax[i]
+                                                          : v[i];
+                vhat = vmax[i];
+            }
+            const tg_real denom = SQRT(vhat) / bc2_sqrt + eps;
+            const tg_real delta = neg_step_size * m[i];
+            p[i] = p[i] + delta / denom;
+        }
+    }
+}
+
+void tg_optim_update(tg_optim *opt) {
+    const double lr = real3_get(opt->lr);
+    if (opt->kind == OPTIM_SGD)
+        sgd_update(opt, lr);
+    else
+        adam_update(opt, lr);
+}
+
+void tg_optim_zero_grad(tg_optim *opt) {
+    for (size_t k = 0; k < opt->count; k++) tg_tensor_zero_grad(opt->params[k]);
+}
+
+void tg_optim_step(tg_optim *opt) {
+    tg_optim_update(opt);
+    tg_optim_zero_grad(opt);
+}
+
+double tg_optim_lr(const tg_optim *opt) { return real3_get(opt->lr); }
+
+void tg_optim_set_lr(tg_optim *opt, double lr) {
+    if (!(lr >= 0)) tg_fail("tg_optim_set_lr: Invalid learning rate: %g", lr);
+    real3_set(opt->lr, lr);
+}
+
+const char *tg_optim_kind_name(const tg_optim *opt) {
+    return opt->kind == OPTIM_SGD ? "SGD" : opt->kind == OPTIM_ADAM ? "Adam" : "AdamW";
+}
+
+tg_params *tg_optim_state(tg_optim *opt) { return opt->state; }
+
+/* ---- clipping (§7.5, §7.6) ---- */
+
+/* The p-norm of a vector as PyTorch's CPU kernels compute it. Found by experiment against
+ * torch.norm on this machine (tens of thousands of vectors, sizes 1 to 100003, no mismatch):
+ *  - p = 2, float32: eight lanes (one AVX2 vector) each accumulate x·x with a fused
+ *    multiply-add over the whole vectors; the lanes are summed in order; of the tail (< 8
+ *    elements), the first 4 are squared, rounded and added when the tail holds at least 4
+ *    (the compiler's 4-wide epilogue), the rest fused one by one; then the square root;
+ *  - p = 2, float64: one running fused sum of x·x, then the square root;
+ *  - p = 1: a running sum of |x|;  other p: a running sum of |x|^p, then ^(1/p);
+ *  - p = inf: max |x|, NaN-propagating.
+ * It is written as a stream that knows the length up front, so that the norm of the
+ * per-tensor norms needs no array: clipping allocates nothing. */
+#ifdef TG_DOUBLE
+#define NORM_LANES 1
+#define NORM_CHUNK 0
+#else
+#define NORM_LANES 8
+#define NORM_CHUNK 4
+#endif
+
+typedef struct norm_acc {
+    double p;
+    int64_t seen;          /* elements added so far */
+    int64_t full;          /* elements covered by whole vectors of NORM_LANES */
+    int64_t chunk_end;     /* tail elements before this index are squared, rounded, added */
+    tg_real lane[NORM_LANES];
+    tg_real s;             /* the running value (for p = 2, after the lanes are folded) */
+} norm_acc;
+
+static void norm_begin(norm_acc *a, double p, int64_t n) {
+    memset(a, 0, sizeof *a);
+    a->p = p;
+    a->full = n - n % NORM_LANES;
+    a->chunk_end = a->full + (NORM_CHUNK > 0 && n - a->full >= NORM_CHUNK ? NORM_CHUNK : 0);
+}
+
+static void norm_fold_lanes(norm_acc *a) {
+    a->s = a->lane[0];
+    for (int j = 1; j < NORM_LANES; j++) a->s = a->s + a->lane[j];
+}
+
+static void norm_add(norm_acc *a, tg_real x) {
+    const tg_real ax = (tg_real)fabs((double)x);
+    if (isinf(a->p)) {
+        a->s = (isnan(ax) || isnan(a->s)) ? ax + a->s : ax > a->s ? ax : a->s;
+    } else if (a->p == 2) {
+        if (a->seen < a->full) {
+            tg_real *l = &a->lane[a->seen % NORM_LANES];
+            *l = FMA(x, x, *l);
+        } else {
+            if (a->seen == a->full) norm_fold_lanes(a);
+            if (a->seen < a->chunk_end) {
+                const tg_real sq = x * x;
+                a->s = a->s + sq;
+            } else {
+                a->s = FMA(x, x, a->s);
+            }
+        }
+    } else if (a->p == 1) {
+        a->s = a->s + ax;
+    } else {
+        a->s = a->s + POW(ax, (tg_real)a->p);
+    }
+    a->seen++;
+}
+
+static tg_real norm_end(norm_acc *a) {
+    if (isinf(a->p) || a->p == 1) return a->s;
+    if (a->p == 2) {
+        if (a->seen == a->full) norm_fold_lanes(a); /* no tail */
+        return SQRT(a->s);
+    }
+    return POW(a->s, (tg_real)1 / (tg_real)a->p);
+}
+
+static tg_real norm_of(const tg_real *x, int64_t n, double p) {
+    norm_acc a;
+    norm_begin(&a, p, n);
+    for (int64_t i = 0; i < n; i++) norm_add(&a, x[i]);
+    return norm_end(&a);
+}
+
+double tg_clip_grad_norm(const tg_params *params, double max_norm, double norm_type) {
+    if (!(norm_type > 0))
+        tg_fail("tg_clip_grad_norm: norm_type must be > 0 or INFINITY, got %g", norm_type);
+    if (isnan(max_norm)) tg_fail("tg_clip_grad_norm: max_norm is NaN");
+    int64_t k = 0;
+    for (size_t i = 0; i < params->count; i++) k += params->tensors[i]->grad != NULL;
+    if (k == 0) return 0;
+    /* total = norm(stack(per-tensor norms)); for inf PyTorch takes max(stack(maxima)), the
+     * same thing */
+    norm_acc total_acc;
+    norm_begin(&total_acc, norm_type, k);
+    for (size_t i = 0; i < params->count; i++) {
+        const tg_tensor *t = params->tensors[i];
+        if (t->grad) norm_add(&total_acc, norm_of(t->grad, t->numel, norm_type));
+    }
+    const tg_real total = norm_end(&total_acc);
+    /* coef = max_norm / (total + 1e-6), where Python's scalar / tensor is reciprocal(t)·scalar;
+     * then clamp(max=1), which keeps NaN; applied to every gradient unconditionally */
+    const tg_real shifted = total + (tg_real)1e-6;
+    const tg_real recip = (tg_real)1 / shifted;
+    tg_real coef = recip * (tg_real)max_norm;
+    if (coef > 1) coef = 1;
+    for (size_t i = 0; i < params->count; i++) {
+        tg_tensor *t = params->tensors[i];
+        if (!t->grad) continue;
+        for (int64_t j = 0; j < t->numel; j++) t->grad[j] = t->grad[j] * coef;
+    }
+    return (double)total;
+}
+
+void tg_clip_grad_value(const tg_params *params, double clip_value) {
+    if (!(clip_value >= 0)) tg_fail("tg_clip_grad_value: clip_value must be >= 0, got %g", clip_value);
+    const tg_real hi = (tg_real)clip_value, lo = -hi;
+    for (size_t i = 0; i < params->count; i++) {
+        tg_tensor *t = params->tensors[i];
+        if (!t->grad) continue;
+        for (int64_t j = 0; j < t->numel; j++) {
+            const tg_real g = t->grad[j]; /* NaN stays NaN, as torch.clamp */
+            t->grad[j] = g < lo ? lo : g > hi ? hi : g;
+        }
+    }
+}

@@ -1,0 +1,304 @@
+/* nn.RNN / nn.GRU / nn.LSTM and nn.RNNCell / nn.GRUCell / nn.LSTMCell: parameters under
+ * PyTorch's names, PyTorch's default init, and the forward passes that stack layers and
+ * directions out of the fused (autograd/rnn*.c) or composite (nn/rnn_composite.c) steps. */
+#include "tapegrad/nn.h"
+#include "tapegrad/rnn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+tg_rnn_options tg_rnn_defaults(int64_t input_size, int64_t hidden_size) {
+    return (tg_rnn_options){.input_size = input_size, .hidden_size = hidden_size,
+                            .num_layers = 1, .bias = true, .reset_after = true};
+}
+
+tg_cell_options tg_cell_defaults(int64_t input_size, int64_t hidden_size) {
+    return (tg_cell_options){.input_size = input_size, .hidden_size = hidden_size, .bias = true,
+                             .reset_after = true};
+}
+
+/* The concrete cell kind for a module family and its options. */
+static tg_cell_kind kind_for(tg_cell_kind family, tg_rnn_nonlinearity act, bool reset_after,
+                             const char *op) {
+    if (family == TG_CELL_RNN_TANH) {
+        if (act != TG_RNN_TANH && act != TG_RNN_RELU)
+            tg_fail("%s: nonlinearity %d is neither TG_RNN_TANH nor TG_RNN_RELU", op, (int)act);
+        return act == TG_RNN_RELU ? TG_CELL_RNN_RELU : TG_CELL_RNN_TANH;
+    }
+    if (family == TG_CELL_GRU) return reset_after ? TG_CELL_GRU : TG_CELL_GRU_CHO;
+    return family;
+}
+
+/* A parameter of `rows` x `cols` (cols 0: a vector), drawn U(±1/√H) now: PyTorch draws
+ * every RNN parameter with that bound, in registration order. */
+static tg_tensor *new_param(tg_params *params, const char *name, int64_t rows, int64_t cols,
+                            int64_t H) {
+    tg_tensor *p = cols ? tg_tensor_new(TG_SHAPE(rows, cols)) : tg_tensor_new(TG_SHAPE(rows));
+    tg_tensor_requires_grad(p, true);
+    tg_init_uniform_fan(p, H, NULL);
+    tg_params_add(params, name, p);
+    return p;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * nn.RNN / nn.GRU / nn.LSTM
+ * ---------------------------------------------------------------------------------------- */
+static tg_recurrent *recurrent_new(tg_cell_kind family, tg_rnn_options o, const char *op) {
+    if (o.input_size <= 0 || o.hidden_size <= 0 || o.num_layers <= 0)
+        tg_fail("%s: input_size %lld, hidden_size %lld and num_layers %lld must be positive", op,
+                (long long)o.input_size, (long long)o.hidden_size, (long long)o.num_layers);
+    if (!(o.dropout >= 0 && o.dropout <= 1))
+        tg_fail("%s: dropout %g must be in [0, 1]", op, (double)o.dropout);
+    if (o.exec != TG_RNN_FUSED && o.exec != TG_RNN_COMPOSITE)
+        tg_fail("%s: exec %d is neither TG_RNN_FUSED nor TG_RNN_COMPOSITE", op, (int)o.exec);
+    tg_recurrent *m = tg_xcalloc(1, sizeof *m);
+    m->kind = kind_for(family, o.nonlinearity, o.reset_after, op);
+    m->options = o;
+    m->num_directions = o.bidirectional ? 2 : 1;
+    m->params = tg_params_new();
+    m->weights = tg_xcalloc((size_t)(o.num_layers * m->num_directions), sizeof *m->weights);
+    const int64_t H = o.hidden_size, GH = tg_cell_gate_count(m->kind) * H;
+    for (int64_t l = 0; l < o.num_layers; l++)
+        for (int64_t d = 0; d < m->num_directions; d++) {
+            tg_cell_weights *w = &m->weights[l * m->num_directions + d];
+            const int64_t in = l == 0 ? o.input_size : m->num_directions * H;
+            char name[64];
+            const char *rev = d ? "_reverse" : "";
+            snprintf(name, sizeof name, "weight_ih_l%lld%s", (long long)l, rev);
+            w->w_ih = new_param(m->params, name, GH, in, H);
+            snprintf(name, sizeof name, "weight_hh_l%lld%s", (long long)l, rev);
+            w->w_hh = new_param(m->params, name, GH, H, H);
+            if (!o.bias) continue;
+            snprintf(name, sizeof name, "bias_ih_l%lld%s", (long long)l, rev);
+            w->b_ih = new_param(m->params, name, GH, 0, H);
+            snprintf(name, sizeof name, "bias_hh_l%lld%s", (long long)l, rev);
+            w->b_hh = new_param(m->params, name, GH, 0, H);
+        }
+    return m;
+}
+
+tg_rnn *tg_rnn_new(tg_rnn_options o) { return recurrent_new(TG_CELL_RNN_TANH, o, "tg_rnn_new"); }
+tg_gru *tg_gru_new(tg_rnn_options o) { return recurrent_new(TG_CELL_GRU, o, "tg_gru_new"); }
+tg_lstm *tg_lstm_new(tg_rnn_options o) { return recurrent_new(TG_CELL_LSTM, o, "tg_lstm_new"); }
+
+/* An initial state must be (D·layers, N, H) (unbatched: (D·layers, H)). */
+static void check_initial_state(const char *op, const char *what, const tg_tensor *s,
+                                bool batched, int64_t DL, int64_t N, int64_t H) {
+    if (!s) return;
+    const bool ok = batched ? s->ndim == 3 && s->shape[0] == DL && s->shape[1] == N &&
+                                  s->shape[2] == H
+                            : s->ndim == 2 && s->shape[0] == DL && s->shape[1] == H;
+    if (ok) return;
+    char d[160], want[96];
+    if (batched) tg_shape_format(3, (int64_t[]){DL, N, H}, want, sizeof want);
+    else tg_shape_format(2, (int64_t[]){DL, H}, want, sizeof want);
+    tg_fail("%s: %s %s has the wrong shape, expected %s (num_directions·num_layers, %shidden_size)",
+            op, what, tg_tensor_describe(s, d, sizeof d), want, batched ? "batch, " : "");
+}
+
+static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *op,
+                                       tg_cell_kind family, tg_tensor *x, tg_tensor *h0,
+                                       tg_tensor *c0) {
+    char d[160];
+    const tg_rnn_options *o = &m->options;
+    if (kind_for(family, o->nonlinearity, o->reset_after, op) != m->kind)
+        tg_fail("%s: the module is a %s, not this function's kind", op, tg_cell_kind_name(m->kind));
+    if (!x || (x->ndim != 2 && x->ndim != 3))
+        tg_fail("%s: input %s should be 3-D (%s) or 2-D (seq_len, input_size) unbatched", op,
+                x ? tg_tensor_describe(x, d, sizeof d) : "NULL",
+                o->batch_first ? "batch, seq_len, input_size" : "seq_len, batch, input_size");
+    if (x->shape[x->ndim - 1] != o->input_size)
+        tg_fail("%s: input %s has %lld features, expected input_size %lld", op,
+                tg_tensor_describe(x, d, sizeof d), (long long)x->shape[x->ndim - 1],
+                (long long)o->input_size);
+    const bool batched = x->ndim == 3;
+    const int64_t D = m->num_directions, L = o->num_layers, H = o->hidden_size, DL = D * L;
+    const int64_t N = batched ? x->shape[o->batch_first ? 0 : 1] : 1;
+    const int64_t T = batched ? x->shape[o->batch_first ? 1 : 0] : x->shape[0];
+    if (T < 1) tg_fail("%s: input %s is an empty sequence", op, tg_tensor_describe(x, d, sizeof d));
+    check_initial_state(op, "h0", h0, batched, DL, N, H);
+    check_initial_state(op, "c0", c0, batched, DL, N, H);
+
+    /* everything below works sequence-first and batched: (T, N, features) */
+    tg_tensor *seq = !batched        ? tg_reshape(t, x, 3, (int64_t[]){T, 1, o->input_size})
+                     : o->batch_first ? tg_transpose(t, x, 0, 1)
+                                      : x;
+    if (!batched && h0) h0 = tg_reshape(t, h0, 3, (int64_t[]){DL, 1, H});
+    if (!batched && c0) c0 = tg_reshape(t, c0, 3, (int64_t[]){DL, 1, H});
+
+    tg_tensor **h_n = tg_tape_alloc(t, (size_t)DL * sizeof *h_n);
+    tg_tensor **c_n = tg_tape_alloc(t, (size_t)DL * sizeof *c_n);
+    for (int64_t l = 0; l < L; l++) {
+        tg_tensor *outs[2];
+        for (int64_t dir = 0; dir < D; dir++) {
+            const int64_t k = l * D + dir; /* h_n / c_n index: layer·D + direction */
+            tg_tensor *h0k = h0 ? tg_select(t, h0, 0, k) : NULL;
+            tg_tensor *c0k = c0 ? tg_select(t, c0, 0, k) : NULL;
+            tg_rnn_result r;
+            if (o->exec == TG_RNN_FUSED) {
+                r = tg_rnn_sequence_fused(t, m->kind, &m->weights[k], seq, h0k, c0k, dir == 1);
+            } else { /* names "z_3" for layer 0 forward, "z_3_l1", "z_3_reverse", ... */
+                char layer[24] = "", suffix[48];
+                if (l > 0) snprintf(layer, sizeof layer, "_l%lld", (long long)l);
+                snprintf(suffix, sizeof suffix, "%s%s", layer, dir == 1 ? "_reverse" : "");
+                r = tg_rnn_sequence_composite(t, m->kind, &m->weights[k], seq, h0k, c0k,
+                                              dir == 1, suffix);
+            }
+            outs[dir] = r.output;
+            h_n[k] = tg_reshape(t, r.h_n, 3, (int64_t[]){1, N, H});
+            if (r.c_n) c_n[k] = tg_reshape(t, r.c_n, 3, (int64_t[]){1, N, H});
+        }
+        seq = D == 2 ? tg_concat(t, outs, 2, 2) : outs[0]; /* features [forward | reverse] */
+        /* dropout on every layer's output but the last, in training only */
+        if (l < L - 1 && o->dropout > 0 && tg_tape_is_training(t))
+            seq = tg_dropout(t, seq, o->dropout, true, NULL);
+    }
+    tg_rnn_result res = {seq, DL == 1 ? h_n[0] : tg_concat(t, h_n, (int)DL, 0), NULL};
+    if (m->kind == TG_CELL_LSTM) res.c_n = DL == 1 ? c_n[0] : tg_concat(t, c_n, (int)DL, 0);
+    if (!batched) {
+        res.output = tg_reshape(t, res.output, 2, (int64_t[]){T, D * H});
+        res.h_n = tg_reshape(t, res.h_n, 2, (int64_t[]){DL, H});
+        if (res.c_n) res.c_n = tg_reshape(t, res.c_n, 2, (int64_t[]){DL, H});
+    } else if (o->batch_first) {
+        res.output = tg_transpose(t, res.output, 0, 1);
+    }
+    return res;
+}
+
+tg_rnn_result tg_rnn_forward(tg_rnn *m, tg_tape *t, tg_tensor *x, tg_tensor *h0) {
+    return recurrent_forward(m, t, "tg_rnn_forward", TG_CELL_RNN_TANH, x, h0, NULL);
+}
+tg_rnn_result tg_gru_forward(tg_gru *m, tg_tape *t, tg_tensor *x, tg_tensor *h0) {
+    return recurrent_forward(m, t, "tg_gru_forward", TG_CELL_GRU, x, h0, NULL);
+}
+tg_rnn_result tg_lstm_forward(tg_lstm *m, tg_tape *t, tg_tensor *x, tg_tensor *h0,
+                              tg_tensor *c0) {
+    return recurrent_forward(m, t, "tg_lstm_forward", TG_CELL_LSTM, x, h0, c0);
+}
+
+tg_params *tg_rnn_params(tg_rnn *m) { return m->params; }
+tg_params *tg_gru_params(tg_gru *m) { return m->params; }
+tg_params *tg_lstm_params(tg_lstm *m) { return m->params; }
+
+static void recurrent_free(tg_recurrent *m) {
+    if (!m) return;
+    for (int64_t k = 0; k < m->options.num_layers * m->num_directions; k++) {
+        tg_tensor_free(m->weights[k].w_ih);
+        tg_tensor_free(m->weights[k].w_hh);
+        tg_tensor_free(m->weights[k].b_ih);
+        tg_tensor_free(m->weights[k].b_hh);
+    }
+    free(m->weights);
+    tg_params_free(m->params);
+    free(m);
+}
+void tg_rnn_free(tg_rnn *m) { recurrent_free(m); }
+void tg_gru_free(tg_gru *m) { recurrent_free(m); }
+void tg_lstm_free(tg_lstm *m) { recurrent_free(m); }
+
+/* ------------------------------------------------------------------------------------------
+ * nn.RNNCell / nn.GRUCell / nn.LSTMCell
+ * ---------------------------------------------------------------------------------------- */
+static tg_cell *cell_new(tg_cell_kind family, tg_cell_options o, const char *op) {
+    if (o.input_size <= 0 || o.hidden_size <= 0)
+        tg_fail("%s: input_size %lld and hidden_size %lld must be positive", op,
+                (long long)o.input_size, (long long)o.hidden_size);
+    if (o.exec != TG_RNN_FUSED && o.exec != TG_RNN_COMPOSITE)
+        tg_fail("%s: exec %d is neither TG_RNN_FUSED nor TG_RNN_COMPOSITE", op, (int)o.exec);
+    tg_cell *m = tg_xcalloc(1, sizeof *m);
+    m->kind = kind_for(family, o.nonlinearity, o.reset_after, op);
+    m->options = o;
+    m->params = tg_params_new();
+    const int64_t H = o.hidden_size, GH = tg_cell_gate_count(m->kind) * H;
+    m->weight_ih = new_param(m->params, "weight_ih", GH, o.input_size, H);
+    m->weight_hh = new_param(m->params, "weight_hh", GH, H, H);
+    if (o.bias) {
+        m->bias_ih = new_param(m->params, "bias_ih", GH, 0, H);
+        m->bias_hh = new_param(m->params, "bias_hh", GH, 0, H);
+    }
+    return m;
+}
+
+tg_rnn_cell *tg_rnn_cell_new(tg_cell_options o) {
+    return cell_new(TG_CELL_RNN_TANH, o, "tg_rnn_cell_new");
+}
+tg_gru_cell *tg_gru_cell_new(tg_cell_options o) {
+    return cell_new(TG_CELL_GRU, o, "tg_gru_cell_new");
+}
+tg_lstm_cell *tg_lstm_cell_new(tg_cell_options o) {
+    return cell_new(TG_CELL_LSTM, o, "tg_lstm_cell_new");
+}
+
+/* A state must be shaped like the batch: (N, H), or (H) for an unbatched input. */
+static void check_cell_state(const char *op, const char *what, const tg_tensor *s, bool batched,
+                             int64_t N, int64_t H) {
+    if (!s) return;
+    if (batched ? s->ndim == 2 && s->shape[0] == N && s->shape[1] == H
+                : s->ndim == 1 && s->shape[0] == H)
+        return;
+    char d[160], want[64];
+    if (batched) tg_shape_format(2, (int64_t[]){N, H}, want, sizeof want);
+    else tg_shape_format(1, (int64_t[]){H}, want, sizeof want);
+    tg_fail("%s: %s %s has the wrong shape, expected %s (%shidden_size)", op, what,
+            tg_tensor_describe(s, d, sizeof d), want, batched ? "batch, " : "");
+}
+
+static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, const char *op, tg_cell_kind family,
+                                 tg_tensor *x, tg_tensor *h, tg_tensor *c) {
+    char d[160];
+    const tg_cell_options *o = &m->options;
+    if (kind_for(family, o->nonlinearity, o->reset_after, op) != m->kind)
+        tg_fail("%s: the cell is a %s, not this function's kind", op, tg_cell_kind_name(m->kind));
+    if (!x || (x->ndim != 1 && x->ndim != 2))
+        tg_fail("%s: input %s should be 2-D (batch, input_size) or 1-D (input_size)", op,
+                x ? tg_tensor_describe(x, d, sizeof d) : "NULL");
+    if (x->shape[x->ndim - 1] != o->input_size)
+        tg_fail("%s: input %s has %lld features, expected input_size %lld", op,
+                tg_tensor_describe(x, d, sizeof d), (long long)x->shape[x->ndim - 1],
+                (long long)o->input_size);
+    const bool batched = x->ndim == 2;
+    const int64_t N = batched ? x->shape[0] : 1, H = o->hidden_size;
+    check_cell_state(op, "h", h, batched, N, H);
+    check_cell_state(op, "c", c, batched, N, H);
+    if (!batched) {
+        x = tg_reshape(t, x, 2, (int64_t[]){1, o->input_size});
+        if (h) h = tg_reshape(t, h, 2, (int64_t[]){1, H});
+        if (c) c = tg_reshape(t, c, 2, (int64_t[]){1, H});
+    }
+    const tg_cell_weights w = {m->weight_ih, m->weight_hh, m->bias_ih, m->bias_hh};
+    tg_rnn_state s = o->exec == TG_RNN_FUSED ? tg_cell_step_fused(t, m->kind, &w, x, h, c)
+                                             : tg_cell_step_composite(t, m->kind, &w, x, h, c, NULL);
+    if (!batched) {
+        s.h = tg_reshape(t, s.h, 1, (int64_t[]){H});
+        if (s.c) s.c = tg_reshape(t, s.c, 1, (int64_t[]){H});
+    }
+    return s;
+}
+
+tg_tensor *tg_rnn_cell_forward(tg_rnn_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h) {
+    return cell_forward(m, t, "tg_rnn_cell_forward", TG_CELL_RNN_TANH, x, h, NULL).h;
+}
+tg_tensor *tg_gru_cell_forward(tg_gru_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h) {
+    return cell_forward(m, t, "tg_gru_cell_forward", TG_CELL_GRU, x, h, NULL).h;
+}
+tg_rnn_state tg_lstm_cell_forward(tg_lstm_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h,
+                                  tg_tensor *c) {
+    return cell_forward(m, t, "tg_lstm_cell_forward", TG_CELL_LSTM, x, h, c);
+}
+
+tg_params *tg_rnn_cell_params(tg_rnn_cell *m) { return m->params; }
+tg_params *tg_gru_cell_params(tg_gru_cell *m) { return m->params; }
+tg_params *tg_lstm_cell_params(tg_lstm_cell *m) { return m->params; }
+
+static void cell_free(tg_cell *m) {
+    if (!m) return;
+    tg_tensor_free(m->weight_ih);
+    tg_tensor_free(m->weight_hh);
+    tg_tensor_free(m->bias_ih);
+    tg_tensor_free(m->bias_hh);
+    tg_params_free(m->params);
+    free(m);
+}
+void tg_rnn_cell_free(tg_rnn_cell *m) { cell_free(m); }
+void tg_gru_cell_free(tg_gru_cell *m) { cell_free(m); }
+void tg_lstm_cell_free(tg_lstm_cell *m) { cell_free(m); }

@@ -1,0 +1,447 @@
+/* tensor/gemm.c — the GEMM driver: C = alpha * op(A) * op(B) + beta * C, row-major.
+ *
+ * How a fast GEMM works, and how this one is laid out
+ * ----------------------------------------------------
+ * A matrix product does m*n*k multiply-adds on only m*k + k*n + m*n numbers, so every
+ * number can be reused many times; speed is about arranging that reuse so the FMA units
+ * never wait for memory. The work is cut in five nested loops (the scheme of Goto's
+ * GotoBLAS and of BLIS), each sized for one level of the memory hierarchy:
+ *
+ *   for jc over n in steps of nc          B block  kc x nc  lives in L3
+ *     for pc over k in steps of kc        (pack B block into NR-wide panels)
+ *       for ic over m in steps of mc      A block  mc x kc  lives in L2
+ *                                         (pack A block into MR-tall panels)
+ *         for jr over nc in steps of NR   B panel  kc x NR  lives in L1
+ *           for ir over mc in steps of MR A panel  kc x MR  streams from L2
+ *             micro-kernel: C[MR x NR] += A panel * B panel, accumulators in registers
+ *
+ * Packing copies a block into exactly the order the micro-kernel reads it: consecutive,
+ * aligned, zero-padded to whole panels, whatever the strides and transposes of the
+ * caller's matrices. That costs one pass over the block and pays for itself when the
+ * block is then read many times (the A block n/NR times, the B block m/MR times); it
+ * also makes all four transpose cases one case for the micro-kernel.
+ *
+ * Small or thin products are different: a 1 x 96 x 32 product in an RNN step does 3072
+ * multiply-adds, less than the cost of packing. So:
+ *   - tiny products (and row-major B with few rows of A) read B in place, with no
+ *     copy: the micro-kernel just steps through B's rows with B's own stride;
+ *   - when B is transposed (C = A B^T, the forward of a linear layer) and A has few
+ *     rows, each C element is a dot product of two contiguous rows, and the dot
+ *     kernel computes them with no packing at all.
+ *
+ * Threads (OpenMP) split the rows or the columns of C into disjoint ranges, one per
+ * thread, each running the loops above on its own range with its own packing buffers.
+ * The k loop is never split, and the k blocks start at 0, kc, 2kc... whatever the range,
+ * so every element of C is summed in the same order at any thread count: results are
+ * bit-identical at 1 and 2 threads. Products below about a million multiply-adds run on
+ * the calling thread (starting a team would cost more than it saves).
+ *
+ * Packing buffers are per thread (_Thread_local), 64-byte aligned, allocated on first use
+ * and only ever grown, so after the first calls a GEMM does no malloc. */
+#include "tapegrad/kernels.h"
+
+#include "gemm_internal.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ---- the portable micro-kernels (any C compiler, any CPU) ----
+ * Plain loops over a 4 x 8 tile of accumulators in a local array; the compiler keeps
+ * them in registers and may vectorize the j loop with the baseline instruction set.
+ * They also serve as an independent check of the SIMD kernels in the tests. */
+#define TG_PORT_MR 4
+#define TG_PORT_NR 8
+
+static void tg_gemm_portable_tile(int mr, int nr, int64_t kc, const tg_real *a, int64_t a_rs,
+                                  int64_t a_cs, const tg_real *b, int64_t b_rs, tg_real alpha,
+                                  tg_real beta, tg_real *c, int64_t ldc) {
+    tg_real acc[TG_PORT_MR][TG_PORT_NR];
+    memset(acc, 0, sizeof acc);
+    for (int64_t p = 0; p < kc; p++) {
+        const tg_real *bp = b + p * b_rs;
+        for (int i = 0; i < mr; i++) {
+            const tg_real ai = a[i * a_rs + p * a_cs];
+            for (int j = 0; j < TG_PORT_NR; j++) acc[i][j] += ai * bp[j];
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        tg_real *ci = c + i * ldc;
+        if (beta == 0)
+            for (int j = 0; j < nr; j++) ci[j] = alpha * acc[i][j];
+        else
+            for (int j = 0; j < nr; j++) ci[j] = alpha * acc[i][j] + beta * ci[j];
+    }
+}
+
+static void tg_gemm_portable_dot(int mr, int nr, int64_t k, const tg_real *a, int64_t lda,
+                                 const tg_real *b, int64_t ldb, tg_real alpha, tg_real beta,
+                                 tg_real *c, int64_t ldc) {
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            const tg_real *ai = a + i * lda, *bj = b + j * ldb;
+            tg_real s = 0;
+            for (int64_t p = 0; p < k; p++) s += ai[p] * bj[p];
+            tg_real *cij = c + i * ldc + j;
+            *cij = beta == 0 ? alpha * s : alpha * s + beta * *cij;
+        }
+}
+
+static const tg_gemm_kernel tg_gemm_portable = {
+    .name = "portable",
+    .mr = TG_PORT_MR,
+    .nr = TG_PORT_NR,
+    .dot_mr = 1,
+    .dot_nr = 1,
+    .mc = 128,
+    .kc = 256,
+    .nc = 2048,
+    .tile = tg_gemm_portable_tile,
+    .dot = tg_gemm_portable_dot,
+};
+
+/* ---- which kernel ---- */
+
+static atomic_bool tg_gemm_portable_forced = false;
+
+/* The best kernel this CPU runs; decided once. TAPEGRAD_GEMM=portable|avx2|avx512 in
+ * the environment picks a lower one (for comparisons); an unavailable one is ignored. */
+static const tg_gemm_kernel *tg_gemm_kernel_detect(void) {
+    const tg_gemm_kernel *best = &tg_gemm_portable;
+    const char *want = getenv("TAPEGRAD_GEMM");
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    const tg_gemm_kernel *k2 = tg_gemm_kernel_avx2_get();
+    const tg_gemm_kernel *k5 = tg_gemm_kernel_avx512_get();
+    if (k2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = k2;
+    if (k5 && __builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0))
+        best = k5;
+#endif
+    if (want && strcmp(want, "portable") == 0) best = &tg_gemm_portable;
+    return best;
+}
+
+static const tg_gemm_kernel *tg_gemm_kernel_get(void) {
+    static _Atomic(const tg_gemm_kernel *) chosen = NULL;
+    if (atomic_load_explicit(&tg_gemm_portable_forced, memory_order_relaxed))
+        return &tg_gemm_portable;
+    const tg_gemm_kernel *k = atomic_load_explicit(&chosen, memory_order_acquire);
+    if (!k) {
+        k = tg_gemm_kernel_detect(); /* idempotent: racing threads store the same value */
+        atomic_store_explicit(&chosen, k, memory_order_release);
+    }
+    return k;
+}
+
+const char *tg_gemm_kernel_name(void) { return tg_gemm_kernel_get()->name; }
+
+void tg_gemm_force_portable(bool on) { atomic_store(&tg_gemm_portable_forced, on); }
+
+/* ---- per-thread packing buffers ---- */
+
+typedef struct tg_gemm_scratch {
+    tg_real *a, *b;
+    size_t a_cap, b_cap; /* in elements */
+} tg_gemm_scratch;
+
+static _Thread_local tg_gemm_scratch tg_gemm_buffers;
+
+/* A buffer of at least n elements, 64-byte aligned; reallocated only to grow. */
+static tg_real *tg_gemm_scratch_reserve(tg_real **buf, size_t *cap, size_t n) {
+    if (n > *cap) {
+        free(*buf);
+        const size_t bytes = (n * sizeof(tg_real) + 4095) & ~(size_t)4095;
+        *buf = aligned_alloc(64, bytes);
+        if (!*buf) tg_fail("tg_gemm: out of memory allocating %zu bytes of packing buffer", bytes);
+        *cap = bytes / sizeof(tg_real);
+    }
+    return *buf;
+}
+
+/* ---- one call's arguments, shared by the threads ---- */
+
+typedef struct tg_gemm_call {
+    const tg_gemm_kernel *kern;
+    bool trans_a, trans_b;
+    int64_t m, n, k;
+    tg_real alpha, beta;
+    const tg_real *a, *b;
+    int64_t lda, ldb, ldc;
+    tg_real *c;
+    bool direct_a; /* read A in place instead of packing it */
+    bool direct_b; /* read row-major B in place instead of packing it */
+} tg_gemm_call;
+
+/* op(A)(i, p) and op(B)(p, j) as strides: element at base + i*rs + p*cs. */
+static inline int64_t tg_gemm_a_rs(const tg_gemm_call *g) { return g->trans_a ? 1 : g->lda; }
+static inline int64_t tg_gemm_a_cs(const tg_gemm_call *g) { return g->trans_a ? g->lda : 1; }
+
+/* The row tiles of a block of mc rows: MR rows each, except that when mc is not a
+ * multiple of MR the last two tiles share the MR + (mc % MR) leftover rows evenly
+ * (6 + 2 -> 4 + 4), so no tile is so short that its few FMA chains leave the FMA units
+ * waiting (a 2-row tile has 4 chains: half speed). Which tile a row lands in does not
+ * change its bits: rows never mix. Returns the tile count; heights in h. */
+static int tg_gemm_row_tiles(int64_t mc, int mr, int *h, int max_tiles) {
+    const int tiles = (int)((mc + mr - 1) / mr);
+    const int rem = (int)(mc % mr);
+    for (int t = 0; t < tiles && t < max_tiles; t++) h[t] = mr;
+    if (tiles == 1) {
+        h[0] = (int)mc;
+    } else if (rem != 0) {
+        const int both = mr + rem;
+        h[tiles - 2] = (both + 1) / 2;
+        h[tiles - 1] = both / 2;
+    }
+    return tiles;
+}
+
+/* Packs op(A)[i0 : i0+mc, p0 : p0+kc] as panels of MR rows (tile heights h): panel t holds
+ * kc columns of MR values, zero-padded below its height. */
+static void tg_gemm_pack_a(const tg_gemm_call *g, int64_t i0, int64_t p0, int64_t kc,
+                           const int *h, int tiles, tg_real *out) {
+    const int mr = g->kern->mr;
+    int64_t row = i0;
+    for (int t = 0; t < tiles; t++) {
+        tg_real *panel = out + (int64_t)t * kc * mr;
+        const int ht = h[t];
+        if (!g->trans_a) {
+            /* A row-major: each of the ht rows is contiguous over p. */
+            for (int i = 0; i < ht; i++) {
+                const tg_real *src = g->a + (row + i) * g->lda + p0;
+                for (int64_t p = 0; p < kc; p++) panel[p * mr + i] = src[p];
+            }
+            if (ht < mr)
+                for (int64_t p = 0; p < kc; p++)
+                    for (int i = ht; i < mr; i++) panel[p * mr + i] = 0;
+        } else {
+            /* A stored k x m: for each p the ht values are contiguous. */
+            for (int64_t p = 0; p < kc; p++) {
+                const tg_real *src = g->a + (p0 + p) * g->lda + row;
+                tg_real *dst = panel + p * mr;
+                for (int i = 0; i < ht; i++) dst[i] = src[i];
+                for (int i = ht; i < mr; i++) dst[i] = 0;
+            }
+        }
+        row += ht;
+    }
+}
+
+/* Packs op(B)[p0 : p0+kc, j0 : j0+nr] (nr <= NR) into one kc x NR panel, zero-padded. */
+static void tg_gemm_pack_b_panel(const tg_gemm_call *g, int64_t p0, int64_t kc, int64_t j0,
+                                 int nr, tg_real *out) {
+    const int NR = g->kern->nr;
+    if (!g->trans_b) {
+        for (int64_t p = 0; p < kc; p++) {
+            const tg_real *src = g->b + (p0 + p) * g->ldb + j0;
+            tg_real *dst = out + p * NR;
+            for (int j = 0; j < nr; j++) dst[j] = src[j];
+            for (int j = nr; j < NR; j++) dst[j] = 0;
+        }
+    } else {
+        /* B stored n x k: column j of op(B) is row j0 + j of B, contiguous over p.
+         * Read each row once, write it down the panel with stride NR (the panel,
+         * kc x NR, stays in L1 while it is filled). */
+        for (int j = 0; j < nr; j++) {
+            const tg_real *src = g->b + (j0 + j) * g->ldb + p0;
+            for (int64_t p = 0; p < kc; p++) out[p * NR + j] = src[p];
+        }
+        if (nr < NR)
+            for (int64_t p = 0; p < kc; p++)
+                for (int j = nr; j < NR; j++) out[p * NR + j] = 0;
+    }
+}
+
+#define TG_GEMM_MAX_TILES 512 /* row tiles in one mc block: mc / MR, bounded by mc <= 1024 */
+
+/* The five loops on C[m0:m1, n0:n1] (see the top of the file). */
+static void tg_gemm_blocked(const tg_gemm_call *g, int64_t m0, int64_t m1, int64_t n0,
+                            int64_t n1) {
+    const tg_gemm_kernel *kern = g->kern;
+    const int MR = kern->mr, NR = kern->nr;
+    const int64_t MC = kern->mc, KC = kern->kc, NC = kern->nc;
+    tg_gemm_scratch *s = &tg_gemm_buffers;
+    int heights[TG_GEMM_MAX_TILES];
+
+    for (int64_t jc = n0; jc < n1; jc += NC) {
+        const int64_t nc = n1 - jc < NC ? n1 - jc : NC;
+        const int64_t panels = (nc + NR - 1) / NR;
+        for (int64_t pc = 0; pc < g->k; pc += KC) {
+            const int64_t kc = g->k - pc < KC ? g->k - pc : KC;
+            /* The first k block applies beta; the later ones add to what it left. */
+            const tg_real beta = pc == 0 ? g->beta : 1;
+
+            /* B block: packed, or read in place with only the ragged last panel packed. */
+            tg_real *bpack;
+            if (g->direct_b) {
+                bpack = tg_gemm_scratch_reserve(&s->b, &s->b_cap, (size_t)(kc * NR));
+                const int last = (int)(nc - (panels - 1) * NR);
+                if (last < NR) tg_gemm_pack_b_panel(g, pc, kc, jc + (panels - 1) * NR, last, bpack);
+            } else {
+                bpack = tg_gemm_scratch_reserve(&s->b, &s->b_cap, (size_t)(panels * kc * NR));
+                for (int64_t q = 0; q < panels; q++) {
+                    const int nr = (int)(nc - q * NR < NR ? nc - q * NR : NR);
+                    tg_gemm_pack_b_panel(g, pc, kc, jc + q * NR, nr, bpack + q * kc * NR);
+                }
+            }
+
+            for (int64_t ic = m0; ic < m1; ic += MC) {
+                const int64_t mc = m1 - ic < MC ? m1 - ic : MC;
+                const int tiles = tg_gemm_row_tiles(mc, MR, heights, TG_GEMM_MAX_TILES);
+                const tg_real *apack = NULL;
+                if (!g->direct_a) {
+                    tg_real *buf =
+                        tg_gemm_scratch_reserve(&s->a, &s->a_cap, (size_t)(tiles * kc * MR));
+                    tg_gemm_pack_a(g, ic, pc, kc, heights, tiles, buf);
+                    apack = buf;
+                }
+                for (int64_t q = 0; q < panels; q++) {
+                    const int nr = (int)(nc - q * NR < NR ? nc - q * NR : NR);
+                    const tg_real *bq;
+                    int64_t b_rs;
+                    if (!g->direct_b) {
+                        bq = bpack + q * kc * NR;
+                        b_rs = NR;
+                    } else if (nr == NR) {
+                        bq = g->b + pc * g->ldb + jc + q * NR;
+                        b_rs = g->ldb;
+                    } else {
+                        bq = bpack;
+                        b_rs = NR;
+                    }
+                    tg_real *cq = g->c + jc + q * NR;
+                    int64_t row = ic;
+                    for (int t = 0; t < tiles; t++) {
+                        if (g->direct_a)
+                            kern->tile(heights[t], nr, kc,
+                                       g->a + row * tg_gemm_a_rs(g) + pc * tg_gemm_a_cs(g),
+                                       tg_gemm_a_rs(g), tg_gemm_a_cs(g), bq, b_rs, g->alpha,
+                                       beta, cq + row * g->ldc, g->ldc);
+                        else
+                            kern->tile(heights[t], nr, kc, apack + (int64_t)t * kc * MR, 1, MR,
+                                       bq, b_rs, g->alpha, beta, cq + row * g->ldc, g->ldc);
+                        row += heights[t];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* C[m0:m1, n0:n1] as dot products of rows of A and rows of B (not trans_a, trans_b). */
+static void tg_gemm_dots(const tg_gemm_call *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const int DM = g->kern->dot_mr, DN = g->kern->dot_nr;
+    for (int64_t i = m0; i < m1; i += DM) {
+        const int mr = (int)(m1 - i < DM ? m1 - i : DM);
+        for (int64_t j = n0; j < n1; j += DN) {
+            const int nr = (int)(n1 - j < DN ? n1 - j : DN);
+            g->kern->dot(mr, nr, g->k, g->a + i * g->lda, g->lda, g->b + j * g->ldb, g->ldb,
+                         g->alpha, g->beta, g->c + i * g->ldc + j, g->ldc);
+        }
+    }
+}
+
+/* ---- tuning knobs (measured on a 2-core Zen 3; see bench/bench_gemm.c) ---- */
+/* Below this many multiply-adds one thread does it all. */
+#define TG_GEMM_PARALLEL_MIN (1 << 20)
+/* Below this many multiply-adds nothing is packed (A and row-major B read in place). */
+#define TG_GEMM_TINY (1 << 15)
+/* With at most this many rows of C, row-major B is read in place (its panels are reused
+ * only m / MR times, too few to pay for a copy). */
+#define TG_GEMM_DIRECT_B_MAX_M 64
+/* With at most this many rows of C, C = A B^T is done as dot products. */
+#define TG_GEMM_DOT_MAX_M 8
+
+static void tg_gemm_scale(int64_t m, int64_t n, tg_real beta, tg_real *c, int64_t ldc) {
+    if (beta == 1) return;
+    for (int64_t i = 0; i < m; i++) {
+        tg_real *ci = c + i * ldc;
+        if (beta == 0)
+            for (int64_t j = 0; j < n; j++) ci[j] = 0;
+        else
+            for (int64_t j = 0; j < n; j++) ci[j] *= beta;
+    }
+}
+
+static void tg_gemm_run(const tg_gemm_call *g, bool dots, int64_t m0, int64_t m1, int64_t n0,
+                        int64_t n1) {
+    if (m0 >= m1 || n0 >= n1) return;
+    if (dots)
+        tg_gemm_dots(g, m0, m1, n0, n1);
+    else
+        tg_gemm_blocked(g, m0, m1, n0, n1);
+}
+
+void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_real alpha,
+             const tg_real *a, int64_t lda, const tg_real *b, int64_t ldb, tg_real beta,
+             tg_real *c, int64_t ldc) {
+    if (m < 0 || n < 0 || k < 0)
+        tg_fail("tg_gemm: negative size m=%lld n=%lld k=%lld", (long long)m, (long long)n,
+                (long long)k);
+    if (m == 0 || n == 0) return;
+    if (ldc < n) tg_fail("tg_gemm: ldc=%lld < n=%lld", (long long)ldc, (long long)n);
+    if (k == 0 || alpha == 0) {
+        tg_gemm_scale(m, n, beta, c, ldc);
+        return;
+    }
+    if (lda < (trans_a ? m : k))
+        tg_fail("tg_gemm: lda=%lld < %lld (trans_a=%d)", (long long)lda,
+                (long long)(trans_a ? m : k), (int)trans_a);
+    if (ldb < (trans_b ? k : n))
+        tg_fail("tg_gemm: ldb=%lld < %lld (trans_b=%d)", (long long)ldb,
+                (long long)(trans_b ? k : n), (int)trans_b);
+
+    tg_gemm_call g = {
+        .kern = tg_gemm_kernel_get(),
+        .trans_a = trans_a, .trans_b = trans_b,
+        .m = m, .n = n, .k = k,
+        .alpha = alpha, .beta = beta,
+        .a = a, .b = b, .lda = lda, .ldb = ldb, .ldc = ldc, .c = c,
+    };
+    const double work = (double)m * (double)n * (double)k;
+    const bool tiny = work <= TG_GEMM_TINY;
+    const bool dots = trans_b && !trans_a && m <= TG_GEMM_DOT_MAX_M;
+    g.direct_a = tiny;
+    g.direct_b = !trans_b && (tiny || m <= TG_GEMM_DIRECT_B_MAX_M);
+
+    int threads = work >= TG_GEMM_PARALLEL_MIN ? tg_get_num_threads() : 1;
+#ifndef _OPENMP
+    threads = 1;
+#endif
+    if (threads <= 1) {
+        tg_gemm_run(&g, dots, 0, m, 0, n);
+        return;
+    }
+
+    /* Split C into one range per thread, along the columns when there are at least as
+     * many columns as rows (each thread then packs the small A again: cheap) or when the
+     * rows are too few to share, else along the rows. Ranges are whole tiles. */
+    const int64_t col_unit = dots ? g.kern->dot_nr : g.kern->nr;
+    const int64_t row_unit = dots ? g.kern->dot_mr : g.kern->mr;
+    const int64_t col_tiles = (n + col_unit - 1) / col_unit;
+    const int64_t row_tiles = (m + row_unit - 1) / row_unit;
+    const bool split_cols = n >= m || row_tiles < threads || dots || g.direct_b;
+    const int64_t units = split_cols ? col_tiles : row_tiles;
+    if (units < threads) threads = (int)units;
+    if (threads <= 1) {
+        tg_gemm_run(&g, dots, 0, m, 0, n);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t u0 = units * t / nt, u1 = units * (t + 1) / nt;
+        if (split_cols) {
+            const int64_t j0 = u0 * col_unit, j1 = u1 * col_unit < n ? u1 * col_unit : n;
+            tg_gemm_run(&g, dots, 0, m, j0, j1);
+        } else {
+            const int64_t i0 = u0 * row_unit, i1 = u1 * row_unit < m ? u1 * row_unit : m;
+            tg_gemm_run(&g, dots, i0, i1, 0, n);
+        }
+    }
+#endif
+}

@@ -1,0 +1,52 @@
+/* tensor/gemm_internal.h — what the GEMM driver (gemm.c) and its micro-kernels
+ * (gemm.c's portable one, gemm_avx2.c, gemm_avx512.c) agree on. Not installed.
+ *
+ * A micro-kernel family is two functions plus the block sizes that suit it:
+ *
+ *  tile: C[0:mr, 0:nr] (+)= alpha * A[0:mr, 0:kc] * B[0:kc, 0:nr], the register tile.
+ *        A element (i, p) is read at a[i*a_rs + p*a_cs]. The packed layout the driver
+ *        makes is a_rs = 1, a_cs = MR (a panel of MR rows, one column of MR values per
+ *        p, zero-padded past mr); the kernels recognise it and use constant offsets.
+ *        B row p is read at b + p*b_rs, NR contiguous values (b_rs = NR when packed, or
+ *        the row stride of a row-major B read in place). All NR values must be readable
+ *        even when nr < NR (the driver packs a zero-padded edge panel).
+ *        Write-back: beta == 0 stores alpha*acc (C is not read), otherwise
+ *        C = fma(alpha, acc, beta*C) lane by lane. mr <= MR, nr <= NR.
+ *
+ *  dot:  C[0:mr, 0:nr] (+)= alpha * A * B^T with A rows at a + i*lda and B rows at
+ *        b + j*ldb, both contiguous over the whole k: the GEMM-as-dot-products form
+ *        used when trans_b and m is small, where packing B would cost more than it
+ *        saves. mr <= dot_mr, nr <= dot_nr.
+ *
+ * Every kernel sums each element's k products in increasing p order into one
+ * accumulator lane per element (the dot kernel: lanes over p, then a fixed
+ * horizontal sum), so a given element gets the same bits whichever tile, thread or
+ * block it lands in. */
+#ifndef TAPEGRAD_GEMM_INTERNAL_H
+#define TAPEGRAD_GEMM_INTERNAL_H
+
+#include "tapegrad/base.h"
+
+#define TG_INTERNAL __attribute__((visibility("hidden")))
+
+typedef void tg_gemm_tile_fn(int mr, int nr, int64_t kc, const tg_real *a, int64_t a_rs,
+                             int64_t a_cs, const tg_real *b, int64_t b_rs, tg_real alpha,
+                             tg_real beta, tg_real *c, int64_t ldc);
+typedef void tg_gemm_dot_fn(int mr, int nr, int64_t k, const tg_real *a, int64_t lda,
+                            const tg_real *b, int64_t ldb, tg_real alpha, tg_real beta,
+                            tg_real *c, int64_t ldc);
+
+typedef struct tg_gemm_kernel {
+    const char *name;
+    int mr, nr;         /* register tile of `tile` */
+    int dot_mr, dot_nr; /* tile of `dot` */
+    int64_t mc, kc, nc; /* cache blocks: A block mc x kc (L2), B panel kc x NR (L1), B block kc x nc (L3) */
+    tg_gemm_tile_fn *tile;
+    tg_gemm_dot_fn *dot;
+} tg_gemm_kernel;
+
+/* NULL when the compiler could not build them (not x86-64, or no target attribute). */
+TG_INTERNAL const tg_gemm_kernel *tg_gemm_kernel_avx2_get(void);
+TG_INTERNAL const tg_gemm_kernel *tg_gemm_kernel_avx512_get(void);
+
+#endif

@@ -1,0 +1,378 @@
+/* Attention and Transformer modules: PyTorch's init, parity with PyTorch fixtures (outputs and
+ * every gradient), float64 gradchecks, forward values and error messages. */
+#include "harness.h"
+
+#include <math.h>
+#include <string.h>
+
+/* A mask stored by the fixture script: bool masks are I64 0/1, float masks F32. */
+static tg_tensor *fixture_mask(const tg_fixture *fx, const char *name, bool *is_bool) {
+    if (!tg_fixture_has(fx, name)) return NULL;
+    const char *bools = tg_fixture_meta(fx, "bool");
+    *is_bool = bools && strstr(bools, name);
+    if (!*is_bool) return tg_fixture_tensor(fx, name);
+    tg_index *ix = tg_fixture_index(fx, name);
+    tg_tensor *m = tg_tensor_zeros(ix->ndim, ix->shape);
+    for (int64_t i = 0; i < ix->numel; i++) m->data[i] = (tg_real)(ix->data[i] != 0);
+    tg_index_free(ix);
+    return m;
+}
+
+/* loss = Σ out ⊙ gout (+ Σ weights ⊙ gout.weights): backward gives every output its fixture
+ * upstream gradient at once. */
+static tg_tensor *weighted_sum(tg_tape *t, tg_tensor *y, tg_tensor *g) {
+    return tg_sum(t, tg_mul(t, y, g));
+}
+
+static tg_tensor *input(const tg_fixture *fx, const char *name) {
+    return tg_tensor_requires_grad(tg_fixture_tensor(fx, name), true);
+}
+
+static void assert_grad(const tg_fixture *fx, const char *name, const tg_tensor *x) {
+    tg_fixture_assert_close(fx, name, x->grad, x->shape, x->ndim, TG_PARITY_ATOL, TG_PARITY_RTOL);
+}
+
+/* ---- MultiheadAttention ---- */
+
+static void test_mha_init_matches_torch(void **state) {
+    (void)state;
+    tg_manual_seed(0);
+    tg_mha *m = tg_mha_new(8, 2, 0, true, false);
+    tg_fixture *fx = tg_fixture_load("init_mha_8_2");
+    for (size_t i = 0; i < m->params->count; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "param.%s", m->params->names[i]);
+        tg_fixture_assert_tensor(fx, name, m->params->tensors[i], 0, 0); /* bit for bit */
+    }
+    tg_fixture_free(fx);
+    tg_mha_free(m);
+}
+
+static void run_mha_case(const char *case_name) {
+    tg_fixture *fx = tg_fixture_load(case_name);
+    const bool batch_first = strcmp(tg_fixture_meta(fx, "batch_first"), "1") == 0;
+    const bool self = strcmp(tg_fixture_meta(fx, "self_attention"), "1") == 0;
+    tg_mha *m = tg_mha_new(8, 2, 0, true, batch_first);
+    tg_fixture_load_params(fx, m->params);
+    tg_tensor *q = input(fx, self ? "in.x" : "in.query");
+    tg_tensor *k = self ? q : input(fx, "in.key"), *v = self ? q : input(fx, "in.value");
+    tg_mha_masks masks = {0};
+    tg_tensor *am = fixture_mask(fx, "in.attn_mask", &masks.attn_mask_is_bool);
+    tg_tensor *kpm = fixture_mask(fx, "in.key_padding_mask", &masks.key_padding_mask_is_bool);
+    masks.attn_mask = am, masks.key_padding_mask = kpm;
+    tg_tensor *g_out = tg_fixture_tensor(fx, "gout.output"), *g_w = tg_fixture_tensor(fx, "gout.weights");
+
+    tg_tape *tape = tg_tape_new();
+    tg_mha_output out = tg_mha_forward(m, tape, q, k, v, &masks, true);
+    tg_fixture_assert_tensor(fx, "out.output", out.output, TG_PARITY_ATOL, TG_PARITY_RTOL);
+    tg_fixture_assert_tensor(fx, "out.weights", out.weights, TG_PARITY_ATOL, TG_PARITY_RTOL);
+    tg_tensor *loss = tg_add(tape, weighted_sum(tape, out.output, g_out), weighted_sum(tape, out.weights, g_w));
+    tg_tape_backward(tape, loss);
+    if (self) assert_grad(fx, "grad.x", q);
+    else assert_grad(fx, "grad.query", q), assert_grad(fx, "grad.key", k), assert_grad(fx, "grad.value", v);
+    tg_fixture_assert_param_grads(fx, m->params, TG_PARITY_ATOL, TG_PARITY_RTOL);
+
+    tg_tape_free(tape);
+    tg_tensor_free(q);
+    if (!self) tg_tensor_free(k), tg_tensor_free(v);
+    tg_tensor_free(am), tg_tensor_free(kpm), tg_tensor_free(g_out), tg_tensor_free(g_w);
+    tg_mha_free(m);
+    tg_fixture_free(fx);
+}
+
+static void test_mha_parity(void **state) {
+    (void)state;
+    const char *cases[] = {"mod_mha", "mod_mha_batch_first", "mod_mha_self", "mod_mha_self_causal",
+                           "mod_mha_key_padding", "mod_mha_self_causal_kpm_batch_first",
+                           "mod_mha_bool_mask", "mod_mha_per_head_mask"};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_mha_case(cases[i]);
+}
+
+/* ---- Transformer layers, stacks, the full model ---- */
+
+static tg_transformer_options options_from(const tg_fixture *fx) {
+    tg_transformer_options o = tg_transformer_defaults(8, 2);
+    o.dim_feedforward = 16;
+    o.dropout = 0;
+    o.activation = strcmp(tg_fixture_meta(fx, "activation"), "gelu") == 0 ? TG_ACTIVATION_GELU
+                                                                          : TG_ACTIVATION_RELU;
+    o.norm_first = strcmp(tg_fixture_meta(fx, "norm_first"), "1") == 0;
+    const char *bf = tg_fixture_meta(fx, "batch_first");
+    o.batch_first = bf && strcmp(bf, "1") == 0;
+    return o;
+}
+
+enum kind { ENCODER_LAYER, DECODER_LAYER, ENCODER_STACK, DECODER_STACK, TRANSFORMER };
+
+static void run_transformer_case(const char *case_name, enum kind kind) {
+    tg_fixture *fx = tg_fixture_load(case_name);
+    const tg_transformer_options o = options_from(fx);
+    void *m = NULL;
+    tg_params *params = NULL;
+    switch (kind) {
+    case ENCODER_LAYER: params = ((tg_encoder_layer *)(m = tg_encoder_layer_new(&o)))->params; break;
+    case DECODER_LAYER: params = ((tg_decoder_layer *)(m = tg_decoder_layer_new(&o)))->params; break;
+    case ENCODER_STACK: params = ((tg_transformer_encoder *)(m = tg_transformer_encoder_new(&o, 2, true)))->params; break;
+    case DECODER_STACK: params = ((tg_transformer_decoder *)(m = tg_transformer_decoder_new(&o, 2, false)))->params; break;
+    case TRANSFORMER: params = ((tg_transformer *)(m = tg_transformer_new(&o, 2, 2)))->params; break;
+    }
+    tg_fixture_load_params(fx, params);
+    const bool has_src = tg_fixture_has(fx, "in.src"), has_tgt = tg_fixture_has(fx, "in.tgt");
+    tg_tensor *src = has_src ? input(fx, "in.src") : NULL;
+    tg_tensor *tgt = has_tgt ? input(fx, "in.tgt") : NULL;
+    tg_tensor *memory = tg_fixture_has(fx, "in.memory") ? input(fx, "in.memory") : NULL;
+    tg_mha_masks src_masks = {0}, tgt_masks = {0}, mem_masks = {0};
+    tg_tensor *src_mask = fixture_mask(fx, "in.src_mask", &src_masks.attn_mask_is_bool);
+    tg_tensor *src_kpm = fixture_mask(fx, "in.src_key_padding_mask", &src_masks.key_padding_mask_is_bool);
+    tg_tensor *tgt_mask = fixture_mask(fx, "in.tgt_mask", &tgt_masks.attn_mask_is_bool);
+    tg_tensor *mem_kpm = fixture_mask(fx, "in.memory_key_padding_mask", &mem_masks.key_padding_mask_is_bool);
+    src_masks.attn_mask = src_mask, src_masks.key_padding_mask = src_kpm;
+    tgt_masks.attn_mask = tgt_mask, mem_masks.key_padding_mask = mem_kpm;
+    tg_tensor *gout = tg_fixture_tensor(fx, "gout");
+
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *y = NULL;
+    switch (kind) {
+    case ENCODER_LAYER: y = tg_encoder_layer_forward(m, tape, src, &src_masks); break;
+    case DECODER_LAYER: y = tg_decoder_layer_forward(m, tape, tgt, memory, &tgt_masks, &mem_masks); break;
+    case ENCODER_STACK: y = tg_transformer_encoder_forward(m, tape, src, &src_masks); break;
+    case DECODER_STACK: y = tg_transformer_decoder_forward(m, tape, tgt, memory, &tgt_masks, &mem_masks); break;
+    case TRANSFORMER: y = tg_transformer_forward(m, tape, src, tgt, &src_masks, &tgt_masks, &mem_masks); break;
+    }
+    tg_fixture_assert_tensor(fx, "out", y, TG_PARITY_ATOL, TG_PARITY_RTOL);
+    tg_tape_backward_with(tape, y, gout->data);
+    if (src) assert_grad(fx, "grad.src", src);
+    if (tgt) assert_grad(fx, "grad.tgt", tgt);
+    if (memory) assert_grad(fx, "grad.memory", memory);
+    tg_fixture_assert_param_grads(fx, params, TG_PARITY_ATOL, TG_PARITY_RTOL);
+
+    tg_tape_free(tape);
+    tg_tensor_free(src), tg_tensor_free(tgt), tg_tensor_free(memory), tg_tensor_free(gout);
+    tg_tensor_free(src_mask), tg_tensor_free(src_kpm), tg_tensor_free(tgt_mask), tg_tensor_free(mem_kpm);
+    switch (kind) {
+    case ENCODER_LAYER: tg_encoder_layer_free(m); break;
+    case DECODER_LAYER: tg_decoder_layer_free(m); break;
+    case ENCODER_STACK: tg_transformer_encoder_free(m); break;
+    case DECODER_STACK: tg_transformer_decoder_free(m); break;
+    case TRANSFORMER: tg_transformer_free(m); break;
+    }
+    tg_fixture_free(fx);
+}
+
+static void test_encoder_layer_parity(void **state) {
+    (void)state;
+    const char *cases[] = {"mod_encoder_layer_relu_postnorm", "mod_encoder_layer_relu_prenorm",
+                           "mod_encoder_layer_gelu_postnorm", "mod_encoder_layer_gelu_prenorm",
+                           "mod_encoder_layer_masks_batch_first"};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_transformer_case(cases[i], ENCODER_LAYER);
+}
+
+static void test_decoder_layer_parity(void **state) {
+    (void)state;
+    const char *cases[] = {"mod_decoder_layer_relu_postnorm", "mod_decoder_layer_relu_prenorm",
+                           "mod_decoder_layer_gelu_postnorm", "mod_decoder_layer_gelu_prenorm",
+                           "mod_decoder_layer_mem_kpm_batch_first"};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_transformer_case(cases[i], DECODER_LAYER);
+}
+
+static void test_stacks_and_transformer_parity(void **state) {
+    (void)state;
+    run_transformer_case("mod_encoder_stack_l2_norm", ENCODER_STACK);
+    run_transformer_case("mod_decoder_stack_l2_nonorm", DECODER_STACK);
+    run_transformer_case("mod_transformer", TRANSFORMER);
+    run_transformer_case("mod_transformer_prenorm_gelu_batch_first", TRANSFORMER);
+}
+
+static void test_stack_layers_start_identical(void **state) {
+    (void)state;
+    tg_transformer_options o = tg_transformer_defaults(8, 2);
+    o.dim_feedforward = 16;
+    tg_manual_seed(1);
+    tg_transformer_encoder *enc = tg_transformer_encoder_new(&o, 3, false);
+    const tg_params *l0 = enc->layers[0]->params, *l2 = enc->layers[2]->params;
+    for (size_t i = 0; i < l0->count; i++)
+        assert_memory_equal(l0->tensors[i]->data, l2->tensors[i]->data,
+                            (size_t)l0->tensors[i]->numel * sizeof(tg_real));
+    assert_string_equal(enc->params->names[12], "layers.1.self_attn.in_proj_weight");
+    /* the copies draw nothing: the next draw equals the one after building a single layer */
+    const uint32_t after_stack = tg_rng_next_u32(tg_rng_default());
+    tg_manual_seed(1);
+    tg_encoder_layer *one = tg_encoder_layer_new(&o);
+    assert_int_equal(tg_rng_next_u32(tg_rng_default()), after_stack);
+    tg_encoder_layer_free(one);
+    tg_transformer_encoder_free(enc);
+}
+
+/* ---- forward values ---- */
+
+static void test_causal_mask_and_positional_encoding(void **state) {
+    (void)state;
+    tg_tensor *mask = tg_square_subsequent_mask(3);
+    const tg_real inf = (tg_real)INFINITY;
+    const tg_real want[] = {0, -inf, -inf, 0, 0, -inf, 0, 0, 0};
+    tg_test_assert_close("mask", mask->data, want, 9, 0, 0);
+    tg_tensor *pe = tg_positional_encoding(4, 6);
+    /* PE[pos, 2i] = sin(pos·10000^(-2i/d)), PE[pos, 2i+1] = cos(...) */
+    for (int pos = 0; pos < 4; pos++)
+        for (int i = 0; i < 3; i++) {
+            const double w = pow(10000.0, -2.0 * i / 6.0);
+            assert_true(fabs((double)pe->data[pos * 6 + 2 * i] - sin(pos * w)) < 1e-6);
+            assert_true(fabs((double)pe->data[pos * 6 + 2 * i + 1] - cos(pos * w)) < 1e-6);
+        }
+    TG_EXPECT_FAIL(tg_positional_encoding(4, 5), "positional_encoding", "even");
+    tg_tensor_free(mask), tg_tensor_free(pe);
+}
+
+/* additive attention against the formula computed by hand, in double */
+static void test_additive_attention_values(void **state) {
+    (void)state;
+    tg_manual_seed(7);
+    tg_additive_attention *att = tg_additive_attention_new(3, 2, 4);
+    tg_tensor *enc = tg_test_rand(1, -1, 1, TG_SHAPE(2, 5, 3));
+    tg_tensor *s = tg_test_rand(2, -1, 1, TG_SHAPE(2, 2));
+    tg_tape *tape = tg_tape_new();
+    tg_attention_output out = tg_additive_attention_forward(att, tape, enc, NULL, s, NULL);
+    const tg_real *Wa = att->W_a->weight->data, *ba = att->W_a->bias->data;
+    const tg_real *Ua = att->U_a->weight->data, *v = att->v->weight->data;
+    for (int n = 0; n < 2; n++) {
+        double e[5], total = 0, context[3] = {0};
+        for (int t = 0; t < 5; t++) {
+            e[t] = 0;
+            for (int a = 0; a < 4; a++) {
+                double pre = ba[a];
+                for (int j = 0; j < 3; j++) pre += Wa[a * 3 + j] * enc->data[(n * 5 + t) * 3 + j];
+                for (int j = 0; j < 2; j++) pre += Ua[a * 2 + j] * s->data[n * 2 + j];
+                e[t] += v[a] * tanh(pre);
+            }
+            total += exp(e[t]);
+        }
+        for (int t = 0; t < 5; t++) {
+            const double alpha = exp(e[t]) / total;
+            assert_true(fabs((double)out.weights->data[n * 5 + t] - alpha) < 1e-6);
+            for (int j = 0; j < 3; j++) context[j] += alpha * enc->data[(n * 5 + t) * 3 + j];
+        }
+        for (int j = 0; j < 3; j++) assert_true(fabs((double)out.context->data[n * 3 + j] - context[j]) < 1e-6);
+    }
+    assert_string_equal(att->params->names[3], "v.weight");
+    tg_tape_free(tape);
+    tg_tensor_free(enc), tg_tensor_free(s);
+    tg_additive_attention_free(att);
+}
+
+/* ---- gradchecks (float64) ---- */
+
+typedef struct { tg_mha *mha; tg_mha_masks masks; } mha_ctx;
+
+static tg_tensor *mha_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    mha_ctx *c = ctx;
+    tg_mha_output o = tg_mha_forward(c->mha, t, in[0], in[1], in[1], &c->masks, true);
+    return tg_add(t, tg_sum(t, tg_mul(t, o.output, o.output)), tg_sum(t, tg_mul(t, o.weights, o.weights)));
+}
+
+static tg_tensor *encoder_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    return tg_encoder_layer_forward(ctx, t, in[0], NULL);
+}
+
+typedef struct { tg_decoder_layer *layer; tg_mha_masks tgt; } decoder_ctx;
+
+static tg_tensor *decoder_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    decoder_ctx *c = ctx;
+    return tg_decoder_layer_forward(c->layer, t, in[0], in[1], &c->tgt, NULL);
+}
+
+static tg_tensor *additive_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    tg_attention_output o = tg_additive_attention_forward(ctx, t, in[0], NULL, in[1], NULL);
+    return tg_add(t, tg_sum(t, tg_mul(t, o.context, o.context)), tg_sum(t, tg_mul(t, o.weights, o.weights)));
+}
+
+static tg_tensor *dot_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    (void)ctx;
+    tg_attention_output o = tg_dot_attention(t, in[0], in[1], NULL);
+    return tg_sum(t, tg_mul(t, o.context, o.context));
+}
+
+static void check(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in, int n, const tg_params *p) {
+    tg_tensor *all[64];
+    int count = 0;
+    for (int i = 0; i < n; i++) all[count++] = in[i];
+    for (size_t i = 0; p && i < p->count; i++) all[count++] = p->tensors[i];
+    tg_gradcheck_report rep;
+    const bool ok = tg_gradcheck(fn, ctx, all, count, NULL, &rep);
+    if (!ok) fail_msg("%s", rep.message);
+}
+
+static void test_gradchecks(void **state) {
+    (void)state;
+    TG_TEST_REQUIRE_F64();
+    tg_manual_seed(11);
+    tg_tensor *x = tg_tensor_requires_grad(tg_test_rand(1, -1, 1, TG_SHAPE(3, 2, 4)), true);
+    tg_tensor *mem = tg_tensor_requires_grad(tg_test_rand(2, -1, 1, TG_SHAPE(4, 2, 4)), true);
+    tg_tensor *causal = tg_square_subsequent_mask(3);
+    tg_tensor *kpm = tg_tensor_from_array(TG_SHAPE(2, 4), (tg_real[]){0, 0, 0, 1, 0, 1, 0, 0});
+    /* MHA with a float (3, 4) mask that hides some later keys, and a bool padding mask */
+    tg_tensor *mask34 = tg_tensor_zeros(TG_SHAPE(3, 4));
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 2; j < 4; j++) mask34->data[i * 4 + j] = -INFINITY;
+    mha_ctx mc = {.mha = tg_mha_new(4, 2, 0, true, false),
+                  .masks = {.attn_mask = mask34, .key_padding_mask = kpm, .key_padding_mask_is_bool = true}};
+    check(mha_fn, &mc, (tg_tensor *[]){x, mem}, 2, mc.mha->params);
+
+    tg_transformer_options o = tg_transformer_defaults(4, 2);
+    o.dim_feedforward = 6, o.dropout = 0, o.activation = TG_ACTIVATION_GELU;
+    for (int norm_first = 0; norm_first < 2; norm_first++) {
+        o.norm_first = norm_first;
+        tg_encoder_layer *enc = tg_encoder_layer_new(&o);
+        check(encoder_fn, enc, (tg_tensor *[]){x}, 1, enc->params);
+        tg_encoder_layer_free(enc);
+        decoder_ctx dc = {.layer = tg_decoder_layer_new(&o), .tgt = {.attn_mask = causal}};
+        check(decoder_fn, &dc, (tg_tensor *[]){x, mem}, 2, dc.layer->params);
+        tg_decoder_layer_free(dc.layer);
+    }
+
+    tg_additive_attention *att = tg_additive_attention_new(3, 2, 4);
+    tg_tensor *enc_states = tg_tensor_requires_grad(tg_test_rand(3, -1, 1, TG_SHAPE(2, 5, 3)), true);
+    tg_tensor *s = tg_tensor_requires_grad(tg_test_rand(4, -1, 1, TG_SHAPE(2, 2)), true);
+    check(additive_fn, att, (tg_tensor *[]){enc_states, s}, 2, att->params);
+    tg_tensor *query = tg_tensor_requires_grad(tg_test_rand(5, -1, 1, TG_SHAPE(2, 3, 4)), true);
+    tg_tensor *value = tg_tensor_requires_grad(tg_test_rand(6, -1, 1, TG_SHAPE(2, 5, 4)), true);
+    check(dot_fn, NULL, (tg_tensor *[]){query, value}, 2, NULL);
+
+    tg_additive_attention_free(att);
+    tg_mha_free(mc.mha);
+    tg_tensor_free(x), tg_tensor_free(mem), tg_tensor_free(causal), tg_tensor_free(kpm);
+    tg_tensor_free(mask34), tg_tensor_free(enc_states), tg_tensor_free(s);
+    tg_tensor_free(query), tg_tensor_free(value);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    TG_EXPECT_FAIL(tg_mha_new(8, 3, 0, true, false), "mha_new", "multiple of num_heads");
+    tg_mha *m = tg_mha_new(8, 2, 0, true, false);
+    tg_tensor *q = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(3, 2, 6)), "q");
+    tg_tensor *k = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(4, 2, 8)), "k");
+    tg_tensor *bad_mask = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(3, 3)), "mask");
+    tg_tape *tape = tg_tape_new();
+    TG_EXPECT_FAIL(tg_mha_forward(m, tape, q, k, k, NULL, false), "mha_forward", "query (3, 2, 6) 'q'", "embed_dim 8");
+    tg_tensor *q8 = tg_tensor_zeros(TG_SHAPE(3, 2, 8));
+    const tg_mha_masks masks = {.attn_mask = bad_mask};
+    TG_EXPECT_FAIL(tg_mha_forward(m, tape, q8, k, k, &masks, false), "attn_mask (3, 3) 'mask'", "(3, 4)");
+    tg_tape_free(tape);
+    tg_tensor_free(q), tg_tensor_free(k), tg_tensor_free(q8), tg_tensor_free(bad_mask);
+    tg_mha_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mha_init_matches_torch),
+        cmocka_unit_test(test_mha_parity),
+        cmocka_unit_test(test_encoder_layer_parity),
+        cmocka_unit_test(test_decoder_layer_parity),
+        cmocka_unit_test(test_stacks_and_transformer_parity),
+        cmocka_unit_test(test_stack_layers_start_identical),
+        cmocka_unit_test(test_causal_mask_and_positional_encoding),
+        cmocka_unit_test(test_additive_attention_values),
+        cmocka_unit_test(test_gradchecks),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

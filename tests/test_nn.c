@@ -1,0 +1,181 @@
+/* The simple modules: Linear, Embedding, LayerNorm, Dropout — PyTorch's init, forward values,
+ * gradchecks of inputs and parameters, and parity with PyTorch fixtures. */
+#include "harness.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ---- default initialisation, bit for bit (uniform) or to 1e-6 (normal) ---- */
+
+static void assert_params_equal_fixture(const char *case_name, tg_params *params, double atol) {
+    tg_fixture *fx = tg_fixture_load(case_name);
+    char keys[512] = "";
+    for (size_t i = 0; i < params->count; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "param.%s", params->names[i]);
+        tg_fixture_assert_tensor(fx, name, params->tensors[i], atol, 0);
+        strcat(keys, i ? "," : "");
+        strcat(keys, params->names[i]);
+    }
+    assert_string_equal(keys, tg_fixture_meta(fx, "keys"));
+    tg_fixture_free(fx);
+}
+
+static void test_linear_init_matches_torch(void **state) {
+    (void)state;
+    tg_manual_seed(0);
+    tg_linear_layer *fc = tg_linear_new(7, 5, true);
+    assert_params_equal_fixture("init_linear_7_5", fc->params, 0); /* bit for bit */
+    tg_linear_free(fc);
+}
+
+static void test_embedding_init_matches_torch(void **state) {
+    (void)state;
+    tg_manual_seed(0);
+    tg_embedding_layer *e = tg_embedding_new(10, 4, TG_NO_PADDING);
+    assert_params_equal_fixture("init_embedding_10_4", e->params, 1e-6);
+    tg_embedding_free(e);
+    tg_manual_seed(0);
+    e = tg_embedding_new(10, 4, 1);
+    for (int j = 0; j < 4; j++) assert_true(e->weight->data[4 + j] == 0); /* padding row */
+    assert_params_equal_fixture("init_embedding_10_4_pad1", e->params, 1e-6);
+    tg_embedding_free(e);
+    TG_EXPECT_FAIL(tg_embedding_new(10, 4, 10), "embedding_new", "padding_idx 10");
+}
+
+/* ---- parity: load PyTorch's parameters and inputs, compare outputs and gradients ---- */
+
+static void test_linear_parity(void **state) {
+    (void)state;
+    const char *cases[] = {"mod_linear", "mod_linear_3d"};
+    for (int c = 0; c < 2; c++) {
+        tg_fixture *fx = tg_fixture_load(cases[c]);
+        tg_linear_layer *fc = tg_linear_new(5, 3, true);
+        tg_fixture_load_params(fx, fc->params);
+        tg_tensor *x = tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.x"), true);
+        tg_tensor *gout = tg_fixture_tensor(fx, "gout");
+        tg_tape *tape = tg_tape_new();
+        tg_tensor *y = tg_linear_forward(fc, tape, x);
+        tg_fixture_assert_tensor(fx, "out", y, TG_PARITY_ATOL, TG_PARITY_RTOL);
+        tg_tape_backward_with(tape, y, gout->data);
+        tg_fixture_assert_close(fx, "grad.x", x->grad, x->shape, x->ndim, TG_PARITY_ATOL,
+                                TG_PARITY_RTOL);
+        tg_fixture_assert_param_grads(fx, fc->params, TG_PARITY_ATOL, TG_PARITY_RTOL);
+        tg_tape_free(tape);
+        tg_tensor_free(x), tg_tensor_free(gout);
+        tg_linear_free(fc);
+        tg_fixture_free(fx);
+    }
+}
+
+static void test_embedding_parity(void **state) {
+    (void)state;
+    tg_fixture *fx = tg_fixture_load("mod_embedding_pad1");
+    tg_embedding_layer *e = tg_embedding_new(10, 4, 1);
+    tg_fixture_load_params(fx, e->params);
+    tg_index *ids = tg_fixture_index(fx, "in.ids");
+    tg_tensor *gout = tg_fixture_tensor(fx, "gout");
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *y = tg_embedding_forward(e, tape, ids);
+    tg_fixture_assert_tensor(fx, "out", y, 0, 0); /* a gather: exact */
+    tg_tape_backward_with(tape, y, gout->data);
+    tg_fixture_assert_param_grads(fx, e->params, TG_PARITY_ATOL, TG_PARITY_RTOL);
+    for (int j = 0; j < 4; j++) assert_true(e->weight->grad[4 + j] == 0); /* padding row */
+    tg_tape_free(tape);
+    tg_index_free(ids), tg_tensor_free(gout);
+    tg_embedding_free(e);
+    tg_fixture_free(fx);
+}
+
+static void test_layernorm_parity(void **state) {
+    (void)state;
+    const char *cases[] = {"mod_layernorm", "mod_layernorm_affine"};
+    for (int c = 0; c < 2; c++) {
+        tg_fixture *fx = tg_fixture_load(cases[c]);
+        tg_layernorm *ln = tg_layernorm_new(TG_SHAPE(6), (tg_real)1e-5, true);
+        tg_fixture_load_params(fx, ln->params);
+        tg_tensor *x = tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.x"), true);
+        tg_tensor *gout = tg_fixture_tensor(fx, "gout");
+        tg_tape *tape = tg_tape_new();
+        tg_tensor *y = tg_layernorm_forward(ln, tape, x);
+        tg_fixture_assert_tensor(fx, "out", y, TG_PARITY_ATOL, TG_PARITY_RTOL);
+        tg_tape_backward_with(tape, y, gout->data);
+        tg_fixture_assert_close(fx, "grad.x", x->grad, x->shape, x->ndim, TG_PARITY_ATOL,
+                                TG_PARITY_RTOL);
+        tg_fixture_assert_param_grads(fx, ln->params, TG_PARITY_ATOL, TG_PARITY_RTOL);
+        tg_tape_free(tape);
+        tg_tensor_free(x), tg_tensor_free(gout);
+        tg_layernorm_free(ln);
+        tg_fixture_free(fx);
+    }
+}
+
+/* ---- gradchecks of inputs and parameters (float64) ---- */
+
+static tg_tensor *linear_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    return tg_linear_forward(ctx, t, in[0]);
+}
+
+static tg_tensor *layernorm_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    return tg_layernorm_forward(ctx, t, in[0]);
+}
+
+static void test_module_gradchecks(void **state) {
+    (void)state;
+    TG_TEST_REQUIRE_F64();
+    tg_gradcheck_report rep;
+    tg_manual_seed(3);
+    tg_linear_layer *fc = tg_linear_new(4, 3, true);
+    tg_tensor *x = tg_tensor_requires_grad(tg_test_rand(1, -1, 1, TG_SHAPE(2, 3, 4)), true);
+    assert_true(tg_gradcheck(linear_fn, fc, (tg_tensor *[]){x, fc->weight, fc->bias}, 3, NULL, &rep));
+    tg_linear_free(fc);
+
+    tg_layernorm *ln = tg_layernorm_new(TG_SHAPE(3, 4), (tg_real)1e-5, true);
+    tg_init_uniform(ln->weight, (tg_real)0.5, (tg_real)1.5, NULL);
+    tg_init_uniform(ln->bias, (tg_real)-0.5, (tg_real)0.5, NULL);
+    assert_true(tg_gradcheck(layernorm_fn, ln, (tg_tensor *[]){x, ln->weight, ln->bias}, 3, NULL, &rep));
+    tg_layernorm_free(ln);
+    tg_tensor_free(x);
+}
+
+static void test_module_errors(void **state) {
+    (void)state;
+    tg_layernorm *ln = tg_layernorm_new(TG_SHAPE(6), (tg_real)1e-5, false);
+    tg_tensor *x = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(2, 5)), "x");
+    tg_tape *tape = tg_tape_new();
+    TG_EXPECT_FAIL(tg_layernorm_forward(ln, tape, x), "layernorm", "(2, 5) 'x'", "(6,)");
+    TG_EXPECT_FAIL(tg_linear_new(0, 3, true), "linear_new", "positive");
+    tg_tape_free(tape);
+    tg_tensor_free(x);
+    tg_layernorm_free(ln);
+}
+
+static void test_dropout_module_follows_training_mode(void **state) {
+    (void)state;
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *x = tg_tensor_ones(TG_SHAPE(1000));
+    const tg_dropout_layer drop = {.p = (tg_real)0.5};
+    tg_tape_set_training(tape, false);
+    assert_ptr_equal(tg_dropout_forward(&drop, tape, x), x); /* eval: identity */
+    tg_tape_set_training(tape, true);
+    tg_tensor *y = tg_dropout_forward(&drop, tape, x);
+    int kept = 0;
+    for (int i = 0; i < 1000; i++) kept += y->data[i] != 0;
+    assert_in_range(kept, 400, 600);
+    tg_tape_free(tape);
+    tg_tensor_free(x);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_linear_init_matches_torch),
+        cmocka_unit_test(test_embedding_init_matches_torch),
+        cmocka_unit_test(test_linear_parity),
+        cmocka_unit_test(test_embedding_parity),
+        cmocka_unit_test(test_layernorm_parity),
+        cmocka_unit_test(test_module_gradchecks),
+        cmocka_unit_test(test_module_errors),
+        cmocka_unit_test(test_dropout_module_follows_training_mode),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
