@@ -54,7 +54,8 @@ bool tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n
     }
 
     /* Numerical Jacobian, one column per perturbed input element, compared as we go. */
-    double *plus = tg_xcalloc((size_t)n_out + 1, sizeof(double));
+    /* delta[j] = f_j(x + eps) - f_j(x - eps) for the element being perturbed */
+    double *delta = tg_xcalloc((size_t)n_out + 1, sizeof(double));
     int64_t col = 0;
     for (int i = 0; i < n_inputs; i++) {
         tg_tensor *x = inputs[i];
@@ -63,12 +64,14 @@ bool tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n
             const tg_real saved = x->data[e];
             x->data[e] = (tg_real)((double)saved + eps);
             y = run(tape, fn, inputs, ctx);
-            for (int64_t j = 0; j < n_out; j++) plus[j] = (double)y->data[j];
+            for (int64_t j = 0; j < n_out; j++) delta[j] = (double)y->data[j];
             x->data[e] = (tg_real)((double)saved - eps);
             y = run(tape, fn, inputs, ctx);
+            /* read f(x - eps) before restoring x: the output may share x's storage (reshape) */
+            for (int64_t j = 0; j < n_out; j++) delta[j] -= (double)y->data[j];
             x->data[e] = saved;
             for (int64_t j = 0; j < n_out; j++) {
-                const double numerical = (plus[j] - (double)y->data[j]) / (2 * eps);
+                const double numerical = delta[j] / (2 * eps);
                 const double analytical = jac[j * n_cols + col];
                 const double err = fabs(analytical - numerical);
                 const double ratio = isnan(err) ? INFINITY : err / (atol + rtol * fabs(numerical));
@@ -96,7 +99,7 @@ bool tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n
     else snprintf(rep.message, sizeof rep.message, "gradcheck: no input requires grad");
 
     for (int i = 0; i < n_inputs; i++) tg_tensor_zero_grad(inputs[i]);
-    free(plus);
+    free(delta);
     free(seed);
     free(jac);
     tg_tape_free(tape);

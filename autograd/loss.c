@@ -59,12 +59,12 @@ static inline tg_real upstream(const tg_tensor *y, tg_reduction red, double deno
 
 typedef struct class_loss {
     int64_t N, C, S;
-    int32_t *y;         /* targets (a copy: the caller may reuse its tg_index) */
-    tg_real *w;         /* class weights (a copy), or NULL */
-    double *lse;        /* cross entropy: log Σ_c exp(x_c) per sample */
-    double W;           /* Σ_c w_c */
-    double denom;       /* Σ_k v_k·w[y_k] */
-    double eps;         /* label smoothing */
+    int32_t *y;      /* targets (a copy: the caller may reuse its tg_index) */
+    tg_real *w;      /* class weights (a copy), or NULL */
+    tg_real *m, *ls; /* cross entropy, per sample: max_c x_c and log Σ_c exp(x_c − m) */
+    double W;        /* Σ_c w_c */
+    double denom;    /* Σ_k v_k·w[y_k] */
+    double eps;      /* label smoothing */
     int64_t ignore;
     tg_reduction red;
 } class_loss;
@@ -86,7 +86,8 @@ static void class_loss_check(const char *op, const tg_tensor *x, const tg_index 
     if (!fits)
         tg_fail("%s: targets of shape %s do not fit input %s: expected targets of shape %s", op,
                 tg_shape_format(y->ndim, y->shape, s1, sizeof s1),
-                tg_tensor_describe(x, dx, sizeof dx), tg_shape_format(want_ndim, want, s2, sizeof s2));
+                tg_tensor_describe(x, dx, sizeof dx),
+                tg_shape_format(want_ndim, want, s2, sizeof s2));
     const int64_t C = x->ndim == 1 ? x->shape[0] : x->shape[1];
     if (o->weight && (o->weight->ndim != 1 || o->weight->shape[0] != C)) {
         char dw[160];
@@ -113,9 +114,10 @@ static void class_loss_check(const char *op, const tg_tensor *x, const tg_index 
             used += (size_t)snprintf(pos + used, sizeof pos - used, i ? ", %lld" : "%lld",
                                      (long long)idx[i]);
         tg_fail("%s: target %lld at position [%s] of targets %s is out of range: expected a "
-                "class in [0, %lld) (C = %lld) or ignore_index %lld (input %s)", op, (long long)c,
-                pos, tg_shape_format(y->ndim, y->shape, s1, sizeof s1), (long long)C,
-                (long long)C, (long long)o->ignore_index, tg_tensor_describe(x, dx, sizeof dx));
+                "class in [0, %lld) (C = %lld) or ignore_index %lld (input %s)",
+                op, (long long)c, pos, tg_shape_format(y->ndim, y->shape, s1, sizeof s1),
+                (long long)C, (long long)C, (long long)o->ignore_index,
+                tg_tensor_describe(x, dx, sizeof dx));
     }
 }
 
@@ -144,13 +146,27 @@ static class_loss *class_loss_make(tg_tape *t, const tg_tensor *x, const tg_inde
     return L;
 }
 
-static inline double weight_of(const class_loss *L, int64_t c) { return L->w ? (double)L->w[c] : 1.0; }
+static inline double weight_of(const class_loss *L, int64_t c) {
+    return L->w ? (double)L->w[c] : 1.0;
+}
 
 /* Cross entropy with lp_c = x_c − lse (lse = m + log Σ exp(x_c − m)), ε = label smoothing:
  *   ℓ_k = v_k·[ (1−ε)·w_y·(−lp_y) + (ε/C)·Σ_c w_c·(−lp_c) ].
  * With p = softmax(x) and ∂(−lp_c)/∂x_j = p_j − δ_cj:
  *   ∂ℓ_k/∂x_j = v_k·[ p_j·((1−ε)·w_y + (ε/C)·W) − (1−ε)·w_y·δ_yj − (ε/C)·w_j ],  W = Σ_c w_c,
  * i.e. softmax minus the smoothed one-hot when there are no weights. */
+/* dx += a·p − b_c − [c = y]·d along one sample, p_c = exp((x_c − m) − log Σ); stride S
+ * (inlined twice: S = 1, the contiguous rows of (N, C), and any S). */
+static inline void ce_sample_backward(const tg_real *x, tg_real *dx, int64_t C, int64_t S,
+                                      tg_real m, tg_real ls, tg_real a, const tg_real *w,
+                                      tg_real bw) {
+    if (w) {
+        for (int64_t c = 0; c < C; c++) dx[c * S] += a * EXP((x[c * S] - m) - ls) - bw * w[c];
+    } else {
+        for (int64_t c = 0; c < C; c++) dx[c * S] += a * EXP((x[c * S] - m) - ls) - bw;
+    }
+}
+
 static void cross_entropy_backward(tg_tape *tape, tg_node *node) {
     tg_tensor *x = node->in[0];
     tg_real *dx = tg_tape_grad(tape, x);
@@ -160,27 +176,31 @@ static void cross_entropy_backward(tg_tape *tape, tg_node *node) {
     const int64_t C = L->C, S = L->S, K = L->N * S;
     const double e = L->eps, ec = C ? e / (double)C : 0;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (K * C >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(tg_get_num_threads()) if (K * C >= PARALLEL_MIN)
 #endif
     for (int64_t k = 0; k < K; k++) {
         const int64_t yk = L->y[k];
         if (yk == L->ignore) continue;
-        const int64_t n = k / S, s = k % S;
-        const tg_real *xk = x->data + n * C * S + s;
-        tg_real *dxk = dx + n * C * S + s;
-        const double g = (double)upstream(out, L->red, L->denom, k);
-        const double wy = weight_of(L, yk);
-        const tg_real a = (tg_real)(g * ((1 - e) * wy + ec * L->W));
-        const double lse = L->lse[k];
-        if (L->w) {
-            for (int64_t c = 0; c < C; c++)
-                dxk[c * S] += a * EXP((tg_real)((double)xk[c * S] - lse)) - (tg_real)(g * ec * L->w[c]);
-        } else {
-            const tg_real b = (tg_real)(g * ec);
-            for (int64_t c = 0; c < C; c++) dxk[c * S] += a * EXP((tg_real)((double)xk[c * S] - lse)) - b;
-        }
-        dxk[yk * S] -= (tg_real)(g * (1 - e) * wy);
+        const int64_t at = (k / S) * C * S + k % S;
+        const double g = (double)upstream(out, L->red, L->denom, k), wy = weight_of(L, yk);
+        const tg_real a = (tg_real)(g * ((1 - e) * wy + ec * L->W)), bw = (tg_real)(g * ec);
+        if (S == 1)
+            ce_sample_backward(x->data + at, dx + at, C, 1, L->m[k], L->ls[k], a, L->w, bw);
+        else
+            ce_sample_backward(x->data + at, dx + at, C, S, L->m[k], L->ls[k], a, L->w, bw);
+        dx[at + yk * S] -= (tg_real)(g * (1 - e) * wy);
     }
+}
+
+/* m = max_c x_c (NaN wins) and log Σ_c exp(x_c − m) of one sample, stride S. */
+static inline void ce_sample_lse(const tg_real *x, int64_t C, int64_t S, tg_real *m_out,
+                                 double *ls_out) {
+    tg_real m = -INFINITY;
+    for (int64_t c = 0; c < C; c++) m = (x[c * S] > m || isnan(x[c * S])) ? x[c * S] : m;
+    double se = 0;
+    for (int64_t c = 0; c < C; c++) se += (double)EXP(x[c * S] - m);
+    *m_out = m, *ls_out = log(se);
 }
 
 tg_tensor *tg_cross_entropy_ex(tg_tape *t, tg_tensor *logits, const tg_index *targets,
@@ -190,20 +210,24 @@ tg_tensor *tg_cross_entropy_ex(tg_tape *t, tg_tensor *logits, const tg_index *ta
     class_loss *L = class_loss_make(t, logits, targets, &o);
     const int64_t C = L->C, S = L->S, K = L->N * S;
     const double e = L->eps, ec = C ? e / (double)C : 0;
-    L->lse = tg_tape_alloc(t, (size_t)(K + 1) * sizeof(double));
+    L->m = tg_tape_alloc(t, (size_t)(K + 1) * sizeof(tg_real));
+    L->ls = tg_tape_alloc(t, (size_t)(K + 1) * sizeof(tg_real));
     double *ell = tg_tape_alloc(t, (size_t)(K + 1) * sizeof(double));
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (K * C >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(tg_get_num_threads()) if (K * C >= PARALLEL_MIN)
 #endif
     for (int64_t k = 0; k < K; k++) {
         const int64_t n = k / S, s = k % S, yk = L->y[k];
         const tg_real *xk = logits->data + n * C * S + s;
-        tg_real m = -INFINITY;
-        for (int64_t c = 0; c < C; c++) m = (xk[c * S] > m || isnan(xk[c * S])) ? xk[c * S] : m;
-        double se = 0;
-        for (int64_t c = 0; c < C; c++) se += (double)EXP(xk[c * S] - m);
-        const double lse = (double)m + log(se);
-        L->lse[k] = lse;
+        tg_real m;
+        double ls;
+        if (S == 1)
+            ce_sample_lse(xk, C, 1, &m, &ls);
+        else
+            ce_sample_lse(xk, C, S, &m, &ls);
+        const double lse = (double)m + ls;
+        L->m[k] = m, L->ls[k] = (tg_real)ls;
         if (yk == L->ignore) {
             ell[k] = 0;
             continue;
@@ -252,7 +276,8 @@ tg_tensor *tg_nll_loss_ex(tg_tape *t, tg_tensor *log_probs, const tg_index *targ
     for (int64_t k = 0; k < K; k++) {
         const int64_t yk = L->y[k];
         ell[k] = yk == L->ignore ? 0
-                                 : -weight_of(L, yk) * (double)log_probs->data[(k / S) * C * S + yk * S + k % S];
+                                 : -weight_of(L, yk) *
+                                       (double)log_probs->data[(k / S) * C * S + yk * S + k % S];
     }
     tg_tensor *y = reduce_output(t, ell, K, L->red, L->denom, targets->ndim, targets->shape);
     tg_node *node = tg_tape_record(t, "nll_loss", nll_backward, 1, (tg_tensor *[]){log_probs}, 1,
@@ -283,7 +308,8 @@ tg_tensor *tg_mse_loss(tg_tape *t, tg_tensor *input, tg_tensor *target, tg_reduc
     if (!tg_shape_equal(input, target)) {
         char d1[160], d2[160];
         tg_fail("tg_mse_loss: input %s and target %s must have the same shape",
-                tg_tensor_describe(input, d1, sizeof d1), tg_tensor_describe(target, d2, sizeof d2));
+                tg_tensor_describe(input, d1, sizeof d1),
+                tg_tensor_describe(target, d2, sizeof d2));
     }
     const int64_t n = input->numel;
     double *ell = tg_tape_alloc(t, (size_t)(n + 1) * sizeof(double));
@@ -322,7 +348,9 @@ static tg_real *broadcast_values(tg_tape *t, const tg_tensor *p, const tg_tensor
     return out;
 }
 
-typedef struct bce_saved { const tg_real *w, *p; } bce_saved;
+typedef struct bce_saved {
+    const tg_real *w, *p;
+} bce_saved;
 
 static inline tg_real softplus_neg(tg_real x) { /* L = −log σ(x), stable */
     const tg_real m = x < 0 ? -x : 0;
@@ -357,7 +385,8 @@ tg_tensor *tg_bce_with_logits(tg_tape *t, tg_tensor *logits, tg_tensor *targets,
     if (!tg_shape_equal(logits, targets)) {
         char d1[160], d2[160];
         tg_fail("tg_bce_with_logits: logits %s and targets %s must have the same shape",
-                tg_tensor_describe(logits, d1, sizeof d1), tg_tensor_describe(targets, d2, sizeof d2));
+                tg_tensor_describe(logits, d1, sizeof d1),
+                tg_tensor_describe(targets, d2, sizeof d2));
     }
     if (o.weight) check_broadcast("weight", o.weight, logits);
     if (o.pos_weight) check_broadcast("pos_weight", o.pos_weight, logits);
@@ -373,7 +402,8 @@ tg_tensor *tg_bce_with_logits(tg_tape *t, tg_tensor *logits, tg_tensor *targets,
     for (int64_t i = 0; i < n; i++) {
         const tg_real x = logits->data[i], y = targets->data[i];
         const tg_real m = x < 0 ? -x : 0, lg = LOG(EXP(-m) + EXP(-x - m));
-        tg_real l = sv->p ? (1 - y) * x + (1 + (sv->p[i] - 1) * y) * (lg + m) : (1 - y) * x + m + lg;
+        tg_real l =
+            sv->p ? (1 - y) * x + (1 + (sv->p[i] - 1) * y) * (lg + m) : (1 - y) * x + m + lg;
         if (sv->w) l *= sv->w[i];
         ell[i] = (double)l;
     }

@@ -15,7 +15,7 @@
 
 /* The geometry of one product, from the stored shapes. */
 typedef struct {
-    int64_t batch;        /* 1 for 2-D x 2-D */
+    int64_t batch; /* 1 for 2-D x 2-D */
     int64_t m, n, k;
     bool ta, tb;
     bool a_batched, b_batched; /* 3-D operand; a 2-D one is shared by the batch */
@@ -57,8 +57,8 @@ static void matmul_backward(tg_tape *tape, tg_node *node) {
                     tg_gemm(false, !g.tb, m, k, n, 1, dC + i * sc, n, B + i * sb, ldb, 1,
                             dA + i * sa, lda);
                 else
-                    tg_gemm(g.tb, true, k, m, n, 1, B + i * sb, ldb, dC + i * sc, n, 1,
-                            dA + i * sa, lda);
+                    tg_gemm(g.tb, true, k, m, n, 1, B + i * sb, ldb, dC + i * sc, n, 1, dA + i * sa,
+                            lda);
             }
         }
     }
@@ -76,15 +76,15 @@ static void matmul_backward(tg_tape *tape, tg_node *node) {
                     tg_gemm(!g.ta, false, k, n, m, 1, A + i * sa, lda, dC + i * sc, n, 1,
                             dB + i * sb, ldb);
                 else
-                    tg_gemm(true, g.ta, n, k, m, 1, dC + i * sc, n, A + i * sa, lda, 1,
-                            dB + i * sb, ldb);
+                    tg_gemm(true, g.ta, n, k, m, 1, dC + i * sc, n, A + i * sa, lda, 1, dB + i * sb,
+                            ldb);
             }
         }
     }
 }
 
-static tg_tensor *matmul_checked(const char *op, tg_tape *tape, tg_tensor *a, tg_tensor *b,
-                                 bool ta, bool tb) {
+static tg_tensor *matmul_checked(const char *op, tg_tape *tape, tg_tensor *a, tg_tensor *b, bool ta,
+                                 bool tb) {
     char ad[160], bd[160], oa[96], ob[96];
     if ((a->ndim != 2 && a->ndim != 3) || (b->ndim != 2 && b->ndim != 3))
         tg_fail("%s: operands must be 2-D or 3-D; got a %s and b %s", op,
@@ -102,9 +102,8 @@ static tg_tensor *matmul_checked(const char *op, tg_tape *tape, tg_tensor *a, tg
                 "%lld != %lld",
                 op, tg_shape_format(a->ndim, sa, oa, sizeof oa),
                 tg_tensor_describe(a, ad, sizeof ad), ta ? " transposed" : "",
-                tg_shape_format(b->ndim, sb, ob, sizeof ob),
-                tg_tensor_describe(b, bd, sizeof bd), tb ? " transposed" : "", (long long)g.k,
-                (long long)kb);
+                tg_shape_format(b->ndim, sb, ob, sizeof ob), tg_tensor_describe(b, bd, sizeof bd),
+                tb ? " transposed" : "", (long long)g.k, (long long)kb);
     }
     if (g.a_batched && g.b_batched && a->shape[0] != b->shape[0])
         tg_fail("%s: batch sizes differ: a %s has %lld, b %s has %lld", op,
@@ -114,9 +113,8 @@ static tg_tensor *matmul_checked(const char *op, tg_tape *tape, tg_tensor *a, tg
     const int64_t m = g.m, n = g.n, k = g.k;
     const int64_t lda = ta ? m : k, ldb = tb ? k : n;
     const int64_t sa = g.a_batched ? m * k : 0, sb = g.b_batched ? k * n : 0;
-    tg_tensor *c = g.a_batched || g.b_batched
-                       ? tg_tape_tensor(tape, TG_SHAPE(g.batch, m, n))
-                       : tg_tape_tensor(tape, TG_SHAPE(m, n));
+    tg_tensor *c = g.a_batched || g.b_batched ? tg_tape_tensor(tape, TG_SHAPE(g.batch, m, n))
+                                              : tg_tape_tensor(tape, TG_SHAPE(m, n));
     if (!ta && g.a_batched && !g.b_batched) /* (batch·m, k)·op(B): one GEMM */
         tg_gemm(false, tb, g.batch * m, n, k, 1, a->data, lda, b->data, ldb, 0, c->data, n);
     else

@@ -9,10 +9,12 @@
 
 #include <math.h>
 
-#define COL_CHUNK 64
+#define COL_CHUNK    64
 #define PARALLEL_MIN 16384
 
-typedef struct norm_saved { tg_real *mu, *r; } norm_saved;
+typedef struct norm_saved {
+    tg_real *mu, *r;
+} norm_saved;
 
 /* Backward. With ĝ = dy ⊙ γ, and using ∂μ/∂x_k = 1/M, ∂r/∂x_k = −r³(x_k − μ)/M:
  *   dx_k = r·(ĝ_k − mean_j(ĝ_j) − x̂_k·mean_j(ĝ_j x̂_j))
@@ -28,7 +30,8 @@ static void layer_norm_backward(tg_tape *tape, tg_node *node) {
 
     if (dx) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (R * M >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(tg_get_num_threads()) if (R * M >= PARALLEL_MIN)
 #endif
         for (int64_t row = 0; row < R; row++) {
             const tg_real *xr = x->data + row * M, *dyr = dy + row * M;
@@ -51,7 +54,8 @@ static void layer_norm_backward(tg_tape *tape, tg_node *node) {
         /* column sums over rows, COL_CHUNK columns per task, rows in order */
         const int64_t chunks = (M + COL_CHUNK - 1) / COL_CHUNK;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (R * M >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(tg_get_num_threads()) if (R * M >= PARALLEL_MIN)
 #endif
         for (int64_t c = 0; c < chunks; c++) {
             const int64_t c0 = c * COL_CHUNK, w = M - c0 < COL_CHUNK ? M - c0 : COL_CHUNK;
@@ -79,7 +83,8 @@ static void check_affine(const char *what, const tg_tensor *p, const tg_tensor *
     if (!ok) {
         char dp[160], dx[160], ns[96];
         tg_fail("tg_layer_norm: %s %s does not match the normalised shape %s (the last %d dims "
-                "of input %s)", what, tg_tensor_describe(p, dp, sizeof dp),
+                "of input %s)",
+                what, tg_tensor_describe(p, dp, sizeof dp),
                 tg_shape_format(norm_ndim, x->shape + x->ndim - norm_ndim, ns, sizeof ns),
                 norm_ndim, tg_tensor_describe(x, dx, sizeof dx));
     }
@@ -89,8 +94,8 @@ tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, int norm_ndim, tg_tensor *wei
                          tg_tensor *bias, tg_real eps) {
     if (norm_ndim < 1 || norm_ndim > x->ndim) {
         char dx[160];
-        tg_fail("tg_layer_norm: norm_ndim %d out of range for input %s (expected 1..%d)",
-                norm_ndim, tg_tensor_describe(x, dx, sizeof dx), x->ndim);
+        tg_fail("tg_layer_norm: norm_ndim %d out of range for input %s (expected 1..%d)", norm_ndim,
+                tg_tensor_describe(x, dx, sizeof dx), x->ndim);
     }
     check_affine("weight", weight, x, norm_ndim);
     check_affine("bias", bias, x, norm_ndim);
@@ -106,7 +111,8 @@ tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, int norm_ndim, tg_tensor *wei
     const tg_real *gamma = weight ? weight->data : NULL, *beta = bias ? bias->data : NULL;
 
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
 #endif
     for (int64_t row = 0; row < R; row++) {
         const tg_real *xr = x->data + row * M;

@@ -12,9 +12,9 @@
 #include <math.h>
 #include <string.h>
 
-#define SUM_BLOCK 4096        /* elements per block of a contiguous sum */
-#define COL_CHUNK 64          /* output columns per task of a strided sum */
-#define PARALLEL_MIN 32768    /* elements below which threads are not worth starting */
+#define SUM_BLOCK    4096  /* elements per block of a contiguous sum */
+#define COL_CHUNK    64    /* output columns per task of a strided sum */
+#define PARALLEL_MIN 32768 /* elements below which threads are not worth starting */
 
 /* Σ x[0..n), n <= SUM_BLOCK, in double with 8 lanes (vectorisable, fixed order). */
 static double sum_block(const tg_real *x, int64_t n) {
@@ -23,13 +23,15 @@ static double sum_block(const tg_real *x, int64_t n) {
     for (; i + 8 <= n; i += 8)
         for (int k = 0; k < 8; k++) lane[k] += (double)x[i + k];
     for (int k = 0; i < n; i++, k++) lane[k] += (double)x[i];
-    return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+    return ((lane[0] + lane[4]) + (lane[1] + lane[5])) +
+           ((lane[2] + lane[6]) + (lane[3] + lane[7]));
 }
 
 /* Σ x[0..n): the blocks' sums added in order. */
 static double sum_contiguous(const tg_real *x, int64_t n) {
     double total = 0;
-    for (int64_t b = 0; b < n; b += SUM_BLOCK) total += sum_block(x + b, n - b < SUM_BLOCK ? n - b : SUM_BLOCK);
+    for (int64_t b = 0; b < n; b += SUM_BLOCK)
+        total += sum_block(x + b, n - b < SUM_BLOCK ? n - b : SUM_BLOCK);
     return total;
 }
 
@@ -87,10 +89,14 @@ static reduce_view reduce_view_make(const char *op, const tg_tensor *x, int dim,
     if (x->ndim == 0 && (dim == 0 || dim == -1)) return v; /* out shape () */
     const int d = tg_dim_normalize(op, x, dim);
     for (int i = 0; i < x->ndim; i++) {
-        if (i < d) v.outer *= x->shape[i];
-        else if (i > d) v.inner *= x->shape[i];
-        if (i != d) v.out_shape[v.out_ndim++] = x->shape[i];
-        else if (keepdim) v.out_shape[v.out_ndim++] = 1;
+        if (i < d)
+            v.outer *= x->shape[i];
+        else if (i > d)
+            v.inner *= x->shape[i];
+        if (i != d)
+            v.out_shape[v.out_ndim++] = x->shape[i];
+        else if (keepdim)
+            v.out_shape[v.out_ndim++] = 1;
     }
     v.n = x->shape[d];
     return v;
@@ -121,7 +127,8 @@ static tg_tensor *sum_dim(tg_tape *tape, tg_tensor *x, int dim, bool keepdim, bo
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (parallel)
 #endif
-        for (int64_t o = 0; o < outer; o++) y->data[o] = (tg_real)(sum_contiguous(x->data + o * n, n) * s);
+        for (int64_t o = 0; o < outer; o++)
+            y->data[o] = (tg_real)(sum_contiguous(x->data + o * n, n) * s);
     } else {
         /* tasks: (outer row, chunk of COL_CHUNK output columns), each summing over j in order */
         const int64_t chunks = (inner + COL_CHUNK - 1) / COL_CHUNK;
@@ -182,7 +189,8 @@ tg_tensor *tg_max_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index 
     tg_tensor *y = tg_tape_tensor(t, v.out_ndim, v.out_shape);
     tg_index *ix = tg_tape_index(t, v.out_ndim, v.out_shape);
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
 #endif
     for (int64_t o = 0; o < outer; o++) {
         tg_real *best = y->data + o * inner;

@@ -67,8 +67,7 @@ tg_tensor *tg_reshape(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shap
     y->numel = x->numel;
     y->node = -1;
     y->data = x->data;
-    tg_tape_record(tape, "reshape", reshape_backward, 1, (tg_tensor *[]){x}, 1,
-                   (tg_tensor *[]){y});
+    tg_tape_record(tape, "reshape", reshape_backward, 1, (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
     return y;
 }
 
@@ -173,8 +172,8 @@ static tg_tensor *permute_checked(tg_tape *tape, tg_tensor *x, const int *perm, 
     }
     tg_tensor *y = tg_tape_tensor(tape, x->ndim, shape);
     strided_copy(y->data, x->data, x->ndim, shape, stride, false);
-    tg_node *node = tg_tape_record(tape, op, permute_backward, 1, (tg_tensor *[]){x}, 1,
-                                   (tg_tensor *[]){y});
+    tg_node *node =
+        tg_tape_record(tape, op, permute_backward, 1, (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
     if (node) {
         int *saved = tg_tape_alloc(tape, (size_t)(x->ndim ? x->ndim : 1) * sizeof *saved);
         if (x->ndim) memcpy(saved, perm, (size_t)x->ndim * sizeof *perm);
@@ -189,8 +188,10 @@ tg_tensor *tg_permute(tg_tape *tape, tg_tensor *x, const int *perm) {
     bool ok = true;
     for (int j = 0; j < x->ndim; j++) {
         p[j] = perm[j] < 0 ? perm[j] + x->ndim : perm[j];
-        if (p[j] < 0 || p[j] >= x->ndim || seen[p[j]]) ok = false;
-        else seen[p[j]] = true;
+        if (p[j] < 0 || p[j] >= x->ndim || seen[p[j]])
+            ok = false;
+        else
+            seen[p[j]] = true;
     }
     if (!ok) {
         char xd[160], pd[96];
@@ -376,8 +377,8 @@ int tg_split(tg_tape *tape, tg_tensor *x, int64_t split_size, int dim, tg_tensor
         shape[d] = size - start < split_size ? size - start : split_size;
         out[k] = narrow_copy(tape, x, d, start, shape[d], x->ndim, shape);
     }
-    tg_node *node = tg_tape_record(tape, "split", narrow_backward, 1, (tg_tensor *[]){x}, (int)n,
-                                   out);
+    tg_node *node =
+        tg_tape_record(tape, "split", narrow_backward, 1, (tg_tensor *[]){x}, (int)n, out);
     if (node) node->iarg[0] = d, node->iarg[1] = 0, node->iarg[2] = split_size;
     return (int)n;
 }

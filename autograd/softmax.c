@@ -21,20 +21,24 @@
 #define LOG logf
 #endif
 
-#define COL_CHUNK 64
+#define COL_CHUNK    64
 #define PARALLEL_MIN 16384
 
 static inline tg_real max_nan(tg_real m, tg_real v) { return (v > m || isnan(v)) ? v : m; }
 
-typedef struct softmax_view { int64_t outer, n, inner; } softmax_view;
+typedef struct softmax_view {
+    int64_t outer, n, inner;
+} softmax_view;
 
 static softmax_view softmax_view_make(const char *op, const tg_tensor *x, int dim) {
     softmax_view v = {1, 1, 1};
     if (x->ndim == 0 && (dim == 0 || dim == -1)) return v; /* a scalar: softmax 1, log 0 */
     const int d = tg_dim_normalize(op, x, dim);
     for (int i = 0; i < x->ndim; i++) {
-        if (i < d) v.outer *= x->shape[i];
-        else if (i > d) v.inner *= x->shape[i];
+        if (i < d)
+            v.outer *= x->shape[i];
+        else if (i > d)
+            v.inner *= x->shape[i];
     }
     v.n = x->shape[d];
     return v;
@@ -128,18 +132,21 @@ static void softmax_backward(tg_tape *tape, tg_node *node) {
     const bool log_form = node->iarg[3];
     if (inner == 1) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (y->numel >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(tg_get_num_threads()) if (y->numel >= PARALLEL_MIN)
 #endif
         for (int64_t o = 0; o < outer; o++)
             softmax_row_backward(y->data + o * n, y->grad + o * n, dx + o * n, n, log_form);
     } else {
         const int64_t chunks = (inner + COL_CHUNK - 1) / COL_CHUNK;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (y->numel >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(tg_get_num_threads()) if (y->numel >= PARALLEL_MIN)
 #endif
         for (int64_t task = 0; task < outer * chunks; task++) {
             const int64_t o = task / chunks, c0 = (task % chunks) * COL_CHUNK;
-            const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK, at = o * n * inner + c0;
+            const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK,
+                          at = o * n * inner + c0;
             softmax_cols_backward(y->data + at, y->grad + at, dx + at, n, inner, w, log_form);
         }
     }
@@ -151,25 +158,32 @@ static tg_tensor *softmax_any(tg_tape *tape, tg_tensor *x, int dim, bool log_for
     tg_tensor *y = tg_tape_tensor_like(tape, x);
     if (inner == 1) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
 #endif
-        for (int64_t o = 0; o < outer; o++) softmax_row(x->data + o * n, y->data + o * n, n, log_form);
+        for (int64_t o = 0; o < outer; o++)
+            softmax_row(x->data + o * n, y->data + o * n, n, log_form);
     } else {
         const int64_t chunks = (inner + COL_CHUNK - 1) / COL_CHUNK;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
 #endif
         for (int64_t task = 0; task < outer * chunks; task++) {
             const int64_t o = task / chunks, c0 = (task % chunks) * COL_CHUNK;
-            const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK, at = o * n * inner + c0;
+            const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK,
+                          at = o * n * inner + c0;
             softmax_cols(x->data + at, y->data + at, n, inner, w, log_form);
         }
     }
     tg_node *node = tg_tape_record(tape, log_form ? "log_softmax" : "softmax", softmax_backward, 1,
                                    (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
-    if (node) node->iarg[0] = outer, node->iarg[1] = n, node->iarg[2] = inner, node->iarg[3] = log_form;
+    if (node)
+        node->iarg[0] = outer, node->iarg[1] = n, node->iarg[2] = inner, node->iarg[3] = log_form;
     return y;
 }
 
 tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x, int dim) { return softmax_any(t, x, dim, false); }
-tg_tensor *tg_log_softmax(tg_tape *t, tg_tensor *x, int dim) { return softmax_any(t, x, dim, true); }
+tg_tensor *tg_log_softmax(tg_tape *t, tg_tensor *x, int dim) {
+    return softmax_any(t, x, dim, true);
+}

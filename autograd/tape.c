@@ -13,6 +13,7 @@ struct tg_tape {
     tg_node *nodes; /* stb_ds dynamic array; keeps its capacity across resets */
     bool recording;
     bool training;
+    bool anomaly; /* anomaly mode: check values and gradients (autograd/anomaly.c) */
 };
 
 tg_tape *tg_tape_new(void) {
@@ -40,6 +41,9 @@ bool tg_tape_is_recording(const tg_tape *tape) { return tape->recording; }
 void tg_tape_set_training(tg_tape *tape, bool on) { tape->training = on; }
 bool tg_tape_is_training(const tg_tape *tape) { return tape->training; }
 tg_arena *tg_tape_arena(tg_tape *tape) { return tape->arena; }
+/* anomaly mode: the flag lives here, the checks in autograd/anomaly.c */
+void tg_tape_set_anomaly_detection(tg_tape *tape, bool on) { tape->anomaly = on; }
+bool tg_tape_anomaly_detection(const tg_tape *tape) { return tape->anomaly; }
 size_t tg_tape_node_count(const tg_tape *tape) { return (size_t)arrlen(tape->nodes); }
 
 const tg_node *tg_tape_node(const tg_tape *tape, size_t i) {
@@ -85,6 +89,8 @@ tg_index *tg_tape_index(tg_tape *tape, int ndim, const int64_t *shape) {
 
 tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, int n_in,
                         tg_tensor *const *in, int n_out, tg_tensor *const *out) {
+    /* anomaly mode: every op passes here with its outputs computed, recorded or not */
+    if (tape->anomaly) tg_anomaly_check_forward(tape, op, n_in, in, n_out, out);
     if (!tape->recording) return NULL;
     bool needed = false;
     for (int i = 0; i < n_in; i++) needed = needed || (in[i] && in[i]->requires_grad);
@@ -140,6 +146,7 @@ void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed) {
         bool any = false;
         for (int k = 0; k < node->n_out; k++) any = any || node->out[k]->grad;
         if (any) node->backward(tape, node);
+        if (any && tape->anomaly) tg_anomaly_check_backward(tape, node, (size_t)i); /* anomaly mode */
         for (int k = 0; k < node->n_out; k++)
             if (!node->out[k]->retain_grad) node->out[k]->grad = NULL;
     }

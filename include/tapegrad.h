@@ -24,5 +24,6 @@
 #include "tapegrad/transformer.h"
 #include "tapegrad/rnn.h"
 #include "tapegrad/optim.h"
+#include "tapegrad/models.h"
 
 #endif

@@ -14,7 +14,7 @@ static void test_embedding_values(void **state) {
     (void)state;
     tg_tape *tape = tg_tape_new();
     tg_tensor *w = tg_tensor_requires_grad(tg_tensor_arange(0, 12, 1), true); /* (12,) */
-    tg_tensor *W = tg_reshape(tape, w, TG_SHAPE(4, 3));                        /* rows v*3.. */
+    tg_tensor *W = tg_reshape(tape, w, TG_SHAPE(4, 3));                       /* rows v*3.. */
     tg_index *ids = tg_index_from_array(TG_SHAPE(2, 3), (const int32_t[]){3, 0, 3, 1, 1, 2});
     tg_tensor *y = tg_embedding(tape, W, ids, TG_NO_PADDING);
     assert_int_equal(y->ndim, 3);
@@ -194,10 +194,8 @@ static void test_embedding_parity(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_embedding_values),
-        cmocka_unit_test(test_embedding_large),
-        cmocka_unit_test(test_embedding_errors),
-        cmocka_unit_test(test_embedding_gradcheck),
+        cmocka_unit_test(test_embedding_values), cmocka_unit_test(test_embedding_large),
+        cmocka_unit_test(test_embedding_errors), cmocka_unit_test(test_embedding_gradcheck),
         cmocka_unit_test(test_embedding_parity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -27,8 +27,8 @@ static void check_grad(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in, int 
 }
 
 /* Targets in [0, C) from a seed, with every `ignore_every`-th set to ignore (0: none). */
-static tg_index *targets(uint64_t seed, int ndim, const int64_t *shape, int64_t C,
-                         int ignore_every, int32_t ignore) {
+static tg_index *targets(uint64_t seed, int ndim, const int64_t *shape, int64_t C, int ignore_every,
+                         int32_t ignore) {
     tg_index *y = tg_index_new(ndim, shape);
     uint64_t s = seed * 6364136223846793005ULL + 1442695040888963407ULL;
     for (int64_t k = 0; k < y->numel; k++) {
@@ -41,7 +41,8 @@ static tg_index *targets(uint64_t seed, int ndim, const int64_t *shape, int64_t 
 
 /* Naive double cross entropy (§6.1) for logits (N, C, S) (N = 1 for a 1-D input), written
  * as the formula: per-sample losses into ell, the reduced value returned. */
-static double naive_ce(const tg_tensor *x, const tg_index *y, const tg_loss_options *o, double *ell) {
+static double naive_ce(const tg_tensor *x, const tg_index *y, const tg_loss_options *o,
+                       double *ell) {
     const int64_t C = x->ndim == 1 ? x->shape[0] : x->shape[1], N = x->ndim == 1 ? 1 : x->shape[0];
     const int64_t S = x->numel / (N * C > 0 ? N * C : 1);
     double total = 0, denom = 0;
@@ -56,7 +57,8 @@ static double naive_ce(const tg_tensor *x, const tg_index *y, const tg_loss_opti
                 ell[k] = 0;
                 continue;
             }
-            const double wy = o->weight ? (double)o->weight->data[yk] : 1, e = (double)o->label_smoothing;
+            const double wy = o->weight ? (double)o->weight->data[yk] : 1,
+                         e = (double)o->label_smoothing;
             double l = (1 - e) * wy * (lse - (double)x->data[(n * C + yk) * S + s]);
             for (int64_t c = 0; c < C; c++)
                 l += e / (double)C * (o->weight ? (double)o->weight->data[c] : 1) *
@@ -78,26 +80,30 @@ static void test_cross_entropy_values(void **state) {
     assert_int_equal(loss->ndim, 0);
     assert_int_equal(tg_tape_node_count(tape), 1); /* one fused node */
     /* (log(e + e² + e³) − 3 + log 3) / 2 */
-    tg_test_assert_close_f64("ce mean", loss->data, (double[]){0.7531091265562449}, 1, TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close_f64("ce mean", loss->data, (double[]){0.7531091265562449}, 1, TG_TEST_ATOL,
+                             TG_TEST_RTOL);
     tg_tape_backward(tape, loss);
     /* (softmax − onehot) / 2 */
     const double p0 = 0.09003057317038046, p1 = 0.24472847105479767, p2 = 0.6652409557748219;
-    tg_test_assert_close_f64("ce grad", x->grad,
-                             (double[]){p0 / 2, p1 / 2, (p2 - 1) / 2, 1.0 / 6 - 0.5, 1.0 / 6, 1.0 / 6}, 6,
-                             TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close_f64(
+        "ce grad", x->grad,
+        (double[]){p0 / 2, p1 / 2, (p2 - 1) / 2, 1.0 / 6 - 0.5, 1.0 / 6, 1.0 / 6}, 6, TG_TEST_ATOL,
+        TG_TEST_RTOL);
     /* reduction none: the targets' shape */
     tg_loss_options o = tg_loss_defaults();
     o.reduction = TG_REDUCTION_NONE;
     loss = tg_cross_entropy_ex(tape, x, y, &o);
     assert_int_equal(loss->ndim, 1);
     assert_int_equal(loss->shape[0], 2);
-    tg_test_assert_close_f64("ce none", loss->data, (double[]){0.40760596444438, 1.0986122886681098}, 2,
-                             TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close_f64("ce none", loss->data,
+                             (double[]){0.40760596444438, 1.0986122886681098}, 2, TG_TEST_ATOL,
+                             TG_TEST_RTOL);
     /* large logits stay finite */
     tg_tensor *big = tg_tensor_from_array(TG_SHAPE(1, 3), (tg_real[]){1000, 1001, 1002});
     tg_index *y_big = tg_index_from_array(TG_SHAPE(1), (int32_t[]){2});
     loss = tg_cross_entropy(tape, big, y_big);
-    tg_test_assert_close_f64("ce large logits", loss->data, (double[]){0.40760596444438}, 1, 1e-4, 1e-4);
+    tg_test_assert_close_f64("ce large logits", loss->data, (double[]){0.40760596444438}, 1, 1e-4,
+                             1e-4);
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(big);
     tg_index_free(y), tg_index_free(y_big);
@@ -113,7 +119,11 @@ static void test_cross_entropy_options(void **state) {
     tg_tensor *w = tg_test_rand(4, 0.2, 2, TG_SHAPE(5));
     tg_index *y2 = targets(5, TG_SHAPE(7), 5, 3, -100), *y1 = targets(6, 0, NULL, 5, 0, -100);
     tg_index *y4 = targets(7, TG_SHAPE(3, 2, 4), 5, 4, 3); /* ignore_index 3 */
-    struct { tg_tensor *x; tg_index *y; int64_t ignore; } cases[] = {{x2, y2, -100}, {x1, y1, -100}, {x4, y4, 3}};
+    struct {
+        tg_tensor *x;
+        tg_index *y;
+        int64_t ignore;
+    } cases[] = {{x2, y2, -100}, {x1, y1, -100}, {x4, y4, 3}};
     double ell[64];
     for (int c = 0; c < 3; c++)
         for (int red = 0; red < 3; red++)
@@ -132,15 +142,16 @@ static void test_cross_entropy_options(void **state) {
                                                  TG_TEST_ATOL, TG_TEST_RTOL);
                     } else {
                         assert_int_equal(loss->ndim, 0);
-                        tg_test_assert_close_f64("ce vs naive", loss->data, &want, 1, TG_TEST_ATOL, TG_TEST_RTOL);
+                        tg_test_assert_close_f64("ce vs naive", loss->data, &want, 1, TG_TEST_ATOL,
+                                                 TG_TEST_RTOL);
                     }
                     /* NLL on log_softmax equals cross entropy without smoothing */
                     if (!ls) {
                         const int cdim = cases[c].x->ndim == 1 ? 0 : 1;
-                        tg_tensor *nll = tg_nll_loss_ex(tape, tg_log_softmax(tape, cases[c].x, cdim),
-                                                        cases[c].y, &o);
-                        tg_test_assert_close("nll(log_softmax) == ce", nll->data, loss->data, loss->numel,
-                                             TG_TEST_ATOL, TG_TEST_RTOL);
+                        tg_tensor *nll = tg_nll_loss_ex(
+                            tape, tg_log_softmax(tape, cases[c].x, cdim), cases[c].y, &o);
+                        tg_test_assert_close("nll(log_softmax) == ce", nll->data, loss->data,
+                                             loss->numel, TG_TEST_ATOL, TG_TEST_RTOL);
                     }
                 }
     tg_tape_free(tape);
@@ -183,10 +194,12 @@ static void test_nll_values(void **state) {
     o.weight = w;
     /* weighted mean: (4·1 + 2·2) / (4 + 2) */
     tg_tensor *loss = tg_nll_loss_ex(tape, lp, y, &o);
-    tg_test_assert_close("nll weighted mean", loss->data, (tg_real[]){(tg_real)(8.0 / 6)}, 1, TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close("nll weighted mean", loss->data, (tg_real[]){(tg_real)(8.0 / 6)}, 1,
+                         TG_TEST_ATOL, TG_TEST_RTOL);
     tg_tape_backward(tape, loss);
     tg_test_assert_close("nll grad", lp->grad,
-                         (tg_real[]){0, (tg_real)(-4.0 / 6), (tg_real)(-2.0 / 6), 0, 0, 0}, 6, TG_TEST_ATOL, TG_TEST_RTOL);
+                         (tg_real[]){0, (tg_real)(-4.0 / 6), (tg_real)(-2.0 / 6), 0, 0, 0}, 6,
+                         TG_TEST_ATOL, TG_TEST_RTOL);
     tg_tape_free(tape);
     tg_tensor_free(lp), tg_tensor_free(w);
     tg_index_free(y);
@@ -195,14 +208,19 @@ static void test_nll_values(void **state) {
 static void test_mse_values(void **state) {
     (void)state;
     tg_tape *tape = tg_tape_new();
-    tg_tensor *a = tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1, 2, 3}), true);
-    tg_tensor *b = tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1, 0, 5}), true);
+    tg_tensor *a =
+        tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1, 2, 3}), true);
+    tg_tensor *b =
+        tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1, 0, 5}), true);
     tg_tensor *l = tg_mse_loss(tape, a, b, TG_REDUCTION_MEAN);
     assert_int_equal(l->ndim, 0);
-    tg_test_assert_close("mse mean", l->data, (tg_real[]){(tg_real)(8.0 / 3)}, 1, TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close("mse mean", l->data, (tg_real[]){(tg_real)(8.0 / 3)}, 1, TG_TEST_ATOL,
+                         TG_TEST_RTOL);
     tg_tape_backward(tape, l);
-    tg_test_assert_close("mse da", a->grad, (tg_real[]){0, (tg_real)(4.0 / 3), (tg_real)(-4.0 / 3)}, 3, TG_TEST_ATOL, TG_TEST_RTOL);
-    tg_test_assert_close("mse db", b->grad, (tg_real[]){0, (tg_real)(-4.0 / 3), (tg_real)(4.0 / 3)}, 3, TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close("mse da", a->grad, (tg_real[]){0, (tg_real)(4.0 / 3), (tg_real)(-4.0 / 3)},
+                         3, TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close("mse db", b->grad, (tg_real[]){0, (tg_real)(-4.0 / 3), (tg_real)(4.0 / 3)},
+                         3, TG_TEST_ATOL, TG_TEST_RTOL);
     assert_true(tg_item(tg_mse_loss(tape, a, b, TG_REDUCTION_SUM)) == 8);
     l = tg_mse_loss(tape, a, b, TG_REDUCTION_NONE);
     assert_int_equal(l->ndim, 1);
@@ -226,25 +244,32 @@ static void test_bce_values(void **state) {
     o.reduction = TG_REDUCTION_NONE;
     tg_tensor *l = tg_bce_with_logits(tape, x, y, &o);
     /* no inf, no NaN at ±100 (the naive form gives inf in float32) */
-    tg_test_assert_close_f64("bce none", l->data, (double[]){0, 100, log(2.0), naive_bce(17, 0, 1, 1)}, 4,
-                             TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close_f64("bce none", l->data,
+                             (double[]){0, 100, log(2.0), naive_bce(17, 0, 1, 1)}, 4, TG_TEST_ATOL,
+                             TG_TEST_RTOL);
     /* pos_weight (C) broadcast along the last dim, element weight (R, 1) */
-    tg_tensor *x2 = tg_test_rand(1, -4, 4, TG_SHAPE(3, 4)), *y2 = tg_test_rand(2, 0, 1, TG_SHAPE(3, 4));
-    tg_tensor *pw = tg_test_rand(3, 0.5, 3, TG_SHAPE(4)), *ew = tg_test_rand(4, 0.2, 2, TG_SHAPE(3, 1));
+    tg_tensor *x2 = tg_test_rand(1, -4, 4, TG_SHAPE(3, 4)),
+              *y2 = tg_test_rand(2, 0, 1, TG_SHAPE(3, 4));
+    tg_tensor *pw = tg_test_rand(3, 0.5, 3, TG_SHAPE(4)),
+              *ew = tg_test_rand(4, 0.2, 2, TG_SHAPE(3, 1));
     double want[12], sum = 0;
     for (int i = 0; i < 12; i++) {
-        want[i] = naive_bce((double)x2->data[i], (double)y2->data[i], (double)pw->data[i % 4], (double)ew->data[i / 4]);
+        want[i] = naive_bce((double)x2->data[i], (double)y2->data[i], (double)pw->data[i % 4],
+                            (double)ew->data[i / 4]);
         sum += want[i];
     }
     o.pos_weight = pw;
     o.weight = ew;
     l = tg_bce_with_logits(tape, x2, y2, &o);
-    tg_test_assert_close_f64("bce pos_weight + weight", l->data, want, 12, 10 * TG_TEST_ATOL, 10 * TG_TEST_RTOL);
+    tg_test_assert_close_f64("bce pos_weight + weight", l->data, want, 12, 10 * TG_TEST_ATOL,
+                             10 * TG_TEST_RTOL);
     o.reduction = TG_REDUCTION_SUM;
-    tg_test_assert_close_f64("bce sum", tg_bce_with_logits(tape, x2, y2, &o)->data, &sum, 1, 10 * TG_TEST_ATOL, 10 * TG_TEST_RTOL);
+    tg_test_assert_close_f64("bce sum", tg_bce_with_logits(tape, x2, y2, &o)->data, &sum, 1,
+                             10 * TG_TEST_ATOL, 10 * TG_TEST_RTOL);
     o.reduction = TG_REDUCTION_MEAN;
     sum /= 12;
-    tg_test_assert_close_f64("bce mean", tg_bce_with_logits(tape, x2, y2, &o)->data, &sum, 1, 10 * TG_TEST_ATOL, 10 * TG_TEST_RTOL);
+    tg_test_assert_close_f64("bce mean", tg_bce_with_logits(tape, x2, y2, &o)->data, &sum, 1,
+                             10 * TG_TEST_ATOL, 10 * TG_TEST_RTOL);
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(y), tg_tensor_free(x2), tg_tensor_free(y2);
     tg_tensor_free(pw), tg_tensor_free(ew);
@@ -322,8 +347,8 @@ static void test_errors(void **state) {
     tg_tensor *pw = tg_tensor_named(tg_tensor_ones(TG_SHAPE(2)), "pw");
     o = tg_loss_defaults();
     o.pos_weight = pw;
-    TG_EXPECT_FAIL(tg_bce_with_logits(tape, a, a, &o), "tg_bce_with_logits", "pos_weight", "(2,) 'pw'",
-                   "(2, 3) 'pred'");
+    TG_EXPECT_FAIL(tg_bce_with_logits(tape, a, a, &o), "tg_bce_with_logits", "pos_weight",
+                   "(2,) 'pw'", "(2, 3) 'pred'");
     TG_EXPECT_FAIL(tg_cross_entropy_ex(tape, x, y, &o), "tg_cross_entropy", "pos_weight");
     o = tg_loss_defaults();
     o.weight = pw;
@@ -366,7 +391,10 @@ static void test_gradcheck_cross_entropy(void **state) {
     tg_tensor *w = tg_test_rand(4, 0.2, 2, TG_SHAPE(4));
     tg_index *y2 = targets(5, TG_SHAPE(5), 4, 3, -100), *y1 = targets(6, 0, NULL, 4, 0, -100);
     tg_index *y3 = targets(7, TG_SHAPE(2, 3), 4, 4, -100);
-    struct { tg_tensor *x; tg_index *y; } cases[] = {{x2, y2}, {x1, y1}, {x3, y3}};
+    struct {
+        tg_tensor *x;
+        tg_index *y;
+    } cases[] = {{x2, y2}, {x1, y1}, {x3, y3}};
     for (int c = 0; c < 3; c++)
         for (int red = 0; red < 3; red++)
             for (int ls = 0; ls < 2; ls++)
@@ -392,10 +420,13 @@ static void test_gradcheck_mse_bce(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_tensor *a = param(1, -2, 2, TG_SHAPE(3, 4), "a"), *b = param(2, -2, 2, TG_SHAPE(3, 4), "b");
-    for (int red = 0; red < 3; red++) check_grad(fn_mse, &(tg_reduction){(tg_reduction)red}, (tg_tensor *[]){a, b}, 2);
+    for (int red = 0; red < 3; red++)
+        check_grad(fn_mse, &(tg_reduction){(tg_reduction)red}, (tg_tensor *[]){a, b}, 2);
     /* BCE: soft targets that get a gradient too; pos_weight and element weight broadcast */
-    tg_tensor *x = param(3, -4, 4, TG_SHAPE(2, 3, 4), "x"), *y = param(4, 0, 1, TG_SHAPE(2, 3, 4), "y");
-    tg_tensor *pw = tg_test_rand(5, 0.5, 3, TG_SHAPE(4)), *ew = tg_test_rand(6, 0.2, 2, TG_SHAPE(3, 1));
+    tg_tensor *x = param(3, -4, 4, TG_SHAPE(2, 3, 4), "x"),
+              *y = param(4, 0, 1, TG_SHAPE(2, 3, 4), "y");
+    tg_tensor *pw = tg_test_rand(5, 0.5, 3, TG_SHAPE(4)),
+              *ew = tg_test_rand(6, 0.2, 2, TG_SHAPE(3, 1));
     for (int red = 0; red < 3; red++)
         for (int variant = 0; variant < 4; variant++) {
             loss_arg la = {NULL, tg_loss_defaults()};
@@ -444,13 +475,15 @@ static void test_gradcheck_multi_use(void **state) {
 static int parity_cases;
 static double parity_worst, parity_worst_abs;
 
-static void compare(const tg_fixture *fx, const char *name, const tg_tensor *like, const tg_real *got) {
+static void compare(const tg_fixture *fx, const char *name, const tg_tensor *like,
+                    const tg_real *got) {
     tg_fixture_assert_close(fx, name, got, like->shape, like->ndim, PAR_ATOL, PAR_RTOL);
     tg_tensor *want = tg_fixture_tensor(fx, name);
     for (int64_t i = 0; i < want->numel; i++) {
         const double w = (double)want->data[i], d = fabs((double)got[i] - w);
         if (isnan(w)) continue;
-        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst) parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
+        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst)
+            parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
         if (d > parity_worst_abs) parity_worst_abs = d;
     }
     tg_tensor_free(want);
@@ -465,8 +498,10 @@ static bool fixture_present(const char *name) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s.safetensors", TG_FIXTURES_DIR, name);
     FILE *f = fopen(path, "rb");
-    if (!f) print_message("parity: fixture %s not present, skipped\n", name);
-    else fclose(f);
+    if (!f)
+        print_message("parity: fixture %s not present, skipped\n", name);
+    else
+        fclose(f);
     return f != NULL;
 }
 
@@ -478,11 +513,13 @@ static void parity_case(const char *name) {
     assert_non_null(op);
     tg_loss_options o = tg_loss_defaults();
     o.reduction = parse_reduction(tg_fixture_meta(fx, "reduction"));
-    const char *ii = tg_fixture_meta(fx, "ignore_index"), *ls = tg_fixture_meta(fx, "label_smoothing");
+    const char *ii = tg_fixture_meta(fx, "ignore_index"),
+               *ls = tg_fixture_meta(fx, "label_smoothing");
     if (ii) o.ignore_index = atoll(ii);
     if (ls) o.label_smoothing = (tg_real)atof(ls);
     tg_tensor *w = tg_fixture_has(fx, "in.weight") ? tg_fixture_tensor(fx, "in.weight") : NULL;
-    tg_tensor *pw = tg_fixture_has(fx, "in.pos_weight") ? tg_fixture_tensor(fx, "in.pos_weight") : NULL;
+    tg_tensor *pw =
+        tg_fixture_has(fx, "in.pos_weight") ? tg_fixture_tensor(fx, "in.pos_weight") : NULL;
     o.weight = w;
     o.pos_weight = pw;
     tg_tape *tape = tg_tape_new();
@@ -505,7 +542,8 @@ static void parity_case(const char *name) {
     } else if (strcmp(op, "binary_cross_entropy_with_logits") == 0) {
         in0 = tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.x"), true), g0 = "grad.x";
         in1 = tg_fixture_tensor(fx, "in.target");
-        if (tg_fixture_has(fx, "grad.target")) tg_tensor_requires_grad(in1, true), g1 = "grad.target";
+        if (tg_fixture_has(fx, "grad.target"))
+            tg_tensor_requires_grad(in1, true), g1 = "grad.target";
         out = tg_bce_with_logits(tape, in0, in1, &o);
     } else {
         fail_msg("parity %s: unknown op %s", name, op);
@@ -526,21 +564,41 @@ static void parity_case(const char *name) {
 static void test_parity(void **state) {
     (void)state;
     static const char *const cases[] = {
-        "op_cross_entropy_mean", "op_cross_entropy_sum", "op_cross_entropy_none",
-        "op_cross_entropy_ignore_mean", "op_cross_entropy_ignore_sum", "op_cross_entropy_ignore_none",
-        "op_cross_entropy_ls_mean", "op_cross_entropy_ls_sum", "op_cross_entropy_ls_ignore_mean",
-        "op_cross_entropy_weight_mean", "op_cross_entropy_weight_ignore_mean",
-        "op_cross_entropy_weight_ls_ignore_mean", "op_cross_entropy_3d_mean",
-        "op_nll_loss_mean", "op_nll_loss_sum", "op_nll_loss_none", "op_nll_loss_ignore_mean",
-        "op_nll_loss_weight_ignore_mean", "op_log_softmax_nll_loss_mean",
-        "op_mse_loss_mean", "op_mse_loss_sum", "op_mse_loss_none",
-        "op_bce_with_logits_mean", "op_bce_with_logits_sum", "op_bce_with_logits_none",
-        "op_bce_with_logits_pos_weight_mean", "op_bce_with_logits_soft_mean",
+        "op_cross_entropy_mean",
+        "op_cross_entropy_sum",
+        "op_cross_entropy_none",
+        "op_cross_entropy_ignore_mean",
+        "op_cross_entropy_ignore_sum",
+        "op_cross_entropy_ignore_none",
+        "op_cross_entropy_ls_mean",
+        "op_cross_entropy_ls_sum",
+        "op_cross_entropy_ls_ignore_mean",
+        "op_cross_entropy_weight_mean",
+        "op_cross_entropy_weight_ignore_mean",
+        "op_cross_entropy_weight_ls_ignore_mean",
+        "op_cross_entropy_3d_mean",
+        "op_nll_loss_mean",
+        "op_nll_loss_sum",
+        "op_nll_loss_none",
+        "op_nll_loss_ignore_mean",
+        "op_nll_loss_weight_ignore_mean",
+        "op_log_softmax_nll_loss_mean",
+        "op_mse_loss_mean",
+        "op_mse_loss_sum",
+        "op_mse_loss_none",
+        "op_bce_with_logits_mean",
+        "op_bce_with_logits_sum",
+        "op_bce_with_logits_none",
+        "op_bce_with_logits_pos_weight_mean",
+        "op_bce_with_logits_soft_mean",
         "op_bce_with_logits_pos_weight_soft_mean",
         /* tests/fixturegen/ops_loss_norm_extra.py */
-        "op_cross_entropy_unbatched_extra", "op_cross_entropy_4d_weight_ls_mean_extra",
-        "op_cross_entropy_4d_weight_ls_sum_extra", "op_cross_entropy_4d_weight_ls_none_extra",
-        "op_cross_entropy_custom_ignore_extra", "op_nll_loss_3d_weight_sum_extra",
+        "op_cross_entropy_unbatched_extra",
+        "op_cross_entropy_4d_weight_ls_mean_extra",
+        "op_cross_entropy_4d_weight_ls_sum_extra",
+        "op_cross_entropy_4d_weight_ls_none_extra",
+        "op_cross_entropy_custom_ignore_extra",
+        "op_nll_loss_3d_weight_sum_extra",
         "op_bce_with_logits_weight_pos_weight_mean_extra",
         "op_bce_with_logits_weight_pos_weight_none_extra",
     };

@@ -30,8 +30,8 @@ static double logical(const tg_tensor *t, int64_t b, int64_t i, int64_t j, bool 
 }
 
 /* C = op(A)·op(B) by the definition, in double. */
-static double *naive_matmul(const tg_tensor *a, const tg_tensor *b, bool ta, bool tb,
-                            int64_t batch, int64_t m, int64_t n, int64_t k) {
+static double *naive_matmul(const tg_tensor *a, const tg_tensor *b, bool ta, bool tb, int64_t batch,
+                            int64_t m, int64_t n, int64_t k) {
     double *c = calloc((size_t)(batch * m * n), sizeof *c);
     for (int64_t q = 0; q < batch; q++)
         for (int64_t i = 0; i < m; i++)
@@ -59,9 +59,9 @@ static void test_matmul_small(void **state) {
     assert_memory_equal(c->data, want, sizeof want);
     /* aᵀ·aᵀᵀ... : aᵀ (3, 2) times bᵀ (2, 3) */
     tg_tensor *d = tg_matmul_t(tape, a, b, true, true);
-    const tg_real want_d[] = {1 * 7 + 4 * 8,  1 * 9 + 4 * 10,  1 * 11 + 4 * 12,
-                              2 * 7 + 5 * 8,  2 * 9 + 5 * 10,  2 * 11 + 5 * 12,
-                              3 * 7 + 6 * 8,  3 * 9 + 6 * 10,  3 * 11 + 6 * 12};
+    const tg_real want_d[] = {1 * 7 + 4 * 8, 1 * 9 + 4 * 10, 1 * 11 + 4 * 12,
+                              2 * 7 + 5 * 8, 2 * 9 + 5 * 10, 2 * 11 + 5 * 12,
+                              3 * 7 + 6 * 8, 3 * 9 + 6 * 10, 3 * 11 + 6 * 12};
     assert_int_equal(d->shape[0], 3);
     assert_memory_equal(d->data, want_d, sizeof want_d);
     assert_false(d->requires_grad);
@@ -76,9 +76,9 @@ typedef struct {
 } mm_case;
 
 static const mm_case cases[] = {
-    {0, 0, 3, 4, 5},   {2, 2, 3, 4, 5},      {3, 0, 4, 2, 3},     {0, 3, 2, 5, 4},
-    {0, 0, 1, 1, 1},   {2, 0, 1, 6, 3},      {0, 0, 67, 45, 131}, {5, 5, 33, 17, 40},
-    {7, 0, 20, 30, 9}, {0, 4, 20, 11, 30},   {2, 2, 0, 3, 4},     {2, 0, 3, 4, 0},
+    {0, 0, 3, 4, 5},   {2, 2, 3, 4, 5},    {3, 0, 4, 2, 3},     {0, 3, 2, 5, 4},
+    {0, 0, 1, 1, 1},   {2, 0, 1, 6, 3},    {0, 0, 67, 45, 131}, {5, 5, 33, 17, 40},
+    {7, 0, 20, 30, 9}, {0, 4, 20, 11, 30}, {2, 2, 0, 3, 4},     {2, 0, 3, 4, 0},
 };
 
 static void test_matmul_values(void **state) {
@@ -133,7 +133,8 @@ static void test_linear_values(void **state) {
     for (int r = 0; r < 36; r++)
         for (int o = 0; o < 23; o++) {
             double s = (double)c->data[o];
-            for (int i = 0; i < 37; i++) s += (double)X->data[r * 37 + i] * (double)V->data[o * 37 + i];
+            for (int i = 0; i < 37; i++)
+                s += (double)X->data[r * 37 + i] * (double)V->data[o * 37 + i];
             ref[r * 23 + o] = s;
         }
     tg_test_assert_close_f64("linear 3-D", Y->data, ref, Y->numel, TG_TEST_ATOL * 10,
@@ -317,9 +318,9 @@ static void matmul_parity(const char *case_name) {
 
 static void test_matmul_parity(void **state) {
     (void)state;
-    const char *names[] = {"op_matmul_2d",    "op_matmul_2d_ta",    "op_matmul_2d_tb",
-                           "op_matmul_2d_ta_tb", "op_matmul_3d",    "op_matmul_3d_ta",
-                           "op_matmul_3d_tb", "op_matmul_3d_ta_tb", "op_matmul_3d_2d",
+    const char *names[] = {"op_matmul_2d",          "op_matmul_2d_ta",    "op_matmul_2d_tb",
+                           "op_matmul_2d_ta_tb",    "op_matmul_3d",       "op_matmul_3d_ta",
+                           "op_matmul_3d_tb",       "op_matmul_3d_ta_tb", "op_matmul_3d_2d",
                            "op_matmul_3d_2d_ta_tb", "op_matmul_2d_3d"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) matmul_parity(names[i]);
 }
@@ -358,16 +359,11 @@ static void test_linear_parity(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_small),
-        cmocka_unit_test(test_matmul_values),
-        cmocka_unit_test(test_linear_values),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_matmul_gradcheck),
-        cmocka_unit_test(test_matmul_multi_use_gradcheck),
-        cmocka_unit_test(test_linear_gradcheck),
-        cmocka_unit_test(test_shared_operand_grads),
-        cmocka_unit_test(test_matmul_parity),
-        cmocka_unit_test(test_linear_parity),
+        cmocka_unit_test(test_matmul_small),     cmocka_unit_test(test_matmul_values),
+        cmocka_unit_test(test_linear_values),    cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_matmul_gradcheck), cmocka_unit_test(test_matmul_multi_use_gradcheck),
+        cmocka_unit_test(test_linear_gradcheck), cmocka_unit_test(test_shared_operand_grads),
+        cmocka_unit_test(test_matmul_parity),    cmocka_unit_test(test_linear_parity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -48,8 +48,9 @@ static void test_values(void **state) {
     tg_tensor *x = tg_tensor_from_array(TG_SHAPE(1, 4), (tg_real[]){1, 2, 3, 4});
     tg_tensor *y = tg_layer_norm(tape, x, 1, NULL, NULL, 0);
     const double s = 1 / sqrt(1.25);
-    tg_test_assert_close_f64("layer_norm [1,2,3,4]", y->data, (double[]){-1.5 * s, -0.5 * s, 0.5 * s, 1.5 * s},
-                             4, TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close_f64("layer_norm [1,2,3,4]", y->data,
+                             (double[]){-1.5 * s, -0.5 * s, 0.5 * s, 1.5 * s}, 4, TG_TEST_ATOL,
+                             TG_TEST_RTOL);
     assert_int_equal(y->ndim, 2);
     /* a constant row gives β (x − μ = 0 exactly) */
     tg_tensor *c = tg_tensor_full(TG_SHAPE(2, 3), 7);
@@ -67,22 +68,28 @@ static void test_reference(void **state) {
     static double want[4 * 3 * 70];
     tg_tensor *x = tg_test_rand(1, -3, 5, TG_SHAPE(4, 3, 70));
     /* over the last dim, affine */
-    tg_tensor *w = tg_test_rand(2, 0.5, 1.5, TG_SHAPE(70)), *b = tg_test_rand(3, -1, 1, TG_SHAPE(70));
+    tg_tensor *w = tg_test_rand(2, 0.5, 1.5, TG_SHAPE(70)),
+              *b = tg_test_rand(3, -1, 1, TG_SHAPE(70));
     naive_layer_norm(x, 70, w, b, 1e-5, want);
     tg_tensor *y = tg_layer_norm(tape, x, 1, w, b, (tg_real)1e-5);
-    tg_test_assert_close_f64("last dim, affine", y->data, want, y->numel, 10 * TG_TEST_ATOL, 10 * TG_TEST_RTOL);
+    tg_test_assert_close_f64("last dim, affine", y->data, want, y->numel, 10 * TG_TEST_ATOL,
+                             10 * TG_TEST_RTOL);
     /* over the last two dims, weight only, then bias only */
-    tg_tensor *w2 = tg_test_rand(4, 0.5, 1.5, TG_SHAPE(3, 70)), *b2 = tg_test_rand(5, -1, 1, TG_SHAPE(3, 70));
+    tg_tensor *w2 = tg_test_rand(4, 0.5, 1.5, TG_SHAPE(3, 70)),
+              *b2 = tg_test_rand(5, -1, 1, TG_SHAPE(3, 70));
     naive_layer_norm(x, 210, w2, NULL, 1e-3, want);
     y = tg_layer_norm(tape, x, 2, w2, NULL, (tg_real)1e-3);
-    tg_test_assert_close_f64("two dims, weight", y->data, want, y->numel, 10 * TG_TEST_ATOL, 10 * TG_TEST_RTOL);
+    tg_test_assert_close_f64("two dims, weight", y->data, want, y->numel, 10 * TG_TEST_ATOL,
+                             10 * TG_TEST_RTOL);
     naive_layer_norm(x, 210, NULL, b2, 1e-5, want);
     y = tg_layer_norm(tape, x, 2, NULL, b2, (tg_real)1e-5);
-    tg_test_assert_close_f64("two dims, bias", y->data, want, y->numel, 10 * TG_TEST_ATOL, 10 * TG_TEST_RTOL);
+    tg_test_assert_close_f64("two dims, bias", y->data, want, y->numel, 10 * TG_TEST_ATOL,
+                             10 * TG_TEST_RTOL);
     /* all dims */
     naive_layer_norm(x, x->numel, NULL, NULL, 1e-5, want);
     y = tg_layer_norm(tape, x, 3, NULL, NULL, (tg_real)1e-5);
-    tg_test_assert_close_f64("all dims", y->data, want, y->numel, 10 * TG_TEST_ATOL, 10 * TG_TEST_RTOL);
+    tg_test_assert_close_f64("all dims", y->data, want, y->numel, 10 * TG_TEST_ATOL,
+                             10 * TG_TEST_RTOL);
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(w), tg_tensor_free(b), tg_tensor_free(w2), tg_tensor_free(b2);
 }
@@ -118,7 +125,8 @@ static void test_errors(void **state) {
                    "(3, 4)", "last 2 dims");
     TG_EXPECT_FAIL(tg_layer_norm(tape, x, 0, NULL, NULL, (tg_real)1e-5), "tg_layer_norm",
                    "norm_ndim 0", "(2, 3, 4) 'h'");
-    TG_EXPECT_FAIL(tg_layer_norm(tape, x, 4, NULL, NULL, (tg_real)1e-5), "tg_layer_norm", "norm_ndim 4");
+    TG_EXPECT_FAIL(tg_layer_norm(tape, x, 4, NULL, NULL, (tg_real)1e-5), "tg_layer_norm",
+                   "norm_ndim 4");
     TG_EXPECT_FAIL(tg_layer_norm(tape, x, 1, NULL, NULL, -1), "tg_layer_norm", "eps");
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(w), tg_tensor_free(b);
@@ -176,7 +184,8 @@ static tg_tensor *fn_multi(tg_tape *t, tg_tensor *const *in, void *ctx) {
     tg_tensor *x = in[0], *w = in[1];
     tg_tensor *a = tg_layer_norm(t, x, 1, w, NULL, (tg_real)1e-5);
     tg_tensor *b = tg_layer_norm(t, a, 1, w, w, (tg_real)1e-5);
-    return tg_concat(t, (tg_tensor *[]){a, b, tg_layer_norm(t, x, 2, NULL, NULL, (tg_real)1e-5)}, 3, 0);
+    return tg_concat(t, (tg_tensor *[]){a, b, tg_layer_norm(t, x, 2, NULL, NULL, (tg_real)1e-5)}, 3,
+                     0);
 }
 
 static void test_gradcheck_multi_use(void **state) {
@@ -200,12 +209,14 @@ static void test_gradcheck_multi_use(void **state) {
 static int parity_cases;
 static double parity_worst, parity_worst_abs;
 
-static void compare(const tg_fixture *fx, const char *name, const tg_tensor *like, const tg_real *got) {
+static void compare(const tg_fixture *fx, const char *name, const tg_tensor *like,
+                    const tg_real *got) {
     tg_fixture_assert_close(fx, name, got, like->shape, like->ndim, PAR_ATOL, PAR_RTOL);
     tg_tensor *want = tg_fixture_tensor(fx, name);
     for (int64_t i = 0; i < want->numel; i++) {
         const double w = (double)want->data[i], d = fabs((double)got[i] - w);
-        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst) parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
+        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst)
+            parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
         if (d > parity_worst_abs) parity_worst_abs = d;
     }
     tg_tensor_free(want);
@@ -222,8 +233,12 @@ static void parity_case(const char *name, int norm_ndim) {
     fclose(f);
     tg_fixture *fx = tg_fixture_load(name);
     tg_tensor *x = tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.x"), true);
-    tg_tensor *w = tg_fixture_has(fx, "in.weight") ? tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.weight"), true) : NULL;
-    tg_tensor *b = tg_fixture_has(fx, "in.bias") ? tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.bias"), true) : NULL;
+    tg_tensor *w = tg_fixture_has(fx, "in.weight")
+                       ? tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.weight"), true)
+                       : NULL;
+    tg_tensor *b = tg_fixture_has(fx, "in.bias")
+                       ? tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.bias"), true)
+                       : NULL;
     const char *eps_s = tg_fixture_meta(fx, "eps");
     tg_tape *tape = tg_tape_new();
     tg_tensor *y = tg_layer_norm(tape, x, norm_ndim, w, b, (tg_real)(eps_s ? atof(eps_s) : 1e-5));

@@ -93,10 +93,12 @@ static void test_sum_mean_dim(void **state) {
             assert_int_equal(y->ndim, keep ? 4 : 3);
             assert_int_equal(y->numel, z->numel / z->shape[d]);
             if (keep) assert_int_equal(y->shape[d], 1);
-            tg_test_assert_close_f64("sum_dim 4-D", y->data, want, y->numel, TG_TEST_ATOL, TG_TEST_RTOL);
+            tg_test_assert_close_f64("sum_dim 4-D", y->data, want, y->numel, TG_TEST_ATOL,
+                                     TG_TEST_RTOL);
             y = tg_mean_dim(tape, z, d, keep);
             for (int64_t i = 0; i < y->numel; i++) want[i] /= (double)z->shape[d];
-            tg_test_assert_close_f64("mean_dim 4-D", y->data, want, y->numel, TG_TEST_ATOL, TG_TEST_RTOL);
+            tg_test_assert_close_f64("mean_dim 4-D", y->data, want, y->numel, TG_TEST_ATOL,
+                                     TG_TEST_RTOL);
             for (int64_t i = 0; i < y->numel; i++) want[i] *= (double)z->shape[d];
         }
     }
@@ -177,7 +179,8 @@ static void test_max_dim(void **state) {
 static void test_max_indices_are_a_copy(void **state) {
     (void)state;
     tg_tape *tape = tg_tape_new();
-    tg_tensor *x = tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1, 4, 2}), true);
+    tg_tensor *x =
+        tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1, 4, 2}), true);
     tg_index *ix = NULL;
     tg_tensor *y = tg_max_dim(tape, x, 0, false, &ix);
     ix->data[0] = 2;
@@ -227,10 +230,19 @@ static void test_errors(void **state) {
 
 /* ---- gradchecks ---- */
 
-typedef struct dim_arg { int dim; bool keepdim; } dim_arg;
+typedef struct dim_arg {
+    int dim;
+    bool keepdim;
+} dim_arg;
 
-static tg_tensor *fn_sum(tg_tape *t, tg_tensor *const *in, void *ctx) { (void)ctx; return tg_sum(t, in[0]); }
-static tg_tensor *fn_mean(tg_tape *t, tg_tensor *const *in, void *ctx) { (void)ctx; return tg_mean(t, in[0]); }
+static tg_tensor *fn_sum(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return tg_sum(t, in[0]);
+}
+static tg_tensor *fn_mean(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    (void)ctx;
+    return tg_mean(t, in[0]);
+}
 static tg_tensor *fn_sum_dim(tg_tape *t, tg_tensor *const *in, void *ctx) {
     const dim_arg *a = ctx;
     return tg_sum_dim(t, in[0], a->dim, a->keepdim);
@@ -267,7 +279,8 @@ static void test_gradcheck_max(void **state) {
     for (int64_t i = 0; i < x->numel; i++) x->data[i] = (tg_real)((i * 37) % 60) * 0.1 - 3;
     tg_tensor_requires_grad(x, true);
     const dim_arg args[] = {{0, false}, {1, true}, {-1, false}, {2, true}};
-    for (size_t i = 0; i < sizeof args / sizeof *args; i++) check_grad(fn_max_dim, (void *)&args[i], &x, 1);
+    for (size_t i = 0; i < sizeof args / sizeof *args; i++)
+        check_grad(fn_max_dim, (void *)&args[i], &x, 1);
     tg_tensor_free(x);
 }
 
@@ -300,14 +313,16 @@ static void test_gradcheck_multi_use(void **state) {
 #endif
 
 static int parity_cases;
-static double parity_worst, parity_worst_abs; /* worst |got - want| / (atol + rtol |want|), and |got - want| */
+static double parity_worst,
+    parity_worst_abs; /* worst |got - want| / (atol + rtol |want|), and |got - want| */
 
 static void worst_of(const tg_fixture *fx, const char *name, const tg_real *got) {
     tg_tensor *want = tg_fixture_tensor(fx, name);
     for (int64_t i = 0; i < want->numel; i++) {
         const double w = (double)want->data[i], d = fabs((double)got[i] - w);
         if (isnan(w)) continue;
-        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst) parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
+        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst)
+            parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
         if (d > parity_worst_abs) parity_worst_abs = d;
     }
     tg_tensor_free(want);
@@ -346,8 +361,9 @@ static bool parity_case(const char *name) {
         tg_tensor_free(g);
     } else {
         const bool mean = strcmp(op, "mean") == 0;
-        tg_tensor *y = all ? (mean ? tg_mean(tape, x) : tg_sum(tape, x))
-                           : (mean ? tg_mean_dim(tape, x, dim, keep) : tg_sum_dim(tape, x, dim, keep));
+        tg_tensor *y =
+            all ? (mean ? tg_mean(tape, x) : tg_sum(tape, x))
+                : (mean ? tg_mean_dim(tape, x, dim, keep) : tg_sum_dim(tape, x, dim, keep));
         tg_fixture_assert_close(fx, "out", y->data, y->shape, y->ndim, PAR_ATOL, PAR_RTOL);
         worst_of(fx, "out", y->data);
         tg_tensor *g = tg_fixture_tensor(fx, "gout");
@@ -379,8 +395,8 @@ static void test_parity(void **state) {
     parity_case("op_max_dim1");
     parity_case("op_max_dimm1");
     parity_case("op_max_dim0_keepdim");
-    print_message("parity: %d cases, worst error %.3g of the tolerance (%.3g absolute)\n", parity_cases,
-                  parity_worst, parity_worst_abs);
+    print_message("parity: %d cases, worst error %.3g of the tolerance (%.3g absolute)\n",
+                  parity_cases, parity_worst, parity_worst_abs);
 }
 
 static int report(void **state) {

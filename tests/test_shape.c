@@ -201,8 +201,8 @@ static void test_concat_errors(void **state) {
     tg_tensor *a = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(2, 3)), "a");
     tg_tensor *b = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(3, 3)), "b");
     tg_tensor *c = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(2, 3, 1)), "c");
-    TG_EXPECT_FAIL(tg_concat(tape, (tg_tensor *[]){a, b}, 2, 1), "tg_concat", "dim 1",
-                   "(3, 3) 'b'", "(2, 3) 'a'");
+    TG_EXPECT_FAIL(tg_concat(tape, (tg_tensor *[]){a, b}, 2, 1), "tg_concat", "dim 1", "(3, 3) 'b'",
+                   "(2, 3) 'a'");
     TG_EXPECT_FAIL(tg_concat(tape, (tg_tensor *[]){a, c}, 2, 0), "tg_concat", "(2, 3, 1) 'c'");
     TG_EXPECT_FAIL(tg_concat(tape, (tg_tensor *[]){a}, 1, 2), "tg_concat", "dim 2");
     TG_EXPECT_FAIL(tg_concat(tape, NULL, 0, 0), "tg_concat", "at least one");
@@ -434,8 +434,7 @@ static int op_cat(tg_tape *t, tg_tensor *const *in, const tg_fixture *fx, tg_ten
 }
 
 static int op_narrow(tg_tape *t, tg_tensor *const *in, const tg_fixture *fx, tg_tensor **out) {
-    out[0] = tg_slice(t, in[0], meta_int(fx, "dim"), meta_int(fx, "start"),
-                      meta_int(fx, "length"));
+    out[0] = tg_slice(t, in[0], meta_int(fx, "dim"), meta_int(fx, "start"), meta_int(fx, "length"));
     return 1;
 }
 

@@ -46,13 +46,15 @@ static void test_stable_values(void **state) {
     tg_tensor *x = tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1000, 1001, 1002});
     tg_tensor *y = tg_softmax(tape, x, -1);
     /* e^{-2}, e^{-1}, 1 over their sum */
-    tg_test_assert_close_f64("softmax [1000, 1001, 1002]", y->data,
-                             (double[]){0.09003057317038046, 0.24472847105479767, 0.6652409557748219}, 3,
-                             TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close_f64(
+        "softmax [1000, 1001, 1002]", y->data,
+        (double[]){0.09003057317038046, 0.24472847105479767, 0.6652409557748219}, 3, TG_TEST_ATOL,
+        TG_TEST_RTOL);
     y = tg_log_softmax(tape, x, 0);
-    tg_test_assert_close_f64("log_softmax [1000, 1001, 1002]", y->data,
-                             (double[]){-2.4076059644443806, -1.4076059644443804, -0.4076059644443803}, 3,
-                             TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close_f64(
+        "log_softmax [1000, 1001, 1002]", y->data,
+        (double[]){-2.4076059644443806, -1.4076059644443804, -0.4076059644443803}, 3, TG_TEST_ATOL,
+        TG_TEST_RTOL);
     /* very negative values, and rows of a 2-D tensor each summing to 1 */
     tg_tensor *z = tg_test_rand(4, -30, 30, TG_SHAPE(5, 7));
     y = tg_softmax(tape, z, 1);
@@ -77,15 +79,18 @@ static void test_infinities(void **state) {
     tg_tensor *x = tg_tensor_requires_grad(
         tg_tensor_from_array(TG_SHAPE(2, 3), (tg_real[]){0, ninf, 0, ninf, ninf, ninf}), true);
     tg_tensor *p = tg_softmax(tape, x, -1);
-    tg_test_assert_close("softmax, -inf entry", p->data, (tg_real[]){0.5, 0, 0.5}, 3, TG_TEST_ATOL, 0);
+    tg_test_assert_close("softmax, -inf entry", p->data, (tg_real[]){0.5, 0, 0.5}, 3, TG_TEST_ATOL,
+                         0);
     for (int i = 3; i < 6; i++) assert_true(isnan(p->data[i]));
     tg_tensor *l = tg_log_softmax(tape, x, 1);
     tg_test_assert_close("log_softmax, -inf entry", l->data,
-                         (tg_real[]){-(tg_real)log(2.0), ninf, -(tg_real)log(2.0)}, 3, TG_TEST_ATOL, 0);
+                         (tg_real[]){-(tg_real)log(2.0), ninf, -(tg_real)log(2.0)}, 3, TG_TEST_ATOL,
+                         0);
     for (int i = 3; i < 6; i++) assert_true(isnan(l->data[i]));
 
     /* backward of row 0: softmax gives the −inf entry no gradient, log_softmax gives it dy */
-    tg_tensor *x0 = tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){0, ninf, 0}), true);
+    tg_tensor *x0 =
+        tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){0, ninf, 0}), true);
     tg_tape_backward_with(tape, tg_softmax(tape, x0, 0), (tg_real[]){1, 2, 3});
     /* dx = y ⊙ (dy − Σ dy⊙y) = [0.5·(1 − 2), 0, 0.5·(3 − 2)] */
     tg_test_assert_close("softmax grad", x0->grad, (tg_real[]){-0.5, 0, 0.5}, 3, TG_TEST_ATOL, 0);
@@ -114,7 +119,8 @@ static void test_any_dim(void **state) {
     tg_tensor *z = tg_test_rand(6, -3, 3, TG_SHAPE(5, 3));
     tg_tensor *a = tg_transpose(tape, tg_softmax(tape, z, 0), 0, 1);
     tg_tensor *b = tg_softmax(tape, tg_transpose(tape, z, 0, 1), -1);
-    tg_test_assert_close("dim 0 vs transpose", a->data, b->data, a->numel, TG_TEST_ATOL, TG_TEST_RTOL);
+    tg_test_assert_close("dim 0 vs transpose", a->data, b->data, a->numel, TG_TEST_ATOL,
+                         TG_TEST_RTOL);
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(z);
 }
@@ -133,7 +139,10 @@ static void test_errors(void **state) {
 
 /* ---- gradchecks ---- */
 
-typedef struct sm_arg { int dim; bool log_form; } sm_arg;
+typedef struct sm_arg {
+    int dim;
+    bool log_form;
+} sm_arg;
 
 static tg_tensor *fn_softmax(tg_tape *t, tg_tensor *const *in, void *ctx) {
     const sm_arg *a = ctx;
@@ -191,7 +200,8 @@ static void worst_of(const tg_fixture *fx, const char *name, const tg_real *got)
     for (int64_t i = 0; i < want->numel; i++) {
         const double w = (double)want->data[i], d = fabs((double)got[i] - w);
         if (isnan(w)) continue;
-        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst) parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
+        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst)
+            parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
         if (d > parity_worst_abs) parity_worst_abs = d;
     }
     tg_tensor_free(want);
@@ -235,8 +245,8 @@ static void test_parity(void **state) {
     parity_case("op_log_softmax_dim1_extra", true);
     parity_case("op_softmax_neginf_extra", false);
     parity_case("op_log_softmax_neginf_extra", true);
-    print_message("parity: %d cases, worst error %.3g of the tolerance (%.3g absolute)\n", parity_cases,
-                  parity_worst, parity_worst_abs);
+    print_message("parity: %d cases, worst error %.3g of the tolerance (%.3g absolute)\n",
+                  parity_cases, parity_worst, parity_worst_abs);
 }
 
 static int report(void **state) {
@@ -247,12 +257,9 @@ static int report(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stable_values),
-        cmocka_unit_test(test_infinities),
-        cmocka_unit_test(test_any_dim),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_gradcheck),
-        cmocka_unit_test(test_gradcheck_multi_use),
+        cmocka_unit_test(test_stable_values), cmocka_unit_test(test_infinities),
+        cmocka_unit_test(test_any_dim),       cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_gradcheck),     cmocka_unit_test(test_gradcheck_multi_use),
         cmocka_unit_test(test_parity),
     };
     return cmocka_run_group_tests(tests, NULL, report);

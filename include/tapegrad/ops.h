@@ -92,7 +92,8 @@ typedef struct tg_loss_options {
     tg_reduction reduction;   /* default MEAN */
     int64_t ignore_index;     /* default -100: targets equal to it count for nothing */
     tg_real label_smoothing;  /* cross entropy only; default 0 */
-    const tg_tensor *weight;  /* per-class weights (C), or NULL; no gradient */
+    const tg_tensor *weight;  /* per-class weights (C), or NULL; for BCE an element weight
+                                 broadcast to the input; no gradient */
     const tg_tensor *pos_weight; /* BCE with logits only, broadcast along the last dim */
 } tg_loss_options;
 /* PyTorch's defaults: mean, ignore_index -100, no smoothing, no weights. */

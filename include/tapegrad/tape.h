@@ -78,4 +78,34 @@ tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, 
 /* The gradient buffer of `t`, created zero-filled on first use; NULL if t needs no grad. */
 tg_real *tg_tape_grad(tg_tape *tape, tg_tensor *t);
 
+/* ---- anomaly mode (autograd/anomaly.c) ----
+ * With anomaly detection on, the first op that makes a NaN or an Inf stops the program
+ * through tg_fail, with the op's name, the tensor names, and its inputs' shapes and value
+ * ranges (min, max, NaN and Inf counts):
+ *  - forward: every op's outputs are checked as the op hands them to tg_tape_record, which
+ *    every op calls once its outputs are computed, whether or not it will record (so ops
+ *    whose inputs need no grad, and tapes with recording off, are checked too). A NaN is
+ *    always reported. An Inf is reported only when no input held one (infinities that
+ *    flow in and out, like an additive −inf attention mask, are not made here), and never
+ *    for masked_fill, whose job is to place a given value (−inf masks);
+ *  - backward: after each node's backward, the gradients of its inputs are checked; a NaN
+ *    or an Inf there names the node whose backward made it.
+ * It costs one pass over every output and gradient: a debugging switch, off by default. */
+void tg_tape_set_anomaly_detection(tg_tape *tape, bool on);
+bool tg_tape_anomaly_detection(const tg_tape *tape);
+/* The two checks themselves, called by the tape (tg_tape_record, tg_tape_backward_with);
+ * a custom op that computes values without calling tg_tape_record may call the first. */
+void tg_anomaly_check_forward(const tg_tape *tape, const char *op, int n_in,
+                              tg_tensor *const *in, int n_out, tg_tensor *const *out);
+void tg_anomaly_check_backward(const tg_tape *tape, const tg_node *node, size_t index);
+
+/* ---- pictures ---- */
+/* Writes the tape as a Graphviz DOT graph (render with `dot -Tsvg tape.dot -o tape.svg`):
+ * one box per op with its output shapes and tensor names and its backward order ("bwd 1"
+ * runs first: backward walks the nodes in reverse); parameters (long-lived leaves that
+ * require grad) in a cluster of their own, other leaves and constants in their own styles;
+ * an edge from each input to the op that reads it. Named intermediates (the gates "z_3",
+ * "f_0", ...) are filled, so the gates of a composite RNN step stand out. */
+tg_status tg_tape_write_dot(const tg_tape *tape, const char *path);
+
 #endif

@@ -1,0 +1,41 @@
+/* Seed 000's GRUModel: nn.GRU (sequence-first) and a Linear on the last step.
+ *
+ *   class GRUModel(nn.Module):
+ *       def __init__(self, input_size, hidden_size, output_size):
+ *           self.gru = nn.GRU(input_size, hidden_size)
+ *           self.fc = nn.Linear(hidden_size, output_size)
+ *       def forward(self, x):                    # x: (seq_len, batch_size, input_size)
+ *           output, _ = self.gru(x)
+ *           output = self.fc(output[-1])
+ *           return output                        # (batch_size, output_size) */
+#include "tapegrad/models.h"
+
+#include <stdlib.h>
+
+tg_gru_seq_classifier *tg_gru_seq_classifier_new(int64_t input_size, int64_t hidden_size,
+                                                 int64_t output_size) {
+    tg_gru_seq_classifier *m = tg_xcalloc(1, sizeof *m);
+    m->gru = tg_gru_new(tg_rnn_defaults(input_size, hidden_size)); /* nn.GRU(input_size, hidden_size) */
+    m->fc = tg_linear_new(hidden_size, output_size, true);         /* nn.Linear(hidden_size, output_size) */
+    m->params = tg_params_new();
+    tg_params_extend(m->params, "gru", m->gru->params);
+    tg_params_extend(m->params, "fc", m->fc->params);
+    return m;
+}
+
+tg_tensor *tg_gru_seq_classifier_forward(tg_gru_seq_classifier *m, tg_tape *t, tg_tensor *x) {
+    /* output, _ = self.gru(x) */
+    tg_tensor *output = tg_gru_forward(m->gru, t, x, NULL).output;
+    /* output = self.fc(output[-1]) */
+    return tg_linear_forward(m->fc, t, tg_select(t, output, 0, -1));
+}
+
+tg_params *tg_gru_seq_classifier_params(tg_gru_seq_classifier *m) { return m->params; }
+
+void tg_gru_seq_classifier_free(tg_gru_seq_classifier *m) {
+    if (!m) return;
+    tg_gru_free(m->gru);
+    tg_linear_free(m->fc);
+    tg_params_free(m->params);
+    free(m);
+}

@@ -1,0 +1,57 @@
+/* Seed 004's LSTM classifier: the seed's Keras model
+ *
+ *   model = tf.keras.Sequential([
+ *     tf.keras.layers.Embedding(input_dim=vocab_size, output_dim=embedding_dim),
+ *     tf.keras.layers.LSTM(units=128),                  # returns the last step
+ *     tf.keras.layers.Dense(units=num_classes, activation='softmax')])
+ *
+ * written as the PyTorch twin of the seed's GRUModel (the softmax is in the loss):
+ *
+ *   class LSTMModel(nn.Module):
+ *       def __init__(self, vocab_size, embedding_dim, hidden_size, num_classes):
+ *           self.embedding = nn.Embedding(vocab_size, embedding_dim)
+ *           self.lstm = nn.LSTM(embedding_dim, hidden_size, batch_first=True)
+ *           self.fc = nn.Linear(hidden_size, num_classes)
+ *       def forward(self, x):
+ *           x = self.embedding(x)
+ *           x, _ = self.lstm(x)
+ *           x = self.fc(x[:, -1, :])
+ *           return x */
+#include "tapegrad/models.h"
+
+#include <stdlib.h>
+
+tg_lstm_classifier *tg_lstm_classifier_new(int64_t vocab_size, int64_t embedding_dim,
+                                           int64_t hidden_size, int64_t num_classes) {
+    tg_lstm_classifier *m = tg_xcalloc(1, sizeof *m);
+    m->embedding = tg_embedding_new(vocab_size, embedding_dim, TG_NO_PADDING);
+    tg_rnn_options lstm = tg_rnn_defaults(embedding_dim, hidden_size);
+    lstm.batch_first = true;
+    m->lstm = tg_lstm_new(lstm);
+    m->fc = tg_linear_new(hidden_size, num_classes, true);
+    m->params = tg_params_new();
+    tg_params_extend(m->params, "embedding", m->embedding->params);
+    tg_params_extend(m->params, "lstm", m->lstm->params);
+    tg_params_extend(m->params, "fc", m->fc->params);
+    return m;
+}
+
+tg_tensor *tg_lstm_classifier_forward(tg_lstm_classifier *m, tg_tape *t, const tg_index *tokens) {
+    /* x = self.embedding(x) */
+    tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens);   /* (B, T, E) */
+    /* x, _ = self.lstm(x) */
+    x = tg_lstm_forward(m->lstm, t, x, NULL, NULL).output;          /* (B, T, H) */
+    /* x = self.fc(x[:, -1, :]) */
+    return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1));     /* (B, C) */
+}
+
+tg_params *tg_lstm_classifier_params(tg_lstm_classifier *m) { return m->params; }
+
+void tg_lstm_classifier_free(tg_lstm_classifier *m) {
+    if (!m) return;
+    tg_embedding_free(m->embedding);
+    tg_lstm_free(m->lstm);
+    tg_linear_free(m->fc);
+    tg_params_free(m->params);
+    free(m);
+}
