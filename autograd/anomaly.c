@@ -25,9 +25,9 @@
 
 /* What a buffer of values looks like. min/max are over the finite values only. */
 typedef struct value_stats {
-    int64_t nan, inf;   /* counts */
-    int64_t first_bad;  /* index of the first NaN or Inf, -1 if none */
-    double min, max;    /* finite range; min > max when no value is finite */
+    int64_t nan, inf;  /* counts */
+    int64_t first_bad; /* index of the first NaN or Inf, -1 if none */
+    double min, max;   /* finite range; min > max when no value is finite */
 } value_stats;
 
 static value_stats stats_of(const tg_real *v, int64_t n) {
@@ -35,8 +35,10 @@ static value_stats stats_of(const tg_real *v, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         const double x = (double)v[i];
         if (isnan(x) || isinf(x)) {
-            if (isnan(x)) s.nan++;
-            else s.inf++;
+            if (isnan(x))
+                s.nan++;
+            else
+                s.inf++;
             if (s.first_bad < 0) s.first_bad = i;
             continue;
         }
@@ -64,19 +66,24 @@ static void say(message *m, const char *fmt, ...) {
     if (m->used >= sizeof m->text) m->used = sizeof m->text - 1;
 }
 
-/* "(2, 3) 'x' [param]: min -1, max 2, 1 NaN, 0 Inf" */
-static void say_tensor(message *m, const tg_tensor *t, const tg_real *values) {
+/* "(2, 3) 'x' [param]: min -1, max 2, 1 NaN, 0 Inf"; `origin`: where the tensor comes from
+ * (an op's node, a parameter, a leaf, a constant) — not known yet for an op's own outputs. */
+static void say_tensor(message *m, const tg_tensor *t, const tg_real *values, bool origin) {
     char shape[96];
     tg_shape_format(t->ndim, t->shape, shape, sizeof shape);
     say(m, "%s", shape);
     if (t->name[0]) say(m, " '%s'", t->name);
-    if (t->node >= 0) say(m, " (from node #%d)", t->node);
-    else if (t->owned && t->requires_grad) say(m, " [param]");
-    else if (t->requires_grad) say(m, " [leaf]");
-    else say(m, " [const]");
+    if (origin) { /* (an output being checked has no node yet) */
+        if (t->node >= 0) say(m, " (from node #%d)", t->node);
+        else if (t->owned && t->requires_grad) say(m, " [param]");
+        else if (t->requires_grad) say(m, " [leaf]");
+        else say(m, " [const]");
+    }
     const value_stats s = stats_of(values, t->numel);
-    if (s.min <= s.max) say(m, ": min %.6g, max %.6g", s.min, s.max);
-    else say(m, ": no finite value");
+    if (s.min <= s.max)
+        say(m, ": min %.6g, max %.6g", s.min, s.max);
+    else
+        say(m, ": no finite value");
     say(m, ", %lld NaN, %lld Inf", (long long)s.nan, (long long)s.inf);
 }
 
@@ -93,16 +100,18 @@ static void say_inputs(message *m, int n_in, tg_tensor *const *in) {
             break;
         }
         say(m, "\n    %d: ", k);
-        say_tensor(m, in[k], in[k]->data);
+        say_tensor(m, in[k], in[k]->data, true);
         shown++;
     }
     if (!shown) say(m, " none");
 }
 
-static bool is_bad(const value_stats *s, bool inf_counts) { return s->nan || (inf_counts && s->inf); }
+static bool is_bad(const value_stats *s, bool inf_counts) {
+    return s->nan || (inf_counts && s->inf);
+}
 
-void tg_anomaly_check_forward(const tg_tape *tape, const char *op, int n_in,
-                              tg_tensor *const *in, int n_out, tg_tensor *const *out) {
+void tg_anomaly_check_forward(const tg_tape *tape, const char *op, int n_in, tg_tensor *const *in,
+                              int n_out, tg_tensor *const *out) {
     /* An Inf that came in is not made here: an additive −inf mask flows through add,
      * max, log_softmax... masked_fill places its value, and −inf is the usual one. */
     bool inf_in = false, nan_in = false;
@@ -123,12 +132,12 @@ void tg_anomaly_check_forward(const tg_tape *tape, const char *op, int n_in,
         say(&m, "anomaly detected in forward: op '%s' produced %s", op,
             s.nan ? (s.inf && inf_counts ? "NaN and Inf" : "NaN") : "Inf");
         say(&m, "\n  output %d: ", k);
-        say_tensor(&m, y, y->data);
-        say(&m, " (first at flat index %lld of %lld)", (long long)s.first_bad,
-            (long long)y->numel);
+        say_tensor(&m, y, y->data, false);
+        say(&m, " (first at flat index %lld of %lld)", (long long)s.first_bad, (long long)y->numel);
         say_inputs(&m, n_in, in);
-        if (nan_in) say(&m, "\n  (a NaN was already in an input: it came from a leaf, or from "
-                            "work done before anomaly mode was switched on)");
+        if (nan_in)
+            say(&m, "\n  (a NaN was already in an input: it came from a leaf, or from "
+                    "work done before anomaly mode was switched on)");
         bool needed = false;
         for (int i = 0; i < n_in; i++) needed = needed || (in[i] && in[i]->requires_grad);
         if (tg_tape_is_recording(tape) && needed)
@@ -146,17 +155,20 @@ void tg_anomaly_check_backward(const tg_tape *tape, const tg_node *node, size_t 
         if (!is_bad(&s, true)) continue;
 
         message m = {.used = 0};
-        say(&m, "anomaly detected in backward: the backward of op '%s' (node #%zu) wrote %s "
-                "into the gradient of its input %d",
+        say(&m,
+            "anomaly detected in backward: the backward of op '%s' (node #%zu) wrote %s "
+            "into the gradient of its input %d",
             node->op, index, s.nan ? (s.inf ? "NaN and Inf" : "NaN") : "Inf", k);
         say(&m, "\n  gradient of input %d: ", k);
-        say_tensor(&m, x, x->grad);
+        say_tensor(&m, x, x->grad, true);
         say(&m, " (first at flat index %lld)", (long long)s.first_bad);
         say(&m, "\n  gradients of its outputs:");
         for (int j = 0; j < node->n_out; j++) {
             say(&m, "\n    %d: ", j);
-            if (node->out[j]->grad) say_tensor(&m, node->out[j], node->out[j]->grad);
-            else say(&m, "none (zero)");
+            if (node->out[j]->grad)
+                say_tensor(&m, node->out[j], node->out[j]->grad, true);
+            else
+                say(&m, "none (zero)");
         }
         say_inputs(&m, node->n_in, node->in);
         tg_fail("%s", m.text);

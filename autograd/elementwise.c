@@ -19,7 +19,7 @@
 /* Below this many elements a loop runs on one thread; parallel loops split independent
  * outputs, so results do not depend on the thread count. */
 #define PAR_MIN ((int64_t)1 << 15)
-#define CHUNK ((int64_t)1 << 14)
+#define CHUNK   ((int64_t)1 << 14)
 
 /* The libm function for tg_real: RF(exp) is exp in float64 builds, expf in float32. */
 #ifdef TG_DOUBLE
@@ -31,8 +31,8 @@
 /* ---------------------------------------------------------------------------------------
  * Row kernels: y[i] (=|+=) E(a[i], b[i]) over n elements, where a and b each have stride
  * 1 or 0 (a broadcast scalar). One function per expression, so every loop is plain. */
-typedef void (*row_fn)(const tg_real *restrict a, int64_t sa, const tg_real *restrict b,
-                       int64_t sb, tg_real *restrict y, int64_t n, tg_real s, bool acc);
+typedef void (*row_fn)(const tg_real *restrict a, int64_t sa, const tg_real *restrict b, int64_t sb,
+                       tg_real *restrict y, int64_t n, tg_real s, bool acc);
 
 #define ROW_LOOP(A, B)                                                                             \
     do {                                                                                           \
@@ -46,10 +46,11 @@ typedef void (*row_fn)(const tg_real *restrict a, int64_t sa, const tg_real *res
     } while (0)
 
 #define DEFINE_ROW(name)                                                                           \
-    static void name(const tg_real *restrict a, int64_t sa, const tg_real *restrict b,             \
-                     int64_t sb, tg_real *restrict y, int64_t n, tg_real s, bool acc) {            \
+    static void name(const tg_real *restrict a, int64_t sa, const tg_real *restrict b, int64_t sb, \
+                     tg_real *restrict y, int64_t n, tg_real s, bool acc) {                        \
         (void)s;                                                                                   \
-        if (sa && sb) ROW_LOOP(a[i], b[i]);                                                        \
+        if (sa && sb)                                                                              \
+            ROW_LOOP(a[i], b[i]);                                                                  \
         else if (sa) {                                                                             \
             const tg_real bv = b[0];                                                               \
             ROW_LOOP(a[i], bv);                                                                    \
@@ -292,15 +293,24 @@ tg_tensor *tg_mul_scalar(tg_tape *t, tg_tensor *x, tg_real s) {
     } while (0)
 
 static void pow_array(const tg_real *restrict x, tg_real *restrict y, int64_t n, tg_real p) {
-    if (p == 1) POW_LOOP(xi);
-    else if (p == 2) POW_LOOP(xi * xi);
-    else if (p == 3) POW_LOOP(xi * xi * xi);
-    else if (p == (tg_real)0.5) POW_LOOP(RF(sqrt)(xi));
-    else if (p == (tg_real)-0.5) POW_LOOP(1 / RF(sqrt)(xi));
-    else if (p == -1) POW_LOOP(1 / xi);
-    else if (p == -2) POW_LOOP(1 / (xi * xi));
-    else if (p == 0) POW_LOOP((tg_real)1);
-    else POW_LOOP(RF(pow)(xi, p));
+    if (p == 1)
+        POW_LOOP(xi);
+    else if (p == 2)
+        POW_LOOP(xi * xi);
+    else if (p == 3)
+        POW_LOOP(xi * xi * xi);
+    else if (p == (tg_real)0.5)
+        POW_LOOP(RF(sqrt)(xi));
+    else if (p == (tg_real)-0.5)
+        POW_LOOP(1 / RF(sqrt)(xi));
+    else if (p == -1)
+        POW_LOOP(1 / xi);
+    else if (p == -2)
+        POW_LOOP(1 / (xi * xi));
+    else if (p == 0)
+        POW_LOOP((tg_real)1);
+    else
+        POW_LOOP(RF(pow)(xi, p));
 }
 
 /* y = x^p: dx += dy ⊙ p·x^(p-1) (nothing for p = 0) */
@@ -425,8 +435,8 @@ tg_tensor *tg_relu(tg_tape *t, tg_tensor *x) {
  * GELU, tanh form: y = ½x(1 + tanh u), u = β(x + κx³), β = √(2/π), κ = 0.044715;
  * dy/dx = ½(1 + tanh u) + ½x(1 - tanh² u)·β(1 + 3κx²). */
 #define GELU_ALPHA ((tg_real)M_SQRT1_2)                      /* 1/√2 */
-#define GELU_PDF ((tg_real)(M_2_SQRTPI * M_SQRT1_2 * 0.5))   /* 1/√(2π) */
-#define GELU_BETA ((tg_real)(M_SQRT2 * M_2_SQRTPI * 0.5))    /* √(2/π) */
+#define GELU_PDF   ((tg_real)(M_2_SQRTPI * M_SQRT1_2 * 0.5)) /* 1/√(2π) */
+#define GELU_BETA  ((tg_real)(M_SQRT2 * M_2_SQRTPI * 0.5))   /* √(2/π) */
 #define GELU_KAPPA ((tg_real)0.044715)
 
 static void gelu_erf_backward(tg_tape *tape, tg_node *node) {
@@ -456,7 +466,8 @@ tg_tensor *tg_gelu(tg_tape *t, tg_tensor *x, tg_gelu_approximate approximate) {
         return y;
     }
     UNARY_FORWARD(t, x, y,
-                  (tg_real)0.5 * xi * (1 + RF(tanh)(GELU_BETA * (xi + GELU_KAPPA * (xi * xi * xi)))));
+                  (tg_real)0.5 * xi *
+                      (1 + RF(tanh)(GELU_BETA * (xi + GELU_KAPPA * (xi * xi * xi)))));
     RECORD1(t, "gelu_tanh", gelu_tanh_backward, x, y);
     return y;
 }
@@ -486,7 +497,8 @@ tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, tg_real p, bool training, tg_rng
     const tg_real scale = keep == 0 ? 0 : (tg_real)1 / (tg_real)keep;
     const int64_t n = x->numel;
     tg_real *m = tg_tape_alloc(t, (size_t)n * sizeof(tg_real));
-    if (keep == 0) memset(m, 0, (size_t)n * sizeof(tg_real));
+    if (keep == 0)
+        memset(m, 0, (size_t)n * sizeof(tg_real));
     else
         for (int64_t i = 0; i < n; i++) m[i] = tg_rng_uniform01(rng) < keep ? scale : 0;
     tg_tensor *y = tg_tape_tensor_like(t, x);

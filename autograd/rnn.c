@@ -27,32 +27,45 @@
 int tg_cell_gate_count(tg_cell_kind kind) {
     switch (kind) {
     case TG_CELL_RNN_TANH:
-    case TG_CELL_RNN_RELU: return 1;
+    case TG_CELL_RNN_RELU:
+        return 1;
     case TG_CELL_GRU:
-    case TG_CELL_GRU_CHO: return 3;
-    case TG_CELL_LSTM: return 4;
+    case TG_CELL_GRU_CHO:
+        return 3;
+    case TG_CELL_LSTM:
+        return 4;
     }
     tg_fail("rnn: unknown cell kind %d", (int)kind);
 }
 
 const char *tg_cell_kind_name(tg_cell_kind kind) {
     switch (kind) {
-    case TG_CELL_RNN_TANH: return "rnn_tanh";
-    case TG_CELL_RNN_RELU: return "rnn_relu";
-    case TG_CELL_GRU: return "gru";
-    case TG_CELL_GRU_CHO: return "gru_cho";
-    case TG_CELL_LSTM: return "lstm";
+    case TG_CELL_RNN_TANH:
+        return "rnn_tanh";
+    case TG_CELL_RNN_RELU:
+        return "rnn_relu";
+    case TG_CELL_GRU:
+        return "gru";
+    case TG_CELL_GRU_CHO:
+        return "gru_cho";
+    case TG_CELL_LSTM:
+        return "lstm";
     }
     return "?";
 }
 
 static const rnn_cell_impl *impl_of(tg_cell_kind kind) {
     switch (kind) {
-    case TG_CELL_RNN_TANH: return &tg_rnn_impl_tanh;
-    case TG_CELL_RNN_RELU: return &tg_rnn_impl_relu;
-    case TG_CELL_GRU: return &tg_rnn_impl_gru;
-    case TG_CELL_GRU_CHO: return &tg_rnn_impl_gru_cho;
-    case TG_CELL_LSTM: return &tg_rnn_impl_lstm;
+    case TG_CELL_RNN_TANH:
+        return &tg_rnn_impl_tanh;
+    case TG_CELL_RNN_RELU:
+        return &tg_rnn_impl_relu;
+    case TG_CELL_GRU:
+        return &tg_rnn_impl_gru;
+    case TG_CELL_GRU_CHO:
+        return &tg_rnn_impl_gru_cho;
+    case TG_CELL_LSTM:
+        return &tg_rnn_impl_lstm;
     }
     tg_fail("rnn: unknown cell kind %d", (int)kind);
 }
@@ -60,23 +73,29 @@ static const rnn_cell_impl *impl_of(tg_cell_kind kind) {
 /* ---------------------------------------------------------------------------------------
  * The plain RNN cell:  h_t = act(a),  a = gi_t + b_ih + h_{t-1}·W_hhᵀ + b_hh
  * ------------------------------------------------------------------------------------- */
-static void rnn_forward_step(const rnn_run *r, int64_t t, bool relu) {
+/* Step t for one batch row: the gate kernel (rnn_forward runs it on every row). */
+RNN_ROW_KERNEL
+static void rnn_forward_step(int64_t H, const tg_real *gi, const tg_real *gh, const tg_real *b_ih,
+                             const tg_real *b_hh, tg_real *h, bool relu) {
+    RNN_SIMD
+    for (int64_t j = 0; j < H; j++) {
+        const tg_real a = (gi[j] + b_ih[j]) + (gh[j] + b_hh[j]);
+        h[j] = relu ? (a > 0 ? a : 0) : rnn_tanh(a);
+    }
+}
+
+static void rnn_forward(const rnn_run *r, int64_t t, bool relu) {
     const int64_t B = r->B, H = r->H;
     const tg_real *h_prev = rnn_h(r, rnn_prev_slot(r, t)), *gi = rnn_gi(r, t);
     tg_real *h = rnn_h(r, rnn_cur_slot(r, t)), *gh = r->work;
-    tg_gemm(false, true, B, H, H, 1, h_prev, H, r->w_hh, H, 0, gh, H);
-    const tg_real *b_ih = r->b_ih, *b_hh = r->b_hh;
+    tg_gemm(false, true, B, H, H, 1, h_prev, H, r->w_hh, H, 0, gh, H); /* the step's GEMM */
     RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
     for (int64_t b = 0; b < B; b++)
-        for (int64_t j = 0; j < H; j++) {
-            const int64_t k = b * H + j;
-            const tg_real a = (gi[k] + b_ih[j]) + (gh[k] + b_hh[j]);
-            h[k] = relu ? (a > 0 ? a : 0) : rnn_tanh(a);
-        }
+        rnn_forward_step(H, gi + b * H, gh + b * H, r->b_ih, r->b_hh, h + b * H, relu);
 }
 
-static void rnn_tanh_forward_step(const rnn_run *r, int64_t t) { rnn_forward_step(r, t, false); }
-static void rnn_relu_forward_step(const rnn_run *r, int64_t t) { rnn_forward_step(r, t, true); }
+static void rnn_tanh_forward(const rnn_run *r, int64_t t) { rnn_forward(r, t, false); }
+static void rnn_relu_forward(const rnn_run *r, int64_t t) { rnn_forward(r, t, true); }
 
 /* h = tanh(a):  dh/da = 1 − tanh²(a) = 1 − h²,   so  da = dh ⊙ (1 − h²)
  * h = relu(a):  dh/da = 1 where a > 0 (⇔ h > 0), else 0 (PyTorch's choice at a = 0)
@@ -85,6 +104,7 @@ static void rnn_backward_step(const rnn_run *r, int64_t t, const tg_real *dh, tg
                               tg_real *dh_prev, bool relu) {
     const int64_t B = r->B, H = r->H;
     const tg_real *h = rnn_h(r, rnn_cur_slot(r, t));
+    RNN_SIMD
     for (int64_t k = 0; k < B * H; k++)
         da[k] = relu ? (h[k] > 0 ? dh[k] : 0) : dh[k] * (1 - h[k] * h[k]);
     tg_gemm(false, false, B, H, H, 1, da, H, r->w_hh, H, 0, dh_prev, H);
@@ -103,10 +123,8 @@ static void rnn_relu_backward_step(const rnn_run *r, int64_t t, const tg_real *d
 }
 
 /* h_t itself is all the backward needs, and it is in hs: nothing saved per step. */
-const rnn_cell_impl tg_rnn_impl_tanh = {0, false, rnn_tanh_forward_step, rnn_tanh_backward_step,
-                                        NULL};
-const rnn_cell_impl tg_rnn_impl_relu = {0, false, rnn_relu_forward_step, rnn_relu_backward_step,
-                                        NULL};
+const rnn_cell_impl tg_rnn_impl_tanh = {0, false, rnn_tanh_forward, rnn_tanh_backward_step, NULL};
+const rnn_cell_impl tg_rnn_impl_relu = {0, false, rnn_relu_forward, rnn_relu_backward_step, NULL};
 
 /* ---------------------------------------------------------------------------------------
  * Validation
@@ -116,8 +134,8 @@ static void check_matrix(const char *op, tg_cell_kind kind, const char *what, co
     char d[160];
     if (!t) tg_fail("%s (%s): %s is missing", op, tg_cell_kind_name(kind), what);
     if (t->ndim != 2 || t->shape[0] != rows || (cols >= 0 && t->shape[1] != cols))
-        tg_fail("%s (%s): %s %s should have shape (%lld, %lld)", op, tg_cell_kind_name(kind),
-                what, tg_tensor_describe(t, d, sizeof d), (long long)rows,
+        tg_fail("%s (%s): %s %s should have shape (%lld, %lld)", op, tg_cell_kind_name(kind), what,
+                tg_tensor_describe(t, d, sizeof d), (long long)rows,
                 (long long)(cols >= 0 ? cols : t->shape[1]));
 }
 
@@ -137,8 +155,8 @@ int64_t tg_cell_weights_check(const char *op, tg_cell_kind kind, const tg_cell_w
         tg_fail("%s (%s): weight_ih and weight_hh are required", op, tg_cell_kind_name(kind));
     if (w->w_hh->ndim != 2 || w->w_hh->shape[0] % G != 0 || w->w_hh->shape[0] / G < 1 ||
         w->w_hh->shape[1] != w->w_hh->shape[0] / G)
-        tg_fail("%s (%s): weight_hh %s should have shape (%lld·H, H)", op,
-                tg_cell_kind_name(kind), tg_tensor_describe(w->w_hh, d, sizeof d), (long long)G);
+        tg_fail("%s (%s): weight_hh %s should have shape (%lld·H, H)", op, tg_cell_kind_name(kind),
+                tg_tensor_describe(w->w_hh, d, sizeof d), (long long)G);
     const int64_t H = w->w_hh->shape[1];
     check_matrix(op, kind, "weight_ih", w->w_ih, G * H, -1);
     check_vector(op, kind, "bias_ih", w->b_ih, G * H);
@@ -165,11 +183,12 @@ void tg_cell_inputs_check(const char *op, tg_cell_kind kind, const tg_cell_weigh
                 x ? tg_tensor_describe(x, d, sizeof d) : "NULL", x_ndim,
                 x_ndim == 3 ? "steps, batch, input_size" : "batch, input_size");
     if (x->shape[x_ndim - 1] != w->w_ih->shape[1])
-        tg_fail("%s (%s): input %s has %lld features but weight_ih %s expects input_size %lld",
-                op, k, tg_tensor_describe(x, d, sizeof d), (long long)x->shape[x_ndim - 1],
+        tg_fail("%s (%s): input %s has %lld features but weight_ih %s expects input_size %lld", op,
+                k, tg_tensor_describe(x, d, sizeof d), (long long)x->shape[x_ndim - 1],
                 tg_tensor_describe(w->w_ih, dw, sizeof dw), (long long)w->w_ih->shape[1]);
     if (x_ndim == 3 && x->shape[0] < 1)
-        tg_fail("%s (%s): input %s is an empty sequence", op, k, tg_tensor_describe(x, d, sizeof d));
+        tg_fail("%s (%s): input %s is an empty sequence", op, k,
+                tg_tensor_describe(x, d, sizeof d));
     if (c && kind != TG_CELL_LSTM) tg_fail("%s (%s): a cell state c is only for LSTM", op, k);
     const int64_t B = x->shape[x_ndim - 2];
     check_state(op, kind, x_ndim == 3 ? "h0" : "h", h, B, H);
@@ -206,17 +225,21 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
 
     const int64_t first = reverse ? T : 0; /* the slot of h0 */
     r->hs = tg_tape_alloc(tape, (size_t)((T + 1) * BH) * sizeof(tg_real));
-    if (h0) memcpy(rnn_h(r, first), h0->data, (size_t)BH * sizeof(tg_real));
-    else memset(rnn_h(r, first), 0, (size_t)BH * sizeof(tg_real));
+    if (h0)
+        memcpy(rnn_h(r, first), h0->data, (size_t)BH * sizeof(tg_real));
+    else
+        memset(rnn_h(r, first), 0, (size_t)BH * sizeof(tg_real));
     if (kind == TG_CELL_LSTM) {
         r->cs = tg_tape_alloc(tape, (size_t)((T + 1) * BH) * sizeof(tg_real));
-        if (c0) memcpy(rnn_c(r, first), c0->data, (size_t)BH * sizeof(tg_real));
-        else memset(rnn_c(r, first), 0, (size_t)BH * sizeof(tg_real));
+        if (c0)
+            memcpy(rnn_c(r, first), c0->data, (size_t)BH * sizeof(tg_real));
+        else
+            memset(rnn_c(r, first), 0, (size_t)BH * sizeof(tg_real));
     }
     /* without a backward to come, one slot of activations is reused by every step */
     r->act_stride = keep ? impl->saved * BH : 0;
-    r->acts = tg_tape_alloc(tape, (size_t)((keep ? T : 1) * impl->saved * BH + 1) *
-                                      sizeof(tg_real));
+    r->acts =
+        tg_tape_alloc(tape, (size_t)((keep ? T : 1) * impl->saved * BH + 1) * sizeof(tg_real));
     r->work = tg_tape_alloc(tape, (size_t)(B * GH + 1) * sizeof(tg_real));
 
     for (int64_t s = 0; s < T; s++) impl->forward_step(r, reverse ? T - 1 - s : s);
@@ -293,10 +316,11 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
         tg_gemm(false, false, T * B, I, GH, 1, da_i, GH, r->w_ih, I, 1, g, I);
     if ((g = tg_tape_grad(tape, b_ih))) add_column_sums(g, da_i, T * B, GH);
     if ((g = tg_tape_grad(tape, w_hh))) {
-        if (impl->weight_hh_grad) impl->weight_hh_grad(r, da_h, g);
+        if (impl->weight_hh_grad)
+            impl->weight_hh_grad(r, da_h, g);
         else /* dW_hh (G·H, H) += DA_hᵀ·H_prev, H_prev = the T slots before each step */
-            tg_gemm(true, false, GH, H, T * B, 1, da_h, GH, rnn_h(r, r->reverse ? 1 : 0), H, 1,
-                    g, H);
+            tg_gemm(true, false, GH, H, T * B, 1, da_h, GH, rnn_h(r, r->reverse ? 1 : 0), H, 1, g,
+                    H);
     }
     if ((g = tg_tape_grad(tape, b_hh))) add_column_sums(g, da_h, T * B, GH);
 }

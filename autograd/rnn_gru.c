@@ -14,27 +14,32 @@
  *     h = n + z ⊙ (h_prev − n)                     (PyTorch's evaluation order)
  * Saved per step and batch row: [r | z | n | hn]  (4H)
  * ===================================================================================== */
-static void gru_forward_step(const rnn_run *rr, int64_t t) {
-    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, t)), *gi_all = rnn_gi(rr, t);
-    tg_real *h_all = rnn_h(rr, rnn_cur_slot(rr, t)), *gh_all = rr->work;
-    tg_real *acts_all = rnn_acts(rr, t);
-    /* gh = h_prev·W_hhᵀ for the three blocks at once: the step's one GEMM */
-    tg_gemm(false, true, B, G3, H, 1, h_prev_all, H, rr->w_hh, H, 0, gh_all, G3);
-    const tg_real *b_ih = rr->b_ih, *b_hh = rr->b_hh;
-    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++) {
-        const tg_real *gi = gi_all + b * G3, *gh = gh_all + b * G3, *h_prev = h_prev_all + b * H;
-        tg_real *h = h_all + b * H, *a = acts_all + b * 4 * H;
-        tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
-        for (int64_t j = 0; j < H; j++) {
-            r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
-            z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[H + j] + b_hh[H + j]));
-            hn[j] = gh[2 * H + j] + b_hh[2 * H + j];
-            n[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + r[j] * hn[j]);
-            h[j] = n[j] + z[j] * (h_prev[j] - n[j]);
-        }
+/* Step t for one batch row: the gate kernel (gru_forward runs the step's GEMM, then this
+ * on every row); a = the row's saved [r | z | n | hn]. */
+RNN_ROW_KERNEL
+static void gru_forward_step(int64_t H, const tg_real *gi, const tg_real *gh, const tg_real *b_ih,
+                             const tg_real *b_hh, const tg_real *h_prev, tg_real *h, tg_real *a) {
+    tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
+    RNN_SIMD
+    for (int64_t j = 0; j < H; j++) {
+        r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
+        z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[H + j] + b_hh[H + j]));
+        hn[j] = gh[2 * H + j] + b_hh[2 * H + j];
+        n[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + r[j] * hn[j]);
+        h[j] = n[j] + z[j] * (h_prev[j] - n[j]);
     }
+}
+
+static void gru_forward(const rnn_run *rr, int64_t t) {
+    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev = rnn_h(rr, rnn_prev_slot(rr, t)), *gi = rnn_gi(rr, t);
+    tg_real *h = rnn_h(rr, rnn_cur_slot(rr, t)), *gh = rr->work, *acts = rnn_acts(rr, t);
+    /* gh = h_prev·W_hhᵀ for the three blocks at once: the step's one GEMM */
+    tg_gemm(false, true, B, G3, H, 1, h_prev, H, rr->w_hh, H, 0, gh, G3);
+    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
+    for (int64_t b = 0; b < B; b++)
+        gru_forward_step(H, gi + b * G3, gh + b * G3, rr->b_ih, rr->b_hh, h_prev + b * H, h + b * H,
+                         acts + b * 4 * H);
 }
 
 /* Backward of one step, given dh = dL/dh_t:
@@ -60,7 +65,9 @@ static void gru_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_al
     for (int64_t b = 0; b < B; b++) {
         const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = dh_all + b * H;
         const tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
-        tg_real *da_i = da_i_all + b * G3, *da_h = da_h_all + b * G3, *dh_prev = dh_prev_all + b * H;
+        tg_real *da_i = da_i_all + b * G3, *da_h = da_h_all + b * G3,
+                *dh_prev = dh_prev_all + b * H;
+        RNN_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dn = dh[j] * (1 - z[j]);
             const tg_real dz = dh[j] * (h_prev[j] - n[j]);
@@ -76,7 +83,7 @@ static void gru_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_al
     tg_gemm(false, false, B, H, G3, 1, da_h_all, G3, rr->w_hh, H, 1, dh_prev_all, H);
 }
 
-const rnn_cell_impl tg_rnn_impl_gru = {4, true, gru_forward_step, gru_backward_step, NULL};
+const rnn_cell_impl tg_rnn_impl_gru = {4, true, gru_forward, gru_backward_step, NULL};
 
 /* =======================================================================================
  * Cho et al. 2014 (Keras reset_after=False): the reset gate scales h_prev before W_hn
@@ -86,36 +93,52 @@ const rnn_cell_impl tg_rnn_impl_gru = {4, true, gru_forward_step, gru_backward_s
  * n needs r first, so a step takes two GEMMs: h_prev·W_h[rz]ᵀ, then (r⊙h_prev)·W_hnᵀ.
  * Saved per step and batch row: [r | z | n | rh]  with rh = r ⊙ h_prev  (4H)
  * ===================================================================================== */
-static void gru_cho_forward_step(const rnn_run *rr, int64_t t) {
+/* Step t for one batch row, in two kernels around the second GEMM (gru_cho_forward):
+ * r, z and rh = r⊙h_prev first, then the candidate n and h; a = the row's saved
+ * [r | z | n | rh]. */
+RNN_ROW_KERNEL
+static void gru_cho_forward_step(int64_t H, const tg_real *gi, const tg_real *gh,
+                                 const tg_real *b_ih, const tg_real *b_hh, const tg_real *h_prev,
+                                 tg_real *a) {
+    tg_real *r = a, *z = a + H, *rh = a + 3 * H;
+    RNN_SIMD
+    for (int64_t j = 0; j < H; j++) {
+        r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
+        z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[H + j] + b_hh[H + j]));
+        rh[j] = r[j] * h_prev[j];
+    }
+}
+
+RNN_ROW_KERNEL
+static void gru_cho_candidate_step(int64_t H, const tg_real *gi_n, const tg_real *gh_n,
+                                   const tg_real *b_in, const tg_real *b_hn, const tg_real *h_prev,
+                                   tg_real *h, tg_real *a) {
+    const tg_real *z = a + H;
+    tg_real *n = a + 2 * H;
+    RNN_SIMD
+    for (int64_t j = 0; j < H; j++) {
+        n[j] = rnn_tanh((gi_n[j] + b_in[j]) + (gh_n[j] + b_hn[j]));
+        h[j] = n[j] + z[j] * (h_prev[j] - n[j]);
+    }
+}
+
+static void gru_cho_forward(const rnn_run *rr, int64_t t) {
     const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, t)), *gi_all = rnn_gi(rr, t);
-    tg_real *h_all = rnn_h(rr, rnn_cur_slot(rr, t)), *gh_all = rr->work;
-    tg_real *acts_all = rnn_acts(rr, t);
-    const tg_real *b_ih = rr->b_ih, *b_hh = rr->b_hh;
+    const tg_real *h_prev = rnn_h(rr, rnn_prev_slot(rr, t)), *gi = rnn_gi(rr, t);
+    tg_real *h = rnn_h(rr, rnn_cur_slot(rr, t)), *gh = rr->work, *acts = rnn_acts(rr, t);
     /* the r and z blocks of gh: h_prev·W_h[rz]ᵀ, into columns [0, 2H) of work */
-    tg_gemm(false, true, B, 2 * H, H, 1, h_prev_all, H, rr->w_hh, H, 0, gh_all, G3);
+    tg_gemm(false, true, B, 2 * H, H, 1, h_prev, H, rr->w_hh, H, 0, gh, G3);
     RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++) {
-        const tg_real *gi = gi_all + b * G3, *gh = gh_all + b * G3, *h_prev = h_prev_all + b * H;
-        tg_real *a = acts_all + b * 4 * H, *r = a, *z = a + H, *rh = a + 3 * H;
-        for (int64_t j = 0; j < H; j++) {
-            r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
-            z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[H + j] + b_hh[H + j]));
-            rh[j] = r[j] * h_prev[j];
-        }
-    }
+    for (int64_t b = 0; b < B; b++)
+        gru_cho_forward_step(H, gi + b * G3, gh + b * G3, rr->b_ih, rr->b_hh, h_prev + b * H,
+                             acts + b * 4 * H);
     /* the n block: (r⊙h_prev)·W_hnᵀ, into columns [2H, 3H) of work */
-    tg_gemm(false, true, B, H, H, 1, acts_all + 3 * H, 4 * H, rr->w_hh + 2 * H * H, H, 0,
-            gh_all + 2 * H, G3);
+    tg_gemm(false, true, B, H, H, 1, acts + 3 * H, 4 * H, rr->w_hh + 2 * H * H, H, 0, gh + 2 * H,
+            G3);
     RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++) {
-        const tg_real *gi = gi_all + b * G3, *gh = gh_all + b * G3, *h_prev = h_prev_all + b * H;
-        tg_real *a = acts_all + b * 4 * H, *z = a + H, *n = a + 2 * H, *h = h_all + b * H;
-        for (int64_t j = 0; j < H; j++) {
-            n[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + (gh[2 * H + j] + b_hh[2 * H + j]));
-            h[j] = n[j] + z[j] * (h_prev[j] - n[j]);
-        }
-    }
+    for (int64_t b = 0; b < B; b++)
+        gru_cho_candidate_step(H, gi + b * G3 + 2 * H, gh + b * G3 + 2 * H, rr->b_ih + 2 * H,
+                               rr->b_hh + 2 * H, h_prev + b * H, h + b * H, acts + b * 4 * H);
 }
 
 /* Backward of one step, given dh = dL/dh_t:
@@ -128,8 +151,8 @@ static void gru_cho_forward_step(const rnn_run *rr, int64_t t) {
  *   dh_prev += [da_r | da_z] · W_h[rz]         (a second GEMM)
  * b_hn sits outside the product, so both sides share da = [da_r | da_z | da_n]; only
  * dW_hn differs: it pairs da_n with rh, not h_prev (weight_hh_grad below). */
-static void gru_cho_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all,
-                                  tg_real *dc, tg_real *da_all, tg_real *da_h, tg_real *dh_prev_all) {
+static void gru_cho_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc,
+                                  tg_real *da_all, tg_real *da_h, tg_real *dh_prev_all) {
     (void)dc, (void)da_h;
     const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
     const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, t)), *acts_all = rnn_acts(rr, t);
@@ -139,6 +162,7 @@ static void gru_cho_backward_step(const rnn_run *rr, int64_t t, const tg_real *d
         const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = dh_all + b * H;
         const tg_real *z = a + H, *n = a + 2 * H;
         tg_real *da = da_all + b * G3, *dh_prev = dh_prev_all + b * H;
+        RNN_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dn = dh[j] * (1 - z[j]);
             const tg_real dz = dh[j] * (h_prev[j] - n[j]);
@@ -151,8 +175,10 @@ static void gru_cho_backward_step(const rnn_run *rr, int64_t t, const tg_real *d
     tg_gemm(false, false, B, H, H, 1, da_all + 2 * H, G3, rr->w_hh + 2 * H * H, H, 0, drh_all, H);
     RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
     for (int64_t b = 0; b < B; b++) {
-        const tg_real *r = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *drh = drh_all + b * H;
+        const tg_real *r = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H,
+                      *drh = drh_all + b * H;
         tg_real *da = da_all + b * G3, *dh_prev = dh_prev_all + b * H;
+        RNN_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dr = drh[j] * h_prev[j];
             dh_prev[j] += drh[j] * r[j];
@@ -169,9 +195,9 @@ static void gru_cho_weight_hh_grad(const rnn_run *rr, const tg_real *da, tg_real
     const tg_real *h_prev = rnn_h(rr, rr->reverse ? 1 : 0);
     tg_gemm(true, false, 2 * H, H, TB, 1, da, G3, h_prev, H, 1, dw_hh, H);
     /* rh of every step: column block 3H of acts, rows of stride 4H, steps contiguous */
-    tg_gemm(true, false, H, H, TB, 1, da + 2 * H, G3, rr->acts + 3 * H, 4 * H, 1,
-            dw_hh + 2 * H * H, H);
+    tg_gemm(true, false, H, H, TB, 1, da + 2 * H, G3, rr->acts + 3 * H, 4 * H, 1, dw_hh + 2 * H * H,
+            H);
 }
 
-const rnn_cell_impl tg_rnn_impl_gru_cho = {4, false, gru_cho_forward_step, gru_cho_backward_step,
+const rnn_cell_impl tg_rnn_impl_gru_cho = {4, false, gru_cho_forward, gru_cho_backward_step,
                                            gru_cho_weight_hh_grad};

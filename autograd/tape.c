@@ -146,7 +146,7 @@ void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed) {
         bool any = false;
         for (int k = 0; k < node->n_out; k++) any = any || node->out[k]->grad;
         if (any) node->backward(tape, node);
-        if (any && tape->anomaly) tg_anomaly_check_backward(tape, node, (size_t)i); /* anomaly mode */
+        if (any && tape->anomaly) tg_anomaly_check_backward(tape, node, (size_t)i); /* anomaly */
         for (int k = 0; k < node->n_out; k++)
             if (!node->out[k]->retain_grad) node->out[k]->grad = NULL;
     }

@@ -9,8 +9,9 @@
  *    that require grad (inputs a program asked gradients of) as ellipses; constants (data,
  *    masks, zero states: no gradient flows into them) as grey notes;
  *  - an edge from each input (leaf or producing op) to the op that reads it; when an op has
- *    several inputs the edge carries the input's position (0, 1, ...), since sub(a, b) and
- *    matmul(a, b) are not symmetric. Gradients flow along the same edges, backwards;
+ *    several inputs the edge carries the input's position ("in 1"), since sub(a, b) and
+ *    matmul(a, b) are not symmetric, and when the producer has several outputs (split) the
+ *    output's ("out 2": which gate block). Gradients flow along the same edges, backwards;
  *  - named intermediates (the gates of a composite RNN step: "r", "z_3", "f_0", ...) are
  *    filled, so the gates stand out of the plumbing (splits, adds, reshapes) around them. */
 #include "tapegrad/tape.h"
@@ -47,8 +48,10 @@ static size_t leaf_id(const leaf_entry *index, size_t count, const tg_tensor *t)
     size_t lo = 0, hi = count;
     while (lo < hi) { /* first entry not below t */
         const size_t mid = lo + (hi - lo) / 2;
-        if (by_address(&index[mid], &key) < 0) lo = mid + 1;
-        else hi = mid;
+        if (by_address(&index[mid], &key) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return index[lo].id;
 }
@@ -67,9 +70,12 @@ static bool is_leaf_at(const tg_tensor *t, size_t reader) {
  * as DOT's centred line break. */
 static void put_escaped(FILE *f, const char *s) {
     for (; *s; s++) {
-        if (*s == '"' || *s == '\\') fputc('\\', f), fputc(*s, f);
-        else if (*s == '\n') fputs("\\n", f);
-        else fputc(*s, f);
+        if (*s == '"' || *s == '\\')
+            fputc('\\', f), fputc(*s, f);
+        else if (*s == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*s, f);
     }
 }
 
@@ -132,18 +138,20 @@ static void write_graph(const tg_tape *tape, FILE *f) {
         if (u == 0 || index[u].t != index[u - 1].t) leaves[n_leaves++] = index[u];
     qsort(leaves, n_leaves, sizeof *leaves, by_id);
     for (size_t j = 0; j < n_leaves; j++) leaves[j].id = j; /* renumber 0, 1, ... */
-    qsort(leaves, n_leaves, sizeof *leaves, by_address);  /* ... and make that the index */
+    qsort(leaves, n_leaves, sizeof *leaves, by_address);    /* ... and make that the index */
     memcpy(index, leaves, n_leaves * sizeof *leaves);
     qsort(leaves, n_leaves, sizeof *leaves, by_id);
 
     fputs("digraph tape {\n", f);
     fputs("  rankdir=TB;\n", f);
-    fprintf(f, "  graph [fontname=\"Helvetica\", fontsize=12, labelloc=t, label=\"tape: %zu "
-               "op%s; backward runs them in reverse (bwd 1 first)\"];\n",
+    fprintf(f,
+            "  graph [fontname=\"Helvetica\", fontsize=12, labelloc=t, label=\"tape: %zu "
+            "op%s; backward runs them in reverse (bwd 1 first)\"];\n",
             n, n == 1 ? "" : "s");
     fputs("  node [fontname=\"Helvetica\", fontsize=10];\n", f);
     fputs("  edge [fontname=\"Helvetica\", fontsize=8, color=\"#555555\", "
-          "arrowsize=0.6];\n", f);
+          "arrowsize=0.6];\n",
+          f);
 
     /* parameters in their own cluster, drawn as one group */
     bool any_param = false;
@@ -151,7 +159,8 @@ static void write_graph(const tg_tape *tape, FILE *f) {
     if (any_param) {
         fputs("  subgraph cluster_parameters {\n", f);
         fputs("    label=\"parameters\"; style=\"rounded,filled\"; fillcolor=\"#fff8e6\"; "
-              "color=\"#d9a400\"; fontcolor=\"#8a6a00\";\n", f);
+              "color=\"#d9a400\"; fontcolor=\"#8a6a00\";\n",
+              f);
         for (size_t j = 0; j < n_leaves; j++)
             if (kind_of(leaves[j].t) == LEAF_PARAM) put_leaf(f, leaves[j].t, j, "    ");
         fputs("  }\n", f);
@@ -184,9 +193,21 @@ static void write_graph(const tg_tape *tape, FILE *f) {
         for (int k = 0; k < node->n_in; k++) {
             const tg_tensor *x = node->in[k];
             if (!x) continue;
-            if (is_leaf_at(x, i)) fprintf(f, "  l%zu -> n%zu", leaf_id(index, n_leaves, x), i);
-            else fprintf(f, "  n%d -> n%zu", (int)x->node, i);
-            if (used > 1) fprintf(f, " [label=\"%d\"]", k);
+            int port = -1; /* which output of a multi-output producer (split) this is */
+            if (is_leaf_at(x, i)) {
+                fprintf(f, "  l%zu -> n%zu", leaf_id(index, n_leaves, x), i);
+            } else {
+                const tg_node *from = tg_tape_node(tape, (size_t)x->node);
+                for (int j = 0; j < from->n_out && from->n_out > 1; j++)
+                    if (from->out[j] == x) port = j;
+                fprintf(f, "  n%d -> n%zu", (int)x->node, i);
+            }
+            if (port >= 0 && used > 1)
+                fprintf(f, " [label=\"out %d -> in %d\"]", port, k);
+            else if (port >= 0)
+                fprintf(f, " [label=\"out %d\"]", port);
+            else if (used > 1)
+                fprintf(f, " [label=\"in %d\"]", k);
             fputs(";\n", f);
         }
     }
@@ -199,8 +220,8 @@ tg_status tg_tape_write_dot(const tg_tape *tape, const char *path) {
     if (!tape || !path) return tg_status_set(TG_ERR_ARGUMENT, "tg_tape_write_dot: NULL argument");
     FILE *f = fopen(path, "w");
     if (!f)
-        return tg_status_set(TG_ERR_IO, "tg_tape_write_dot: cannot open '%s' for writing: %s",
-                             path, strerror(errno));
+        return tg_status_set(TG_ERR_IO, "tg_tape_write_dot: cannot open '%s' for writing: %s", path,
+                             strerror(errno));
     write_graph(tape, f);
     const bool failed = ferror(f) != 0;
     if (fclose(f) != 0 || failed)

@@ -6,9 +6,18 @@
  * kernels (AVX2) compute `x + alpha·y` (add with alpha, addcmul) as one fused multiply-add,
  * i.e. a single rounding, which fmaf() reproduces exactly. Each line below therefore rounds
  * where PyTorch's op sequence rounds: hyper-parameters are converted with (tg_real), every
- * intermediate is a tg_real variable, and FMA marks PyTorch's fused steps. The library is
- * compiled as ISO C11 (-std=c11), where GCC does not contract a*b+c on its own
- * (-ffp-contract=off), so no other fusion happens behind our back. */
+ * intermediate is a tg_real variable, and FMA marks PyTorch's fused steps. No other fusion
+ * may happen behind our back: the project compiles as ISO C11, where GCC does not contract
+ * a*b+c on its own, and the pragmas below keep it so for builds in GNU mode with FMA enabled
+ * (which would otherwise change bits; clang honours its pragma except under
+ * -ffp-contract=fast, and by default contracts only within one expression, while no expression
+ * here has a product feeding a sum). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include "tapegrad/optim.h"
 #include "tapegrad/tape.h" /* tg_tensor_zero_grad */
 
@@ -192,40 +201,80 @@ void tg_optim_free(tg_optim *opt) {
     free(opt);
 }
 
-/* ---- updates ---- */
+/* ---- updates ----
+ * fmaf() is exact on every machine, but compiled for baseline x86-64 it is a libm call that
+ * emulates the single rounding in software, several times slower than the rest of an update.
+ * So each per-tensor loop is an always-inline kernel instantiated twice: with target("fma"),
+ * where the compiler turns fmaf() into one instruction, and plain; the first runs when the
+ * CPU has FMA (same bits either way: both round once). */
+#define KERNEL static inline __attribute__((always_inline))
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__FMA__)
+#define OPTIM_FMA_DISPATCH 1
+#define TARGET_FMA __attribute__((target("fma")))
+static bool cpu_has_fma(void) { return __builtin_cpu_supports("fma"); }
+#endif
+
+/* Instantiates `name`_plain and `name`_fma from the kernel `name`_kernel and a dispatcher
+ * `name`, for a kernel returning void with the given parameter list and argument names. */
+#ifdef OPTIM_FMA_DISPATCH
+#define KERNEL_DISPATCH(name, params, args)                                                        \
+    static void name##_plain params { name##_kernel args; }                                        \
+    TARGET_FMA static void name##_fma params { name##_kernel args; }                               \
+    static void name params {                                                                      \
+        if (cpu_has_fma())                                                                         \
+            name##_fma args;                                                                       \
+        else                                                                                       \
+            name##_plain args;                                                                     \
+    }
+#else
+#define KERNEL_DISPATCH(name, params, args)                                                        \
+    static void name params { name##_kernel args; }
+#endif
 
 /* SGD (§7.1), per element, with g the gradient (negated if maximize):
  *   g = g + wd·p;  buf = g on the first step, else buf = mom·buf + (1-damp)·g;
  *   g = g + mom·buf (nesterov) or buf;  p = p - lr·g.
  * Rounded as PyTorch's ops: add(alpha) is a fused multiply-add, mul_ rounds on its own. */
+typedef struct sgd_consts {
+    tg_real wd, mom, keep, neg_lr; /* wd, momentum, 1 - dampening, -lr, rounded once */
+    bool decay, momentum, nesterov, maximize;
+} sgd_consts;
+
+KERNEL void sgd_tensor_kernel(const sgd_consts *c, tg_real *p, const tg_real *grad, tg_real *buf,
+                              bool first, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        tg_real g = c->maximize ? -grad[i] : grad[i];
+        if (c->decay) g = FMA(c->wd, p[i], g);
+        if (c->momentum) {
+            if (first) {
+                buf[i] = g; /* a copy of g, with no (1 - dampening) factor */
+            } else {
+                const tg_real decayed = buf[i] * c->mom;
+                buf[i] = FMA(c->keep, g, decayed);
+            }
+            g = c->nesterov ? FMA(c->mom, buf[i], g) : buf[i];
+        }
+        p[i] = FMA(c->neg_lr, g, p[i]);
+    }
+}
+KERNEL_DISPATCH(sgd_tensor,
+                (const sgd_consts *c, tg_real *p, const tg_real *grad, tg_real *buf, bool first,
+                 int64_t n),
+                (c, p, grad, buf, first, n))
+
 static void sgd_update(tg_optim *opt, double lr) {
     const tg_sgd_options *o = &opt->sgd;
-    const tg_real wd = (tg_real)o->weight_decay;
-    const tg_real mom = (tg_real)o->momentum;
-    const tg_real keep = (tg_real)(1.0 - o->dampening);
-    const tg_real neg_lr = (tg_real)(-lr);
+    const sgd_consts c = {.wd = (tg_real)o->weight_decay, .mom = (tg_real)o->momentum,
+                          .keep = (tg_real)(1.0 - o->dampening), .neg_lr = (tg_real)(-lr),
+                          .decay = o->weight_decay != 0, .momentum = o->momentum != 0,
+                          .nesterov = o->nesterov, .maximize = o->maximize};
     for (size_t k = 0; k < opt->count; k++) {
         tg_tensor *param = opt->params[k];
         if (!param->grad) continue;
-        tg_real *p = param->data;
-        const tg_real *grad = param->grad;
-        tg_real *buf = opt->buf[k] ? opt->buf[k]->data : NULL;
         tg_real *step = opt->step[k]->data;
         const bool first = !(*step > 0); /* no momentum buffer yet */
-        for (int64_t i = 0; i < param->numel; i++) {
-            tg_real g = o->maximize ? -grad[i] : grad[i];
-            if (o->weight_decay != 0) g = FMA(wd, p[i], g);
-            if (o->momentum != 0) {
-                if (first) {
-                    buf[i] = g; /* a copy of g, with no (1 - dampening) factor */
-                } else {
-                    const tg_real decayed = buf[i] * mom;
-                    buf[i] = FMA(keep, g, decayed);
-                }
-                g = o->nesterov ? FMA(mom, buf[i], g) : buf[i];
-            }
-            p[i] = FMA(neg_lr, g, p[i]);
-        }
+        sgd_tensor(&c, param->data, param->grad, opt->buf[k] ? opt->buf[k]->data : NULL, first,
+                   param->numel);
         *step += 1;
     }
 }
@@ -236,14 +285,48 @@ static void sgd_update(tg_optim *opt, double lr) {
  *   p = p - lr/(1-β1^t) · m / (sqrt(v̂)/sqrt(1-β2^t) + eps).
  * The bias corrections are computed in double from the (float) step, as PyTorch's Python
  * code does; eps is added after dividing sqrt(v̂) by sqrt(bc2), not before. */
+typedef struct adam_consts {
+    tg_real wd, decay, b1, one_minus_b1, b2, one_minus_b2, eps; /* rounded once */
+    tg_real neg_step_size, bc2_sqrt;                           /* per parameter and step */
+    bool decoupled, l2, maximize;
+} adam_consts;
+
+KERNEL void adam_tensor_kernel(const adam_consts *c, tg_real *p, const tg_real *grad, tg_real *m,
+                               tg_real *v, tg_real *vmax, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        tg_real g = c->maximize ? -grad[i] : grad[i];
+        if (c->decoupled)
+            p[i] = p[i] * c->decay;
+        else if (c->l2)
+            g = FMA(c->wd, p[i], g);
+        m[i] = FMA(c->one_minus_b1, g, m[i] * c->b1);
+        const tg_real scaled_g = c->one_minus_b2 * g; /* addcmul: value·g rounds first */
+        v[i] = FMA(scaled_g, g, v[i] * c->b2);
+        tg_real vhat = v[i];
+        if (vmax) {
+            /* torch.maximum propagates NaN */
+            vmax[i] = (isnan(vmax[i]) || isnan(v[i])) ? vmax[i] + v[i]
+                      : vmax[i] > v[i]                ? vmax[i]
+                                                      : v[i];
+            vhat = vmax[i];
+        }
+        const tg_real denom = SQRT(vhat) / c->bc2_sqrt + c->eps;
+        const tg_real delta = c->neg_step_size * m[i];
+        p[i] = p[i] + delta / denom;
+    }
+}
+KERNEL_DISPATCH(adam_tensor,
+                (const adam_consts *c, tg_real *p, const tg_real *grad, tg_real *m, tg_real *v,
+                 tg_real *vmax, int64_t n),
+                (c, p, grad, m, v, vmax, n))
+
 static void adam_update(tg_optim *opt, double lr) {
     const tg_adam_options *o = &opt->adam;
-    const bool decoupled = opt->kind == OPTIM_ADAMW;
-    const tg_real wd = (tg_real)o->weight_decay;
-    const tg_real decay = (tg_real)(1.0 - lr * o->weight_decay);
-    const tg_real b1 = (tg_real)o->beta1, one_minus_b1 = (tg_real)(1.0 - o->beta1);
-    const tg_real b2 = (tg_real)o->beta2, one_minus_b2 = (tg_real)(1.0 - o->beta2);
-    const tg_real eps = (tg_real)o->eps;
+    adam_consts c = {.wd = (tg_real)o->weight_decay, .decay = (tg_real)(1.0 - lr * o->weight_decay),
+                     .b1 = (tg_real)o->beta1, .one_minus_b1 = (tg_real)(1.0 - o->beta1),
+                     .b2 = (tg_real)o->beta2, .one_minus_b2 = (tg_real)(1.0 - o->beta2),
+                     .eps = (tg_real)o->eps, .decoupled = opt->kind == OPTIM_ADAMW,
+                     .l2 = o->weight_decay != 0, .maximize = o->maximize};
     for (size_t k = 0; k < opt->count; k++) {
         tg_tensor *param = opt->params[k];
         if (!param->grad) continue;
@@ -252,35 +335,10 @@ static void adam_update(tg_optim *opt, double lr) {
         const double step = (double)*step_t;
         const double bc1 = 1.0 - pow(o->beta1, step);
         const double bc2 = 1.0 - pow(o->beta2, step);
-        const tg_real neg_step_size = (tg_real)(-(lr / bc1));
-        const tg_real bc2_sqrt = (tg_real)sqrt(bc2);
-
-        tg_real *p = param->data;
-        const tg_real *grad = param->grad;
-        tg_real *m = opt->buf[k]->data, *v = opt->sq[k]->data;
-        tg_real *vmax = o->amsgrad ? opt->max_sq[k]->data : NULL;
-        for (int64_t i = 0; i < param->numel; i++) {
-            tg_real g = o->maximize ? -grad[i] : grad[i];
-            if (decoupled) {
-                p[i] = p[i] * decay;
-            } else if (o->weight_decay != 0) {
-                g = FMA(wd, p[i], g);
-            }
-            m[i] = FMA(one_minus_b1, g, m[i] * b1);
-            const tg_real scaled_g = one_minus_b2 * g; /* addcmul: value·g rounds first */
-            v[i] = FMA(scaled_g, g, v[i] * b2);
-            tg_real vhat = v[i];
-            if (vmax) {
-                /* torch.maximum propagates NaN */
-                vmax[i] = (isnan(vmax[i]) || isnan(v[i])) ? vmax[i] + v[i]
-                          : vmax[i] > v[i]                ? vmax[i]
-                                                          : v[i];
-                vhat = vmax[i];
-            }
-            const tg_real denom = SQRT(vhat) / bc2_sqrt + eps;
-            const tg_real delta = neg_step_size * m[i];
-            p[i] = p[i] + delta / denom;
-        }
+        c.neg_step_size = (tg_real)(-(lr / bc1));
+        c.bc2_sqrt = (tg_real)sqrt(bc2);
+        adam_tensor(&c, param->data, param->grad, opt->buf[k]->data, opt->sq[k]->data,
+                    o->amsgrad ? opt->max_sq[k]->data : NULL, param->numel);
     }
 }
 
@@ -344,19 +402,19 @@ typedef struct norm_acc {
     tg_real s;             /* the running value (for p = 2, after the lanes are folded) */
 } norm_acc;
 
-static void norm_begin(norm_acc *a, double p, int64_t n) {
+KERNEL void norm_begin(norm_acc *a, double p, int64_t n) {
     memset(a, 0, sizeof *a);
     a->p = p;
     a->full = n - n % NORM_LANES;
     a->chunk_end = a->full + (NORM_CHUNK > 0 && n - a->full >= NORM_CHUNK ? NORM_CHUNK : 0);
 }
 
-static void norm_fold_lanes(norm_acc *a) {
+KERNEL void norm_fold_lanes(norm_acc *a) {
     a->s = a->lane[0];
     for (int j = 1; j < NORM_LANES; j++) a->s = a->s + a->lane[j];
 }
 
-static void norm_add(norm_acc *a, tg_real x) {
+KERNEL void norm_add(norm_acc *a, tg_real x) {
     const tg_real ax = (tg_real)fabs((double)x);
     if (isinf(a->p)) {
         a->s = (isnan(ax) || isnan(a->s)) ? ax + a->s : ax > a->s ? ax : a->s;
@@ -381,7 +439,7 @@ static void norm_add(norm_acc *a, tg_real x) {
     a->seen++;
 }
 
-static tg_real norm_end(norm_acc *a) {
+KERNEL tg_real norm_end(norm_acc *a) {
     if (isinf(a->p) || a->p == 1) return a->s;
     if (a->p == 2) {
         if (a->seen == a->full) norm_fold_lanes(a); /* no tail */
@@ -390,12 +448,13 @@ static tg_real norm_end(norm_acc *a) {
     return POW(a->s, (tg_real)1 / (tg_real)a->p);
 }
 
-static tg_real norm_of(const tg_real *x, int64_t n, double p) {
+KERNEL void norm_tensor_kernel(const tg_real *x, int64_t n, double p, tg_real *out) {
     norm_acc a;
     norm_begin(&a, p, n);
     for (int64_t i = 0; i < n; i++) norm_add(&a, x[i]);
-    return norm_end(&a);
+    *out = norm_end(&a);
 }
+KERNEL_DISPATCH(norm_tensor, (const tg_real *x, int64_t n, double p, tg_real *out), (x, n, p, out))
 
 double tg_clip_grad_norm(const tg_params *params, double max_norm, double norm_type) {
     if (!(norm_type > 0))
@@ -410,7 +469,10 @@ double tg_clip_grad_norm(const tg_params *params, double max_norm, double norm_t
     norm_begin(&total_acc, norm_type, k);
     for (size_t i = 0; i < params->count; i++) {
         const tg_tensor *t = params->tensors[i];
-        if (t->grad) norm_add(&total_acc, norm_of(t->grad, t->numel, norm_type));
+        if (!t->grad) continue;
+        tg_real norm;
+        norm_tensor(t->grad, t->numel, norm_type, &norm);
+        norm_add(&total_acc, norm);
     }
     const tg_real total = norm_end(&total_acc);
     /* coef = max_norm / (total + 1e-6), where Python's scalar / tensor is reciprocal(t)·scalar;

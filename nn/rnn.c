@@ -8,13 +8,16 @@
 #include <stdlib.h>
 
 tg_rnn_options tg_rnn_defaults(int64_t input_size, int64_t hidden_size) {
-    return (tg_rnn_options){.input_size = input_size, .hidden_size = hidden_size,
-                            .num_layers = 1, .bias = true, .reset_after = true};
+    return (tg_rnn_options){.input_size = input_size,
+                            .hidden_size = hidden_size,
+                            .num_layers = 1,
+                            .bias = true,
+                            .reset_after = true};
 }
 
 tg_cell_options tg_cell_defaults(int64_t input_size, int64_t hidden_size) {
-    return (tg_cell_options){.input_size = input_size, .hidden_size = hidden_size, .bias = true,
-                             .reset_after = true};
+    return (tg_cell_options){
+        .input_size = input_size, .hidden_size = hidden_size, .bias = true, .reset_after = true};
 }
 
 /* The concrete cell kind for a module family and its options. */
@@ -82,16 +85,18 @@ tg_gru *tg_gru_new(tg_rnn_options o) { return recurrent_new(TG_CELL_GRU, o, "tg_
 tg_lstm *tg_lstm_new(tg_rnn_options o) { return recurrent_new(TG_CELL_LSTM, o, "tg_lstm_new"); }
 
 /* An initial state must be (D·layers, N, H) (unbatched: (D·layers, H)). */
-static void check_initial_state(const char *op, const char *what, const tg_tensor *s,
-                                bool batched, int64_t DL, int64_t N, int64_t H) {
+static void check_initial_state(const char *op, const char *what, const tg_tensor *s, bool batched,
+                                int64_t DL, int64_t N, int64_t H) {
     if (!s) return;
-    const bool ok = batched ? s->ndim == 3 && s->shape[0] == DL && s->shape[1] == N &&
-                                  s->shape[2] == H
-                            : s->ndim == 2 && s->shape[0] == DL && s->shape[1] == H;
+    const bool ok = batched
+                        ? s->ndim == 3 && s->shape[0] == DL && s->shape[1] == N && s->shape[2] == H
+                        : s->ndim == 2 && s->shape[0] == DL && s->shape[1] == H;
     if (ok) return;
     char d[160], want[96];
-    if (batched) tg_shape_format(3, (int64_t[]){DL, N, H}, want, sizeof want);
-    else tg_shape_format(2, (int64_t[]){DL, H}, want, sizeof want);
+    if (batched)
+        tg_shape_format(3, (int64_t[]){DL, N, H}, want, sizeof want);
+    else
+        tg_shape_format(2, (int64_t[]){DL, H}, want, sizeof want);
     tg_fail("%s: %s %s has the wrong shape, expected %s (num_directions·num_layers, %shidden_size)",
             op, what, tg_tensor_describe(s, d, sizeof d), want, batched ? "batch, " : "");
 }
@@ -120,7 +125,7 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
     check_initial_state(op, "c0", c0, batched, DL, N, H);
 
     /* everything below works sequence-first and batched: (T, N, features) */
-    tg_tensor *seq = !batched        ? tg_reshape(t, x, 3, (int64_t[]){T, 1, o->input_size})
+    tg_tensor *seq = !batched         ? tg_reshape(t, x, 3, (int64_t[]){T, 1, o->input_size})
                      : o->batch_first ? tg_transpose(t, x, 0, 1)
                                       : x;
     if (!batched && h0) h0 = tg_reshape(t, h0, 3, (int64_t[]){DL, 1, H});
@@ -141,8 +146,8 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
                 char layer[24] = "", suffix[48];
                 if (l > 0) snprintf(layer, sizeof layer, "_l%lld", (long long)l);
                 snprintf(suffix, sizeof suffix, "%s%s", layer, dir == 1 ? "_reverse" : "");
-                r = tg_rnn_sequence_composite(t, m->kind, &m->weights[k], seq, h0k, c0k,
-                                              dir == 1, suffix);
+                r = tg_rnn_sequence_composite(t, m->kind, &m->weights[k], seq, h0k, c0k, dir == 1,
+                                              suffix);
             }
             outs[dir] = r.output;
             h_n[k] = tg_reshape(t, r.h_n, 3, (int64_t[]){1, N, H});
@@ -171,8 +176,7 @@ tg_rnn_result tg_rnn_forward(tg_rnn *m, tg_tape *t, tg_tensor *x, tg_tensor *h0)
 tg_rnn_result tg_gru_forward(tg_gru *m, tg_tape *t, tg_tensor *x, tg_tensor *h0) {
     return recurrent_forward(m, t, "tg_gru_forward", TG_CELL_GRU, x, h0, NULL);
 }
-tg_rnn_result tg_lstm_forward(tg_lstm *m, tg_tape *t, tg_tensor *x, tg_tensor *h0,
-                              tg_tensor *c0) {
+tg_rnn_result tg_lstm_forward(tg_lstm *m, tg_tape *t, tg_tensor *x, tg_tensor *h0, tg_tensor *c0) {
     return recurrent_forward(m, t, "tg_lstm_forward", TG_CELL_LSTM, x, h0, c0);
 }
 
@@ -237,8 +241,10 @@ static void check_cell_state(const char *op, const char *what, const tg_tensor *
                 : s->ndim == 1 && s->shape[0] == H)
         return;
     char d[160], want[64];
-    if (batched) tg_shape_format(2, (int64_t[]){N, H}, want, sizeof want);
-    else tg_shape_format(1, (int64_t[]){H}, want, sizeof want);
+    if (batched)
+        tg_shape_format(2, (int64_t[]){N, H}, want, sizeof want);
+    else
+        tg_shape_format(1, (int64_t[]){H}, want, sizeof want);
     tg_fail("%s: %s %s has the wrong shape, expected %s (%shidden_size)", op, what,
             tg_tensor_describe(s, d, sizeof d), want, batched ? "batch, " : "");
 }
@@ -266,8 +272,9 @@ static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, const char *op, tg_cell
         if (c) c = tg_reshape(t, c, 2, (int64_t[]){1, H});
     }
     const tg_cell_weights w = {m->weight_ih, m->weight_hh, m->bias_ih, m->bias_hh};
-    tg_rnn_state s = o->exec == TG_RNN_FUSED ? tg_cell_step_fused(t, m->kind, &w, x, h, c)
-                                             : tg_cell_step_composite(t, m->kind, &w, x, h, c, NULL);
+    tg_rnn_state s = o->exec == TG_RNN_FUSED
+                         ? tg_cell_step_fused(t, m->kind, &w, x, h, c)
+                         : tg_cell_step_composite(t, m->kind, &w, x, h, c, NULL);
     if (!batched) {
         s.h = tg_reshape(t, s.h, 1, (int64_t[]){H});
         if (s.c) s.c = tg_reshape(t, s.c, 1, (int64_t[]){H});

@@ -15,8 +15,10 @@
 /* Names t "<gate>_<tag>" (or "<gate>" without a tag) and returns it. */
 static tg_tensor *named(tg_tensor *t, const char *gate, const char *tag) {
     char name[TG_NAME_MAX];
-    if (tag) snprintf(name, sizeof name, "%s_%s", gate, tag);
-    else snprintf(name, sizeof name, "%s", gate);
+    if (tag)
+        snprintf(name, sizeof name, "%s_%s", gate, tag);
+    else
+        snprintf(name, sizeof name, "%s", gate);
     tg_tensor_set_name(t, name);
     return t;
 }
@@ -43,8 +45,8 @@ static tg_rnn_state gru_step(tg_tape *t, const tg_cell_weights *w, tg_tensor *x,
 }
 
 /* Cho et al. 2014: the reset gate multiplies h before W_hn; b_hn is added outside. */
-static tg_rnn_state gru_cho_step(tg_tape *t, const tg_cell_weights *w, tg_tensor *x,
-                                 tg_tensor *h, int64_t H, const char *tag) {
+static tg_rnn_state gru_cho_step(tg_tape *t, const tg_cell_weights *w, tg_tensor *x, tg_tensor *h,
+                                 int64_t H, const char *tag) {
     tg_tensor *gi[3], *grz[2];
     tg_split(t, tg_linear(t, x, w->w_ih, w->b_ih), H, -1, gi, 3);
     /* W_hh = [W_hr; W_hz; W_hn] by rows, b_hh likewise */
@@ -60,12 +62,13 @@ static tg_rnn_state gru_cho_step(tg_tape *t, const tg_cell_weights *w, tg_tensor
     return (tg_rnn_state){named(h_new, "h", tag), NULL};
 }
 
-/* LSTM: gates [i | f | g | o] of x·W_ihᵀ + b_ih + h·W_hhᵀ + b_hh; c' = f⊙c + i⊙g; h' = o⊙tanh(c') */
+/* LSTM: gates [i | f | g | o] of x·W_ihᵀ + b_ih + h·W_hhᵀ + b_hh; c' = f⊙c + i⊙g; h' = o⊙tanh(c')
+ */
 static tg_rnn_state lstm_step(tg_tape *t, const tg_cell_weights *w, tg_tensor *x, tg_tensor *h,
                               tg_tensor *c, int64_t H, const char *tag) {
     tg_tensor *a[4];
-    tg_split(t, tg_add(t, tg_linear(t, x, w->w_ih, w->b_ih), tg_linear(t, h, w->w_hh, w->b_hh)),
-             H, -1, a, 4);
+    tg_split(t, tg_add(t, tg_linear(t, x, w->w_ih, w->b_ih), tg_linear(t, h, w->w_hh, w->b_hh)), H,
+             -1, a, 4);
     tg_tensor *i = named(tg_sigmoid(t, a[0]), "i", tag);
     tg_tensor *f = named(tg_sigmoid(t, a[1]), "f", tag);
     tg_tensor *g = named(tg_tanh(t, a[2]), "g", tag);
@@ -81,10 +84,14 @@ tg_rnn_state tg_cell_step_composite(tg_tape *t, tg_cell_kind kind, const tg_cell
     const int64_t B = x->shape[0], H = w->w_hh->shape[1];
     if (!h) h = tg_tape_tensor_zeros(t, 2, (int64_t[]){B, H});
     switch (kind) {
-    case TG_CELL_RNN_TANH: return rnn_step(t, w, x, h, false, tag);
-    case TG_CELL_RNN_RELU: return rnn_step(t, w, x, h, true, tag);
-    case TG_CELL_GRU: return gru_step(t, w, x, h, H, tag);
-    case TG_CELL_GRU_CHO: return gru_cho_step(t, w, x, h, H, tag);
+    case TG_CELL_RNN_TANH:
+        return rnn_step(t, w, x, h, false, tag);
+    case TG_CELL_RNN_RELU:
+        return rnn_step(t, w, x, h, true, tag);
+    case TG_CELL_GRU:
+        return gru_step(t, w, x, h, H, tag);
+    case TG_CELL_GRU_CHO:
+        return gru_cho_step(t, w, x, h, H, tag);
     case TG_CELL_LSTM:
         if (!c) c = tg_tape_tensor_zeros(t, 2, (int64_t[]){B, H});
         return lstm_step(t, w, x, h, c, H, tag);
@@ -93,8 +100,8 @@ tg_rnn_state tg_cell_step_composite(tg_tape *t, tg_cell_kind kind, const tg_cell
 }
 
 tg_rnn_result tg_rnn_sequence_composite(tg_tape *t, tg_cell_kind kind, const tg_cell_weights *w,
-                                        tg_tensor *x, tg_tensor *h0, tg_tensor *c0,
-                                        bool reverse, const char *suffix) {
+                                        tg_tensor *x, tg_tensor *h0, tg_tensor *c0, bool reverse,
+                                        const char *suffix) {
     tg_cell_inputs_check("tg_rnn_sequence_composite", kind, w, x, 3, h0, c0);
     const int64_t T = x->shape[0], B = x->shape[1], H = w->w_hh->shape[1];
     tg_tensor **steps = tg_tape_alloc(t, (size_t)T * sizeof *steps);

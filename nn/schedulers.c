@@ -3,6 +3,14 @@
  * Both update the optimizer's lr recursively from its current value, in double, exactly as
  * PyTorch's get_lr() does (its closed forms agree only to ~1e-16). The scheduler's own state
  * (last epoch, base lr) lives in tensors, like the optimizer's, so a checkpoint restores it. */
+/* The cosine rule ends in ratio·(lr - eta_min) + eta_min: it must round twice, as Python does,
+ * even in builds (GNU mode, FMA enabled) where the compiler would fuse it (see nn/optim.c). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #include "tapegrad/optim.h"
 
 #include <math.h>

@@ -61,8 +61,10 @@ int tg_broadcast_tensors(const char *op, int n, const tg_tensor *const *ts, int6
         if (ts[k]->ndim < -bad) continue;
         const int64_t s = ts[k]->shape[ts[k]->ndim + bad];
         if (s == 1) continue;
-        if (first == 1) first = s;
-        else if (s != first && second == 1) second = s;
+        if (first == 1)
+            first = s;
+        else if (s != first && second == 1)
+            second = s;
     }
     tg_fail("%s cannot be broadcast (size %" PRId64 " vs %" PRId64 " at dim %d)", msg, first,
             second, bad);
@@ -77,10 +79,10 @@ bool tg_broadcast_fits(int from_ndim, const int64_t *from, int to_ndim, const in
     return true;
 }
 
-void tg_bcast_init(tg_bcast *p, int out_ndim, const int64_t *out_shape, int n,
-                   const int *ndims, const int64_t *const *shapes) {
-    if (n < 1 || n > TG_BCAST_MAX_OPS) tg_fail("broadcast: %d operands (1 to %d supported)", n,
-                                              TG_BCAST_MAX_OPS);
+void tg_bcast_init(tg_bcast *p, int out_ndim, const int64_t *out_shape, int n, const int *ndims,
+                   const int64_t *const *shapes) {
+    if (n < 1 || n > TG_BCAST_MAX_OPS)
+        tg_fail("broadcast: %d operands (1 to %d supported)", n, TG_BCAST_MAX_OPS);
     for (int k = 0; k < n; k++)
         if (!tg_broadcast_fits(ndims[k], shapes[k], out_ndim, out_shape)) {
             char s1[96], s2[96];
@@ -277,7 +279,8 @@ void tg_broadcast_expand(tg_real *y, int out_ndim, const int64_t *out_shape, con
     int64_t idx[TG_MAX_DIMS] = {0}, off = 0;
     for (int64_t r = 0; r < p.rows; r++) {
         tg_real *out = y + r * inner;
-        if (contiguous) memcpy(out, x + off, (size_t)inner * sizeof *out);
+        if (contiguous)
+            memcpy(out, x + off, (size_t)inner * sizeof *out);
         else
             for (int64_t i = 0; i < inner; i++) out[i] = x[off];
         tg_bcast_row_next(&p, idx, &off);

@@ -23,8 +23,10 @@
  *
  * Small or thin products are different: a 1 x 96 x 32 product in an RNN step does 3072
  * multiply-adds, less than the cost of packing. So:
- *   - tiny products (and row-major B with few rows of A) read B in place, with no
- *     copy: the micro-kernel just steps through B's rows with B's own stride;
+ *   - tiny products read A and B in place, with no copy: the micro-kernel just steps
+ *     through B's rows with B's own stride and picks A's values with A's strides;
+ *   - when C has few rows (one A block), B blocks are narrower (nc = 256), so that a
+ *     packed block is still in L2 when the micro-kernel reads it;
  *   - when B is transposed (C = A B^T, the forward of a linear layer) and A has few
  *     rows, each C element is a dot product of two contiguous rows, and the dot
  *     kernel computes them with no packing at all.
@@ -102,6 +104,7 @@ static const tg_gemm_kernel tg_gemm_portable = {
     .nc = 2048,
     .tile = tg_gemm_portable_tile,
     .dot = tg_gemm_portable_dot,
+    .pack_bt = NULL,
 };
 
 /* ---- which kernel ---- */
@@ -241,6 +244,8 @@ static void tg_gemm_pack_b_panel(const tg_gemm_call *g, int64_t p0, int64_t kc, 
             for (int j = 0; j < nr; j++) dst[j] = src[j];
             for (int j = nr; j < NR; j++) dst[j] = 0;
         }
+    } else if (nr == NR && g->kern->pack_bt) {
+        g->kern->pack_bt(kc, g->b + j0 * g->ldb + p0, g->ldb, out);
     } else {
         /* B stored n x k: column j of op(B) is row j0 + j of B, contiguous over p.
          * Read each row once, write it down the panel with stride NR (the panel,
@@ -255,16 +260,70 @@ static void tg_gemm_pack_b_panel(const tg_gemm_call *g, int64_t p0, int64_t kc, 
     }
 }
 
+#define TG_PACK_AHEAD 4 /* rows of B requested ahead of the copy */
+
+/* Packs op(B)[p0 : p0+kc, j0 : j0+nc] as consecutive kc x NR panels. Row-major B is read
+ * row by row (for each p, the whole nc-wide segment, spread over the panels): contiguous
+ * reads that the hardware prefetchers follow. Reading it panel by panel instead (64 bytes
+ * from each of kc rows, then the next 64) puts every read on a new page when the row
+ * stride is a few KiB, and the prefetchers stop at page boundaries. Transposed B is read
+ * panel by panel: its rows are already contiguous over p. */
+static void tg_gemm_pack_b_block(const tg_gemm_call *g, int64_t p0, int64_t kc, int64_t j0,
+                                 int64_t nc, tg_real *out) {
+    const int NR = g->kern->nr;
+    const int64_t full = nc / NR, last = nc - full * NR;
+    if (g->trans_b) {
+        for (int64_t q = 0; q < full; q++)
+            tg_gemm_pack_b_panel(g, p0, kc, j0 + q * NR, NR, out + q * kc * NR);
+    } else {
+        /* NR as a constant where it is one, so that each copy is a few vector moves.
+         * Each row segment is usually on its own page, where the hardware prefetchers
+         * start afresh, so the segment a few rows ahead is requested explicitly. */
+#define TG_PACK_ROWS(W)                                                                           \
+    for (int64_t p = 0; p < kc; p++) {                                                            \
+        const tg_real *src = g->b + (p0 + p) * g->ldb + j0;                                       \
+        if (p + TG_PACK_AHEAD < kc)                                                               \
+            for (int64_t j = 0; j < nc; j += 64 / (int64_t)sizeof(tg_real))                       \
+                __builtin_prefetch(src + TG_PACK_AHEAD * g->ldb + j, 0, 3);                       \
+        tg_real *dst = out + p * (W);                                                             \
+        for (int64_t q = 0; q < full; q++)                                                        \
+            memcpy(dst + q * kc * (W), src + q * (W), (size_t)(W) * sizeof(tg_real));             \
+    }
+        if (NR == 8) {
+            TG_PACK_ROWS(8)
+        } else if (NR == 16) {
+            TG_PACK_ROWS(16)
+        } else if (NR == 32) {
+            TG_PACK_ROWS(32)
+        } else {
+            TG_PACK_ROWS(NR)
+        }
+#undef TG_PACK_ROWS
+    }
+    if (last) tg_gemm_pack_b_panel(g, p0, kc, j0 + full * NR, (int)last, out + full * kc * NR);
+}
+
 #define TG_GEMM_MAX_TILES 512 /* row tiles in one mc block: mc / MR, bounded by mc <= 1024 */
+
+/* Columns per B block when the rows fit in one A block (m <= mc: the batch-sized
+ * products of recurrent layers). Then every packed B panel is used by that one A block
+ * only, so there is no reason to keep a big block in L3: a 256 x 256 block (256 KiB of
+ * floats) stays in L2 between its packing and its use, instead of a 256 x 4096 block
+ * being written out to L3 and read back. */
+#ifndef TG_GEMM_NC_THIN
+#define TG_GEMM_NC_THIN 256
+#endif
 
 /* The five loops on C[m0:m1, n0:n1] (see the top of the file). */
 static void tg_gemm_blocked(const tg_gemm_call *g, int64_t m0, int64_t m1, int64_t n0,
                             int64_t n1) {
     const tg_gemm_kernel *kern = g->kern;
     const int MR = kern->mr, NR = kern->nr;
-    const int64_t MC = kern->mc, KC = kern->kc, NC = kern->nc;
+    const int64_t MC = kern->mc, KC = kern->kc;
     tg_gemm_scratch *s = &tg_gemm_buffers;
     int heights[TG_GEMM_MAX_TILES];
+    /* One A block only (few rows): B blocks sized for L2 instead of L3. */
+    const int64_t NC = m1 - m0 <= MC ? TG_GEMM_NC_THIN : kern->nc;
 
     for (int64_t jc = n0; jc < n1; jc += NC) {
         const int64_t nc = n1 - jc < NC ? n1 - jc : NC;
@@ -274,7 +333,8 @@ static void tg_gemm_blocked(const tg_gemm_call *g, int64_t m0, int64_t m1, int64
             /* The first k block applies beta; the later ones add to what it left. */
             const tg_real beta = pc == 0 ? g->beta : 1;
 
-            /* B block: packed, or read in place with only the ragged last panel packed. */
+            /* B: the whole block packed now (reused by every A block), or (tiny products)
+             * read in place with only a ragged last panel packed. */
             tg_real *bpack;
             if (g->direct_b) {
                 bpack = tg_gemm_scratch_reserve(&s->b, &s->b_cap, (size_t)(kc * NR));
@@ -282,10 +342,7 @@ static void tg_gemm_blocked(const tg_gemm_call *g, int64_t m0, int64_t m1, int64
                 if (last < NR) tg_gemm_pack_b_panel(g, pc, kc, jc + (panels - 1) * NR, last, bpack);
             } else {
                 bpack = tg_gemm_scratch_reserve(&s->b, &s->b_cap, (size_t)(panels * kc * NR));
-                for (int64_t q = 0; q < panels; q++) {
-                    const int nr = (int)(nc - q * NR < NR ? nc - q * NR : NR);
-                    tg_gemm_pack_b_panel(g, pc, kc, jc + q * NR, nr, bpack + q * kc * NR);
-                }
+                tg_gemm_pack_b_block(g, pc, kc, jc, nc, bpack);
             }
 
             for (int64_t ic = m0; ic < m1; ic += MC) {
@@ -300,17 +357,13 @@ static void tg_gemm_blocked(const tg_gemm_call *g, int64_t m0, int64_t m1, int64
                 }
                 for (int64_t q = 0; q < panels; q++) {
                     const int nr = (int)(nc - q * NR < NR ? nc - q * NR : NR);
-                    const tg_real *bq;
-                    int64_t b_rs;
+                    const tg_real *bq = bpack;
+                    int64_t b_rs = NR;
                     if (!g->direct_b) {
                         bq = bpack + q * kc * NR;
-                        b_rs = NR;
                     } else if (nr == NR) {
                         bq = g->b + pc * g->ldb + jc + q * NR;
                         b_rs = g->ldb;
-                    } else {
-                        bq = bpack;
-                        b_rs = NR;
                     }
                     tg_real *cq = g->c + jc + q * NR;
                     int64_t row = ic;
@@ -349,9 +402,6 @@ static void tg_gemm_dots(const tg_gemm_call *g, int64_t m0, int64_t m1, int64_t 
 #define TG_GEMM_PARALLEL_MIN (1 << 20)
 /* Below this many multiply-adds nothing is packed (A and row-major B read in place). */
 #define TG_GEMM_TINY (1 << 15)
-/* With at most this many rows of C, row-major B is read in place (its panels are reused
- * only m / MR times, too few to pay for a copy). */
-#define TG_GEMM_DIRECT_B_MAX_M 64
 /* With at most this many rows of C, C = A B^T is done as dot products. */
 #define TG_GEMM_DOT_MAX_M 8
 
@@ -405,7 +455,7 @@ void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_rea
     const bool tiny = work <= TG_GEMM_TINY;
     const bool dots = trans_b && !trans_a && m <= TG_GEMM_DOT_MAX_M;
     g.direct_a = tiny;
-    g.direct_b = !trans_b && (tiny || m <= TG_GEMM_DIRECT_B_MAX_M);
+    g.direct_b = !trans_b && tiny;
 
     int threads = work >= TG_GEMM_PARALLEL_MIN ? tg_get_num_threads() : 1;
 #ifndef _OPENMP

@@ -11,12 +11,6 @@
  * 256 x 8 doubles) sits in L1 while A's panel streams; mc so that the packed A block
  * (mc x kc) takes about a third of L2; nc so that the packed B block stays in L3. */
 #include "gemm_internal.h"
-#ifndef XMC
-#define XMC 144
-#endif
-#ifndef XKC
-#define XKC 256
-#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
@@ -64,6 +58,63 @@ static inline TGK_TARGET float tgk_hsum(tgk_vec v) {
 
 #include "gemm_simd.h"
 
+/* Transposed-B panel packing with in-register transposes: 8 x 8 floats (4 x 4 doubles)
+ * per step — 8 row loads, 24 shuffles, 8 stores, where the scalar loop needs 64 loads and
+ * 64 stores. This is the whole cost of C = A B^T beyond C = A B, so it matters for the
+ * forward pass of every linear layer. */
+#ifdef TG_DOUBLE
+static TGK_TARGET void tg_gemm_avx2_pack_bt(int64_t kc, const double *b, int64_t ldb,
+                                            double *out) {
+    int64_t p = 0;
+    for (; p + 4 <= kc; p += 4)
+        for (int j0 = 0; j0 < TGK_NR; j0 += 4) {
+            const double *s = b + j0 * ldb + p;
+            const __m256d r0 = _mm256_loadu_pd(s), r1 = _mm256_loadu_pd(s + ldb);
+            const __m256d r2 = _mm256_loadu_pd(s + 2 * ldb), r3 = _mm256_loadu_pd(s + 3 * ldb);
+            const __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+            const __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+            double *d = out + p * TGK_NR + j0;
+            _mm256_storeu_pd(d, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(d + TGK_NR, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(d + 2 * TGK_NR, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(d + 3 * TGK_NR, _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+    for (; p < kc; p++)
+        for (int j = 0; j < TGK_NR; j++) out[p * TGK_NR + j] = b[j * ldb + p];
+}
+#else
+static TGK_TARGET void tg_gemm_avx2_pack_bt(int64_t kc, const float *b, int64_t ldb,
+                                            float *out) {
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8)
+        for (int j0 = 0; j0 < TGK_NR; j0 += 8) {
+            const float *s = b + j0 * ldb + p;
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(s + i * ldb);
+            /* pairs of rows interleaved, then quadruples, then the 128-bit halves */
+            const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *d = out + p * TGK_NR + j0;
+            _mm256_storeu_ps(d + 0 * TGK_NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(d + 1 * TGK_NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(d + 2 * TGK_NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(d + 3 * TGK_NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(d + 4 * TGK_NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(d + 5 * TGK_NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(d + 6 * TGK_NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(d + 7 * TGK_NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    for (; p < kc; p++)
+        for (int j = 0; j < TGK_NR; j++) out[p * TGK_NR + j] = b[j * ldb + p];
+}
+#endif
+
 static const tg_gemm_kernel avx2_kernel = {
     .name = "avx2",
     .mr = TGK_MR,
@@ -73,12 +124,13 @@ static const tg_gemm_kernel avx2_kernel = {
 #ifdef TG_DOUBLE
     .mc = 96,
 #else
-    .mc = XMC,
+    .mc = 144,
 #endif
-    .kc = XKC,
+    .kc = 256,
     .nc = 4096,
     .tile = TGK_NAME(tile),
     .dot = TGK_NAME(dot),
+    .pack_bt = tg_gemm_avx2_pack_bt,
 };
 
 const tg_gemm_kernel *tg_gemm_kernel_avx2_get(void) { return &avx2_kernel; }

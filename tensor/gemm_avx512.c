@@ -74,6 +74,7 @@ static const tg_gemm_kernel avx512_kernel = {
     .nc = 4096,
     .tile = TGK_NAME(tile),
     .dot = TGK_NAME(dot),
+    .pack_bt = NULL, /* the generic loop */
 };
 
 const tg_gemm_kernel *tg_gemm_kernel_avx512_get(void) { return &avx512_kernel; }

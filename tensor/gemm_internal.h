@@ -36,6 +36,10 @@ typedef void tg_gemm_dot_fn(int mr, int nr, int64_t k, const tg_real *a, int64_t
                             const tg_real *b, int64_t ldb, tg_real alpha, tg_real beta,
                             tg_real *c, int64_t ldc);
 
+/* Packs a full panel of a transposed B: out[p*NR + j] = b[j*ldb + p] for p < kc, j < NR
+ * (a transpose; the generic C loop moves one value per instruction). */
+typedef void tg_gemm_pack_bt_fn(int64_t kc, const tg_real *b, int64_t ldb, tg_real *out);
+
 typedef struct tg_gemm_kernel {
     const char *name;
     int mr, nr;         /* register tile of `tile` */
@@ -43,6 +47,7 @@ typedef struct tg_gemm_kernel {
     int64_t mc, kc, nc; /* cache blocks: A block mc x kc (L2), B panel kc x NR (L1), B block kc x nc (L3) */
     tg_gemm_tile_fn *tile;
     tg_gemm_dot_fn *dot;
+    tg_gemm_pack_bt_fn *pack_bt; /* NULL: the generic loop */
 } tg_gemm_kernel;
 
 /* NULL when the compiler could not build them (not x86-64, or no target attribute). */

@@ -79,16 +79,16 @@ typedef struct {
     int64_t b[4];
 } shape_pair;
 static const shape_pair PAIRS[] = {
-    {2, {2, 3}, 2, {2, 3}},          /* same */
-    {2, {2, 3}, 1, {3}},             /* bias-like trailing vector */
-    {1, {3}, 2, {2, 3}},             /* ... on the left */
-    {3, {2, 1, 4}, 2, {3, 1}},       /* both broadcast, different ranks */
-    {2, {2, 3}, 1, {1}},             /* (1,) scalar */
-    {2, {2, 3}, 0, {0}},             /* () scalar */
-    {0, {0}, 2, {2, 3}},             /* () scalar on the left */
-    {2, {3, 1}, 2, {1, 4}},          /* outer-product shape */
-    {3, {4, 1, 3}, 3, {1, 2, 1}},    /* alternating */
-    {4, {2, 1, 3, 1}, 2, {1, 2}},    /* 4-D */
+    {2, {2, 3}, 2, {2, 3}},       /* same */
+    {2, {2, 3}, 1, {3}},          /* bias-like trailing vector */
+    {1, {3}, 2, {2, 3}},          /* ... on the left */
+    {3, {2, 1, 4}, 2, {3, 1}},    /* both broadcast, different ranks */
+    {2, {2, 3}, 1, {1}},          /* (1,) scalar */
+    {2, {2, 3}, 0, {0}},          /* () scalar */
+    {0, {0}, 2, {2, 3}},          /* () scalar on the left */
+    {2, {3, 1}, 2, {1, 4}},       /* outer-product shape */
+    {3, {4, 1, 3}, 3, {1, 2, 1}}, /* alternating */
+    {4, {2, 1, 3, 1}, 2, {1, 2}}, /* 4-D */
 };
 #define N_PAIRS (int)(sizeof PAIRS / sizeof PAIRS[0])
 
@@ -99,25 +99,22 @@ static void test_broadcast_shapes_and_plans(void **state) {
     (void)state;
     int64_t out[TG_MAX_DIMS];
     int nd = -1, bad = 0;
-    assert_true(tg_broadcast_shapes(2, (const int[]){3, 2},
-                                    (const int64_t *const[]){(int64_t[]){2, 1, 4},
-                                                             (int64_t[]){3, 1}},
-                                    &nd, out, &bad));
+    assert_true(tg_broadcast_shapes(
+        2, (const int[]){3, 2}, (const int64_t *const[]){(int64_t[]){2, 1, 4}, (int64_t[]){3, 1}},
+        &nd, out, &bad));
     assert_int_equal(nd, 3);
     assert_true(out[0] == 2 && out[1] == 3 && out[2] == 4);
     assert_false(tg_broadcast_shapes(2, (const int[]){2, 1},
                                      (const int64_t *const[]){(int64_t[]){2, 3}, (int64_t[]){4}},
                                      &nd, out, &bad));
     assert_int_equal(bad, -1);
-    assert_false(tg_broadcast_shapes(2, (const int[]){3, 3},
-                                     (const int64_t *const[]){(int64_t[]){2, 3, 4},
-                                                              (int64_t[]){5, 3, 4}},
-                                     &nd, out, &bad));
+    assert_false(tg_broadcast_shapes(
+        2, (const int[]){3, 3},
+        (const int64_t *const[]){(int64_t[]){2, 3, 4}, (int64_t[]){5, 3, 4}}, &nd, out, &bad));
     assert_int_equal(bad, -3);
     /* () with anything; zero-size dims broadcast with 1 only */
-    assert_true(tg_broadcast_shapes(2, (const int[]){0, 2},
-                                    (const int64_t *const[]){NULL, (int64_t[]){0, 3}}, &nd, out,
-                                    NULL));
+    assert_true(tg_broadcast_shapes(
+        2, (const int[]){0, 2}, (const int64_t *const[]){NULL, (int64_t[]){0, 3}}, &nd, out, NULL));
     assert_true(nd == 2 && out[0] == 0 && out[1] == 3);
     assert_true(tg_broadcast_fits(TG_SHAPE(3), TG_SHAPE(2, 3)));
     assert_true(tg_broadcast_fits(TG_SHAPE(1, 3), TG_SHAPE(2, 3)));
@@ -221,8 +218,8 @@ static void test_binary_forward(void **state) {
     tg_tensor *y = tg_add(tape, a, b);
     assert_true(y->ndim == 2 && y->shape[0] == 2 && y->shape[1] == 3);
     tg_test_assert_close("a+b", y->data, (tg_real[]){11, 22, 43, 14, 25, 46}, 6, 0, 0);
-    tg_test_assert_close("b-a", tg_sub(tape, b, a)->data, (tg_real[]){9, 18, 37, 6, 15, 34}, 6,
-                         0, 0);
+    tg_test_assert_close("b-a", tg_sub(tape, b, a)->data, (tg_real[]){9, 18, 37, 6, 15, 34}, 6, 0,
+                         0);
     tg_test_assert_close("a*c", tg_mul(tape, a, c)->data, (tg_real[]){2, 4, 6, -4, -5, -6}, 6, 0,
                          0);
     tg_test_assert_close("a/s", tg_div(tape, a, s)->data,
@@ -254,8 +251,8 @@ static void test_binary_forward(void **state) {
                     ref_binary(BINARY[o].op, x1->data[bcast_source(x1, y->ndim, y->shape, i)],
                                x2->data[bcast_source(x2, y->ndim, y->shape, i)]);
                 if (y->data[i] != want)
-                    fail_msg("%s pair %d element %lld: %g vs %g", BINARY[o].name, k,
-                             (long long)i, (double)y->data[i], (double)want);
+                    fail_msg("%s pair %d element %lld: %g vs %g", BINARY[o].name, k, (long long)i,
+                             (double)y->data[i], (double)want);
             }
             tg_tensor_free(x1);
             tg_tensor_free(x2);
@@ -271,8 +268,8 @@ static void test_binary_forward(void **state) {
                 const tg_real want = ref_binary(
                     BINARY[o].op, pairs[q][0]->data[bcast_source(pairs[q][0], 3, y->shape, i)],
                     pairs[q][1]->data[bcast_source(pairs[q][1], 3, y->shape, i)]);
-                if (y->data[i] != want) fail_msg("large %s case %d element %lld", BINARY[o].name,
-                                                 q, (long long)i);
+                if (y->data[i] != want)
+                    fail_msg("large %s case %d element %lld", BINARY[o].name, q, (long long)i);
             }
         }
     }
@@ -290,12 +287,12 @@ static void test_unary_forward(void **state) {
                          (tg_real[]){-0.5, 1, 1.5, 2.5, 4.5}, 5, 0, 0);
     tg_test_assert_close("mul_scalar", tg_mul_scalar(tape, x, -2)->data,
                          (tg_real[]){4, 1, 0, -2, -6}, 5, 0, 0);
-    tg_test_assert_close("pow 2", tg_pow_scalar(tape, x, 2)->data,
-                         (tg_real[]){4, 0.25, 0, 1, 9}, 5, 0, 0);
+    tg_test_assert_close("pow 2", tg_pow_scalar(tape, x, 2)->data, (tg_real[]){4, 0.25, 0, 1, 9}, 5,
+                         0, 0);
     tg_test_assert_close("pow 3", tg_pow_scalar(tape, x, 3)->data,
                          (tg_real[]){-8, -0.125, 0, 1, 27}, 5, 0, 0);
-    tg_test_assert_close("pow 0", tg_pow_scalar(tape, x, 0)->data, (tg_real[]){1, 1, 1, 1, 1},
-                         5, 0, 0);
+    tg_test_assert_close("pow 0", tg_pow_scalar(tape, x, 0)->data, (tg_real[]){1, 1, 1, 1, 1}, 5, 0,
+                         0);
     tg_test_assert_close("pow -1", tg_pow_scalar(tape, x, -1)->data,
                          (tg_real[]){-0.5, -2, INFINITY, 1, (tg_real)(1.0 / 3)}, 5, 0, 0);
     tg_tensor *pos = tg_tensor_from_array(TG_SHAPE(4), (tg_real[]){0.25, 1, 4, 2});
@@ -322,12 +319,18 @@ static void test_unary_forward(void **state) {
     tg_tensor_free(lx0);
 
     /* tanh, sigmoid: values, saturation without NaN/inf */
-    tg_tensor *big = tg_tensor_from_array(TG_SHAPE(8), (tg_real[]){-1000, -100, -20, -1, 0, 1, 100,
-                                                                   1000});
+    tg_tensor *big =
+        tg_tensor_from_array(TG_SHAPE(8), (tg_real[]){-1000, -100, -20, -1, 0, 1, 100, 1000});
     tg_tensor *th = tg_tanh(tape, big), *sg = tg_sigmoid(tape, big);
     const double want_th[] = {-1, -1, -1, -tanh(1.0), 0, tanh(1.0), 1, 1};
-    const double want_sg[] = {0, 3.720075976020836e-44, 2.0611536181902037e-09,
-                              0.2689414213699951, 0.5, 0.7310585786300049, 1, 1};
+    const double want_sg[] = {0,
+                              3.720075976020836e-44,
+                              2.0611536181902037e-09,
+                              0.2689414213699951,
+                              0.5,
+                              0.7310585786300049,
+                              1,
+                              1};
     tg_test_assert_close_f64("tanh", th->data, want_th, 8, TG_TEST_ATOL, TG_TEST_RTOL);
     tg_test_assert_close_f64("sigmoid", sg->data, want_sg, 8, TG_TEST_ATOL, TG_TEST_RTOL);
     for (int i = 0; i < 8; i++) assert_true(isfinite(sg->data[i]) && isfinite(th->data[i]));
@@ -424,25 +427,49 @@ typedef struct {
     tg_real s;
 } unary_ctx;
 
-enum { U_NEG, U_ADDS, U_MULS, U_POW, U_EXP, U_LOG, U_SQRT, U_TANH, U_SIGMOID, U_RELU,
-       U_GELU, U_GELU_TANH };
+enum {
+    U_NEG,
+    U_ADDS,
+    U_MULS,
+    U_POW,
+    U_EXP,
+    U_LOG,
+    U_SQRT,
+    U_TANH,
+    U_SIGMOID,
+    U_RELU,
+    U_GELU,
+    U_GELU_TANH
+};
 
 static tg_tensor *gc_unary(tg_tape *t, tg_tensor *const *in, void *ctx) {
     const unary_ctx *c = ctx;
     tg_tensor *x = in[0];
     switch (c->which) {
-    case U_NEG: return tg_neg(t, x);
-    case U_ADDS: return tg_add_scalar(t, x, c->s);
-    case U_MULS: return tg_mul_scalar(t, x, c->s);
-    case U_POW: return tg_pow_scalar(t, x, c->s);
-    case U_EXP: return tg_exp(t, x);
-    case U_LOG: return tg_log(t, x);
-    case U_SQRT: return tg_sqrt(t, x);
-    case U_TANH: return tg_tanh(t, x);
-    case U_SIGMOID: return tg_sigmoid(t, x);
-    case U_RELU: return tg_relu(t, x);
-    case U_GELU: return tg_gelu(t, x, TG_GELU_ERF);
-    default: return tg_gelu(t, x, TG_GELU_TANH);
+    case U_NEG:
+        return tg_neg(t, x);
+    case U_ADDS:
+        return tg_add_scalar(t, x, c->s);
+    case U_MULS:
+        return tg_mul_scalar(t, x, c->s);
+    case U_POW:
+        return tg_pow_scalar(t, x, c->s);
+    case U_EXP:
+        return tg_exp(t, x);
+    case U_LOG:
+        return tg_log(t, x);
+    case U_SQRT:
+        return tg_sqrt(t, x);
+    case U_TANH:
+        return tg_tanh(t, x);
+    case U_SIGMOID:
+        return tg_sigmoid(t, x);
+    case U_RELU:
+        return tg_relu(t, x);
+    case U_GELU:
+        return tg_gelu(t, x, TG_GELU_ERF);
+    default:
+        return tg_gelu(t, x, TG_GELU_TANH);
     }
 }
 
@@ -455,16 +482,26 @@ static void test_gradcheck_unary(void **state) {
         double lo, hi;
         bool signs; /* alternate signs (away from zero) */
     } cases[] = {
-        {"neg", {U_NEG, 0}, -2, 2, false},          {"add_scalar", {U_ADDS, 2.5}, -2, 2, false},
-        {"mul_scalar", {U_MULS, -1.5}, -2, 2, false}, {"pow 2", {U_POW, 2}, -2, 2, false},
-        {"pow 3", {U_POW, 3}, -2, 2, false},         {"pow 0.5", {U_POW, 0.5}, 0.3, 2, false},
-        {"pow -0.5", {U_POW, -0.5}, 0.3, 2, false},  {"pow -1", {U_POW, -1}, 0.3, 2, true},
-        {"pow -2", {U_POW, -2}, 0.3, 2, true},       {"pow 2.5", {U_POW, 2.5}, 0.3, 2, false},
-        {"pow 0", {U_POW, 0}, -2, 2, false},         {"pow 1", {U_POW, 1}, -2, 2, false},
-        {"exp", {U_EXP, 0}, -2, 2, false},           {"log", {U_LOG, 0}, 0.2, 3, false},
-        {"sqrt", {U_SQRT, 0}, 0.2, 3, false},        {"tanh", {U_TANH, 0}, -3, 3, false},
-        {"sigmoid", {U_SIGMOID, 0}, -5, 5, false},   {"relu", {U_RELU, 0}, 0.05, 2, true},
-        {"gelu", {U_GELU, 0}, -3, 3, false},         {"gelu_tanh", {U_GELU_TANH, 0}, -3, 3, false},
+        {"neg", {U_NEG, 0}, -2, 2, false},
+        {"add_scalar", {U_ADDS, 2.5}, -2, 2, false},
+        {"mul_scalar", {U_MULS, -1.5}, -2, 2, false},
+        {"pow 2", {U_POW, 2}, -2, 2, false},
+        {"pow 3", {U_POW, 3}, -2, 2, false},
+        {"pow 0.5", {U_POW, 0.5}, 0.3, 2, false},
+        {"pow -0.5", {U_POW, -0.5}, 0.3, 2, false},
+        {"pow -1", {U_POW, -1}, 0.3, 2, true},
+        {"pow -2", {U_POW, -2}, 0.3, 2, true},
+        {"pow 2.5", {U_POW, 2.5}, 0.3, 2, false},
+        {"pow 0", {U_POW, 0}, -2, 2, false},
+        {"pow 1", {U_POW, 1}, -2, 2, false},
+        {"exp", {U_EXP, 0}, -2, 2, false},
+        {"log", {U_LOG, 0}, 0.2, 3, false},
+        {"sqrt", {U_SQRT, 0}, 0.2, 3, false},
+        {"tanh", {U_TANH, 0}, -3, 3, false},
+        {"sigmoid", {U_SIGMOID, 0}, -5, 5, false},
+        {"relu", {U_RELU, 0}, 0.05, 2, true},
+        {"gelu", {U_GELU, 0}, -3, 3, false},
+        {"gelu_tanh", {U_GELU_TANH, 0}, -3, 3, false},
     };
     const int64_t shapes[][3] = {{3, 4, 0}, {2, 3, 2}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
@@ -505,7 +542,8 @@ static tg_tensor *gc_shared2(tg_tape *t, tg_tensor *const *in, void *ctx) {
 static tg_tensor *gc_shared3(tg_tape *t, tg_tensor *const *in, void *ctx) {
     (void)ctx;
     tg_tensor *h = tg_add(t, in[0], in[1]);
-    return tg_mul(t, tg_gelu(t, h, TG_GELU_ERF), tg_div(t, h, tg_add_scalar(t, tg_exp(t, in[1]), 1)));
+    return tg_mul(t, tg_gelu(t, h, TG_GELU_ERF),
+                  tg_div(t, h, tg_add_scalar(t, tg_exp(t, in[1]), 1)));
 }
 
 static void test_gradcheck_shared_graphs(void **state) {
@@ -547,8 +585,8 @@ static void test_masked_fill_and_where(void **state) {
 
     /* a mask that is larger than x: both broadcast (as torch.masked_fill), x's gradient is
      * summed back */
-    tg_tensor *m2 = tg_tensor_from_array(TG_SHAPE(2, 2, 3),
-                                         (tg_real[]){1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0});
+    tg_tensor *m2 =
+        tg_tensor_from_array(TG_SHAPE(2, 2, 3), (tg_real[]){1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0});
     y = tg_masked_fill(tape, x, m2, 0.5);
     assert_true(y->ndim == 3 && y->shape[0] == 2);
     tg_test_assert_close("masked_fill up", y->data,
@@ -707,8 +745,8 @@ static void test_gradcheck_dropout(void **state) {
     TG_TEST_REQUIRE_F64();
     tg_tensor *x = rand_leaf(12, -1, 1, TG_SHAPE(4, 5), "x");
     tg_tensor *w = rand_leaf(13, -1, 1, TG_SHAPE(5), "w");
-    const dropout_ctx cases[] = {{0.3, true}, {0.5, true}, {0.9, true}, {0, true}, {0.5, false},
-                                 {1, true}};
+    const dropout_ctx cases[] = {{0.3, true}, {0.5, true},  {0.9, true},
+                                 {0, true},   {0.5, false}, {1, true}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         dropout_ctx ctx = cases[k];
         check_grad("dropout", gc_dropout, &ctx, (tg_tensor *[]){x, w}, 2);
@@ -760,8 +798,8 @@ static void test_error_messages(void **state) {
                    "cannot be broadcast");
     TG_EXPECT_FAIL(tg_where(tape, m, x, x), "tg_where", "(2,) 'mask', (2, 3) 'x' and (2, 3) 'x'");
     TG_EXPECT_FAIL(tg_where(tape, x, x, b), "tg_where", "(4,) 'b'", "3 vs 4");
-    TG_EXPECT_FAIL(tg_dropout(tape, x, 1.5, true, NULL), "tg_dropout", "p must be in [0, 1]",
-                   "1.5", "(2, 3) 'x'");
+    TG_EXPECT_FAIL(tg_dropout(tape, x, 1.5, true, NULL), "tg_dropout", "p must be in [0, 1]", "1.5",
+                   "(2, 3) 'x'");
     TG_EXPECT_FAIL(tg_dropout(tape, x, -0.1, false, NULL), "tg_dropout", "-0.1");
     TG_EXPECT_FAIL(tg_dropout(tape, x, NAN, true, NULL), "tg_dropout", "nan");
     TG_EXPECT_FAIL(tg_gelu(tape, x, (tg_gelu_approximate)7), "tg_gelu", "7");
@@ -867,19 +905,30 @@ static bool parity_case(const char *name) {
         tg_tensor *x = in[0];
         const char *sc = tg_fixture_meta(fx, "scalar"), *ex = tg_fixture_meta(fx, "exponent");
         const char *ap = tg_fixture_meta(fx, "approximate");
-        if (!strcmp(op, "neg")) y = tg_neg(tape, x);
-        else if (!strcmp(op, "add_scalar")) y = tg_add_scalar(tape, x, (tg_real)strtod(sc, NULL));
-        else if (!strcmp(op, "mul_scalar")) y = tg_mul_scalar(tape, x, (tg_real)strtod(sc, NULL));
-        else if (!strcmp(op, "pow")) y = tg_pow_scalar(tape, x, (tg_real)strtod(ex, NULL));
-        else if (!strcmp(op, "exp")) y = tg_exp(tape, x);
-        else if (!strcmp(op, "log")) y = tg_log(tape, x);
-        else if (!strcmp(op, "sqrt")) y = tg_sqrt(tape, x);
-        else if (!strcmp(op, "tanh")) y = tg_tanh(tape, x);
-        else if (!strcmp(op, "sigmoid")) y = tg_sigmoid(tape, x);
-        else if (!strcmp(op, "relu")) y = tg_relu(tape, x);
+        if (!strcmp(op, "neg"))
+            y = tg_neg(tape, x);
+        else if (!strcmp(op, "add_scalar"))
+            y = tg_add_scalar(tape, x, (tg_real)strtod(sc, NULL));
+        else if (!strcmp(op, "mul_scalar"))
+            y = tg_mul_scalar(tape, x, (tg_real)strtod(sc, NULL));
+        else if (!strcmp(op, "pow"))
+            y = tg_pow_scalar(tape, x, (tg_real)strtod(ex, NULL));
+        else if (!strcmp(op, "exp"))
+            y = tg_exp(tape, x);
+        else if (!strcmp(op, "log"))
+            y = tg_log(tape, x);
+        else if (!strcmp(op, "sqrt"))
+            y = tg_sqrt(tape, x);
+        else if (!strcmp(op, "tanh"))
+            y = tg_tanh(tape, x);
+        else if (!strcmp(op, "sigmoid"))
+            y = tg_sigmoid(tape, x);
+        else if (!strcmp(op, "relu"))
+            y = tg_relu(tape, x);
         else if (!strcmp(op, "gelu"))
             y = tg_gelu(tape, x, ap && !strcmp(ap, "tanh") ? TG_GELU_TANH : TG_GELU_ERF);
-        else fail_msg("fixture %s: unknown op '%s'", name, op);
+        else
+            fail_msg("fixture %s: unknown op '%s'", name, op);
     }
     track(fx, "out", y);
     tg_tensor *gout = tg_fixture_tensor(fx, "gout");
@@ -902,22 +951,61 @@ static bool parity_case(const char *name) {
 static void test_pytorch_parity(void **state) {
     (void)state;
     static const char *cases[] = {
-        "op_add_same", "op_add_2x3_3", "op_add_2x1x4_3x1", "op_add_2x3_1",
-        "op_sub_same", "op_sub_2x3_3", "op_sub_2x1x4_3x1", "op_sub_2x3_1",
-        "op_mul_same", "op_mul_2x3_3", "op_mul_2x1x4_3x1", "op_mul_2x3_1",
-        "op_div_same", "op_div_2x3_3", "op_div_2x1x4_3x1", "op_div_2x3_1",
-        "op_neg", "op_add_scalar", "op_mul_scalar", "op_pow_2", "op_pow_3", "op_pow_0.5",
-        "op_pow_m1", "op_exp", "op_log", "op_sqrt", "op_tanh", "op_sigmoid", "op_relu",
-        "op_gelu", "op_gelu_tanh",
+        "op_add_same",
+        "op_add_2x3_3",
+        "op_add_2x1x4_3x1",
+        "op_add_2x3_1",
+        "op_sub_same",
+        "op_sub_2x3_3",
+        "op_sub_2x1x4_3x1",
+        "op_sub_2x3_1",
+        "op_mul_same",
+        "op_mul_2x3_3",
+        "op_mul_2x1x4_3x1",
+        "op_mul_2x3_1",
+        "op_div_same",
+        "op_div_2x3_3",
+        "op_div_2x1x4_3x1",
+        "op_div_2x3_1",
+        "op_neg",
+        "op_add_scalar",
+        "op_mul_scalar",
+        "op_pow_2",
+        "op_pow_3",
+        "op_pow_0.5",
+        "op_pow_m1",
+        "op_exp",
+        "op_log",
+        "op_sqrt",
+        "op_tanh",
+        "op_sigmoid",
+        "op_relu",
+        "op_gelu",
+        "op_gelu_tanh",
         /* masks (tests/fixturegen/ops_index.py) */
-        "op_masked_fill", "op_masked_fill_bcast", "op_where", "op_where_bcast",
+        "op_masked_fill",
+        "op_masked_fill_bcast",
+        "op_where",
+        "op_where_bcast",
         /* tests/fixturegen/ops_elementwise_extra.py */
-        "op_add_scalar0_2x3_extra", "op_sub_2x3_scalar0_extra", "op_mul_3x1_1x4_extra",
-        "op_div_4x1x3_1x2x1_extra", "op_mul_2x1x3x1_4x1x1_extra", "op_add_bias_8x25x16_16_extra",
-        "op_mul_rows_8x25x16_8x25x1_extra", "op_pow_2.5_extra", "op_pow_m0.5_extra",
-        "op_pow_m2_extra", "op_pow_1.5_extra", "op_sigmoid_large_extra", "op_tanh_large_extra",
-        "op_exp_large_extra", "op_gelu_wide_extra", "op_gelu_tanh_wide_extra",
-        "op_where_all_bcast_extra", "op_masked_fill_up_extra",
+        "op_add_scalar0_2x3_extra",
+        "op_sub_2x3_scalar0_extra",
+        "op_mul_3x1_1x4_extra",
+        "op_div_4x1x3_1x2x1_extra",
+        "op_mul_2x1x3x1_4x1x1_extra",
+        "op_add_bias_8x25x16_16_extra",
+        "op_mul_rows_8x25x16_8x25x1_extra",
+        "op_pow_2.5_extra",
+        "op_pow_m0.5_extra",
+        "op_pow_m2_extra",
+        "op_pow_1.5_extra",
+        "op_sigmoid_large_extra",
+        "op_tanh_large_extra",
+        "op_exp_large_extra",
+        "op_gelu_wide_extra",
+        "op_gelu_tanh_wide_extra",
+        "op_where_all_bcast_extra",
+        "op_masked_fill_up_extra",
     };
     const int n = (int)(sizeof cases / sizeof cases[0]);
     int missing = 0;

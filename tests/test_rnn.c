@@ -60,10 +60,13 @@ static tg_tensor *result_flat(tg_tape *t, tg_rnn_result r) {
 static tg_rnn_result module_forward(tg_recurrent *m, tg_tape *t, tg_tensor *x, tg_tensor *h0,
                                     tg_tensor *c0) {
     switch (m->kind) {
-    case TG_CELL_LSTM: return tg_lstm_forward(m, t, x, h0, c0);
+    case TG_CELL_LSTM:
+        return tg_lstm_forward(m, t, x, h0, c0);
     case TG_CELL_GRU:
-    case TG_CELL_GRU_CHO: return tg_gru_forward(m, t, x, h0);
-    default: return tg_rnn_forward(m, t, x, h0);
+    case TG_CELL_GRU_CHO:
+        return tg_gru_forward(m, t, x, h0);
+    default:
+        return tg_rnn_forward(m, t, x, h0);
     }
 }
 
@@ -71,10 +74,13 @@ static tg_recurrent *module_new(tg_cell_kind kind, tg_rnn_options o) {
     o.nonlinearity = kind == TG_CELL_RNN_RELU ? TG_RNN_RELU : TG_RNN_TANH;
     o.reset_after = kind != TG_CELL_GRU_CHO;
     switch (kind) {
-    case TG_CELL_LSTM: return tg_lstm_new(o);
+    case TG_CELL_LSTM:
+        return tg_lstm_new(o);
     case TG_CELL_GRU:
-    case TG_CELL_GRU_CHO: return tg_gru_new(o);
-    default: return tg_rnn_new(o);
+    case TG_CELL_GRU_CHO:
+        return tg_gru_new(o);
+    default:
+        return tg_rnn_new(o);
     }
 }
 
@@ -82,20 +88,25 @@ static tg_cell *cell_new(tg_cell_kind kind, tg_cell_options o) {
     o.nonlinearity = kind == TG_CELL_RNN_RELU ? TG_RNN_RELU : TG_RNN_TANH;
     o.reset_after = kind != TG_CELL_GRU_CHO;
     switch (kind) {
-    case TG_CELL_LSTM: return tg_lstm_cell_new(o);
+    case TG_CELL_LSTM:
+        return tg_lstm_cell_new(o);
     case TG_CELL_GRU:
-    case TG_CELL_GRU_CHO: return tg_gru_cell_new(o);
-    default: return tg_rnn_cell_new(o);
+    case TG_CELL_GRU_CHO:
+        return tg_gru_cell_new(o);
+    default:
+        return tg_rnn_cell_new(o);
     }
 }
 
-static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h,
-                                 tg_tensor *c) {
+static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h, tg_tensor *c) {
     switch (m->kind) {
-    case TG_CELL_LSTM: return tg_lstm_cell_forward(m, t, x, h, c);
+    case TG_CELL_LSTM:
+        return tg_lstm_cell_forward(m, t, x, h, c);
     case TG_CELL_GRU:
-    case TG_CELL_GRU_CHO: return (tg_rnn_state){tg_gru_cell_forward(m, t, x, h), NULL};
-    default: return (tg_rnn_state){tg_rnn_cell_forward(m, t, x, h), NULL};
+    case TG_CELL_GRU_CHO:
+        return (tg_rnn_state){tg_gru_cell_forward(m, t, x, h), NULL};
+    default:
+        return (tg_rnn_state){tg_rnn_cell_forward(m, t, x, h), NULL};
     }
 }
 
@@ -134,8 +145,12 @@ static void ref_step(tg_cell_kind kind, const tg_cell_weights *w, int64_t B, con
             const double *a = gi + b * GH, *e = gh + b * GH, hp = h[b * H + j];
             double *ho = &h_out[b * H + j];
             switch (kind) {
-            case TG_CELL_RNN_TANH: *ho = tanh(a[j] + e[j]); break;
-            case TG_CELL_RNN_RELU: *ho = fmax(a[j] + e[j], 0); break;
+            case TG_CELL_RNN_TANH:
+                *ho = tanh(a[j] + e[j]);
+                break;
+            case TG_CELL_RNN_RELU:
+                *ho = fmax(a[j] + e[j], 0);
+                break;
             case TG_CELL_GRU:
             case TG_CELL_GRU_CHO: {
                 const double r = sigm(a[j] + e[j]), z = sigm(a[H + j] + e[H + j]);
@@ -182,9 +197,9 @@ static void test_forward_values(void **state) {
             }
             for (int fused = 0; fused < 2; fused++) {
                 tg_tape *tape = tg_tape_new();
-                tg_rnn_result r = fused ? tg_rnn_sequence_fused(tape, kind, &w, x, h0, c0, rev)
-                                        : tg_rnn_sequence_composite(tape, kind, &w, x, h0, c0,
-                                                                    rev, NULL);
+                tg_rnn_result r =
+                    fused ? tg_rnn_sequence_fused(tape, kind, &w, x, h0, c0, rev)
+                          : tg_rnn_sequence_composite(tape, kind, &w, x, h0, c0, rev, NULL);
                 char what[96];
                 snprintf(what, sizeof what, "%s %s %s output", tg_cell_kind_name(kind),
                          fused ? "fused" : "composite", rev ? "reverse" : "forward");
@@ -193,9 +208,11 @@ static void test_forward_values(void **state) {
                 tg_test_assert_close_f64(what, r.output->data, want, T * B * H, TG_TEST_ATOL,
                                          TG_TEST_RTOL);
                 tg_test_assert_close_f64(what, r.h_n->data, hb, B * H, TG_TEST_ATOL, TG_TEST_RTOL);
-                if (lstm) tg_test_assert_close_f64(what, r.c_n->data, cb, B * H, TG_TEST_ATOL,
-                                                   TG_TEST_RTOL);
-                else assert_null(r.c_n);
+                if (lstm)
+                    tg_test_assert_close_f64(what, r.c_n->data, cb, B * H, TG_TEST_ATOL,
+                                             TG_TEST_RTOL);
+                else
+                    assert_null(r.c_n);
                 /* one step = the first step of the forward sequence */
                 tg_tensor *x0 = tg_select(tape, x, 0, 0);
                 tg_rnn_state st = fused ? tg_cell_step_fused(tape, kind, &w, x0, h0, c0)
@@ -204,9 +221,11 @@ static void test_forward_values(void **state) {
                 for (int k = 0; k < B * I; k++) xs[k] = x->data[k];
                 for (int k = 0; k < B * H; k++) hh[k] = h0->data[k], cc[k] = c0 ? c0->data[k] : 0;
                 ref_step(kind, &w, B, xs, hh, cc, h1, c1);
-                tg_test_assert_close_f64("step h", st.h->data, h1, B * H, TG_TEST_ATOL, TG_TEST_RTOL);
-                if (lstm) tg_test_assert_close_f64("step c", st.c->data, c1, B * H, TG_TEST_ATOL,
-                                                   TG_TEST_RTOL);
+                tg_test_assert_close_f64("step h", st.h->data, h1, B * H, TG_TEST_ATOL,
+                                         TG_TEST_RTOL);
+                if (lstm)
+                    tg_test_assert_close_f64("step c", st.c->data, c1, B * H, TG_TEST_ATOL,
+                                             TG_TEST_RTOL);
                 tg_tape_free(tape);
             }
         }
@@ -242,14 +261,14 @@ static tg_tensor *op_fn(tg_tape *t, tg_tensor *const *in, void *vctx) {
                                   : tg_cell_step_composite(t, c->kind, &w, in[0], h0, c0, NULL);
         return flat_cat(t, (tg_tensor *[]){s.h, s.c}, 2);
     }
-    tg_rnn_result r = c->fused ? tg_rnn_sequence_fused(t, c->kind, &w, in[0], h0, c0, c->reverse)
-                               : tg_rnn_sequence_composite(t, c->kind, &w, in[0], h0, c0,
-                                                           c->reverse, NULL);
+    tg_rnn_result r =
+        c->fused ? tg_rnn_sequence_fused(t, c->kind, &w, in[0], h0, c0, c->reverse)
+                 : tg_rnn_sequence_composite(t, c->kind, &w, in[0], h0, c0, c->reverse, NULL);
     return result_flat(t, r);
 }
 
-static void gradcheck_or_fail(const char *what, tg_gradcheck_fn fn, void *ctx,
-                              tg_tensor *const *in, int n) {
+static void gradcheck_or_fail(const char *what, tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in,
+                              int n) {
     tg_gradcheck_report rep;
     const bool ok = tg_gradcheck(fn, ctx, in, n, NULL, &rep);
     n_gradchecks++;
@@ -307,9 +326,9 @@ typedef struct mod_config {
 
 static const mod_config MOD_CONFIGS[] = {
     {1, false, false, true, true},
-    {2, true, false, true, true},   /* 2 layers, bidirectional, given h0 (c0) */
-    {2, false, true, false, true},  /* batch_first, default states */
-    {1, true, true, true, false},   /* no bias */
+    {2, true, false, true, true},  /* 2 layers, bidirectional, given h0 (c0) */
+    {2, false, true, false, true}, /* batch_first, default states */
+    {1, true, true, true, false},  /* no bias */
 };
 
 static void test_gradcheck_modules(void **state) {
@@ -327,8 +346,9 @@ static void test_gradcheck_modules(void **state) {
                 o.exec = fused ? TG_RNN_FUSED : TG_RNN_COMPOSITE;
                 tg_recurrent *m = module_new(kind, o);
                 const int64_t DL = (cf->bidir ? 2 : 1) * cf->layers;
-                mod_ctx c = {m, cf->batch_first ? rand_tensor(-1, 1, true, TG_SHAPE(B, T, I))
-                                                : rand_tensor(-1, 1, true, TG_SHAPE(T, B, I)),
+                mod_ctx c = {m,
+                             cf->batch_first ? rand_tensor(-1, 1, true, TG_SHAPE(B, T, I))
+                                             : rand_tensor(-1, 1, true, TG_SHAPE(T, B, I)),
                              NULL, NULL};
                 if (cf->h0) c.h0 = rand_tensor(-0.5, 0.5, true, TG_SHAPE(DL, B, H));
                 if (cf->h0 && kind == TG_CELL_LSTM)
@@ -340,8 +360,8 @@ static void test_gradcheck_modules(void **state) {
                 if (c.c0) in[n++] = c.c0;
                 for (size_t p = 0; p < m->params->count; p++) in[n++] = m->params->tensors[p];
                 char what[128];
-                snprintf(what, sizeof what, "%s module config %zu %s", tg_cell_kind_name(kind),
-                         ci, fused ? "fused" : "composite");
+                snprintf(what, sizeof what, "%s module config %zu %s", tg_cell_kind_name(kind), ci,
+                         fused ? "fused" : "composite");
                 gradcheck_or_fail(what, mod_fn, &c, in, n);
                 tg_tensor_free(c.x), tg_tensor_free(c.h0), tg_tensor_free(c.c0);
                 tg_rnn_free(m);
@@ -522,9 +542,8 @@ static void test_fused_equals_composite_cells(void **state) {
             tg_cell *m = cell_new(kind, tg_cell_defaults(I, H));
             tg_tensor *x = rand_tensor(-1, 1, true, TG_SHAPE(STEPS, B, I));
             tg_tensor *h = given ? rand_tensor(-0.5, 0.5, true, TG_SHAPE(B, H)) : NULL;
-            tg_tensor *c = given && kind == TG_CELL_LSTM
-                               ? rand_tensor(-0.5, 0.5, true, TG_SHAPE(B, H))
-                               : NULL;
+            tg_tensor *c =
+                given && kind == TG_CELL_LSTM ? rand_tensor(-0.5, 0.5, true, TG_SHAPE(B, H)) : NULL;
             int64_t na, nb;
             tg_real *a = cell_run(m, TG_RNN_FUSED, x, h, c, STEPS, 5, &na);
             tg_real *b = cell_run(m, TG_RNN_COMPOSITE, x, h, c, STEPS, 5, &nb);
@@ -579,11 +598,11 @@ static void test_default_init_matches_torch(void **state) {
     o = tg_rnn_defaults(3, 4);
     o.num_layers = 2, o.bidirectional = true;
     tg_rnn *rnn = tg_rnn_new(o);
-    const char *want[] = {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
-                          "weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse",
-                          "bias_hh_l0_reverse", "weight_ih_l1", "weight_hh_l1", "bias_ih_l1",
-                          "bias_hh_l1", "weight_ih_l1_reverse", "weight_hh_l1_reverse",
-                          "bias_ih_l1_reverse", "bias_hh_l1_reverse"};
+    const char *want[] = {
+        "weight_ih_l0",         "weight_hh_l0",         "bias_ih_l0",         "bias_hh_l0",
+        "weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse", "bias_hh_l0_reverse",
+        "weight_ih_l1",         "weight_hh_l1",         "bias_ih_l1",         "bias_hh_l1",
+        "weight_ih_l1_reverse", "weight_hh_l1_reverse", "bias_ih_l1_reverse", "bias_hh_l1_reverse"};
     assert_int_equal(tg_rnn_params(rnn)->count, 16);
     for (int i = 0; i < 16; i++) assert_string_equal(tg_rnn_params(rnn)->names[i], want[i]);
     assert_int_equal(tg_params_find(tg_rnn_params(rnn), "weight_ih_l1")->shape[1], 8); /* D·H */
@@ -630,8 +649,8 @@ static void parity_compare(const tg_fixture *fx, const char *name, const tg_tens
                 worst_parity_rel = d / fabs(w);
                 if (getenv("RNN_DEBUG"))
                     print_message("worst rel so far: %s %s [%lld] got %.9g want %.9g\n",
-                                  tg_fixture_meta(fx, "case"), name, (long long)i,
-                                  (double)vals[i], w);
+                                  tg_fixture_meta(fx, "case"), name, (long long)i, (double)vals[i],
+                                  w);
             }
         }
     tg_tensor_free(want);
@@ -676,7 +695,8 @@ static void compare_grad(const tg_fixture *fx, const char *name, const tg_tensor
 static void parity_module(const char *case_name, tg_rnn_exec exec) {
     tg_fixture *fx = tg_fixture_load(case_name);
     const tg_cell_kind kind = kind_from_meta(fx);
-    tg_rnn_options o = tg_rnn_defaults(meta_int(fx, "input_size", 0), meta_int(fx, "hidden_size", 0));
+    tg_rnn_options o =
+        tg_rnn_defaults(meta_int(fx, "input_size", 0), meta_int(fx, "hidden_size", 0));
     o.num_layers = meta_int(fx, "num_layers", 1);
     o.bidirectional = meta_flag(fx, "bidirectional", false);
     o.batch_first = meta_flag(fx, "batch_first", false);
@@ -692,8 +712,8 @@ static void parity_module(const char *case_name, tg_rnn_exec exec) {
     parity_compare(fx, "out.h_n", r.h_n, r.h_n->data);
     if (r.c_n) parity_compare(fx, "out.c_n", r.c_n, r.c_n->data);
     tg_tensor *flat = result_flat(tape, r);
-    tg_real *seed = seed_of(fx, (const char *[]){"gout.output", "gout.h_n",
-                                                 r.c_n ? "gout.c_n" : NULL}, 3, flat->numel);
+    tg_real *seed = seed_of(
+        fx, (const char *[]){"gout.output", "gout.h_n", r.c_n ? "gout.c_n" : NULL}, 3, flat->numel);
     tg_tape_backward_with(tape, flat, seed);
     compare_grad(fx, "grad.x", x);
     compare_grad(fx, "grad.h0", h0);
@@ -712,14 +732,31 @@ static void parity_module(const char *case_name, tg_rnn_exec exec) {
 }
 
 static const char *const MODULE_CASES[] = {
-    "mod_gru_l1", "mod_gru_l1_h0", "mod_gru_l2", "mod_gru_l2_h0", "mod_gru_bidir_l1",
-    "mod_gru_bidir_l2_h0", "mod_gru_batch_first_l1_h0", "mod_gru_batch_first_bidir_l2",
-    "mod_lstm_l1", "mod_lstm_l1_h0", "mod_lstm_l2", "mod_lstm_l2_h0", "mod_lstm_bidir_l1",
-    "mod_lstm_bidir_l2_h0", "mod_lstm_batch_first_l1_h0", "mod_lstm_batch_first_bidir_l2",
-    "mod_rnn_tanh_l1", "mod_rnn_tanh_l1_h0", "mod_rnn_tanh_bidir_l2_h0",
+    "mod_gru_l1",
+    "mod_gru_l1_h0",
+    "mod_gru_l2",
+    "mod_gru_l2_h0",
+    "mod_gru_bidir_l1",
+    "mod_gru_bidir_l2_h0",
+    "mod_gru_batch_first_l1_h0",
+    "mod_gru_batch_first_bidir_l2",
+    "mod_lstm_l1",
+    "mod_lstm_l1_h0",
+    "mod_lstm_l2",
+    "mod_lstm_l2_h0",
+    "mod_lstm_bidir_l1",
+    "mod_lstm_bidir_l2_h0",
+    "mod_lstm_batch_first_l1_h0",
+    "mod_lstm_batch_first_bidir_l2",
+    "mod_rnn_tanh_l1",
+    "mod_rnn_tanh_l1_h0",
+    "mod_rnn_tanh_bidir_l2_h0",
     /* modules_rnn_extra.py */
-    "mod_gru_cho_l1_h0", "mod_gru_cho_bidir_l2_h0", "mod_rnn_relu_l2_h0",
-    "mod_lstm_nobias_bidir_l1", "mod_gru_unbatched_bidir_l2_h0",
+    "mod_gru_cho_l1_h0",
+    "mod_gru_cho_bidir_l2_h0",
+    "mod_rnn_relu_l2_h0",
+    "mod_lstm_nobias_bidir_l1",
+    "mod_gru_unbatched_bidir_l2_h0",
 };
 
 static void test_parity_modules(void **state) {
@@ -733,7 +770,8 @@ static void test_parity_modules(void **state) {
 static void parity_cell(const char *case_name, tg_rnn_exec exec) {
     tg_fixture *fx = tg_fixture_load(case_name);
     const tg_cell_kind kind = kind_from_meta(fx);
-    tg_cell_options o = tg_cell_defaults(meta_int(fx, "input_size", 0), meta_int(fx, "hidden_size", 0));
+    tg_cell_options o =
+        tg_cell_defaults(meta_int(fx, "input_size", 0), meta_int(fx, "hidden_size", 0));
     o.exec = exec;
     tg_cell *m = cell_new(kind, o);
     tg_fixture_load_params(fx, m->params);
@@ -783,10 +821,17 @@ static void parity_cell(const char *case_name, tg_rnn_exec exec) {
 }
 
 static const char *const CELL_CASES[] = {
-    "mod_grucell", "mod_grucell_h0", "mod_lstmcell", "mod_lstmcell_h0", "mod_rnn_tanhcell",
-    "mod_rnn_tanhcell_h0", "mod_grucell_unroll3",
+    "mod_grucell",
+    "mod_grucell_h0",
+    "mod_lstmcell",
+    "mod_lstmcell_h0",
+    "mod_rnn_tanhcell",
+    "mod_rnn_tanhcell_h0",
+    "mod_grucell_unroll3",
     /* modules_rnn_extra.py */
-    "mod_grucell_cho_h0", "mod_rnn_relucell_h0", "mod_lstmcell_unbatched_h0",
+    "mod_grucell_cho_h0",
+    "mod_rnn_relucell_h0",
+    "mod_lstmcell_unbatched_h0",
 };
 
 static void test_parity_cells(void **state) {
@@ -821,7 +866,8 @@ static void test_dropout_between_layers(void **state) {
     m->options.dropout = 0;
     tg_tape_set_training(tape, true);
     tg_rnn_result nodrop = tg_gru_forward(m, tape, x, NULL);
-    tg_test_assert_close("eval = no dropout", ev.output->data, nodrop.output->data, T * B * H, 0, 0);
+    tg_test_assert_close("eval = no dropout", ev.output->data, nodrop.output->data, T * B * H, 0,
+                         0);
     /* training: one dropout, on the first layer's output only; the last layer's output
      * itself is not dropped (no exact zeros), but its values change */
     m->options.dropout = 0.5;
@@ -875,7 +921,8 @@ static void test_fused_tape_nodes_and_inference(void **state) {
     tg_gru_cell *cell = tg_gru_cell_new(tg_cell_defaults(I, H));
     tg_tape_reset(tape);
     tg_tensor *h = NULL;
-    for (int64_t t = 0; t < T; t++) h = tg_gru_cell_forward(cell, tape, tg_select(tape, x, 0, t), h);
+    for (int64_t t = 0; t < T; t++)
+        h = tg_gru_cell_forward(cell, tape, tg_select(tape, x, 0, t), h);
     assert_int_equal(count_ops(tape, "gru_cell"), T);
     /* and the composite one is many, with named gates */
     cell->options.exec = TG_RNN_COMPOSITE;
@@ -997,7 +1044,8 @@ static void test_errors(void **state) {
     TG_EXPECT_FAIL(tg_rnn_forward(lstm, tape, good, NULL), "tg_rnn_forward", "lstm");
     /* cells */
     tg_lstm_cell *cell = tg_lstm_cell_new(tg_cell_defaults(3, 4));
-    tg_tensor *x2 = tg_tensor_zeros(TG_SHAPE(2, 3)), *h = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(3, 4)), "h");
+    tg_tensor *x2 = tg_tensor_zeros(TG_SHAPE(2, 3)),
+              *h = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(3, 4)), "h");
     TG_EXPECT_FAIL(tg_lstm_cell_forward(cell, tape, x2, h, NULL), "tg_lstm_cell_forward",
                    "(3, 4) 'h'", "expected (2, 4)");
     TG_EXPECT_FAIL(tg_lstm_cell_forward(cell, tape, x, NULL, NULL), "tg_lstm_cell_forward",
@@ -1052,8 +1100,8 @@ static void test_summary(void **state) {
     print_message("[ rnn      ] %s build: %d gradchecks; %d PyTorch parity cases, worst |err| "
                   "%.3g, worst |err|/max|want| %.3g, worst elementwise relative %.3g; "
                   "%d fused==composite checks, worst |diff| %.3g\n",
-                  TG_REAL_NAME, n_gradchecks, n_parity_cases, worst_parity_abs,
-                  worst_parity_scaled, worst_parity_rel, n_fused_composite, worst_fc_abs);
+                  TG_REAL_NAME, n_gradchecks, n_parity_cases, worst_parity_abs, worst_parity_scaled,
+                  worst_parity_rel, n_fused_composite, worst_fc_abs);
 }
 
 int main(void) {

@@ -48,8 +48,8 @@ typedef struct tg_bcast {
 /* Plans the iteration over `out_shape` of n operands whose shapes broadcast to it (fails
  * otherwise). The output is contiguous with out_shape; operand k starts at row r at offset
  * off[k] and steps by stride[k][ndim - 1] (0 or 1) along the row. */
-void tg_bcast_init(tg_bcast *p, int out_ndim, const int64_t *out_shape, int n,
-                   const int *ndims, const int64_t *const *shapes);
+void tg_bcast_init(tg_bcast *p, int out_ndim, const int64_t *out_shape, int n, const int *ndims,
+                   const int64_t *const *shapes);
 /* Same, with the operands' shapes taken from tensors. */
 void tg_bcast_init_tensors(tg_bcast *p, int out_ndim, const int64_t *out_shape, int n,
                            const tg_tensor *const *ts);

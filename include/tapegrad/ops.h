@@ -34,7 +34,8 @@ tg_tensor *tg_gelu(tg_tape *t, tg_tensor *x, tg_gelu_approximate approximate);
 /* Inverted dropout: in training each element is zeroed with probability p and the others
  * scaled by 1/(1-p); out of training (eval) it returns x itself. rng NULL = default. */
 tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, tg_real p, bool training, tg_rng *rng);
-/* out = mask ? value : x, mask (nonzero = true) broadcast to x's shape; no grad to mask. */
+/* out = mask ? value : x with x and mask (nonzero = true) broadcast together, as
+ * torch.masked_fill; x's gradient is summed back to its shape; no grad to mask. */
 tg_tensor *tg_masked_fill(tg_tape *t, tg_tensor *x, const tg_tensor *mask, tg_real value);
 /* out = cond ? a : b with cond, a, b broadcast together; no grad to cond. */
 tg_tensor *tg_where(tg_tape *t, const tg_tensor *cond, tg_tensor *a, tg_tensor *b);

@@ -43,7 +43,7 @@ typedef enum tg_cell_kind {
     TG_CELL_LSTM
 } tg_cell_kind;
 
-int tg_cell_gate_count(tg_cell_kind kind);    /* 1, 1, 3, 3, 4 */
+int tg_cell_gate_count(tg_cell_kind kind);        /* 1, 1, 3, 3, 4 */
 const char *tg_cell_kind_name(tg_cell_kind kind); /* "rnn_tanh", "gru", "gru_cho", ... */
 
 /* One cell's parameters (borrowed). b_ih and b_hh may be NULL (bias=False). */
@@ -88,8 +88,8 @@ tg_rnn_state tg_cell_step_composite(tg_tape *t, tg_cell_kind kind, const tg_cell
                                     tg_tensor *x, tg_tensor *h, tg_tensor *c, const char *tag);
 /* Steps named "<gate>_<t><suffix>" (suffix e.g. "" or "_l1_reverse"; NULL = ""). */
 tg_rnn_result tg_rnn_sequence_composite(tg_tape *t, tg_cell_kind kind, const tg_cell_weights *w,
-                                        tg_tensor *x, tg_tensor *h0, tg_tensor *c0,
-                                        bool reverse, const char *suffix);
+                                        tg_tensor *x, tg_tensor *h0, tg_tensor *c0, bool reverse,
+                                        const char *suffix);
 
 /* The most recent tensor recorded on the tape under `name` (an op output), or NULL. */
 tg_tensor *tg_rnn_find_named(const tg_tape *t, const char *name);
@@ -98,22 +98,22 @@ tg_tensor *tg_rnn_find_named(const tg_tape *t, const char *name);
  * Modules: nn.RNN, nn.GRU, nn.LSTM
  * ---------------------------------------------------------------------------------------- */
 typedef enum tg_rnn_exec {
-    TG_RNN_FUSED = 0,   /* default: fused sequence ops */
-    TG_RNN_COMPOSITE    /* primitive ops per step, intermediates named */
+    TG_RNN_FUSED = 0, /* default: fused sequence ops */
+    TG_RNN_COMPOSITE  /* primitive ops per step, intermediates named */
 } tg_rnn_exec;
 
 typedef enum tg_rnn_nonlinearity { TG_RNN_TANH = 0, TG_RNN_RELU } tg_rnn_nonlinearity;
 
 typedef struct tg_rnn_options {
     int64_t input_size, hidden_size;
-    int64_t num_layers;       /* default 1 */
-    bool bias;                /* default true */
-    bool batch_first;         /* default false: x is (L, N, in) */
-    tg_real dropout;          /* between layers, in training; default 0 */
-    bool bidirectional;       /* default false */
+    int64_t num_layers;               /* default 1 */
+    bool bias;                        /* default true */
+    bool batch_first;                 /* default false: x is (L, N, in) */
+    tg_real dropout;                  /* between layers, in training; default 0 */
+    bool bidirectional;               /* default false */
     tg_rnn_nonlinearity nonlinearity; /* RNN only; default tanh */
-    bool reset_after;         /* GRU only; default true = PyTorch; false = Cho 2014 */
-    tg_rnn_exec exec;         /* default fused */
+    bool reset_after;                 /* GRU only; default true = PyTorch; false = Cho 2014 */
+    tg_rnn_exec exec;                 /* default fused */
 } tg_rnn_options;
 
 /* PyTorch's defaults for the given sizes; change fields from there. */
@@ -142,8 +142,7 @@ tg_lstm *tg_lstm_new(tg_rnn_options options);
  * when the tape is in training mode. */
 tg_rnn_result tg_rnn_forward(tg_rnn *m, tg_tape *t, tg_tensor *x, tg_tensor *h0);
 tg_rnn_result tg_gru_forward(tg_gru *m, tg_tape *t, tg_tensor *x, tg_tensor *h0);
-tg_rnn_result tg_lstm_forward(tg_lstm *m, tg_tape *t, tg_tensor *x, tg_tensor *h0,
-                              tg_tensor *c0);
+tg_rnn_result tg_lstm_forward(tg_lstm *m, tg_tape *t, tg_tensor *x, tg_tensor *h0, tg_tensor *c0);
 
 tg_params *tg_rnn_params(tg_rnn *m);
 tg_params *tg_gru_params(tg_gru *m);

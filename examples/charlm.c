@@ -1,0 +1,222 @@
+/* examples/charlm.c — seed 003's GRU language model (Embedding + 2-layer GRU + Linear) learns
+ * a text file one byte at a time, then writes new text.
+ *
+ * Training is truncated backpropagation through time: the text is cut into `batch` streams
+ * read side by side, `bptt` characters per step, and the hidden state is carried from one
+ * step to the next without back-propagating into the previous step (hidden.detach()). One
+ * block in twenty of the file is held out; the score is the held-out cross entropy in bits per
+ * character, next to a unigram model's (character frequencies alone).
+ *
+ * The default text is the word list of Debian's wamerican package, /usr/share/dict/words
+ * (sudo apt-get install wamerican); --data takes any file. */
+#include "common.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { HELD_OUT_BLOCK = 2048, HELD_OUT_EVERY = 20 };
+
+typedef struct corpus {
+    int32_t *train, *test;   /* ids */
+    int64_t n_train, n_test;
+    int64_t vocab;
+    unsigned char symbol[256]; /* id -> byte */
+} corpus;
+
+/* Reads the file, maps its bytes to ids and splits it: every HELD_OUT_EVERY-th block of
+ * HELD_OUT_BLOCK bytes is held out. Exits with a message if the file cannot be used. */
+static corpus corpus_load(const char *path) {
+    int64_t size = 0;
+    char *text = tg_file_read_all(path, &size);
+    if (!text) {
+        fprintf(stderr, "charlm: cannot read %s: %s\n", path, strerror(errno));
+        if (!strcmp(path, "/usr/share/dict/words"))
+            fprintf(stderr, "  The default text is Debian's word list: sudo apt-get install wamerican\n"
+                            "  (or train on any text file: charlm --data FILE)\n");
+        exit(1);
+    }
+    if (size < 20 * HELD_OUT_BLOCK) {
+        fprintf(stderr, "charlm: %s has %lld bytes; it needs at least %d\n", path, (long long)size,
+                20 * HELD_OUT_BLOCK);
+        exit(1);
+    }
+    corpus c = {.train = malloc((size_t)size * sizeof(int32_t)), .test = malloc((size_t)size * sizeof(int32_t))};
+    if (!c.train || !c.test) { fprintf(stderr, "charlm: out of memory\n"); exit(1); }
+    int32_t id_of[256];
+    for (int b = 0; b < 256; b++) id_of[b] = -1;
+    for (int64_t i = 0; i < size; i++) {
+        const unsigned char byte = (unsigned char)text[i];
+        if (id_of[byte] < 0) {
+            id_of[byte] = (int32_t)c.vocab;
+            c.symbol[c.vocab++] = byte;
+        }
+        if ((i / HELD_OUT_BLOCK) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) c.test[c.n_test++] = id_of[byte];
+        else c.train[c.n_train++] = id_of[byte];
+    }
+    free(text);
+    return c;
+}
+
+/* Bits per character of a unigram model (training frequencies, add-one) on the held-out text. */
+static double unigram_bits(const corpus *c) {
+    double count[256] = {0}, bits = 0;
+    for (int64_t i = 0; i < c->n_train; i++) count[c->train[i]] += 1;
+    for (int64_t i = 0; i < c->n_test; i++)
+        bits -= log2((count[c->test[i]] + 1) / ((double)c->n_train + (double)c->vocab));
+    return bits / (double)c->n_test;
+}
+
+/* x (bptt, batch) and the targets y (bptt·batch), the next characters: `batch` streams side
+ * by side, each a contiguous stretch of the n characters of `text`, read from `offset` on. */
+static void window_fill(const int32_t *text, int64_t n, int64_t offset, tg_index *x, tg_index *y) {
+    const int64_t bptt = x->shape[0], batch = x->shape[1], stream = n / batch;
+    for (int64_t t = 0; t < bptt; t++)
+        for (int64_t b = 0; b < batch; b++) {
+            const int64_t at = b * stream + offset + t;
+            x->data[t * batch + b] = text[at];
+            y->data[t * batch + b] = text[at + 1];
+        }
+}
+
+/* Held-out bits per character: the held-out text in `batch` streams, hidden carried along. */
+static double model_bits(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64_t batch, int64_t bptt) {
+    tg_index *x = tg_index_new(TG_SHAPE(bptt, batch)), *y = tg_index_new(TG_SHAPE(bptt * batch));
+    tg_tensor *hidden = tg_gru_lm_init_hidden(model, batch);
+    const int64_t windows = (c->n_test / batch - 1) / bptt;
+    double nats = 0;
+    tg_tape_set_recording(tape, false);
+    tg_tape_set_training(tape, false);
+    for (int64_t w = 0; w < windows; w++) {
+        window_fill(c->test, c->n_test, w * bptt, x, y);
+        tg_gru_lm_output out = tg_gru_lm_forward(model, tape, x, hidden);
+        tg_tensor *logits = tg_reshape(tape, out.logits, TG_SHAPE(-1, c->vocab));
+        nats += (double)tg_item(tg_cross_entropy(tape, logits, y)) * (double)(bptt * batch);
+        tg_gru_lm_detach(hidden, out.hidden);
+        tg_tape_reset(tape);
+    }
+    tg_tape_set_recording(tape, true);
+    tg_tape_set_training(tape, true);
+    tg_tensor_free(hidden);
+    tg_index_free(x);
+    tg_index_free(y);
+    return nats / log(2.0) / (double)(windows * bptt * batch);
+}
+
+/* Writes n sampled characters, starting after a newline, at the given temperature. */
+static void sample_print(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64_t n,
+                         double temperature, int64_t seed) {
+    tg_rng rng;
+    tg_rng_seed(&rng, tg_step_seed(seed, -2));
+    tg_index *x = tg_index_new(TG_SHAPE(1, 1));
+    tg_tensor *hidden = tg_gru_lm_init_hidden(model, 1);
+    double *p = malloc((size_t)c->vocab * sizeof *p);
+    int32_t id = 0;
+    while (id < c->vocab && c->symbol[id] != '\n') id++;
+    if (id == c->vocab) id = 0;
+    tg_tape_set_recording(tape, false);
+    tg_tape_set_training(tape, false);
+    printf("\nsampled text (temperature %g):\n", temperature);
+    for (int64_t i = 0; i < n; i++) {
+        x->data[0] = id;
+        tg_gru_lm_output out = tg_gru_lm_forward(model, tape, x, hidden);
+        const tg_real *logits = out.logits->data;
+        double max = logits[0], sum = 0;
+        for (int64_t v = 1; v < c->vocab; v++) max = fmax(max, logits[v]);
+        for (int64_t v = 0; v < c->vocab; v++) sum += p[v] = exp((logits[v] - max) / temperature);
+        double u = tg_rng_uniform01(&rng) * sum;
+        for (id = 0; id + 1 < c->vocab && (u -= p[id]) >= 0; id++) {}
+        putchar(c->symbol[id] == '\n' ? ' ' : c->symbol[id]); /* a word list reads better on one line */
+        tg_gru_lm_detach(hidden, out.hidden);
+        tg_tape_reset(tape);
+    }
+    printf("\n");
+    tg_tape_set_recording(tape, true);
+    tg_tape_set_training(tape, true);
+    free(p);
+    tg_tensor_free(hidden);
+    tg_index_free(x);
+}
+
+int main(int argc, char **argv) {
+    tg_train_options train = {.steps = 2500, .batch = 32, .lr = 3e-3, .seed = 0,
+                              .checkpoint = "charlm.safetensors", .save_every = 250};
+    const char *data = "/usr/share/dict/words";
+    int64_t embedding = 32, hidden_size = 128, layers = 2, bptt = 64, sample = 300;
+    double temperature = 0.8;
+    const tg_flag flags[] = {
+        {"data", TG_FLAG_PATH, &data, 0, 0, "text file to learn"},
+        {"embedding", TG_FLAG_INT, &embedding, 1, 4096, "embedding size of a character"},
+        {"hidden", TG_FLAG_INT, &hidden_size, 1, 4096, "GRU hidden size"},
+        {"layers", TG_FLAG_INT, &layers, 1, 16, "GRU layers"},
+        {"bptt", TG_FLAG_INT, &bptt, 1, 100000, "characters per stream and step (truncated BPTT)"},
+        {"sample", TG_FLAG_INT, &sample, 0, 1000000, "characters to sample after training"},
+        {"temperature", TG_FLAG_REAL, &temperature, 1e-3, 100, "sampling temperature"},
+    };
+    tg_flags_parse(argc, argv,
+                   "charlm: seed 003's GRU language model learns a text file character by character\n"
+                   "(default: the word list of Debian's wamerican package), reports held-out bits per\n"
+                   "character against a unigram model, and writes new text.",
+                   &train, flags, (int)(sizeof flags / sizeof flags[0]));
+
+    corpus c = corpus_load(data);
+    if (c.n_train / train.batch < bptt + 2 || c.n_test / 16 < bptt + 2) {
+        fprintf(stderr, "charlm: %s is too short for --batch %lld and --bptt %lld\n", data,
+                (long long)train.batch, (long long)bptt);
+        return 1;
+    }
+    tg_manual_seed((uint64_t)train.seed);
+    tg_gru_lm *model = tg_gru_lm_new(c.vocab, embedding, hidden_size, layers);
+    tg_params *params = tg_gru_lm_params(model);
+    tg_adam_options adam = tg_adam_defaults();
+    adam.lr = train.lr;
+    tg_optim *opt = tg_adam_new(params, &adam);
+    tg_tensor *hidden = tg_gru_lm_init_hidden(model, train.batch);
+    tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
+    tg_checkpoint_add(checkpoint, "hidden", hidden); /* carried across steps: part of the state */
+    const int64_t start = tg_checkpoint_resume(checkpoint, train.resume);
+    tg_tape *tape = tg_tape_new();
+    tg_index *x = tg_index_new(TG_SHAPE(bptt, train.batch));
+    tg_index *y = tg_index_new(TG_SHAPE(bptt * train.batch));
+
+    const double baseline = unigram_bits(&c);
+    printf("charlm: %s, %lld characters (%lld held out), %lld symbols; %lld parameters, "
+           "%lld steps of %lldx%lld, %d threads\n", data, (long long)(c.n_train + c.n_test),
+           (long long)c.n_test, (long long)c.vocab, (long long)tg_params_numel(params),
+           (long long)train.steps, (long long)train.batch, (long long)bptt, tg_get_num_threads());
+    tg_progress progress;
+    tg_progress_start(&progress, start, train.steps, train.log_every);
+    for (int64_t step = start; step < train.steps; step++) {
+        /* the step's window follows from the step alone (wrapping at the end of a stream) */
+        window_fill(c.train, c.n_train, (step * bptt) % (c.n_train / train.batch - bptt - 1), x, y);
+        tg_optim_set_lr(opt, tg_lr_cosine(train.lr, train.lr / 20, step, train.steps, 0));
+        tg_gru_lm_output out = tg_gru_lm_forward(model, tape, x, hidden);
+        tg_tensor *loss = tg_cross_entropy(tape, tg_reshape(tape, out.logits, TG_SHAPE(-1, c.vocab)), y);
+        tg_tape_backward(tape, loss);
+        tg_clip_grad_norm(params, 1.0, 2.0);
+        tg_optim_step(opt);
+        tg_gru_lm_detach(hidden, out.hidden); /* hidden = hidden.detach() */
+        tg_progress_update(&progress, step, tg_item(loss), bptt * train.batch);
+        tg_tape_reset(tape);
+        tg_checkpoint_after_step(checkpoint, step + 1, &train);
+    }
+    tg_progress_finish(&progress);
+
+    const double bits = model_bits(model, tape, &c, 16, bptt);
+    if (sample > 0) sample_print(model, tape, &c, sample, temperature, train.seed);
+    printf("\nheld-out bits per character: model %.3f, unigram baseline %.3f (%.0f%% of it)\n", bits,
+           baseline, 100.0 * bits / baseline);
+
+    tg_index_free(y);
+    tg_index_free(x);
+    tg_tape_free(tape);
+    tg_checkpoint_free(checkpoint);
+    tg_tensor_free(hidden);
+    tg_optim_free(opt);
+    tg_gru_lm_free(model);
+    free(c.train);
+    free(c.test);
+    return 0;
+}

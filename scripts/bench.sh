@@ -1,0 +1,34 @@
+#!/bin/sh
+# The one benchmark command: builds tapegrad in release mode (build/release), runs every
+# tapegrad benchmark and its PyTorch twin (Debian's python3-torch, in its best thread
+# setting) at 1 and 2 threads, plus oneDNN's fused RNN layers and the GEMM table, prints one
+# table and writes bench/results.json.
+#
+#   scripts/bench.sh [--quick] [--threads 1,2] [--only cfg1,cfg2] [--cpu-time] [--no-gemm]
+#
+#   --quick      fewer, shorter rounds: a smoke run (a few minutes)
+#   --cpu-time   rank by process CPU time / threads (a busy shared machine) instead of
+#                wall-clock time
+# Other options go to bench/run_bench.py (see its --help). As root it installs what is
+# missing (python3-torch, OpenBLAS for torch's BLAS, libdnnl-dev for the oneDNN program)
+# through scripts/install-deps.sh. A full run takes about half an hour on 2 cores.
+set -eu
+cd "$(dirname "$0")/.."
+
+sh scripts/install-deps.sh python3-torch libopenblas0-pthread libdnnl-dev ||
+    echo "bench.sh: continuing without the missing packages" >&2
+
+dir=build/release
+if [ -d "$dir" ]; then
+    meson setup --reconfigure "$dir" --buildtype=release >/dev/null
+else
+    meson setup "$dir" --buildtype=release >/dev/null
+fi
+ninja -C "$dir" >/dev/null
+
+if [ ! -x "$dir/bench/bench_classifier" ]; then
+    echo "bench.sh: $dir/bench has no benchmark programs: the top-level meson.build needs subdir('bench')" >&2
+    exit 1
+fi
+
+exec /usr/bin/python3 bench/run_bench.py --build "$dir" --json bench/results.json "$@"
