@@ -1,7 +1,7 @@
-/* tensor/parallel.c — how many threads the kernels may use.
+/* tensor/parallel.c — how many threads the kernels may use, and the one loop splitter.
  *
  * One number for the whole library, read by every kernel that splits its work with
- * OpenMP (`#pragma omp parallel num_threads(tg_get_num_threads())`). Kernels split only
+ * OpenMP, through tg_parallel_for (or, in tg_gemm, its own split). Kernels split only
  * over independent outputs, never inside a sum, so this number changes speed, not bits. */
 #include "tapegrad/kernels.h"
 
@@ -32,5 +32,24 @@ int tg_get_num_threads(void) {
     return n > 0 ? n : omp_get_max_threads();
 #else
     return 1;
+#endif
+}
+
+void tg_parallel_for(int64_t n, int64_t grain, tg_range_fn body, void *ctx) {
+    if (n <= 0) return;
+    int threads = tg_get_num_threads();
+    if (grain < 1) grain = 1;
+    if (threads > n / grain) threads = (int)(n / grain);
+    if (threads <= 1) {
+        body(0, n, ctx);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t begin = n * t / nt, end = n * (t + 1) / nt;
+        if (begin < end) body(begin, end, ctx);
+    }
 #endif
 }

@@ -16,6 +16,15 @@
 void tg_set_num_threads(int n);
 int tg_get_num_threads(void);
 
+/* Runs body(begin, end, ctx) over [0, n): split into one contiguous range per thread when
+ * more than one thread is set and n >= 2 * grain, else called once with [0, n) on the
+ * calling thread. The serial case never enters an OpenMP region: libgomp allocates a
+ * team for every region, even a one-thread one, and a training step must not malloc.
+ * The ranges depend only on n and the thread count; a body that writes only its own
+ * outputs gives the same bits whatever the split. */
+typedef void (*tg_range_fn)(int64_t begin, int64_t end, void *ctx);
+void tg_parallel_for(int64_t n, int64_t grain, tg_range_fn body, void *ctx);
+
 /* ---- GEMM ----
  * The single matrix-product entry point of the library. Row-major:
  *
