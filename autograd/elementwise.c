@@ -4,7 +4,10 @@
  * Binary ops run over a broadcast plan (tapegrad/broadcast.h): rows of plain loops in
  * which each operand is either contiguous or a repeated scalar. A broadcast input's
  * gradient is computed in the output's shape and summed back with tg_broadcast_sum_to. */
+#include "tensor/vmath.h"
+
 #include "tapegrad/broadcast.h"
+#include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
 
 #include <math.h>
@@ -16,8 +19,8 @@
 #define OMP(x)
 #endif
 
-/* Below this many elements a loop runs on one thread; parallel loops split independent
- * outputs, so results do not depend on the thread count. */
+/* Below PAR_MIN elements a loop runs on one thread (tg_parallel_for with grain CHUNK);
+ * parallel loops split independent outputs, so results do not depend on the thread count. */
 #define PAR_MIN ((int64_t)1 << 15)
 #define CHUNK   ((int64_t)1 << 14)
 
@@ -88,33 +91,46 @@ DEFINE_ROW(row_drop)
 DEFINE_ROW(row_fill)
 #undef EXPR
 
-/* Runs a row kernel over a two-operand plan, in chunks of rows (threads for large sizes). */
-static void bcast_binary(row_fn f, const tg_bcast *p, const tg_real *a, const tg_real *b,
-                         tg_real *y, tg_real s, bool acc) {
+/* One binary job: a row kernel over a two-operand plan. */
+typedef struct bcast_job {
+    row_fn f;
+    const tg_bcast *p;
+    const tg_real *a, *b;
+    tg_real *y, s;
+    bool acc;
+} bcast_job;
+
+/* Elements [i0, i1) of a one-dim plan (one long row). */
+static void bcast_flat_range(int64_t i0, int64_t i1, void *ctx) {
+    const bcast_job *j = ctx;
+    const int64_t sa = j->p->stride[0][0], sb = j->p->stride[1][0];
+    j->f(j->a + i0 * sa, sa, j->b + i0 * sb, sb, j->y + i0, i1 - i0, j->s, j->acc);
+}
+
+/* Rows [r0, r1) of a plan. */
+static void bcast_rows_range(int64_t r0, int64_t r1, void *ctx) {
+    const bcast_job *j = ctx;
+    const tg_bcast *p = j->p;
     const int64_t inner = p->inner;
     const int64_t sa = p->stride[0][p->ndim - 1], sb = p->stride[1][p->ndim - 1];
-    if (p->ndim == 1) { /* one long row */
-        const int64_t n = p->numel, chunks = n >= PAR_MIN ? (n + CHUNK - 1) / CHUNK : 1;
-        const int64_t len = (n + chunks - 1) / chunks;
-        OMP(omp parallel for schedule(static) if (chunks > 1))
-        for (int64_t c = 0; c < chunks; c++) {
-            const int64_t i0 = c * len, m = n - i0 < len ? n - i0 : len;
-            f(a + i0 * sa, sa, b + i0 * sb, sb, y + i0, m, s, acc);
-        }
+    int64_t idx[TG_MAX_DIMS], off[TG_BCAST_MAX_OPS];
+    tg_bcast_row_start(p, r0, idx, off);
+    for (int64_t r = r0; r < r1; r++) {
+        j->f(j->a + off[0], sa, j->b + off[1], sb, j->y + r * inner, inner, j->s, j->acc);
+        tg_bcast_row_next(p, idx, off);
+    }
+}
+
+/* Runs a row kernel over a two-operand plan, split between threads for large sizes. */
+static void bcast_binary(row_fn f, const tg_bcast *p, const tg_real *a, const tg_real *b,
+                         tg_real *y, tg_real s, bool acc) {
+    bcast_job job = {f, p, a, b, y, s, acc};
+    if (p->ndim == 1) {
+        tg_parallel_for(p->numel, CHUNK, bcast_flat_range, &job);
         return;
     }
-    const int64_t per = inner >= CHUNK ? 1 : CHUNK / inner;
-    const int64_t chunks = (p->rows + per - 1) / per;
-    OMP(omp parallel for schedule(static) if (chunks > 1 && p->numel >= PAR_MIN))
-    for (int64_t c = 0; c < chunks; c++) {
-        int64_t idx[TG_MAX_DIMS], off[TG_BCAST_MAX_OPS];
-        const int64_t r1 = (c + 1) * per < p->rows ? (c + 1) * per : p->rows;
-        tg_bcast_row_start(p, c * per, idx, off);
-        for (int64_t r = c * per; r < r1; r++) {
-            f(a + off[0], sa, b + off[1], sb, y + r * inner, inner, s, acc);
-            tg_bcast_row_next(p, idx, off);
-        }
-    }
+    const int64_t per = p->inner >= CHUNK ? 1 : CHUNK / p->inner; /* rows per grain */
+    tg_parallel_for(p->rows, p->numel >= PAR_MIN ? per : p->rows, bcast_rows_range, &job);
 }
 
 /* dx += f(g, w) summed back to x's shape, where g has y's shape and w (data, shape)
@@ -223,18 +239,71 @@ tg_tensor *tg_div(tg_tape *t, tg_tensor *a, tg_tensor *b) {
 /* ---------------------------------------------------------------------------------------
  * neg and scalar ops */
 
+/* An elementwise job: out[i] (=|+=) EXPR over [i0, i1), split between threads for large
+ * sizes. x, y and g are an op's input, output and output gradient; s a scalar argument. */
+typedef struct unary_job {
+    const tg_real *x, *y, *g;
+    tg_real *out, s;
+} unary_job;
+
+/* DEFINE_UNARY(name, EXPR of xi, s) and DEFINE_UNARY_GRAD(name, EXPR of gi, xi, yi, s)
+ * define range kernels name(i0, i1, job) writing, resp. accumulating into, out. */
+#define DEFINE_UNARY(name, EXPR)                                                                   \
+    TG_VEC_KERNEL static void name(int64_t i0, int64_t i1, void *ctx) {                            \
+        const unary_job *j = ctx;                                                                  \
+        const tg_real *restrict x = j->x, s = j->s;                                                \
+        tg_real *restrict out = j->out;                                                            \
+        (void)s;                                                                                   \
+        for (int64_t i = i0; i < i1; i++) {                                                        \
+            const tg_real xi = x[i];                                                               \
+            out[i] = (EXPR);                                                                       \
+        }                                                                                          \
+    }
+#define DEFINE_UNARY_GRAD(name, EXPR)                                                              \
+    TG_VEC_KERNEL static void name(int64_t i0, int64_t i1, void *ctx) {                            \
+        const unary_job *j = ctx;                                                                  \
+        const tg_real *restrict x = j->x, *restrict y = j->y, *restrict g = j->g, s = j->s;        \
+        tg_real *restrict out = j->out;                                                            \
+        (void)s, (void)x, (void)y;                                                                 \
+        for (int64_t i = i0; i < i1; i++) {                                                        \
+            const tg_real xi = x[i], yi = y[i], gi = g[i];                                         \
+            (void)xi, (void)yi;                                                                    \
+            out[i] += (EXPR);                                                                      \
+        }                                                                                          \
+    }
+
+/* y = f(x) for a new y in the arena */
+static tg_tensor *unary_forward(tg_tape *t, tg_tensor *x, tg_range_fn f, tg_real s) {
+    tg_tensor *y = tg_tape_tensor_like(t, x);
+    unary_job job = {.x = x->data, .out = y->data, .s = s};
+    tg_parallel_for(x->numel, CHUNK, f, &job);
+    return y;
+}
+
+/* dx += f(dy, x, y) for the node's one input */
+static void unary_backward(tg_tape *tape, tg_node *node, tg_range_fn f) {
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    const tg_tensor *y = node->out[0];
+    unary_job job = {node->in[0]->data, y->data, y->grad, dx, (tg_real)node->farg[0]};
+    tg_parallel_for(y->numel, CHUNK, f, &job);
+}
+
+#define RECORD_UNARY(t, op, bw, x, y, s)                                                           \
+    do {                                                                                           \
+        tg_node *node_ = RECORD1(t, op, bw, x, y);                                                 \
+        if (node_) node_->farg[0] = (double)(s);                                                   \
+    } while (0)
+
 /* y = -x: dx -= dy */
 static void neg_backward(tg_tape *tape, tg_node *node) {
     grad_sum(tape, node->in[0], node->out[0], -1);
 }
 
+DEFINE_UNARY(neg_rows, -xi)
+
 tg_tensor *tg_neg(tg_tape *t, tg_tensor *x) {
-    tg_tensor *y = tg_tape_tensor_like(t, x);
-    const tg_real *restrict xd = x->data;
-    tg_real *restrict yd = y->data;
-    const int64_t n = x->numel;
-    OMP(omp parallel for simd schedule(static) if (n >= PAR_MIN))
-    for (int64_t i = 0; i < n; i++) yd[i] = -xd[i];
+    tg_tensor *y = unary_forward(t, x, neg_rows, 0);
     RECORD1(t, "neg", neg_backward, x, y);
     return y;
 }
@@ -244,39 +313,24 @@ static void add_scalar_backward(tg_tape *tape, tg_node *node) {
     grad_sum(tape, node->in[0], node->out[0], 1);
 }
 
+DEFINE_UNARY(add_scalar_rows, xi + s)
+
 tg_tensor *tg_add_scalar(tg_tape *t, tg_tensor *x, tg_real s) {
-    tg_tensor *y = tg_tape_tensor_like(t, x);
-    const tg_real *restrict xd = x->data;
-    tg_real *restrict yd = y->data;
-    const int64_t n = x->numel;
-    OMP(omp parallel for simd schedule(static) if (n >= PAR_MIN))
-    for (int64_t i = 0; i < n; i++) yd[i] = xd[i] + s;
-    tg_node *node = RECORD1(t, "add_scalar", add_scalar_backward, x, y);
-    if (node) node->farg[0] = (double)s;
+    tg_tensor *y = unary_forward(t, x, add_scalar_rows, s);
+    RECORD_UNARY(t, "add_scalar", add_scalar_backward, x, y, s);
     return y;
 }
 
 /* y = s·x: dx += s·dy */
+DEFINE_UNARY(mul_scalar_rows, xi *s)
+DEFINE_UNARY_GRAD(mul_scalar_grad_rows, gi *s)
 static void mul_scalar_backward(tg_tape *tape, tg_node *node) {
-    tg_real *restrict dx = tg_tape_grad(tape, node->in[0]);
-    const tg_tensor *y = node->out[0];
-    const tg_real *restrict g = y->grad;
-    const tg_real s = (tg_real)node->farg[0];
-    const int64_t n = y->numel;
-    if (!dx) return;
-    OMP(omp parallel for simd schedule(static) if (n >= PAR_MIN))
-    for (int64_t i = 0; i < n; i++) dx[i] += g[i] * s;
+    unary_backward(tape, node, mul_scalar_grad_rows);
 }
 
 tg_tensor *tg_mul_scalar(tg_tape *t, tg_tensor *x, tg_real s) {
-    tg_tensor *y = tg_tape_tensor_like(t, x);
-    const tg_real *restrict xd = x->data;
-    tg_real *restrict yd = y->data;
-    const int64_t n = x->numel;
-    OMP(omp parallel for simd schedule(static) if (n >= PAR_MIN))
-    for (int64_t i = 0; i < n; i++) yd[i] = xd[i] * s;
-    tg_node *node = RECORD1(t, "mul_scalar", mul_scalar_backward, x, y);
-    if (node) node->farg[0] = (double)s;
+    tg_tensor *y = unary_forward(t, x, mul_scalar_rows, s);
+    RECORD_UNARY(t, "mul_scalar", mul_scalar_backward, x, y, s);
     return y;
 }
 
@@ -336,99 +390,33 @@ tg_tensor *tg_pow_scalar(tg_tape *t, tg_tensor *x, tg_real p) {
 }
 
 /* ---------------------------------------------------------------------------------------
- * unary functions. UNARY_FORWARD(y = expr of xi) fills y from x. */
-#define UNARY_FORWARD(t, x, y, EXPR_OF_XI)                                                         \
-    tg_tensor *y = tg_tape_tensor_like(t, x);                                                      \
-    do {                                                                                           \
-        const tg_real *restrict xd_ = x->data;                                                     \
-        tg_real *restrict yd_ = y->data;                                                           \
-        const int64_t n_ = x->numel;                                                               \
-        OMP(omp parallel for simd schedule(static) if (n_ >= PAR_MIN))                             \
-        for (int64_t i = 0; i < n_; i++) {                                                         \
-            const tg_real xi = xd_[i];                                                             \
-            yd_[i] = (EXPR_OF_XI);                                                                 \
-        }                                                                                          \
-    } while (0)
+ * unary functions: each a forward kernel, a gradient kernel and the op */
+#define UNARY_OP(fname, opname, FWD, GRAD)                                                         \
+    DEFINE_UNARY(fname##_rows, FWD)                                                                \
+    DEFINE_UNARY_GRAD(fname##_grad_rows, GRAD)                                                     \
+    static void fname##_backward(tg_tape *tape, tg_node *node) {                                   \
+        unary_backward(tape, node, fname##_grad_rows);                                             \
+    }                                                                                              \
+    tg_tensor *tg_##fname(tg_tape *t, tg_tensor *x) {                                              \
+        tg_tensor *y = unary_forward(t, x, fname##_rows, 0);                                       \
+        RECORD1(t, opname, fname##_backward, x, y);                                                \
+        return y;                                                                                  \
+    }
 
-/* UNARY_BACKWARD(dx[i] += expr of gi, xi, yi) inside a backward function. */
-#define UNARY_BACKWARD(tape, node, EXPR)                                                           \
-    do {                                                                                           \
-        tg_real *restrict dx_ = tg_tape_grad(tape, node->in[0]);                                   \
-        if (!dx_) return;                                                                          \
-        const tg_real *restrict xd_ = node->in[0]->data, *restrict yd_ = node->out[0]->data;       \
-        const tg_real *restrict gd_ = node->out[0]->grad;                                          \
-        const int64_t n_ = node->out[0]->numel;                                                    \
-        OMP(omp parallel for simd schedule(static) if (n_ >= PAR_MIN))                             \
-        for (int64_t i = 0; i < n_; i++) {                                                         \
-            const tg_real xi = xd_[i], yi = yd_[i], gi = gd_[i];                                   \
-            (void)xi, (void)yi;                                                                    \
-            dx_[i] += (EXPR);                                                                      \
-        }                                                                                          \
-    } while (0)
-
-/* y = e^x: dx += dy ⊙ y */
-static void exp_backward(tg_tape *tape, tg_node *node) { UNARY_BACKWARD(tape, node, gi * yi); }
-
-tg_tensor *tg_exp(tg_tape *t, tg_tensor *x) {
-    UNARY_FORWARD(t, x, y, RF(exp)(xi));
-    RECORD1(t, "exp", exp_backward, x, y);
-    return y;
-}
-
+/* y = e^x: dx += dy ⊙ y (libm: tg_vexp is only for x <= 88) */
+UNARY_OP(exp, "exp", RF(exp)(xi), gi *yi)
 /* y = ln x: dx += dy / x */
-static void log_backward(tg_tape *tape, tg_node *node) { UNARY_BACKWARD(tape, node, gi / xi); }
-
-tg_tensor *tg_log(tg_tape *t, tg_tensor *x) {
-    UNARY_FORWARD(t, x, y, RF(log)(xi));
-    RECORD1(t, "log", log_backward, x, y);
-    return y;
-}
-
+UNARY_OP(log, "log", RF(log)(xi), gi / xi)
 /* y = √x: dy/dx = 1 / (2√x), so dx += dy / (2y) */
-static void sqrt_backward(tg_tape *tape, tg_node *node) {
-    UNARY_BACKWARD(tape, node, gi / (2 * yi));
-}
-
-tg_tensor *tg_sqrt(tg_tape *t, tg_tensor *x) {
-    UNARY_FORWARD(t, x, y, RF(sqrt)(xi));
-    RECORD1(t, "sqrt", sqrt_backward, x, y);
-    return y;
-}
-
+UNARY_OP(sqrt, "sqrt", RF(sqrt)(xi), gi / (2 * yi))
 /* y = tanh x: dy/dx = 1 - tanh² x, so dx += dy ⊙ (1 - y²) */
-static void tanh_backward(tg_tape *tape, tg_node *node) {
-    UNARY_BACKWARD(tape, node, gi * (1 - yi * yi));
-}
-
-tg_tensor *tg_tanh(tg_tape *t, tg_tensor *x) {
-    UNARY_FORWARD(t, x, y, RF(tanh)(xi));
-    RECORD1(t, "tanh", tanh_backward, x, y);
-    return y;
-}
-
+UNARY_OP(tanh, "tanh", tg_vtanh(xi), gi *(1 - yi * yi))
 /* y = σ(x) = 1 / (1 + e^-x): dy/dx = σ(x)(1 - σ(x)), so dx += dy ⊙ y(1 - y).
- * For x → -∞, e^-x overflows to inf and y = 1/inf = 0; for x → +∞, y = 1: no NaN. */
-static void sigmoid_backward(tg_tape *tape, tg_node *node) {
-    UNARY_BACKWARD(tape, node, gi * ((1 - yi) * yi));
-}
-
-tg_tensor *tg_sigmoid(tg_tape *t, tg_tensor *x) {
-    UNARY_FORWARD(t, x, y, 1 / (1 + RF(exp)(-xi)));
-    RECORD1(t, "sigmoid", sigmoid_backward, x, y);
-    return y;
-}
-
+ * For x → -∞, e^-x saturates and y → 0; for x → +∞, y = 1: no NaN. */
+UNARY_OP(sigmoid, "sigmoid", tg_vsigmoid(xi), gi *((1 - yi) * yi))
 /* y = max(x, 0), written x < 0 ? 0 : x so that NaN and -0.0 pass through as in PyTorch.
  * dx += dy where y > 0 (PyTorch's threshold_backward on the output: 0 where y <= 0). */
-static void relu_backward(tg_tape *tape, tg_node *node) {
-    UNARY_BACKWARD(tape, node, yi <= 0 ? (tg_real)0 : gi);
-}
-
-tg_tensor *tg_relu(tg_tape *t, tg_tensor *x) {
-    UNARY_FORWARD(t, x, y, xi < 0 ? (tg_real)0 : xi);
-    RECORD1(t, "relu", relu_backward, x, y);
-    return y;
-}
+UNARY_OP(relu, "relu", xi < 0 ? (tg_real)0 : xi, yi <= 0 ? (tg_real)0 : gi)
 
 /* GELU, exact: y = x·Φ(x), Φ(x) = ½(1 + erf(x/√2)); dy/dx = Φ(x) + x·φ(x) with
  * φ(x) = e^(-x²/2) / √(2π).
@@ -439,10 +427,11 @@ tg_tensor *tg_relu(tg_tape *t, tg_tensor *x) {
 #define GELU_BETA  ((tg_real)(M_SQRT2 * M_2_SQRTPI * 0.5))   /* √(2/π) */
 #define GELU_KAPPA ((tg_real)0.044715)
 
+DEFINE_UNARY(gelu_erf_rows, xi *(tg_real)0.5 * (1 + RF(erf)(xi * GELU_ALPHA)))
+DEFINE_UNARY_GRAD(gelu_erf_grad_rows, gi *((tg_real)0.5 * (1 + RF(erf)(xi * GELU_ALPHA)) +
+                                           xi * (GELU_PDF * RF(exp)(xi * xi * (tg_real)-0.5))))
 static void gelu_erf_backward(tg_tape *tape, tg_node *node) {
-    UNARY_BACKWARD(tape, node,
-                   gi * ((tg_real)0.5 * (1 + RF(erf)(xi * GELU_ALPHA)) +
-                         xi * (GELU_PDF * RF(exp)(xi * xi * (tg_real)-0.5))));
+    unary_backward(tape, node, gelu_erf_grad_rows);
 }
 
 static inline tg_real gelu_tanh_grad(tg_real x) {
@@ -452,8 +441,11 @@ static inline tg_real gelu_tanh_grad(tg_real x) {
     return (tg_real)0.5 * right + left * (1 - th * th) * du;
 }
 
+DEFINE_UNARY(gelu_tanh_rows,
+             (tg_real)0.5 * xi * (1 + RF(tanh)(GELU_BETA * (xi + GELU_KAPPA * (xi * xi * xi)))))
+DEFINE_UNARY_GRAD(gelu_tanh_grad_rows, gi *gelu_tanh_grad(xi))
 static void gelu_tanh_backward(tg_tape *tape, tg_node *node) {
-    UNARY_BACKWARD(tape, node, gi * gelu_tanh_grad(xi));
+    unary_backward(tape, node, gelu_tanh_grad_rows);
 }
 
 tg_tensor *tg_gelu(tg_tape *t, tg_tensor *x, tg_gelu_approximate approximate) {
@@ -461,28 +453,47 @@ tg_tensor *tg_gelu(tg_tape *t, tg_tensor *x, tg_gelu_approximate approximate) {
         tg_fail("tg_gelu: unknown approximation %d (TG_GELU_ERF or TG_GELU_TANH)",
                 (int)approximate);
     if (approximate == TG_GELU_ERF) {
-        UNARY_FORWARD(t, x, y, xi * (tg_real)0.5 * (1 + RF(erf)(xi * GELU_ALPHA)));
+        tg_tensor *y = unary_forward(t, x, gelu_erf_rows, 0);
         RECORD1(t, "gelu", gelu_erf_backward, x, y);
         return y;
     }
-    UNARY_FORWARD(t, x, y,
-                  (tg_real)0.5 * xi *
-                      (1 + RF(tanh)(GELU_BETA * (xi + GELU_KAPPA * (xi * xi * xi)))));
+    tg_tensor *y = unary_forward(t, x, gelu_tanh_rows, 0);
     RECORD1(t, "gelu_tanh", gelu_tanh_backward, x, y);
     return y;
 }
 
 /* ---------------------------------------------------------------------------------------
  * dropout: y = x ⊙ m with m_i = 1/(1-p) (kept, probability 1-p) or 0; dx += dy ⊙ m.
- * As PyTorch: the scale is 1/(1-p) rounded to the working precision, one uniform draw per
- * element in row-major order decides (kept if u < 1-p), and p = 1 multiplies by zeros. */
+ * As PyTorch, the scale is 1/(1-p) rounded to the working precision and p = 1 multiplies
+ * by zeros. The mask is not PyTorch's (its bits cannot be matched anyway): m_i comes from
+ * tensor/vmath.h's counter-based generator, keyed by two draws from rng per call, so it
+ * is recomputed in the backward rather than stored, and any thread count gives the same
+ * mask. The key is kept in the node: iarg[0], iarg[1] (k0, k1), iarg[2] (threshold). */
+typedef struct dropout_job {
+    tg_dropout_key key;
+    const tg_real *x;
+    tg_real *out;
+} dropout_job;
+
+TG_VEC_KERNEL static void dropout_rows(int64_t i0, int64_t i1, void *ctx) {
+    const dropout_job *j = ctx;
+    tg_dropout_apply(&j->key, j->x, j->out, i0, i1, false);
+}
+
+TG_VEC_KERNEL static void dropout_grad_rows(int64_t i0, int64_t i1, void *ctx) {
+    const dropout_job *j = ctx;
+    tg_dropout_apply(&j->key, j->x, j->out, i0, i1, true);
+}
+
 static void dropout_backward(tg_tape *tape, tg_node *node) {
-    tg_real *restrict dx = tg_tape_grad(tape, node->in[0]);
-    const tg_real *restrict m = node->saved, *restrict g = node->out[0]->grad;
-    const int64_t n = node->out[0]->numel;
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
     if (!dx) return;
-    OMP(omp simd)
-    for (int64_t i = 0; i < n; i++) dx[i] += g[i] * m[i];
+    const double keep = 1.0 - node->farg[0];
+    dropout_job job = {{(uint32_t)node->iarg[0], (uint32_t)node->iarg[1], (int32_t)node->iarg[2],
+                        keep == 0 ? 0 : (tg_real)1 / (tg_real)keep},
+                       node->out[0]->grad,
+                       dx};
+    tg_parallel_for(node->out[0]->numel, CHUNK, dropout_grad_rows, &job);
 }
 
 tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, tg_real p, bool training, tg_rng *rng) {
@@ -492,20 +503,13 @@ tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, tg_real p, bool training, tg_rng
                 tg_tensor_describe(x, desc, sizeof desc));
     }
     if (!training || p == 0) return x;
-    if (!rng) rng = tg_rng_default();
-    const double keep = 1.0 - (double)p;
-    const tg_real scale = keep == 0 ? 0 : (tg_real)1 / (tg_real)keep;
-    const int64_t n = x->numel;
-    tg_real *m = tg_tape_alloc(t, (size_t)n * sizeof(tg_real));
-    if (keep == 0)
-        memset(m, 0, (size_t)n * sizeof(tg_real));
-    else
-        for (int64_t i = 0; i < n; i++) m[i] = tg_rng_uniform01(rng) < keep ? scale : 0;
+    dropout_job job = {tg_dropout_key_draw(rng, (double)p), x->data, NULL};
     tg_tensor *y = tg_tape_tensor_like(t, x);
-    for (int64_t i = 0; i < n; i++) y->data[i] = x->data[i] * m[i];
+    job.out = y->data;
+    tg_parallel_for(x->numel, CHUNK, dropout_rows, &job);
     tg_node *node = RECORD1(t, "dropout", dropout_backward, x, y);
     if (node) {
-        node->saved = m;
+        node->iarg[0] = job.key.k0, node->iarg[1] = job.key.k1, node->iarg[2] = job.key.threshold;
         node->farg[0] = (double)p;
     }
     return y;

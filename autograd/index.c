@@ -1,18 +1,36 @@
 /* Indexing: embedding lookup (rows of a weight gathered by integer ids). */
 #include <string.h>
 
+#include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
 
-#define PRAGMA_(x) _Pragma(#x)
-#ifdef _OPENMP
-#define OMP_PARALLEL_FOR_IF(cond) PRAGMA_(omp parallel for if (cond) schedule(static))
-#else
-#define OMP_PARALLEL_FOR_IF(cond)
-#endif
-
+/* Elements below which threads are not worth starting (below it, the loops pass
+ * tg_parallel_for a grain of the whole range: one serial call). */
 #define PARALLEL_MIN_ELEMS ((int64_t)1 << 16)
 /* Columns per task of the weight-gradient scatter. */
 #define COLUMN_BLOCK 64
+
+/* Rows gathered (forward) or scattered into dW (backward, by column blocks). */
+typedef struct embed_ctx {
+    const int32_t *ids;
+    const tg_real *src;
+    tg_real *dst;
+    int64_t n, E, pad;
+} embed_ctx;
+
+static void scatter_blocks(int64_t begin, int64_t end, void *p) {
+    const embed_ctx *c = p;
+    const int64_t E = c->E;
+    for (int64_t b = begin; b < end; b++) {
+        const int64_t e0 = b * COLUMN_BLOCK, e1 = e0 + COLUMN_BLOCK < E ? e0 + COLUMN_BLOCK : E;
+        for (int64_t i = 0; i < c->n; i++) {
+            if (c->ids[i] == c->pad) continue;
+            tg_real *restrict g = c->dst + (int64_t)c->ids[i] * E;
+            const tg_real *restrict d = c->src + i * E;
+            for (int64_t e = e0; e < e1; e++) g[e] += d[e];
+        }
+    }
+}
 
 /* y[i, :] = W[ids[i], :].  dL/dW[v, :] = sum over positions i with ids[i] = v of dy[i, :],
  * except for the padding row, which gets nothing. The ids are added in their order, so a
@@ -21,20 +39,17 @@ static void embedding_backward(tg_tape *tape, tg_node *node) {
     const tg_tensor *W = node->in[0], *y = node->out[0];
     tg_real *dW = tg_tape_grad(tape, node->in[0]);
     if (!dW) return;
-    const int32_t *ids = node->saved;
-    const int64_t n = node->iarg[0], pad = node->iarg[1], E = W->shape[1];
-    const tg_real *dy = y->grad;
+    const int64_t n = node->iarg[0], E = W->shape[1];
+    embed_ctx c = {node->saved, y->grad, dW, n, E, node->iarg[1]};
     const int64_t blocks = (E + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
-    OMP_PARALLEL_FOR_IF(n * E >= PARALLEL_MIN_ELEMS && blocks > 1)
-    for (int64_t b = 0; b < blocks; b++) {
-        const int64_t e0 = b * COLUMN_BLOCK, e1 = e0 + COLUMN_BLOCK < E ? e0 + COLUMN_BLOCK : E;
-        for (int64_t i = 0; i < n; i++) {
-            if (ids[i] == pad) continue;
-            tg_real *restrict g = dW + (int64_t)ids[i] * E;
-            const tg_real *restrict d = dy + i * E;
-            for (int64_t e = e0; e < e1; e++) g[e] += d[e];
-        }
-    }
+    tg_parallel_for(blocks, n * E >= PARALLEL_MIN_ELEMS ? 1 : blocks, scatter_blocks, &c);
+}
+
+static void gather_rows(int64_t begin, int64_t end, void *p) {
+    const embed_ctx *c = p;
+    for (int64_t i = begin; i < end; i++)
+        memcpy(c->dst + i * c->E, c->src + (int64_t)c->ids[i] * c->E,
+               (size_t)c->E * sizeof(tg_real));
 }
 
 /* Writes "[1, 2]" (the multi-index of flat position `pos` in ids) into buf. */
@@ -85,9 +100,8 @@ tg_tensor *tg_embedding(tg_tape *tape, tg_tensor *weight, const tg_index *ids,
     tg_tensor *y = tg_tape_tensor(tape, ids->ndim + 1, shape);
     const int64_t n = ids->numel;
     const int32_t *id = ids->data;
-    OMP_PARALLEL_FOR_IF(n * E >= PARALLEL_MIN_ELEMS)
-    for (int64_t i = 0; i < n; i++)
-        memcpy(y->data + i * E, weight->data + (int64_t)id[i] * E, (size_t)E * sizeof(tg_real));
+    embed_ctx c = {id, weight->data, y->data, n, E, pad};
+    tg_parallel_for(n, n * E >= PARALLEL_MIN_ELEMS ? 1 : n, gather_rows, &c);
 
     tg_node *node = tg_tape_record(tape, "embedding", embedding_backward, 1,
                                    (tg_tensor *[]){weight}, 1, (tg_tensor *[]){y});

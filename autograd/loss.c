@@ -23,6 +23,8 @@
 #define LOG logf
 #endif
 
+/* Elements below which threads are not worth starting (below it, the loops pass
+ * tg_parallel_for a grain of the whole range: one serial call). */
 #define PARALLEL_MIN 16384
 
 tg_loss_options tg_loss_defaults(void) {
@@ -167,30 +169,40 @@ static inline void ce_sample_backward(const tg_real *x, tg_real *dx, int64_t C, 
     }
 }
 
-static void cross_entropy_backward(tg_tape *tape, tg_node *node) {
-    tg_tensor *x = node->in[0];
-    tg_real *dx = tg_tape_grad(tape, x);
-    if (!dx) return;
-    const class_loss *L = node->saved;
-    const tg_tensor *out = node->out[0];
-    const int64_t C = L->C, S = L->S, K = L->N * S;
+/* What a range of cross-entropy samples reads and writes (forward: ell; backward: dx). */
+typedef struct ce_ctx {
+    const class_loss *L;
+    const tg_tensor *x, *out;
+    tg_real *dx;
+    double *ell;
+} ce_ctx;
+
+static void ce_backward_range(int64_t begin, int64_t end, void *p) {
+    const ce_ctx *c = p;
+    const class_loss *L = c->L;
+    const int64_t C = L->C, S = L->S;
     const double e = L->eps, ec = C ? e / (double)C : 0;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(tg_get_num_threads()) if (K * C >= PARALLEL_MIN)
-#endif
-    for (int64_t k = 0; k < K; k++) {
+    for (int64_t k = begin; k < end; k++) {
         const int64_t yk = L->y[k];
         if (yk == L->ignore) continue;
         const int64_t at = (k / S) * C * S + k % S;
-        const double g = (double)upstream(out, L->red, L->denom, k), wy = weight_of(L, yk);
+        const double g = (double)upstream(c->out, L->red, L->denom, k), wy = weight_of(L, yk);
         const tg_real a = (tg_real)(g * ((1 - e) * wy + ec * L->W)), bw = (tg_real)(g * ec);
         if (S == 1)
-            ce_sample_backward(x->data + at, dx + at, C, 1, L->m[k], L->ls[k], a, L->w, bw);
+            ce_sample_backward(c->x->data + at, c->dx + at, C, 1, L->m[k], L->ls[k], a, L->w, bw);
         else
-            ce_sample_backward(x->data + at, dx + at, C, S, L->m[k], L->ls[k], a, L->w, bw);
-        dx[at + yk * S] -= (tg_real)(g * (1 - e) * wy);
+            ce_sample_backward(c->x->data + at, c->dx + at, C, S, L->m[k], L->ls[k], a, L->w, bw);
+        c->dx[at + yk * S] -= (tg_real)(g * (1 - e) * wy);
     }
+}
+
+static void cross_entropy_backward(tg_tape *tape, tg_node *node) {
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    const class_loss *L = node->saved;
+    const int64_t K = L->N * L->S;
+    ce_ctx c = {.L = L, .x = node->in[0], .out = node->out[0], .dx = dx};
+    tg_parallel_for(K, K * L->C >= PARALLEL_MIN ? 1 : K, ce_backward_range, &c);
 }
 
 /* m = max_c x_c (NaN wins) and log Σ_c exp(x_c − m) of one sample, stride S. */
@@ -203,23 +215,14 @@ static inline void ce_sample_lse(const tg_real *x, int64_t C, int64_t S, tg_real
     *m_out = m, *ls_out = log(se);
 }
 
-tg_tensor *tg_cross_entropy_ex(tg_tape *t, tg_tensor *logits, const tg_index *targets,
-                               const tg_loss_options *opts) {
-    const tg_loss_options o = opts ? *opts : tg_loss_defaults();
-    class_loss_check("tg_cross_entropy", logits, targets, &o, true);
-    class_loss *L = class_loss_make(t, logits, targets, &o);
-    const int64_t C = L->C, S = L->S, K = L->N * S;
+static void ce_forward_range(int64_t begin, int64_t end, void *p) {
+    const ce_ctx *c = p;
+    const class_loss *L = c->L;
+    const int64_t C = L->C, S = L->S;
     const double e = L->eps, ec = C ? e / (double)C : 0;
-    L->m = tg_tape_alloc(t, (size_t)(K + 1) * sizeof(tg_real));
-    L->ls = tg_tape_alloc(t, (size_t)(K + 1) * sizeof(tg_real));
-    double *ell = tg_tape_alloc(t, (size_t)(K + 1) * sizeof(double));
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(tg_get_num_threads()) if (K * C >= PARALLEL_MIN)
-#endif
-    for (int64_t k = 0; k < K; k++) {
+    for (int64_t k = begin; k < end; k++) {
         const int64_t n = k / S, s = k % S, yk = L->y[k];
-        const tg_real *xk = logits->data + n * C * S + s;
+        const tg_real *xk = c->x->data + n * C * S + s;
         tg_real m;
         double ls;
         if (S == 1)
@@ -229,18 +232,31 @@ tg_tensor *tg_cross_entropy_ex(tg_tape *t, tg_tensor *logits, const tg_index *ta
         const double lse = (double)m + ls;
         L->m[k] = m, L->ls[k] = (tg_real)ls;
         if (yk == L->ignore) {
-            ell[k] = 0;
+            c->ell[k] = 0;
             continue;
         }
         const double wy = weight_of(L, yk);
         double l = (1 - e) * wy * (lse - (double)xk[yk * S]);
         if (e != 0) { /* Σ_c w_c·(lse − x_c) */
             double sw = 0;
-            for (int64_t c = 0; c < C; c++) sw += weight_of(L, c) * (lse - (double)xk[c * S]);
+            for (int64_t j = 0; j < C; j++) sw += weight_of(L, j) * (lse - (double)xk[j * S]);
             l += ec * sw;
         }
-        ell[k] = l;
+        c->ell[k] = l;
     }
+}
+
+tg_tensor *tg_cross_entropy_ex(tg_tape *t, tg_tensor *logits, const tg_index *targets,
+                               const tg_loss_options *opts) {
+    const tg_loss_options o = opts ? *opts : tg_loss_defaults();
+    class_loss_check("tg_cross_entropy", logits, targets, &o, true);
+    class_loss *L = class_loss_make(t, logits, targets, &o);
+    const int64_t C = L->C, K = L->N * L->S;
+    L->m = tg_tape_alloc(t, (size_t)(K + 1) * sizeof(tg_real));
+    L->ls = tg_tape_alloc(t, (size_t)(K + 1) * sizeof(tg_real));
+    double *ell = tg_tape_alloc(t, (size_t)(K + 1) * sizeof(double));
+    ce_ctx c = {.L = L, .x = logits, .ell = ell};
+    tg_parallel_for(K, K * C >= PARALLEL_MIN ? 1 : K, ce_forward_range, &c);
     tg_tensor *y = reduce_output(t, ell, K, L->red, L->denom, targets->ndim, targets->shape);
     tg_node *node = tg_tape_record(t, "cross_entropy", cross_entropy_backward, 1,
                                    (tg_tensor *[]){logits}, 1, (tg_tensor *[]){y});

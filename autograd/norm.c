@@ -9,69 +9,106 @@
 
 #include <math.h>
 
-#define COL_CHUNK    64
+#define COL_CHUNK 64
+/* Elements below which threads are not worth starting (below it, the loops pass
+ * tg_parallel_for a grain of the whole range: one serial call). */
 #define PARALLEL_MIN 16384
 
 typedef struct norm_saved {
     tg_real *mu, *r;
 } norm_saved;
 
+/* What a range of rows (forward, dx) or of column chunks (dγ, dβ) reads and writes. */
+typedef struct norm_ctx {
+    const tg_real *x, *dy, *gamma, *beta;
+    tg_real *y, *dx, *dgamma, *dbeta;
+    norm_saved *sv;
+    int64_t R, M; /* rows, and elements per row */
+    double eps;
+} norm_ctx;
+
+static void dx_rows(int64_t begin, int64_t end, void *p) {
+    const norm_ctx *c = p;
+    const int64_t M = c->M;
+    for (int64_t row = begin; row < end; row++) {
+        const tg_real *xr = c->x + row * M, *dyr = c->dy + row * M;
+        const tg_real mu = c->sv->mu[row], r = c->sv->r[row];
+        double sg = 0, sgx = 0;
+        for (int64_t j = 0; j < M; j++) {
+            const tg_real g = c->gamma ? dyr[j] * c->gamma[j] : dyr[j];
+            sg += (double)g;
+            sgx += (double)g * (double)((xr[j] - mu) * r);
+        }
+        const tg_real a = (tg_real)(sg / (double)M), b = (tg_real)(sgx / (double)M);
+        tg_real *dxr = c->dx + row * M;
+        for (int64_t j = 0; j < M; j++) {
+            const tg_real g = c->gamma ? dyr[j] * c->gamma[j] : dyr[j];
+            dxr[j] += r * (g - a - (xr[j] - mu) * r * b);
+        }
+    }
+}
+
+/* column sums over all R rows (in order), COL_CHUNK columns per task */
+static void affine_grad_chunks(int64_t begin, int64_t end, void *p) {
+    const norm_ctx *c = p;
+    const int64_t M = c->M, R = c->R;
+    for (int64_t k = begin; k < end; k++) {
+        const int64_t c0 = k * COL_CHUNK, w = M - c0 < COL_CHUNK ? M - c0 : COL_CHUNK;
+        double sgx[COL_CHUNK] = {0}, sg[COL_CHUNK] = {0};
+        for (int64_t row = 0; row < R; row++) {
+            const tg_real *xr = c->x + row * M + c0, *dyr = c->dy + row * M + c0;
+            const tg_real mu = c->sv->mu[row], r = c->sv->r[row];
+            for (int64_t j = 0; j < w; j++) {
+                sgx[j] += (double)dyr[j] * (double)((xr[j] - mu) * r);
+                sg[j] += (double)dyr[j];
+            }
+        }
+        for (int64_t j = 0; j < w; j++) {
+            if (c->dgamma) c->dgamma[c0 + j] += (tg_real)sgx[j];
+            if (c->dbeta) c->dbeta[c0 + j] += (tg_real)sg[j];
+        }
+    }
+}
+
 /* Backward. With ĝ = dy ⊙ γ, and using ∂μ/∂x_k = 1/M, ∂r/∂x_k = −r³(x_k − μ)/M:
  *   dx_k = r·(ĝ_k − mean_j(ĝ_j) − x̂_k·mean_j(ĝ_j x̂_j))
  *   dγ_j = Σ_rows dy_j x̂_j,   dβ_j = Σ_rows dy_j. */
 static void layer_norm_backward(tg_tape *tape, tg_node *node) {
-    const tg_tensor *x = node->in[0], *gamma = node->in[1];
-    tg_real *dx = tg_tape_grad(tape, node->in[0]);
-    tg_real *dgamma = tg_tape_grad(tape, node->in[1]);
-    tg_real *dbeta = tg_tape_grad(tape, node->in[2]);
-    const tg_real *dy = node->out[0]->grad;
-    const norm_saved *sv = node->saved;
+    const tg_tensor *gamma = node->in[1];
     const int64_t R = node->iarg[0], M = node->iarg[1];
-
-    if (dx) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(tg_get_num_threads()) if (R * M >= PARALLEL_MIN)
-#endif
-        for (int64_t row = 0; row < R; row++) {
-            const tg_real *xr = x->data + row * M, *dyr = dy + row * M;
-            const tg_real mu = sv->mu[row], r = sv->r[row];
-            double sg = 0, sgx = 0;
-            for (int64_t j = 0; j < M; j++) {
-                const tg_real g = gamma ? dyr[j] * gamma->data[j] : dyr[j];
-                sg += (double)g;
-                sgx += (double)g * (double)((xr[j] - mu) * r);
-            }
-            const tg_real a = (tg_real)(sg / (double)M), b = (tg_real)(sgx / (double)M);
-            tg_real *dxr = dx + row * M;
-            for (int64_t j = 0; j < M; j++) {
-                const tg_real g = gamma ? dyr[j] * gamma->data[j] : dyr[j];
-                dxr[j] += r * (g - a - (xr[j] - mu) * r * b);
-            }
-        }
-    }
-    if (dgamma || dbeta) {
-        /* column sums over rows, COL_CHUNK columns per task, rows in order */
+    const bool parallel = R * M >= PARALLEL_MIN;
+    norm_ctx c = {.x = node->in[0]->data,
+                  .dy = node->out[0]->grad,
+                  .gamma = gamma ? gamma->data : NULL,
+                  .dx = tg_tape_grad(tape, node->in[0]),
+                  .dgamma = tg_tape_grad(tape, node->in[1]),
+                  .dbeta = tg_tape_grad(tape, node->in[2]),
+                  .sv = node->saved,
+                  .R = R,
+                  .M = M};
+    if (c.dx) tg_parallel_for(R, parallel ? 1 : R, dx_rows, &c);
+    if (c.dgamma || c.dbeta) {
         const int64_t chunks = (M + COL_CHUNK - 1) / COL_CHUNK;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(tg_get_num_threads()) if (R * M >= PARALLEL_MIN)
-#endif
-        for (int64_t c = 0; c < chunks; c++) {
-            const int64_t c0 = c * COL_CHUNK, w = M - c0 < COL_CHUNK ? M - c0 : COL_CHUNK;
-            double sgx[COL_CHUNK] = {0}, sg[COL_CHUNK] = {0};
-            for (int64_t row = 0; row < R; row++) {
-                const tg_real *xr = x->data + row * M + c0, *dyr = dy + row * M + c0;
-                const tg_real mu = sv->mu[row], r = sv->r[row];
-                for (int64_t j = 0; j < w; j++) {
-                    sgx[j] += (double)dyr[j] * (double)((xr[j] - mu) * r);
-                    sg[j] += (double)dyr[j];
-                }
-            }
-            for (int64_t j = 0; j < w; j++) {
-                if (dgamma) dgamma[c0 + j] += (tg_real)sgx[j];
-                if (dbeta) dbeta[c0 + j] += (tg_real)sg[j];
-            }
+        tg_parallel_for(chunks, parallel ? 1 : chunks, affine_grad_chunks, &c);
+    }
+}
+
+static void forward_rows(int64_t begin, int64_t end, void *p) {
+    const norm_ctx *c = p;
+    const int64_t M = c->M;
+    for (int64_t row = begin; row < end; row++) {
+        const tg_real *xr = c->x + row * M;
+        double s = 0, ss = 0;
+        for (int64_t j = 0; j < M; j++) s += (double)xr[j];
+        const double mean = s / (double)M;
+        for (int64_t j = 0; j < M; j++) ss += ((double)xr[j] - mean) * ((double)xr[j] - mean);
+        const tg_real mu = (tg_real)mean, r = (tg_real)(1.0 / sqrt(ss / (double)M + c->eps));
+        c->sv->mu[row] = mu, c->sv->r[row] = r;
+        tg_real *yr = c->y + row * M;
+        for (int64_t j = 0; j < M; j++) {
+            const tg_real xh = (xr[j] - mu) * r;
+            yr[j] = c->gamma ? xh * c->gamma[j] : xh;
+            if (c->beta) yr[j] += c->beta[j];
         }
     }
 }
@@ -110,25 +147,14 @@ tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, int norm_ndim, tg_tensor *wei
     sv->r = tg_tape_alloc(t, (size_t)(R + 1) * sizeof(tg_real));
     const tg_real *gamma = weight ? weight->data : NULL, *beta = bias ? bias->data : NULL;
 
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
-#endif
-    for (int64_t row = 0; row < R; row++) {
-        const tg_real *xr = x->data + row * M;
-        double s = 0, ss = 0;
-        for (int64_t j = 0; j < M; j++) s += (double)xr[j];
-        const double mean = s / (double)M;
-        for (int64_t j = 0; j < M; j++) ss += ((double)xr[j] - mean) * ((double)xr[j] - mean);
-        const tg_real mu = (tg_real)mean, r = (tg_real)(1.0 / sqrt(ss / (double)M + (double)eps));
-        sv->mu[row] = mu, sv->r[row] = r;
-        tg_real *yr = y->data + row * M;
-        for (int64_t j = 0; j < M; j++) {
-            const tg_real xh = (xr[j] - mu) * r;
-            yr[j] = gamma ? xh * gamma[j] : xh;
-            if (beta) yr[j] += beta[j];
-        }
-    }
+    norm_ctx c = {.x = x->data,
+                  .gamma = gamma,
+                  .beta = beta,
+                  .y = y->data,
+                  .sv = sv,
+                  .M = M,
+                  .eps = (double)eps};
+    tg_parallel_for(R, x->numel >= PARALLEL_MIN ? 1 : R, forward_rows, &c);
     tg_node *node = tg_tape_record(t, "layer_norm", layer_norm_backward, 3,
                                    (tg_tensor *[]){x, weight, bias}, 1, (tg_tensor *[]){y});
     if (node) {

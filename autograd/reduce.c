@@ -15,6 +15,7 @@
 #define SUM_BLOCK    4096  /* elements per block of a contiguous sum */
 #define COL_CHUNK    64    /* output columns per task of a strided sum */
 #define PARALLEL_MIN 32768 /* elements below which threads are not worth starting */
+/* (below it, the loops pass tg_parallel_for a grain of the whole range: one serial call) */
 
 /* Σ x[0..n), n <= SUM_BLOCK, in double with 8 lanes (vectorisable, fixed order). */
 static double sum_block(const tg_real *x, int64_t n) {
@@ -45,6 +46,21 @@ static void sum_all_backward(tg_tape *tape, tg_node *node) {
     for (int64_t i = 0; i < x->numel; i++) dx[i] += g;
 }
 
+/* Block sums of a contiguous run, one range of blocks per thread. */
+typedef struct blocks_ctx {
+    const tg_real *x;
+    int64_t n;
+    double *part;
+} blocks_ctx;
+
+static void block_sums(int64_t begin, int64_t end, void *p) {
+    const blocks_ctx *c = p;
+    for (int64_t b = begin; b < end; b++) {
+        const int64_t lo = b * SUM_BLOCK, len = c->n - lo < SUM_BLOCK ? c->n - lo : SUM_BLOCK;
+        c->part[b] = sum_block(c->x + lo, len);
+    }
+}
+
 static tg_tensor *sum_all(tg_tape *tape, tg_tensor *x, bool mean) {
     const int64_t n = x->numel, blocks = (n + SUM_BLOCK - 1) / SUM_BLOCK;
     double total = 0;
@@ -52,15 +68,9 @@ static tg_tensor *sum_all(tg_tape *tape, tg_tensor *x, bool mean) {
         total = sum_block(x->data, n);
     } else {
         /* Same arithmetic as sum_contiguous, the blocks shared between threads. */
-        double *part = tg_tape_alloc(tape, (size_t)blocks * sizeof(double));
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (n >= PARALLEL_MIN)
-#endif
-        for (int64_t b = 0; b < blocks; b++) {
-            const int64_t lo = b * SUM_BLOCK, len = n - lo < SUM_BLOCK ? n - lo : SUM_BLOCK;
-            part[b] = sum_block(x->data + lo, len);
-        }
-        for (int64_t b = 0; b < blocks; b++) total += part[b];
+        blocks_ctx c = {x->data, n, tg_tape_alloc(tape, (size_t)blocks * sizeof(double))};
+        tg_parallel_for(blocks, n >= PARALLEL_MIN ? 1 : blocks, block_sums, &c);
+        for (int64_t b = 0; b < blocks; b++) total += c.part[b];
     }
     const double scale = mean ? 1.0 / (double)n : 1.0; /* mean of nothing: 0·inf = NaN */
     tg_tensor *y = tg_tape_tensor(tape, 0, NULL);
@@ -117,35 +127,46 @@ static void sum_dim_backward(tg_tape *tape, tg_node *node) {
         }
 }
 
+/* y = s·Σ_j x[o,j,i] over a range of rows (inner == 1) or of (row, column chunk) tasks. */
+typedef struct sum_dim_ctx {
+    const tg_real *x;
+    tg_real *y;
+    int64_t n, inner, chunks;
+    double s;
+} sum_dim_ctx;
+
+static void sum_rows(int64_t begin, int64_t end, void *p) {
+    const sum_dim_ctx *c = p;
+    for (int64_t o = begin; o < end; o++)
+        c->y[o] = (tg_real)(sum_contiguous(c->x + o * c->n, c->n) * c->s);
+}
+
+static void sum_column_chunks(int64_t begin, int64_t end, void *p) {
+    const sum_dim_ctx *c = p;
+    const int64_t n = c->n, inner = c->inner;
+    for (int64_t task = begin; task < end; task++) {
+        const int64_t o = task / c->chunks, c0 = (task % c->chunks) * COL_CHUNK;
+        const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK;
+        double acc[COL_CHUNK] = {0};
+        for (int64_t j = 0; j < n; j++) {
+            const tg_real *xr = c->x + (o * n + j) * inner + c0;
+            for (int64_t i = 0; i < w; i++) acc[i] += (double)xr[i];
+        }
+        for (int64_t i = 0; i < w; i++) c->y[o * inner + c0 + i] = (tg_real)(acc[i] * c->s);
+    }
+}
+
 static tg_tensor *sum_dim(tg_tape *tape, tg_tensor *x, int dim, bool keepdim, bool mean) {
     const reduce_view v = reduce_view_make(mean ? "tg_mean_dim" : "tg_sum_dim", x, dim, keepdim);
     tg_tensor *y = tg_tape_tensor(tape, v.out_ndim, v.out_shape);
     const int64_t outer = v.outer, n = v.n, inner = v.inner;
     const double s = mean ? 1.0 / (double)n : 1.0;
     const bool parallel = x->numel >= PARALLEL_MIN;
-    if (inner == 1) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (parallel)
-#endif
-        for (int64_t o = 0; o < outer; o++)
-            y->data[o] = (tg_real)(sum_contiguous(x->data + o * n, n) * s);
-    } else {
-        /* tasks: (outer row, chunk of COL_CHUNK output columns), each summing over j in order */
-        const int64_t chunks = (inner + COL_CHUNK - 1) / COL_CHUNK;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(tg_get_num_threads()) if (parallel)
-#endif
-        for (int64_t task = 0; task < outer * chunks; task++) {
-            const int64_t o = task / chunks, c0 = (task % chunks) * COL_CHUNK;
-            const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK;
-            double acc[COL_CHUNK] = {0};
-            for (int64_t j = 0; j < n; j++) {
-                const tg_real *xr = x->data + (o * n + j) * inner + c0;
-                for (int64_t i = 0; i < w; i++) acc[i] += (double)xr[i];
-            }
-            for (int64_t i = 0; i < w; i++) y->data[o * inner + c0 + i] = (tg_real)(acc[i] * s);
-        }
-    }
+    /* tasks (inner > 1): (outer row, chunk of COL_CHUNK output columns), each summing over
+     * j in order */
+    sum_dim_ctx c = {x->data, y->data, n, inner, (inner + COL_CHUNK - 1) / COL_CHUNK, s};
+    const int64_t tasks = inner == 1 ? outer : outer * c.chunks;
+    tg_parallel_for(tasks, parallel ? 1 : tasks, inner == 1 ? sum_rows : sum_column_chunks, &c);
     tg_node *node = tg_tape_record(tape, mean ? "mean_dim" : "sum_dim", sum_dim_backward, 1,
                                    (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
     if (node) {
@@ -178,6 +199,30 @@ static void max_dim_backward(tg_tape *tape, tg_node *node) {
 
 static inline bool beats(tg_real v, tg_real best) { return v > best || (isnan(v) && !isnan(best)); }
 
+/* The max and its first index over j, for a range of outer rows. */
+typedef struct max_dim_ctx {
+    const tg_real *x;
+    tg_real *y;
+    int32_t *arg;
+    int64_t n, inner;
+} max_dim_ctx;
+
+static void max_rows(int64_t begin, int64_t end, void *p) {
+    const max_dim_ctx *c = p;
+    const int64_t n = c->n, inner = c->inner;
+    for (int64_t o = begin; o < end; o++) {
+        tg_real *best = c->y + o * inner;
+        int32_t *arg = c->arg + o * inner;
+        memcpy(best, c->x + o * n * inner, (size_t)inner * sizeof(tg_real));
+        memset(arg, 0, (size_t)inner * sizeof(int32_t));
+        for (int64_t j = 1; j < n; j++) {
+            const tg_real *xr = c->x + (o * n + j) * inner;
+            for (int64_t i = 0; i < inner; i++)
+                if (beats(xr[i], best[i])) best[i] = xr[i], arg[i] = (int32_t)j;
+        }
+    }
+}
+
 tg_tensor *tg_max_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index **indices) {
     const reduce_view v = reduce_view_make("tg_max_dim", x, dim, keepdim);
     if (v.n == 0) {
@@ -188,21 +233,8 @@ tg_tensor *tg_max_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index 
     const int64_t outer = v.outer, n = v.n, inner = v.inner;
     tg_tensor *y = tg_tape_tensor(t, v.out_ndim, v.out_shape);
     tg_index *ix = tg_tape_index(t, v.out_ndim, v.out_shape);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
-#endif
-    for (int64_t o = 0; o < outer; o++) {
-        tg_real *best = y->data + o * inner;
-        int32_t *arg = ix->data + o * inner;
-        memcpy(best, x->data + o * n * inner, (size_t)inner * sizeof(tg_real));
-        memset(arg, 0, (size_t)inner * sizeof(int32_t));
-        for (int64_t j = 1; j < n; j++) {
-            const tg_real *xr = x->data + (o * n + j) * inner;
-            for (int64_t i = 0; i < inner; i++)
-                if (beats(xr[i], best[i])) best[i] = xr[i], arg[i] = (int32_t)j;
-        }
-    }
+    max_dim_ctx c = {x->data, y->data, ix->data, n, inner};
+    tg_parallel_for(outer, x->numel >= PARALLEL_MIN ? 1 : outer, max_rows, &c);
     tg_node *node = tg_tape_record(t, "max_dim", max_dim_backward, 1, (tg_tensor *[]){x}, 1,
                                    (tg_tensor *[]){y});
     if (node) {

@@ -14,33 +14,36 @@
  *     h = n + z ⊙ (h_prev − n)                     (PyTorch's evaluation order)
  * Saved per step and batch row: [r | z | n | hn]  (4H)
  * ===================================================================================== */
-/* Step t for one batch row: the gate kernel (gru_forward runs the step's GEMM, then this
- * on every row); a = the row's saved [r | z | n | hn]. */
+/* Step t for one batch row and `len` units: the gate kernel. gi, b_ih, b_hh, h_prev, h and
+ * a (the row's saved [r | z | n | hn]) start at the first unit, with gate blocks H apart;
+ * gh (the step's product) has its gate blocks gs apart. */
 RNN_ROW_KERNEL
-static void gru_forward_step(int64_t H, const tg_real *gi, const tg_real *gh, const tg_real *b_ih,
-                             const tg_real *b_hh, const tg_real *h_prev, tg_real *h, tg_real *a) {
+static void gru_forward_step(int64_t len, int64_t H, int64_t gs, const tg_real *gi,
+                             const tg_real *gh, const tg_real *b_ih, const tg_real *b_hh,
+                             const tg_real *h_prev, tg_real *h, tg_real *a) {
     tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
     RNN_SIMD
-    for (int64_t j = 0; j < H; j++) {
+    for (int64_t j = 0; j < len; j++) {
         r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
-        z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[H + j] + b_hh[H + j]));
-        hn[j] = gh[2 * H + j] + b_hh[2 * H + j];
+        z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[gs + j] + b_hh[H + j]));
+        hn[j] = gh[2 * gs + j] + b_hh[2 * H + j];
         n[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + r[j] * hn[j]);
         h[j] = n[j] + z[j] * (h_prev[j] - n[j]);
     }
 }
 
-static void gru_forward(const rnn_run *rr, int64_t t) {
-    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
+/* The gate kernel on rows [b0, b1) and units [j0, j0 + len), gh's rows grs apart. */
+static void gru_gates(const rnn_run *rr, int64_t t, int64_t b0, int64_t b1, int64_t j0, int64_t len,
+                      const tg_real *gh, int64_t gs, int64_t grs) {
+    const int64_t H = rr->H, G3 = 3 * H;
     const tg_real *h_prev = rnn_h(rr, rnn_prev_slot(rr, t)), *gi = rnn_gi(rr, t);
-    tg_real *h = rnn_h(rr, rnn_cur_slot(rr, t)), *gh = rr->work, *acts = rnn_acts(rr, t);
-    /* gh = h_prev·W_hhᵀ for the three blocks at once: the step's one GEMM */
-    tg_gemm(false, true, B, G3, H, 1, h_prev, H, rr->w_hh, H, 0, gh, G3);
-    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++)
-        gru_forward_step(H, gi + b * G3, gh + b * G3, rr->b_ih, rr->b_hh, h_prev + b * H, h + b * H,
-                         acts + b * 4 * H);
+    tg_real *h = rnn_h(rr, rnn_cur_slot(rr, t)), *acts = rnn_acts(rr, t);
+    for (int64_t b = b0; b < b1; b++)
+        gru_forward_step(len, H, gs, gi + b * G3 + j0, gh + b * grs, rr->b_ih + j0, rr->b_hh + j0,
+                         h_prev + b * H + j0, h + b * H + j0, acts + b * 4 * H + j0);
 }
+
+static void gru_forward(const rnn_run *rr, int64_t t) { rnn_forward_gated(rr, t, gru_gates); }
 
 /* Backward of one step, given dh = dL/dh_t:
  *   h = (1 − z)⊙n + z⊙h_prev
@@ -55,18 +58,19 @@ static void gru_forward(const rnn_run *rr, int64_t t) {
  *   z = σ(a_z):           da_z = dz ⊙ z ⊙ (1 − z)
  * Input side  (gi, b_ih):  da_i = [da_r | da_z | da_n]
  * Hidden side (gh, b_hh):  da_h = [da_r | da_z | dhn]   — differs only in the n block
- *   dh_prev += da_h · W_hh                    (ONE GEMM, all three blocks) */
-static void gru_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc,
-                              tg_real *da_i_all, tg_real *da_h_all, tg_real *dh_prev_all) {
-    (void)dc;
-    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, t)), *acts_all = rnn_acts(rr, t);
-    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++) {
-        const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = dh_all + b * H;
+ *   dh_prev += da_h · W_hh                    (ONE GEMM, all three blocks)
+ * gru_backward_rows does it on a range of batch rows: the gates, then (packed) those rows
+ * of dh_prev += da_h·W_hh — rows are independent, so a thread needs no other's da_h. */
+RNN_ROW_KERNEL
+static void gru_backward_rows(int64_t b0, int64_t b1, void *ctx) {
+    const rnn_step_ctx *c = ctx;
+    const rnn_run *rr = c->r;
+    const int64_t H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, c->t)), *acts_all = rnn_acts(rr, c->t);
+    for (int64_t b = b0; b < b1; b++) {
+        const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = c->dh + b * H;
         const tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
-        tg_real *da_i = da_i_all + b * G3, *da_h = da_h_all + b * G3,
-                *dh_prev = dh_prev_all + b * H;
+        tg_real *da_i = c->da_i + b * G3, *da_h = c->da_h + b * G3, *dh_prev = c->dh_prev + b * H;
         RNN_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dn = dh[j] * (1 - z[j]);
@@ -80,10 +84,16 @@ static void gru_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_al
             dh_prev[j] = dh[j] * z[j];
         }
     }
-    tg_gemm(false, false, B, H, G3, 1, da_h_all, G3, rr->w_hh, H, 1, dh_prev_all, H);
+    if (rr->gk) rnn_step_product_back(rr, b0, b1, c->da_h, c->dh_prev, true);
 }
 
-const rnn_cell_impl tg_rnn_impl_gru = {4, true, gru_forward, gru_backward_step, NULL};
+static void gru_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc,
+                              tg_real *da_i_all, tg_real *da_h_all, tg_real *dh_prev_all) {
+    rnn_step_ctx c = {rr, t, dh_all, dc, da_i_all, da_h_all, dh_prev_all, false, NULL};
+    rnn_backward_gated(rr, &c, gru_backward_rows, true);
+}
+
+const rnn_cell_impl tg_rnn_impl_gru = {4, true, true, gru_forward, gru_backward_step, NULL};
 
 /* =======================================================================================
  * Cho et al. 2014 (Keras reset_after=False): the reset gate scales h_prev before W_hn
@@ -122,23 +132,42 @@ static void gru_cho_candidate_step(int64_t H, const tg_real *gi_n, const tg_real
     }
 }
 
-static void gru_cho_forward(const rnn_run *rr, int64_t t) {
-    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev = rnn_h(rr, rnn_prev_slot(rr, t)), *gi = rnn_gi(rr, t);
-    tg_real *h = rnn_h(rr, rnn_cur_slot(rr, t)), *gh = rr->work, *acts = rnn_acts(rr, t);
-    /* the r and z blocks of gh: h_prev·W_h[rz]ᵀ, into columns [0, 2H) of work */
-    tg_gemm(false, true, B, 2 * H, H, 1, h_prev, H, rr->w_hh, H, 0, gh, G3);
-    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++)
+/* The first kernel (r, z, rh) on rows [b0, b1). */
+static void gru_cho_forward_rows(int64_t b0, int64_t b1, void *ctx) {
+    const rnn_step_ctx *c = ctx;
+    const rnn_run *rr = c->r;
+    const int64_t H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev = rnn_h(rr, rnn_prev_slot(rr, c->t)), *gi = rnn_gi(rr, c->t);
+    tg_real *gh = rr->work, *acts = rnn_acts(rr, c->t);
+    for (int64_t b = b0; b < b1; b++)
         gru_cho_forward_step(H, gi + b * G3, gh + b * G3, rr->b_ih, rr->b_hh, h_prev + b * H,
                              acts + b * 4 * H);
+}
+
+/* The second kernel (n, h) on rows [b0, b1). */
+static void gru_cho_candidate_rows(int64_t b0, int64_t b1, void *ctx) {
+    const rnn_step_ctx *c = ctx;
+    const rnn_run *rr = c->r;
+    const int64_t H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev = rnn_h(rr, rnn_prev_slot(rr, c->t)), *gi = rnn_gi(rr, c->t);
+    tg_real *h = rnn_h(rr, rnn_cur_slot(rr, c->t)), *gh = rr->work, *acts = rnn_acts(rr, c->t);
+    for (int64_t b = b0; b < b1; b++)
+        gru_cho_candidate_step(H, gi + b * G3 + 2 * H, gh + b * G3 + 2 * H, rr->b_ih + 2 * H,
+                               rr->b_hh + 2 * H, h_prev + b * H, h + b * H, acts + b * 4 * H);
+}
+
+static void gru_cho_forward(const rnn_run *rr, int64_t t) {
+    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev = rnn_h(rr, rnn_prev_slot(rr, t));
+    tg_real *gh = rr->work, *acts = rnn_acts(rr, t);
+    rnn_step_ctx c = {.r = rr, .t = t};
+    /* the r and z blocks of gh: h_prev·W_h[rz]ᵀ, into columns [0, 2H) of work */
+    tg_gemm(false, true, B, 2 * H, H, 1, h_prev, H, rr->w_hh, H, 0, gh, G3);
+    tg_parallel_for(B, rnn_row_grain(B, H), gru_cho_forward_rows, &c);
     /* the n block: (r⊙h_prev)·W_hnᵀ, into columns [2H, 3H) of work */
     tg_gemm(false, true, B, H, H, 1, acts + 3 * H, 4 * H, rr->w_hh + 2 * H * H, H, 0, gh + 2 * H,
             G3);
-    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++)
-        gru_cho_candidate_step(H, gi + b * G3 + 2 * H, gh + b * G3 + 2 * H, rr->b_ih + 2 * H,
-                               rr->b_hh + 2 * H, h_prev + b * H, h + b * H, acts + b * 4 * H);
+    tg_parallel_for(B, rnn_row_grain(B, H), gru_cho_candidate_rows, &c);
 }
 
 /* Backward of one step, given dh = dL/dh_t:
@@ -151,17 +180,16 @@ static void gru_cho_forward(const rnn_run *rr, int64_t t) {
  *   dh_prev += [da_r | da_z] · W_h[rz]         (a second GEMM)
  * b_hn sits outside the product, so both sides share da = [da_r | da_z | da_n]; only
  * dW_hn differs: it pairs da_n with rh, not h_prev (weight_hh_grad below). */
-static void gru_cho_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc,
-                                  tg_real *da_all, tg_real *da_h, tg_real *dh_prev_all) {
-    (void)dc, (void)da_h;
-    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, t)), *acts_all = rnn_acts(rr, t);
-    tg_real *drh_all = rr->work; /* (B, H) scratch */
-    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++) {
-        const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = dh_all + b * H;
+/* The first backward kernel on rows [b0, b1): dn, dz, da_n, da_z, the direct dh_prev. */
+static void gru_cho_backward_gates(int64_t b0, int64_t b1, void *ctx) {
+    const rnn_step_ctx *c = ctx;
+    const rnn_run *rr = c->r;
+    const int64_t H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, c->t)), *acts_all = rnn_acts(rr, c->t);
+    for (int64_t b = b0; b < b1; b++) {
+        const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = c->dh + b * H;
         const tg_real *z = a + H, *n = a + 2 * H;
-        tg_real *da = da_all + b * G3, *dh_prev = dh_prev_all + b * H;
+        tg_real *da = c->da_i + b * G3, *dh_prev = c->dh_prev + b * H;
         RNN_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dn = dh[j] * (1 - z[j]);
@@ -171,13 +199,18 @@ static void gru_cho_backward_step(const rnn_run *rr, int64_t t, const tg_real *d
             dh_prev[j] = dh[j] * z[j];
         }
     }
-    /* drh = da_n · W_hn */
-    tg_gemm(false, false, B, H, H, 1, da_all + 2 * H, G3, rr->w_hh + 2 * H * H, H, 0, drh_all, H);
-    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++) {
+}
+
+/* The second backward kernel on rows [b0, b1): through rh = r ⊙ h_prev (drh in work). */
+static void gru_cho_backward_reset(int64_t b0, int64_t b1, void *ctx) {
+    const rnn_step_ctx *c = ctx;
+    const rnn_run *rr = c->r;
+    const int64_t H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, c->t)), *acts_all = rnn_acts(rr, c->t);
+    for (int64_t b = b0; b < b1; b++) {
         const tg_real *r = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H,
-                      *drh = drh_all + b * H;
-        tg_real *da = da_all + b * G3, *dh_prev = dh_prev_all + b * H;
+                      *drh = rr->work + b * H;
+        tg_real *da = c->da_i + b * G3, *dh_prev = c->dh_prev + b * H;
         RNN_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dr = drh[j] * h_prev[j];
@@ -185,6 +218,18 @@ static void gru_cho_backward_step(const rnn_run *rr, int64_t t, const tg_real *d
             da[j] = dr * r[j] * (1 - r[j]);
         }
     }
+}
+
+static void gru_cho_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc,
+                                  tg_real *da_all, tg_real *da_h, tg_real *dh_prev_all) {
+    (void)da_h;
+    const int64_t B = rr->B, H = rr->H, G3 = 3 * H;
+    tg_real *drh_all = rr->work; /* (B, H) scratch */
+    rnn_step_ctx c = {rr, t, dh_all, dc, da_all, da_all, dh_prev_all, false, NULL};
+    tg_parallel_for(B, rnn_row_grain(B, H), gru_cho_backward_gates, &c);
+    /* drh = da_n · W_hn */
+    tg_gemm(false, false, B, H, H, 1, da_all + 2 * H, G3, rr->w_hh + 2 * H * H, H, 0, drh_all, H);
+    tg_parallel_for(B, rnn_row_grain(B, H), gru_cho_backward_reset, &c);
     /* dh_prev += [da_r | da_z] · W_h[rz] */
     tg_gemm(false, false, B, H, 2 * H, 1, da_all, G3, rr->w_hh, H, 1, dh_prev_all, H);
 }
@@ -199,5 +244,5 @@ static void gru_cho_weight_hh_grad(const rnn_run *rr, const tg_real *da, tg_real
             H);
 }
 
-const rnn_cell_impl tg_rnn_impl_gru_cho = {4, false, gru_cho_forward, gru_cho_backward_step,
-                                           gru_cho_weight_hh_grad};
+const rnn_cell_impl tg_rnn_impl_gru_cho = {
+    4, false, false, gru_cho_forward, gru_cho_backward_step, gru_cho_weight_hh_grad};

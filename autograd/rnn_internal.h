@@ -32,14 +32,13 @@
 #include "tapegrad/rnn.h"
 
 #ifdef _OPENMP
-#define RNN_OMP(x) _Pragma(#x)
-#define RNN_SIMD   _Pragma("omp simd")
+#define RNN_SIMD _Pragma("omp simd")
 #else
 #define RNN_SIMD
-#define RNN_OMP(x)
 #endif
-/* The forward gate kernels (one batch row each, where the sigmoids and tanhs are) are
- * compiled for AVX-512, AVX2 and the baseline, and the loader picks the CPU's best. */
+/* The gate kernels (forward: one batch row each, where the sigmoids and tanhs are;
+ * backward: a range of rows) and the bias sums are compiled for AVX-512, AVX2 and the
+ * baseline, and the loader picks the CPU's best. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(TG_DOUBLE)
 #define RNN_ROW_KERNEL __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -49,49 +48,28 @@
  * element is computed by exactly one thread: results do not depend on the thread count). */
 #define RNN_PAR_MIN ((int64_t)1 << 14)
 
-/* The activations of the gate kernels. float64 (the gradient-checking build) uses libm.
- * float32 uses branch-free versions that the compiler turns into SIMD code inside the
- * gate loops (a libm call per element would cost as much as the step's GEMM); they are
- * within about 2 ulp of the exact values, as PyTorch's own vectorised ones are. */
-#ifdef TG_DOUBLE
-static inline tg_real rnn_sigmoid(tg_real a) { return 1 / (1 + exp(-a)); }
-static inline tg_real rnn_tanh(tg_real a) { return tanh(a); }
-#else
-/* e^x: x = n·ln2 + r with |r| <= ln2/2 (n rounded by the 1.5·2^23 trick, ln2 split in two
- * parts so that r is exact), e^r by Cephes' degree-7 polynomial, 2^n made in the exponent
- * bits. x is clamped to [-87, 88] so that 2^n stays a normal float. */
-static inline float rnn_expf(float x) {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-    const float p = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
-                        4.1665795894e-2f) *
-                           r +
-                       1.6666665459e-1f) *
-                          r +
-                      5.0000001201e-1f) *
-                     (r * r)) +
-                    r + 1.0f;
-    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-static inline float rnn_sigmoid(float a) { return 1.0f / (1.0f + rnn_expf(-a)); }
-/* tanh: an odd polynomial near 0 (Cephes), where 1 − 2/(e^{2|a|} + 1) would cancel. */
-static inline float rnn_tanh(float a) {
-    const float ax = a < 0 ? -a : a, z = a * a;
-    const float small =
-        ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
-          1.33314422036e-1f) *
-             z -
-         3.33332819422e-1f) *
-            z * a +
-        a;
-    const float big = 1.0f - 2.0f / (rnn_expf(2.0f * ax) + 1.0f);
-    return ax < 0.625f ? small : (a < 0 ? -big : big);
-}
-#endif
+/* The activations of the gate kernels: tensor/vmath.h's (libm in float64, branch-free
+ * SIMD-friendly polynomials in float32, within about 2 ulp as PyTorch's own). */
+#include "tensor/vmath.h"
+static inline tg_real rnn_sigmoid(tg_real a) { return tg_vsigmoid(a); }
+static inline tg_real rnn_tanh(tg_real a) { return tg_vtanh(a); }
+
+/* ---- the step products with W_hh packed once per run (autograd/rnn.c) ----
+ * tg_gemm packs its operands on every call, and a step's product is small enough
+ * (B rows) that packing W_hh each time costs about as much as the product itself. So a
+ * sequence run packs W_hh once, into panels of nr columns, and every step's product reads
+ * the panels with a register-tile kernel that takes the other operand in place:
+ *     fn:  C[0:m, 0:ncol] (+)= A[0:m, 0:k] · P[0:k, 0:ncol]
+ * A element (i, q) at a[i·ars + q·acs] (row-major: ars = lda, acs = 1; a transposed
+ * operand: ars = 1, acs = lda), P one packed panel (k rows of nr values, zero-padded),
+ * C row stride ldc; add: C += product, else C = product. Every element is summed over k
+ * in increasing order in one accumulator: the same bits whatever rows a call gets. */
+typedef void rnn_panel_fn(int64_t m, int64_t k, const tg_real *a, int64_t ars, int64_t acs,
+                          const tg_real *p, tg_real *c, int64_t ldc, int64_t ncol, bool add);
+typedef struct rnn_gemm_kernel {
+    int64_t nr; /* panel width */
+    rnn_panel_fn *fn;
+} rnn_gemm_kernel;
 
 typedef struct rnn_run {
     tg_cell_kind kind;
@@ -101,9 +79,51 @@ typedef struct rnn_run {
     const tg_real *b_ih, *b_hh; /* (G·H); zeros when the layer has no bias */
     tg_real *gi, *hs, *cs, *acts;
     int64_t act_stride;        /* elements of acts per step; 0 = one slot reused (inference) */
-    tg_real *work;             /* (B, G·H) scratch for the hidden GEMM(s) */
+    tg_real *work;             /* (B, G·H) scratch for the hidden GEMM(s); packed: one
+                                * (B, G·nr) tile per panel */
     int out_seq, out_h, out_c; /* positions of output, h_n, c_n among the node's outputs */
+    /* Packed step products (GRU, LSTM over T >= 2 steps); gk NULL: the steps use tg_gemm. */
+    const rnn_gemm_kernel *gk;
+    int64_t panels; /* ⌈H / nr⌉ */
+    tg_real *wf;    /* forward: W_hhᵀ, panel q of gate block g at (q·G + g)·H·nr, (H, nr) */
+    tg_real *wb;    /* backward: W_hh, panel q at q·G·H·nr, (G·H, nr); set by the backward */
 } rnn_run;
+
+/* A cell kind's forward gate kernel for step t on batch rows [b0, b1) and hidden units
+ * [j0, j0 + len), from the step's product gh = h_prev·W_hhᵀ: gh's gate blocks are gs
+ * apart and its rows grs apart. */
+typedef void rnn_gates_fn(const rnn_run *r, int64_t t, int64_t b0, int64_t b1, int64_t j0,
+                          int64_t len, const tg_real *gh, int64_t gs, int64_t grs);
+
+/* Context of the per-step parallel loops (tg_parallel_for bodies). */
+typedef struct rnn_step_ctx {
+    const rnn_run *r;
+    int64_t t;
+    const tg_real *dh;
+    tg_real *dc, *da_i, *da_h, *dh_prev;
+    bool relu;           /* the plain RNN's activation */
+    rnn_gates_fn *gates; /* rnn_forward_gated */
+} rnn_step_ctx;
+
+/* Forward step t of a cell with one hidden product (GRU, LSTM): gh = h_prev·W_hhᵀ, all gate
+ * blocks, then the gates. Packed: each thread takes whole unit panels, its product and
+ * its gates; else one tg_gemm, then the gates split by rows. */
+void rnn_forward_gated(const rnn_run *r, int64_t t, rnn_gates_fn *gates);
+/* Backward step t: `rows` (the gates on a range of batch rows of ctx, and with packed
+ * weights those rows of dh_prev (+)= da_h·W_hh) split by rows; then, not packed,
+ * dh_prev (+)= da_h·W_hh with one tg_gemm (add: dh_prev already holds the direct terms). */
+void rnn_backward_gated(const rnn_run *r, rnn_step_ctx *ctx, tg_range_fn rows, bool add);
+/* dh_prev[b0:b1] (+)= da_h[b0:b1]·W_hh, all H columns, from the backward panels. */
+void rnn_step_product_back(const rnn_run *r, int64_t b0, int64_t b1, const tg_real *da_h,
+                           tg_real *dh_prev, bool add);
+/* The grain for tg_parallel_for over a step's batch rows (gate kernels only): one thread
+ * below RNN_PAR_MIN elements. */
+static inline int64_t rnn_row_grain(int64_t B, int64_t H) { return B * H >= RNN_PAR_MIN ? 1 : B; }
+/* The grain for a step's packed product and gates, over n pieces (panels or rows):
+ * one thread when the product is small. */
+static inline int64_t rnn_step_grain(const rnn_run *r, int64_t n) {
+    return r->B * r->G * r->H * r->H >= ((int64_t)1 << 18) ? 1 : n;
+}
 
 /* Slots of hs / cs: the state before step t and the one after it. */
 static inline int64_t rnn_prev_slot(const rnn_run *r, int64_t t) { return r->reverse ? t + 1 : t; }
@@ -118,6 +138,7 @@ static inline const tg_real *rnn_gi(const rnn_run *r, int64_t t) {
 /* What one cell kind supplies to the shared driver (autograd/rnn.c). */
 typedef struct rnn_cell_impl {
     int saved;          /* S: activations kept per step, in units of B·H */
+    bool packed;        /* its steps use the packed products (rnn_run.gk) when T >= 2 */
     bool separate_da_h; /* the hidden side's pre-activation gradient differs from the input
                          * side's (PyTorch GRU: r scales the n block), so keep both */
     /* Step t: from h_prev (and c_prev) and gi_t, the hidden GEMM(s) and the gate kernel

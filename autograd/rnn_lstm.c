@@ -8,37 +8,40 @@
  * Saved per step and batch row: [i | f | g | o | tanh(c)]  (5H); c itself is in cs. */
 #include "rnn_internal.h"
 
-/* Step t for one batch row: the gate kernel (lstm_forward runs the step's GEMM, then this
- * on every row); a = the row's saved [i | f | g | o | tanh(c)]. */
+/* Step t for one batch row and `len` units: the gate kernel. gi, b_ih, b_hh, c_prev, h, c
+ * and a (the row's saved [i | f | g | o | tanh(c)]) start at the first unit, with gate
+ * blocks H apart; gh (the step's product) has its gate blocks gs apart. */
 RNN_ROW_KERNEL
-static void lstm_forward_step(int64_t H, const tg_real *gi, const tg_real *gh, const tg_real *b_ih,
-                              const tg_real *b_hh, const tg_real *c_prev, tg_real *h, tg_real *c,
-                              tg_real *a) {
+static void lstm_forward_step(int64_t len, int64_t H, int64_t gs, const tg_real *gi,
+                              const tg_real *gh, const tg_real *b_ih, const tg_real *b_hh,
+                              const tg_real *c_prev, tg_real *h, tg_real *c, tg_real *a) {
     tg_real *i = a, *f = a + H, *g = a + 2 * H, *o = a + 3 * H, *tc = a + 4 * H;
     RNN_SIMD
-    for (int64_t j = 0; j < H; j++) {
+    for (int64_t j = 0; j < len; j++) {
         i[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
-        f[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[H + j] + b_hh[H + j]));
-        g[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + (gh[2 * H + j] + b_hh[2 * H + j]));
-        o[j] = rnn_sigmoid((gi[3 * H + j] + b_ih[3 * H + j]) + (gh[3 * H + j] + b_hh[3 * H + j]));
+        f[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[gs + j] + b_hh[H + j]));
+        g[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + (gh[2 * gs + j] + b_hh[2 * H + j]));
+        o[j] = rnn_sigmoid((gi[3 * H + j] + b_ih[3 * H + j]) + (gh[3 * gs + j] + b_hh[3 * H + j]));
         c[j] = f[j] * c_prev[j] + i[j] * g[j];
         tc[j] = rnn_tanh(c[j]);
         h[j] = o[j] * tc[j];
     }
 }
 
-static void lstm_forward(const rnn_run *rr, int64_t t) {
-    const int64_t B = rr->B, H = rr->H, G4 = 4 * H;
+/* The gate kernel on rows [b0, b1) and units [j0, j0 + len), gh's rows grs apart. */
+static void lstm_gates(const rnn_run *rr, int64_t t, int64_t b0, int64_t b1, int64_t j0,
+                       int64_t len, const tg_real *gh, int64_t gs, int64_t grs) {
+    const int64_t H = rr->H, G4 = 4 * H;
     const int64_t prev = rnn_prev_slot(rr, t), cur = rnn_cur_slot(rr, t);
-    const tg_real *h_prev = rnn_h(rr, prev), *c_prev = rnn_c(rr, prev), *gi = rnn_gi(rr, t);
-    tg_real *h = rnn_h(rr, cur), *c = rnn_c(rr, cur), *gh = rr->work, *acts = rnn_acts(rr, t);
-    /* gh = h_prev·W_hhᵀ for the four blocks: the step's one GEMM */
-    tg_gemm(false, true, B, G4, H, 1, h_prev, H, rr->w_hh, H, 0, gh, G4);
-    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++)
-        lstm_forward_step(H, gi + b * G4, gh + b * G4, rr->b_ih, rr->b_hh, c_prev + b * H,
-                          h + b * H, c + b * H, acts + b * 5 * H);
+    const tg_real *c_prev = rnn_c(rr, prev), *gi = rnn_gi(rr, t);
+    tg_real *h = rnn_h(rr, cur), *c = rnn_c(rr, cur), *acts = rnn_acts(rr, t);
+    for (int64_t b = b0; b < b1; b++)
+        lstm_forward_step(len, H, gs, gi + b * G4 + j0, gh + b * grs, rr->b_ih + j0, rr->b_hh + j0,
+                          c_prev + b * H + j0, h + b * H + j0, c + b * H + j0,
+                          acts + b * 5 * H + j0);
 }
+
+static void lstm_forward(const rnn_run *rr, int64_t t) { rnn_forward_gated(rr, t, lstm_gates); }
 
 /* Backward of one step, given dh = dL/dh_t and dc = dL/dc_t from later steps (and c_n):
  *   h = o ⊙ tanh(c):
@@ -51,17 +54,20 @@ static void lstm_forward(const rnn_run *rr, int64_t t) {
  *     da_i = di ⊙ i ⊙ (1 − i)     da_f = df ⊙ f ⊙ (1 − f)
  *     da_g = dg ⊙ (1 − g²)         da_o = do ⊙ o ⊙ (1 − o)
  * The four pre-activations are plain sums gi + gh, so both sides share da, and
- *   dh_prev = da · W_hh                       (ONE GEMM; h_prev has no direct path here) */
-static void lstm_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc_all,
-                               tg_real *da_all, tg_real *da_h, tg_real *dh_prev_all) {
-    (void)da_h;
-    const int64_t B = rr->B, H = rr->H, G4 = 4 * H;
-    const tg_real *c_prev_all = rnn_c(rr, rnn_prev_slot(rr, t)), *acts_all = rnn_acts(rr, t);
-    RNN_OMP(omp parallel for schedule(static) if (B * H >= RNN_PAR_MIN))
-    for (int64_t b = 0; b < B; b++) {
-        const tg_real *a = acts_all + b * 5 * H, *c_prev = c_prev_all + b * H, *dh = dh_all + b * H;
+ *   dh_prev = da · W_hh                       (ONE GEMM; h_prev has no direct path here)
+ * lstm_backward_rows does it on a range of batch rows: the gates, then (packed) those rows
+ * of dh_prev = da·W_hh — rows are independent, so a thread needs no other's da. */
+RNN_ROW_KERNEL
+static void lstm_backward_rows(int64_t b0, int64_t b1, void *ctx) {
+    const rnn_step_ctx *cx = ctx;
+    const rnn_run *rr = cx->r;
+    const int64_t H = rr->H, G4 = 4 * H;
+    const tg_real *c_prev_all = rnn_c(rr, rnn_prev_slot(rr, cx->t)),
+                  *acts_all = rnn_acts(rr, cx->t);
+    for (int64_t b = b0; b < b1; b++) {
+        const tg_real *a = acts_all + b * 5 * H, *c_prev = c_prev_all + b * H, *dh = cx->dh + b * H;
         const tg_real *i = a, *f = a + H, *g = a + 2 * H, *o = a + 3 * H, *tc = a + 4 * H;
-        tg_real *dc = dc_all + b * H, *da = da_all + b * G4;
+        tg_real *dc = cx->dc + b * H, *da = cx->da_i + b * G4;
         RNN_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real d_o = dh[j] * tc[j];
@@ -74,7 +80,14 @@ static void lstm_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_a
             da[3 * H + j] = d_o * o[j] * (1 - o[j]);
         }
     }
-    tg_gemm(false, false, B, H, G4, 1, da_all, G4, rr->w_hh, H, 0, dh_prev_all, H);
+    if (rr->gk) rnn_step_product_back(rr, b0, b1, cx->da_i, cx->dh_prev, false);
 }
 
-const rnn_cell_impl tg_rnn_impl_lstm = {5, false, lstm_forward, lstm_backward_step, NULL};
+static void lstm_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc_all,
+                               tg_real *da_all, tg_real *da_h, tg_real *dh_prev_all) {
+    (void)da_h;
+    rnn_step_ctx c = {rr, t, dh_all, dc_all, da_all, da_all, dh_prev_all, false, NULL};
+    rnn_backward_gated(rr, &c, lstm_backward_rows, false);
+}
+
+const rnn_cell_impl tg_rnn_impl_lstm = {5, true, false, lstm_forward, lstm_backward_step, NULL};

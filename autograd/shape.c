@@ -5,23 +5,19 @@
  * input may feed other ops too). */
 #include <string.h>
 
+#include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
 
-#define PRAGMA_(x) _Pragma(#x)
-#ifdef _OPENMP
-#define OMP_PARALLEL_FOR_IF(cond) PRAGMA_(omp parallel for if (cond) schedule(static))
-#else
-#define OMP_PARALLEL_FOR_IF(cond)
-#endif
-
-/* Below this many elements a copy is not worth waking threads for. */
+/* Below this many elements a copy is not worth waking threads for (the loops then pass
+ * tg_parallel_for a grain of the whole range: one serial call). */
 #define PARALLEL_MIN_ELEMS ((int64_t)1 << 16)
 
 /* ---------------------------------------------------------------------------------------- */
 /* reshape: y shares x's data; dy has x's layout, so dx += dy elementwise. */
 
 static void reshape_backward(tg_tape *tape, tg_node *node) {
-    const tg_tensor *y = node->out[0];
+    tg_tensor *y = node->out[0];
+    if (tg_tape_grad_move(tape, node->in[0], y)) return; /* dx = dy: no copy */
     tg_real *dx = tg_tape_grad(tape, node->in[0]);
     if (!dx) return;
     for (int64_t i = 0; i < y->numel; i++) dx[i] += y->grad[i];
@@ -78,36 +74,26 @@ tg_tensor *tg_reshape(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shap
  * Dims of size 1 are dropped and dims that are contiguous in src merged, so a permutation
  * that moves nothing becomes one straight copy. The last two remaining dims are walked as a
  * matrix, in 32x32 tiles when src is not contiguous along dst's rows. */
-static void strided_copy(tg_real *restrict dst, const tg_real *restrict src, int ndim,
-                         const int64_t *shape, const int64_t *stride, bool add) {
-    int64_t n[TG_MAX_DIMS + 2], s[TG_MAX_DIMS + 2];
-    int nd = 0;
-    int64_t numel = 1;
-    for (int d = 0; d < ndim; d++) {
-        numel *= shape[d];
-        if (shape[d] == 1) continue;
-        if (nd > 0 && s[nd - 1] == stride[d] * shape[d]) {
-            n[nd - 1] *= shape[d];
-            s[nd - 1] = stride[d];
-        } else {
-            n[nd] = shape[d];
-            s[nd] = stride[d];
-            nd++;
-        }
-    }
-    if (numel == 0) return;
-    while (nd < 2) { /* pad to a matrix at the front */
-        memmove(n + 1, n, (size_t)nd * sizeof *n);
-        memmove(s + 1, s, (size_t)nd * sizeof *s);
-        n[0] = 1, s[0] = 0;
-        nd++;
-    }
-    const int64_t R = n[nd - 2], C = n[nd - 1], sr = s[nd - 2], sc = s[nd - 1];
-    const int64_t T = 32, row_tiles = (R + T - 1) / T;
-    const int64_t outer = numel / (R * C);
+#define TILE 32 /* rows (and columns) per tile of a strided copy */
 
-    OMP_PARALLEL_FOR_IF(numel >= PARALLEL_MIN_ELEMS)
-    for (int64_t w = 0; w < outer * row_tiles; w++) {
+/* The copy after dims are merged: `outer` matrices of R x C, src read through n[]/s[]. */
+typedef struct strided_ctx {
+    tg_real *dst;
+    const tg_real *src;
+    int64_t n[TG_MAX_DIMS + 2], s[TG_MAX_DIMS + 2];
+    int nd;
+    bool add;
+} strided_ctx;
+
+/* One range of (matrix, tile of 32 rows) tasks. */
+static void strided_tiles(int64_t begin, int64_t end, void *p) {
+    const strided_ctx *x = p;
+    const int nd = x->nd;
+    const int64_t *n = x->n, *s = x->s;
+    const int64_t R = n[nd - 2], C = n[nd - 1], sr = s[nd - 2], sc = s[nd - 1];
+    const int64_t T = TILE, row_tiles = (R + T - 1) / T;
+    const bool add = x->add;
+    for (int64_t w = begin; w < end; w++) {
         const int64_t o = w / row_tiles, r0 = (w % row_tiles) * T;
         const int64_t r1 = r0 + T < R ? r0 + T : R;
         int64_t base = 0, rest = o; /* src offset of matrix o: once per tile of rows */
@@ -115,8 +101,8 @@ static void strided_copy(tg_real *restrict dst, const tg_real *restrict src, int
             base += (rest % n[d]) * s[d];
             rest /= n[d];
         }
-        tg_real *D = dst + o * R * C;
-        const tg_real *S = src + base;
+        tg_real *D = x->dst + o * R * C;
+        const tg_real *S = x->src + base;
         if (sc == 1) {
             for (int64_t r = r0; r < r1; r++) {
                 tg_real *restrict d = D + r * C;
@@ -140,6 +126,36 @@ static void strided_copy(tg_real *restrict dst, const tg_real *restrict src, int
             }
         }
     }
+}
+
+static void strided_copy(tg_real *restrict dst, const tg_real *restrict src, int ndim,
+                         const int64_t *shape, const int64_t *stride, bool add) {
+    strided_ctx x = {.dst = dst, .src = src, .add = add};
+    int64_t *n = x.n, *s = x.s;
+    int nd = 0;
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        numel *= shape[d];
+        if (shape[d] == 1) continue;
+        if (nd > 0 && s[nd - 1] == stride[d] * shape[d]) {
+            n[nd - 1] *= shape[d];
+            s[nd - 1] = stride[d];
+        } else {
+            n[nd] = shape[d];
+            s[nd] = stride[d];
+            nd++;
+        }
+    }
+    if (numel == 0) return;
+    while (nd < 2) { /* pad to a matrix at the front */
+        memmove(n + 1, n, (size_t)nd * sizeof *n);
+        memmove(s + 1, s, (size_t)nd * sizeof *s);
+        n[0] = 1, s[0] = 0;
+        nd++;
+    }
+    x.nd = nd;
+    const int64_t tasks = numel / (n[nd - 2] * n[nd - 1]) * ((n[nd - 2] + TILE - 1) / TILE);
+    tg_parallel_for(tasks, numel >= PARALLEL_MIN_ELEMS ? 1 : tasks, strided_tiles, &x);
 }
 
 static void contiguous_strides(int ndim, const int64_t *shape, int64_t *stride) {
@@ -226,17 +242,29 @@ static int64_t prod(const int64_t *shape, int from, int to) {
 }
 
 /* For each of `outer` rows: dst[o*dst_row + j] (=|+=) src[o*src_row + j], j < len. */
-static void row_copy(tg_real *restrict dst, int64_t dst_row, const tg_real *restrict src,
-                     int64_t src_row, int64_t outer, int64_t len, bool add) {
-    OMP_PARALLEL_FOR_IF(outer * len >= PARALLEL_MIN_ELEMS && outer > 1)
-    for (int64_t o = 0; o < outer; o++) {
-        tg_real *restrict d = dst + o * dst_row;
-        const tg_real *restrict s = src + o * src_row;
-        if (add)
-            for (int64_t j = 0; j < len; j++) d[j] += s[j];
+typedef struct row_copy_ctx {
+    tg_real *dst;
+    const tg_real *src;
+    int64_t dst_row, src_row, len;
+    bool add;
+} row_copy_ctx;
+
+static void row_copy_range(int64_t begin, int64_t end, void *p) {
+    const row_copy_ctx *c = p;
+    for (int64_t o = begin; o < end; o++) {
+        tg_real *restrict d = c->dst + o * c->dst_row;
+        const tg_real *restrict s = c->src + o * c->src_row;
+        if (c->add)
+            for (int64_t j = 0; j < c->len; j++) d[j] += s[j];
         else
-            memcpy(d, s, (size_t)len * sizeof *d);
+            memcpy(d, s, (size_t)c->len * sizeof *d);
     }
+}
+
+static void row_copy(tg_real *dst, int64_t dst_row, const tg_real *src, int64_t src_row,
+                     int64_t outer, int64_t len, bool add) {
+    row_copy_ctx c = {dst, src, dst_row, src_row, len, add};
+    tg_parallel_for(outer, outer * len >= PARALLEL_MIN_ELEMS ? 1 : outer, row_copy_range, &c);
 }
 
 /* y = concat(x_0, ..., x_{n-1}) along dim: x_i's block of each row sits at offset

@@ -7,19 +7,16 @@
  * x is seen as (outer, n, inner) with n the softmax dim. When inner = 1 (the last dim, the
  * usual case) rows are contiguous; otherwise a task handles COL_CHUNK columns of one outer
  * slice at a time, walking rows j in order so that memory is read contiguously. Sums are
- * in double, in a fixed order; threads split independent rows or column chunks only. */
+ * in double, in a fixed order; threads split independent rows or column chunks only.
+ * exp is tensor/vmath.h's (SIMD in float32, libm in float64). */
+#include "tensor/vmath.h"
+
 #include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
 
 #include <math.h>
 
-#ifdef TG_DOUBLE
-#define EXP exp
-#define LOG log
-#else
-#define EXP expf
-#define LOG logf
-#endif
+#define EXP tg_vexp
 
 #define COL_CHUNK    64
 #define PARALLEL_MIN 16384
@@ -44,23 +41,19 @@ static softmax_view softmax_view_make(const char *op, const tg_tensor *x, int di
     return v;
 }
 
-/* One contiguous row of length n. */
+/* One contiguous row of length n (softmax: tensor/vmath.h's row kernel). */
 static void softmax_row(const tg_real *x, tg_real *y, int64_t n, bool log_form) {
+    if (!log_form) {
+        tg_vsoftmax_row(x, y, n);
+        return;
+    }
     tg_real m = -INFINITY;
     for (int64_t j = 0; j < n; j++) m = max_nan(m, x[j]);
+    for (int64_t j = 0; j < n; j++) y[j] = EXP(x[j] - m);
     double s = 0;
-    if (log_form) {
-        for (int64_t j = 0; j < n; j++) s += (double)EXP(x[j] - m);
-        const tg_real ls = (tg_real)log(s);
-        for (int64_t j = 0; j < n; j++) y[j] = (x[j] - m) - ls;
-    } else {
-        for (int64_t j = 0; j < n; j++) {
-            y[j] = EXP(x[j] - m);
-            s += (double)y[j];
-        }
-        const tg_real r = (tg_real)(1.0 / s);
-        for (int64_t j = 0; j < n; j++) y[j] *= r;
-    }
+    for (int64_t j = 0; j < n; j++) s += (double)y[j];
+    const tg_real ls = (tg_real)log(s);
+    for (int64_t j = 0; j < n; j++) y[j] = (x[j] - m) - ls;
 }
 
 /* Columns [c0, c0+w) of slice o: rows j = 0..n-1 at stride inner. */
@@ -95,16 +88,14 @@ static void softmax_cols(const tg_real *x, tg_real *y, int64_t n, int64_t inner,
  *   log_softmax: dx_i += dy_i − exp(y_i)·Σ_j dy_j          (Jacobian I − 1·softmaxᵀ) */
 static void softmax_row_backward(const tg_real *y, const tg_real *dy, tg_real *dx, int64_t n,
                                  bool log_form) {
-    double s = 0;
-    if (log_form) {
-        for (int64_t j = 0; j < n; j++) s += (double)dy[j];
-        const tg_real sr = (tg_real)s;
-        for (int64_t j = 0; j < n; j++) dx[j] += dy[j] - EXP(y[j]) * sr;
-    } else {
-        for (int64_t j = 0; j < n; j++) s += (double)dy[j] * (double)y[j];
-        const tg_real sr = (tg_real)s;
-        for (int64_t j = 0; j < n; j++) dx[j] += y[j] * (dy[j] - sr);
+    if (!log_form) {
+        tg_vsoftmax_row_backward(y, dy, dx, n, true);
+        return;
     }
+    double s = 0;
+    for (int64_t j = 0; j < n; j++) s += (double)dy[j];
+    const tg_real sr = (tg_real)s;
+    for (int64_t j = 0; j < n; j++) dx[j] += dy[j] - EXP(y[j]) * sr;
 }
 
 static void softmax_cols_backward(const tg_real *y, const tg_real *dy, tg_real *dx, int64_t n,
@@ -124,62 +115,74 @@ static void softmax_cols_backward(const tg_real *y, const tg_real *dy, tg_real *
         }
 }
 
+/* One softmax job: rows (inner = 1) or column chunks of COL_CHUNK, [begin, end). */
+typedef struct softmax_job {
+    const tg_real *x, *y, *dy;
+    tg_real *out;
+    int64_t n, inner, chunks;
+    bool log_form;
+} softmax_job;
+
+TG_VEC_KERNEL static void forward_range(int64_t begin, int64_t end, void *ctx) {
+    const softmax_job *j = ctx;
+    const int64_t n = j->n, inner = j->inner;
+    for (int64_t task = begin; task < end; task++) {
+        if (inner == 1) {
+            softmax_row(j->x + task * n, j->out + task * n, n, j->log_form);
+            continue;
+        }
+        const int64_t o = task / j->chunks, c0 = (task % j->chunks) * COL_CHUNK;
+        const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK, at = o * n * inner + c0;
+        softmax_cols(j->x + at, j->out + at, n, inner, w, j->log_form);
+    }
+}
+
+TG_VEC_KERNEL static void backward_range(int64_t begin, int64_t end, void *ctx) {
+    const softmax_job *j = ctx;
+    const int64_t n = j->n, inner = j->inner;
+    for (int64_t task = begin; task < end; task++) {
+        if (inner == 1) {
+            softmax_row_backward(j->y + task * n, j->dy + task * n, j->out + task * n, n,
+                                 j->log_form);
+            continue;
+        }
+        const int64_t o = task / j->chunks, c0 = (task % j->chunks) * COL_CHUNK;
+        const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK, at = o * n * inner + c0;
+        softmax_cols_backward(j->y + at, j->dy + at, j->out + at, n, inner, w, j->log_form);
+    }
+}
+
+/* Runs body over the tasks of a view: outer rows, or outer × column chunks. */
+static void softmax_run(tg_range_fn body, softmax_job *job, int64_t outer, int64_t numel) {
+    job->chunks = (job->inner + COL_CHUNK - 1) / COL_CHUNK;
+    const int64_t tasks = job->inner == 1 ? outer : outer * job->chunks;
+    tg_parallel_for(tasks, numel >= PARALLEL_MIN ? 1 : tasks, body, job);
+}
+
 static void softmax_backward(tg_tape *tape, tg_node *node) {
     tg_real *dx = tg_tape_grad(tape, node->in[0]);
     if (!dx) return;
     const tg_tensor *y = node->out[0];
-    const int64_t outer = node->iarg[0], n = node->iarg[1], inner = node->iarg[2];
-    const bool log_form = node->iarg[3];
-    if (inner == 1) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(tg_get_num_threads()) if (y->numel >= PARALLEL_MIN)
-#endif
-        for (int64_t o = 0; o < outer; o++)
-            softmax_row_backward(y->data + o * n, y->grad + o * n, dx + o * n, n, log_form);
-    } else {
-        const int64_t chunks = (inner + COL_CHUNK - 1) / COL_CHUNK;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(tg_get_num_threads()) if (y->numel >= PARALLEL_MIN)
-#endif
-        for (int64_t task = 0; task < outer * chunks; task++) {
-            const int64_t o = task / chunks, c0 = (task % chunks) * COL_CHUNK;
-            const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK,
-                          at = o * n * inner + c0;
-            softmax_cols_backward(y->data + at, y->grad + at, dx + at, n, inner, w, log_form);
-        }
-    }
+    softmax_job job = {.y = y->data,
+                       .dy = y->grad,
+                       .out = dx,
+                       .n = node->iarg[1],
+                       .inner = node->iarg[2],
+                       .log_form = node->iarg[3]};
+    softmax_run(backward_range, &job, node->iarg[0], y->numel);
 }
 
 static tg_tensor *softmax_any(tg_tape *tape, tg_tensor *x, int dim, bool log_form) {
     const softmax_view v = softmax_view_make(log_form ? "tg_log_softmax" : "tg_softmax", x, dim);
-    const int64_t outer = v.outer, n = v.n, inner = v.inner;
     tg_tensor *y = tg_tape_tensor_like(tape, x);
-    if (inner == 1) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
-#endif
-        for (int64_t o = 0; o < outer; o++)
-            softmax_row(x->data + o * n, y->data + o * n, n, log_form);
-    } else {
-        const int64_t chunks = (inner + COL_CHUNK - 1) / COL_CHUNK;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static)                                                          \
-    num_threads(tg_get_num_threads()) if (x->numel >= PARALLEL_MIN)
-#endif
-        for (int64_t task = 0; task < outer * chunks; task++) {
-            const int64_t o = task / chunks, c0 = (task % chunks) * COL_CHUNK;
-            const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK,
-                          at = o * n * inner + c0;
-            softmax_cols(x->data + at, y->data + at, n, inner, w, log_form);
-        }
-    }
+    softmax_job job = {
+        .x = x->data, .out = y->data, .n = v.n, .inner = v.inner, .log_form = log_form};
+    softmax_run(forward_range, &job, v.outer, x->numel);
     tg_node *node = tg_tape_record(tape, log_form ? "log_softmax" : "softmax", softmax_backward, 1,
                                    (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
     if (node)
-        node->iarg[0] = outer, node->iarg[1] = n, node->iarg[2] = inner, node->iarg[3] = log_form;
+        node->iarg[0] = v.outer, node->iarg[1] = v.n, node->iarg[2] = v.inner,
+        node->iarg[3] = log_form;
     return y;
 }
 

@@ -8,9 +8,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A gradient buffer given back during backward, waiting for the next gradient of its size.
+ * The record lives in the buffer itself (a non-empty buffer is at least TG_ARENA_ALIGN
+ * bytes). Spares of one size are a stack; the stacks' tops form the list of sizes. */
+typedef struct spare_grad {
+    struct spare_grad *next_size; /* the top of the next size's stack */
+    struct spare_grad *next;      /* the next spare of this size */
+    size_t bytes;                 /* a multiple of TG_ARENA_ALIGN */
+} spare_grad;
+
 struct tg_tape {
-    tg_arena *arena;
-    tg_node *nodes; /* stb_ds dynamic array; keeps its capacity across resets */
+    tg_arena *arena; /* what ops make and save, and (rewound after each node) backward scratch */
+    tg_arena *grads; /* gradients of the tape's tensors, recycled through `spares` */
+    spare_grad *spares;
+    tg_node *nodes;        /* stb_ds dynamic array; keeps its capacity across resets */
+    uint64_t node_mallocs; /* times `nodes` grew */
     bool recording;
     bool training;
     bool anomaly; /* anomaly mode: check values and gradients (autograd/anomaly.c) */
@@ -19,6 +31,7 @@ struct tg_tape {
 tg_tape *tg_tape_new(void) {
     tg_tape *tape = tg_xcalloc(1, sizeof *tape);
     tape->arena = tg_arena_new((size_t)1 << 20);
+    tape->grads = tg_arena_new((size_t)1 << 20);
     tape->recording = true;
     tape->training = true;
     return tape;
@@ -28,12 +41,25 @@ void tg_tape_free(tg_tape *tape) {
     if (!tape) return;
     arrfree(tape->nodes);
     tg_arena_free(tape->arena);
+    tg_arena_free(tape->grads);
     free(tape);
 }
 
 void tg_tape_reset(tg_tape *tape) {
     arrsetlen(tape->nodes, 0);
     tg_arena_reset(tape->arena);
+    tg_arena_reset(tape->grads);
+    tape->spares = NULL;
+}
+
+size_t tg_tape_capacity(const tg_tape *tape) {
+    return tg_arena_capacity(tape->arena) + tg_arena_capacity(tape->grads) +
+           (size_t)arrcap(tape->nodes) * sizeof(tg_node);
+}
+
+uint64_t tg_tape_malloc_count(const tg_tape *tape) {
+    return tg_arena_malloc_count(tape->arena) + tg_arena_malloc_count(tape->grads) +
+           tape->node_mallocs;
 }
 
 void tg_tape_set_recording(tg_tape *tape, bool on) { tape->recording = on; }
@@ -106,18 +132,66 @@ tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, 
         out[k]->requires_grad = true;
         out[k]->node = index;
     }
+    const size_t cap = arrcap(tape->nodes);
     arrput(tape->nodes, node);
+    if (arrcap(tape->nodes) != cap) tape->node_mallocs++;
     return &tape->nodes[index];
+}
+
+static size_t grad_bytes(const tg_tensor *t) {
+    const size_t bytes = (size_t)t->numel * sizeof(tg_real);
+    return (bytes + TG_ARENA_ALIGN - 1) & ~(size_t)(TG_ARENA_ALIGN - 1);
+}
+
+/* The spare of exactly `bytes`, else the smallest of at most twice that; NULL if none. */
+static void *spare_take(tg_tape *tape, size_t bytes) {
+    spare_grad **best = NULL;
+    for (spare_grad **p = &tape->spares; *p; p = &(*p)->next_size) {
+        const size_t b = (*p)->bytes;
+        if (b >= bytes && b / 2 <= bytes && (!best || b < (*best)->bytes)) best = p;
+        if (b == bytes) break;
+    }
+    if (!best) return NULL;
+    spare_grad *s = *best;
+    if (s->next) {
+        s->next->next_size = s->next_size;
+        *best = s->next;
+    } else {
+        *best = s->next_size;
+    }
+    return s;
+}
+
+static void spare_give(tg_tape *tape, void *buffer, size_t bytes) {
+    spare_grad *s = buffer, **p = &tape->spares;
+    while (*p && (*p)->bytes != bytes) p = &(*p)->next_size;
+    s->bytes = bytes;
+    s->next = *p;
+    s->next_size = *p ? (*p)->next_size : NULL;
+    *p = s;
 }
 
 tg_real *tg_tape_grad(tg_tape *tape, tg_tensor *t) {
     if (!t || !t->requires_grad) return NULL;
-    if (!t->grad) {
+    if (!t->grad && t->owned) {
+        t->grad = tg_xcalloc((size_t)t->numel, sizeof(tg_real));
+    } else if (!t->grad) {
         const size_t bytes = (size_t)t->numel * sizeof(tg_real);
-        t->grad = t->owned ? tg_xcalloc((size_t)t->numel, sizeof(tg_real))
-                           : tg_arena_calloc(tape->arena, bytes);
+        void *spare = bytes ? spare_take(tape, grad_bytes(t)) : NULL;
+        t->grad = spare ? spare : tg_arena_alloc(tape->grads, bytes);
+        memset(t->grad, 0, bytes);
     }
     return t->grad;
+}
+
+bool tg_tape_grad_move(tg_tape *tape, tg_tensor *to, tg_tensor *from) {
+    (void)tape;
+    if (!to->requires_grad || to->grad || to->owned || from->owned || from->retain_grad ||
+        !from->grad || to->numel != from->numel)
+        return false;
+    to->grad = from->grad;
+    from->grad = NULL;
+    return true;
 }
 
 void tg_tensor_retain_grad(tg_tensor *t) { t->retain_grad = true; }
@@ -130,7 +204,8 @@ void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed) {
     char desc[160];
     if (!out->requires_grad)
         tg_fail("backward: tensor %s does not require grad (no input of its graph does, or "
-                "the tape was not recording)", tg_tensor_describe(out, desc, sizeof desc));
+                "the tape was not recording)",
+                tg_tensor_describe(out, desc, sizeof desc));
     /* Arena gradients of intermediates from an earlier backward are dropped: each backward
      * computes fresh ones. Leaves (long-lived or not) accumulate, as in PyTorch. */
     const ptrdiff_t n = arrlen(tape->nodes);
@@ -145,10 +220,20 @@ void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed) {
         tg_node *node = &tape->nodes[i];
         bool any = false;
         for (int k = 0; k < node->n_out; k++) any = any || node->out[k]->grad;
-        if (any) node->backward(tape, node);
-        if (any && tape->anomaly) tg_anomaly_check_backward(tape, node, (size_t)i); /* anomaly */
-        for (int k = 0; k < node->n_out; k++)
-            if (!node->out[k]->retain_grad) node->out[k]->grad = NULL;
+        if (any) {
+            /* what the backward allocates from the arena is scratch: gone when it returns */
+            const tg_arena_mark scratch = tg_arena_get_mark(tape->arena);
+            node->backward(tape, node);
+            if (tape->anomaly) tg_anomaly_check_backward(tape, node, (size_t)i); /* anomaly */
+            tg_arena_rewind(tape->arena, scratch);
+        }
+        /* every reader of these outputs has run: their gradients serve the next ones */
+        for (int k = 0; k < node->n_out; k++) {
+            tg_tensor *o = node->out[k];
+            if (o->retain_grad || !o->grad) continue;
+            if (!o->owned && o->numel) spare_give(tape, o->grad, grad_bytes(o));
+            o->grad = NULL;
+        }
     }
 }
 
@@ -171,10 +256,14 @@ static void print_tensor_ref(FILE *f, const tg_tensor *t, bool as_input) {
     fprintf(f, "%s", shape);
     if (t->name[0]) fprintf(f, " '%s'", t->name);
     if (!as_input) return;
-    if (t->node >= 0) fprintf(f, " #%d", t->node);
-    else if (t->owned && t->requires_grad) fputs(" [param]", f);
-    else if (t->requires_grad) fputs(" [leaf]", f);
-    else fputs(" [const]", f);
+    if (t->node >= 0)
+        fprintf(f, " #%d", t->node);
+    else if (t->owned && t->requires_grad)
+        fputs(" [param]", f);
+    else if (t->requires_grad)
+        fputs(" [leaf]", f);
+    else
+        fputs(" [const]", f);
 }
 
 void tg_tape_print(const tg_tape *tape, FILE *f) {
@@ -191,8 +280,10 @@ void tg_tape_print(const tg_tape *tape, FILE *f) {
         fputs("  <- ", f);
         for (int k = 0; k < node->n_in; k++) {
             if (k) fputs(", ", f);
-            if (node->in[k]) print_tensor_ref(f, node->in[k], true);
-            else fputs("-", f);
+            if (node->in[k])
+                print_tensor_ref(f, node->in[k], true);
+            else
+                fputs("-", f);
         }
         fputc('\n', f);
     }

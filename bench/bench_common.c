@@ -26,7 +26,7 @@ static _Atomic uint64_t malloc_calls;
 
 /* BENCH_MALLOC_TRACE=N: the call stacks of the first N malloc-family calls of the timed
  * steps go to stderr at the end (to find who still allocates in a step). */
-#define TRACE_MAX 64
+#define TRACE_MAX   4096
 #define TRACE_DEPTH 10
 static _Atomic int trace_on;
 static _Atomic int trace_count;
@@ -293,7 +293,7 @@ void bench_run(const char *config, const bench_args *a, double flops, bench_step
            config, a->impl, a->threads, best, median, best_cpu, (long long)steps, flops,
            flops / (best * 1e-3) / 1e9, (double)timed_mallocs / (double)steps,
            (unsigned long long)first_step_mallocs, (double)timed_faults / (double)steps,
-           watched_tape ? (double)tg_arena_capacity(tg_tape_arena(watched_tape)) / 1048576.0 : -1.0,
+           watched_tape ? (double)tg_tape_capacity(watched_tape) / 1048576.0 : -1.0,
            bench_peak_rss_kb(), loss0, loss);
     fflush(stdout);
 }

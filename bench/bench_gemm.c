@@ -1,6 +1,7 @@
 /* bench/bench_gemm.c — tg_gemm GFLOP/s on the shapes that matter.
  *
  *   bench_gemm [--threads N] [--portable] [--quick] [--cpu-time] [--only squares|rnn|tiny]
+ *              [--shape CASE M N K]...
  *
  * Prints one line per shape:  gemm <case> <m> <n> <k> <GFLOP/s>
  * (the same lines bench_gemm.py prints for torch.mm, which joins the two into a table).
@@ -9,7 +10,8 @@
  * n = 3H or 4H, k = H for H in 128, 256, 512, in the three transpose cases a
  * recurrent layer's forward (x W^T: NT) and backward (dY W: NN, dY^T X: TN) use,
  * plus the tiny batch-1 products of a GRUCell step. Each figure is the best of
- * several timed rounds (the machine may be shared). */
+ * several timed rounds (the machine may be shared). --shape (repeatable) times only the
+ * given shapes, e.g. --shape NN 64 768 256 (for profiling one case). */
 #include <tapegrad/kernels.h>
 
 #include <stdio.h>
@@ -53,8 +55,7 @@ static double bench_shape(bool ta, bool tb, int64_t m, int64_t n, int64_t k, dou
     int64_t reps = 1;
     for (;;) {
         const double t0 = bench_now();
-        for (int64_t r = 0; r < reps; r++)
-            tg_gemm(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, c, n);
+        for (int64_t r = 0; r < reps; r++) tg_gemm(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, c, n);
         const double dt = bench_now() - t0;
         if (dt > 0.02) {
             reps = (int64_t)(reps * round_s / dt) + 1;
@@ -65,8 +66,7 @@ static double bench_shape(bool ta, bool tb, int64_t m, int64_t n, int64_t k, dou
     double best = 0;
     for (int round = 0; round < rounds; round++) {
         const double t0 = bench_now();
-        for (int64_t r = 0; r < reps; r++)
-            tg_gemm(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, c, n);
+        for (int64_t r = 0; r < reps; r++) tg_gemm(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, c, n);
         const double gflops = flop * (double)reps / (bench_now() - t0) / 1e9;
         if (gflops > best) best = gflops;
     }
@@ -89,6 +89,8 @@ int main(int argc, char **argv) {
     double round_s = 0.15;
     int rounds = 3;
     const char *only = NULL;
+    int n_shapes = 0;
+    char **shape_args[16];
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             threads = atoi(argv[++i]);
@@ -99,11 +101,17 @@ int main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--quick") == 0) {
             round_s = 0.05;
             rounds = 2;
+        } else if (strcmp(argv[i], "--shape") == 0 && i + 4 < argc && n_shapes < 16 &&
+                   strlen(argv[i + 1]) == 2) {
+            shape_args[n_shapes++] = argv + i + 1;
+            i += 4;
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--threads N] [--portable] [--quick] [--cpu-time] "
-                            "[--only squares|rnn|tiny]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--threads N] [--portable] [--quick] [--cpu-time] "
+                    "[--only squares|rnn|tiny] [--shape NN|NT|TN|TT M N K]...\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -111,6 +119,10 @@ int main(int argc, char **argv) {
     if (bench_clock == CLOCK_PROCESS_CPUTIME_ID) bench_clock_div = tg_get_num_threads();
     printf("# tapegrad tg_gemm %s, kernel %s, threads %d\n", TG_REAL_NAME, tg_gemm_kernel_name(),
            tg_get_num_threads());
+    for (int s = 0; s < n_shapes; s++)
+        bench_print(shape_args[s][0], atoll(shape_args[s][1]), atoll(shape_args[s][2]),
+                    atoll(shape_args[s][3]), round_s, rounds);
+    if (n_shapes) return 0;
     if (!only || strcmp(only, "squares") == 0)
         for (int64_t s = 64; s <= 2048; s *= 2) bench_print("NN", s, s, s, round_s, rounds);
     if (!only || strcmp(only, "rnn") == 0) {

@@ -28,9 +28,8 @@
 
 #include <stdlib.h>
 
-tg_gru_attention *tg_gru_attention_new(int64_t src_vocab, int64_t tgt_vocab,
-                                       int64_t embedding_dim, int64_t hidden_size,
-                                       int64_t attn_dim) {
+tg_gru_attention *tg_gru_attention_new(int64_t src_vocab, int64_t tgt_vocab, int64_t embedding_dim,
+                                       int64_t hidden_size, int64_t attn_dim) {
     tg_gru_attention *m = tg_xcalloc(1, sizeof *m);
     m->src_embedding = tg_embedding_new(src_vocab, embedding_dim, TG_NO_PADDING);
     tg_rnn_options encoder = tg_rnn_defaults(embedding_dim, hidden_size);
@@ -57,22 +56,25 @@ typedef struct encoded {
 
 static encoded encode(tg_gru_attention *m, tg_tape *t, const tg_index *src) {
     /* enc, h = self.encoder(self.src_embedding(src)) */
-    tg_rnn_result r = tg_gru_forward(m->encoder, t, tg_embedding_forward(m->src_embedding, t, src), NULL);
+    tg_rnn_result r =
+        tg_gru_forward(m->encoder, t, tg_embedding_forward(m->src_embedding, t, src), NULL);
     /* s = h[0] */
     return (encoded){r.output, tg_additive_attention_project(m->attention, t, r.output),
                      tg_select(t, r.h_n, 0, 0)};
 }
 
-/* One decoder step from the embedded input y (N, E); updates *s, returns the logits. */
+/* One decoder step from the embedded input y (N, E); updates *s, returns the input of fc,
+ * torch.cat([s, context], dim=1) (N, 2·hidden). */
 static tg_tensor *step(tg_gru_attention *m, tg_tape *t, tg_tensor *y, tg_tensor **s,
                        const encoded *e, tg_tensor **alpha) {
     /* context, alpha = self.attention(enc, s) */
-    tg_attention_output a = tg_additive_attention_forward(m->attention, t, e->enc, e->enc_proj, *s, NULL);
+    tg_attention_output a =
+        tg_additive_attention_forward(m->attention, t, e->enc, e->enc_proj, *s, NULL);
     /* s = self.decoder(torch.cat([y, context], dim=1), s) */
     *s = tg_gru_cell_forward(m->decoder, t, tg_concat(t, (tg_tensor *[]){y, a.context}, 2, 1), *s);
     *alpha = a.weights;
-    /* return self.fc(torch.cat([s, context], dim=1)), s, alpha */
-    return tg_linear_forward(m->fc, t, tg_concat(t, (tg_tensor *[]){*s, a.context}, 2, 1));
+    /* return self.fc(torch.cat([s, context], dim=1)), s, alpha  (fc: by the caller) */
+    return tg_concat(t, (tg_tensor *[]){*s, a.context}, 2, 1);
 }
 
 /* torch.stack(xs, 1) of n tensors (N, K) -> (N, n, K): the rows of a concat along dim 1. */
@@ -83,8 +85,8 @@ static tg_tensor *stack1(tg_tape *t, tg_tensor **xs, int64_t n) {
 
 static void check_src(const char *op, const tg_index *src, const tg_index *tgt) {
     char a[96], b[96];
-    if (src->ndim != 2 || src->shape[1] < 1 || (tgt && (tgt->ndim != 2 || tgt->shape[1] < 1 ||
-                                                        tgt->shape[0] != src->shape[0])))
+    if (src->ndim != 2 || src->shape[1] < 1 ||
+        (tgt && (tgt->ndim != 2 || tgt->shape[1] < 1 || tgt->shape[0] != src->shape[0])))
         tg_fail("%s: src %s and tgt_in %s must be (N, S) and (N, T) token ids, S, T >= 1", op,
                 tg_shape_format(src->ndim, src->shape, a, sizeof a),
                 tgt ? tg_shape_format(tgt->ndim, tgt->shape, b, sizeof b) : "-");
@@ -97,19 +99,22 @@ tg_gru_attention_output tg_gru_attention_forward(tg_gru_attention *m, tg_tape *t
     encoded e = encode(m, t, src);
     /* y = self.tgt_embedding(tgt_in) */
     tg_tensor *y = tg_embedding_forward(m->tgt_embedding, t, tgt_in); /* (N, T, E) */
-    tg_tensor **logits = tg_tape_alloc(t, (size_t)T * sizeof *logits);
+    tg_tensor **hidden = tg_tape_alloc(t, (size_t)T * sizeof *hidden);
     tg_tensor **weights = tg_tape_alloc(t, (size_t)T * sizeof *weights);
     /* for i in range(tgt_in.size(1)): out, s, alpha = self.step(y[:, i], s, enc) */
     for (int64_t i = 0; i < T; i++)
-        logits[i] = step(m, t, tg_select(t, y, 1, i), &e.s, &e, &weights[i]);
-    /* return torch.stack(logits, 1), torch.stack(weights, 1) */
-    return (tg_gru_attention_output){stack1(t, logits, T), stack1(t, weights, T)};
+        hidden[i] = step(m, t, tg_select(t, y, 1, i), &e.s, &e, &weights[i]);
+    /* return torch.stack(logits, 1), torch.stack(weights, 1): fc applied once to the stacked
+     * (N, T, 2·hidden) inputs, the same numbers as T products of N rows, in one GEMM */
+    tg_tensor *logits = tg_linear_forward(m->fc, t, stack1(t, hidden, T));
+    return (tg_gru_attention_output){logits, stack1(t, weights, T)};
 }
 
-tg_index *tg_gru_attention_greedy(tg_gru_attention *m, tg_tape *t, const tg_index *src,
-                                  int32_t bos, int64_t max_len, tg_tensor **weights) {
+tg_index *tg_gru_attention_greedy(tg_gru_attention *m, tg_tape *t, const tg_index *src, int32_t bos,
+                                  int64_t max_len, tg_tensor **weights) {
     check_src("tg_gru_attention_greedy", src, NULL);
-    if (max_len < 1) tg_fail("tg_gru_attention_greedy: max_len %lld must be >= 1", (long long)max_len);
+    if (max_len < 1)
+        tg_fail("tg_gru_attention_greedy: max_len %lld must be >= 1", (long long)max_len);
     const int64_t N = src->shape[0];
     encoded e = encode(m, t, src);
     tg_index *tokens = tg_tape_index(t, TG_SHAPE(N, max_len));
@@ -117,7 +122,9 @@ tg_index *tg_gru_attention_greedy(tg_gru_attention *m, tg_tape *t, const tg_inde
     for (int64_t n = 0; n < N; n++) y->data[n] = bos;
     tg_tensor **alphas = tg_tape_alloc(t, (size_t)max_len * sizeof *alphas);
     for (int64_t i = 0; i < max_len; i++) {
-        tg_tensor *logits = step(m, t, tg_embedding_forward(m->tgt_embedding, t, y), &e.s, &e, &alphas[i]);
+        tg_tensor *h =
+            step(m, t, tg_embedding_forward(m->tgt_embedding, t, y), &e.s, &e, &alphas[i]);
+        tg_tensor *logits = tg_linear_forward(m->fc, t, h);
         tg_max_dim(t, logits, 1, false, &y); /* y = out.argmax(dim=1) */
         for (int64_t n = 0; n < N; n++) tokens->data[n * max_len + i] = y->data[n];
     }

@@ -6,8 +6,11 @@
 #include <stdlib.h>
 
 tg_transformer_options tg_transformer_defaults(int64_t d_model, int64_t nhead) {
-    return (tg_transformer_options){.d_model = d_model, .nhead = nhead, .dim_feedforward = 2048,
-                                    .dropout = (tg_real)0.1, .activation = TG_ACTIVATION_RELU,
+    return (tg_transformer_options){.d_model = d_model,
+                                    .nhead = nhead,
+                                    .dim_feedforward = 2048,
+                                    .dropout = (tg_real)0.1,
+                                    .activation = TG_ACTIVATION_RELU,
                                     .layer_norm_eps = (tg_real)1e-5};
 }
 
@@ -15,17 +18,38 @@ static tg_layernorm *norm_new(const tg_transformer_options *o) {
     return tg_layernorm_new(TG_SHAPE(o->d_model), o->layer_norm_eps, true);
 }
 
-/* FF(x) = linear2(dropout(act(linear1(x)))) */
-static tg_tensor *feed_forward(tg_linear_layer *linear1, tg_linear_layer *linear2,
-                               const tg_transformer_options *o, tg_tape *t, tg_tensor *x) {
-    tg_tensor *h = tg_linear_forward(linear1, t, x);
+/* What one sublayer applies: attention (self when mem is NULL) or the feed-forward. */
+typedef struct sublayer_fn {
+    tg_mha *attn;
+    tg_tensor *mem;
+    const tg_mha_masks *masks;
+    tg_linear_layer *linear1, *linear2; /* feed-forward when attn is NULL */
+} sublayer_fn;
+
+/* SA(x) = attn(x, x, x), CA(x) = attn(x, mem, mem), FF(x) = linear2(dropout(act(linear1(x)))) */
+static tg_tensor *sublayer_apply(const sublayer_fn *f, const tg_transformer_options *o, tg_tape *t,
+                                 tg_tensor *x) {
+    if (f->attn) {
+        tg_tensor *kv = f->mem ? f->mem : x;
+        return tg_mha_forward(f->attn, t, x, kv, kv, f->masks, false).output;
+    }
+    tg_tensor *h = tg_linear_forward(f->linear1, t, x);
     h = o->activation == TG_ACTIVATION_GELU ? tg_gelu(t, h, TG_GELU_ERF) : tg_relu(t, h);
     h = tg_dropout(t, h, o->dropout, tg_tape_is_training(t), NULL);
-    return tg_linear_forward(linear2, t, h);
+    return tg_linear_forward(f->linear2, t, h);
 }
 
-static tg_tensor *dropout(const tg_transformer_options *o, tg_tape *t, tg_tensor *x) {
-    return tg_dropout(t, x, o->dropout, tg_tape_is_training(t), NULL);
+/* One sublayer with its residual and norm: post-norm  norm(x + dropout(f(x))),
+ * pre-norm  x + dropout(f(norm(x))). */
+static tg_tensor *sublayer(const tg_transformer_options *o, tg_tape *t, tg_layernorm *norm,
+                           tg_tensor *x, const sublayer_fn *f) {
+    const bool train = tg_tape_is_training(t);
+    if (o->norm_first)
+        return tg_add(t, x,
+                      tg_dropout(t, sublayer_apply(f, o, t, tg_layernorm_forward(norm, t, x)),
+                                 o->dropout, train, NULL));
+    return tg_layernorm_forward(
+        norm, t, tg_add(t, x, tg_dropout(t, sublayer_apply(f, o, t, x), o->dropout, train, NULL)));
 }
 
 /* ---- encoder layer ---- */
@@ -48,21 +72,13 @@ tg_encoder_layer *tg_encoder_layer_new(const tg_transformer_options *opts) {
     return m;
 }
 
-static tg_tensor *self_attention(tg_mha *attn, tg_tape *t, tg_tensor *x, const tg_mha_masks *masks) {
-    return tg_mha_forward(attn, t, x, x, x, masks, false).output;
-}
-
 tg_tensor *tg_encoder_layer_forward(tg_encoder_layer *m, tg_tape *t, tg_tensor *x,
                                     const tg_mha_masks *src_masks) {
-    const tg_transformer_options *o = &m->opts;
-    if (o->norm_first) {
-        /* x = x + dropout1(SA(norm1(x)));  x = x + dropout2(FF(norm2(x))) */
-        x = tg_add(t, x, dropout(o, t, self_attention(m->self_attn, t, tg_layernorm_forward(m->norm1, t, x), src_masks)));
-        return tg_add(t, x, dropout(o, t, feed_forward(m->linear1, m->linear2, o, t, tg_layernorm_forward(m->norm2, t, x))));
-    }
-    /* x = norm1(x + dropout1(SA(x)));  x = norm2(x + dropout2(FF(x))) */
-    x = tg_layernorm_forward(m->norm1, t, tg_add(t, x, dropout(o, t, self_attention(m->self_attn, t, x, src_masks))));
-    return tg_layernorm_forward(m->norm2, t, tg_add(t, x, dropout(o, t, feed_forward(m->linear1, m->linear2, o, t, x))));
+    /* x = sublayer1(x, SA);  x = sublayer2(x, FF) */
+    x = sublayer(&m->opts, t, m->norm1, x,
+                 &(sublayer_fn){.attn = m->self_attn, .masks = src_masks});
+    return sublayer(&m->opts, t, m->norm2, x,
+                    &(sublayer_fn){.linear1 = m->linear1, .linear2 = m->linear2});
 }
 
 void tg_encoder_layer_free(tg_encoder_layer *m) {
@@ -80,7 +96,8 @@ tg_decoder_layer *tg_decoder_layer_new(const tg_transformer_options *opts) {
     tg_decoder_layer *m = tg_xcalloc(1, sizeof *m);
     m->opts = *opts;
     m->self_attn = tg_mha_new(opts->d_model, opts->nhead, opts->dropout, true, opts->batch_first);
-    m->multihead_attn = tg_mha_new(opts->d_model, opts->nhead, opts->dropout, true, opts->batch_first);
+    m->multihead_attn =
+        tg_mha_new(opts->d_model, opts->nhead, opts->dropout, true, opts->batch_first);
     m->linear1 = tg_linear_new(opts->d_model, opts->dim_feedforward, true);
     m->linear2 = tg_linear_new(opts->dim_feedforward, opts->d_model, true);
     m->norm1 = norm_new(opts);
@@ -97,27 +114,17 @@ tg_decoder_layer *tg_decoder_layer_new(const tg_transformer_options *opts) {
     return m;
 }
 
-static tg_tensor *cross_attention(tg_mha *attn, tg_tape *t, tg_tensor *x, tg_tensor *mem,
-                                  const tg_mha_masks *masks) {
-    return tg_mha_forward(attn, t, x, mem, mem, masks, false).output;
-}
-
-tg_tensor *tg_decoder_layer_forward(tg_decoder_layer *m, tg_tape *t, tg_tensor *x,
-                                    tg_tensor *mem, const tg_mha_masks *tgt_masks,
+tg_tensor *tg_decoder_layer_forward(tg_decoder_layer *m, tg_tape *t, tg_tensor *x, tg_tensor *mem,
+                                    const tg_mha_masks *tgt_masks,
                                     const tg_mha_masks *memory_masks) {
-    const tg_transformer_options *o = &m->opts;
-    if (o->norm_first) {
-        /* x = x + dropout1(SA(norm1(x)));  x = x + dropout2(CA(norm2(x), mem));
-         * x = x + dropout3(FF(norm3(x)))  — the memory itself is not normalised */
-        x = tg_add(t, x, dropout(o, t, self_attention(m->self_attn, t, tg_layernorm_forward(m->norm1, t, x), tgt_masks)));
-        x = tg_add(t, x, dropout(o, t, cross_attention(m->multihead_attn, t, tg_layernorm_forward(m->norm2, t, x), mem, memory_masks)));
-        return tg_add(t, x, dropout(o, t, feed_forward(m->linear1, m->linear2, o, t, tg_layernorm_forward(m->norm3, t, x))));
-    }
-    /* x = norm1(x + dropout1(SA(x)));  x = norm2(x + dropout2(CA(x, mem)));
-     * x = norm3(x + dropout3(FF(x))) */
-    x = tg_layernorm_forward(m->norm1, t, tg_add(t, x, dropout(o, t, self_attention(m->self_attn, t, x, tgt_masks))));
-    x = tg_layernorm_forward(m->norm2, t, tg_add(t, x, dropout(o, t, cross_attention(m->multihead_attn, t, x, mem, memory_masks))));
-    return tg_layernorm_forward(m->norm3, t, tg_add(t, x, dropout(o, t, feed_forward(m->linear1, m->linear2, o, t, x))));
+    /* x = sublayer1(x, SA);  x = sublayer2(x, CA with the memory);  x = sublayer3(x, FF)
+     * (pre-norm normalises x, never the memory) */
+    x = sublayer(&m->opts, t, m->norm1, x,
+                 &(sublayer_fn){.attn = m->self_attn, .masks = tgt_masks});
+    x = sublayer(&m->opts, t, m->norm2, x,
+                 &(sublayer_fn){.attn = m->multihead_attn, .mem = mem, .masks = memory_masks});
+    return sublayer(&m->opts, t, m->norm3, x,
+                    &(sublayer_fn){.linear1 = m->linear1, .linear2 = m->linear2});
 }
 
 void tg_decoder_layer_free(tg_decoder_layer *m) {
@@ -133,7 +140,8 @@ void tg_decoder_layer_free(tg_decoder_layer *m) {
 
 /* PyTorch deep-copies the given layer: every layer starts with the first one's values. */
 static void copy_values(const tg_params *from, tg_params *to) {
-    for (size_t i = 0; i < from->count; i++) tg_tensor_copy_from(to->tensors[i], from->tensors[i]->data);
+    for (size_t i = 0; i < from->count; i++)
+        tg_tensor_copy_from(to->tensors[i], from->tensors[i]->data);
 }
 
 static void add_layer_params(tg_params *all, int i, const tg_params *layer) {
@@ -142,33 +150,48 @@ static void add_layer_params(tg_params *all, int i, const tg_params *layer) {
     tg_params_extend(all, prefix, layer);
 }
 
-tg_transformer_encoder *tg_transformer_encoder_new(const tg_transformer_options *opts,
-                                                   int num_layers, bool final_norm) {
-    if (num_layers < 1) tg_fail("transformer_encoder_new: num_layers must be >= 1, got %d", num_layers);
-    tg_transformer_encoder *m = tg_xcalloc(1, sizeof *m);
-    m->num_layers = num_layers;
-    m->layers = tg_xcalloc((size_t)num_layers, sizeof *m->layers);
-    m->params = tg_params_new();
+/* Builds num_layers layers with make(opts), each a copy of the first (the copies must not
+ * consume random draws: the generator is saved and restored around them), and collects
+ * their parameters as "layers.{i}.*" and, with final_norm, "norm.*". Returns the layers. */
+static void *stack_new(const char *who, const tg_transformer_options *opts, int num_layers,
+                       bool final_norm, void *(*make)(const tg_transformer_options *),
+                       tg_params *(*params_of)(void *), tg_layernorm **norm, tg_params **all) {
+    if (num_layers < 1) tg_fail("%s: num_layers must be >= 1, got %d", who, num_layers);
+    void **layers = tg_xcalloc((size_t)num_layers, sizeof *layers);
+    *all = tg_params_new();
     for (int i = 0; i < num_layers; i++) {
-        /* the copies must not consume random draws: save and restore the generator */
         const tg_rng saved = *tg_rng_default();
-        m->layers[i] = tg_encoder_layer_new(opts);
+        layers[i] = make(opts);
         if (i > 0) {
             *tg_rng_default() = saved;
-            copy_values(m->layers[0]->params, m->layers[i]->params);
+            copy_values(params_of(layers[0]), params_of(layers[i]));
         }
-        add_layer_params(m->params, i, m->layers[i]->params);
+        add_layer_params(*all, i, params_of(layers[i]));
     }
     if (final_norm) {
-        m->norm = norm_new(opts);
-        tg_params_extend(m->params, "norm", m->norm->params);
+        *norm = norm_new(opts);
+        tg_params_extend(*all, "norm", (*norm)->params);
     }
+    return layers;
+}
+
+static void *make_encoder_layer(const tg_transformer_options *o) { return tg_encoder_layer_new(o); }
+static void *make_decoder_layer(const tg_transformer_options *o) { return tg_decoder_layer_new(o); }
+static tg_params *encoder_layer_params(void *m) { return ((tg_encoder_layer *)m)->params; }
+static tg_params *decoder_layer_params(void *m) { return ((tg_decoder_layer *)m)->params; }
+
+tg_transformer_encoder *tg_transformer_encoder_new(const tg_transformer_options *opts,
+                                                   int num_layers, bool final_norm) {
+    tg_transformer_encoder *m = tg_xcalloc(1, sizeof *m);
+    m->layers = stack_new("transformer_encoder_new", opts, m->num_layers = num_layers, final_norm,
+                          make_encoder_layer, encoder_layer_params, &m->norm, &m->params);
     return m;
 }
 
 tg_tensor *tg_transformer_encoder_forward(tg_transformer_encoder *m, tg_tape *t, tg_tensor *x,
                                           const tg_mha_masks *src_masks) {
-    for (int i = 0; i < m->num_layers; i++) x = tg_encoder_layer_forward(m->layers[i], t, x, src_masks);
+    for (int i = 0; i < m->num_layers; i++)
+        x = tg_encoder_layer_forward(m->layers[i], t, x, src_masks);
     return m->norm ? tg_layernorm_forward(m->norm, t, x) : x;
 }
 
@@ -183,24 +206,9 @@ void tg_transformer_encoder_free(tg_transformer_encoder *m) {
 
 tg_transformer_decoder *tg_transformer_decoder_new(const tg_transformer_options *opts,
                                                    int num_layers, bool final_norm) {
-    if (num_layers < 1) tg_fail("transformer_decoder_new: num_layers must be >= 1, got %d", num_layers);
     tg_transformer_decoder *m = tg_xcalloc(1, sizeof *m);
-    m->num_layers = num_layers;
-    m->layers = tg_xcalloc((size_t)num_layers, sizeof *m->layers);
-    m->params = tg_params_new();
-    for (int i = 0; i < num_layers; i++) {
-        const tg_rng saved = *tg_rng_default();
-        m->layers[i] = tg_decoder_layer_new(opts);
-        if (i > 0) {
-            *tg_rng_default() = saved;
-            copy_values(m->layers[0]->params, m->layers[i]->params);
-        }
-        add_layer_params(m->params, i, m->layers[i]->params);
-    }
-    if (final_norm) {
-        m->norm = norm_new(opts);
-        tg_params_extend(m->params, "norm", m->norm->params);
-    }
+    m->layers = stack_new("transformer_decoder_new", opts, m->num_layers = num_layers, final_norm,
+                          make_decoder_layer, decoder_layer_params, &m->norm, &m->params);
     return m;
 }
 
@@ -233,7 +241,8 @@ tg_transformer *tg_transformer_new(const tg_transformer_options *opts, int num_e
     tg_params_extend(m->params, "decoder", m->decoder->params);
     /* _reset_parameters: xavier_uniform_ on every parameter with more than one dim, in order */
     for (size_t i = 0; i < m->params->count; i++)
-        if (m->params->tensors[i]->ndim > 1) tg_init_xavier_uniform(m->params->tensors[i], 1.0, NULL);
+        if (m->params->tensors[i]->ndim > 1)
+            tg_init_xavier_uniform(m->params->tensors[i], 1.0, NULL);
     return m;
 }
 

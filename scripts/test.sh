@@ -19,6 +19,21 @@ setup build/test -Dwerror=true
 ninja -C build/test -j "$jobs"
 meson test -C build/test --num-processes "$jobs" --print-errorlogs
 
+echo "== install, then build the README's training script outside the tree with pkg-config"
+stage=$PWD/build/stage
+rm -rf "$stage"
+meson install -C build/test --destdir "$stage" >/dev/null
+pcdir=$(dirname "$(find "$stage" -name tapegrad.pc)")
+script=$(mktemp -d "${TMPDIR:-/tmp}/tg_script.XXXXXX")
+cp examples/train_gru_classifier.c "$script/train.c"
+(
+    cd "$script"
+    export PKG_CONFIG_PATH="$pcdir" PKG_CONFIG_SYSROOT_DIR="$stage"
+    cc -Wall -Wextra -Werror train.c $(pkg-config --cflags --libs tapegrad) -o train
+    LD_LIBRARY_PATH=$(dirname "$(find "$stage" -name libtapegrad.so | head -n 1)") ./train
+)
+rm -rf "$script"
+
 echo "== build with -Db_sanitize=address,undefined"
 setup build/sanitize -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 ninja -C build/sanitize -j "$jobs"

@@ -1,6 +1,7 @@
 /* Broadcasting: shapes, iteration plans and the sum-back-to-shape reduction
  * (see tapegrad/broadcast.h). */
 #include "tapegrad/broadcast.h"
+#include "tapegrad/kernels.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -214,59 +215,82 @@ static inline int64_t summed_next(const split_dims *s, int64_t *idx) {
     return delta;
 }
 
+/* The three loops of tg_broadcast_sum_to, as ranges for tg_parallel_for. */
+typedef struct sum_to_ctx {
+    tg_real *dx;
+    const tg_real *g;
+    tg_real alpha;
+    const split_dims *s;
+    int64_t inner, nblocks;
+} sum_to_ctx;
+
+static void add_scaled_range(int64_t i0, int64_t i1, void *arg) {
+    const sum_to_ctx *c = arg;
+    OMP(omp simd)
+    for (int64_t i = i0; i < i1; i++) c->dx[i] += c->alpha * c->g[i];
+}
+
+/* Rows are kept (e.g. a bias (C,) from (N, C)): for each kept index and block of columns
+ * (one task), add the rows of every summed index into double accumulators. */
+static void sum_rows_range(int64_t t0, int64_t t1, void *arg) {
+    const sum_to_ctx *c = arg;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t xoff, goff, idx[TG_MAX_DIMS] = {0};
+        kept_offsets(c->s, t / c->nblocks, &xoff, &goff);
+        const int64_t c0 = (t % c->nblocks) * COL_BLOCK;
+        const int64_t cn = c->inner - c0 < COL_BLOCK ? c->inner - c0 : COL_BLOCK;
+        double acc[COL_BLOCK] = {0};
+        const tg_real *row = c->g + goff + c0;
+        for (int64_t b = 0; b < c->s->summed; b++) {
+            OMP(omp simd)
+            for (int64_t k = 0; k < cn; k++) acc[k] += (double)row[k];
+            row += summed_next(c->s, idx);
+        }
+        tg_real *out = c->dx + xoff + c0;
+        for (int64_t k = 0; k < cn; k++) out[k] += (tg_real)((double)c->alpha * acc[k]);
+    }
+}
+
+/* Rows are summed (e.g. (N, 1) from (N, C)): one double sum per element of x. */
+static void sum_columns_range(int64_t t0, int64_t t1, void *arg) {
+    const sum_to_ctx *c = arg;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t xoff, goff, idx[TG_MAX_DIMS] = {0};
+        kept_offsets(c->s, t, &xoff, &goff);
+        double acc = 0;
+        const tg_real *row = c->g + goff;
+        for (int64_t b = 0; b < c->s->summed; b++) {
+            acc += sum_double(row, c->inner);
+            row += summed_next(c->s, idx);
+        }
+        c->dx[xoff] += (tg_real)((double)c->alpha * acc);
+    }
+}
+
 void tg_broadcast_sum_to(tg_real *dx, int x_ndim, const int64_t *x_shape, const tg_real *g,
                          int g_ndim, const int64_t *g_shape, tg_real alpha) {
     tg_bcast p;
     tg_bcast_init(&p, g_ndim, g_shape, 1, &x_ndim, &x_shape);
     const int64_t n = p.numel;
     if (n == 0) return;
+    sum_to_ctx c = {.dx = dx, .g = g, .alpha = alpha, .inner = p.inner};
+    /* Below PAR_MIN elements the whole loop is one grain: it runs on the calling thread. */
     if (p.ndim == 1) {
-        if (p.stride[0][0]) { /* same numel: nothing to sum */
-            OMP(omp parallel for simd schedule(static) if (n >= PAR_MIN))
-            for (int64_t i = 0; i < n; i++) dx[i] += alpha * g[i];
-        } else { /* x is a single element */
+        if (p.stride[0][0]) /* same numel: nothing to sum */
+            tg_parallel_for(n, n >= PAR_MIN ? PAR_MIN / 2 : n, add_scaled_range, &c);
+        else /* x is a single element */
             dx[0] += (tg_real)((double)alpha * sum_double(g, n));
-        }
         return;
     }
-
     split_dims s;
     split_outer(&p, &s);
-    const int64_t inner = p.inner;
+    c.s = &s;
     if (p.stride[0][p.ndim - 1]) {
-        /* Rows are kept (e.g. a bias (C,) from (N, C)): for each kept index and block of
-         * columns, add the rows of every summed index into double accumulators. */
-        const int64_t nblocks = (inner + COL_BLOCK - 1) / COL_BLOCK, tasks = s.kept * nblocks;
-        OMP(omp parallel for schedule(static) if (tasks > 1 && n >= PAR_MIN))
-        for (int64_t t = 0; t < tasks; t++) {
-            int64_t xoff, goff, idx[TG_MAX_DIMS] = {0};
-            kept_offsets(&s, t / nblocks, &xoff, &goff);
-            const int64_t c0 = (t % nblocks) * COL_BLOCK;
-            const int64_t cn = inner - c0 < COL_BLOCK ? inner - c0 : COL_BLOCK;
-            double acc[COL_BLOCK] = {0};
-            const tg_real *row = g + goff + c0;
-            for (int64_t b = 0; b < s.summed; b++) {
-                OMP(omp simd)
-                for (int64_t c = 0; c < cn; c++) acc[c] += (double)row[c];
-                row += summed_next(&s, idx);
-            }
-            tg_real *out = dx + xoff + c0;
-            for (int64_t c = 0; c < cn; c++) out[c] += (tg_real)((double)alpha * acc[c]);
-        }
+        c.nblocks = (p.inner + COL_BLOCK - 1) / COL_BLOCK;
+        const int64_t tasks = s.kept * c.nblocks;
+        tg_parallel_for(tasks, n >= PAR_MIN ? 1 : tasks, sum_rows_range, &c);
     } else {
-        /* Rows are summed (e.g. (N, 1) from (N, C)): one double sum per element of x. */
-        OMP(omp parallel for schedule(static) if (s.kept > 1 && n >= PAR_MIN))
-        for (int64_t t = 0; t < s.kept; t++) {
-            int64_t xoff, goff, idx[TG_MAX_DIMS] = {0};
-            kept_offsets(&s, t, &xoff, &goff);
-            double acc = 0;
-            const tg_real *row = g + goff;
-            for (int64_t b = 0; b < s.summed; b++) {
-                acc += sum_double(row, inner);
-                row += summed_next(&s, idx);
-            }
-            dx[xoff] += (tg_real)((double)alpha * acc);
-        }
+        tg_parallel_for(s.kept, n >= PAR_MIN ? 1 : s.kept, sum_columns_range, &c);
     }
 }
 

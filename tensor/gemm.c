@@ -25,11 +25,17 @@
  * multiply-adds, less than the cost of packing. So:
  *   - tiny products read A and B in place, with no copy: the micro-kernel just steps
  *     through B's rows with B's own stride and picks A's values with A's strides;
- *   - when C has few rows (one A block), B blocks are narrower (nc = 256), so that a
- *     packed block is still in L2 when the micro-kernel reads it;
+ *   - when C has few rows (one A block: the batch-sized products of recurrent layers,
+ *     m = 32..144), the k blocks go outermost so A is packed once per k block, and B is
+ *     never packed as a block: a row-major B is copied into a kc x NR panel by the first
+ *     row tile that reads it in place (the copy rides on that tile's loads), a
+ *     transposed B is transposed one panel at a time; either way the panel stays in L1
+ *     for the other row tiles;
  *   - when B is transposed (C = A B^T, the forward of a linear layer) and A has few
  *     rows, each C element is a dot product of two contiguous rows, and the dot
  *     kernel computes them with no packing at all.
+ * The packings that transpose (row-major A into MR-tall panels, B^T into NR-wide ones)
+ * are 8 x 8 register transposes in the SIMD kernels' files.
  *
  * Threads (OpenMP) split the rows or the columns of C into disjoint ranges, one per
  * thread, each running the loops above on its own range with its own packing buffers.
@@ -60,12 +66,13 @@
 #define TG_PORT_NR 8
 
 static void tg_gemm_portable_tile(int mr, int nr, int64_t kc, const tg_real *a, int64_t a_rs,
-                                  int64_t a_cs, const tg_real *b, int64_t b_rs, tg_real alpha,
-                                  tg_real beta, tg_real *c, int64_t ldc) {
+                                  int64_t a_cs, const tg_real *b, int64_t b_rs, tg_real *b_copy,
+                                  tg_real alpha, tg_real beta, tg_real *c, int64_t ldc) {
     tg_real acc[TG_PORT_MR][TG_PORT_NR];
     memset(acc, 0, sizeof acc);
     for (int64_t p = 0; p < kc; p++) {
         const tg_real *bp = b + p * b_rs;
+        if (b_copy) memcpy(b_copy + p * TG_PORT_NR, bp, sizeof(tg_real) * TG_PORT_NR);
         for (int i = 0; i < mr; i++) {
             const tg_real ai = a[i * a_rs + p * a_cs];
             for (int j = 0; j < TG_PORT_NR; j++) acc[i][j] += ai * bp[j];
@@ -105,6 +112,7 @@ static const tg_gemm_kernel tg_gemm_portable = {
     .tile = tg_gemm_portable_tile,
     .dot = tg_gemm_portable_dot,
     .pack_bt = NULL,
+    .pack_a = NULL,
 };
 
 /* ---- which kernel ---- */
@@ -118,11 +126,10 @@ static const tg_gemm_kernel *tg_gemm_kernel_detect(void) {
     const char *want = getenv("TAPEGRAD_GEMM");
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
-    const tg_gemm_kernel *k2 = tg_gemm_kernel_avx2_get();
-    const tg_gemm_kernel *k5 = tg_gemm_kernel_avx512_get();
+    const tg_gemm_kernel *k2 = tg_gemm_avx2_kernel_get();
+    const tg_gemm_kernel *k5 = tg_gemm_avx512_kernel_get();
     if (k2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = k2;
-    if (k5 && __builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0))
-        best = k5;
+    if (k5 && __builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0)) best = k5;
 #endif
     if (want && strcmp(want, "portable") == 0) best = &tg_gemm_portable;
     return best;
@@ -183,35 +190,31 @@ typedef struct tg_gemm_call {
 static inline int64_t tg_gemm_a_rs(const tg_gemm_call *g) { return g->trans_a ? 1 : g->lda; }
 static inline int64_t tg_gemm_a_cs(const tg_gemm_call *g) { return g->trans_a ? g->lda : 1; }
 
-/* The row tiles of a block of mc rows: MR rows each, except that when mc is not a
- * multiple of MR the last two tiles share the MR + (mc % MR) leftover rows evenly
- * (6 + 2 -> 4 + 4), so no tile is so short that its few FMA chains leave the FMA units
- * waiting (a 2-row tile has 4 chains: half speed). Which tile a row lands in does not
- * change its bits: rows never mix. Returns the tile count; heights in h. */
+/* The row tiles of a block of mc rows: as few tiles as MR allows, their heights as even
+ * as possible (32 rows with MR = 6: 6 6 5 5 5 5, not 6 6 6 6 6 2), so that no tile is so
+ * short that its few FMA chains leave the FMA units waiting: a tile of h rows keeps 2h
+ * independent accumulators, and 2 pipes x 4 cycles of latency need 8 in flight (a
+ * 2-row tile runs at half speed). Which tile a row lands in does not change its bits:
+ * rows never mix. Returns the tile count; heights in h. */
 static int tg_gemm_row_tiles(int64_t mc, int mr, int *h, int max_tiles) {
     const int tiles = (int)((mc + mr - 1) / mr);
-    const int rem = (int)(mc % mr);
-    for (int t = 0; t < tiles && t < max_tiles; t++) h[t] = mr;
-    if (tiles == 1) {
-        h[0] = (int)mc;
-    } else if (rem != 0) {
-        const int both = mr + rem;
-        h[tiles - 2] = (both + 1) / 2;
-        h[tiles - 1] = both / 2;
-    }
+    const int base = (int)(mc / tiles), extra = (int)(mc % tiles);
+    for (int t = 0; t < tiles && t < max_tiles; t++) h[t] = base + (t < extra);
     return tiles;
 }
 
 /* Packs op(A)[i0 : i0+mc, p0 : p0+kc] as panels of MR rows (tile heights h): panel t holds
  * kc columns of MR values, zero-padded below its height. */
-static void tg_gemm_pack_a(const tg_gemm_call *g, int64_t i0, int64_t p0, int64_t kc,
-                           const int *h, int tiles, tg_real *out) {
+static void tg_gemm_pack_a(const tg_gemm_call *g, int64_t i0, int64_t p0, int64_t kc, const int *h,
+                           int tiles, tg_real *out) {
     const int mr = g->kern->mr;
     int64_t row = i0;
     for (int t = 0; t < tiles; t++) {
         tg_real *panel = out + (int64_t)t * kc * mr;
         const int ht = h[t];
-        if (!g->trans_a) {
+        if (!g->trans_a && g->kern->pack_a) {
+            g->kern->pack_a(ht, kc, g->a + row * g->lda + p0, g->lda, panel);
+        } else if (!g->trans_a) {
             /* A row-major: each of the ht rows is contiguous over p. */
             for (int i = 0; i < ht; i++) {
                 const tg_real *src = g->a + (row + i) * g->lda + p0;
@@ -234,8 +237,8 @@ static void tg_gemm_pack_a(const tg_gemm_call *g, int64_t i0, int64_t p0, int64_
 }
 
 /* Packs op(B)[p0 : p0+kc, j0 : j0+nr] (nr <= NR) into one kc x NR panel, zero-padded. */
-static void tg_gemm_pack_b_panel(const tg_gemm_call *g, int64_t p0, int64_t kc, int64_t j0,
-                                 int nr, tg_real *out) {
+static void tg_gemm_pack_b_panel(const tg_gemm_call *g, int64_t p0, int64_t kc, int64_t j0, int nr,
+                                 tg_real *out) {
     const int NR = g->kern->nr;
     if (!g->trans_b) {
         for (int64_t p = 0; p < kc; p++) {
@@ -279,15 +282,15 @@ static void tg_gemm_pack_b_block(const tg_gemm_call *g, int64_t p0, int64_t kc, 
         /* NR as a constant where it is one, so that each copy is a few vector moves.
          * Each row segment is usually on its own page, where the hardware prefetchers
          * start afresh, so the segment a few rows ahead is requested explicitly. */
-#define TG_PACK_ROWS(W)                                                                           \
-    for (int64_t p = 0; p < kc; p++) {                                                            \
-        const tg_real *src = g->b + (p0 + p) * g->ldb + j0;                                       \
-        if (p + TG_PACK_AHEAD < kc)                                                               \
-            for (int64_t j = 0; j < nc; j += 64 / (int64_t)sizeof(tg_real))                       \
-                __builtin_prefetch(src + TG_PACK_AHEAD * g->ldb + j, 0, 3);                       \
-        tg_real *dst = out + p * (W);                                                             \
-        for (int64_t q = 0; q < full; q++)                                                        \
-            memcpy(dst + q * kc * (W), src + q * (W), (size_t)(W) * sizeof(tg_real));             \
+#define TG_PACK_ROWS(W)                                                                            \
+    for (int64_t p = 0; p < kc; p++) {                                                             \
+        const tg_real *src = g->b + (p0 + p) * g->ldb + j0;                                        \
+        if (p + TG_PACK_AHEAD < kc)                                                                \
+            for (int64_t j = 0; j < nc; j += 64 / (int64_t)sizeof(tg_real))                        \
+                __builtin_prefetch(src + TG_PACK_AHEAD * g->ldb + j, 0, 3);                        \
+        tg_real *dst = out + p * (W);                                                              \
+        for (int64_t q = 0; q < full; q++)                                                         \
+            memcpy(dst + q * kc * (W), src + q * (W), (size_t)(W) * sizeof(tg_real));              \
     }
         if (NR == 8) {
             TG_PACK_ROWS(8)
@@ -305,80 +308,143 @@ static void tg_gemm_pack_b_block(const tg_gemm_call *g, int64_t p0, int64_t kc, 
 
 #define TG_GEMM_MAX_TILES 512 /* row tiles in one mc block: mc / MR, bounded by mc <= 1024 */
 
-/* Columns per B block when the rows fit in one A block (m <= mc: the batch-sized
- * products of recurrent layers). Then every packed B panel is used by that one A block
- * only, so there is no reason to keep a big block in L3: a 256 x 256 block (256 KiB of
- * floats) stays in L2 between its packing and its use, instead of a 256 x 4096 block
- * being written out to L3 and read back. */
+/* Columns per B block when the rows fit in one A block (m <= mc) and the product is
+ * tiny enough to read A or B in place (the other few-rows products pack B panel by
+ * panel, see tg_gemm_blocked): every B panel is used by that one A block only, so a
+ * small block that stays in L1/L2 is enough. */
 #ifndef TG_GEMM_NC_THIN
 #define TG_GEMM_NC_THIN 256
 #endif
 
-/* The five loops on C[m0:m1, n0:n1] (see the top of the file). */
-static void tg_gemm_blocked(const tg_gemm_call *g, int64_t m0, int64_t m1, int64_t n0,
-                            int64_t n1) {
+/* B for one k block and one column block: the whole block packed (reused by every A
+ * block), or (tiny products) read in place with only a ragged last panel packed. */
+static const tg_real *tg_gemm_b_block(const tg_gemm_call *g, int64_t pc, int64_t kc, int64_t jc,
+                                      int64_t nc) {
+    const int NR = g->kern->nr;
+    tg_gemm_scratch *s = &tg_gemm_buffers;
+    const int64_t panels = (nc + NR - 1) / NR;
+    tg_real *bpack;
+    if (g->direct_b) {
+        bpack = tg_gemm_scratch_reserve(&s->b, &s->b_cap, (size_t)(kc * NR));
+        const int last = (int)(nc - (panels - 1) * NR);
+        if (last < NR) tg_gemm_pack_b_panel(g, pc, kc, jc + (panels - 1) * NR, last, bpack);
+    } else {
+        bpack = tg_gemm_scratch_reserve(&s->b, &s->b_cap, (size_t)(panels * kc * NR));
+        tg_gemm_pack_b_block(g, pc, kc, jc, nc, bpack);
+    }
+    return bpack;
+}
+
+/* The two register-tile loops: the B block (k block pc, columns jc..jc+nc, from
+ * tg_gemm_b_block) against the A rows ic.. in `tiles` tiles of the given heights, packed
+ * at apack (NULL: A read in place). beta is the k block's: the caller's on the first,
+ * 1 on the later ones (they add to what the first left).
+ * fly (with a packed A and row-major B only): B is not packed beforehand; instead each
+ * panel's first tile reads B in place and copies it to fly (kc x NR, stays in L1), where
+ * the panel's other tiles read it (see b_copy in gemm_internal.h). bpack is unused. */
+static void tg_gemm_tiles(const tg_gemm_call *g, int64_t pc, int64_t kc, tg_real beta, int64_t jc,
+                          int64_t nc, const tg_real *bpack, int64_t ic, const int *heights,
+                          int tiles, const tg_real *apack, tg_real *fly) {
     const tg_gemm_kernel *kern = g->kern;
     const int MR = kern->mr, NR = kern->nr;
-    const int64_t MC = kern->mc, KC = kern->kc;
-    tg_gemm_scratch *s = &tg_gemm_buffers;
-    int heights[TG_GEMM_MAX_TILES];
-    /* One A block only (few rows): B blocks sized for L2 instead of L3. */
-    const int64_t NC = m1 - m0 <= MC ? TG_GEMM_NC_THIN : kern->nc;
+    const int64_t panels = (nc + NR - 1) / NR;
+    const int64_t a_rs = tg_gemm_a_rs(g), a_cs = tg_gemm_a_cs(g);
+    for (int64_t q = 0; q < panels; q++) {
+        const int nr = (int)(nc - q * NR < NR ? nc - q * NR : NR);
+        const tg_real *bq = bpack, *b_first = NULL;
+        int64_t b_rs = NR, b_first_rs = NR;
+        tg_real *b_copy = NULL;
+        if (fly) {
+            bq = fly;
+            if (nr < NR || g->trans_b) {
+                tg_gemm_pack_b_panel(g, pc, kc, jc + q * NR, nr, fly);
+            } else {
+                b_first = g->b + pc * g->ldb + jc + q * NR;
+                b_first_rs = g->ldb;
+                b_copy = tiles > 1 ? fly : NULL;
+            }
+        } else if (!g->direct_b) {
+            bq = bpack + q * kc * NR;
+        } else if (nr == NR) {
+            bq = g->b + pc * g->ldb + jc + q * NR;
+            b_rs = g->ldb;
+        }
+        tg_real *cq = g->c + jc + q * NR;
+        int64_t row = ic;
+        for (int t = 0; t < tiles; t++) {
+            if (apack && t == 0 && b_first)
+                kern->tile(heights[t], nr, kc, apack, 1, MR, b_first, b_first_rs, b_copy, g->alpha,
+                           beta, cq + row * g->ldc, g->ldc);
+            else if (apack)
+                kern->tile(heights[t], nr, kc, apack + (int64_t)t * kc * MR, 1, MR, bq, b_rs, NULL,
+                           g->alpha, beta, cq + row * g->ldc, g->ldc);
+            else
+                kern->tile(heights[t], nr, kc, g->a + row * a_rs + pc * a_cs, a_rs, a_cs, bq, b_rs,
+                           NULL, g->alpha, beta, cq + row * g->ldc, g->ldc);
+            row += heights[t];
+        }
+    }
+}
 
-    for (int64_t jc = n0; jc < n1; jc += NC) {
-        const int64_t nc = n1 - jc < NC ? n1 - jc : NC;
-        const int64_t panels = (nc + NR - 1) / NR;
+/* Packs op(A)[ic : ic+mc, pc : pc+kc] into this thread's A buffer (NULL: A is read in
+ * place); the tile heights are in heights. */
+static const tg_real *tg_gemm_a_block(const tg_gemm_call *g, int64_t ic, int64_t pc, int64_t kc,
+                                      const int *heights, int tiles) {
+    if (g->direct_a) return NULL;
+    tg_gemm_scratch *s = &tg_gemm_buffers;
+    tg_real *buf =
+        tg_gemm_scratch_reserve(&s->a, &s->a_cap, (size_t)((tiles * kc + 1) * g->kern->mr));
+    tg_gemm_pack_a(g, ic, pc, kc, heights, tiles, buf);
+    return buf;
+}
+
+/* The five loops on C[m0:m1, n0:n1] (see the top of the file). */
+static void tg_gemm_blocked(const tg_gemm_call *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const tg_gemm_kernel *kern = g->kern;
+    const int64_t MC = kern->mc, KC = kern->kc;
+    int heights[TG_GEMM_MAX_TILES];
+
+    if (m1 - m0 <= MC) {
+        /* Few rows, one A block (the batch-sized products of recurrent layers): the k
+         * blocks go outermost, so the A block is packed once per k block rather than once
+         * per B block (with nc = 256 and n = 2048 that was 8 times: as much work as a
+         * fifth of the FMAs), and B blocks are sized for L2 (TG_GEMM_NC_THIN). */
+        const int tiles = tg_gemm_row_tiles(m1 - m0, kern->mr, heights, TG_GEMM_MAX_TILES);
+        /* No B blocks: row-major B (the backward products dY W and dY^T X) is packed on the
+         * fly by the first tile of each panel; a transposed B (the forward x W^T) is
+         * transposed one panel at a time into a kc x NR buffer that stays in L1 for the
+         * panel's other tiles (a 256-column block went out to L2 and back). */
+        const bool fly = !g->direct_b && !g->direct_a;
+        tg_gemm_scratch *s = &tg_gemm_buffers;
         for (int64_t pc = 0; pc < g->k; pc += KC) {
             const int64_t kc = g->k - pc < KC ? g->k - pc : KC;
-            /* The first k block applies beta; the later ones add to what it left. */
             const tg_real beta = pc == 0 ? g->beta : 1;
-
-            /* B: the whole block packed now (reused by every A block), or (tiny products)
-             * read in place with only a ragged last panel packed. */
-            tg_real *bpack;
-            if (g->direct_b) {
-                bpack = tg_gemm_scratch_reserve(&s->b, &s->b_cap, (size_t)(kc * NR));
-                const int last = (int)(nc - (panels - 1) * NR);
-                if (last < NR) tg_gemm_pack_b_panel(g, pc, kc, jc + (panels - 1) * NR, last, bpack);
-            } else {
-                bpack = tg_gemm_scratch_reserve(&s->b, &s->b_cap, (size_t)(panels * kc * NR));
-                tg_gemm_pack_b_block(g, pc, kc, jc, nc, bpack);
+            const tg_real *apack = tg_gemm_a_block(g, m0, pc, kc, heights, tiles);
+            if (fly) {
+                tg_real *panel = tg_gemm_scratch_reserve(&s->b, &s->b_cap, (size_t)(kc * kern->nr));
+                tg_gemm_tiles(g, pc, kc, beta, n0, n1 - n0, NULL, m0, heights, tiles, apack, panel);
+                continue;
             }
+            for (int64_t jc = n0; jc < n1; jc += TG_GEMM_NC_THIN) {
+                const int64_t nc = n1 - jc < TG_GEMM_NC_THIN ? n1 - jc : TG_GEMM_NC_THIN;
+                const tg_real *bpack = tg_gemm_b_block(g, pc, kc, jc, nc);
+                tg_gemm_tiles(g, pc, kc, beta, jc, nc, bpack, m0, heights, tiles, apack, NULL);
+            }
+        }
+        return;
+    }
 
+    for (int64_t jc = n0; jc < n1; jc += kern->nc) {
+        const int64_t nc = n1 - jc < kern->nc ? n1 - jc : kern->nc;
+        for (int64_t pc = 0; pc < g->k; pc += KC) {
+            const int64_t kc = g->k - pc < KC ? g->k - pc : KC;
+            const tg_real beta = pc == 0 ? g->beta : 1;
+            const tg_real *bpack = tg_gemm_b_block(g, pc, kc, jc, nc);
             for (int64_t ic = m0; ic < m1; ic += MC) {
                 const int64_t mc = m1 - ic < MC ? m1 - ic : MC;
-                const int tiles = tg_gemm_row_tiles(mc, MR, heights, TG_GEMM_MAX_TILES);
-                const tg_real *apack = NULL;
-                if (!g->direct_a) {
-                    tg_real *buf =
-                        tg_gemm_scratch_reserve(&s->a, &s->a_cap, (size_t)(tiles * kc * MR));
-                    tg_gemm_pack_a(g, ic, pc, kc, heights, tiles, buf);
-                    apack = buf;
-                }
-                for (int64_t q = 0; q < panels; q++) {
-                    const int nr = (int)(nc - q * NR < NR ? nc - q * NR : NR);
-                    const tg_real *bq = bpack;
-                    int64_t b_rs = NR;
-                    if (!g->direct_b) {
-                        bq = bpack + q * kc * NR;
-                    } else if (nr == NR) {
-                        bq = g->b + pc * g->ldb + jc + q * NR;
-                        b_rs = g->ldb;
-                    }
-                    tg_real *cq = g->c + jc + q * NR;
-                    int64_t row = ic;
-                    for (int t = 0; t < tiles; t++) {
-                        if (g->direct_a)
-                            kern->tile(heights[t], nr, kc,
-                                       g->a + row * tg_gemm_a_rs(g) + pc * tg_gemm_a_cs(g),
-                                       tg_gemm_a_rs(g), tg_gemm_a_cs(g), bq, b_rs, g->alpha,
-                                       beta, cq + row * g->ldc, g->ldc);
-                        else
-                            kern->tile(heights[t], nr, kc, apack + (int64_t)t * kc * MR, 1, MR,
-                                       bq, b_rs, g->alpha, beta, cq + row * g->ldc, g->ldc);
-                        row += heights[t];
-                    }
-                }
+                const int tiles = tg_gemm_row_tiles(mc, kern->mr, heights, TG_GEMM_MAX_TILES);
+                const tg_real *apack = tg_gemm_a_block(g, ic, pc, kc, heights, tiles);
+                tg_gemm_tiles(g, pc, kc, beta, jc, nc, bpack, ic, heights, tiles, apack, NULL);
             }
         }
     }
@@ -426,8 +492,8 @@ static void tg_gemm_run(const tg_gemm_call *g, bool dots, int64_t m0, int64_t m1
 }
 
 void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_real alpha,
-             const tg_real *a, int64_t lda, const tg_real *b, int64_t ldb, tg_real beta,
-             tg_real *c, int64_t ldc) {
+             const tg_real *a, int64_t lda, const tg_real *b, int64_t ldb, tg_real beta, tg_real *c,
+             int64_t ldc) {
     if (m < 0 || n < 0 || k < 0)
         tg_fail("tg_gemm: negative size m=%lld n=%lld k=%lld", (long long)m, (long long)n,
                 (long long)k);
@@ -446,10 +512,19 @@ void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_rea
 
     tg_gemm_call g = {
         .kern = tg_gemm_kernel_get(),
-        .trans_a = trans_a, .trans_b = trans_b,
-        .m = m, .n = n, .k = k,
-        .alpha = alpha, .beta = beta,
-        .a = a, .b = b, .lda = lda, .ldb = ldb, .ldc = ldc, .c = c,
+        .trans_a = trans_a,
+        .trans_b = trans_b,
+        .m = m,
+        .n = n,
+        .k = k,
+        .alpha = alpha,
+        .beta = beta,
+        .a = a,
+        .b = b,
+        .lda = lda,
+        .ldb = ldb,
+        .ldc = ldc,
+        .c = c,
     };
     const double work = (double)m * (double)n * (double)k;
     const bool tiny = work <= TG_GEMM_TINY;

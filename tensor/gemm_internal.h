@@ -10,6 +10,10 @@
  *        B row p is read at b + p*b_rs, NR contiguous values (b_rs = NR when packed, or
  *        the row stride of a row-major B read in place). All NR values must be readable
  *        even when nr < NR (the driver packs a zero-padded edge panel).
+ *        b_copy (NULL: none): also store each of the kc rows of NR values read from B at
+ *        b_copy + p*NR — packing B on the fly while the first tile of a panel reads it
+ *        in place, so the copy costs only stores hidden under the FMAs instead of a
+ *        separate pass whose loads wait on L2/L3. Only with the packed A layout.
  *        Write-back: beta == 0 stores alpha*acc (C is not read), otherwise
  *        C = fma(alpha, acc, beta*C) lane by lane. mr <= MR, nr <= NR.
  *
@@ -30,28 +34,36 @@
 #define TG_INTERNAL __attribute__((visibility("hidden")))
 
 typedef void tg_gemm_tile_fn(int mr, int nr, int64_t kc, const tg_real *a, int64_t a_rs,
-                             int64_t a_cs, const tg_real *b, int64_t b_rs, tg_real alpha,
-                             tg_real beta, tg_real *c, int64_t ldc);
+                             int64_t a_cs, const tg_real *b, int64_t b_rs, tg_real *b_copy,
+                             tg_real alpha, tg_real beta, tg_real *c, int64_t ldc);
 typedef void tg_gemm_dot_fn(int mr, int nr, int64_t k, const tg_real *a, int64_t lda,
-                            const tg_real *b, int64_t ldb, tg_real alpha, tg_real beta,
-                            tg_real *c, int64_t ldc);
+                            const tg_real *b, int64_t ldb, tg_real alpha, tg_real beta, tg_real *c,
+                            int64_t ldc);
 
 /* Packs a full panel of a transposed B: out[p*NR + j] = b[j*ldb + p] for p < kc, j < NR
  * (a transpose; the generic C loop moves one value per instruction). */
 typedef void tg_gemm_pack_bt_fn(int64_t kc, const tg_real *b, int64_t ldb, tg_real *out);
 
+/* Packs one panel of a row-major A: out[p*MR + i] = a[i*lda + p] for p < kc, i < h
+ * (h <= MR), zero for h <= i < MR (another transpose). May write up to MR values past
+ * out + kc*MR: the driver packs panels in increasing order and keeps that much slack
+ * after the last one. */
+typedef void tg_gemm_pack_a_fn(int h, int64_t kc, const tg_real *a, int64_t lda, tg_real *out);
+
 typedef struct tg_gemm_kernel {
     const char *name;
     int mr, nr;         /* register tile of `tile` */
     int dot_mr, dot_nr; /* tile of `dot` */
-    int64_t mc, kc, nc; /* cache blocks: A block mc x kc (L2), B panel kc x NR (L1), B block kc x nc (L3) */
+    /* cache blocks: A block mc x kc (L2), B panel kc x NR (L1), B block kc x nc (L3) */
+    int64_t mc, kc, nc;
     tg_gemm_tile_fn *tile;
     tg_gemm_dot_fn *dot;
     tg_gemm_pack_bt_fn *pack_bt; /* NULL: the generic loop */
+    tg_gemm_pack_a_fn *pack_a;   /* NULL: the generic loop */
 } tg_gemm_kernel;
 
 /* NULL when the compiler could not build them (not x86-64, or no target attribute). */
-TG_INTERNAL const tg_gemm_kernel *tg_gemm_kernel_avx2_get(void);
-TG_INTERNAL const tg_gemm_kernel *tg_gemm_kernel_avx512_get(void);
+TG_INTERNAL const tg_gemm_kernel *tg_gemm_avx2_kernel_get(void);
+TG_INTERNAL const tg_gemm_kernel *tg_gemm_avx512_kernel_get(void);
 
 #endif

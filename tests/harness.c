@@ -68,6 +68,37 @@ tg_tensor *tg_test_rand(uint64_t seed, tg_real lo, tg_real hi, int ndim, const i
     return t;
 }
 
+/* ---- gradient checks ---- */
+int tg_test_gradchecks;
+
+void tg_test_gradcheck(const char *what, tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in,
+                       int n) {
+    tg_gradcheck_report rep;
+    const bool ok = tg_gradcheck(fn, ctx, in, n, NULL, &rep);
+    tg_test_gradchecks++;
+    if (!ok) {
+        if (what) fail_msg("%s: %s", what, rep.message);
+        fail_msg("%s", rep.message);
+    }
+    assert_true(rep.checked > 0);
+}
+
+void tg_test_gradcheck_params(const char *what, tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in,
+                              int n, const tg_params *params) {
+    enum { MAX_INPUTS = 128 };
+    tg_tensor *all[MAX_INPUTS];
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+        assert_true(count < MAX_INPUTS);
+        all[count++] = in[i];
+    }
+    for (size_t i = 0; params && i < params->count; i++) {
+        assert_true(count < MAX_INPUTS);
+        all[count++] = params->tensors[i];
+    }
+    tg_test_gradcheck(what, fn, ctx, all, count);
+}
+
 /* ---- fixtures ---- */
 struct tg_fixture {
     char name[128];
@@ -152,8 +183,8 @@ void tg_fixture_load_params(const tg_fixture *fx, tg_params *params) {
             used += (size_t)snprintf(joined + used, sizeof joined - used, i ? ",%s" : "%s",
                                      params->names[i]);
         if (strcmp(joined, keys) != 0)
-            fail_msg("fixture %s: parameter names\n  ours:    %s\n  PyTorch: %s", fx->name,
-                     joined, keys);
+            fail_msg("fixture %s: parameter names\n  ours:    %s\n  PyTorch: %s", fx->name, joined,
+                     keys);
     }
     for (size_t i = 0; i < params->count; i++) {
         char name[256];
@@ -182,4 +213,40 @@ void tg_fixture_assert_param_grads(const tg_fixture *fx, const tg_params *params
         tg_fixture_assert_close(fx, name, g, p->shape, p->ndim, atol, rtol);
         tg_tensor_free(zeros);
     }
+}
+
+bool tg_fixture_present(const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.safetensors", TG_FIXTURES_DIR, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        print_message("parity: fixture %s not present, skipped\n", name);
+        return false;
+    }
+    fclose(f);
+    return true;
+}
+
+void tg_parity_tally_worst(tg_parity_tally *t, const tg_fixture *fx, const char *name,
+                           const tg_real *got) {
+    tg_tensor *want = tg_fixture_tensor(fx, name);
+    for (int64_t i = 0; i < want->numel; i++) {
+        const double w = (double)want->data[i], d = fabs((double)got[i] - w);
+        if (isnan(w)) continue;
+        const double ratio = d / (t->atol + t->rtol * fabs(w));
+        if (ratio > t->worst) t->worst = ratio;
+        if (d > t->worst_abs) t->worst_abs = d;
+    }
+    tg_tensor_free(want);
+}
+
+void tg_parity_tally_compare(tg_parity_tally *t, const tg_fixture *fx, const char *name,
+                             const int64_t *shape, int ndim, const tg_real *got) {
+    tg_fixture_assert_close(fx, name, got, shape, ndim, t->atol, t->rtol);
+    tg_parity_tally_worst(t, fx, name, got);
+}
+
+void tg_parity_tally_print(const tg_parity_tally *t) {
+    print_message("parity: %d cases, worst error %.3g of the tolerance (%.3g absolute)\n", t->cases,
+                  t->worst, t->worst_abs);
 }

@@ -31,7 +31,7 @@ void tg_test_expect_message(const char *file, int line, const char *const *fragm
             fail_msg("%s:%d: expected tg_fail from: %s", __FILE__, __LINE__, #stmt);               \
         } else {                                                                                   \
             tg_test_catch_end();                                                                   \
-            tg_test_expect_message(__FILE__, __LINE__, (const char *const[]){__VA_ARGS__, NULL}); \
+            tg_test_expect_message(__FILE__, __LINE__, (const char *const[]){__VA_ARGS__, NULL});  \
         }                                                                                          \
     } while (0)
 
@@ -62,6 +62,17 @@ tg_tensor *tg_test_rand(uint64_t seed, tg_real lo, tg_real hi, int ndim, const i
 #define TG_TEST_REQUIRE_F64() skip()
 #endif
 
+/* ---- gradient checks ----
+ * Runs tg_gradcheck with PyTorch's defaults; fails the test with the report's message
+ * (prefixed by `what` unless NULL) and requires that some Jacobian entry was compared.
+ * Every call counts in tg_test_gradchecks. The _params form checks the inputs and then
+ * every tensor of `params` (NULL: none). */
+extern int tg_test_gradchecks;
+void tg_test_gradcheck(const char *what, tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in,
+                       int n);
+void tg_test_gradcheck_params(const char *what, tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in,
+                              int n, const tg_params *params);
+
 /* ---- PyTorch fixtures (tests/fixtures/<case>.safetensors, made by tests/make_fixtures.py) ----
  * Convention inside a case file: inputs "in.<name>", output(s) "out" / "out.<name>",
  * the upstream gradient used for backward "gout" / "gout.<name>", gradients
@@ -87,6 +98,34 @@ void tg_fixture_load_params(const tg_fixture *fx, tg_params *params);
 /* Compares every parameter's gradient with "grad.param.<name>" (a missing grad = zeros). */
 void tg_fixture_assert_param_grads(const tg_fixture *fx, const tg_params *params, double atol,
                                    double rtol);
+/* True if tests/fixtures/<name>.safetensors exists; otherwise says
+ * "parity: fixture <name> not present, skipped" and returns false. */
+bool tg_fixture_present(const char *name);
+
+/* ---- op parity with a running tally of the worst error (the op suites' summaries) ----
+ * tg_parity_tally_worst keeps the largest |got - want| / (atol + rtol |want|) and |got - want|
+ * over the fixture's tensor `name` (NaN wants are passed over); _compare first asserts
+ * got (shape, ndim) close to it within the tally's tolerances. */
+typedef struct tg_parity_tally {
+    double atol, rtol;
+    int cases;
+    double worst, worst_abs;
+} tg_parity_tally;
+void tg_parity_tally_worst(tg_parity_tally *t, const tg_fixture *fx, const char *name,
+                           const tg_real *got);
+void tg_parity_tally_compare(tg_parity_tally *t, const tg_fixture *fx, const char *name,
+                             const int64_t *shape, int ndim, const tg_real *got);
+/* "parity: N cases, worst error R of the tolerance (A absolute)" */
+void tg_parity_tally_print(const tg_parity_tally *t);
+/* Op-level tolerances against float32 PyTorch: float32-tight in float32, looser in float64
+ * (the fixtures themselves are float32). */
+#ifdef TG_DOUBLE
+#define TG_OP_PARITY_ATOL 1e-5
+#define TG_OP_PARITY_RTOL 1e-4
+#else
+#define TG_OP_PARITY_ATOL 1e-6
+#define TG_OP_PARITY_RTOL 1e-5
+#endif
 /* Tolerances for comparing with float32 PyTorch fixtures in either build. */
 #define TG_PARITY_ATOL 1e-5
 #define TG_PARITY_RTOL 1e-5

@@ -60,16 +60,21 @@ static void run_mha_case(const char *case_name) {
     tg_tensor *am = fixture_mask(fx, "in.attn_mask", &masks.attn_mask_is_bool);
     tg_tensor *kpm = fixture_mask(fx, "in.key_padding_mask", &masks.key_padding_mask_is_bool);
     masks.attn_mask = am, masks.key_padding_mask = kpm;
-    tg_tensor *g_out = tg_fixture_tensor(fx, "gout.output"), *g_w = tg_fixture_tensor(fx, "gout.weights");
+    tg_tensor *g_out = tg_fixture_tensor(fx, "gout.output"),
+              *g_w = tg_fixture_tensor(fx, "gout.weights");
 
     tg_tape *tape = tg_tape_new();
     tg_mha_output out = tg_mha_forward(m, tape, q, k, v, &masks, true);
     tg_fixture_assert_tensor(fx, "out.output", out.output, TG_PARITY_ATOL, TG_PARITY_RTOL);
     tg_fixture_assert_tensor(fx, "out.weights", out.weights, TG_PARITY_ATOL, TG_PARITY_RTOL);
-    tg_tensor *loss = tg_add(tape, weighted_sum(tape, out.output, g_out), weighted_sum(tape, out.weights, g_w));
+    tg_tensor *loss =
+        tg_add(tape, weighted_sum(tape, out.output, g_out), weighted_sum(tape, out.weights, g_w));
     tg_tape_backward(tape, loss);
-    if (self) assert_grad(fx, "grad.x", q);
-    else assert_grad(fx, "grad.query", q), assert_grad(fx, "grad.key", k), assert_grad(fx, "grad.value", v);
+    if (self)
+        assert_grad(fx, "grad.x", q);
+    else
+        assert_grad(fx, "grad.query", q), assert_grad(fx, "grad.key", k),
+            assert_grad(fx, "grad.value", v);
     tg_fixture_assert_param_grads(fx, m->params, TG_PARITY_ATOL, TG_PARITY_RTOL);
 
     tg_tape_free(tape);
@@ -82,9 +87,16 @@ static void run_mha_case(const char *case_name) {
 
 static void test_mha_parity(void **state) {
     (void)state;
-    const char *cases[] = {"mod_mha", "mod_mha_batch_first", "mod_mha_self", "mod_mha_self_causal",
-                           "mod_mha_key_padding", "mod_mha_self_causal_kpm_batch_first",
-                           "mod_mha_bool_mask", "mod_mha_per_head_mask"};
+    const char *cases[] = {"mod_mha",
+                           "mod_mha_batch_first",
+                           "mod_mha_self",
+                           "mod_mha_self_causal",
+                           "mod_mha_key_padding",
+                           "mod_mha_self_causal_kpm_batch_first",
+                           "mod_mha_bool_mask",
+                           "mod_mha_per_head_mask",
+                           "mod_mha_per_head_bool_mask",
+                           "mod_mha_float_key_padding"};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_mha_case(cases[i]);
 }
 
@@ -107,15 +119,20 @@ enum kind { ENCODER_LAYER, DECODER_LAYER, ENCODER_STACK, DECODER_STACK, TRANSFOR
 static void run_transformer_case(const char *case_name, enum kind kind) {
     tg_fixture *fx = tg_fixture_load(case_name);
     const tg_transformer_options o = options_from(fx);
+    const char *fn = tg_fixture_meta(fx, "final_norm"); /* the stacks' */
+    const bool final_norm = fn && strcmp(fn, "1") == 0;
     void *m = NULL;
     tg_params *params = NULL;
+    // one line per kind
+    // clang-format off
     switch (kind) {
     case ENCODER_LAYER: params = ((tg_encoder_layer *)(m = tg_encoder_layer_new(&o)))->params; break;
     case DECODER_LAYER: params = ((tg_decoder_layer *)(m = tg_decoder_layer_new(&o)))->params; break;
-    case ENCODER_STACK: params = ((tg_transformer_encoder *)(m = tg_transformer_encoder_new(&o, 2, true)))->params; break;
-    case DECODER_STACK: params = ((tg_transformer_decoder *)(m = tg_transformer_decoder_new(&o, 2, false)))->params; break;
+    case ENCODER_STACK: params = ((tg_transformer_encoder *)(m = tg_transformer_encoder_new(&o, 2, final_norm)))->params; break;
+    case DECODER_STACK: params = ((tg_transformer_decoder *)(m = tg_transformer_decoder_new(&o, 2, final_norm)))->params; break;
     case TRANSFORMER: params = ((tg_transformer *)(m = tg_transformer_new(&o, 2, 2)))->params; break;
     }
+    // clang-format on
     tg_fixture_load_params(fx, params);
     const bool has_src = tg_fixture_has(fx, "in.src"), has_tgt = tg_fixture_has(fx, "in.tgt");
     tg_tensor *src = has_src ? input(fx, "in.src") : NULL;
@@ -123,15 +140,19 @@ static void run_transformer_case(const char *case_name, enum kind kind) {
     tg_tensor *memory = tg_fixture_has(fx, "in.memory") ? input(fx, "in.memory") : NULL;
     tg_mha_masks src_masks = {0}, tgt_masks = {0}, mem_masks = {0};
     tg_tensor *src_mask = fixture_mask(fx, "in.src_mask", &src_masks.attn_mask_is_bool);
-    tg_tensor *src_kpm = fixture_mask(fx, "in.src_key_padding_mask", &src_masks.key_padding_mask_is_bool);
+    tg_tensor *src_kpm =
+        fixture_mask(fx, "in.src_key_padding_mask", &src_masks.key_padding_mask_is_bool);
     tg_tensor *tgt_mask = fixture_mask(fx, "in.tgt_mask", &tgt_masks.attn_mask_is_bool);
-    tg_tensor *mem_kpm = fixture_mask(fx, "in.memory_key_padding_mask", &mem_masks.key_padding_mask_is_bool);
+    tg_tensor *mem_kpm =
+        fixture_mask(fx, "in.memory_key_padding_mask", &mem_masks.key_padding_mask_is_bool);
     src_masks.attn_mask = src_mask, src_masks.key_padding_mask = src_kpm;
     tgt_masks.attn_mask = tgt_mask, mem_masks.key_padding_mask = mem_kpm;
     tg_tensor *gout = tg_fixture_tensor(fx, "gout");
 
     tg_tape *tape = tg_tape_new();
     tg_tensor *y = NULL;
+    // one line per kind
+    // clang-format off
     switch (kind) {
     case ENCODER_LAYER: y = tg_encoder_layer_forward(m, tape, src, &src_masks); break;
     case DECODER_LAYER: y = tg_decoder_layer_forward(m, tape, tgt, memory, &tgt_masks, &mem_masks); break;
@@ -139,6 +160,7 @@ static void run_transformer_case(const char *case_name, enum kind kind) {
     case DECODER_STACK: y = tg_transformer_decoder_forward(m, tape, tgt, memory, &tgt_masks, &mem_masks); break;
     case TRANSFORMER: y = tg_transformer_forward(m, tape, src, tgt, &src_masks, &tgt_masks, &mem_masks); break;
     }
+    // clang-format on
     tg_fixture_assert_tensor(fx, "out", y, TG_PARITY_ATOL, TG_PARITY_RTOL);
     tg_tape_backward_with(tape, y, gout->data);
     if (src) assert_grad(fx, "grad.src", src);
@@ -148,7 +170,10 @@ static void run_transformer_case(const char *case_name, enum kind kind) {
 
     tg_tape_free(tape);
     tg_tensor_free(src), tg_tensor_free(tgt), tg_tensor_free(memory), tg_tensor_free(gout);
-    tg_tensor_free(src_mask), tg_tensor_free(src_kpm), tg_tensor_free(tgt_mask), tg_tensor_free(mem_kpm);
+    tg_tensor_free(src_mask), tg_tensor_free(src_kpm), tg_tensor_free(tgt_mask),
+        tg_tensor_free(mem_kpm);
+    // one line per kind
+    // clang-format off
     switch (kind) {
     case ENCODER_LAYER: tg_encoder_layer_free(m); break;
     case DECODER_LAYER: tg_decoder_layer_free(m); break;
@@ -156,6 +181,7 @@ static void run_transformer_case(const char *case_name, enum kind kind) {
     case DECODER_STACK: tg_transformer_decoder_free(m); break;
     case TRANSFORMER: tg_transformer_free(m); break;
     }
+    // clang-format on
     tg_fixture_free(fx);
 }
 
@@ -164,7 +190,8 @@ static void test_encoder_layer_parity(void **state) {
     const char *cases[] = {"mod_encoder_layer_relu_postnorm", "mod_encoder_layer_relu_prenorm",
                            "mod_encoder_layer_gelu_postnorm", "mod_encoder_layer_gelu_prenorm",
                            "mod_encoder_layer_masks_batch_first"};
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_transformer_case(cases[i], ENCODER_LAYER);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        run_transformer_case(cases[i], ENCODER_LAYER);
 }
 
 static void test_decoder_layer_parity(void **state) {
@@ -172,13 +199,15 @@ static void test_decoder_layer_parity(void **state) {
     const char *cases[] = {"mod_decoder_layer_relu_postnorm", "mod_decoder_layer_relu_prenorm",
                            "mod_decoder_layer_gelu_postnorm", "mod_decoder_layer_gelu_prenorm",
                            "mod_decoder_layer_mem_kpm_batch_first"};
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_transformer_case(cases[i], DECODER_LAYER);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        run_transformer_case(cases[i], DECODER_LAYER);
 }
 
 static void test_stacks_and_transformer_parity(void **state) {
     (void)state;
     run_transformer_case("mod_encoder_stack_l2_norm", ENCODER_STACK);
     run_transformer_case("mod_decoder_stack_l2_nonorm", DECODER_STACK);
+    run_transformer_case("mod_decoder_stack_l2_norm", DECODER_STACK);
     run_transformer_case("mod_transformer", TRANSFORMER);
     run_transformer_case("mod_transformer_prenorm_gelu_batch_first", TRANSFORMER);
 }
@@ -251,7 +280,8 @@ static void test_additive_attention_values(void **state) {
             assert_true(fabs((double)out.weights->data[n * 5 + t] - alpha) < 1e-6);
             for (int j = 0; j < 3; j++) context[j] += alpha * enc->data[(n * 5 + t) * 3 + j];
         }
-        for (int j = 0; j < 3; j++) assert_true(fabs((double)out.context->data[n * 3 + j] - context[j]) < 1e-6);
+        for (int j = 0; j < 3; j++)
+            assert_true(fabs((double)out.context->data[n * 3 + j] - context[j]) < 1e-6);
     }
     assert_string_equal(att->params->names[3], "v.weight");
     tg_tape_free(tape);
@@ -259,21 +289,115 @@ static void test_additive_attention_values(void **state) {
     tg_additive_attention_free(att);
 }
 
+/* Luong dot-product attention (Keras Attention) against the formula, in double: with
+ * key = value, and with a separate key (scores from the key, context from the value). */
+static void test_dot_attention_values(void **state) {
+    (void)state;
+    enum { N = 2, TQ = 3, TV = 4, D = 5 };
+    tg_tensor *q = tg_test_rand(11, -1, 1, TG_SHAPE(N, TQ, D));
+    tg_tensor *v = tg_test_rand(12, -1, 1, TG_SHAPE(N, TV, D));
+    tg_tensor *k = tg_test_rand(13, -1, 1, TG_SHAPE(N, TV, D));
+    for (int with_key = 0; with_key < 2; with_key++) {
+        tg_tape *tape = tg_tape_new();
+        const tg_tensor *key = with_key ? k : v;
+        tg_attention_output out = tg_dot_attention(tape, q, v, with_key ? k : NULL);
+        assert_int_equal(out.weights->ndim, 3), assert_int_equal(out.weights->shape[2], TV);
+        assert_int_equal(out.context->ndim, 3), assert_int_equal(out.context->shape[1], TQ);
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < TQ; i++) {
+                double e[TV], total = 0, context[D] = {0};
+                for (int t = 0; t < TV; t++) {
+                    e[t] = 0;
+                    for (int j = 0; j < D; j++)
+                        e[t] += (double)q->data[(n * TQ + i) * D + j] *
+                                (double)key->data[(n * TV + t) * D + j];
+                    total += exp(e[t]);
+                }
+                for (int t = 0; t < TV; t++) {
+                    const double alpha = exp(e[t]) / total;
+                    assert_true(fabs((double)out.weights->data[(n * TQ + i) * TV + t] - alpha) <
+                                1e-6);
+                    for (int j = 0; j < D; j++)
+                        context[j] += alpha * (double)v->data[(n * TV + t) * D + j];
+                }
+                for (int j = 0; j < D; j++)
+                    assert_true(fabs((double)out.context->data[(n * TQ + i) * D + j] - context[j]) <
+                                1e-6);
+            }
+        tg_tape_free(tape);
+    }
+    tg_tensor_free(q), tg_tensor_free(v), tg_tensor_free(k);
+}
+
+/* Dropout on the attention weights (one head, so the returned average is the head's
+ * weights): in training each weight is 0 or 1/(1-p) times the eval weight, the same seed
+ * gives the same masks, and eval mode is the module without dropout. */
+static void test_mha_dropout(void **state) {
+    (void)state;
+    tg_manual_seed(21);
+    tg_mha *m = tg_mha_new(4, 1, (tg_real)0.5, true, false);
+    tg_tensor *x = tg_test_rand(1, -1, 1, TG_SHAPE(3, 2, 4)); /* (L, N, E), self-attention */
+    tg_tape *eval = tg_tape_new(), *a = tg_tape_new(), *b = tg_tape_new();
+    tg_tape_set_training(eval, false);
+    tg_mha_output e = tg_mha_forward(m, eval, x, x, x, NULL, true);
+    tg_manual_seed(5);
+    tg_mha_output ta = tg_mha_forward(m, a, x, x, x, NULL, true);
+    tg_manual_seed(5);
+    tg_mha_output tb = tg_mha_forward(m, b, x, x, x, NULL, true);
+    assert_memory_equal(ta.weights->data, tb.weights->data, 18 * sizeof(tg_real));
+    assert_memory_equal(ta.output->data, tb.output->data, 24 * sizeof(tg_real));
+    int zeros = 0;
+    for (int i = 0; i < 18; i++) {
+        const tg_real w = ta.weights->data[i];
+        if (w == 0)
+            zeros++;
+        else
+            assert_true(fabs((double)w - 2 * (double)e.weights->data[i]) < 1e-6);
+    }
+    assert_true(zeros > 0 && zeros < 18);
+    m->dropout = 0; /* eval mode = no dropout at all */
+    tg_tape *none = tg_tape_new();
+    tg_mha_output n = tg_mha_forward(m, none, x, x, x, NULL, true);
+    assert_memory_equal(n.output->data, e.output->data, 24 * sizeof(tg_real));
+    assert_memory_equal(n.weights->data, e.weights->data, 18 * sizeof(tg_real));
+    tg_tape_free(eval), tg_tape_free(a), tg_tape_free(b), tg_tape_free(none);
+    tg_tensor_free(x);
+    tg_mha_free(m);
+}
+
 /* ---- gradchecks (float64) ---- */
 
-typedef struct { tg_mha *mha; tg_mha_masks masks; } mha_ctx;
+/* A gradcheck input: uniform in [-1, 1) from `seed`, requiring grad. */
+static tg_tensor *leaf(uint64_t seed, int ndim, const int64_t *shape) {
+    return tg_tensor_requires_grad(tg_test_rand(seed, -1, 1, ndim, shape), true);
+}
+
+typedef struct {
+    tg_mha *mha;
+    tg_mha_masks masks;
+} mha_ctx;
 
 static tg_tensor *mha_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
     mha_ctx *c = ctx;
     tg_mha_output o = tg_mha_forward(c->mha, t, in[0], in[1], in[1], &c->masks, true);
-    return tg_add(t, tg_sum(t, tg_mul(t, o.output, o.output)), tg_sum(t, tg_mul(t, o.weights, o.weights)));
+    return tg_add(t, tg_sum(t, tg_mul(t, o.output, o.output)),
+                  tg_sum(t, tg_mul(t, o.weights, o.weights)));
+}
+
+/* The same with dropout on the weights: the masks drawn from a fixed seed every time. */
+static tg_tensor *mha_dropout_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    tg_manual_seed(5);
+    return mha_fn(t, in, ctx);
 }
 
 static tg_tensor *encoder_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
     return tg_encoder_layer_forward(ctx, t, in[0], NULL);
 }
 
-typedef struct { tg_decoder_layer *layer; tg_mha_masks tgt; } decoder_ctx;
+typedef struct {
+    tg_decoder_layer *layer;
+    tg_mha_masks tgt;
+} decoder_ctx;
 
 static tg_tensor *decoder_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
     decoder_ctx *c = ctx;
@@ -282,7 +406,8 @@ static tg_tensor *decoder_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
 
 static tg_tensor *additive_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
     tg_attention_output o = tg_additive_attention_forward(ctx, t, in[0], NULL, in[1], NULL);
-    return tg_add(t, tg_sum(t, tg_mul(t, o.context, o.context)), tg_sum(t, tg_mul(t, o.weights, o.weights)));
+    return tg_add(t, tg_sum(t, tg_mul(t, o.context, o.context)),
+                  tg_sum(t, tg_mul(t, o.weights, o.weights)));
 }
 
 static tg_tensor *dot_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
@@ -291,57 +416,132 @@ static tg_tensor *dot_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
     return tg_sum(t, tg_mul(t, o.context, o.context));
 }
 
-static void check(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in, int n, const tg_params *p) {
-    tg_tensor *all[64];
-    int count = 0;
-    for (int i = 0; i < n; i++) all[count++] = in[i];
-    for (size_t i = 0; p && i < p->count; i++) all[count++] = p->tensors[i];
-    tg_gradcheck_report rep;
-    const bool ok = tg_gradcheck(fn, ctx, all, count, NULL, &rep);
-    if (!ok) fail_msg("%s", rep.message);
-}
-
 static void test_gradchecks(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_manual_seed(11);
-    tg_tensor *x = tg_tensor_requires_grad(tg_test_rand(1, -1, 1, TG_SHAPE(3, 2, 4)), true);
-    tg_tensor *mem = tg_tensor_requires_grad(tg_test_rand(2, -1, 1, TG_SHAPE(4, 2, 4)), true);
+    tg_tensor *x = leaf(1, TG_SHAPE(3, 2, 4));
+    tg_tensor *mem = leaf(2, TG_SHAPE(4, 2, 4));
     tg_tensor *causal = tg_square_subsequent_mask(3);
     tg_tensor *kpm = tg_tensor_from_array(TG_SHAPE(2, 4), (tg_real[]){0, 0, 0, 1, 0, 1, 0, 0});
     /* MHA with a float (3, 4) mask that hides some later keys, and a bool padding mask */
     tg_tensor *mask34 = tg_tensor_zeros(TG_SHAPE(3, 4));
     for (int i = 0; i < 3; i++)
         for (int j = i + 2; j < 4; j++) mask34->data[i * 4 + j] = -INFINITY;
-    mha_ctx mc = {.mha = tg_mha_new(4, 2, 0, true, false),
-                  .masks = {.attn_mask = mask34, .key_padding_mask = kpm, .key_padding_mask_is_bool = true}};
-    check(mha_fn, &mc, (tg_tensor *[]){x, mem}, 2, mc.mha->params);
+    mha_ctx mc = {
+        .mha = tg_mha_new(4, 2, 0, true, false),
+        .masks = {.attn_mask = mask34, .key_padding_mask = kpm, .key_padding_mask_is_bool = true}};
+    tg_test_gradcheck_params(NULL, mha_fn, &mc, (tg_tensor *[]){x, mem}, 2, mc.mha->params);
+    mha_ctx md = {.mha = tg_mha_new(4, 2, (tg_real)0.3, true, false)};
+    tg_test_gradcheck_params("MHA dropout 0.3", mha_dropout_fn, &md, (tg_tensor *[]){x, mem}, 2,
+                             md.mha->params);
+    tg_mha_free(md.mha);
 
     tg_transformer_options o = tg_transformer_defaults(4, 2);
     o.dim_feedforward = 6, o.dropout = 0, o.activation = TG_ACTIVATION_GELU;
     for (int norm_first = 0; norm_first < 2; norm_first++) {
         o.norm_first = norm_first;
         tg_encoder_layer *enc = tg_encoder_layer_new(&o);
-        check(encoder_fn, enc, (tg_tensor *[]){x}, 1, enc->params);
+        tg_test_gradcheck_params(NULL, encoder_fn, enc, (tg_tensor *[]){x}, 1, enc->params);
         tg_encoder_layer_free(enc);
         decoder_ctx dc = {.layer = tg_decoder_layer_new(&o), .tgt = {.attn_mask = causal}};
-        check(decoder_fn, &dc, (tg_tensor *[]){x, mem}, 2, dc.layer->params);
+        tg_test_gradcheck_params(NULL, decoder_fn, &dc, (tg_tensor *[]){x, mem}, 2,
+                                 dc.layer->params);
         tg_decoder_layer_free(dc.layer);
     }
 
     tg_additive_attention *att = tg_additive_attention_new(3, 2, 4);
-    tg_tensor *enc_states = tg_tensor_requires_grad(tg_test_rand(3, -1, 1, TG_SHAPE(2, 5, 3)), true);
-    tg_tensor *s = tg_tensor_requires_grad(tg_test_rand(4, -1, 1, TG_SHAPE(2, 2)), true);
-    check(additive_fn, att, (tg_tensor *[]){enc_states, s}, 2, att->params);
-    tg_tensor *query = tg_tensor_requires_grad(tg_test_rand(5, -1, 1, TG_SHAPE(2, 3, 4)), true);
-    tg_tensor *value = tg_tensor_requires_grad(tg_test_rand(6, -1, 1, TG_SHAPE(2, 5, 4)), true);
-    check(dot_fn, NULL, (tg_tensor *[]){query, value}, 2, NULL);
+    tg_tensor *enc_states = leaf(3, TG_SHAPE(2, 5, 3));
+    tg_tensor *s = leaf(4, TG_SHAPE(2, 2));
+    tg_test_gradcheck_params(NULL, additive_fn, att, (tg_tensor *[]){enc_states, s}, 2,
+                             att->params);
+    tg_tensor *query = leaf(5, TG_SHAPE(2, 3, 4));
+    tg_tensor *value = leaf(6, TG_SHAPE(2, 5, 4));
+    tg_test_gradcheck_params(NULL, dot_fn, NULL, (tg_tensor *[]){query, value}, 2, NULL);
 
     tg_additive_attention_free(att);
     tg_mha_free(mc.mha);
     tg_tensor_free(x), tg_tensor_free(mem), tg_tensor_free(causal), tg_tensor_free(kpm);
     tg_tensor_free(mask34), tg_tensor_free(enc_states), tg_tensor_free(s);
     tg_tensor_free(query), tg_tensor_free(value);
+}
+
+/* The stacks and the full model, inputs and every parameter (d_model 4, 2 heads, ff 6, GELU
+ * so that no kink is crossed, dropout 0). Every parameter of the stacks is perturbed so that
+ * the deep-copied layers differ and the final norms are not the identity. */
+typedef struct {
+    void *model;
+    tg_mha_masks src, tgt, mem;
+} stack_ctx;
+
+static tg_tensor *encoder_stack_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    stack_ctx *c = ctx;
+    return tg_transformer_encoder_forward(c->model, t, in[0], &c->src);
+}
+
+static tg_tensor *decoder_stack_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    stack_ctx *c = ctx;
+    return tg_transformer_decoder_forward(c->model, t, in[0], in[1], &c->tgt, &c->mem);
+}
+
+static tg_tensor *transformer_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    stack_ctx *c = ctx;
+    return tg_transformer_forward(c->model, t, in[0], in[1], &c->src, &c->tgt, &c->mem);
+}
+
+static void perturb(const tg_params *ps, uint64_t seed) {
+    for (size_t i = 0; i < ps->count; i++) {
+        tg_tensor *p = ps->tensors[i];
+        tg_tensor *d = tg_test_rand(seed + i, (tg_real)-0.2, (tg_real)0.2, p->ndim, p->shape);
+        for (int64_t j = 0; j < p->numel; j++) p->data[j] += d->data[j];
+        tg_tensor_free(d);
+    }
+}
+
+static void test_stack_gradchecks(void **state) {
+    (void)state;
+    TG_TEST_REQUIRE_F64();
+    tg_tensor *causal = tg_square_subsequent_mask(3);
+    tg_tensor *kpm = tg_tensor_from_array(TG_SHAPE(2, 4), (tg_real[]){0, 0, 0, 1, 0, 1, 0, 0});
+    /* (L, N, E) and (S, N, E), and batch first */
+    tg_tensor *tgt = leaf(21, TG_SHAPE(3, 2, 4)), *src = leaf(22, TG_SHAPE(4, 2, 4));
+    tg_tensor *tgt_bf = leaf(23, TG_SHAPE(2, 3, 4)), *src_bf = leaf(24, TG_SHAPE(2, 4, 4));
+    tg_manual_seed(12);
+    const tg_mha_masks pad = {.key_padding_mask = kpm, .key_padding_mask_is_bool = true};
+    tg_transformer_options o = tg_transformer_defaults(4, 2);
+    o.dim_feedforward = 6, o.dropout = 0, o.activation = TG_ACTIVATION_GELU;
+
+    tg_transformer_encoder *enc = tg_transformer_encoder_new(&o, 2, true);
+    perturb(enc->params, 100);
+    stack_ctx ec = {.model = enc, .src = pad};
+    tg_test_gradcheck_params("encoder stack, post-norm, final norm, key padding", encoder_stack_fn,
+                             &ec, (tg_tensor *[]){src}, 1, enc->params);
+    tg_transformer_encoder_free(enc);
+
+    o.norm_first = true;
+    tg_transformer_decoder *dec = tg_transformer_decoder_new(&o, 2, true);
+    perturb(dec->params, 200);
+    stack_ctx dc = {.model = dec, .tgt = {.attn_mask = causal}, .mem = pad};
+    tg_test_gradcheck_params("decoder stack, pre-norm, final norm, causal, memory padding",
+                             decoder_stack_fn, &dc, (tg_tensor *[]){tgt, src}, 2, dec->params);
+    tg_transformer_decoder_free(dec);
+
+    o.norm_first = false;
+    tg_transformer *tr = tg_transformer_new(&o, 2, 2);
+    stack_ctx tc = {.model = tr, .src = pad, .tgt = {.attn_mask = causal}, .mem = pad};
+    tg_test_gradcheck_params("transformer 2+2, post-norm, all masks", transformer_fn, &tc,
+                             (tg_tensor *[]){src, tgt}, 2, tr->params);
+    tg_transformer_free(tr);
+
+    o.norm_first = true, o.batch_first = true;
+    tr = tg_transformer_new(&o, 1, 2);
+    stack_ctx tb = {.model = tr, .tgt = {.attn_mask = causal}};
+    tg_test_gradcheck_params("transformer 1+2, pre-norm, batch first, causal", transformer_fn, &tb,
+                             (tg_tensor *[]){src_bf, tgt_bf}, 2, tr->params);
+    tg_transformer_free(tr);
+
+    tg_tensor_free(tgt), tg_tensor_free(src), tg_tensor_free(tgt_bf), tg_tensor_free(src_bf);
+    tg_tensor_free(causal), tg_tensor_free(kpm);
 }
 
 static void test_errors(void **state) {
@@ -352,10 +552,12 @@ static void test_errors(void **state) {
     tg_tensor *k = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(4, 2, 8)), "k");
     tg_tensor *bad_mask = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(3, 3)), "mask");
     tg_tape *tape = tg_tape_new();
-    TG_EXPECT_FAIL(tg_mha_forward(m, tape, q, k, k, NULL, false), "mha_forward", "query (3, 2, 6) 'q'", "embed_dim 8");
+    TG_EXPECT_FAIL(tg_mha_forward(m, tape, q, k, k, NULL, false), "mha_forward",
+                   "query (3, 2, 6) 'q'", "embed_dim 8");
     tg_tensor *q8 = tg_tensor_zeros(TG_SHAPE(3, 2, 8));
     const tg_mha_masks masks = {.attn_mask = bad_mask};
-    TG_EXPECT_FAIL(tg_mha_forward(m, tape, q8, k, k, &masks, false), "attn_mask (3, 3) 'mask'", "(3, 4)");
+    TG_EXPECT_FAIL(tg_mha_forward(m, tape, q8, k, k, &masks, false), "attn_mask (3, 3) 'mask'",
+                   "(3, 4)");
     tg_tape_free(tape);
     tg_tensor_free(q), tg_tensor_free(k), tg_tensor_free(q8), tg_tensor_free(bad_mask);
     tg_mha_free(m);
@@ -371,7 +573,10 @@ int main(void) {
         cmocka_unit_test(test_stack_layers_start_identical),
         cmocka_unit_test(test_causal_mask_and_positional_encoding),
         cmocka_unit_test(test_additive_attention_values),
+        cmocka_unit_test(test_dot_attention_values),
+        cmocka_unit_test(test_mha_dropout),
         cmocka_unit_test(test_gradchecks),
+        cmocka_unit_test(test_stack_gradchecks),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,7 +2,8 @@
 # Smoke test of one example program (registered by examples/meson.build, suite 'examples'):
 #   tests/test_examples.sh PROGRAM NAME
 # With small sizes and a few steps it checks that
-#   1. the program runs and exits 0, prints its score, and its loss falls;
+#   1. the program runs and exits 0, prints its score, and its loss falls; with output that is
+#      not a terminal the progress line is quiet (no redraws, one line per --log-every steps);
 #   2. a run stopped half-way (--stop-after) and continued with --resume ends with a checkpoint
 #      identical, byte for byte, to the uninterrupted run's, having printed the same losses;
 #   3. --help exits 0, and an unknown flag or a bad value exits 2 with a message.
@@ -60,6 +61,11 @@ last=$(echo "$losses" | tail -n 1)
 [ -n "$first" ] && [ -n "$last" ] || fail "no progress lines"
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || fail "the loss did not fall: $first -> $last"
 echo "loss $first -> $last"
+# output is not a terminal here: the progress line does not redraw (no carriage return) and
+# speaks once every --log-every steps
+if grep -q "$(printf '\r')" "$dir/whole.log"; then fail "a carriage return in output that is not a terminal"; fi
+lines=$(grep -c '^step [0-9]*/[0-9]*  loss' "$dir/whole.log")
+[ "$lines" -eq $((steps / every)) ] || fail "$lines progress lines, want $((steps / every)) (one per $every steps)"
 
 # 2. stopped half-way and resumed: the same checkpoint and the same losses
 # shellcheck disable=SC2086

@@ -76,6 +76,27 @@ static void case_put_grad(doc_case *c, const char *name, const tg_tensor *t) {
     case_put(c, name, t->grad, t->numel);
 }
 
+/* A run of named tensors put in order: their values, or their gradients. */
+typedef struct doc_entry {
+    const char *name;
+    const tg_tensor *t;
+} doc_entry;
+
+static void case_put_entries(doc_case *c, bool grads, const doc_entry *e, size_t n) {
+    for (size_t k = 0; k < n; k++) {
+        if (grads)
+            case_put_grad(c, e[k].name, e[k].t);
+        else
+            case_put_tensor(c, e[k].name, e[k].t);
+    }
+}
+#define CASE_PUT_VALUES(c, ...)                                                                    \
+    case_put_entries(c, false, (const doc_entry[]){__VA_ARGS__},                                   \
+                     sizeof((const doc_entry[]){__VA_ARGS__}) / sizeof(doc_entry))
+#define CASE_PUT_GRADS(c, ...)                                                                     \
+    case_put_entries(c, true, (const doc_entry[]){__VA_ARGS__},                                    \
+                     sizeof((const doc_entry[]){__VA_ARGS__}) / sizeof(doc_entry))
+
 /* The example's fixed numbers: H = 2, input size 2, batch 1, one step. The GRU's weights
  * have 3 gate blocks of 2 rows ([r | z | n]), the LSTM's 4 ([i | f | g | o]). */
 static const tg_real EX_X[2] = {1.0, -0.5}, EX_H_PREV[2] = {0.4, -0.2}, EX_C_PREV[2] = {0.5, -0.3};
@@ -154,6 +175,21 @@ static tg_tensor *named(const tg_tape *tape, const char *name) {
     return t;
 }
 
+/* The example's inputs, exact: x, h_prev, c_prev (LSTM only), the weights W_ih, W_hh, b_ih,
+ * b_hh (`gates` blocks of 2 rows) and v. */
+static void case_put_inputs(doc_case *c, const char *comment, const tg_tensor *x,
+                            const tg_tensor *h_prev, const tg_tensor *c_prev,
+                            const tg_real *const weights[4], int64_t gates) {
+    static const char *const names[4] = {"W_ih", "W_hh", "b_ih", "b_hh"};
+    case_comment(c, comment);
+    case_put_exact(c, "x", x->data, 2);
+    case_put_exact(c, "h_prev", h_prev->data, 2);
+    if (c_prev) case_put_exact(c, "c_prev", c_prev->data, 2);
+    for (int k = 0; k < 4; k++)
+        case_put_exact(c, names[k], weights[k], k < 2 ? 4 * gates : 2 * gates);
+    case_put_exact(c, "v", EX_V, 2);
+}
+
 /* L = v · h' */
 static tg_tensor *example_loss(tg_tape *tape, tg_tensor *h) {
     tg_tensor *v = tg_tape_tensor(tape, TG_SHAPE(1, 2));
@@ -181,33 +217,14 @@ static void compute_gru(doc_case *c, tg_cell_kind kind) {
     tg_tensor *loss = example_loss(tape, h);
     tg_tape_backward(tape, loss);
 
-    case_comment(c, "# inputs; weights row-major, gate blocks [r | z | n] of 2 rows");
-    case_put_exact(c, "x", x->data, 2);
-    case_put_exact(c, "h_prev", h_prev->data, 2);
-    case_put_exact(c, "W_ih", GRU_W_IH, 12);
-    case_put_exact(c, "W_hh", GRU_W_HH, 12);
-    case_put_exact(c, "b_ih", GRU_B_IH, 6);
-    case_put_exact(c, "b_hh", GRU_B_HH, 6);
-    case_put_exact(c, "v", EX_V, 2);
+    case_put_inputs(c, "# inputs; weights row-major, gate blocks [r | z | n] of 2 rows", x, h_prev,
+                    NULL, (const tg_real *const[]){GRU_W_IH, GRU_W_HH, GRU_B_IH, GRU_B_HH}, 3);
     case_comment(c, "# forward (composite step: the named gates and their inputs)");
-    case_put_tensor(c, "a_r", a_r);
-    case_put_tensor(c, "a_z", a_z);
-    case_put_tensor(c, "r", r);
-    case_put_tensor(c, "z", z);
-    case_put_tensor(c, cho ? "rh" : "hn", mid);
-    case_put_tensor(c, "a_n", a_n);
-    case_put_tensor(c, "n", n);
-    case_put_tensor(c, "h_new", h);
-    case_put_tensor(c, "L", loss);
+    CASE_PUT_VALUES(c, {"a_r", a_r}, {"a_z", a_z}, {"r", r}, {"z", z}, {cho ? "rh" : "hn", mid},
+                    {"a_n", a_n}, {"n", n}, {"h_new", h}, {"L", loss});
     case_comment(c, "# backward (composite step: retained gradients)");
-    case_put_grad(c, "dh", h);
-    case_put_grad(c, "dn", n);
-    case_put_grad(c, "dz", z);
-    case_put_grad(c, "da_n", a_n);
-    case_put_grad(c, cho ? "drh" : "dhn", mid);
-    case_put_grad(c, "dr", r);
-    case_put_grad(c, "da_r", a_r);
-    case_put_grad(c, "da_z", a_z);
+    CASE_PUT_GRADS(c, {"dh", h}, {"dn", n}, {"dz", z}, {"da_n", a_n}, {cho ? "drh" : "dhn", mid},
+                   {"dr", r}, {"da_r", a_r}, {"da_z", a_z});
     tg_real dh_z[2]; /* the direct term dh ⊙ z of dh_prev */
     for (int k = 0; k < 2; k++) dh_z[k] = h->grad[k] * z->data[k];
     case_put(c, "dh_z", dh_z, 2);
@@ -222,10 +239,8 @@ static void compute_gru(doc_case *c, tg_cell_kind kind) {
     h = tg_cell_step_fused(tape, kind, &w, x, h_prev, NULL).h;
     tg_tape_backward(tape, example_loss(tape, h));
     case_comment(c, "# backward (fused step: autograd/rnn_gru.c)");
-    case_put_grad(c, "fused.dh_prev", h_prev);
-    case_put_grad(c, "fused.db_ih", w.b_ih);
-    case_put_grad(c, "fused.db_hh", w.b_hh);
-    case_put_grad(c, "fused.dW_hh", w.w_hh);
+    CASE_PUT_GRADS(c, {"fused.dh_prev", h_prev}, {"fused.db_ih", w.b_ih}, {"fused.db_hh", w.b_hh},
+                   {"fused.dW_hh", w.w_hh});
     tg_tape_free(tape);
     weights_free(&w);
 }
@@ -247,41 +262,17 @@ static void compute_lstm(doc_case *c) {
     tg_tensor *loss = example_loss(tape, h);
     tg_tape_backward(tape, loss);
 
-    case_comment(c, "# inputs; weights row-major, gate blocks [i | f | g | o] of 2 rows");
-    case_put_exact(c, "x", x->data, 2);
-    case_put_exact(c, "h_prev", h_prev->data, 2);
-    case_put_exact(c, "c_prev", c_prev->data, 2);
-    case_put_exact(c, "W_ih", LSTM_W_IH, 16);
-    case_put_exact(c, "W_hh", LSTM_W_HH, 16);
-    case_put_exact(c, "b_ih", LSTM_B_IH, 8);
-    case_put_exact(c, "b_hh", LSTM_B_HH, 8);
-    case_put_exact(c, "v", EX_V, 2);
+    case_put_inputs(c, "# inputs; weights row-major, gate blocks [i | f | g | o] of 2 rows", x,
+                    h_prev, c_prev,
+                    (const tg_real *const[]){LSTM_W_IH, LSTM_W_HH, LSTM_B_IH, LSTM_B_HH}, 4);
     case_comment(c, "# forward (composite step)");
-    case_put_tensor(c, "a_i", a_i);
-    case_put_tensor(c, "a_f", a_f);
-    case_put_tensor(c, "a_g", a_g);
-    case_put_tensor(c, "a_o", a_o);
-    case_put_tensor(c, "i", i);
-    case_put_tensor(c, "f", f);
-    case_put_tensor(c, "g", g);
-    case_put_tensor(c, "o", o);
-    case_put_tensor(c, "c_new", cn);
-    case_put_tensor(c, "tanh_c", tanh_c);
-    case_put_tensor(c, "h_new", h);
-    case_put_tensor(c, "L", loss);
+    CASE_PUT_VALUES(c, {"a_i", a_i}, {"a_f", a_f}, {"a_g", a_g}, {"a_o", a_o}, {"i", i}, {"f", f},
+                    {"g", g}, {"o", o}, {"c_new", cn}, {"tanh_c", tanh_c}, {"h_new", h},
+                    {"L", loss});
     case_comment(c, "# backward (composite step: retained gradients)");
-    case_put_grad(c, "dh", h);
-    case_put_grad(c, "do", o);
-    case_put_grad(c, "dc", cn);
-    case_put_grad(c, "di", i);
-    case_put_grad(c, "dg", g);
-    case_put_grad(c, "df", f);
-    case_put_grad(c, "da_i", a_i);
-    case_put_grad(c, "da_f", a_f);
-    case_put_grad(c, "da_g", a_g);
-    case_put_grad(c, "da_o", a_o);
-    case_put_grad(c, "dc_prev", c_prev);
-    case_put_grad(c, "dh_prev", h_prev);
+    CASE_PUT_GRADS(c, {"dh", h}, {"do", o}, {"dc", cn}, {"di", i}, {"dg", g}, {"df", f},
+                   {"da_i", a_i}, {"da_f", a_f}, {"da_g", a_g}, {"da_o", a_o}, {"dc_prev", c_prev},
+                   {"dh_prev", h_prev});
     tg_tape_free(tape);
 
     weights_zero_grad(&w);
@@ -292,10 +283,8 @@ static void compute_lstm(doc_case *c) {
     h = tg_cell_step_fused(tape, TG_CELL_LSTM, &w, x, h_prev, c_prev).h;
     tg_tape_backward(tape, example_loss(tape, h));
     case_comment(c, "# backward (fused step: autograd/rnn_lstm.c)");
-    case_put_grad(c, "fused.dc_prev", c_prev);
-    case_put_grad(c, "fused.dh_prev", h_prev);
-    case_put_grad(c, "fused.db_ih", w.b_ih);
-    case_put_grad(c, "fused.dW_hh", w.w_hh);
+    CASE_PUT_GRADS(c, {"fused.dc_prev", c_prev}, {"fused.dh_prev", h_prev}, {"fused.db_ih", w.b_ih},
+                   {"fused.dW_hh", w.w_hh});
     tg_tape_free(tape);
     weights_free(&w);
 }
@@ -638,40 +627,52 @@ static int count_lines_matching(const char *text, const char *prefix, const char
     return count;
 }
 
+/* One composite step of `kind` on the example (c_prev for the LSTM) and its loss, backward
+ * run, the tape written as DOT into the temporary `file`; returns the text. */
+static char *dot_of_step(tg_cell_kind kind, tg_cell_weights *w, tg_tape *tape, const char *file) {
+    tg_tensor *x = row_tensor(tape, EX_X, "x", false);
+    tg_tensor *h_prev = row_tensor(tape, EX_H_PREV, "h_prev", true);
+    tg_tensor *c_prev = kind == TG_CELL_LSTM ? row_tensor(tape, EX_C_PREV, "c_prev", true) : NULL;
+    tg_tensor_set_name(w->w_ih, "weight_ih"), tg_tensor_set_name(w->w_hh, "weight_hh");
+    tg_tensor *h = tg_cell_step_composite(tape, kind, w, x, h_prev, c_prev, NULL).h;
+    tg_tape_backward(tape, tg_tensor_named(example_loss(tape, h), "loss"));
+    const char *path = temp_path(file);
+    assert_int_equal(tg_tape_write_dot(tape, path), TG_OK);
+    return read_text(path);
+}
+
+/* What a cell step's DOT holds: a digraph, one box per op, the 4 parameters in their
+ * cluster, `leaves` leaves that require grad, and each of `named` (NULL-terminated) on one
+ * op's label. */
+static void check_step_dot(const char *dot, size_t n_ops, int leaves, const char *const *named) {
+    assert_true(!strncmp(dot, "digraph tape {", 14));
+    assert_int_equal(count_lines_matching(dot, "n", "shape=box"), (int)n_ops);
+    assert_int_equal(count_lines_matching(dot, "subgraph cluster_parameters", NULL), 1);
+    assert_int_equal(count_lines_matching(dot, "l", "fillcolor=\"#ffe08a\""), 4);
+    assert_int_equal(count_lines_matching(dot, "l", "\\nleaf\""), leaves);
+    for (const char *const *g = named; *g; g++)
+        assert_int_equal(count_lines_matching(dot, "n", *g), 1);
+}
+
 static void test_dot_gru_step(void **state) {
     (void)state;
     tg_cell_weights w = weights_new(TG_CELL_GRU);
     tg_tape *tape = tg_tape_new();
-    tg_tensor *x = row_tensor(tape, EX_X, "x", false);
-    tg_tensor *h_prev = row_tensor(tape, EX_H_PREV, "h_prev", true);
-    tg_tensor_set_name(w.w_ih, "weight_ih"), tg_tensor_set_name(w.w_hh, "weight_hh");
-    tg_tensor *h = tg_cell_step_composite(tape, TG_CELL_GRU, &w, x, h_prev, NULL, NULL).h;
-    tg_tensor *loss = tg_tensor_named(example_loss(tape, h), "loss");
-    tg_tape_backward(tape, loss);
-
-    const char *path = temp_path("gru.dot");
-    assert_int_equal(tg_tape_write_dot(tape, path), TG_OK);
-    char *dot = read_text(path);
+    char *dot = dot_of_step(TG_CELL_GRU, &w, tape, "gru.dot");
     const size_t n = tg_tape_node_count(tape);
     int inputs = 0;
     for (size_t i = 0; i < n; i++)
         for (int k = 0; k < tg_tape_node(tape, i)->n_in; k++)
             inputs += tg_tape_node(tape, i)->in[k] != NULL;
 
-    assert_true(!strncmp(dot, "digraph tape {", 14));
-    assert_int_equal(count_lines_matching(dot, "n", "shape=box"), (int)n); /* one box per op */
     assert_int_equal(count_lines_matching(dot, "n", "->") + count_lines_matching(dot, "l", "->"),
                      inputs); /* one edge per input */
-    /* leaves: 4 parameters in their cluster, x a constant, h_prev a leaf, v a constant */
-    assert_int_equal(count_lines_matching(dot, "subgraph cluster_parameters", NULL), 1);
-    assert_int_equal(count_lines_matching(dot, "l", "fillcolor=\"#ffe08a\""), 4);
+    /* leaves: x and v constants, h_prev a leaf; r, z, n, h named once each */
+    check_step_dot(dot, n, 1, (const char *[]){"'r'", "'z'", "'n'", "'h'", NULL});
     assert_int_equal(count_lines_matching(dot, "l", "const\""), 2);
-    assert_int_equal(count_lines_matching(dot, "l", "\\nleaf\""), 1);
     assert_non_null(strstr(dot, "label=\"weight_ih\\n(6, 2)\""));
     assert_non_null(strstr(dot, "label=\"h_prev\\n(1, 2)\\nleaf\""));
-    /* the gates, named and filled; the backward order: the loss first, node 0 last */
-    const char *gates[] = {"'r'", "'z'", "'n'", "'h'"};
-    for (int k = 0; k < 4; k++) assert_int_equal(count_lines_matching(dot, "n", gates[k]), 1);
+    /* the gates filled; the backward order: the loss first, node 0 last */
     assert_int_equal(count_lines_matching(dot, "n", "#bfe0ff"), 5); /* r, z, n, h, loss */
     char want[64];
     snprintf(want, sizeof want, "n%zu [label=\"#%zu sum\\n() 'loss'\\nbwd 1\"", n - 1, n - 1);
@@ -685,6 +686,22 @@ static void test_dot_gru_step(void **state) {
     /* an unwritable path is an error with a message, not a crash */
     assert_int_equal(tg_tape_write_dot(tape, "/nonexistent-dir/x.dot"), TG_ERR_IO);
     assert_non_null(strstr(tg_error_message(), "/nonexistent-dir/x.dot"));
+    tg_tape_free(tape);
+    weights_free(&w);
+}
+
+/* One composite LSTM step: the gates i, f, g, o and the states c, h named, c_prev a leaf. */
+static void test_dot_lstm_step(void **state) {
+    (void)state;
+    tg_cell_weights w = weights_new(TG_CELL_LSTM);
+    tg_tape *tape = tg_tape_new();
+    char *dot = dot_of_step(TG_CELL_LSTM, &w, tape, "lstm.dot");
+    /* h_prev and c_prev leaves; i, f, g, o, c, h named once each */
+    check_step_dot(dot, tg_tape_node_count(tape), 2,
+                   (const char *[]){"'i'", "'f'", "'g'", "'o'", "'c'", "'h'", NULL});
+    assert_non_null(strstr(dot, "label=\"weight_hh\\n(8, 2)\""));
+    assert_non_null(strstr(dot, "label=\"c_prev\\n(1, 2)\\nleaf\""));
+    free(dot);
     tg_tape_free(tape);
     weights_free(&w);
 }
@@ -1011,6 +1028,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_doc_prose_numbers),
         cmocka_unit_test(test_doc_code_pointers),
         cmocka_unit_test(test_dot_gru_step),
+        cmocka_unit_test(test_dot_lstm_step),
         cmocka_unit_test(test_dot_escapes_and_empty),
         cmocka_unit_test(test_anomaly_forward_log_negative),
         cmocka_unit_test(test_anomaly_forward_inf),

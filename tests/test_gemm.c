@@ -97,12 +97,17 @@ static const int64_t odd_sizes[] = {1, 3, 17, 63, 65, 129, 257};
 
 /* Shapes that cross every block edge of the driver: the 1/2/4/6/12-row tiles, the
  * mc = 144 and kc = 256 blocks, nc = 4096 columns, the tiny / direct-B / dot-product
- * thresholds, and sizes that are and are not multiples of the vector width. */
+ * thresholds, and sizes that are and are not multiples of the vector width; the
+ * few-rows path (m <= mc: A packed once per k block, B packed on the fly by each panel's
+ * first tile, or read in place when there is a single tile) over several k blocks and
+ * many panels with a ragged last one; A panels whose k is not a multiple of the
+ * transpose width (8 floats, 4 doubles). */
 static const int64_t edge_shapes[][3] = {
-    {1, 1, 1},     {2, 5, 7},     {7, 9, 300},   {6, 16, 256},  {8, 33, 513},   {12, 32, 64},
-    {13, 31, 257}, {32, 384, 128}, {33, 100, 40}, {64, 200, 96}, {65, 96, 130}, {145, 17, 19},
-    {150, 50, 260}, {289, 40, 30}, {7, 4100, 5}, {70, 4100, 3},  {1, 96, 16},   {1, 96, 32},
-    {96, 32, 1},   {3, 2000, 2},  {200, 3, 600},
+    {1, 1, 1},     {2, 5, 7},      {7, 9, 300},    {6, 16, 256},  {8, 33, 513},
+    {12, 32, 64},  {13, 31, 257},  {32, 384, 128}, {33, 100, 40}, {64, 200, 96},
+    {65, 96, 130}, {145, 17, 19},  {150, 50, 260}, {289, 40, 30}, {7, 4100, 5},
+    {70, 4100, 3}, {1, 96, 16},    {1, 96, 32},    {96, 32, 1},   {3, 2000, 2},
+    {200, 3, 600}, {40, 530, 600}, {5, 300, 300},  {12, 64, 40},  {25, 70, 11},
 };
 #define N_EDGE (int)(sizeof edge_shapes / sizeof edge_shapes[0])
 
@@ -117,8 +122,8 @@ static void run_all_shapes(void) {
                     check_case((gemm_case){ta, tb, m, n, k, 1, 0, 0});
                 }
         for (int e = 0; e < N_EDGE; e++)
-            check_case((gemm_case){ta, tb, edge_shapes[e][0], edge_shapes[e][1],
-                                   edge_shapes[e][2], 1, 0, 0});
+            check_case((gemm_case){ta, tb, edge_shapes[e][0], edge_shapes[e][1], edge_shapes[e][2],
+                                   1, 0, 0});
     }
 }
 
@@ -186,12 +191,12 @@ static void test_alpha_beta(void **state) {
     rng_state = 5;
     static const tg_real alphas[] = {1, (tg_real)-0.5, 2};
     static const tg_real betas[] = {0, 1, (tg_real)0.25, -1};
-    static const int64_t shapes[][3] = {{3, 17, 5}, {13, 31, 257}, {65, 96, 300}, {8, 40, 20},
-                                        {150, 50, 260}};
+    static const int64_t shapes[][3] = {{3, 17, 5},     {13, 31, 257},  {65, 96, 300}, {8, 40, 20},
+                                        {150, 50, 260}, {40, 130, 300}, {160, 70, 13}};
     for (int portable = 0; portable < 2; portable++) {
         tg_gemm_force_portable(portable);
         for (int t = 0; t < 4; t++)
-            for (int s = 0; s < 5; s++)
+            for (int s = 0; s < 7; s++)
                 for (int ai = 0; ai < 3; ai++)
                     for (int bi = 0; bi < 4; bi++)
                         check_case((gemm_case){t & 1, t & 2, shapes[s][0], shapes[s][1],
@@ -222,8 +227,7 @@ static void test_degenerate(void **state) {
 static void test_misuse(void **state) {
     (void)state;
     tg_real x[4] = {0};
-    TG_EXPECT_FAIL(tg_gemm(false, false, -1, 2, 2, 1, x, 2, x, 2, 0, x, 2), "tg_gemm",
-                   "negative");
+    TG_EXPECT_FAIL(tg_gemm(false, false, -1, 2, 2, 1, x, 2, x, 2, 0, x, 2), "tg_gemm", "negative");
     TG_EXPECT_FAIL(tg_gemm(false, false, 2, 2, 2, 1, x, 1, x, 2, 0, x, 2), "tg_gemm", "lda");
     TG_EXPECT_FAIL(tg_gemm(false, true, 2, 2, 2, 1, x, 2, x, 1, 0, x, 2), "tg_gemm", "ldb");
     TG_EXPECT_FAIL(tg_gemm(false, false, 2, 2, 2, 1, x, 2, x, 2, 0, x, 1), "tg_gemm", "ldc");

@@ -5,11 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void check_grad(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in, int n) {
-    tg_gradcheck_report rep;
-    if (!tg_gradcheck(fn, ctx, in, n, NULL, &rep)) fail_msg("%s", rep.message);
-}
-
 static void test_embedding_values(void **state) {
     (void)state;
     tg_tape *tape = tg_tape_new();
@@ -132,19 +127,22 @@ static void test_embedding_gradcheck(void **state) {
     TG_TEST_REQUIRE_F64();
     tg_tensor *W = tg_tensor_requires_grad(tg_test_rand(3, -1, 1, TG_SHAPE(6, 3)), true);
     tg_index *ids = tg_index_from_array(TG_SHAPE(2, 4), (const int32_t[]){1, 4, 1, 0, 5, 5, 4, 1});
-    check_grad(fn_embedding, &(emb_ctx){ids, TG_NO_PADDING}, &W, 1); /* repeated ids */
+    tg_test_gradcheck(NULL, fn_embedding, &(emb_ctx){ids, TG_NO_PADDING}, &W, 1); /* repeated ids */
     tg_tensor *top = tg_tensor_requires_grad(tg_test_rand(4, -1, 1, TG_SHAPE(4, 3)), true);
     tg_tensor *pad = tg_test_rand(5, -1, 1, TG_SHAPE(1, 3));
     tg_tensor *bot = tg_tensor_requires_grad(tg_test_rand(6, -1, 1, TG_SHAPE(1, 3)), true);
     tg_tensor *none = tg_tensor_zeros(TG_SHAPE(0, 3));
-    check_grad(fn_embedding_padded, &(emb_ctx){ids, 4}, (tg_tensor *[]){top, pad, bot}, 3);
+    tg_test_gradcheck(NULL, fn_embedding_padded, &(emb_ctx){ids, 4}, (tg_tensor *[]){top, pad, bot},
+                      3);
     tg_tensor *top5 = tg_tensor_requires_grad(tg_test_rand(7, -1, 1, TG_SHAPE(5, 3)), true);
-    check_grad(fn_embedding_padded, &(emb_ctx){ids, -1}, (tg_tensor *[]){top5, pad, none}, 3);
+    tg_test_gradcheck(NULL, fn_embedding_padded, &(emb_ctx){ids, -1},
+                      (tg_tensor *[]){top5, pad, none}, 3);
     tg_tensor *rest = tg_tensor_requires_grad(tg_test_rand(8, -1, 1, TG_SHAPE(5, 3)), true);
-    check_grad(fn_embedding_padded, &(emb_ctx){ids, 0}, (tg_tensor *[]){none, pad, rest}, 3);
+    tg_test_gradcheck(NULL, fn_embedding_padded, &(emb_ctx){ids, 0},
+                      (tg_tensor *[]){none, pad, rest}, 3);
     tg_tensor_free(top), tg_tensor_free(pad), tg_tensor_free(bot), tg_tensor_free(none);
     tg_tensor_free(top5), tg_tensor_free(rest);
-    check_grad(fn_embedding_twice, &(emb_ctx){ids, TG_NO_PADDING}, &W, 1);
+    tg_test_gradcheck(NULL, fn_embedding_twice, &(emb_ctx){ids, TG_NO_PADDING}, &W, 1);
     /* the padding row really gets nothing */
     tg_tape *tape = tg_tape_new();
     tg_tensor *y = tg_embedding(tape, W, ids, -1);

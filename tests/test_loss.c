@@ -18,14 +18,6 @@ static tg_tensor *param(uint64_t seed, tg_real lo, tg_real hi, int ndim, const i
     return tg_tensor_requires_grad(t, true);
 }
 
-static int gradchecks;
-
-static void check_grad(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in, int n) {
-    tg_gradcheck_report rep;
-    gradchecks++;
-    if (!tg_gradcheck(fn, ctx, in, n, NULL, &rep)) fail_msg("%s", rep.message);
-}
-
 /* Targets in [0, C) from a seed, with every `ignore_every`-th set to ignore (0: none). */
 static tg_index *targets(uint64_t seed, int ndim, const int64_t *shape, int64_t C, int ignore_every,
                          int32_t ignore) {
@@ -403,15 +395,15 @@ static void test_gradcheck_cross_entropy(void **state) {
                     a.o.reduction = (tg_reduction)red;
                     a.o.label_smoothing = ls ? (tg_real)0.2 : 0;
                     a.o.weight = wt ? w : NULL;
-                    check_grad(fn_ce, &a, &cases[c].x, 1);
-                    if (!ls) check_grad(fn_nll, &a, &cases[c].x, 1);
+                    tg_test_gradcheck(NULL, fn_ce, &a, &cases[c].x, 1);
+                    if (!ls) tg_test_gradcheck(NULL, fn_nll, &a, &cases[c].x, 1);
                 }
     /* a custom ignore_index that is a valid class */
     tg_index *yc = targets(8, TG_SHAPE(5), 4, 0, -100);
     loss_arg a = {yc, tg_loss_defaults()};
     a.o.ignore_index = yc->data[0];
     a.o.label_smoothing = (tg_real)0.1;
-    check_grad(fn_ce, &a, &x2, 1);
+    tg_test_gradcheck(NULL, fn_ce, &a, &x2, 1);
     tg_tensor_free(x1), tg_tensor_free(x2), tg_tensor_free(x3), tg_tensor_free(w);
     tg_index_free(y1), tg_index_free(y2), tg_index_free(y3), tg_index_free(yc);
 }
@@ -421,7 +413,8 @@ static void test_gradcheck_mse_bce(void **state) {
     TG_TEST_REQUIRE_F64();
     tg_tensor *a = param(1, -2, 2, TG_SHAPE(3, 4), "a"), *b = param(2, -2, 2, TG_SHAPE(3, 4), "b");
     for (int red = 0; red < 3; red++)
-        check_grad(fn_mse, &(tg_reduction){(tg_reduction)red}, (tg_tensor *[]){a, b}, 2);
+        tg_test_gradcheck(NULL, fn_mse, &(tg_reduction){(tg_reduction)red}, (tg_tensor *[]){a, b},
+                          2);
     /* BCE: soft targets that get a gradient too; pos_weight and element weight broadcast */
     tg_tensor *x = param(3, -4, 4, TG_SHAPE(2, 3, 4), "x"),
               *y = param(4, 0, 1, TG_SHAPE(2, 3, 4), "y");
@@ -433,7 +426,7 @@ static void test_gradcheck_mse_bce(void **state) {
             la.o.reduction = (tg_reduction)red;
             la.o.pos_weight = variant & 1 ? pw : NULL;
             la.o.weight = variant & 2 ? ew : NULL;
-            check_grad(fn_bce, &la, (tg_tensor *[]){x, y}, 2);
+            tg_test_gradcheck(NULL, fn_bce, &la, (tg_tensor *[]){x, y}, 2);
         }
     tg_tensor_free(a), tg_tensor_free(b), tg_tensor_free(x), tg_tensor_free(y);
     tg_tensor_free(pw), tg_tensor_free(ew);
@@ -457,36 +450,18 @@ static void test_gradcheck_multi_use(void **state) {
     TG_TEST_REQUIRE_F64();
     tg_tensor *x = param(1, -2, 2, TG_SHAPE(4, 3), "x"), *z = param(2, -2, 2, TG_SHAPE(4, 3), "z");
     tg_index *y = targets(3, TG_SHAPE(4), 3, 0, -100);
-    check_grad(fn_multi, y, (tg_tensor *[]){x, z}, 2);
+    tg_test_gradcheck(NULL, fn_multi, y, (tg_tensor *[]){x, z}, 2);
     tg_tensor_free(x), tg_tensor_free(z);
     tg_index_free(y);
 }
 
 /* ---- PyTorch parity ---- */
 
-#ifdef TG_DOUBLE
-#define PAR_ATOL 1e-5
-#define PAR_RTOL 1e-4
-#else
-#define PAR_ATOL 1e-6
-#define PAR_RTOL 1e-5
-#endif
-
-static int parity_cases;
-static double parity_worst, parity_worst_abs;
+static tg_parity_tally tally = {TG_OP_PARITY_ATOL, TG_OP_PARITY_RTOL, 0, 0, 0};
 
 static void compare(const tg_fixture *fx, const char *name, const tg_tensor *like,
                     const tg_real *got) {
-    tg_fixture_assert_close(fx, name, got, like->shape, like->ndim, PAR_ATOL, PAR_RTOL);
-    tg_tensor *want = tg_fixture_tensor(fx, name);
-    for (int64_t i = 0; i < want->numel; i++) {
-        const double w = (double)want->data[i], d = fabs((double)got[i] - w);
-        if (isnan(w)) continue;
-        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst)
-            parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
-        if (d > parity_worst_abs) parity_worst_abs = d;
-    }
-    tg_tensor_free(want);
+    tg_parity_tally_compare(&tally, fx, name, like->shape, like->ndim, got);
 }
 
 static tg_reduction parse_reduction(const char *s) {
@@ -494,20 +469,9 @@ static tg_reduction parse_reduction(const char *s) {
     return strcmp(s, "sum") == 0 ? TG_REDUCTION_SUM : TG_REDUCTION_NONE;
 }
 
-static bool fixture_present(const char *name) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s.safetensors", TG_FIXTURES_DIR, name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        print_message("parity: fixture %s not present, skipped\n", name);
-    else
-        fclose(f);
-    return f != NULL;
-}
-
 /* Runs the case's op (from its "op" metadata) with its options; compares out and grads. */
 static void parity_case(const char *name) {
-    if (!fixture_present(name)) return;
+    if (!tg_fixture_present(name)) return;
     tg_fixture *fx = tg_fixture_load(name);
     const char *op = tg_fixture_meta(fx, "op");
     assert_non_null(op);
@@ -558,7 +522,7 @@ static void parity_case(const char *name) {
     tg_tensor_free(in0), tg_tensor_free(in1), tg_tensor_free(w), tg_tensor_free(pw);
     tg_index_free(y);
     tg_fixture_free(fx);
-    parity_cases++;
+    tally.cases++;
 }
 
 static void test_parity(void **state) {
@@ -603,13 +567,12 @@ static void test_parity(void **state) {
         "op_bce_with_logits_weight_pos_weight_none_extra",
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) parity_case(cases[i]);
-    print_message("parity: %d cases, worst error %.3g of the tolerance (%.3g absolute)\n",
-                  parity_cases, parity_worst, parity_worst_abs);
+    tg_parity_tally_print(&tally);
 }
 
 static int report(void **state) {
     (void)state;
-    print_message("loss: %d gradchecks passed\n", gradchecks);
+    print_message("loss: %d gradchecks passed\n", tg_test_gradchecks);
     return 0;
 }
 

@@ -10,11 +10,6 @@ static tg_tensor *param(uint64_t seed, int ndim, const int64_t *shape, const cha
     return tg_tensor_requires_grad(t, true);
 }
 
-static void check_grad(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in, int n) {
-    tg_gradcheck_report rep;
-    if (!tg_gradcheck(fn, ctx, in, n, NULL, &rep)) fail_msg("%s", rep.message);
-}
-
 /* The stored shape of an operand whose logical matrix is rows x cols. */
 static tg_tensor *operand(uint64_t seed, int64_t batch, int64_t rows, int64_t cols, bool trans,
                           const char *name) {
@@ -197,9 +192,9 @@ static void test_matmul_gradcheck(void **state) {
             trans_ctx c = {t & 1, t & 2};
             tg_tensor *a = operand(10 + i, kinds[i].batch_a, kinds[i].m, kinds[i].k, c.ta, "a");
             tg_tensor *b = operand(20 + i, kinds[i].batch_b, kinds[i].k, kinds[i].n, c.tb, "b");
-            check_grad(fn_matmul, &c, (tg_tensor *[]){a, b}, 2);
+            tg_test_gradcheck(NULL, fn_matmul, &c, (tg_tensor *[]){a, b}, 2);
             tg_tensor_requires_grad(a, false); /* one operand without gradient */
-            check_grad(fn_matmul, &c, (tg_tensor *[]){a, b}, 2);
+            tg_test_gradcheck(NULL, fn_matmul, &c, (tg_tensor *[]){a, b}, 2);
             tg_tensor_free(a), tg_tensor_free(b);
         }
 }
@@ -220,7 +215,7 @@ static void test_matmul_multi_use_gradcheck(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_tensor *A = param(30, TG_SHAPE(3, 3), "A");
-    check_grad(fn_matmul_multi, NULL, &A, 1);
+    tg_test_gradcheck(NULL, fn_matmul_multi, NULL, &A, 1);
     tg_tensor_free(A);
 }
 
@@ -247,14 +242,14 @@ static void test_linear_gradcheck(void **state) {
     tg_tensor *x2 = param(42, TG_SHAPE(5, 4), "x");
     tg_tensor *x3 = param(43, TG_SHAPE(2, 3, 4), "x");
     tg_tensor *x1 = param(44, TG_SHAPE(4), "x");
-    check_grad(fn_linear, NULL, (tg_tensor *[]){x2, W, b}, 3);
-    check_grad(fn_linear, NULL, (tg_tensor *[]){x3, W, b}, 3);
-    check_grad(fn_linear, NULL, (tg_tensor *[]){x1, W, b}, 3);
-    check_grad(fn_linear_nobias, NULL, (tg_tensor *[]){x3, W}, 2);
+    tg_test_gradcheck(NULL, fn_linear, NULL, (tg_tensor *[]){x2, W, b}, 3);
+    tg_test_gradcheck(NULL, fn_linear, NULL, (tg_tensor *[]){x3, W, b}, 3);
+    tg_test_gradcheck(NULL, fn_linear, NULL, (tg_tensor *[]){x1, W, b}, 3);
+    tg_test_gradcheck(NULL, fn_linear_nobias, NULL, (tg_tensor *[]){x3, W}, 2);
     tg_tensor *S = param(45, TG_SHAPE(3, 3), "S");
-    check_grad(fn_linear_self, NULL, (tg_tensor *[]){S, b}, 2);
+    tg_test_gradcheck(NULL, fn_linear_self, NULL, (tg_tensor *[]){S, b}, 2);
     tg_tensor_requires_grad(x3, false);
-    check_grad(fn_linear, NULL, (tg_tensor *[]){x3, W, b}, 3);
+    tg_test_gradcheck(NULL, fn_linear, NULL, (tg_tensor *[]){x3, W, b}, 3);
     tg_tensor_free(W), tg_tensor_free(b), tg_tensor_free(x1), tg_tensor_free(x2);
     tg_tensor_free(x3), tg_tensor_free(S);
 }

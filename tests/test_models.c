@@ -94,44 +94,39 @@ static void test_gru_seq_classifier_parity(void **state) {
     tg_fixture_free(fx);
 }
 
-static void test_gru_classifier_parity(void **state) {
-    (void)state;
-    tg_fixture *fx = tg_fixture_load("model_gru_classifier");
+/* Seed 004's classifiers (GRU or LSTM): token ids (batch, time) -> logits, checked the same
+ * way; built after tg_manual_seed(0) as PyTorch's were. */
+static void token_classifier_parity(bool lstm) {
+    tg_fixture *fx = tg_fixture_load(lstm ? "model_lstm_classifier" : "model_gru_classifier");
     tg_manual_seed(0);
-    tg_gru_classifier *m = tg_gru_classifier_new(11, 4, 5, 3);
-    assert_default_init(fx, tg_gru_classifier_params(m));
-    tg_fixture_load_params(fx, tg_gru_classifier_params(m));
+    tg_lstm_classifier *lc = lstm ? tg_lstm_classifier_new(11, 4, 5, 3) : NULL;
+    tg_gru_classifier *gc = lstm ? NULL : tg_gru_classifier_new(11, 4, 5, 3);
+    tg_params *params = lstm ? tg_lstm_classifier_params(lc) : tg_gru_classifier_params(gc);
+    assert_default_init(fx, params);
+    tg_fixture_load_params(fx, params);
     tg_index *tokens = tg_fixture_index(fx, "in.x");
     tg_tensor *gout = tg_fixture_tensor(fx, "gout");
     tg_tape *tape = tg_tape_new();
-    tg_tensor *logits = tg_gru_classifier_forward(m, tape, tokens);
+    tg_tensor *logits = lstm ? tg_lstm_classifier_forward(lc, tape, tokens)
+                             : tg_gru_classifier_forward(gc, tape, tokens);
     compare_tensor(fx, "out", logits);
     tg_tape_backward(tape, weighted(tape, logits, gout));
-    compare_param_grads(fx, tg_gru_classifier_params(m));
+    compare_param_grads(fx, params);
     tg_tape_free(tape);
     tg_index_free(tokens), tg_tensor_free(gout);
-    tg_gru_classifier_free(m);
+    if (lc) tg_lstm_classifier_free(lc);
+    if (gc) tg_gru_classifier_free(gc);
     tg_fixture_free(fx);
+}
+
+static void test_gru_classifier_parity(void **state) {
+    (void)state;
+    token_classifier_parity(false);
 }
 
 static void test_lstm_classifier_parity(void **state) {
     (void)state;
-    tg_fixture *fx = tg_fixture_load("model_lstm_classifier");
-    tg_manual_seed(0);
-    tg_lstm_classifier *m = tg_lstm_classifier_new(11, 4, 5, 3);
-    assert_default_init(fx, tg_lstm_classifier_params(m));
-    tg_fixture_load_params(fx, tg_lstm_classifier_params(m));
-    tg_index *tokens = tg_fixture_index(fx, "in.x");
-    tg_tensor *gout = tg_fixture_tensor(fx, "gout");
-    tg_tape *tape = tg_tape_new();
-    tg_tensor *logits = tg_lstm_classifier_forward(m, tape, tokens);
-    compare_tensor(fx, "out", logits);
-    tg_tape_backward(tape, weighted(tape, logits, gout));
-    compare_param_grads(fx, tg_lstm_classifier_params(m));
-    tg_tape_free(tape);
-    tg_index_free(tokens), tg_tensor_free(gout);
-    tg_lstm_classifier_free(m);
-    tg_fixture_free(fx);
+    token_classifier_parity(true);
 }
 
 /* ---- seed 001: three steps, one call each, the hidden carried ---- */
@@ -145,19 +140,22 @@ static void run_stepwise_case(const char *case_name, int64_t batch) {
     tg_tensor *x = input(fx, "in.x"); /* (steps, batch, input_size) */
     const bool given_h0 = tg_fixture_has(fx, "in.h0");
     tg_tensor *h0 = given_h0 ? input(fx, "in.h0") : tg_gru_stepwise_init_hidden(m, batch);
-    tg_tensor *g_out = tg_fixture_tensor(fx, "gout.output"), *g_hid = tg_fixture_tensor(fx, "gout.hidden");
+    tg_tensor *g_out = tg_fixture_tensor(fx, "gout.output"),
+              *g_hid = tg_fixture_tensor(fx, "gout.hidden");
     tg_tape *tape = tg_tape_new();
     tg_tensor *hidden = h0, *outs[3];
     for (int64_t i = 0; i < 3; i++) {
         /* output, hidden = gru(x[i], hidden) */
-        tg_gru_stepwise_output o = tg_gru_stepwise_forward(m, tape, tg_select(tape, x, 0, i), hidden);
+        tg_gru_stepwise_output o =
+            tg_gru_stepwise_forward(m, tape, tg_select(tape, x, 0, i), hidden);
         assert_int_equal(o.output->ndim, 2);
         outs[i] = o.output, hidden = o.hidden;
     }
     tg_tensor *output = tg_reshape(tape, tg_concat(tape, outs, 3, 0), TG_SHAPE(3, batch, 3));
     compare_tensor(fx, "out.output", output);
     compare_tensor(fx, "out.hidden", hidden);
-    tg_tape_backward(tape, tg_add(tape, weighted(tape, output, g_out), weighted(tape, hidden, g_hid)));
+    tg_tape_backward(tape,
+                     tg_add(tape, weighted(tape, output, g_out), weighted(tape, hidden, g_hid)));
     compare_grad(fx, "grad.x", x);
     if (given_h0) compare_grad(fx, "grad.h0", h0);
     compare_param_grads(fx, tg_gru_stepwise_params(m));
@@ -183,7 +181,8 @@ static void test_gru_attention_parity(void **state) {
     assert_default_init(fx, tg_gru_attention_params(m));
     tg_fixture_load_params(fx, tg_gru_attention_params(m));
     tg_index *src = tg_fixture_index(fx, "in.src"), *tgt_in = tg_fixture_index(fx, "in.tgt_in");
-    tg_tensor *g_logits = tg_fixture_tensor(fx, "gout.logits"), *g_w = tg_fixture_tensor(fx, "gout.weights");
+    tg_tensor *g_logits = tg_fixture_tensor(fx, "gout.logits"),
+              *g_w = tg_fixture_tensor(fx, "gout.weights");
     tg_tape *tape = tg_tape_new();
     tg_gru_attention_output o = tg_gru_attention_forward(m, tape, src, tgt_in);
     compare_tensor(fx, "out.logits", o.logits);
@@ -193,7 +192,8 @@ static void test_gru_attention_parity(void **state) {
         for (int64_t s = 0; s < 6; s++) total += (double)o.weights->data[i * 6 + s];
         assert_true(fabs(total - 1) < 1e-5);
     }
-    tg_tape_backward(tape, tg_add(tape, weighted(tape, o.logits, g_logits), weighted(tape, o.weights, g_w)));
+    tg_tape_backward(
+        tape, tg_add(tape, weighted(tape, o.logits, g_logits), weighted(tape, o.weights, g_w)));
     compare_param_grads(fx, tg_gru_attention_params(m));
 
     /* greedy decoding: the same tokens as PyTorch's argmax loop, nothing recorded */
@@ -240,8 +240,9 @@ static void test_gru_lm_parity(void **state) {
     compare_tensor(fx, "out.hidden1", o1.hidden);
     compare_tensor(fx, "out.logits2", o2.logits);
     compare_tensor(fx, "out.hidden2", o2.hidden);
-    tg_tensor *loss = tg_add(tape, tg_add(tape, weighted(tape, o1.logits, g[0]), weighted(tape, o1.hidden, g[1])),
-                             tg_add(tape, weighted(tape, o2.logits, g[2]), weighted(tape, o2.hidden, g[3])));
+    tg_tensor *loss =
+        tg_add(tape, tg_add(tape, weighted(tape, o1.logits, g[0]), weighted(tape, o1.hidden, g[1])),
+               tg_add(tape, weighted(tape, o2.logits, g[2]), weighted(tape, o2.hidden, g[3])));
     tg_tape_backward(tape, loss);
     compare_grad(fx, "grad.h0", h0); /* batch 1 only: the detach cut batch 2 off */
     assert_null(hidden->grad);
@@ -254,7 +255,8 @@ static void test_gru_lm_parity(void **state) {
     compare_tensor(fx, "out.hidden2", hidden);
     tg_tensor *zeros = tg_gru_lm_init_hidden(m, 3);
     assert_int_equal(zeros->ndim, 3);
-    assert_int_equal(zeros->shape[0], 2), assert_int_equal(zeros->shape[1], 3), assert_int_equal(zeros->shape[2], 5);
+    assert_int_equal(zeros->shape[0], 2), assert_int_equal(zeros->shape[1], 3),
+        assert_int_equal(zeros->shape[2], 5);
     tg_tape_free(tape);
     tg_index_free(x1), tg_index_free(x2);
     tg_tensor_free(h0), tg_tensor_free(hidden), tg_tensor_free(zeros);
@@ -265,7 +267,8 @@ static void test_gru_lm_parity(void **state) {
 
 /* ---- seed 000 TransformerModel ---- */
 
-static tg_transformer_model *small_transformer(int64_t vocab, int64_t d_model, int64_t ff, int layers) {
+static tg_transformer_model *small_transformer(int64_t vocab, int64_t d_model, int64_t ff,
+                                               int layers) {
     tg_transformer_options o = tg_transformer_defaults(d_model, 2);
     o.dim_feedforward = ff;
     o.dropout = 0;
@@ -339,20 +342,6 @@ static void test_parity_summary(void **state) {
 
 /* ---- gradchecks (float64): tiny sizes, every parameter, float inputs too ---- */
 
-static void gradcheck_all(const char *what, tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in,
-                          int n, const tg_params *params) {
-    tg_tensor *all[128];
-    int count = 0;
-    for (int i = 0; i < n; i++) all[count++] = in[i];
-    for (size_t i = 0; i < params->count; i++) {
-        assert_true(count < 128);
-        all[count++] = params->tensors[i];
-    }
-    tg_gradcheck_report rep;
-    if (!tg_gradcheck(fn, ctx, all, count, NULL, &rep)) fail_msg("%s: %s", what, rep.message);
-    assert_true(rep.checked > 0);
-}
-
 /* Σ y² of a model output: every output element weighs in, differently. */
 static tg_tensor *sum_squares(tg_tape *t, tg_tensor *y) { return tg_sum(t, tg_mul(t, y, y)); }
 
@@ -375,9 +364,12 @@ static tg_tensor *lstm_classifier_fn(tg_tape *t, tg_tensor *const *in, void *ctx
     return sum_squares(t, tg_lstm_classifier_forward(c->m, t, c->a));
 }
 static tg_tensor *stepwise_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
-    tg_gru_stepwise_output o1 = tg_gru_stepwise_forward(((model_ctx *)ctx)->m, t, tg_select(t, in[0], 0, 0), in[1]);
-    tg_gru_stepwise_output o2 = tg_gru_stepwise_forward(((model_ctx *)ctx)->m, t, tg_select(t, in[0], 0, 1), o1.hidden);
-    return tg_add(t, tg_add(t, sum_squares(t, o1.output), sum_squares(t, o2.output)), sum_squares(t, o2.hidden));
+    tg_gru_stepwise_output o1 =
+        tg_gru_stepwise_forward(((model_ctx *)ctx)->m, t, tg_select(t, in[0], 0, 0), in[1]);
+    tg_gru_stepwise_output o2 =
+        tg_gru_stepwise_forward(((model_ctx *)ctx)->m, t, tg_select(t, in[0], 0, 1), o1.hidden);
+    return tg_add(t, tg_add(t, sum_squares(t, o1.output), sum_squares(t, o2.output)),
+                  sum_squares(t, o2.hidden));
 }
 static tg_tensor *attention_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
     (void)in;
@@ -405,30 +397,36 @@ static void test_gradchecks(void **state) {
 
     tg_gru_seq_classifier *sc = tg_gru_seq_classifier_new(2, 3, 2);
     tg_tensor *x = tg_tensor_requires_grad(tg_test_rand(1, -1, 1, TG_SHAPE(3, 2, 2)), true);
-    gradcheck_all("gru_seq_classifier", seq_classifier_fn, &(model_ctx){sc, NULL, NULL},
-                  (tg_tensor *[]){x}, 1, sc->params);
+    tg_test_gradcheck_params("gru_seq_classifier", seq_classifier_fn, &(model_ctx){sc, NULL, NULL},
+                             (tg_tensor *[]){x}, 1, sc->params);
 
     tg_gru_classifier *gc = tg_gru_classifier_new(5, 2, 3, 2);
-    gradcheck_all("gru_classifier", gru_classifier_fn, &(model_ctx){gc, ids_bt, NULL}, NULL, 0, gc->params);
+    tg_test_gradcheck_params("gru_classifier", gru_classifier_fn, &(model_ctx){gc, ids_bt, NULL},
+                             NULL, 0, gc->params);
     tg_lstm_classifier *lc = tg_lstm_classifier_new(5, 2, 3, 2);
-    gradcheck_all("lstm_classifier", lstm_classifier_fn, &(model_ctx){lc, ids_bt, NULL}, NULL, 0, lc->params);
+    tg_test_gradcheck_params("lstm_classifier", lstm_classifier_fn, &(model_ctx){lc, ids_bt, NULL},
+                             NULL, 0, lc->params);
 
     tg_gru_stepwise *sw = tg_gru_stepwise_new(2, 3, 2);
     tg_tensor *steps = tg_tensor_requires_grad(tg_test_rand(2, -1, 1, TG_SHAPE(2, 2, 2)), true);
     tg_tensor *h0 = tg_tensor_requires_grad(tg_test_rand(3, -0.5, 0.5, TG_SHAPE(1, 2, 3)), true);
-    gradcheck_all("gru_stepwise", stepwise_fn, &(model_ctx){sw, NULL, NULL}, (tg_tensor *[]){steps, h0}, 2, sw->params);
+    tg_test_gradcheck_params("gru_stepwise", stepwise_fn, &(model_ctx){sw, NULL, NULL},
+                             (tg_tensor *[]){steps, h0}, 2, sw->params);
 
     tg_gru_attention *ga = tg_gru_attention_new(5, 4, 2, 3, 3);
-    gradcheck_all("gru_attention", attention_fn, &(model_ctx){ga, ids_bt, ids_b2}, NULL, 0, ga->params);
+    tg_test_gradcheck_params("gru_attention", attention_fn, &(model_ctx){ga, ids_bt, ids_b2}, NULL,
+                             0, ga->params);
 
     tg_gru_lm *lm = tg_gru_lm_new(5, 2, 3, 2);
     tg_tensor *lm_h0 = tg_tensor_requires_grad(tg_test_rand(4, -0.5, 0.5, TG_SHAPE(2, 3, 3)), true);
-    gradcheck_all("gru_lm", lm_fn, &(model_ctx){lm, ids_bt, NULL}, (tg_tensor *[]){lm_h0}, 1, lm->params);
+    tg_test_gradcheck_params("gru_lm", lm_fn, &(model_ctx){lm, ids_bt, NULL},
+                             (tg_tensor *[]){lm_h0}, 1, lm->params);
 
     tg_transformer_model *tr = small_transformer(5, 4, 6, 1);
     tg_index *src = tg_index_from_array(TG_SHAPE(3, 2), (int32_t[]){1, 4, 0, 3, 3, 2});
     tg_index *tgt = tg_index_from_array(TG_SHAPE(2, 2), (int32_t[]){0, 0, 2, 1});
-    gradcheck_all("transformer", transformer_fn, &(model_ctx){tr, src, tgt}, NULL, 0, tr->params);
+    tg_test_gradcheck_params("transformer", transformer_fn, &(model_ctx){tr, src, tgt}, NULL, 0,
+                             tr->params);
 
     tg_gru_seq_classifier_free(sc), tg_gru_classifier_free(gc), tg_lstm_classifier_free(lc);
     tg_gru_stepwise_free(sw), tg_gru_attention_free(ga), tg_gru_lm_free(lm);
@@ -444,13 +442,15 @@ static void test_gru_classifier_learns(void **state) {
     tg_manual_seed(0);
     tg_gru_classifier *m = tg_gru_classifier_new(6, 4, 8, 2);
     /* the label is the first token's parity: it needs memory of the whole sequence */
-    tg_index *tokens = tg_index_from_array(TG_SHAPE(4, 3), (int32_t[]){1, 0, 2, 2, 5, 5, 3, 1, 1, 4, 0, 3});
+    tg_index *tokens =
+        tg_index_from_array(TG_SHAPE(4, 3), (int32_t[]){1, 0, 2, 2, 5, 5, 3, 1, 1, 4, 0, 3});
     tg_index *labels = tg_index_from_array(TG_SHAPE(4), (int32_t[]){1, 0, 1, 0});
     tg_tape *tape = tg_tape_new();
     tg_params *p = tg_gru_classifier_params(m);
     double first = 0, last = 0;
     for (int step = 0; step < 30; step++) {
-        tg_tensor *loss = tg_cross_entropy(tape, tg_gru_classifier_forward(m, tape, tokens), labels);
+        tg_tensor *loss =
+            tg_cross_entropy(tape, tg_gru_classifier_forward(m, tape, tokens), labels);
         tg_params_zero_grad(p);
         tg_tape_backward(tape, loss);
         for (size_t i = 0; i < p->count; i++) /* plain SGD, lr 0.5 */
@@ -478,27 +478,32 @@ static void test_errors(void **state) {
     tg_gru_lm *lm = tg_gru_lm_new(7, 4, 5, 2);
     tg_index *x = tg_index_from_array(TG_SHAPE(2, 1), (int32_t[]){1, 2});
     tg_tensor *h1 = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(1, 1, 5)), "hidden");
-    TG_EXPECT_FAIL(tg_gru_lm_forward(lm, tape, x, h1), "tg_gru_forward", "h0 (1, 1, 5) 'hidden'", "(2, 1, 5)");
+    TG_EXPECT_FAIL(tg_gru_lm_forward(lm, tape, x, h1), "tg_gru_forward", "h0 (1, 1, 5) 'hidden'",
+                   "(2, 1, 5)");
     tg_tensor *h2 = tg_tensor_zeros(TG_SHAPE(2, 2, 5));
     TG_EXPECT_FAIL(tg_gru_lm_detach(h1, h2), "tg_gru_lm_detach", "(1, 1, 5) 'hidden'", "(2, 2, 5)");
 
     tg_gru_stepwise *sw = tg_gru_stepwise_new(4, 5, 3);
     tg_tensor *in3 = tg_tensor_zeros(TG_SHAPE(2, 3));
-    TG_EXPECT_FAIL(tg_gru_stepwise_forward(sw, tape, in3, NULL), "tg_gru_forward", "3 features", "input_size 4");
+    TG_EXPECT_FAIL(tg_gru_stepwise_forward(sw, tape, in3, NULL), "tg_gru_forward", "3 features",
+                   "input_size 4");
 
     tg_gru_attention *ga = tg_gru_attention_new(9, 7, 4, 5, 6);
     tg_index *src = tg_index_from_array(TG_SHAPE(2, 2), (int32_t[]){1, 2, 3, 4});
     tg_index *tgt3 = tg_index_from_array(TG_SHAPE(3, 1), (int32_t[]){1, 2, 3});
-    TG_EXPECT_FAIL(tg_gru_attention_forward(ga, tape, src, tgt3), "tg_gru_attention_forward", "(2, 2)", "(3, 1)");
+    TG_EXPECT_FAIL(tg_gru_attention_forward(ga, tape, src, tgt3), "tg_gru_attention_forward",
+                   "(2, 2)", "(3, 1)");
     TG_EXPECT_FAIL(tg_gru_attention_greedy(ga, tape, src, 7, 3, NULL), "tg_embedding", "id 7");
-    TG_EXPECT_FAIL(tg_gru_attention_greedy(ga, tape, src, 0, 0, NULL), "tg_gru_attention_greedy", "max_len 0");
+    TG_EXPECT_FAIL(tg_gru_attention_greedy(ga, tape, src, 0, 0, NULL), "tg_gru_attention_greedy",
+                   "max_len 0");
 
     tg_transformer_model *tr = small_transformer(7, 8, 16, 1);
-    TG_EXPECT_FAIL(tg_transformer_model_forward(tr, tape, src, tgt3), "tg_transformer_model_forward",
-                   "(2, 2)", "(3, 1)");
+    TG_EXPECT_FAIL(tg_transformer_model_forward(tr, tape, src, tgt3),
+                   "tg_transformer_model_forward", "(2, 2)", "(3, 1)");
     tg_transformer_options o = tg_transformer_defaults(8, 2);
     o.batch_first = true;
-    TG_EXPECT_FAIL(tg_transformer_model_new_ex(7, &o, 1, 1), "tg_transformer_model_new_ex", "batch_first");
+    TG_EXPECT_FAIL(tg_transformer_model_new_ex(7, &o, 1, 1), "tg_transformer_model_new_ex",
+                   "batch_first");
 
     tg_tape_free(tape);
     tg_gru_classifier_free(gc), tg_gru_lm_free(lm), tg_gru_stepwise_free(sw);

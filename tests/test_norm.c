@@ -14,14 +14,6 @@ static tg_tensor *param(uint64_t seed, int ndim, const int64_t *shape, const cha
     return tg_tensor_requires_grad(t, true);
 }
 
-static int gradchecks;
-
-static void check_grad(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in, int n) {
-    tg_gradcheck_report rep;
-    gradchecks++;
-    if (!tg_gradcheck(fn, ctx, in, n, NULL, &rep)) fail_msg("%s", rep.message);
-}
-
 /* Naive double reference over rows of M elements. */
 static void naive_layer_norm(const tg_tensor *x, int64_t M, const tg_tensor *w, const tg_tensor *b,
                              double eps, double *y) {
@@ -157,22 +149,22 @@ static void test_gradcheck(void **state) {
     /* 2-D, affine and not */
     tg_tensor *x2 = param(1, TG_SHAPE(3, 5), "x2");
     tg_tensor *w5 = param(2, TG_SHAPE(5), "w5"), *b5 = param(3, TG_SHAPE(5), "b5");
-    check_grad(fn_ln, &one, (tg_tensor *[]){x2, w5, b5}, 3);
-    check_grad(fn_ln_noaffine, &one, (tg_tensor *[]){x2}, 1);
+    tg_test_gradcheck(NULL, fn_ln, &one, (tg_tensor *[]){x2, w5, b5}, 3);
+    tg_test_gradcheck(NULL, fn_ln_noaffine, &one, (tg_tensor *[]){x2}, 1);
     /* 3-D over the last dim, affine and not; weight only; bias only */
     tg_tensor *x3 = param(4, TG_SHAPE(2, 3, 4), "x3");
     tg_tensor *w4 = param(5, TG_SHAPE(4), "w4"), *b4 = param(6, TG_SHAPE(4), "b4");
-    check_grad(fn_ln, &one, (tg_tensor *[]){x3, w4, b4}, 3);
-    check_grad(fn_ln_noaffine, &one, (tg_tensor *[]){x3}, 1);
-    check_grad(fn_ln_weight_only, &one, (tg_tensor *[]){x3, w4}, 2);
-    check_grad(fn_ln_bias_only, &one, (tg_tensor *[]){x3, b4}, 2);
+    tg_test_gradcheck(NULL, fn_ln, &one, (tg_tensor *[]){x3, w4, b4}, 3);
+    tg_test_gradcheck(NULL, fn_ln_noaffine, &one, (tg_tensor *[]){x3}, 1);
+    tg_test_gradcheck(NULL, fn_ln_weight_only, &one, (tg_tensor *[]){x3, w4}, 2);
+    tg_test_gradcheck(NULL, fn_ln_bias_only, &one, (tg_tensor *[]){x3, b4}, 2);
     /* 3-D over the last two dims (norm_ndim 2), affine and not */
     tg_tensor *w34 = param(7, TG_SHAPE(3, 4), "w34"), *b34 = param(8, TG_SHAPE(3, 4), "b34");
-    check_grad(fn_ln, &two, (tg_tensor *[]){x3, w34, b34}, 3);
-    check_grad(fn_ln_noaffine, &two, (tg_tensor *[]){x3}, 1);
+    tg_test_gradcheck(NULL, fn_ln, &two, (tg_tensor *[]){x3, w34, b34}, 3);
+    tg_test_gradcheck(NULL, fn_ln_noaffine, &two, (tg_tensor *[]){x3}, 1);
     /* only the affine parameters need a gradient (x is data) */
     tg_tensor_requires_grad(x3, false);
-    check_grad(fn_ln, &one, (tg_tensor *[]){x3, w4, b4}, 3);
+    tg_test_gradcheck(NULL, fn_ln, &one, (tg_tensor *[]){x3, w4, b4}, 3);
     tg_tensor_free(x2), tg_tensor_free(w5), tg_tensor_free(b5), tg_tensor_free(x3);
     tg_tensor_free(w4), tg_tensor_free(b4), tg_tensor_free(w34), tg_tensor_free(b34);
 }
@@ -192,45 +184,21 @@ static void test_gradcheck_multi_use(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_tensor *x = param(9, TG_SHAPE(3, 4), "x"), *w = param(10, TG_SHAPE(4), "w");
-    check_grad(fn_multi, NULL, (tg_tensor *[]){x, w}, 2);
+    tg_test_gradcheck(NULL, fn_multi, NULL, (tg_tensor *[]){x, w}, 2);
     tg_tensor_free(x), tg_tensor_free(w);
 }
 
 /* ---- PyTorch parity: op_layer_norm_{2d,3d}, and the extra cases ---- */
 
-#ifdef TG_DOUBLE
-#define PAR_ATOL 1e-5
-#define PAR_RTOL 1e-4
-#else
-#define PAR_ATOL 1e-6
-#define PAR_RTOL 1e-5
-#endif
-
-static int parity_cases;
-static double parity_worst, parity_worst_abs;
+static tg_parity_tally tally = {TG_OP_PARITY_ATOL, TG_OP_PARITY_RTOL, 0, 0, 0};
 
 static void compare(const tg_fixture *fx, const char *name, const tg_tensor *like,
                     const tg_real *got) {
-    tg_fixture_assert_close(fx, name, got, like->shape, like->ndim, PAR_ATOL, PAR_RTOL);
-    tg_tensor *want = tg_fixture_tensor(fx, name);
-    for (int64_t i = 0; i < want->numel; i++) {
-        const double w = (double)want->data[i], d = fabs((double)got[i] - w);
-        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst)
-            parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
-        if (d > parity_worst_abs) parity_worst_abs = d;
-    }
-    tg_tensor_free(want);
+    tg_parity_tally_compare(&tally, fx, name, like->shape, like->ndim, got);
 }
 
 static void parity_case(const char *name, int norm_ndim) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s.safetensors", TG_FIXTURES_DIR, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        print_message("parity: fixture %s not present, skipped\n", name);
-        return;
-    }
-    fclose(f);
+    if (!tg_fixture_present(name)) return;
     tg_fixture *fx = tg_fixture_load(name);
     tg_tensor *x = tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.x"), true);
     tg_tensor *w = tg_fixture_has(fx, "in.weight")
@@ -252,7 +220,7 @@ static void parity_case(const char *name, int norm_ndim) {
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(w), tg_tensor_free(b);
     tg_fixture_free(fx);
-    parity_cases++;
+    tally.cases++;
 }
 
 static void test_parity(void **state) {
@@ -261,13 +229,12 @@ static void test_parity(void **state) {
     parity_case("op_layer_norm_3d", 1);
     parity_case("op_layer_norm_noaffine_extra", 1);
     parity_case("op_layer_norm_2dims_extra", 2);
-    print_message("parity: %d cases, worst error %.3g of the tolerance (%.3g absolute)\n",
-                  parity_cases, parity_worst, parity_worst_abs);
+    tg_parity_tally_print(&tally);
 }
 
 static int report(void **state) {
     (void)state;
-    print_message("norm: %d gradchecks passed\n", gradchecks);
+    print_message("norm: %d gradchecks passed\n", tg_test_gradchecks);
     return 0;
 }
 

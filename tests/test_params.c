@@ -20,7 +20,9 @@ static int remove_dir(void **state) {
     return system(cmd);
 }
 
-static void path_in_dir(char *buf, size_t len, const char *file) { snprintf(buf, len, "%s/%s", dir, file); }
+static void path_in_dir(char *buf, size_t len, const char *file) {
+    snprintf(buf, len, "%s/%s", dir, file);
+}
 
 /* A two-level model: "fc.weight", "fc.bias", "gru.weight_ih_l0". */
 typedef struct model {
@@ -82,39 +84,62 @@ static void test_save_load_round_trip(void **state) {
     model_free(&a), model_free(&b);
 }
 
-static void test_load_errors_leave_model_untouched(void **state) {
-    (void)state;
-    char path[128];
-    path_in_dir(path, sizeof path, "small.safetensors");
+/* Loading errors, one test per case (issue 3): each leaves the model untouched. The file:
+ * model_new(1) saved whole, or only its fc.* (names "weight", "bias"); returns its path. */
+static const char *saved_model(const char *file, bool only_fc) {
+    static char path[128];
+    path_in_dir(path, sizeof path, file);
     model a = model_new(1);
-    /* a file with only fc.*: gru.weight_ih_l0 is missing */
-    assert_int_equal(tg_params_save(a.fc, path), TG_OK); /* names "weight", "bias" */
+    assert_int_equal(tg_params_save(only_fc ? a.fc : a.all, path), TG_OK);
+    model_free(&a);
+    return path;
+}
+
+/* a file with only fc.*: the model's fc.weight (under its full name) is missing */
+static void test_load_missing_tensor(void **state) {
+    (void)state;
+    const char *path = saved_model("small.safetensors", true);
     model b = model_new(100);
     tg_tensor *before = tg_tensor_clone(b.w);
     assert_int_equal(tg_params_load(b.all, path, false), TG_ERR_MISSING);
     assert_non_null(strstr(tg_error_message(), "'fc.weight'"));
     assert_non_null(strstr(tg_error_message(), "missing"));
     assert_memory_equal(b.w->data, before->data, 6 * sizeof(tg_real));
-    /* extra tensors: refused unless allowed */
-    assert_int_equal(tg_params_save(a.all, path), TG_OK);
+    tg_tensor_free(before);
+    model_free(&b);
+}
+
+/* extra tensors: refused unless allowed */
+static void test_load_unexpected_tensor(void **state) {
+    (void)state;
+    const char *path = saved_model("all.safetensors", false);
+    model a = model_new(1), b = model_new(100);
     tg_params *fc_prefixed = tg_params_new();
     tg_params_extend(fc_prefixed, "fc", b.fc);
+    tg_tensor *before = tg_tensor_clone(b.w);
     assert_int_equal(tg_params_load(fc_prefixed, path, false), TG_ERR_FORMAT);
     assert_non_null(strstr(tg_error_message(), "unexpected tensor 'gru.weight_ih_l0'"));
+    assert_memory_equal(b.w->data, before->data, 6 * sizeof(tg_real));
     assert_int_equal(tg_params_load(fc_prefixed, path, true), TG_OK);
     assert_memory_equal(b.w->data, a.w->data, 6 * sizeof(tg_real));
-    tg_params_free(fc_prefixed);
-    /* shape mismatch */
+    tg_params_free(fc_prefixed), tg_tensor_free(before);
+    model_free(&a), model_free(&b);
+}
+
+/* a tensor whose shape differs from the model's parameter; then a path that is no file */
+static void test_load_shape_mismatch(void **state) {
+    (void)state;
+    const char *path = saved_model("all.safetensors", false);
     tg_tensor *wide = tg_tensor_zeros(TG_SHAPE(3, 5));
     tg_params *other = tg_params_new();
     tg_params_add(other, "fc.weight", wide);
     assert_int_equal(tg_params_load(other, path, true), TG_ERR_SHAPE);
     assert_non_null(strstr(tg_error_message(), "(3, 2) in the file, the model needs (3, 5)"));
-    /* not a file */
-    path_in_dir(path, sizeof path, "absent.safetensors");
-    assert_int_equal(tg_params_load(other, path, true), TG_ERR_IO);
-    tg_params_free(other), tg_tensor_free(wide), tg_tensor_free(before);
-    model_free(&a), model_free(&b);
+    for (int i = 0; i < 15; i++) assert_true(wide->data[i] == 0);
+    char absent[128];
+    path_in_dir(absent, sizeof absent, "absent.safetensors");
+    assert_int_equal(tg_params_load(other, absent, true), TG_ERR_IO);
+    tg_params_free(other), tg_tensor_free(wide);
 }
 
 /* A PyTorch state_dict (Embedding(11, 4) + GRU(4, 5, batch_first) + Linear(5, 3), built
@@ -153,10 +178,9 @@ static void test_loads_pytorch_state_dict(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_names_and_order),
-        cmocka_unit_test(test_save_load_round_trip),
-        cmocka_unit_test(test_load_errors_leave_model_untouched),
-        cmocka_unit_test(test_loads_pytorch_state_dict),
+        cmocka_unit_test(test_names_and_order),     cmocka_unit_test(test_save_load_round_trip),
+        cmocka_unit_test(test_load_missing_tensor), cmocka_unit_test(test_load_unexpected_tensor),
+        cmocka_unit_test(test_load_shape_mismatch), cmocka_unit_test(test_loads_pytorch_state_dict),
     };
     return cmocka_run_group_tests(tests, make_dir, remove_dir);
 }

@@ -16,14 +16,6 @@ static tg_tensor *param(uint64_t seed, int ndim, const int64_t *shape, const cha
     return tg_tensor_requires_grad(t, true);
 }
 
-static int gradchecks; /* counted, printed at the end */
-
-static void check_grad(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in, int n) {
-    tg_gradcheck_report rep;
-    gradchecks++;
-    if (!tg_gradcheck(fn, ctx, in, n, NULL, &rep)) fail_msg("%s", rep.message);
-}
-
 static void assert_shape(const tg_tensor *t, int ndim, const int64_t *shape) {
     char a[96], b[96];
     bool same = t->ndim == ndim;
@@ -261,12 +253,12 @@ static void test_gradcheck_sum_mean(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_tensor *x = param(1, TG_SHAPE(2, 3, 4), "x");
-    check_grad(fn_sum, NULL, &x, 1);
-    check_grad(fn_mean, NULL, &x, 1);
+    tg_test_gradcheck(NULL, fn_sum, NULL, &x, 1);
+    tg_test_gradcheck(NULL, fn_mean, NULL, &x, 1);
     const dim_arg args[] = {{0, false}, {1, true}, {2, false}, {-1, true}, {-2, false}, {-3, true}};
     for (size_t i = 0; i < sizeof args / sizeof *args; i++) {
-        check_grad(fn_sum_dim, (void *)&args[i], &x, 1);
-        check_grad(fn_mean_dim, (void *)&args[i], &x, 1);
+        tg_test_gradcheck(NULL, fn_sum_dim, (void *)&args[i], &x, 1);
+        tg_test_gradcheck(NULL, fn_mean_dim, (void *)&args[i], &x, 1);
     }
     tg_tensor_free(x);
 }
@@ -280,7 +272,7 @@ static void test_gradcheck_max(void **state) {
     tg_tensor_requires_grad(x, true);
     const dim_arg args[] = {{0, false}, {1, true}, {-1, false}, {2, true}};
     for (size_t i = 0; i < sizeof args / sizeof *args; i++)
-        check_grad(fn_max_dim, (void *)&args[i], &x, 1);
+        tg_test_gradcheck(NULL, fn_max_dim, (void *)&args[i], &x, 1);
     tg_tensor_free(x);
 }
 
@@ -298,46 +290,17 @@ static void test_gradcheck_multi_use(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_tensor *x = param(5, TG_SHAPE(4, 3), "x");
-    check_grad(fn_multi, NULL, &x, 1);
+    tg_test_gradcheck(NULL, fn_multi, NULL, &x, 1);
     tg_tensor_free(x);
 }
 
 /* ---- PyTorch parity (tests/fixtures/op_*.safetensors) ---- */
 
-#ifdef TG_DOUBLE
-#define PAR_ATOL 1e-5
-#define PAR_RTOL 1e-4
-#else
-#define PAR_ATOL 1e-6
-#define PAR_RTOL 1e-5
-#endif
-
-static int parity_cases;
-static double parity_worst,
-    parity_worst_abs; /* worst |got - want| / (atol + rtol |want|), and |got - want| */
-
-static void worst_of(const tg_fixture *fx, const char *name, const tg_real *got) {
-    tg_tensor *want = tg_fixture_tensor(fx, name);
-    for (int64_t i = 0; i < want->numel; i++) {
-        const double w = (double)want->data[i], d = fabs((double)got[i] - w);
-        if (isnan(w)) continue;
-        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst)
-            parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
-        if (d > parity_worst_abs) parity_worst_abs = d;
-    }
-    tg_tensor_free(want);
-}
+static tg_parity_tally tally = {TG_OP_PARITY_ATOL, TG_OP_PARITY_RTOL, 0, 0, 0};
 
 /* case names: op_{sum,mean}_all, op_{sum,mean}_dim{0,1,m1}[_keepdim], op_max_dim{1,m1,0_keepdim} */
 static bool parity_case(const char *name) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s.safetensors", TG_FIXTURES_DIR, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        print_message("parity: fixture %s not present, skipped\n", name);
-        return false;
-    }
-    fclose(f);
+    if (!tg_fixture_present(name)) return false;
     tg_fixture *fx = tg_fixture_load(name);
     tg_tensor *x = tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.x"), true);
     const char *op = tg_fixture_meta(fx, "op"), *dim_s = tg_fixture_meta(fx, "dim"),
@@ -350,8 +313,7 @@ static bool parity_case(const char *name) {
     if (strcmp(op, "max") == 0) {
         tg_index *ix = NULL;
         tg_tensor *v = tg_max_dim(tape, x, dim, keep, &ix);
-        tg_fixture_assert_close(fx, "out.values", v->data, v->shape, v->ndim, PAR_ATOL, PAR_RTOL);
-        worst_of(fx, "out.values", v->data);
+        tg_parity_tally_compare(&tally, fx, "out.values", v->shape, v->ndim, v->data);
         tg_index *want = tg_fixture_index(fx, "out.indices");
         assert_int_equal(want->numel, ix->numel);
         for (int64_t i = 0; i < ix->numel; i++) assert_int_equal(ix->data[i], want->data[i]);
@@ -364,18 +326,16 @@ static bool parity_case(const char *name) {
         tg_tensor *y =
             all ? (mean ? tg_mean(tape, x) : tg_sum(tape, x))
                 : (mean ? tg_mean_dim(tape, x, dim, keep) : tg_sum_dim(tape, x, dim, keep));
-        tg_fixture_assert_close(fx, "out", y->data, y->shape, y->ndim, PAR_ATOL, PAR_RTOL);
-        worst_of(fx, "out", y->data);
+        tg_parity_tally_compare(&tally, fx, "out", y->shape, y->ndim, y->data);
         tg_tensor *g = tg_fixture_tensor(fx, "gout");
         tg_tape_backward_with(tape, y, g->data);
         tg_tensor_free(g);
     }
-    tg_fixture_assert_close(fx, "grad.x", x->grad, x->shape, x->ndim, PAR_ATOL, PAR_RTOL);
-    worst_of(fx, "grad.x", x->grad);
+    tg_parity_tally_compare(&tally, fx, "grad.x", x->shape, x->ndim, x->grad);
     tg_tape_free(tape);
     tg_tensor_free(x);
     tg_fixture_free(fx);
-    parity_cases++;
+    tally.cases++;
     return true;
 }
 
@@ -395,13 +355,12 @@ static void test_parity(void **state) {
     parity_case("op_max_dim1");
     parity_case("op_max_dimm1");
     parity_case("op_max_dim0_keepdim");
-    print_message("parity: %d cases, worst error %.3g of the tolerance (%.3g absolute)\n",
-                  parity_cases, parity_worst, parity_worst_abs);
+    tg_parity_tally_print(&tally);
 }
 
 static int report(void **state) {
     (void)state;
-    print_message("reduce: %d gradchecks passed\n", gradchecks);
+    print_message("reduce: %d gradchecks passed\n", tg_test_gradchecks);
     return 0;
 }
 

@@ -15,7 +15,7 @@ static const tg_cell_kind ALL_KINDS[] = {TG_CELL_RNN_TANH, TG_CELL_RNN_RELU, TG_
 enum { N_KINDS = 5 };
 
 /* counts for the closing summary */
-static int n_gradchecks, n_parity_cases, n_fused_composite;
+static int n_parity_cases, n_fused_composite;
 static double worst_parity_abs, worst_parity_rel, worst_parity_scaled, worst_fc_abs;
 
 /* ---------------------------------------------------------------------------------------
@@ -267,14 +267,6 @@ static tg_tensor *op_fn(tg_tape *t, tg_tensor *const *in, void *vctx) {
     return result_flat(t, r);
 }
 
-static void gradcheck_or_fail(const char *what, tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in,
-                              int n) {
-    tg_gradcheck_report rep;
-    const bool ok = tg_gradcheck(fn, ctx, in, n, NULL, &rep);
-    n_gradchecks++;
-    if (!ok) fail_msg("gradcheck %s: %s", what, rep.message);
-}
-
 static void test_gradcheck_ops(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
@@ -297,7 +289,7 @@ static void test_gradcheck_ops(void **state) {
                     char what[96];
                     snprintf(what, sizeof what, "%s %s mode %d bias %d", tg_cell_kind_name(kind),
                              fused ? "fused" : "composite", mode, bias);
-                    gradcheck_or_fail(what, op_fn, &c, in, bias ? 7 : 5);
+                    tg_test_gradcheck(what, op_fn, &c, in, bias ? 7 : 5);
                 }
             free_weights(&w);
             tg_tensor_free(xs), tg_tensor_free(x1), tg_tensor_free(h0), tg_tensor_free(c0);
@@ -362,7 +354,7 @@ static void test_gradcheck_modules(void **state) {
                 char what[128];
                 snprintf(what, sizeof what, "%s module config %zu %s", tg_cell_kind_name(kind), ci,
                          fused ? "fused" : "composite");
-                gradcheck_or_fail(what, mod_fn, &c, in, n);
+                tg_test_gradcheck(what, mod_fn, &c, in, n);
                 tg_tensor_free(c.x), tg_tensor_free(c.h0), tg_tensor_free(c.c0);
                 tg_rnn_free(m);
             }
@@ -407,7 +399,7 @@ static void test_gradcheck_cells(void **state) {
                 char what[96];
                 snprintf(what, sizeof what, "%s cell %s batched %d", tg_cell_kind_name(kind),
                          fused ? "fused" : "composite", batched);
-                gradcheck_or_fail(what, cell_fn, &c, in, n);
+                tg_test_gradcheck(what, cell_fn, &c, in, n);
                 tg_tensor_free(c.x), tg_tensor_free(c.h), tg_tensor_free(c.c);
                 tg_gru_cell_free(m); /* any of the three frees a tg_cell */
             }
@@ -441,9 +433,31 @@ static tg_real *collect(tg_tensor *flat, tg_tensor *const *leaves, int n, int64_
     return buf;
 }
 
-static void zero_grads(tg_tensor *const *leaves, int n) {
+/* The leaves of a run: x, h, c (NULL where absent) and every parameter, gradients zeroed. */
+enum { MAX_LEAVES = 40 };
+static int run_leaves(tg_tensor **leaves, tg_tensor *x, tg_tensor *h, tg_tensor *c,
+                      const tg_params *params) {
+    int n = 0;
+    leaves[n++] = x, leaves[n++] = h, leaves[n++] = c;
+    for (size_t p = 0; p < params->count; p++) {
+        assert_true(n < MAX_LEAVES);
+        leaves[n++] = params->tensors[p];
+    }
     for (int i = 0; i < n; i++)
         if (leaves[i]) tg_tensor_zero_grad(leaves[i]);
+    return n;
+}
+
+/* Backward from `flat` with a seeded random upstream gradient, then the output and every
+ * leaf's gradient in one buffer (collect); frees the tape. */
+static tg_real *backward_collect(tg_tape *tape, tg_tensor *flat, tg_tensor *const *leaves, int n,
+                                 uint64_t seed, int64_t *len) {
+    tg_tensor *g = tg_test_rand(seed, -1, 1, 1, &flat->numel);
+    tg_tape_backward_with(tape, flat, g->data);
+    tg_real *buf = collect(flat, leaves, n, len);
+    tg_tensor_free(g);
+    tg_tape_free(tape);
+    return buf;
 }
 
 static void compare_runs(const char *what, const tg_real *a, const tg_real *b, int64_t n) {
@@ -457,20 +471,13 @@ static void compare_runs(const char *what, const tg_real *a, const tg_real *b, i
 
 static tg_real *module_run(tg_recurrent *m, tg_rnn_exec exec, tg_tensor *x, tg_tensor *h0,
                            tg_tensor *c0, uint64_t seed, int64_t *len) {
-    tg_tensor *leaves[40] = {x, h0, c0};
-    int n = 3;
-    for (size_t p = 0; p < m->params->count; p++) leaves[n++] = m->params->tensors[p];
-    zero_grads(leaves, n);
+    tg_tensor *leaves[MAX_LEAVES];
+    const int n = run_leaves(leaves, x, h0, c0, m->params);
     m->options.exec = exec;
     tg_tape *tape = tg_tape_new();
     tg_manual_seed(seed); /* dropout draws the same masks in both runs */
     tg_tensor *flat = result_flat(tape, module_forward(m, tape, x, h0, c0));
-    tg_tensor *g = tg_test_rand(seed, -1, 1, 1, &flat->numel);
-    tg_tape_backward_with(tape, flat, g->data);
-    tg_real *buf = collect(flat, leaves, n, len);
-    tg_tensor_free(g);
-    tg_tape_free(tape);
-    return buf;
+    return backward_collect(tape, flat, leaves, n, seed, len);
 }
 
 static void test_fused_equals_composite_modules(void **state) {
@@ -511,10 +518,8 @@ static void test_fused_equals_composite_modules(void **state) {
 
 static tg_real *cell_run(tg_cell *m, tg_rnn_exec exec, tg_tensor *x, tg_tensor *h, tg_tensor *c,
                          int steps, uint64_t seed, int64_t *len) {
-    tg_tensor *leaves[8] = {x, h, c};
-    int n = 3;
-    for (size_t p = 0; p < m->params->count; p++) leaves[n++] = m->params->tensors[p];
-    zero_grads(leaves, n);
+    tg_tensor *leaves[MAX_LEAVES];
+    const int n = run_leaves(leaves, x, h, c, m->params);
     m->options.exec = exec;
     tg_tape *tape = tg_tape_new();
     tg_rnn_state s = {h, c};
@@ -525,12 +530,7 @@ static tg_real *cell_run(tg_cell *m, tg_rnn_exec exec, tg_tensor *x, tg_tensor *
     }
     if (s.c) outs[steps] = s.c;
     tg_tensor *flat = flat_cat(tape, outs, steps + (s.c ? 1 : 0));
-    tg_tensor *g = tg_test_rand(seed, -1, 1, 1, &flat->numel);
-    tg_tape_backward_with(tape, flat, g->data);
-    tg_real *buf = collect(flat, leaves, n, len);
-    tg_tensor_free(g);
-    tg_tape_free(tape);
-    return buf;
+    return backward_collect(tape, flat, leaves, n, seed, len);
 }
 
 static void test_fused_equals_composite_cells(void **state) {
@@ -692,6 +692,24 @@ static void compare_grad(const tg_fixture *fx, const char *name, const tg_tensor
     parity_compare(fx, name, t, t->grad);
 }
 
+/* Backward from `flat` with `seed` (freed), then every gradient against the fixture: the
+ * inputs x, h0, c0 (those given) and every parameter; frees the tape and the inputs. */
+static void backward_and_compare_grads(const tg_fixture *fx, tg_tape *tape, tg_tensor *flat,
+                                       tg_real *seed, tg_tensor *const in[3],
+                                       const tg_params *params) {
+    static const char *const in_names[3] = {"grad.x", "grad.h0", "grad.c0"};
+    tg_tape_backward_with(tape, flat, seed);
+    for (int i = 0; i < 3; i++) compare_grad(fx, in_names[i], in[i]);
+    for (size_t p = 0; p < params->count; p++) {
+        char name[128];
+        snprintf(name, sizeof name, "grad.param.%s", params->names[p]);
+        compare_grad(fx, name, params->tensors[p]);
+    }
+    free(seed);
+    tg_tape_free(tape);
+    for (int i = 0; i < 3; i++) tg_tensor_free(in[i]);
+}
+
 static void parity_module(const char *case_name, tg_rnn_exec exec) {
     tg_fixture *fx = tg_fixture_load(case_name);
     const tg_cell_kind kind = kind_from_meta(fx);
@@ -714,18 +732,7 @@ static void parity_module(const char *case_name, tg_rnn_exec exec) {
     tg_tensor *flat = result_flat(tape, r);
     tg_real *seed = seed_of(
         fx, (const char *[]){"gout.output", "gout.h_n", r.c_n ? "gout.c_n" : NULL}, 3, flat->numel);
-    tg_tape_backward_with(tape, flat, seed);
-    compare_grad(fx, "grad.x", x);
-    compare_grad(fx, "grad.h0", h0);
-    compare_grad(fx, "grad.c0", c0);
-    for (size_t p = 0; p < m->params->count; p++) {
-        char name[128];
-        snprintf(name, sizeof name, "grad.param.%s", m->params->names[p]);
-        compare_grad(fx, name, m->params->tensors[p]);
-    }
-    free(seed);
-    tg_tape_free(tape);
-    tg_tensor_free(x), tg_tensor_free(h0), tg_tensor_free(c0);
+    backward_and_compare_grads(fx, tape, flat, seed, (tg_tensor *[]){x, h0, c0}, m->params);
     tg_rnn_free(m);
     tg_fixture_free(fx);
     n_parity_cases++;
@@ -803,18 +810,7 @@ static void parity_cell(const char *case_name, tg_rnn_exec exec) {
         seed = s.c ? seed_of(fx, (const char *[]){"gout.h", "gout.c"}, 2, flat->numel)
                    : seed_of(fx, (const char *[]){"gout"}, 1, flat->numel);
     }
-    tg_tape_backward_with(tape, flat, seed);
-    compare_grad(fx, "grad.x", x);
-    compare_grad(fx, "grad.h0", h0);
-    compare_grad(fx, "grad.c0", c0);
-    for (size_t p = 0; p < m->params->count; p++) {
-        char name[128];
-        snprintf(name, sizeof name, "grad.param.%s", m->params->names[p]);
-        compare_grad(fx, name, m->params->tensors[p]);
-    }
-    free(seed);
-    tg_tape_free(tape);
-    tg_tensor_free(x), tg_tensor_free(h0), tg_tensor_free(c0);
+    backward_and_compare_grads(fx, tape, flat, seed, (tg_tensor *[]){x, h0, c0}, m->params);
     tg_gru_cell_free(m);
     tg_fixture_free(fx);
     n_parity_cases++;
@@ -1084,10 +1080,10 @@ static void test_tape_reuse(void **state) {
     for (int step = 0; step < 3; step++) {
         tg_rnn_result r = tg_gru_forward(m, tape, x, NULL);
         tg_tape_backward(tape, tg_sum(tape, r.output));
-        if (step == 1) mallocs = tg_arena_malloc_count(tg_tape_arena(tape));
+        if (step == 1) mallocs = tg_tape_malloc_count(tape);
         tg_tape_reset(tape);
     }
-    assert_int_equal(tg_arena_malloc_count(tg_tape_arena(tape)), mallocs);
+    assert_int_equal(tg_tape_malloc_count(tape), mallocs);
     tg_tape_free(tape);
     tg_tensor_free(x);
     tg_gru_free(m);
@@ -1100,8 +1096,8 @@ static void test_summary(void **state) {
     print_message("[ rnn      ] %s build: %d gradchecks; %d PyTorch parity cases, worst |err| "
                   "%.3g, worst |err|/max|want| %.3g, worst elementwise relative %.3g; "
                   "%d fused==composite checks, worst |diff| %.3g\n",
-                  TG_REAL_NAME, n_gradchecks, n_parity_cases, worst_parity_abs, worst_parity_scaled,
-                  worst_parity_rel, n_fused_composite, worst_fc_abs);
+                  TG_REAL_NAME, tg_test_gradchecks, n_parity_cases, worst_parity_abs,
+                  worst_parity_scaled, worst_parity_rel, n_fused_composite, worst_fc_abs);
 }
 
 int main(void) {

@@ -10,11 +10,6 @@ static tg_tensor *param(uint64_t seed, int ndim, const int64_t *shape, const cha
     return tg_tensor_requires_grad(t, true);
 }
 
-static void check_grad(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in, int n) {
-    tg_gradcheck_report rep;
-    if (!tg_gradcheck(fn, ctx, in, n, NULL, &rep)) fail_msg("%s", rep.message);
-}
-
 /* Reference permutation by multi-index: y[i_0..] = x[j] with j's dim perm[k] = i_k. */
 static void naive_permute(const tg_tensor *x, const int *perm, tg_real *y) {
     int64_t xs[TG_MAX_DIMS], idx[TG_MAX_DIMS] = {0}, yshape[TG_MAX_DIMS];
@@ -83,7 +78,7 @@ static void test_reshape_gradcheck(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_tensor *x = param(2, TG_SHAPE(2, 3, 2), "x");
-    check_grad(fn_reshape, NULL, &x, 1);
+    tg_test_gradcheck(NULL, fn_reshape, NULL, &x, 1);
     tg_tensor_free(x);
 }
 
@@ -167,10 +162,10 @@ static void test_transpose_permute_gradcheck(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_tensor *x = param(4, TG_SHAPE(2, 3, 4), "x");
-    check_grad(fn_transpose, (int[]){0, 2}, &x, 1);
-    check_grad(fn_transpose, (int[]){-1, -2}, &x, 1);
-    check_grad(fn_permute, (int[]){2, 0, 1}, &x, 1);
-    check_grad(fn_permute, (int[]){1, 2, 0}, &x, 1);
+    tg_test_gradcheck(NULL, fn_transpose, (int[]){0, 2}, &x, 1);
+    tg_test_gradcheck(NULL, fn_transpose, (int[]){-1, -2}, &x, 1);
+    tg_test_gradcheck(NULL, fn_permute, (int[]){2, 0, 1}, &x, 1);
+    tg_test_gradcheck(NULL, fn_permute, (int[]){1, 2, 0}, &x, 1);
     tg_tensor_free(x);
 }
 
@@ -220,9 +215,9 @@ static void test_concat_gradcheck(void **state) {
     tg_tensor *a = param(5, TG_SHAPE(2, 1, 3), "a");
     tg_tensor *b = param(6, TG_SHAPE(2, 2, 3), "b");
     tg_tensor *c = tg_test_rand(7, -1, 1, TG_SHAPE(2, 3, 3)); /* needs no gradient */
-    check_grad(fn_concat, (int[]){1}, (tg_tensor *[]){a, b, c}, 3);
+    tg_test_gradcheck(NULL, fn_concat, (int[]){1}, (tg_tensor *[]){a, b, c}, 3);
     tg_tensor *p = param(8, TG_SHAPE(2, 3), "p"), *q = param(9, TG_SHAPE(1, 3), "q");
-    check_grad(fn_concat, (int[]){0}, (tg_tensor *[]){p, q, p}, 3); /* p used twice */
+    tg_test_gradcheck(NULL, fn_concat, (int[]){0}, (tg_tensor *[]){p, q, p}, 3); /* p used twice */
     tg_tensor_free(a), tg_tensor_free(b), tg_tensor_free(c), tg_tensor_free(p), tg_tensor_free(q);
 }
 
@@ -313,11 +308,11 @@ static void test_slice_select_split_gradcheck(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_tensor *x = param(11, TG_SHAPE(2, 5, 3), "x");
-    check_grad(fn_slice, NULL, &x, 1);
-    check_grad(fn_select, (int[]){1, -1}, &x, 1);
-    check_grad(fn_select, (int[]){2, 0}, &x, 1);
+    tg_test_gradcheck(NULL, fn_slice, NULL, &x, 1);
+    tg_test_gradcheck(NULL, fn_select, (int[]){1, -1}, &x, 1);
+    tg_test_gradcheck(NULL, fn_select, (int[]){2, 0}, &x, 1);
     tg_tensor *y = param(12, TG_SHAPE(5, 2), "y");
-    check_grad(fn_split_partial, NULL, &y, 1);
+    tg_test_gradcheck(NULL, fn_split_partial, NULL, &y, 1);
     tg_tensor_free(x), tg_tensor_free(y);
 }
 
@@ -342,7 +337,7 @@ static void test_multi_use_gradcheck(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_tensor *x = param(13, TG_SHAPE(3, 4), "x");
-    check_grad(fn_multi_use, NULL, &x, 1);
+    tg_test_gradcheck(NULL, fn_multi_use, NULL, &x, 1);
     /* the accumulated gradient of a sum of everything counts each use of an element */
     tg_tape *tape = tg_tape_new();
     tg_tensor *y = fn_multi_use(tape, &x, NULL);

@@ -14,14 +14,6 @@ static tg_tensor *param(uint64_t seed, int ndim, const int64_t *shape, const cha
     return tg_tensor_requires_grad(t, true);
 }
 
-static int gradchecks;
-
-static void check_grad(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in, int n) {
-    tg_gradcheck_report rep;
-    gradchecks++;
-    if (!tg_gradcheck(fn, ctx, in, n, NULL, &rep)) fail_msg("%s", rep.message);
-}
-
 /* Naive double reference along dim of x (stable form). */
 static void naive_softmax(const tg_tensor *x, int dim, bool log_form, double *y) {
     int64_t outer = 1, inner = 1;
@@ -157,12 +149,12 @@ static void test_gradcheck(void **state) {
     tg_tensor *wide = param(3, TG_SHAPE(2, 2, 67), "wide"); /* two column chunks for dim 1 */
     for (int lf = 0; lf < 2; lf++) {
         const sm_arg a0 = {0, lf}, a1 = {1, lf}, am1 = {-1, lf}, am2 = {-2, lf};
-        check_grad(fn_softmax, (void *)&a0, &x2, 1);
-        check_grad(fn_softmax, (void *)&am1, &x2, 1);
-        check_grad(fn_softmax, (void *)&a0, &x3, 1);
-        check_grad(fn_softmax, (void *)&a1, &x3, 1);
-        check_grad(fn_softmax, (void *)&am1, &x3, 1);
-        check_grad(fn_softmax, (void *)&am2, &wide, 1);
+        tg_test_gradcheck(NULL, fn_softmax, (void *)&a0, &x2, 1);
+        tg_test_gradcheck(NULL, fn_softmax, (void *)&am1, &x2, 1);
+        tg_test_gradcheck(NULL, fn_softmax, (void *)&a0, &x3, 1);
+        tg_test_gradcheck(NULL, fn_softmax, (void *)&a1, &x3, 1);
+        tg_test_gradcheck(NULL, fn_softmax, (void *)&am1, &x3, 1);
+        tg_test_gradcheck(NULL, fn_softmax, (void *)&am2, &wide, 1);
     }
     tg_tensor_free(x2), tg_tensor_free(x3), tg_tensor_free(wide);
 }
@@ -178,61 +170,31 @@ static void test_gradcheck_multi_use(void **state) {
     (void)state;
     TG_TEST_REQUIRE_F64();
     tg_tensor *x = param(7, TG_SHAPE(3, 4), "x");
-    check_grad(fn_multi, NULL, &x, 1);
+    tg_test_gradcheck(NULL, fn_multi, NULL, &x, 1);
     tg_tensor_free(x);
 }
 
 /* ---- PyTorch parity: op_{softmax,log_softmax}_{2d,3d} ---- */
 
-#ifdef TG_DOUBLE
-#define PAR_ATOL 1e-5
-#define PAR_RTOL 1e-4
-#else
-#define PAR_ATOL 1e-6
-#define PAR_RTOL 1e-5
-#endif
-
-static int parity_cases;
-static double parity_worst, parity_worst_abs;
-
-static void worst_of(const tg_fixture *fx, const char *name, const tg_real *got) {
-    tg_tensor *want = tg_fixture_tensor(fx, name);
-    for (int64_t i = 0; i < want->numel; i++) {
-        const double w = (double)want->data[i], d = fabs((double)got[i] - w);
-        if (isnan(w)) continue;
-        if (d / (PAR_ATOL + PAR_RTOL * fabs(w)) > parity_worst)
-            parity_worst = d / (PAR_ATOL + PAR_RTOL * fabs(w));
-        if (d > parity_worst_abs) parity_worst_abs = d;
-    }
-    tg_tensor_free(want);
-}
+static tg_parity_tally tally = {TG_OP_PARITY_ATOL, TG_OP_PARITY_RTOL, 0, 0, 0};
 
 static void parity_case(const char *name, bool log_form) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s.safetensors", TG_FIXTURES_DIR, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        print_message("parity: fixture %s not present, skipped\n", name);
-        return;
-    }
-    fclose(f);
+    if (!tg_fixture_present(name)) return;
     tg_fixture *fx = tg_fixture_load(name);
     tg_tensor *x = tg_tensor_requires_grad(tg_fixture_tensor(fx, "in.x"), true);
     const char *dim_s = tg_fixture_meta(fx, "dim");
     const int dim = dim_s ? atoi(dim_s) : -1;
     tg_tape *tape = tg_tape_new();
     tg_tensor *y = log_form ? tg_log_softmax(tape, x, dim) : tg_softmax(tape, x, dim);
-    tg_fixture_assert_close(fx, "out", y->data, y->shape, y->ndim, PAR_ATOL, PAR_RTOL);
-    worst_of(fx, "out", y->data);
+    tg_parity_tally_compare(&tally, fx, "out", y->shape, y->ndim, y->data);
     tg_tensor *g = tg_fixture_tensor(fx, "gout");
     tg_tape_backward_with(tape, y, g->data);
-    tg_fixture_assert_close(fx, "grad.x", x->grad, x->shape, x->ndim, PAR_ATOL, PAR_RTOL);
-    worst_of(fx, "grad.x", x->grad);
+    tg_parity_tally_compare(&tally, fx, "grad.x", x->shape, x->ndim, x->grad);
     tg_tensor_free(g);
     tg_tape_free(tape);
     tg_tensor_free(x);
     tg_fixture_free(fx);
-    parity_cases++;
+    tally.cases++;
 }
 
 static void test_parity(void **state) {
@@ -245,13 +207,12 @@ static void test_parity(void **state) {
     parity_case("op_log_softmax_dim1_extra", true);
     parity_case("op_softmax_neginf_extra", false);
     parity_case("op_log_softmax_neginf_extra", true);
-    print_message("parity: %d cases, worst error %.3g of the tolerance (%.3g absolute)\n",
-                  parity_cases, parity_worst, parity_worst_abs);
+    tg_parity_tally_print(&tally);
 }
 
 static int report(void **state) {
     (void)state;
-    print_message("softmax: %d gradchecks passed\n", gradchecks);
+    print_message("softmax: %d gradchecks passed\n", tg_test_gradchecks);
     return 0;
 }
 

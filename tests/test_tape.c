@@ -2,6 +2,7 @@
  * gradcheck itself. Uses two small ops defined here so that it depends on no op family. */
 #include "harness.h"
 
+#include <math.h>
 #include <string.h>
 
 /* y = s * x  ->  dx += s * dy */
@@ -15,8 +16,8 @@ static void scale_backward(tg_tape *tape, tg_node *node) {
 static tg_tensor *scale(tg_tape *tape, tg_tensor *x, double s) {
     tg_tensor *y = tg_tape_tensor_like(tape, x);
     for (int64_t i = 0; i < x->numel; i++) y->data[i] = (tg_real)s * x->data[i];
-    tg_node *n = tg_tape_record(tape, "scale", scale_backward, 1, (tg_tensor *[]){x}, 1,
-                                (tg_tensor *[]){y});
+    tg_node *n =
+        tg_tape_record(tape, "scale", scale_backward, 1, (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
     if (n) n->farg[0] = s;
     return y;
 }
@@ -43,7 +44,8 @@ static tg_tensor *dot(tg_tape *tape, tg_tensor *a, tg_tensor *b) {
 static void test_backward_chain_and_accumulation(void **state) {
     (void)state;
     tg_tape *tape = tg_tape_new();
-    tg_tensor *x = tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1, 2, 3}), true);
+    tg_tensor *x =
+        tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1, 2, 3}), true);
     tg_tensor_set_name(x, "x");
     /* L = <3x, x> = 3 Σ x², used twice: dL/dx = 6x */
     tg_tensor *y = scale(tape, x, 3);
@@ -100,7 +102,8 @@ static void test_retain_grad_and_names(void **state) {
     fclose(f);
     assert_non_null(strstr(text, "3 nodes"));
     assert_non_null(strstr(text, "#0    scale            -> (2,) 'h_t'  <- (2,) 'x' [param]"));
-    assert_non_null(strstr(text, "#2    dot              -> () 'loss'  <- (2,) 'h_t' #0, (2,) 'z_t' #1"));
+    assert_non_null(
+        strstr(text, "#2    dot              -> () 'loss'  <- (2,) 'h_t' #0, (2,) 'z_t' #1"));
     free(text);
     assert_string_equal(tg_tape_node(tape, 2)->op, "dot");
     TG_EXPECT_FAIL(tg_tape_node(tape, 3), "tape_node", "3 nodes");
@@ -126,13 +129,24 @@ static void test_reset_recycles_memory(void **state) {
     tg_tensor *x = tg_tensor_requires_grad(tg_tensor_ones(TG_SHAPE(1000)), true);
     uint64_t mallocs = 0;
     for (int step = 0; step < 4; step++) {
-        tg_tensor *h = x;
-        for (int i = 0; i < 400; i++) h = scale(tape, h, 1.0001);
+        tg_tensor *h = x, *kept = NULL;
+        for (int i = 0; i < 400; i++) {
+            h = scale(tape, h, 1.0001);
+            if (i == 199) tg_tensor_retain_grad(kept = h);
+        }
         tg_tape_backward(tape, dot(tape, h, h));
+        /* intermediate gradient buffers are handed from op to op during backward: the
+         * retained one must survive that, and the leaf must still accumulate */
+        const double s200 = pow(1.0001, 200), s400 = pow(1.0001, 400);
+        const double rtol = sizeof(tg_real) == 4 ? 2e-4 : 1e-10; /* 800 float roundings */
+        tg_test_assert_close("kept grad", kept->grad, (tg_real[]){(tg_real)(2 * s400 * s200)}, 1, 0,
+                             rtol);
+        tg_test_assert_close("x grad", x->grad,
+                             (tg_real[]){(tg_real)((step + 1) * 2 * s400 * s400)}, 1, 0, rtol);
         tg_tape_reset(tape);
-        if (step == 1) mallocs = tg_arena_malloc_count(tg_tape_arena(tape));
+        if (step == 1) mallocs = tg_tape_malloc_count(tape);
     }
-    assert_int_equal(tg_arena_malloc_count(tg_tape_arena(tape)), mallocs);
+    assert_int_equal(tg_tape_malloc_count(tape), mallocs);
     tg_tape_free(tape);
     tg_tensor_free(x);
 }
@@ -179,6 +193,75 @@ static void test_gradcheck_detects(void **state) {
     tg_tensor_free(a0), tg_tensor_free(a), tg_tensor_free(b);
 }
 
+/* gradcheck's defaults are PyTorch's (eps 1e-6, atol 1e-5, rtol 1e-3), seen from outside:
+ * a backward off by a chosen amount passes or fails on either side of the tolerance, and a
+ * kink at a chosen distance from x is or is not straddled by x ± eps. */
+typedef struct off_by {
+    double where_zero, where_two; /* added to d out[0]/d a[1] (true value 0), d out[1]/d a[1] (2) */
+} off_by;
+
+static off_by current_off;
+
+static void off_backward(tg_tape *tape, tg_node *node) {
+    scale_backward(tape, node);
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    const tg_real *dy = node->out[0]->grad;
+    if (dx) dx[1] += (tg_real)(current_off.where_zero * dy[0] + current_off.where_two * dy[1]);
+}
+
+static tg_tensor *fn_off(tg_tape *tape, tg_tensor *const *in, void *ctx) {
+    current_off = *(const off_by *)ctx;
+    tg_tensor *y = scale(tape, in[0], 2);
+    if (y->node >= 0) ((tg_node *)tg_tape_node(tape, (size_t)y->node))->backward = off_backward;
+    return y;
+}
+
+/* y = |x - c|, dx += sign(x - c) dy */
+static void kink_backward(tg_tape *tape, tg_node *node) {
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    const tg_tensor *x = node->in[0];
+    if (dx)
+        for (int64_t i = 0; i < x->numel; i++)
+            dx[i] += ((double)x->data[i] < node->farg[0] ? -1 : 1) * node->out[0]->grad[i];
+}
+
+static tg_tensor *fn_kink(tg_tape *tape, tg_tensor *const *in, void *ctx) {
+    const double c = *(const double *)ctx;
+    tg_tensor *y = tg_tape_tensor_like(tape, in[0]);
+    for (int64_t i = 0; i < y->numel; i++) y->data[i] = (tg_real)fabs((double)in[0]->data[i] - c);
+    tg_node *n = tg_tape_record(tape, "kink", kink_backward, 1, (tg_tensor *const[]){in[0]}, 1, &y);
+    if (n) n->farg[0] = c;
+    return y;
+}
+
+static void test_gradcheck_defaults(void **state) {
+    (void)state;
+    TG_TEST_REQUIRE_F64();
+    tg_tensor *a = tg_tensor_requires_grad(tg_test_rand(3, -1, 1, TG_SHAPE(2)), true);
+    tg_gradcheck_report rep;
+    /* atol 1e-5: the entry whose true value is 0 */
+    assert_true(tg_gradcheck(fn_off, &(off_by){0.9e-5, 0}, &a, 1, NULL, &rep));
+    assert_true(rep.worst_ratio > 0.85 && rep.worst_ratio < 0.95);
+    assert_false(tg_gradcheck(fn_off, &(off_by){1.1e-5, 0}, &a, 1, NULL, &rep));
+    assert_int_equal(rep.output_index, 0), assert_int_equal(rep.input_index, 1);
+    /* rtol 1e-3: the entry whose true value is 2 allows 1e-5 + 2e-3 */
+    assert_true(tg_gradcheck(fn_off, &(off_by){0, 1.9e-3}, &a, 1, NULL, &rep));
+    assert_true(rep.worst_ratio > 0.9 && rep.worst_ratio < 0.95);
+    assert_false(tg_gradcheck(fn_off, &(off_by){0, 2.1e-3}, &a, 1, NULL, &rep));
+    assert_int_equal(rep.output_index, 1), assert_int_equal(rep.input_index, 1);
+    /* options set to 0 mean the defaults too; explicit ones are used */
+    const tg_gradcheck_options zeros = {0, 0, 0}, loose = {0, 1e-4, 0};
+    assert_false(tg_gradcheck(fn_off, &(off_by){1.1e-5, 0}, &a, 1, &zeros, &rep));
+    assert_true(tg_gradcheck(fn_off, &(off_by){1.1e-5, 0}, &a, 1, &loose, &rep));
+    /* eps 1e-6: x = 0 and a kink at 5e-7 is straddled (numerical slope -0.5, analytical
+     * -1), a kink at 1.5e-6 is not */
+    tg_tensor *x = tg_tensor_requires_grad(tg_tensor_zeros(TG_SHAPE(1)), true);
+    assert_false(tg_gradcheck(fn_kink, &(double){5e-7}, &x, 1, NULL, &rep));
+    assert_true(fabs(rep.numerical + 0.5) < 1e-6 && rep.analytical == -1);
+    assert_true(tg_gradcheck(fn_kink, &(double){1.5e-6}, &x, 1, NULL, &rep));
+    tg_tensor_free(a), tg_tensor_free(x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backward_chain_and_accumulation),
@@ -187,6 +270,7 @@ int main(void) {
         cmocka_unit_test(test_backward_with_seed),
         cmocka_unit_test(test_reset_recycles_memory),
         cmocka_unit_test(test_gradcheck_detects),
+        cmocka_unit_test(test_gradcheck_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

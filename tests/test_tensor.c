@@ -120,12 +120,68 @@ static void test_uniform_matches_torch(void **state) {
     tg_tensor_free(u);
 }
 
+/* Against PyTorch (tests/fixturegen/rng.py): rng_mt19937 holds the first 10 raw MT19937
+ * outputs for seeds 0, 42 and 5489; rng_seed0 / rng_seed42 the draws of uniform_ and normal_
+ * after torch.manual_seed(s), each from a fresh seed, and a uniform_ then a normal_ from one
+ * stream. Uniform draws are float32 arithmetic in both builds: bit for bit; normal ones
+ * go through log/cos/sin: to 1e-6. */
 static void test_rng_fixture(void **state) {
     (void)state;
-    if (access(TG_FIXTURES_DIR "/rng.safetensors", R_OK) != 0) skip();
-    tg_fixture *fx = tg_fixture_load("rng");
-    (void)fx;
-    tg_fixture_free(fx);
+    /* raw I64 values (beyond int32, so not through tg_fixture_index) */
+    tg_safetensors *st = NULL;
+    assert_int_equal(tg_safetensors_read(TG_FIXTURES_DIR "/rng_mt19937.safetensors", &st), TG_OK);
+    const uint64_t seeds[] = {0, 42, 5489};
+    for (int k = 0; k < 3; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "mt.seed%llu", (unsigned long long)seeds[k]);
+        const tg_st_entry *e = tg_safetensors_find(st, name);
+        assert_non_null(e);
+        assert_int_equal(e->dtype, TG_DTYPE_I64), assert_int_equal(e->numel, 10);
+        int64_t want[10];
+        memcpy(want, e->data, sizeof want); /* little-endian, as the machine */
+        tg_rng rng;
+        tg_rng_seed(&rng, seeds[k]);
+        for (int i = 0; i < 10; i++) assert_int_equal(tg_rng_next_u32(&rng), (uint64_t)want[i]);
+    }
+    tg_safetensors_free(st);
+    tg_fixture *fx = NULL;
+
+    const struct {
+        const char *out;
+        bool normal;
+        double a, b; /* lo, hi or mean, std */
+        int ndim;
+        int64_t shape[2];
+    } draws[] = {
+        {"out.uniform_37", false, -0.5, 1.5, 1, {37}},
+        {"out.uniform_5x7", false, 0, 1, 2, {5, 7}},
+        {"out.normal_40", true, 0, 1, 1, {40}},
+        {"out.normal_3x16", true, 2, 0.5, 2, {3, 16}},
+    };
+    const char *cases[] = {"rng_seed0", "rng_seed42"};
+    for (int c = 0; c < 2; c++) {
+        fx = tg_fixture_load(cases[c]);
+        const uint64_t seed = (uint64_t)atoll(tg_fixture_meta(fx, "rng_seed"));
+        for (size_t d = 0; d < sizeof draws / sizeof *draws; d++) {
+            tg_manual_seed(seed);
+            tg_tensor *t = tg_tensor_new(draws[d].ndim, draws[d].shape);
+            if (draws[d].normal)
+                tg_init_normal(t, (tg_real)draws[d].a, (tg_real)draws[d].b, NULL);
+            else
+                tg_init_uniform(t, (tg_real)draws[d].a, (tg_real)draws[d].b, NULL);
+            const double tol = draws[d].normal ? 1e-6 : 0;
+            tg_fixture_assert_tensor(fx, draws[d].out, t, tol, tol);
+            tg_tensor_free(t);
+        }
+        tg_manual_seed(seed); /* one stream: uniform_(-0.5, 1.5) of 37, then normal_(2, 0.5) */
+        tg_tensor *u = tg_tensor_new(TG_SHAPE(37)), *n = tg_tensor_new(TG_SHAPE(3, 16));
+        tg_init_uniform(u, (tg_real)-0.5, (tg_real)1.5, NULL);
+        tg_init_normal(n, 2, (tg_real)0.5, NULL);
+        tg_fixture_assert_tensor(fx, "out.seq_uniform_37", u, 0, 0);
+        tg_fixture_assert_tensor(fx, "out.seq_normal_3x16", n, 1e-6, 1e-6);
+        tg_tensor_free(u), tg_tensor_free(n);
+        tg_fixture_free(fx);
+    }
 }
 
 static void test_arena_recycles(void **state) {
@@ -151,6 +207,30 @@ static void test_arena_recycles(void **state) {
     tg_arena_free(a);
 }
 
+/* A mark and a rewind give back what was taken since the mark; the peak remembers the
+ * most ever in use, and the next reset keeps one block of that size. */
+static void test_arena_mark_rewind_peak(void **state) {
+    (void)state;
+    tg_arena *a = tg_arena_new(256);
+    tg_arena_alloc(a, 100);
+    const size_t used = tg_arena_used(a);
+    const tg_arena_mark mark = tg_arena_get_mark(a);
+    for (int i = 0; i < 20; i++) tg_arena_alloc(a, 1000); /* chains new blocks */
+    const size_t high = tg_arena_used(a);
+    assert_true(high >= used + 20 * 1000);
+    tg_arena_rewind(a, mark);
+    assert_int_equal(tg_arena_used(a), used);
+    assert_true(tg_arena_peak(a) >= high);
+    unsigned char *p = tg_arena_alloc(a, 64); /* the space after the mark is handed out again */
+    memset(p, 1, 64);
+    tg_arena_reset(a);
+    assert_true(tg_arena_capacity(a) >= tg_arena_peak(a));
+    const uint64_t count = tg_arena_malloc_count(a);
+    for (int i = 0; i < 20; i++) tg_arena_alloc(a, 1000); /* fits: no malloc */
+    assert_int_equal(tg_arena_malloc_count(a), count);
+    tg_arena_free(a);
+}
+
 static void test_error_handler_replaceable(void **state) {
     (void)state;
     TG_EXPECT_FAIL(tg_fail("custom %d", 42), "custom 42");
@@ -169,6 +249,7 @@ int main(void) {
         cmocka_unit_test(test_uniform_matches_torch),
         cmocka_unit_test(test_rng_fixture),
         cmocka_unit_test(test_arena_recycles),
+        cmocka_unit_test(test_arena_mark_rewind_peak),
         cmocka_unit_test(test_error_handler_replaceable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,12 +9,12 @@
 /* ---- nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, batch_first) ---- */
 typedef struct tg_mha {
     int64_t embed_dim, num_heads, head_dim;
-    tg_real dropout;            /* on the attention weights, in training mode */
+    tg_real dropout; /* on the attention weights, in training mode */
     bool batch_first;
-    tg_tensor *in_proj_weight;  /* (3E, E): rows [W_q; W_k; W_v] */
-    tg_tensor *in_proj_bias;    /* (3E) or NULL */
-    tg_linear_layer *out_proj;  /* E -> E */
-    tg_params *params;          /* in_proj_weight, in_proj_bias, out_proj.weight, out_proj.bias */
+    tg_tensor *in_proj_weight; /* (3E, E): rows [W_q; W_k; W_v] */
+    tg_tensor *in_proj_bias;   /* (3E) or NULL */
+    tg_linear_layer *out_proj; /* E -> E */
+    tg_params *params;         /* in_proj_weight, in_proj_bias, out_proj.weight, out_proj.bias */
 } tg_mha;
 
 /* Masks, all optional (NULL). A bool mask holds 0/1 values in a tg_tensor (1 = not allowed,
@@ -36,7 +36,11 @@ typedef struct tg_mha_output {
 tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool bias,
                    bool batch_first);
 /* query (L, N, E), key and value (S, N, E) (batch first: (N, L, E), (N, S, E)). The
- * weights are the post-dropout ones, as PyTorch returns them. */
+ * weights are the post-dropout ones, as PyTorch returns them. Without need_weights (and
+ * masks that need no gradient) the heads run as one fused tape node, "mha_attention"
+ * (scores, masks, softmax, dropout and the weighted sum, reading q, k, v in place from the
+ * projections: one product for self-attention, two when key is value); with it, as single
+ * ops. Both give the same numbers and, from the same generator state, the same dropout. */
 tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
                              tg_tensor *value, const tg_mha_masks *masks, bool need_weights);
 void tg_mha_free(tg_mha *m);
@@ -67,9 +71,15 @@ tg_additive_attention *tg_additive_attention_new(int64_t enc_dim, int64_t dec_di
  * computed once), else NULL. source_mask (N, T) 0/1, 1 = padding to ignore, may be NULL. */
 tg_tensor *tg_additive_attention_project(tg_additive_attention *m, tg_tape *t, tg_tensor *enc);
 tg_attention_output tg_additive_attention_forward(tg_additive_attention *m, tg_tape *t,
-                                                  tg_tensor *enc, tg_tensor *enc_proj,
-                                                  tg_tensor *s, const tg_tensor *source_mask);
+                                                  tg_tensor *enc, tg_tensor *enc_proj, tg_tensor *s,
+                                                  const tg_tensor *source_mask);
 void tg_additive_attention_free(tg_additive_attention *m);
+/* The op behind the forward, one tape node from the projections on: enc (N, T, enc_dim),
+ * enc_proj (N, T, A), u = U_a s (N, A), v (A) or (1, A), source_mask as above; returns the
+ * context (N, enc_dim) and the weights (N, T), both differentiable. */
+tg_attention_output tg_additive_attention_core(tg_tape *t, tg_tensor *enc, tg_tensor *enc_proj,
+                                               tg_tensor *u, tg_tensor *v,
+                                               const tg_tensor *source_mask);
 
 /* ---- Luong dot-product attention (Keras Attention, use_scale=False) ----
  *   scores = query · keyᵀ, weights = softmax over Tv, context = weights · value

@@ -17,19 +17,21 @@ typedef struct tg_tape tg_tape;
 typedef struct tg_node tg_node;
 
 /* Reads node->out[k]->grad (NULL means zero) and accumulates into the inputs' gradients
- * through tg_tape_grad (which returns NULL for inputs that need none). */
+ * through tg_tape_grad (which returns NULL for inputs that need none). Anything else it
+ * takes from the arena (tg_tape_alloc, tg_tape_tensor) is scratch, given back when it
+ * returns: a backward keeps nothing of its own for later. */
 typedef void (*tg_backward_fn)(tg_tape *tape, tg_node *node);
 
 struct tg_node {
-    const char *op;        /* "add", "matmul", ... (a string literal) */
-    tg_tensor **in;        /* inputs, in the arena */
+    const char *op; /* "add", "matmul", ... (a string literal) */
+    tg_tensor **in; /* inputs, in the arena */
     int n_in;
-    tg_tensor **out;       /* outputs, in the arena; most ops have one */
+    tg_tensor **out; /* outputs, in the arena; most ops have one */
     int n_out;
     tg_backward_fn backward;
-    void *saved;           /* op-specific data kept for backward, in the arena */
-    int64_t iarg[4];       /* small integer arguments (dims, flags) */
-    double farg[2];        /* small real arguments (scalars, eps) */
+    void *saved;     /* op-specific data kept for backward, in the arena */
+    int64_t iarg[4]; /* small integer arguments (dims, flags) */
+    double farg[2];  /* small real arguments (scalars, eps) */
 };
 
 tg_tape *tg_tape_new(void);
@@ -46,7 +48,13 @@ bool tg_tape_is_recording(const tg_tape *tape);
 void tg_tape_set_training(tg_tape *tape, bool on);
 bool tg_tape_is_training(const tg_tape *tape);
 
-/* Backward from a one-element loss (seed gradient 1). */
+/* Bytes the tape holds (its arenas and node list), and the malloc calls it has made: after
+ * the first step of a loop that records the same graph each step, the count stays put. */
+size_t tg_tape_capacity(const tg_tape *tape);
+uint64_t tg_tape_malloc_count(const tg_tape *tape);
+
+/* Backward from a one-element loss (seed gradient 1). Gradients of intermediates are
+ * recycled as soon as the op that made them has run its backward. */
 void tg_tape_backward(tg_tape *tape, tg_tensor *loss);
 /* Backward from any output with a given seed gradient (same numel as `out`). */
 void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed);
@@ -64,6 +72,7 @@ size_t tg_tape_node_count(const tg_tape *tape);
 const tg_node *tg_tape_node(const tg_tape *tape, size_t i);
 
 /* ---- for op implementers ---- */
+/* The arena of the tensors ops make (gradients have an arena of their own). */
 tg_arena *tg_tape_arena(tg_tape *tape);
 /* A new tensor in the arena (uninitialised data). */
 tg_tensor *tg_tape_tensor(tg_tape *tape, int ndim, const int64_t *shape);
@@ -77,6 +86,11 @@ tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, 
                         tg_tensor *const *in, int n_out, tg_tensor *const *out);
 /* The gradient buffer of `t`, created zero-filled on first use; NULL if t needs no grad. */
 tg_real *tg_tape_grad(tg_tape *tape, tg_tensor *t);
+/* For a backward whose input gradient is its output's, element for element (reshape): when
+ * `to` has no gradient yet and `from`'s is not kept (retain_grad), hands from's buffer over
+ * instead of copying it and returns true; false (nothing done) otherwise. Both tape tensors
+ * of the same numel; `from` is the node's output, `to` its input. */
+bool tg_tape_grad_move(tg_tape *tape, tg_tensor *to, tg_tensor *from);
 
 /* ---- anomaly mode (autograd/anomaly.c) ----
  * With anomaly detection on, the first op that makes a NaN or an Inf stops the program
@@ -95,8 +109,8 @@ void tg_tape_set_anomaly_detection(tg_tape *tape, bool on);
 bool tg_tape_anomaly_detection(const tg_tape *tape);
 /* The two checks themselves, called by the tape (tg_tape_record, tg_tape_backward_with);
  * a custom op that computes values without calling tg_tape_record may call the first. */
-void tg_anomaly_check_forward(const tg_tape *tape, const char *op, int n_in,
-                              tg_tensor *const *in, int n_out, tg_tensor *const *out);
+void tg_anomaly_check_forward(const tg_tape *tape, const char *op, int n_in, tg_tensor *const *in,
+                              int n_out, tg_tensor *const *out);
 void tg_anomaly_check_backward(const tg_tape *tape, const tg_node *node, size_t index);
 
 /* ---- pictures ---- */

@@ -48,7 +48,10 @@ def _mha(self_attn, bf=False, attn_mask=None, key_padding=None, L=3, S=4):
         mask_desc = "none"
         if attn_mask is not None:
             inputs["attn_mask"], mask_desc = attn_mask()
-        if key_padding is not None:
+        kpm_desc = "in.key_padding_mask" if key_padding else "none"
+        if callable(key_padding):
+            inputs["key_padding_mask"], kpm_desc = key_padding()
+        elif key_padding is not None:
             inputs["key_padding_mask"] = kpm(N, L if self_attn else S, key_padding)
 
         def fn(m, x=None, query=None, key=None, value=None, attn_mask=None,
@@ -63,7 +66,7 @@ def _mha(self_attn, bf=False, attn_mask=None, key_padding=None, L=3, S=4):
         return module_case(m, fn, inputs, meta_str(
             module="MultiheadAttention", embed_dim=E, num_heads=H, batch_first=bf,
             self_attention=self_attn, attn_mask=mask_desc,
-            key_padding_mask="in.key_padding_mask" if key_padding else "none",
+            key_padding_mask=kpm_desc,
             need_weights=True, average_attn_weights=True,
             inputs="query=key=value=in.x" if self_attn else "in.query,in.key,in.value"),
             const=_MASKS)
@@ -85,6 +88,23 @@ def _per_head_mask():
     return randn(N * H, 3, 4), "float (N*heads, L, S), index n*heads + h, random finite"
 
 
+def _per_head_bool_mask():
+    m = torch.rand(N * H, 3, 4) < 0.4
+    for row in m.view(-1, 4):  # keep one key of every row (an all-masked row gives NaN)
+        if row.all():
+            row[torch.randint(0, 4, ())] = False
+    return m, "bool (N*heads, L, S), index n*heads + h, True = not allowed, random per head"
+
+
+def _float_kpm():
+    """(N, S) float, added to the scores of every head and query (PyTorch 1.13 adds it only
+    when there is no attn_mask: with a float attn_mask it fails, with a bool one it is read
+    as bool)."""
+    m = randn(N, 4) * 0.5
+    m[0, 3] = m[1, 1] = float("-inf")
+    return m, "in.key_padding_mask float (N, S), additive, finite except two -inf"
+
+
 fixture("mod_mha")(_mha(False))
 fixture("mod_mha_batch_first")(_mha(False, bf=True))
 fixture("mod_mha_self")(_mha(True, L=4))
@@ -94,6 +114,8 @@ fixture("mod_mha_self_causal_kpm_batch_first")(
     _mha(True, bf=True, attn_mask=_causal_mask(4), key_padding=(0, 1), L=4))
 fixture("mod_mha_bool_mask")(_mha(False, attn_mask=_bool_mask))
 fixture("mod_mha_per_head_mask")(_mha(False, attn_mask=_per_head_mask))
+fixture("mod_mha_per_head_bool_mask")(_mha(False, attn_mask=_per_head_bool_mask))
+fixture("mod_mha_float_key_padding")(_mha(False, key_padding=_float_kpm))
 
 # ---------------------------------------------------------------------------------------
 # TransformerEncoderLayer / TransformerDecoderLayer (d_model 8, nhead 2, ff 16, dropout 0)
@@ -175,6 +197,30 @@ def _dec_stack():
                                 d_model=E, nhead=H, dim_feedforward=FF, dropout=0.0,
                                 activation="relu", norm_first=False,
                                 note="layer 1's parameters were perturbed after the deep copy"),
+                       const=_MASKS)
+
+
+@fixture("mod_decoder_stack_l2_norm")
+def _dec_stack_norm():
+    layer = nn.TransformerDecoderLayer(E, H, dim_feedforward=FF, dropout=0.0, activation="gelu")
+    m = nn.TransformerDecoder(layer, 2, norm=nn.LayerNorm(E)).eval()
+    with torch.no_grad():  # layer 1 differs from layer 0; the final norm is not the identity
+        for p in m.layers[1].parameters():
+            p.add_(randn(*p.shape, std=0.05))
+        for p in m.norm.parameters():
+            p.add_(randn(*p.shape, std=0.1))
+    return module_case(m, lambda m, tgt, memory, tgt_mask, memory_key_padding_mask:
+                       m(tgt, memory, tgt_mask=tgt_mask,
+                         memory_key_padding_mask=memory_key_padding_mask),
+                       {"tgt": _seq(4, False), "memory": _seq(5, False), "tgt_mask": causal(4),
+                        "memory_key_padding_mask": kpm(N, 5, (1, 0))},
+                       meta_str(module="TransformerDecoder", num_layers=2, final_norm=True,
+                                d_model=E, nhead=H, dim_feedforward=FF, dropout=0.0,
+                                activation="gelu", norm_first=False,
+                                tgt_mask="in.tgt_mask (causal)",
+                                memory_key_padding_mask="in.memory_key_padding_mask",
+                                note="layer 1's parameters and the final norm's were perturbed "
+                                     "after construction"),
                        const=_MASKS)
 
 
