@@ -10,16 +10,15 @@
 #include "tapegrad/broadcast.h"
 #include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
+#include "tensor/vmath.h" /* tg_vexp: SIMD exp in float32, libm's in float64 */
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #ifdef TG_DOUBLE
-#define EXP exp
 #define LOG log
 #else
-#define EXP expf
 #define LOG logf
 #endif
 
@@ -163,9 +162,9 @@ static inline void ce_sample_backward(const tg_real *x, tg_real *dx, int64_t C, 
                                       tg_real m, tg_real ls, tg_real a, const tg_real *w,
                                       tg_real bw) {
     if (w) {
-        for (int64_t c = 0; c < C; c++) dx[c * S] += a * EXP((x[c * S] - m) - ls) - bw * w[c];
+        for (int64_t c = 0; c < C; c++) dx[c * S] += a * tg_vexp((x[c * S] - m) - ls) - bw * w[c];
     } else {
-        for (int64_t c = 0; c < C; c++) dx[c * S] += a * EXP((x[c * S] - m) - ls) - bw;
+        for (int64_t c = 0; c < C; c++) dx[c * S] += a * tg_vexp((x[c * S] - m) - ls) - bw;
     }
 }
 
@@ -211,7 +210,7 @@ static inline void ce_sample_lse(const tg_real *x, int64_t C, int64_t S, tg_real
     tg_real m = -INFINITY;
     for (int64_t c = 0; c < C; c++) m = (x[c * S] > m || isnan(x[c * S])) ? x[c * S] : m;
     double se = 0;
-    for (int64_t c = 0; c < C; c++) se += (double)EXP(x[c * S] - m);
+    for (int64_t c = 0; c < C; c++) se += (double)tg_vexp(x[c * S] - m);
     *m_out = m, *ls_out = log(se);
 }
 
@@ -370,7 +369,7 @@ typedef struct bce_saved {
 
 static inline tg_real softplus_neg(tg_real x) { /* L = −log σ(x), stable */
     const tg_real m = x < 0 ? -x : 0;
-    return LOG(EXP(-m) + EXP(-x - m)) + m;
+    return LOG(tg_vexp(-m) + tg_vexp(-x - m)) + m;
 }
 
 static void bce_backward(tg_tape *tape, tg_node *node) {
@@ -385,10 +384,10 @@ static void bce_backward(tg_tape *tape, tg_node *node) {
         if (sv->w) g *= sv->w[i];
         if (sv->p) {
             const tg_real pi = sv->p[i];
-            if (dx) dx[i] += g * ((1 - yi) + (1 + (pi - 1) * yi) * (1 / (1 + EXP(-xi)) - 1));
+            if (dx) dx[i] += g * ((1 - yi) + (1 + (pi - 1) * yi) * (1 / (1 + tg_vexp(-xi)) - 1));
             if (dy) dy[i] += g * (-xi + (pi - 1) * softplus_neg(xi));
         } else {
-            if (dx) dx[i] += g * (1 / (1 + EXP(-xi)) - yi);
+            if (dx) dx[i] += g * (1 / (1 + tg_vexp(-xi)) - yi);
             if (dy) dy[i] -= g * xi;
         }
     }
@@ -417,7 +416,7 @@ tg_tensor *tg_bce_with_logits(tg_tape *t, tg_tensor *logits, tg_tensor *targets,
     double *ell = tg_tape_alloc(t, (size_t)(n + 1) * sizeof(double));
     for (int64_t i = 0; i < n; i++) {
         const tg_real x = logits->data[i], y = targets->data[i];
-        const tg_real m = x < 0 ? -x : 0, lg = LOG(EXP(-m) + EXP(-x - m));
+        const tg_real m = x < 0 ? -x : 0, lg = LOG(tg_vexp(-m) + tg_vexp(-x - m));
         tg_real l =
             sv->p ? (1 - y) * x + (1 + (sv->p[i] - 1) * y) * (lg + m) : (1 - y) * x + m + lg;
         if (sv->w) l *= sv->w[i];
