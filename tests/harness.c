@@ -71,6 +71,12 @@ tg_tensor *tg_test_rand(uint64_t seed, tg_real lo, tg_real hi, int ndim, const i
 /* ---- gradient checks ---- */
 int tg_test_gradchecks;
 
+/* One line per suite binary with the number of gradchecks run through the harness,
+ * so that `grep -h "^gradchecks run" build/meson-logs/testlog.txt` adds them up. */
+__attribute__((destructor)) static void tg_test_report_gradchecks(void) {
+    if (tg_test_gradchecks > 0) printf("gradchecks run: %d\n", tg_test_gradchecks);
+}
+
 void tg_test_gradcheck(const char *what, tg_gradcheck_fn fn, void *ctx, tg_tensor *const *in,
                        int n) {
     tg_gradcheck_report rep;

@@ -1013,11 +1013,6 @@ static void test_pytorch_parity(void **state) {
     if (missing == n) skip();
 }
 
-static void test_report_counts(void **state) {
-    (void)state;
-    print_message("gradchecks run: %d\n", tg_test_gradchecks);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_broadcast_shapes_and_plans),
@@ -1035,7 +1030,6 @@ int main(void) {
         cmocka_unit_test(test_no_grad_and_recording),
         cmocka_unit_test(test_error_messages),
         cmocka_unit_test(test_pytorch_parity),
-        cmocka_unit_test(test_report_counts),
     };
     return cmocka_run_group_tests_name("elementwise", tests, NULL, NULL);
 }
