@@ -330,3 +330,23 @@ double bench_gemm_flops(int64_t m, int64_t n, int64_t k) {
 double bench_rnn_layer_flops(int64_t T, int64_t B, int64_t in, int64_t H, int gates) {
     return bench_gemm_flops(T * B, gates * H, in + H);
 }
+
+bool bench_rnn_layer_shape(const bench_args *a, const char *program, bench_rnn_shape *s) {
+    const char *config = a->config ? a->config : "gru_cls_layer";
+    *s = (bench_rnn_shape){.lstm = strcmp(config, "lstm_cls_layer") == 0};
+    if (strcmp(config, "gru_cls_layer") == 0 || s->lstm) {
+        s->I = 128, s->H = 256, s->B = 64, s->T = 50;
+    } else if (strcmp(config, "gru_lm_layer0") == 0) {
+        s->I = 300, s->H = 512, s->B = 32, s->T = 35;
+    } else if (strcmp(config, "gru_lm_layer1") == 0) {
+        s->I = 512, s->H = 512, s->B = 32, s->T = 35;
+    } else {
+        fprintf(stderr, "%s: unknown config '%s'\n", program, config);
+        return false;
+    }
+    s->I = bench_flag_int(a, "--input", s->I);
+    s->H = bench_flag_int(a, "--hidden", s->H);
+    s->B = bench_flag_int(a, "--batch", s->B);
+    s->T = bench_flag_int(a, "--seq", s->T);
+    return true;
+}

@@ -35,24 +35,23 @@
 #include <stdint.h>
 
 typedef struct bench_args {
-    int threads;      /* --threads N (default 1) */
-    bool quick;       /* --quick: fewer and shorter rounds (a smoke run) */
-    bool inference;   /* --inference: forward only, recording off (programs that offer it) */
-    int warmup;       /* --warmup N: untimed steps first (>= 2; the first counts mallocs) */
-    int rounds;       /* --rounds N: timed rounds */
-    double round_s;   /* --round-s S: target duration of one round */
-    uint64_t seed;    /* --seed N: weights (tg_manual_seed) and data */
+    int threads;        /* --threads N (default 1) */
+    bool quick;         /* --quick: fewer and shorter rounds (a smoke run) */
+    bool inference;     /* --inference: forward only, recording off (programs that offer it) */
+    int warmup;         /* --warmup N: untimed steps first (>= 2; the first counts mallocs) */
+    int rounds;         /* --rounds N: timed rounds */
+    double round_s;     /* --round-s S: target duration of one round */
+    uint64_t seed;      /* --seed N: weights (tg_manual_seed) and data */
     const char *config; /* --config NAME (programs with several configs) */
-    const char *impl; /* "tapegrad" (set another name after bench_parse: "onednn") */
-    int argc;         /* the arguments, for bench_flag_int / bench_flag_str */
+    const char *impl;   /* "tapegrad" (set another name after bench_parse: "onednn") */
+    int argc;           /* the arguments, for bench_flag_int / bench_flag_str */
     char **argv;
 } bench_args;
 
 /* Parses the common flags; `extra` lists the program's own flags ("--hidden", ...), each
  * taking one value, NULL-terminated (may be NULL). Unknown flags print usage and exit 2.
  * Sets the thread count (tg_set_num_threads) and seeds tg_manual_seed(seed). */
-void bench_parse(int argc, char **argv, bench_args *a, const char *usage,
-                 const char *const *extra);
+void bench_parse(int argc, char **argv, bench_args *a, const char *usage, const char *const *extra);
 int64_t bench_flag_int(const bench_args *a, const char *name, int64_t def);
 const char *bench_flag_str(const bench_args *a, const char *name, const char *def);
 
@@ -68,11 +67,11 @@ void bench_run(const char *config, const bench_args *a, double flops, bench_step
                void *ctx);
 
 /* ---- helpers ---- */
-double bench_now(void);               /* seconds, CLOCK_MONOTONIC */
-double bench_cpu_now(void);           /* seconds of CPU time of the process, all threads */
-uint64_t bench_malloc_calls(void);    /* malloc-family calls since the process started */
+double bench_now(void);            /* seconds, CLOCK_MONOTONIC */
+double bench_cpu_now(void);        /* seconds of CPU time of the process, all threads */
+uint64_t bench_malloc_calls(void); /* malloc-family calls since the process started */
 long bench_peak_rss_kb(void);
-long bench_minor_faults(void);        /* minor page faults of the process so far */
+long bench_minor_faults(void); /* minor page faults of the process so far */
 
 /* The data generator shared with bench/torch_models.py (bit-identical there): a 64-bit LCG
  * state; each draw returns (state >> 33) % n. */
@@ -89,6 +88,16 @@ tg_tensor *bench_random_tensor(bench_lcg *g, int ndim, const int64_t *shape);
 
 /* Forward FLOPs of one GRU/LSTM layer over a sequence: 2·T·B·(in + H)·G·H. */
 double bench_rnn_layer_flops(int64_t T, int64_t B, int64_t in, int64_t H, int gates);
+
+/* The sizes of a recurrent layer config (gru_cls_layer, lstm_cls_layer, gru_lm_layer0,
+ * gru_lm_layer1; NULL = gru_cls_layer), overridable by --input --hidden --batch --seq.
+ * Shared by bench_rnn_layer and onednn_rnn so that both time the same layers.
+ * Returns false (after a message naming `program`) for an unknown config. */
+typedef struct bench_rnn_shape {
+    int64_t I, H, B, T;
+    bool lstm;
+} bench_rnn_shape;
+bool bench_rnn_layer_shape(const bench_args *a, const char *program, bench_rnn_shape *s);
 /* 2·m·n·k */
 double bench_gemm_flops(int64_t m, int64_t n, int64_t k);
 

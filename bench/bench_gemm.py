@@ -92,6 +92,10 @@ def worker(args):
 
 def run(cmd, env_extra):
     env = dict(os.environ)
+    # OpenBLAS's own kernel choice for this CPU: a forced OPENBLAS_CORETYPE (e.g. Haswell on
+    # an AVX-512 machine) would halve torch.mm (run_bench.py does the same).
+    for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        env.pop(k, None)
     env.update(env_extra)
     res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
     table, notes = {}, []

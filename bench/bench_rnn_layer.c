@@ -18,8 +18,8 @@ typedef struct ctx {
     tg_recurrent *m;
     bool lstm;
     tg_tape *tape;
-    tg_tensor *x;          /* (T, B, I), requires grad */
-    tg_tensor *dy;         /* (T, B, H) the output gradient */
+    tg_tensor *x;  /* (T, B, I), requires grad */
+    tg_tensor *dy; /* (T, B, H) the output gradient */
     int64_t step;
 } ctx;
 
@@ -40,24 +40,10 @@ int main(int argc, char **argv) {
     bench_args a;
     bench_parse(argc, argv, &a,
                 "  --config gru_cls_layer|lstm_cls_layer|gru_lm_layer0|gru_lm_layer1\n", extra);
-    const char *config = a.config ? a.config : "gru_cls_layer";
-    int64_t I, H, B, T;
-    bool lstm = false;
-    if (strcmp(config, "gru_cls_layer") == 0 || strcmp(config, "lstm_cls_layer") == 0) {
-        lstm = config[0] == 'l';
-        I = 128, H = 256, B = 64, T = 50;
-    } else if (strcmp(config, "gru_lm_layer0") == 0) {
-        I = 300, H = 512, B = 32, T = 35;
-    } else if (strcmp(config, "gru_lm_layer1") == 0) {
-        I = 512, H = 512, B = 32, T = 35;
-    } else {
-        fprintf(stderr, "bench_rnn_layer: unknown config '%s'\n", config);
-        return 2;
-    }
-    I = bench_flag_int(&a, "--input", I);
-    H = bench_flag_int(&a, "--hidden", H);
-    B = bench_flag_int(&a, "--batch", B);
-    T = bench_flag_int(&a, "--seq", T);
+    bench_rnn_shape shape;
+    if (!bench_rnn_layer_shape(&a, "bench_rnn_layer", &shape)) return 2;
+    const int64_t I = shape.I, H = shape.H, B = shape.B, T = shape.T;
+    const bool lstm = shape.lstm;
 
     ctx c = {.lstm = lstm};
     const tg_rnn_options o = tg_rnn_defaults(I, H);
@@ -68,12 +54,15 @@ int main(int argc, char **argv) {
     c.x = tg_tensor_requires_grad(bench_random_tensor(&g, TG_SHAPE(T, B, I)), true);
     c.dy = bench_random_tensor(&g, TG_SHAPE(T, B, H));
 
-    bench_run(config, &a, 3 * bench_rnn_layer_flops(T, B, I, H, lstm ? 4 : 3), step, &c);
+    bench_run(a.config ? a.config : "gru_cls_layer", &a,
+              3 * bench_rnn_layer_flops(T, B, I, H, lstm ? 4 : 3), step, &c);
 
     tg_tensor_free(c.x);
     tg_tensor_free(c.dy);
     tg_tape_free(c.tape);
-    if (lstm) tg_lstm_free(c.m);
-    else tg_gru_free(c.m);
+    if (lstm)
+        tg_lstm_free(c.m);
+    else
+        tg_gru_free(c.m);
     return 0;
 }

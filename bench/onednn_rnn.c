@@ -91,9 +91,12 @@ static double step(void *p) {
     ctx *c = p;
     reorder_run(&c->w_fwd[0]);
     reorder_run(&c->w_fwd[1]);
-    dnnl_exec_arg_t fa[] = {{DNNL_ARG_SRC_LAYER, c->src},         {DNNL_ARG_WEIGHTS_LAYER, c->w_fwd[0].dst},
-                            {DNNL_ARG_WEIGHTS_ITER, c->w_fwd[1].dst}, {DNNL_ARG_BIAS, c->bias},
-                            {DNNL_ARG_DST_LAYER, c->dst},         {DNNL_ARG_WORKSPACE, c->ws}};
+    dnnl_exec_arg_t fa[] = {{DNNL_ARG_SRC_LAYER, c->src},
+                            {DNNL_ARG_WEIGHTS_LAYER, c->w_fwd[0].dst},
+                            {DNNL_ARG_WEIGHTS_ITER, c->w_fwd[1].dst},
+                            {DNNL_ARG_BIAS, c->bias},
+                            {DNNL_ARG_DST_LAYER, c->dst},
+                            {DNNL_ARG_WORKSPACE, c->ws}};
     CHECK(dnnl_primitive_execute(c->fwd, stream, (int)(sizeof fa / sizeof *fa), fa));
     reorder_run(&c->w_bwd[0]);
     reorder_run(&c->w_bwd[1]);
@@ -125,24 +128,10 @@ int main(int argc, char **argv) {
                 "  --config gru_cls_layer|lstm_cls_layer|gru_lm_layer0|gru_lm_layer1\n", extra);
     a.impl = "onednn";
     omp_set_num_threads(a.threads); /* oneDNN runs on OpenMP here */
-    const char *config = a.config ? a.config : "gru_cls_layer";
-    int64_t I, H, B, T;
-    bool lstm = false;
-    if (strcmp(config, "gru_cls_layer") == 0 || strcmp(config, "lstm_cls_layer") == 0) {
-        lstm = config[0] == 'l';
-        I = 128, H = 256, B = 64, T = 50;
-    } else if (strcmp(config, "gru_lm_layer0") == 0) {
-        I = 300, H = 512, B = 32, T = 35;
-    } else if (strcmp(config, "gru_lm_layer1") == 0) {
-        I = 512, H = 512, B = 32, T = 35;
-    } else {
-        fprintf(stderr, "onednn_rnn: unknown config '%s'\n", config);
-        return 2;
-    }
-    I = bench_flag_int(&a, "--input", I);
-    H = bench_flag_int(&a, "--hidden", H);
-    B = bench_flag_int(&a, "--batch", B);
-    T = bench_flag_int(&a, "--seq", T);
+    bench_rnn_shape shape;
+    if (!bench_rnn_layer_shape(&a, "onednn_rnn", &shape)) return 2;
+    const int64_t I = shape.I, H = shape.H, B = shape.B, T = shape.T;
+    const bool lstm = shape.lstm;
     const int64_t G = lstm ? 4 : 3, GB = lstm ? 4 : 4; /* lbr_gru has an extra bias gate */
 
     CHECK(dnnl_engine_create(&engine, dnnl_cpu, 0));
@@ -151,21 +140,27 @@ int main(int argc, char **argv) {
     dnnl_memory_desc_t src_md, dst_md, wl_user, wi_user, bias_md, wl_any, wi_any, bias_any;
     CHECK(dnnl_memory_desc_init_by_tag(&src_md, 3, (dnnl_dims_t){T, B, I}, dnnl_f32, dnnl_tnc));
     CHECK(dnnl_memory_desc_init_by_tag(&dst_md, 3, (dnnl_dims_t){T, B, H}, dnnl_f32, dnnl_tnc));
-    CHECK(dnnl_memory_desc_init_by_tag(&wl_user, 5, (dnnl_dims_t){1, 1, I, G, H}, dnnl_f32, dnnl_ldigo));
-    CHECK(dnnl_memory_desc_init_by_tag(&wi_user, 5, (dnnl_dims_t){1, 1, H, G, H}, dnnl_f32, dnnl_ldigo));
-    CHECK(dnnl_memory_desc_init_by_tag(&bias_md, 4, (dnnl_dims_t){1, 1, GB, H}, dnnl_f32, dnnl_ldgo));
-    CHECK(dnnl_memory_desc_init_by_tag(&wl_any, 5, (dnnl_dims_t){1, 1, I, G, H}, dnnl_f32, dnnl_format_tag_any));
-    CHECK(dnnl_memory_desc_init_by_tag(&wi_any, 5, (dnnl_dims_t){1, 1, H, G, H}, dnnl_f32, dnnl_format_tag_any));
-    CHECK(dnnl_memory_desc_init_by_tag(&bias_any, 4, (dnnl_dims_t){1, 1, GB, H}, dnnl_f32, dnnl_format_tag_any));
+    CHECK(dnnl_memory_desc_init_by_tag(&wl_user, 5, (dnnl_dims_t){1, 1, I, G, H}, dnnl_f32,
+                                       dnnl_ldigo));
+    CHECK(dnnl_memory_desc_init_by_tag(&wi_user, 5, (dnnl_dims_t){1, 1, H, G, H}, dnnl_f32,
+                                       dnnl_ldigo));
+    CHECK(
+        dnnl_memory_desc_init_by_tag(&bias_md, 4, (dnnl_dims_t){1, 1, GB, H}, dnnl_f32, dnnl_ldgo));
+    CHECK(dnnl_memory_desc_init_by_tag(&wl_any, 5, (dnnl_dims_t){1, 1, I, G, H}, dnnl_f32,
+                                       dnnl_format_tag_any));
+    CHECK(dnnl_memory_desc_init_by_tag(&wi_any, 5, (dnnl_dims_t){1, 1, H, G, H}, dnnl_f32,
+                                       dnnl_format_tag_any));
+    CHECK(dnnl_memory_desc_init_by_tag(&bias_any, 4, (dnnl_dims_t){1, 1, GB, H}, dnnl_f32,
+                                       dnnl_format_tag_any));
 
     dnnl_rnn_desc_t fd, bd;
     const dnnl_rnn_direction_t dir = dnnl_unidirectional_left2right;
     if (lstm) {
         CHECK(dnnl_lstm_forward_desc_init(&fd, dnnl_forward_training, dir, &src_md, NULL, NULL,
                                           &wl_any, &wi_any, &bias_md, &dst_md, NULL, NULL, 0));
-        CHECK(dnnl_lstm_backward_desc_init(&bd, dnnl_backward, dir, &src_md, NULL, NULL, &wl_any,
-                                           &wi_any, &bias_md, &dst_md, NULL, NULL, &src_md, NULL,
-                                           NULL, &wl_any, &wi_any, &bias_any, &dst_md, NULL, NULL, 0));
+        CHECK(dnnl_lstm_backward_desc_init(
+            &bd, dnnl_backward, dir, &src_md, NULL, NULL, &wl_any, &wi_any, &bias_md, &dst_md, NULL,
+            NULL, &src_md, NULL, NULL, &wl_any, &wi_any, &bias_any, &dst_md, NULL, NULL, 0));
     } else {
         CHECK(dnnl_lbr_gru_forward_desc_init(&fd, dnnl_forward_training, dir, &src_md, NULL,
                                              &wl_any, &wi_any, &bias_md, &dst_md, NULL, 0));
@@ -194,8 +189,10 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 2; k++) {
         dnnl_memory_t w = mem_new(user[k]);
         mem_fill(w, user[k], &g, 0.0625);
-        c.w_fwd[k] = reorder_new(w, user[k], dnnl_primitive_desc_query_md(fpd, dnnl_query_weights_md, k), NULL);
-        c.w_bwd[k] = reorder_new(w, user[k], dnnl_primitive_desc_query_md(bpd, dnnl_query_weights_md, k), NULL);
+        c.w_fwd[k] = reorder_new(w, user[k],
+                                 dnnl_primitive_desc_query_md(fpd, dnnl_query_weights_md, k), NULL);
+        c.w_bwd[k] = reorder_new(w, user[k],
+                                 dnnl_primitive_desc_query_md(bpd, dnnl_query_weights_md, k), NULL);
         c.diff_w_md[k] = dnnl_primitive_desc_query_md(bpd, dnnl_query_diff_weights_md, k);
         c.diff_w[k] = mem_new(c.diff_w_md[k]);
         c.dw_user[k] = reorder_new(c.diff_w[k], c.diff_w_md[k], user[k], mem_new(user[k]));
@@ -205,11 +202,13 @@ int main(int argc, char **argv) {
     c.diff_bias = mem_new(c.diff_bias_md);
     const char *impl_name = NULL;
     CHECK(dnnl_primitive_desc_query(bpd, dnnl_query_impl_info_str, 0, &impl_name));
-    printf("# oneDNN %s backward implementation: %s; weight reorders fwd %d/%d bwd %d/%d grad %d/%d\n",
-           lstm ? "lstm" : "lbr_gru", impl_name ? impl_name : "?", c.w_fwd[0].prim != NULL,
-           c.w_fwd[1].prim != NULL, c.w_bwd[0].prim != NULL, c.w_bwd[1].prim != NULL,
-           c.dw_user[0].prim != NULL, c.dw_user[1].prim != NULL);
+    printf(
+        "# oneDNN %s backward implementation: %s; weight reorders fwd %d/%d bwd %d/%d grad %d/%d\n",
+        lstm ? "lstm" : "lbr_gru", impl_name ? impl_name : "?", c.w_fwd[0].prim != NULL,
+        c.w_fwd[1].prim != NULL, c.w_bwd[0].prim != NULL, c.w_bwd[1].prim != NULL,
+        c.dw_user[0].prim != NULL, c.dw_user[1].prim != NULL);
 
-    bench_run(config, &a, 3 * bench_rnn_layer_flops(T, B, I, H, (int)G), step, &c);
+    bench_run(a.config ? a.config : "gru_cls_layer", &a,
+              3 * bench_rnn_layer_flops(T, B, I, H, (int)G), step, &c);
     return 0; /* the process ends here: oneDNN objects are not freed one by one */
 }

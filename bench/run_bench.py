@@ -98,6 +98,7 @@ def children_cpu_seconds():
 # QUIET_CPUS CPUs for 3 s in a row (at most WAIT_QUIET_S seconds; 0 = do not wait).
 QUIET_CPUS = 0.3
 WAIT_QUIET_S = [0]
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def wait_quiet():
@@ -114,7 +115,10 @@ def run(cmd, env_extra, timeout):
     """Runs one benchmark process; returns (result dict, None) or (None, error). The result
     gets `others_cpus`: how many CPUs other processes kept busy, on average, meanwhile."""
     env = dict(os.environ)
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY"):
+    # Thread settings come from env_extra only. OpenBLAS picks its kernels from the CPU unless
+    # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE force others: forcing e.g. Haswell on an AVX-512
+    # machine halves torch.mm, so PyTorch runs with OpenBLAS's own choice (its best).
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY") + BLAS_OVERRIDES:
         env.pop(k, None)
     env.update(env_extra)
     if WAIT_QUIET_S[0] > 0:
