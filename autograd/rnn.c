@@ -22,9 +22,14 @@
  * where H_prev (T·B, H) stacks h_{t-1} of every step (contiguous, see rnn_internal.h).
  *
  * GRU and LSTM sequences (T >= 2) take all these products from weights packed ONCE per run
- * into panels (W_hhᵀ for the forward steps, W_hh for the backward steps, W_ihᵀ, W_ih, and X
- * and H_prev for the weight gradients), with a register-tile kernel that reads the other
- * operand in place: tg_gemm would pack W_hh again at every step. Threads: a forward step
+ * into panels (W_hhᵀ for the forward steps, W_hh for the backward steps, W_ihᵀ, W_ih; X and
+ * H_prev for the weight gradients a block at a time), with a register-tile kernel that reads
+ * the other operand in place: tg_gemm would pack W_hh again at every step.
+ *
+ * Memory: DA is written over gi (the forward's input projections, which the backward never
+ * reads); the GRU keeps of DA_h only its n block; what only one pass uses (the packed
+ * weights, the work tiles, gi without a backward to come) goes back to the arena when that
+ * pass is done. Threads: a forward step
  * splits the hidden units (each thread: the product for its units, then their gates: no
  * barrier inside a step); a backward step splits the batch rows (gates, then those rows of
  * dh_prev); the whole-sequence products split rows of the result. Every element is computed
@@ -333,15 +338,19 @@ static void packed_product(rnn_product g) {
     tg_parallel_for(units, g.m * g.n * g.k >= ((int64_t)1 << 20) ? 1 : units, product_blocks, &g);
 }
 
-/* A weight gradient: C (M x N) += Aᵀ·Bm over K rows, A (K x M) and Bm (K x N) row-major
- * (dW = DAᵀ·X: M = G·H, K = T·B). Bm packed once (p, pack_all); A read in place, transposed
- * (its columns are C's rows); k in blocks of RNN_K_BLOCK, each block's sum added to C in
- * order; C's row blocks split between the threads. */
+/* A weight gradient: C (M x N) += Aᵀ·Bm over K rows, A (K x M, row stride lda) and Bm
+ * (K x N) row-major (dW = DAᵀ·X: M = G·H, K = T·B). Packed: A read in place, transposed (its
+ * columns are C's rows); k in blocks of RNN_K_BLOCK, each block's sum added to C in order;
+ * C's row blocks split between the threads. Bm is packed one (k block, panel) at a time into
+ * a buffer on the thread's stack, each thread packing the panels it reads: a packed copy of
+ * all of Bm would take K·N values of the arena, as much as X or H_prev itself, for a copy
+ * that costs 1/M of the product. Without packing (gk NULL): tg_gemm. */
 #define RNN_K_BLOCK 256
+#define RNN_NR_MAX  (128 / (int64_t)sizeof(tg_real)) /* the widest panel: 32 floats */
 typedef struct rnn_wgrad {
     const rnn_gemm_kernel *gk;
-    int64_t M, N, K;
-    const tg_real *a, *p;
+    int64_t M, N, K, lda;
+    const tg_real *a, *bm;
     tg_real *c;
 } rnn_wgrad;
 
@@ -349,17 +358,26 @@ static void wgrad_blocks(int64_t u0, int64_t u1, void *ctx) {
     const rnn_wgrad *g = ctx;
     const int64_t nr = g->gk->nr, M = g->M, N = g->N, K = g->K;
     const int64_t i0 = u0 * RNN_ROW_BLOCK, i1 = u1 * RNN_ROW_BLOCK < M ? u1 * RNN_ROW_BLOCK : M;
+    _Alignas(64) tg_real panel[RNN_K_BLOCK * RNN_NR_MAX];
     for (int64_t kb = 0; kb < K; kb += RNN_K_BLOCK) {
         const int64_t kc = K - kb < RNN_K_BLOCK ? K - kb : RNN_K_BLOCK;
-        for (int64_t q = 0; q * nr < N; q++)
-            g->gk->fn(i1 - i0, kc, g->a + kb * M + i0, 1, M, g->p + q * K * nr + kb * nr,
+        for (int64_t q = 0; q * nr < N; q++) {
+            pack_panel(g->bm + kb * N, N, false, kc, N, q * nr, nr, panel);
+            g->gk->fn(i1 - i0, kc, g->a + kb * g->lda + i0, 1, g->lda, panel,
                       g->c + i0 * N + q * nr, N, N - q * nr < nr ? N - q * nr : nr, true);
+        }
     }
 }
 
-static void weight_grad(tg_tape *tape, const rnn_gemm_kernel *gk, int64_t M, int64_t N, int64_t K,
-                        const tg_real *a, const tg_real *bm, tg_real *c) {
-    rnn_wgrad g = {gk, M, N, K, a, pack_all(tape, gk, bm, N, false, K, N), c};
+static void weight_grad(const rnn_gemm_kernel *gk, int64_t M, int64_t N, int64_t K,
+                        const tg_real *a, int64_t lda, const tg_real *bm, tg_real *c) {
+    if (!gk) {
+        tg_gemm(true, false, M, N, K, 1, a, lda, bm, N, 1, c, N);
+        return;
+    }
+    if (gk->nr > RNN_NR_MAX)
+        tg_fail("rnn: panel width %lld > %lld", (long long)gk->nr, (long long)RNN_NR_MAX);
+    rnn_wgrad g = {gk, M, N, K, lda, a, bm, c};
     const int64_t units = (M + RNN_ROW_BLOCK - 1) / RNN_ROW_BLOCK;
     tg_parallel_for(units, M * N * K >= ((int64_t)1 << 20) ? 1 : units, wgrad_blocks, &g);
 }
@@ -531,15 +549,7 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
 
     if (impl->packed && T >= 2) r->gk = rnn_gemm_pick(); /* the packed products (see below) */
 
-    /* the input projections of every step: ONE GEMM, (T·B, I)·(G·H, I)ᵀ */
-    r->gi = tg_tape_alloc(tape, (size_t)(T * B * GH) * sizeof(tg_real));
-    if (r->gk) /* X read in place, W_ih packed once */
-        packed_product((rnn_product){r->gk, T * B, r->I, GH, r->I, GH, x->data,
-                                     pack_all(tape, r->gk, r->w_ih, r->I, true, r->I, GH), r->gi,
-                                     false});
-    else
-        tg_gemm(false, true, T * B, GH, r->I, 1, x->data, r->I, r->w_ih, r->I, 0, r->gi, GH);
-
+    /* What outlives the forward first: the states and the activations the backward reads. */
     const int64_t first = reverse ? T : 0; /* the slot of h0 */
     r->hs = tg_tape_alloc(tape, (size_t)((T + 1) * BH) * sizeof(tg_real));
     if (h0)
@@ -557,6 +567,22 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
     r->act_stride = keep ? impl->saved * BH : 0;
     r->acts =
         tg_tape_alloc(tape, (size_t)((keep ? T : 1) * impl->saved * BH + 1) * sizeof(tg_real));
+    /* The input projections outlive the forward only to become the backward's da_i (the
+     * backward reads the saved activations, never gi): without a backward they are scratch,
+     * given back below with the packed weights and the work tile. */
+    tg_arena *arena = tg_tape_arena(tape);
+    tg_arena_mark scratch = tg_arena_get_mark(arena);
+    r->gi = tg_tape_alloc(tape, (size_t)(T * B * GH + 1) * sizeof(tg_real));
+    if (keep) scratch = tg_arena_get_mark(arena);
+
+    /* the input projections of every step: ONE GEMM, (T·B, I)·(G·H, I)ᵀ */
+    if (r->gk) /* X read in place, W_ih packed once */
+        packed_product((rnn_product){r->gk, T * B, r->I, GH, r->I, GH, x->data,
+                                     pack_all(tape, r->gk, r->w_ih, r->I, true, r->I, GH), r->gi,
+                                     false});
+    else
+        tg_gemm(false, true, T * B, GH, r->I, 1, x->data, r->I, r->w_ih, r->I, 0, r->gi, GH);
+
     /* W_hh packed once for all the steps (a single step: tg_gemm's own packing is as cheap) */
     int64_t work = B * GH;
     if (r->gk) {
@@ -568,6 +594,10 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
     r->work = tg_tape_alloc(tape, (size_t)(work + 1) * sizeof(tg_real));
 
     for (int64_t s = 0; s < T; s++) impl->forward_step(r, reverse ? T - 1 - s : s);
+    /* the forward's scratch goes back to the arena: the backward packs what it needs */
+    tg_arena_rewind(arena, scratch);
+    r->wf = r->work = NULL;
+    if (!keep) r->gi = NULL;
     r->out_seq = r->out_h = r->out_c = -1;
     return r;
 }
@@ -596,27 +626,28 @@ static bool needs_grad(tg_tape *tape, tg_tensor *const *in, int n) {
  * ------------------------------------------------------------------------------------- */
 /* db[j] += Σ_rows a[row, j] for the columns [j0, j1) */
 RNN_ROW_KERNEL
-static void column_sums(tg_real *db, const tg_real *a, int64_t rows, int64_t cols, int64_t j0,
+static void column_sums(tg_real *db, const tg_real *a, int64_t rows, int64_t lda, int64_t j0,
                         int64_t j1) {
     for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = j0; j < j1; j++) db[j] += a[i * cols + j];
+        for (int64_t j = j0; j < j1; j++) db[j] += a[i * lda + j];
 }
 
 typedef struct rnn_colsum {
     tg_real *db;
     const tg_real *a;
-    int64_t rows, cols;
+    int64_t rows, cols, lda;
 } rnn_colsum;
 
 /* Column blocks of 64 split between the threads; each column summed in row order. */
 static void column_sum_blocks(int64_t u0, int64_t u1, void *ctx) {
     const rnn_colsum *c = ctx;
-    column_sums(c->db, c->a, c->rows, c->cols, u0 * 64, u1 * 64 < c->cols ? u1 * 64 : c->cols);
+    column_sums(c->db, c->a, c->rows, c->lda, u0 * 64, u1 * 64 < c->cols ? u1 * 64 : c->cols);
 }
 
-/* db[j] += Σ_rows a[row, j] */
-static void add_column_sums(tg_real *db, const tg_real *a, int64_t rows, int64_t cols) {
-    rnn_colsum c = {db, a, rows, cols};
+/* db[j] += Σ_rows a[row, j] for j < cols, rows lda apart */
+static void add_column_sums(tg_real *db, const tg_real *a, int64_t rows, int64_t cols,
+                            int64_t lda) {
+    rnn_colsum c = {db, a, rows, cols, lda};
     const int64_t units = (cols + 63) / 64;
     tg_parallel_for(units, rows * cols >= ((int64_t)1 << 18) ? 1 : units, column_sum_blocks, &c);
 }
@@ -630,15 +661,28 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
     const tg_real *dout = r->out_seq >= 0 ? node->out[r->out_seq]->grad : NULL;
     const tg_real *dh_n = r->out_h >= 0 ? node->out[r->out_h]->grad : NULL;
     const tg_real *dc_n = r->out_c >= 0 ? node->out[r->out_c]->grad : NULL;
+    tg_arena *arena = tg_tape_arena(tape);
 
-    tg_real *da_i = tg_tape_alloc(tape, (size_t)(T * B * GH + 1) * sizeof(tg_real));
-    tg_real *da_h = impl->separate_da_h
-                        ? tg_tape_alloc(tape, (size_t)(T * B * GH + 1) * sizeof(tg_real))
-                        : da_i;
+    /* The steps write da_i over gi: the gates were computed from gi in the forward, and the
+     * backward reads only the saved activations and states (a second backward of the same
+     * tape overwrites it again, with the same values). */
+    tg_real *da_i = r->gi;
+    /* GRU: da_h equals da_i but in its last (n) block. Each step writes its whole da_h into
+     * one (B, G·H) tile for its product with W_hh, and keeps only the n block of every step
+     * (r->dhn, T·B·H) for dW_hh and db_hh: the other blocks are da_i's. */
+    const int64_t shared = impl->separate_da_h ? GH - H : GH; /* columns da_h shares with da_i */
+    tg_real *da_h = da_i;
+    if (impl->separate_da_h) {
+        r->dhn = tg_tape_alloc(tape, (size_t)(T * BH + 1) * sizeof(tg_real));
+        da_h = tg_tape_alloc(tape, (size_t)(B * GH + 1) * sizeof(tg_real));
+    }
+    /* what only the steps use, given back before the weight gradients */
+    const tg_arena_mark steps = tg_arena_get_mark(arena);
     tg_real *dh = arena_zeros(tape, BH), *dh_prev = arena_zeros(tape, BH);
     tg_real *dc = r->kind == TG_CELL_LSTM ? arena_zeros(tape, BH) : NULL;
     if (dh_n) memcpy(dh, dh_n, (size_t)BH * sizeof(tg_real));
     if (dc && dc_n) memcpy(dc, dc_n, (size_t)BH * sizeof(tg_real));
+    r->work = tg_tape_alloc(tape, (size_t)(B * GH + 1) * sizeof(tg_real)); /* the steps' tile */
     if (r->gk) /* W_hh packed for the steps' products da_h·W_hh */
         r->wb = pack_all(tape, r->gk, r->w_hh, H, false, GH, H);
 
@@ -647,7 +691,8 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
         const int64_t t = r->reverse ? s : T - 1 - s;
         if (dout)
             for (int64_t k = 0; k < BH; k++) dh[k] += dout[t * BH + k];
-        impl->backward_step(r, t, dh, dc, da_i + t * B * GH, da_h + t * B * GH, dh_prev);
+        tg_real *da_h_t = impl->separate_da_h ? da_h : da_h + t * B * GH;
+        impl->backward_step(r, t, dh, dc, da_i + t * B * GH, da_h_t, dh_prev);
         tg_real *tmp = dh; /* dh_{t-1} becomes the next step's dh */
         dh = dh_prev, dh_prev = tmp;
     }
@@ -656,28 +701,31 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
         for (int64_t k = 0; k < BH; k++) g[k] += dh[k];
     if ((g = tg_tape_grad(tape, c0)))
         for (int64_t k = 0; k < BH; k++) g[k] += dc[k];
+    tg_arena_rewind(arena, steps);
+    r->work = r->wb = NULL;
 
-    /* the gradients that sum over steps, as GEMMs over all T·B rows */
-    if ((g = tg_tape_grad(tape, w_ih)) && r->gk) /* dW_ih (G·H, I) += DAᵀ·X, X packed */
-        weight_grad(tape, r->gk, GH, I, T * B, da_i, x->data, g);
-    else if (g) /* dW_ih (G·H, I) += DAᵀ·X */
-        tg_gemm(true, false, GH, I, T * B, 1, da_i, GH, x->data, I, 1, g, I);
+    /* the gradients that sum over steps, as products over all T·B rows */
+    if ((g = tg_tape_grad(tape, w_ih))) /* dW_ih (G·H, I) += DAᵀ·X */
+        weight_grad(r->gk, GH, I, T * B, da_i, GH, x->data, g);
     if ((g = tg_tape_grad(tape, x)) && r->gk) /* dX (T·B, I) += DA·W_ih, DA read in place */
         packed_product((rnn_product){r->gk, T * B, GH, I, GH, I, da_i,
                                      pack_all(tape, r->gk, r->w_ih, I, false, GH, I), g, true});
     else if (g) /* dX (T·B, I) += DA·W_ih */
         tg_gemm(false, false, T * B, I, GH, 1, da_i, GH, r->w_ih, I, 1, g, I);
-    if ((g = tg_tape_grad(tape, b_ih))) add_column_sums(g, da_i, T * B, GH);
-    if ((g = tg_tape_grad(tape, w_hh))) {
-        if (impl->weight_hh_grad)
-            impl->weight_hh_grad(r, da_h, g);
-        else if (r->gk) /* the same, H_prev packed */
-            weight_grad(tape, r->gk, GH, H, T * B, da_h, rnn_h(r, r->reverse ? 1 : 0), g);
-        else /* dW_hh (G·H, H) += DA_hᵀ·H_prev, H_prev = the T slots before each step */
-            tg_gemm(true, false, GH, H, T * B, 1, da_h, GH, rnn_h(r, r->reverse ? 1 : 0), H, 1, g,
-                    H);
+    if ((g = tg_tape_grad(tape, b_ih))) add_column_sums(g, da_i, T * B, GH, GH);
+    /* H_prev = the T slots of hs before each step (rnn_internal.h) */
+    const tg_real *h_prev = rnn_h(r, r->reverse ? 1 : 0);
+    if ((g = tg_tape_grad(tape, w_hh)) && impl->weight_hh_grad)
+        impl->weight_hh_grad(r, da_h, g);
+    else if (g) { /* dW_hh (G·H, H) += DA_hᵀ·H_prev, the n block of the GRU from dhn */
+        weight_grad(r->gk, shared, H, T * B, da_i, GH, h_prev, g);
+        if (shared < GH) weight_grad(r->gk, H, H, T * B, r->dhn, H, h_prev, g + shared * H);
     }
-    if ((g = tg_tape_grad(tape, b_hh))) add_column_sums(g, da_h, T * B, GH);
+    if ((g = tg_tape_grad(tape, b_hh))) {
+        add_column_sums(g, da_i, T * B, shared, GH);
+        if (shared < GH) add_column_sums(g + shared, r->dhn, T * B, H, H);
+    }
+    r->dhn = NULL;
 }
 
 /* ---------------------------------------------------------------------------------------

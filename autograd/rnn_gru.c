@@ -57,7 +57,8 @@ static void gru_forward(const rnn_run *rr, int64_t t) { rnn_forward_gated(rr, t,
  *   r = σ(a_r):           da_r = dr ⊙ r ⊙ (1 − r)          (σ' = σ(1 − σ))
  *   z = σ(a_z):           da_z = dz ⊙ z ⊙ (1 − z)
  * Input side  (gi, b_ih):  da_i = [da_r | da_z | da_n]
- * Hidden side (gh, b_hh):  da_h = [da_r | da_z | dhn]   — differs only in the n block
+ * Hidden side (gh, b_hh):  da_h = [da_r | da_z | dhn]   — differs only in the n block,
+ *                          so only dhn is kept for every step (the driver's dhn)
  *   dh_prev += da_h · W_hh                    (ONE GEMM, all three blocks)
  * gru_backward_rows does it on a range of batch rows: the gates, then (packed) those rows
  * of dh_prev += da_h·W_hh — rows are independent, so a thread needs no other's da_h. */
@@ -71,6 +72,7 @@ static void gru_backward_rows(int64_t b0, int64_t b1, void *ctx) {
         const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = c->dh + b * H;
         const tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
         tg_real *da_i = c->da_i + b * G3, *da_h = c->da_h + b * G3, *dh_prev = c->dh_prev + b * H;
+        tg_real *dhn = rr->dhn + (c->t * rr->B + b) * H; /* kept for dW_hn, db_hn */
         RNN_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dn = dh[j] * (1 - z[j]);
@@ -81,6 +83,7 @@ static void gru_backward_rows(int64_t b0, int64_t b1, void *ctx) {
             const tg_real da_z = dz * z[j] * (1 - z[j]);
             da_i[j] = da_r, da_i[H + j] = da_z, da_i[2 * H + j] = da_n;
             da_h[j] = da_r, da_h[H + j] = da_z, da_h[2 * H + j] = da_n * r[j];
+            dhn[j] = da_h[2 * H + j];
             dh_prev[j] = dh[j] * z[j];
         }
     }

@@ -12,8 +12,10 @@
  *                       one GEMM over all steps.
  *   cs    (T+1, B, H)   LSTM cell states, same layout
  *   acts  (T, B, S·H)   the activations the backward needs (gates, ...), S per cell kind
- * The backward writes the pre-activation gradients of all steps, da (T, B, G·H), then
- * takes dW_ih, dx and dW_hh as GEMMs over all T·B rows. */
+ * The backward writes the pre-activation gradients of all steps, da (T, B, G·H), over gi
+ * (which only the forward reads), then takes dW_ih, dx and dW_hh as GEMMs over all T·B
+ * rows. What only the forward's steps use (packed weights, the work tile) is given back to
+ * the arena when the forward ends; the backward takes its own. */
 #ifndef TAPEGRAD_RNN_INTERNAL_H
 #define TAPEGRAD_RNN_INTERNAL_H
 
@@ -80,13 +82,15 @@ typedef struct rnn_run {
     tg_real *gi, *hs, *cs, *acts;
     int64_t act_stride;        /* elements of acts per step; 0 = one slot reused (inference) */
     tg_real *work;             /* (B, G·H) scratch for the hidden GEMM(s); packed: one
-                                * (B, G·nr) tile per panel */
+                                * (B, G·nr) tile per panel (forward and backward each
+                                * take their own) */
     int out_seq, out_h, out_c; /* positions of output, h_n, c_n among the node's outputs */
     /* Packed step products (GRU, LSTM over T >= 2 steps); gk NULL: the steps use tg_gemm. */
     const rnn_gemm_kernel *gk;
     int64_t panels; /* ⌈H / nr⌉ */
     tg_real *wf;    /* forward: W_hhᵀ, panel q of gate block g at (q·G + g)·H·nr, (H, nr) */
     tg_real *wb;    /* backward: W_hh, panel q at q·G·H·nr, (G·H, nr); set by the backward */
+    tg_real *dhn;   /* GRU backward: the n block of da_h of every step (T, B, H) */
 } rnn_run;
 
 /* A cell kind's forward gate kernel for step t on batch rows [b0, b1) and hidden units
@@ -140,13 +144,15 @@ typedef struct rnn_cell_impl {
     int saved;          /* S: activations kept per step, in units of B·H */
     bool packed;        /* its steps use the packed products (rnn_run.gk) when T >= 2 */
     bool separate_da_h; /* the hidden side's pre-activation gradient differs from the input
-                         * side's (PyTorch GRU: r scales the n block), so keep both */
+                         * side's in its last (n) block (PyTorch GRU: r scales it): the step
+                         * writes da_h into a (B, G·H) tile and keeps its n block in dhn */
     /* Step t: from h_prev (and c_prev) and gi_t, the hidden GEMM(s) and the gate kernel
      * write h_t (and c_t) into their slots and the step's activations into acts. */
     void (*forward_step)(const rnn_run *r, int64_t t);
     /* Step t backward: dh = dL/dh_t (B, H); dc = dL/dc_t in, dL/dc_{t-1} out (LSTM).
      * Writes the pre-activation gradients da_i (B, G·H) (input side: gi, b_ih) and
-     * da_h (hidden side: the product with W_hh, b_hh; may equal da_i), and
+     * da_h (hidden side: the product with W_hh, b_hh; may equal da_i; separate_da_h: a
+     * tile every step reuses, its n block also into r->dhn), and
      * dh_prev = dL/dh_{t-1} (B, H), including the GEMM da_h·W_hh. */
     void (*backward_step)(const rnn_run *r, int64_t t, const tg_real *dh, tg_real *dc,
                           tg_real *da_i, tg_real *da_h, tg_real *dh_prev);

@@ -5,17 +5,19 @@
  *         with [a_i | a_f | a_g | a_o] = gi + b_ih + gh + b_hh,  gh = h_prev·W_hhᵀ
  *     c = f ⊙ c_prev + i ⊙ g
  *     h = o ⊙ tanh(c)
- * Saved per step and batch row: [i | f | g | o | tanh(c)]  (5H); c itself is in cs. */
+ * Saved per step and batch row: [i | f | g | o]  (4H); c itself is in cs, and the backward
+ * takes tanh(c) again from it (one tanh per element costs less than the T·B·H values a
+ * saved copy would hold for the whole backward). */
 #include "rnn_internal.h"
 
 /* Step t for one batch row and `len` units: the gate kernel. gi, b_ih, b_hh, c_prev, h, c
- * and a (the row's saved [i | f | g | o | tanh(c)]) start at the first unit, with gate
+ * and a (the row's saved [i | f | g | o]) start at the first unit, with gate
  * blocks H apart; gh (the step's product) has its gate blocks gs apart. */
 RNN_ROW_KERNEL
 static void lstm_forward_step(int64_t len, int64_t H, int64_t gs, const tg_real *gi,
                               const tg_real *gh, const tg_real *b_ih, const tg_real *b_hh,
                               const tg_real *c_prev, tg_real *h, tg_real *c, tg_real *a) {
-    tg_real *i = a, *f = a + H, *g = a + 2 * H, *o = a + 3 * H, *tc = a + 4 * H;
+    tg_real *i = a, *f = a + H, *g = a + 2 * H, *o = a + 3 * H;
     RNN_SIMD
     for (int64_t j = 0; j < len; j++) {
         i[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
@@ -23,8 +25,8 @@ static void lstm_forward_step(int64_t len, int64_t H, int64_t gs, const tg_real 
         g[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + (gh[2 * gs + j] + b_hh[2 * H + j]));
         o[j] = rnn_sigmoid((gi[3 * H + j] + b_ih[3 * H + j]) + (gh[3 * gs + j] + b_hh[3 * H + j]));
         c[j] = f[j] * c_prev[j] + i[j] * g[j];
-        tc[j] = rnn_tanh(c[j]);
-        h[j] = o[j] * tc[j];
+        const tg_real tc = rnn_tanh(c[j]);
+        h[j] = o[j] * tc;
     }
 }
 
@@ -38,7 +40,7 @@ static void lstm_gates(const rnn_run *rr, int64_t t, int64_t b0, int64_t b1, int
     for (int64_t b = b0; b < b1; b++)
         lstm_forward_step(len, H, gs, gi + b * G4 + j0, gh + b * grs, rr->b_ih + j0, rr->b_hh + j0,
                           c_prev + b * H + j0, h + b * H + j0, c + b * H + j0,
-                          acts + b * 5 * H + j0);
+                          acts + b * 4 * H + j0);
 }
 
 static void lstm_forward(const rnn_run *rr, int64_t t) { rnn_forward_gated(rr, t, lstm_gates); }
@@ -63,15 +65,16 @@ static void lstm_backward_rows(int64_t b0, int64_t b1, void *ctx) {
     const rnn_run *rr = cx->r;
     const int64_t H = rr->H, G4 = 4 * H;
     const tg_real *c_prev_all = rnn_c(rr, rnn_prev_slot(rr, cx->t)),
-                  *acts_all = rnn_acts(rr, cx->t);
+                  *c_all = rnn_c(rr, rnn_cur_slot(rr, cx->t)), *acts_all = rnn_acts(rr, cx->t);
     for (int64_t b = b0; b < b1; b++) {
-        const tg_real *a = acts_all + b * 5 * H, *c_prev = c_prev_all + b * H, *dh = cx->dh + b * H;
-        const tg_real *i = a, *f = a + H, *g = a + 2 * H, *o = a + 3 * H, *tc = a + 4 * H;
+        const tg_real *a = acts_all + b * 4 * H, *c_prev = c_prev_all + b * H, *dh = cx->dh + b * H;
+        const tg_real *i = a, *f = a + H, *g = a + 2 * H, *o = a + 3 * H, *c = c_all + b * H;
         tg_real *dc = cx->dc + b * H, *da = cx->da_i + b * G4;
         RNN_SIMD
         for (int64_t j = 0; j < H; j++) {
-            const tg_real d_o = dh[j] * tc[j];
-            const tg_real d_c = dc[j] + dh[j] * o[j] * (1 - tc[j] * tc[j]);
+            const tg_real tc = rnn_tanh(c[j]); /* the forward's, recomputed (not saved) */
+            const tg_real d_o = dh[j] * tc;
+            const tg_real d_c = dc[j] + dh[j] * o[j] * (1 - tc * tc);
             const tg_real d_i = d_c * g[j], d_g = d_c * i[j], d_f = d_c * c_prev[j];
             dc[j] = d_c * f[j]; /* becomes dL/dc_{t-1} */
             da[j] = d_i * i[j] * (1 - i[j]);
@@ -90,4 +93,4 @@ static void lstm_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_a
     rnn_backward_gated(rr, &c, lstm_backward_rows, false);
 }
 
-const rnn_cell_impl tg_rnn_impl_lstm = {5, true, false, lstm_forward, lstm_backward_step, NULL};
+const rnn_cell_impl tg_rnn_impl_lstm = {4, true, false, lstm_forward, lstm_backward_step, NULL};

@@ -103,9 +103,18 @@ uint64_t bench_malloc_calls(void) {
     return atomic_load_explicit(&malloc_calls, memory_order_relaxed);
 }
 
+/* VmHWM of /proc/self/status: this process's own peak. getrusage's ru_maxrss is not, on
+ * Linux: it carries the parent's peak across fork + exec (the Python runner's ~13 MB). */
 long bench_peak_rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    if (f) fclose(f);
+    if (kb >= 0) return kb;
     struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
+    getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss; /* kilobytes on Linux */
 }
 

@@ -27,6 +27,19 @@ import statistics
 import sys
 import time
 
+
+def peak_rss_kb():
+    """VmHWM, this process's own peak (ru_maxrss carries the parent's across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 MASK = (1 << 64) - 1
 
 
@@ -327,7 +340,7 @@ def main():
         cpu.append(1e3 * (time.process_time() - c0) / per_round)
     ms.sort()
     cpu.sort()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = peak_rss_kb()
     print(f"# torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
