@@ -10,12 +10,16 @@ seconds=${1:-60}
 sh scripts/install-deps.sh clang libclang-rt-14-dev
 
 dir=build/fuzz
+mkdir -p build
+log=build/fuzz-build.log
 if [ -d "$dir" ]; then
-    CC=clang meson setup --reconfigure "$dir" -Dfuzz=true -Dtests=disabled >/dev/null
+    set -- --reconfigure
 else
-    CC=clang meson setup "$dir" -Dfuzz=true -Dtests=disabled >/dev/null
+    set --
 fi
-ninja -C "$dir" fuzz/fuzz_safetensors >/dev/null
+# Quiet when it works; the build's own messages when it does not.
+{ CC=clang meson setup "$@" "$dir" -Dfuzz=true -Dtests=disabled &&
+    ninja -C "$dir" fuzz/fuzz_safetensors; } >"$log" 2>&1 || { tail -n 30 "$log"; exit 1; }
 
 run=build/fuzz-run
 rm -rf "$run"
