@@ -116,6 +116,9 @@ def main():
                     help="time by process CPU time / threads (a busy shared machine)")
     ap.add_argument("--only", choices=["squares", "rnn", "tiny"])
     ap.add_argument("--tapegrad", metavar="PATH", help="the bench_gemm binary to compare with")
+    ap.add_argument("--blas", metavar="PATH",
+                    help="bench_gemm of the -Dblas=enabled build (tg_gemm through OpenBLAS): "
+                         "one more column")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--torch-threads", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -153,17 +156,23 @@ def main():
         for key, g in passive.items():
             mine[key] = max(g, mine.get(key, 0.0))
         my_notes.append("# tapegrad: best of OMP_WAIT_POLICY default and PASSIVE")
+    blas = {}
+    if args.blas:  # same harness, tg_gemm built on OpenBLAS (its threads: OPENBLAS_NUM_THREADS)
+        blas, blas_notes = run([args.blas] + common, {"OPENBLAS_NUM_THREADS": str(t)})
+        my_notes += blas_notes
     for line in my_notes + notes:
         print(line)
     print(f"{'case':4} {'m':>5} {'n':>5} {'k':>5}  {'tapegrad':>9} {'torch.mm':>9} {'ratio':>6}"
-          f"   (GFLOP/s, {t} thread{'s' if t > 1 else ''})")
+          + (f" {'tg+OpenBLAS':>11}" if blas else "")
+          + f"   (GFLOP/s, {t} thread{'s' if t > 1 else ''})")
     ratios = []
     for key, g in mine.items():
         tg = torch_best.get(key)
         case, m, n, k = key
         r = g / tg if tg else float("nan")
         ratios.append(r)
-        print(f"{case:4} {m:5d} {n:5d} {k:5d}  {g:9.1f} {tg:9.1f} {r:6.2f}")
+        extra = f" {blas[key]:11.1f}" if key in blas else ""
+        print(f"{case:4} {m:5d} {n:5d} {k:5d}  {g:9.1f} {tg:9.1f} {r:6.2f}{extra}")
     if ratios:
         ratios.sort()
         print(f"# ratio: min {ratios[0]:.2f}, median {ratios[len(ratios) // 2]:.2f}")

@@ -386,6 +386,10 @@ def busy(r):
 def run_gemm(py, bench_dir, t, args):
     exe = os.path.join(bench_dir, "bench_gemm")
     cmd = [py, os.path.join(HERE, "bench_gemm.py"), "--threads", str(t), "--tapegrad", exe]
+    # the OpenBLAS comparison build (scripts/bench.sh makes it when libopenblas-dev is there)
+    blas_exe = os.path.join(os.path.dirname(bench_dir) + "-blas", "bench", "bench_gemm")
+    if os.path.exists(blas_exe):
+        cmd += ["--blas", blas_exe]
     if args.quick:
         cmd.append("--quick")
     if args.cpu_time:

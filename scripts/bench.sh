@@ -10,12 +10,13 @@
 #   --cpu-time   rank by process CPU time / threads (a busy shared machine) instead of
 #                wall-clock time
 # Other options go to bench/run_bench.py (see its --help). As root it installs what is
-# missing (python3-torch, OpenBLAS for torch's BLAS, libdnnl-dev for the oneDNN program)
+# missing (python3-torch, OpenBLAS for torch's BLAS and the comparison build, libdnnl-dev for
+# the oneDNN program)
 # through scripts/install-deps.sh. A full run takes about half an hour on 2 cores.
 set -eu
 cd "$(dirname "$0")/.."
 
-sh scripts/install-deps.sh python3-torch libopenblas0-pthread libdnnl-dev ||
+sh scripts/install-deps.sh python3-torch libopenblas0-pthread libopenblas-dev libdnnl-dev ||
     echo "bench.sh: continuing without the missing packages" >&2
 
 dir=build/release
@@ -25,6 +26,16 @@ else
     meson setup "$dir" --buildtype=release >/dev/null
 fi
 ninja -C "$dir" >/dev/null
+
+# The comparison build: tg_gemm through OpenBLAS (-Dblas=enabled), one more GEMM column.
+if pkg-config --exists openblas; then
+    if [ -d "$dir-blas" ]; then
+        meson setup --reconfigure "$dir-blas" --buildtype=release -Dblas=enabled >/dev/null
+    else
+        meson setup "$dir-blas" --buildtype=release -Dblas=enabled >/dev/null
+    fi
+    ninja -C "$dir-blas" bench/bench_gemm >/dev/null
+fi
 
 if [ ! -x "$dir/bench/bench_classifier" ]; then
     echo "bench.sh: $dir/bench has no benchmark programs: the top-level meson.build needs subdir('bench')" >&2

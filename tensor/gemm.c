@@ -46,6 +46,14 @@
  *
  * Packing buffers are per thread (_Thread_local), 64-byte aligned, allocated on first use
  * and only ever grown, so after the first calls a GEMM does no malloc. */
+#ifdef TG_USE_CBLAS
+#include <cblas.h>
+#ifdef TG_DOUBLE
+#define TG_CBLAS_GEMM cblas_dgemm
+#else
+#define TG_CBLAS_GEMM cblas_sgemm
+#endif
+#endif
 #include "tapegrad/kernels.h"
 
 #include "gemm_internal.h"
@@ -147,7 +155,12 @@ static const tg_gemm_kernel *tg_gemm_kernel_get(void) {
     return k;
 }
 
-const char *tg_gemm_kernel_name(void) { return tg_gemm_kernel_get()->name; }
+const char *tg_gemm_kernel_name(void) {
+#ifdef TG_USE_CBLAS
+    if (!atomic_load(&tg_gemm_portable_forced)) return "openblas";
+#endif
+    return tg_gemm_kernel_get()->name;
+}
 
 void tg_gemm_force_portable(bool on) { atomic_store(&tg_gemm_portable_forced, on); }
 
@@ -510,6 +523,16 @@ void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_rea
         tg_fail("tg_gemm: ldb=%lld < %lld (trans_b=%d)", (long long)ldb,
                 (long long)(trans_b ? k : n), (int)trans_b);
 
+#ifdef TG_USE_CBLAS
+    /* The comparison build (-Dblas=enabled): OpenBLAS computes the product, on its own
+     * threads, in its own summation order (so not bit-identical across thread counts). */
+    if (!atomic_load(&tg_gemm_portable_forced)) {
+        TG_CBLAS_GEMM(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                      trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha, a,
+                      (int)lda, b, (int)ldb, beta, c, (int)ldc);
+        return;
+    }
+#endif
     tg_gemm_call g = {
         .kern = tg_gemm_kernel_get(),
         .trans_a = trans_a,
