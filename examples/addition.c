@@ -16,15 +16,21 @@
 #include <string.h>
 
 enum {
-    SRC_LEN = 7,                          /* "999+999" */
-    TGT_LEN = 5,                          /* "1998" and the end token */
-    PLUS = 10, PAD = 11, SRC_VOCAB = 12,  /* source: digits, '+', padding (in front) */
-    END = 10, BOS = 11, TGT_VOCAB = 12,   /* target: digits, end, begin */
-    MAX_VALUE = 1000,                     /* operands in [0, 999] */
+    SRC_LEN = 7, /* "999+999" */
+    TGT_LEN = 5, /* "1998" and the end token */
+    PLUS = 10,
+    PAD = 11,
+    SRC_VOCAB = 12, /* source: digits, '+', padding (in front) */
+    END = 10,
+    BOS = 11,
+    TGT_VOCAB = 12,   /* target: digits, end, begin */
+    MAX_VALUE = 1000, /* operands in [0, 999] */
     HELD_OUT = 1000,
 };
 
-typedef struct problem { int a, b; } problem;
+typedef struct problem {
+    int a, b;
+} problem;
 
 /* The decimal digits of v into out; returns how many. */
 static int digits_of(int v, int32_t *out) {
@@ -160,35 +166,43 @@ static void attention_print(tg_gru_attention *model, tg_tape *tape, problem p) {
 }
 
 int main(int argc, char **argv) {
-    tg_train_options train = {.steps = 2500, .batch = 128, .lr = 1e-2, .seed = 0,
-                              .checkpoint = "addition.safetensors", .save_every = 500};
+    tg_train_options train = {.steps = 2500,
+                              .batch = 128,
+                              .lr = 1e-2,
+                              .seed = 0,
+                              .checkpoint = "addition.safetensors",
+                              .save_every = 500};
     int64_t embedding = 32, hidden = 128, attention = 64;
     bool show_attention = false;
     const tg_flag flags[] = {
         {"embedding", TG_FLAG_INT, &embedding, 1, 4096, "embedding size of the characters"},
         {"hidden", TG_FLAG_INT, &hidden, 1, 4096, "GRU hidden size (encoder and decoder)"},
         {"attention", TG_FLAG_INT, &attention, 1, 4096, "size of the additive attention layer"},
-        {"show-attention", TG_FLAG_SWITCH, &show_attention, 0, 0, "print one attention map after training"},
+        {"show-attention", TG_FLAG_SWITCH, &show_attention, 0, 0,
+         "print one attention map after training"},
     };
-    tg_flags_parse(argc, argv,
-                   "addition: a GRU encoder-decoder with attention (seed 002) learns to add two\n"
-                   "integers of up to 3 digits written as text (\"123+45\" -> \"168\"), and is scored by\n"
-                   "exact match on 1,000 held-out problems.",
-                   &train, flags, (int)(sizeof flags / sizeof flags[0]));
+    tg_flags_parse(
+        argc, argv,
+        "addition: a GRU encoder-decoder with attention (seed 002) learns to add two\n"
+        "integers of up to 3 digits written as text (\"123+45\" -> \"168\"), and is scored by\n"
+        "exact match on 1,000 held-out problems.",
+        &train, flags, (int)(sizeof flags / sizeof flags[0]));
 
     problem *test = malloc(HELD_OUT * sizeof *test);
     uint8_t *is_test = calloc(MAX_VALUE * MAX_VALUE, 1);
     problem *problems = malloc((size_t)train.batch * sizeof *problems);
     int *answers = malloc(HELD_OUT * sizeof *answers);
-    if (!test || !is_test || !problems || !answers) { fprintf(stderr, "out of memory\n"); return 1; }
+    if (!test || !is_test || !problems || !answers) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
     held_out_draw(train.seed, test, is_test);
 
     tg_manual_seed((uint64_t)train.seed);
-    tg_gru_attention *model = tg_gru_attention_new(SRC_VOCAB, TGT_VOCAB, embedding, hidden, attention);
+    tg_gru_attention *model =
+        tg_gru_attention_new(SRC_VOCAB, TGT_VOCAB, embedding, hidden, attention);
     tg_params *params = tg_gru_attention_params(model);
-    tg_adam_options adam = tg_adam_defaults();
-    adam.lr = train.lr;
-    tg_optim *opt = tg_adam_new(params, &adam);
+    tg_optim *opt = tg_train_adam_new(params, &train);
     tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
     const int64_t start = tg_checkpoint_resume(checkpoint, train.resume);
     tg_tape *tape = tg_tape_new();
@@ -211,8 +225,8 @@ int main(int argc, char **argv) {
 
         tg_optim_set_lr(opt, tg_lr_cosine(train.lr, train.lr / 20, step, train.steps, 50));
         tg_tensor *logits = tg_gru_attention_forward(model, tape, b.src, b.tgt_in).logits;
-        tg_tensor *loss = tg_cross_entropy_ex(tape, tg_reshape(tape, logits, TG_SHAPE(-1, TGT_VOCAB)),
-                                              b.tgt_out, &ce);
+        tg_tensor *loss = tg_cross_entropy_ex(
+            tape, tg_reshape(tape, logits, TG_SHAPE(-1, TGT_VOCAB)), b.tgt_out, &ce);
         tg_tape_backward(tape, loss);
         tg_clip_grad_norm(params, 1.0, 2.0);
         tg_optim_step(opt);
@@ -228,8 +242,8 @@ int main(int argc, char **argv) {
         printf("  %3d+%-3d = %-4d  model: %-5d %s\n", test[i].a, test[i].b, test[i].a + test[i].b,
                answers[i], answers[i] == test[i].a + test[i].b ? "right" : "WRONG");
     if (show_attention) attention_print(model, tape, test[0]);
-    printf("\nexact match on %d held-out problems: %lld/%d = %.1f%%\n", HELD_OUT, (long long)correct,
-           HELD_OUT, 100.0 * (double)correct / HELD_OUT);
+    printf("\nexact match on %d held-out problems: %lld/%d = %.1f%%\n", HELD_OUT,
+           (long long)correct, HELD_OUT, 100.0 * (double)correct / HELD_OUT);
 
     batch_free(&b);
     tg_tape_free(tape);

@@ -20,7 +20,7 @@
 enum { HELD_OUT_BLOCK = 2048, HELD_OUT_EVERY = 20 };
 
 typedef struct corpus {
-    int32_t *train, *test;   /* ids */
+    int32_t *train, *test; /* ids */
     int64_t n_train, n_test;
     int64_t vocab;
     unsigned char symbol[256]; /* id -> byte */
@@ -34,8 +34,9 @@ static corpus corpus_load(const char *path) {
     if (!text) {
         fprintf(stderr, "charlm: cannot read %s: %s\n", path, strerror(errno));
         if (!strcmp(path, "/usr/share/dict/words"))
-            fprintf(stderr, "  The default text is Debian's word list: sudo apt-get install wamerican\n"
-                            "  (or train on any text file: charlm --data FILE)\n");
+            fprintf(stderr,
+                    "  The default text is Debian's word list: sudo apt-get install wamerican\n"
+                    "  (or train on any text file: charlm --data FILE)\n");
         exit(1);
     }
     if (size < 20 * HELD_OUT_BLOCK) {
@@ -43,8 +44,12 @@ static corpus corpus_load(const char *path) {
                 20 * HELD_OUT_BLOCK);
         exit(1);
     }
-    corpus c = {.train = malloc((size_t)size * sizeof(int32_t)), .test = malloc((size_t)size * sizeof(int32_t))};
-    if (!c.train || !c.test) { fprintf(stderr, "charlm: out of memory\n"); exit(1); }
+    corpus c = {.train = malloc((size_t)size * sizeof(int32_t)),
+                .test = malloc((size_t)size * sizeof(int32_t))};
+    if (!c.train || !c.test) {
+        fprintf(stderr, "charlm: out of memory\n");
+        exit(1);
+    }
     int32_t id_of[256];
     for (int b = 0; b < 256; b++) id_of[b] = -1;
     for (int64_t i = 0; i < size; i++) {
@@ -53,8 +58,10 @@ static corpus corpus_load(const char *path) {
             id_of[byte] = (int32_t)c.vocab;
             c.symbol[c.vocab++] = byte;
         }
-        if ((i / HELD_OUT_BLOCK) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) c.test[c.n_test++] = id_of[byte];
-        else c.train[c.n_train++] = id_of[byte];
+        if ((i / HELD_OUT_BLOCK) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1)
+            c.test[c.n_test++] = id_of[byte];
+        else
+            c.train[c.n_train++] = id_of[byte];
     }
     free(text);
     return c;
@@ -82,7 +89,8 @@ static void window_fill(const int32_t *text, int64_t n, int64_t offset, tg_index
 }
 
 /* Held-out bits per character: the held-out text in `batch` streams, hidden carried along. */
-static double model_bits(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64_t batch, int64_t bptt) {
+static double model_bits(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64_t batch,
+                         int64_t bptt) {
     tg_index *x = tg_index_new(TG_SHAPE(bptt, batch)), *y = tg_index_new(TG_SHAPE(bptt * batch));
     tg_tensor *hidden = tg_gru_lm_init_hidden(model, batch);
     const int64_t windows = (c->n_test / batch - 1) / bptt;
@@ -127,8 +135,10 @@ static void sample_print(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
         for (int64_t v = 1; v < c->vocab; v++) max = fmax(max, logits[v]);
         for (int64_t v = 0; v < c->vocab; v++) sum += p[v] = exp((logits[v] - max) / temperature);
         double u = tg_rng_uniform01(&rng) * sum;
-        for (id = 0; id + 1 < c->vocab && (u -= p[id]) >= 0; id++) {}
-        putchar(c->symbol[id] == '\n' ? ' ' : c->symbol[id]); /* a word list reads better on one line */
+        for (id = 0; id + 1 < c->vocab && (u -= p[id]) >= 0; id++) {
+        }
+        putchar(c->symbol[id] == '\n' ? ' '
+                                      : c->symbol[id]); /* a word list reads better on one line */
         tg_gru_lm_detach(hidden, out.hidden);
         tg_tape_reset(tape);
     }
@@ -141,8 +151,12 @@ static void sample_print(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
 }
 
 int main(int argc, char **argv) {
-    tg_train_options train = {.steps = 2500, .batch = 32, .lr = 3e-3, .seed = 0,
-                              .checkpoint = "charlm.safetensors", .save_every = 250};
+    tg_train_options train = {.steps = 2500,
+                              .batch = 32,
+                              .lr = 3e-3,
+                              .seed = 0,
+                              .checkpoint = "charlm.safetensors",
+                              .save_every = 250};
     const char *data = "/usr/share/dict/words";
     int64_t embedding = 32, hidden_size = 128, layers = 2, bptt = 64, sample = 300;
     double temperature = 0.8;
@@ -155,11 +169,12 @@ int main(int argc, char **argv) {
         {"sample", TG_FLAG_INT, &sample, 0, 1000000, "characters to sample after training"},
         {"temperature", TG_FLAG_REAL, &temperature, 1e-3, 100, "sampling temperature"},
     };
-    tg_flags_parse(argc, argv,
-                   "charlm: seed 003's GRU language model learns a text file character by character\n"
-                   "(default: the word list of Debian's wamerican package), reports held-out bits per\n"
-                   "character against a unigram model, and writes new text.",
-                   &train, flags, (int)(sizeof flags / sizeof flags[0]));
+    tg_flags_parse(
+        argc, argv,
+        "charlm: seed 003's GRU language model learns a text file character by character\n"
+        "(default: the word list of Debian's wamerican package), reports held-out bits per\n"
+        "character against a unigram model, and writes new text.",
+        &train, flags, (int)(sizeof flags / sizeof flags[0]));
 
     corpus c = corpus_load(data);
     if (c.n_train / train.batch < bptt + 2 || c.n_test / 16 < bptt + 2) {
@@ -170,9 +185,7 @@ int main(int argc, char **argv) {
     tg_manual_seed((uint64_t)train.seed);
     tg_gru_lm *model = tg_gru_lm_new(c.vocab, embedding, hidden_size, layers);
     tg_params *params = tg_gru_lm_params(model);
-    tg_adam_options adam = tg_adam_defaults();
-    adam.lr = train.lr;
-    tg_optim *opt = tg_adam_new(params, &adam);
+    tg_optim *opt = tg_train_adam_new(params, &train);
     tg_tensor *hidden = tg_gru_lm_init_hidden(model, train.batch);
     tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
     tg_checkpoint_add(checkpoint, "hidden", hidden); /* carried across steps: part of the state */
@@ -183,9 +196,10 @@ int main(int argc, char **argv) {
 
     const double baseline = unigram_bits(&c);
     printf("charlm: %s, %lld characters (%lld held out), %lld symbols; %lld parameters, "
-           "%lld steps of %lldx%lld, %d threads\n", data, (long long)(c.n_train + c.n_test),
-           (long long)c.n_test, (long long)c.vocab, (long long)tg_params_numel(params),
-           (long long)train.steps, (long long)train.batch, (long long)bptt, tg_get_num_threads());
+           "%lld steps of %lldx%lld, %d threads\n",
+           data, (long long)(c.n_train + c.n_test), (long long)c.n_test, (long long)c.vocab,
+           (long long)tg_params_numel(params), (long long)train.steps, (long long)train.batch,
+           (long long)bptt, tg_get_num_threads());
     tg_progress progress;
     tg_progress_start(&progress, start, train.steps, train.log_every);
     for (int64_t step = start; step < train.steps; step++) {
@@ -193,7 +207,8 @@ int main(int argc, char **argv) {
         window_fill(c.train, c.n_train, (step * bptt) % (c.n_train / train.batch - bptt - 1), x, y);
         tg_optim_set_lr(opt, tg_lr_cosine(train.lr, train.lr / 20, step, train.steps, 0));
         tg_gru_lm_output out = tg_gru_lm_forward(model, tape, x, hidden);
-        tg_tensor *loss = tg_cross_entropy(tape, tg_reshape(tape, out.logits, TG_SHAPE(-1, c.vocab)), y);
+        tg_tensor *loss =
+            tg_cross_entropy(tape, tg_reshape(tape, out.logits, TG_SHAPE(-1, c.vocab)), y);
         tg_tape_backward(tape, loss);
         tg_clip_grad_norm(params, 1.0, 2.0);
         tg_optim_step(opt);
@@ -206,8 +221,8 @@ int main(int argc, char **argv) {
 
     const double bits = model_bits(model, tape, &c, 16, bptt);
     if (sample > 0) sample_print(model, tape, &c, sample, temperature, train.seed);
-    printf("\nheld-out bits per character: model %.3f, unigram baseline %.3f (%.0f%% of it)\n", bits,
-           baseline, 100.0 * bits / baseline);
+    printf("\nheld-out bits per character: model %.3f, unigram baseline %.3f (%.0f%% of it)\n",
+           bits, baseline, 100.0 * bits / baseline);
 
     tg_index_free(y);
     tg_index_free(x);

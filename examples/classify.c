@@ -26,9 +26,11 @@ typedef struct task {
 
 /* One sequence and its label (1: more A than B). */
 static int32_t sequence_draw(const task *k, tg_rng *rng, int32_t *tokens) {
-    for (int64_t i = 0; i < k->length; i++) tokens[i] = (int32_t)(2 + tg_rng_below(rng, k->vocab - 2));
+    for (int64_t i = 0; i < k->length; i++)
+        tokens[i] = (int32_t)(2 + tg_rng_below(rng, k->vocab - 2));
     const int64_t marks = 1 + 2 * tg_rng_below(rng, (k->max_marks + 1) / 2); /* odd: no ties */
-    const int64_t more = marks / 2 + 1 + tg_rng_below(rng, marks - marks / 2);   /* the larger count */
+    const int64_t more =
+        marks / 2 + 1 + tg_rng_below(rng, marks - marks / 2); /* the larger count */
     const int32_t label = (int32_t)tg_rng_below(rng, 2);
     int64_t placed = 0;
     while (placed < marks) { /* marks distinct positions: the first `more` get the majority token */
@@ -80,8 +82,12 @@ static double evaluate(classifier *m, tg_tape *tape, const tg_index *tokens, con
 }
 
 int main(int argc, char **argv) {
-    tg_train_options train = {.steps = 600, .batch = 64, .lr = 3e-3, .seed = 0,
-                              .checkpoint = "classify.safetensors", .save_every = 500};
+    tg_train_options train = {.steps = 600,
+                              .batch = 64,
+                              .lr = 3e-3,
+                              .seed = 0,
+                              .checkpoint = "classify.safetensors",
+                              .save_every = 500};
     task k = {.vocab = 10, .length = 40, .max_marks = 15};
     int64_t embedding = 32, hidden = 128, test_size = 2000;
     const char *model_name = "lstm";
@@ -89,22 +95,25 @@ int main(int argc, char **argv) {
         {"model", TG_FLAG_TEXT, &model_name, 0, 0, "lstm or gru"},
         {"vocab", TG_FLAG_INT, &k.vocab, 3, 100000, "distinct tokens (A, B and distractors)"},
         {"length", TG_FLAG_INT, &k.length, 2, 100000, "tokens per sequence"},
-        {"marks", TG_FLAG_INT, &k.max_marks, 1, 100000, "at most this many A and B in a sequence (odd)"},
+        {"marks", TG_FLAG_INT, &k.max_marks, 1, 100000,
+         "at most this many A and B in a sequence (odd)"},
         {"embedding", TG_FLAG_INT, &embedding, 1, 4096, "embedding size"},
         {"hidden", TG_FLAG_INT, &hidden, 1, 4096, "hidden size"},
         {"test-size", TG_FLAG_INT, &test_size, 1, 1000000, "held-out sequences"},
     };
-    tg_flags_parse(argc, argv,
-                   "classify: seed 004's LSTM or GRU classifier learns whether token A appears more often\n"
-                   "than token B in a sequence, a task that needs memory of the whole sequence.",
-                   &train, flags, (int)(sizeof flags / sizeof flags[0]));
+    tg_flags_parse(
+        argc, argv,
+        "classify: seed 004's LSTM or GRU classifier learns whether token A appears more often\n"
+        "than token B in a sequence, a task that needs memory of the whole sequence.",
+        &train, flags, (int)(sizeof flags / sizeof flags[0]));
     if (k.max_marks > k.length) {
-        fprintf(stderr, "classify: --marks %lld must not exceed --length %lld\n", (long long)k.max_marks,
-                (long long)k.length);
+        fprintf(stderr, "classify: --marks %lld must not exceed --length %lld\n",
+                (long long)k.max_marks, (long long)k.length);
         return 2;
     }
     if (strcmp(model_name, "lstm") && strcmp(model_name, "gru")) {
-        fprintf(stderr, "classify: --model must be lstm or gru, not '%s'\n(try classify --help)\n", model_name);
+        fprintf(stderr, "classify: --model must be lstm or gru, not '%s'\n(try classify --help)\n",
+                model_name);
         return 2;
     }
 
@@ -118,9 +127,7 @@ int main(int argc, char **argv) {
         model.gru = tg_gru_classifier_new(k.vocab, embedding, hidden, 2);
         params = tg_gru_classifier_params(model.gru);
     }
-    tg_adam_options adam = tg_adam_defaults();
-    adam.lr = train.lr;
-    tg_optim *opt = tg_adam_new(params, &adam);
+    tg_optim *opt = tg_train_adam_new(params, &train);
     tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
     const int64_t start = tg_checkpoint_resume(checkpoint, train.resume);
     tg_tape *tape = tg_tape_new();
@@ -134,9 +141,9 @@ int main(int argc, char **argv) {
     tg_index *labels = tg_index_new(TG_SHAPE(train.batch));
 
     printf("classify: %s classifier, %lld parameters, sequences of %lld tokens from %lld, "
-           "%lld steps of %lld, %d threads\n", model_name, (long long)tg_params_numel(params),
-           (long long)k.length, (long long)k.vocab, (long long)train.steps, (long long)train.batch,
-           tg_get_num_threads());
+           "%lld steps of %lld, %d threads\n",
+           model_name, (long long)tg_params_numel(params), (long long)k.length, (long long)k.vocab,
+           (long long)train.steps, (long long)train.batch, tg_get_num_threads());
     tg_progress progress;
     tg_progress_start(&progress, start, train.steps, train.log_every);
     for (int64_t step = start; step < train.steps; step++) {

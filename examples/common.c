@@ -15,8 +15,8 @@
  * flags
  * ---------------------------------------------------------------------------------------- */
 
-__attribute__((format(printf, 2, 3), noreturn))
-static void usage_error(const char *program, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3), noreturn)) static void usage_error(const char *program,
+                                                                        const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
     fprintf(stderr, "%s: ", program);
@@ -28,15 +28,21 @@ static void usage_error(const char *program, const char *fmt, ...) {
 
 static void flag_default(const tg_flag *f, char *buf, size_t len) {
     switch (f->kind) {
-    case TG_FLAG_INT: snprintf(buf, len, "%lld", (long long)*(const int64_t *)f->value); break;
-    case TG_FLAG_REAL: snprintf(buf, len, "%g", *(const double *)f->value); break;
+    case TG_FLAG_INT:
+        snprintf(buf, len, "%lld", (long long)*(const int64_t *)f->value);
+        break;
+    case TG_FLAG_REAL:
+        snprintf(buf, len, "%g", *(const double *)f->value);
+        break;
     case TG_FLAG_TEXT:
     case TG_FLAG_PATH: {
         const char *s = *(const char *const *)f->value;
         snprintf(buf, len, "%s", s ? s : "none");
         break;
     }
-    case TG_FLAG_SWITCH: snprintf(buf, len, "%s", *(const bool *)f->value ? "on" : "off"); break;
+    case TG_FLAG_SWITCH:
+        snprintf(buf, len, "%s", *(const bool *)f->value ? "on" : "off");
+        break;
     }
 }
 
@@ -44,13 +50,17 @@ static void print_flags(const tg_flag *flags, int n) {
     for (int i = 0; i < n; i++) {
         const tg_flag *f = &flags[i];
         char left[64], def[256];
-        const char *arg = f->kind == TG_FLAG_INT ? "N" : f->kind == TG_FLAG_REAL ? "X"
-                        : f->kind == TG_FLAG_PATH ? "PATH" : "NAME";
+        const char *arg = f->kind == TG_FLAG_INT    ? "N"
+                          : f->kind == TG_FLAG_REAL ? "X"
+                          : f->kind == TG_FLAG_PATH ? "PATH"
+                                                    : "NAME";
         snprintf(left, sizeof left, "--%s%s%s", f->name, f->kind == TG_FLAG_SWITCH ? "" : " ",
                  f->kind == TG_FLAG_SWITCH ? "" : arg);
         flag_default(f, def, sizeof def);
-        if (f->kind == TG_FLAG_SWITCH) printf("  %-22s %s\n", left, f->help);
-        else printf("  %-22s %s (default %s)\n", left, f->help, def);
+        if (f->kind == TG_FLAG_SWITCH)
+            printf("  %-22s %s\n", left, f->help);
+        else
+            printf("  %-22s %s (default %s)\n", left, f->help, def);
     }
 }
 
@@ -87,7 +97,9 @@ static void flag_set(const char *program, const tg_flag *f, const char *text) {
         if (!*text) usage_error(program, "--%s needs a value", f->name);
         *(const char **)f->value = text;
         break;
-    case TG_FLAG_SWITCH: *(bool *)f->value = true; break;
+    case TG_FLAG_SWITCH:
+        *(bool *)f->value = true;
+        break;
     }
 }
 
@@ -99,13 +111,19 @@ void tg_flags_parse(int argc, char **argv, const char *about, tg_train_options *
         {"steps", TG_FLAG_INT, &train->steps, 1, 1e9, "optimizer steps in total"},
         {"batch", TG_FLAG_INT, &train->batch, 1, 1e6, "examples per step"},
         {"lr", TG_FLAG_REAL, &train->lr, 1e-9, 10, "learning rate"},
-        {"seed", TG_FLAG_INT, &train->seed, 0, 4294967295.0, "seed of the weights, the data and dropout"},
+        {"seed", TG_FLAG_INT, &train->seed, 0, 4294967295.0,
+         "seed of the weights, the data and dropout"},
         {"threads", TG_FLAG_INT, &train->threads, 0, 1024, "threads (0: one per core)"},
-        {"checkpoint", TG_FLAG_PATH, &train->checkpoint, 0, 0, "checkpoint file ('none': do not save)"},
-        {"save-every", TG_FLAG_INT, &train->save_every, 1, 1e9, "save the checkpoint every N steps, and at the end"},
-        {"resume", TG_FLAG_SWITCH, &train->resume, 0, 0, "continue from the checkpoint (same flags as the first run)"},
-        {"log-every", TG_FLAG_INT, &train->log_every, 0, 1e9, "plain progress line every N steps when not on a terminal (0: ten per run)"},
-        {"stop-after", TG_FLAG_INT, &train->stop_after, 0, 1e9, "save the checkpoint and exit after step N, as if interrupted (0: never)"},
+        {"checkpoint", TG_FLAG_PATH, &train->checkpoint, 0, 0,
+         "checkpoint file ('none': do not save)"},
+        {"save-every", TG_FLAG_INT, &train->save_every, 1, 1e9,
+         "save the checkpoint every N steps, and at the end"},
+        {"resume", TG_FLAG_SWITCH, &train->resume, 0, 0,
+         "continue from the checkpoint (same flags as the first run)"},
+        {"log-every", TG_FLAG_INT, &train->log_every, 0, 1e9,
+         "plain progress line every N steps when not on a terminal (0: ten per run)"},
+        {"stop-after", TG_FLAG_INT, &train->stop_after, 0, 1e9,
+         "save the checkpoint and exit after step N, as if interrupted (0: never)"},
     };
     const int n_common = (int)(sizeof common / sizeof common[0]);
 
@@ -163,6 +181,12 @@ uint64_t tg_step_seed(int64_t seed, int64_t step) {
     return mix64(mix64((uint64_t)seed) ^ (uint64_t)step);
 }
 
+tg_optim *tg_train_adam_new(const tg_params *params, const tg_train_options *train) {
+    tg_adam_options adam = tg_adam_defaults();
+    adam.lr = train->lr;
+    return tg_adam_new(params, &adam);
+}
+
 void tg_step_rng_seed(tg_rng *rng, int64_t seed, int64_t step) {
     const uint64_t s = tg_step_seed(seed, step);
     tg_rng_seed(rng, s);
@@ -176,7 +200,8 @@ int64_t tg_rng_below(tg_rng *rng, int64_t n) {
 
 double tg_lr_cosine(double lr, double lr_min, int64_t step, int64_t total, int64_t warmup) {
     if (step < warmup) return lr * (double)(step + 1) / (double)warmup;
-    const double progress = total > warmup ? (double)(step - warmup) / (double)(total - warmup) : 1.0;
+    const double progress =
+        total > warmup ? (double)(step - warmup) / (double)(total - warmup) : 1.0;
     return lr_min + (lr - lr_min) * 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
 }
 
@@ -191,10 +216,14 @@ double tg_clock_seconds(void) {
 }
 
 static void format_duration(double s, char *buf, size_t len) {
-    if (!(s >= 0) || s > 1e7) snprintf(buf, len, "?");
-    else if (s < 60) snprintf(buf, len, "%.0fs", s);
-    else if (s < 3600) snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
-    else snprintf(buf, len, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    if (!(s >= 0) || s > 1e7)
+        snprintf(buf, len, "?");
+    else if (s < 60)
+        snprintf(buf, len, "%.0fs", s);
+    else if (s < 3600)
+        snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else
+        snprintf(buf, len, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
 }
 
 void tg_progress_start(tg_progress *p, int64_t first_step, int64_t total_steps, int64_t log_every) {
@@ -323,14 +352,23 @@ char *tg_file_read_all(const char *path, int64_t *size) {
         len += got;
         if (len == cap) {
             char *bigger = realloc(buf, 2 * cap + 1);
-            if (!bigger) { free(buf); buf = NULL; errno = ENOMEM; break; }
+            if (!bigger) {
+                free(buf);
+                buf = NULL;
+                errno = ENOMEM;
+                break;
+            }
             buf = bigger;
             cap *= 2;
         }
     }
     const bool failed = ferror(f);
     fclose(f);
-    if (!buf || failed) { free(buf); if (failed) errno = EIO; return NULL; }
+    if (!buf || failed) {
+        free(buf);
+        if (failed) errno = EIO;
+        return NULL;
+    }
     buf[len] = '\0';
     *size = (int64_t)len;
     return buf;

@@ -21,24 +21,24 @@
 
 /* Settings every example takes (fill in the example's defaults before tg_flags_parse). */
 typedef struct tg_train_options {
-    int64_t steps;            /* --steps: optimizer steps in total */
-    int64_t batch;            /* --batch */
-    double lr;                /* --lr */
-    int64_t seed;             /* --seed: weights, data order and dropout */
-    int64_t threads;          /* --threads: 0 = one per core */
-    const char *checkpoint;   /* --checkpoint PATH ("none": no checkpoint) */
-    int64_t save_every;       /* --save-every N steps (and always at the end) */
-    bool resume;              /* --resume: continue from the checkpoint */
-    int64_t log_every;        /* --log-every N: plain progress lines (0 = about 10 per run) */
-    int64_t stop_after;       /* --stop-after N: save and exit after N steps (0 = never) */
+    int64_t steps;          /* --steps: optimizer steps in total */
+    int64_t batch;          /* --batch */
+    double lr;              /* --lr */
+    int64_t seed;           /* --seed: weights, data order and dropout */
+    int64_t threads;        /* --threads: 0 = one per core */
+    const char *checkpoint; /* --checkpoint PATH ("none": no checkpoint) */
+    int64_t save_every;     /* --save-every N steps (and always at the end) */
+    bool resume;            /* --resume: continue from the checkpoint */
+    int64_t log_every;      /* --log-every N: plain progress lines (0 = about 10 per run) */
+    int64_t stop_after;     /* --stop-after N: save and exit after N steps (0 = never) */
 } tg_train_options;
 
 typedef enum tg_flag_kind {
-    TG_FLAG_INT,    /* int64_t, within [min, max] */
-    TG_FLAG_REAL,   /* double, within [min, max] */
-    TG_FLAG_TEXT,   /* const char * */
-    TG_FLAG_PATH,   /* const char *, a file name */
-    TG_FLAG_SWITCH  /* bool, set by the flag's presence */
+    TG_FLAG_INT,   /* int64_t, within [min, max] */
+    TG_FLAG_REAL,  /* double, within [min, max] */
+    TG_FLAG_TEXT,  /* const char * */
+    TG_FLAG_PATH,  /* const char *, a file name */
+    TG_FLAG_SWITCH /* bool, set by the flag's presence */
 } tg_flag_kind;
 
 /* One flag of an example: --name VALUE (or --name=VALUE). */
@@ -58,6 +58,9 @@ void tg_flags_parse(int argc, char **argv, const char *about, tg_train_options *
 
 /* ---- seeds and random numbers ---- */
 
+/* Adam with PyTorch's defaults and the learning rate of --lr, over `params`. */
+tg_optim *tg_train_adam_new(const tg_params *params, const tg_train_options *train);
+
 /* A seed for step `step` of a run seeded with `seed` (a 64-bit mix of the two). */
 uint64_t tg_step_seed(int64_t seed, int64_t step);
 /* Seeds `rng` for the data of one step, and the default generator (dropout) with it. */
@@ -74,13 +77,13 @@ double tg_lr_cosine(double lr, double lr_min, int64_t step, int64_t total, int64
 double tg_clock_seconds(void); /* monotonic wall clock */
 
 typedef struct tg_progress {
-    int64_t first, total;     /* steps [first, total) run in this process */
-    int64_t every;            /* plain-line period when stdout is not a terminal */
+    int64_t first, total; /* steps [first, total) run in this process */
+    int64_t every;        /* plain-line period when stdout is not a terminal */
     bool tty;
-    double start, last_draw;  /* wall clock */
-    double loss_sum;          /* losses since the last line */
+    double start, last_draw; /* wall clock */
+    double loss_sum;         /* losses since the last line */
     int64_t loss_count;
-    double tokens;            /* tokens processed by this process */
+    double tokens; /* tokens processed by this process */
 } tg_progress;
 
 /* On a terminal the line "step 120/3000  loss 0.4312  18,204 tok/s  ETA 2m31s" is rewritten
@@ -95,9 +98,9 @@ void tg_progress_finish(tg_progress *p);
 /* ---- checkpoints ---- */
 
 typedef struct tg_checkpoint {
-    const char *path;  /* NULL: none */
-    tg_params *state;  /* model.*, optim.*, train.* */
-    tg_tensor *step;   /* "train.step": (2,) = steps done, as hi·2^20 + lo */
+    const char *path; /* NULL: none */
+    tg_params *state; /* model.*, optim.*, train.* */
+    tg_tensor *step;  /* "train.step": (2,) = steps done, as hi·2^20 + lo */
 } tg_checkpoint;
 
 /* The checkpoint of `model` and `opt` at `path` (NULL or "none": nothing is saved). */

@@ -17,8 +17,8 @@ enum { BOS = 0, HELD_OUT = 1000 };
 
 typedef struct reverser {
     tg_transformer_model *model;
-    tg_tensor *position;   /* (max_len, d_model) sinusoidal table */
-    tg_tensor *causal;     /* (T, T) causal mask of the decoder */
+    tg_tensor *position; /* (max_len, d_model) sinusoidal table */
+    tg_tensor *causal;   /* (T, T) causal mask of the decoder */
 } reverser;
 
 /* embedding(ids) + position, for ids (L, N) -> (L, N, d_model) */
@@ -36,18 +36,23 @@ static tg_tensor *encode(reverser *r, tg_tape *t, const tg_index *src) {
 /* output = self.linear(self.decoder(tgt, memory, tgt_mask)) -> (T, N, vocab) */
 static tg_tensor *decode(reverser *r, tg_tape *t, const tg_index *tgt, tg_tensor *memory) {
     const int64_t T = tgt->shape[0];
-    const tg_mha_masks masks = {.attn_mask = T == r->causal->shape[0] ? r->causal
-                                           : tg_slice(t, tg_slice(t, r->causal, 0, 0, T), 1, 0, T)};
-    tg_tensor *y = tg_transformer_decoder_forward(r->model->decoder, t, embed(r, t, tgt), memory, &masks, NULL);
+    const tg_mha_masks masks = {.attn_mask =
+                                    T == r->causal->shape[0]
+                                        ? r->causal
+                                        : tg_slice(t, tg_slice(t, r->causal, 0, 0, T), 1, 0, T)};
+    tg_tensor *y = tg_transformer_decoder_forward(r->model->decoder, t, embed(r, t, tgt), memory,
+                                                  &masks, NULL);
     return tg_linear_forward(r->model->linear, t, y);
 }
 
 /* n sequences of `length` tokens in 1 .. symbols into src (length, n), and the decoder's
  * input (BOS, then the reversed sequence) and targets (the reversed sequence). */
-static void batch_draw(tg_rng *rng, int64_t symbols, tg_index *src, tg_index *tgt_in, tg_index *tgt_out) {
+static void batch_draw(tg_rng *rng, int64_t symbols, tg_index *src, tg_index *tgt_in,
+                       tg_index *tgt_out) {
     const int64_t L = src->shape[0], n = src->shape[1];
     for (int64_t i = 0; i < n; i++) {
-        for (int64_t t = 0; t < L; t++) src->data[t * n + i] = (int32_t)(1 + tg_rng_below(rng, symbols));
+        for (int64_t t = 0; t < L; t++)
+            src->data[t * n + i] = (int32_t)(1 + tg_rng_below(rng, symbols));
         for (int64_t t = 0; t < L; t++) {
             const int32_t next = src->data[(L - 1 - t) * n + i];
             tgt_out->data[t * n + i] = next;
@@ -59,7 +64,8 @@ static void batch_draw(tg_rng *rng, int64_t symbols, tg_index *src, tg_index *tg
 
 /* Exact-match count of greedy decoding (one token at a time, each step re-reading the prefix),
  * in chunks of `chunk` sequences to keep the memory small. */
-static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const tg_index *want, int64_t chunk) {
+static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const tg_index *want,
+                        int64_t chunk) {
     const int64_t L = src->shape[0], n = src->shape[1];
     tg_index *part = tg_index_new(TG_SHAPE(L, chunk)), *prefix = tg_index_new(TG_SHAPE(L, chunk));
     int64_t correct = 0;
@@ -68,7 +74,8 @@ static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const t
     for (int64_t first = 0; first < n; first += chunk) {
         const int64_t m = n - first < chunk ? n - first : chunk;
         for (int64_t t = 0; t < L; t++)
-            for (int64_t i = 0; i < chunk; i++) part->data[t * chunk + i] = src->data[t * n + first + (i < m ? i : 0)];
+            for (int64_t i = 0; i < chunk; i++)
+                part->data[t * chunk + i] = src->data[t * n + first + (i < m ? i : 0)];
         tg_tensor *memory = tg_tensor_clone(encode(r, tape, part)); /* outlives the resets below */
         tg_tape_reset(tape);
         for (int64_t i = 0; i < chunk; i++) prefix->data[i] = BOS;
@@ -79,12 +86,14 @@ static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const t
             const tg_tensor *logits = decode(r, tape, &view, memory); /* (t + 1, chunk, vocab) */
             const int64_t vocab = logits->shape[2];
             for (int64_t i = 0; i < chunk; i++) {
-                const int32_t next = (int32_t)tg_argmax(logits->data + (t * chunk + i) * vocab, vocab);
+                const int32_t next =
+                    (int32_t)tg_argmax(logits->data + (t * chunk + i) * vocab, vocab);
                 if (t + 1 < L) prefix->data[(t + 1) * chunk + i] = next;
                 if (i >= m || t + 1 < L) continue;
                 bool same = next == want->data[t * n + first + i];
                 for (int64_t k = 0; k + 1 < L; k++)
-                    same = same && prefix->data[(k + 1) * chunk + i] == want->data[k * n + first + i];
+                    same =
+                        same && prefix->data[(k + 1) * chunk + i] == want->data[k * n + first + i];
                 correct += same;
             }
             tg_tape_reset(tape);
@@ -99,8 +108,12 @@ static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const t
 }
 
 int main(int argc, char **argv) {
-    tg_train_options train = {.steps = 600, .batch = 64, .lr = 1e-3, .seed = 0,
-                              .checkpoint = "reverse.safetensors", .save_every = 500};
+    tg_train_options train = {.steps = 600,
+                              .batch = 64,
+                              .lr = 1e-3,
+                              .seed = 0,
+                              .checkpoint = "reverse.safetensors",
+                              .save_every = 500};
     int64_t length = 12, symbols = 10, d_model = 64, heads = 4, feedforward = 256, layers = 2;
     double dropout = 0;
     const tg_flag flags[] = {
@@ -112,10 +125,11 @@ int main(int argc, char **argv) {
         {"layers", TG_FLAG_INT, &layers, 1, 64, "encoder layers, and as many decoder layers"},
         {"dropout", TG_FLAG_REAL, &dropout, 0, 0.99, "dropout in the Transformer layers"},
     };
-    tg_flags_parse(argc, argv,
-                   "reverse: seed 000's Transformer learns to reverse sequences of tokens, scored by\n"
-                   "exact match of greedy decoding on 1,000 held-out sequences.",
-                   &train, flags, (int)(sizeof flags / sizeof flags[0]));
+    tg_flags_parse(
+        argc, argv,
+        "reverse: seed 000's Transformer learns to reverse sequences of tokens, scored by\n"
+        "exact match of greedy decoding on 1,000 held-out sequences.",
+        &train, flags, (int)(sizeof flags / sizeof flags[0]));
     if (d_model % 2 || d_model % heads) {
         fprintf(stderr, "reverse: --d-model %lld must be even and divisible by --heads %lld\n",
                 (long long)d_model, (long long)heads);
@@ -129,9 +143,7 @@ int main(int argc, char **argv) {
     reverser r = {tg_transformer_model_new_ex(symbols + 1, &opts, (int)layers, (int)layers),
                   tg_positional_encoding(length, d_model), tg_square_subsequent_mask(length)};
     tg_params *params = tg_transformer_model_params(r.model);
-    tg_adam_options adam = tg_adam_defaults();
-    adam.lr = train.lr;
-    tg_optim *opt = tg_adam_new(params, &adam);
+    tg_optim *opt = tg_train_adam_new(params, &train);
     tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
     const int64_t start = tg_checkpoint_resume(checkpoint, train.resume);
     tg_tape *tape = tg_tape_new();
@@ -147,7 +159,8 @@ int main(int argc, char **argv) {
     tg_index *tgt_out = tg_index_new(TG_SHAPE(length * train.batch));
 
     printf("reverse: %lld parameters, sequences of %lld tokens from %lld, %lld steps of %lld, "
-           "%d threads\n", (long long)tg_params_numel(params), (long long)length, (long long)symbols,
+           "%d threads\n",
+           (long long)tg_params_numel(params), (long long)length, (long long)symbols,
            (long long)train.steps, (long long)train.batch, tg_get_num_threads());
     tg_progress progress;
     tg_progress_start(&progress, start, train.steps, train.log_every);
@@ -156,7 +169,8 @@ int main(int argc, char **argv) {
         batch_draw(&rng, symbols, src, tgt_in, tgt_out);
         tg_optim_set_lr(opt, tg_lr_cosine(train.lr, train.lr / 20, step, train.steps, 100));
         tg_tensor *logits = decode(&r, tape, tgt_in, encode(&r, tape, src));
-        tg_tensor *loss = tg_cross_entropy(tape, tg_reshape(tape, logits, TG_SHAPE(-1, symbols + 1)), tgt_out);
+        tg_tensor *loss =
+            tg_cross_entropy(tape, tg_reshape(tape, logits, TG_SHAPE(-1, symbols + 1)), tgt_out);
         tg_tape_backward(tape, loss);
         tg_clip_grad_norm(params, 1.0, 2.0);
         tg_optim_step(opt);

@@ -31,7 +31,7 @@ static void signals_draw(const signal_options *o, tg_rng *rng, int64_t n, double
         double a[8], w[8], phi[8];
         for (int64_t k = 0; k < o->waves; k++) {
             a[k] = 0.2 + 0.6 * tg_rng_uniform01(rng);
-            w[k] = 0.1 + 0.5 * tg_rng_uniform01(rng);        /* periods of 10 to 60 steps */
+            w[k] = 0.1 + 0.5 * tg_rng_uniform01(rng); /* periods of 10 to 60 steps */
             phi[k] = 6.283185307179586 * tg_rng_uniform01(rng);
         }
         for (int64_t t = 0; t < o->length; t++) {
@@ -90,8 +90,12 @@ static void evaluate(tg_gru_stepwise *model, tg_tape *tape, const signal_options
 }
 
 int main(int argc, char **argv) {
-    tg_train_options train = {.steps = 1500, .batch = 64, .lr = 3e-3, .seed = 0,
-                              .checkpoint = "sine.safetensors", .save_every = 500};
+    tg_train_options train = {.steps = 1500,
+                              .batch = 64,
+                              .lr = 3e-3,
+                              .seed = 0,
+                              .checkpoint = "sine.safetensors",
+                              .save_every = 500};
     signal_options o = {.length = 64, .waves = 2, .bins = 64, .noise = 0.05, .range = 2.0};
     int64_t hidden = 64, test_size = 500;
     const tg_flag flags[] = {
@@ -102,19 +106,18 @@ int main(int argc, char **argv) {
         {"bins", TG_FLAG_INT, &o.bins, 2, 100000, "intervals the next value is classified into"},
         {"test-size", TG_FLAG_INT, &test_size, 1, 1000000, "held-out sequences"},
     };
-    tg_flags_parse(argc, argv,
-                   "sine: seed 001's stepwise GRU (one call per time step, LogSoftmax output) predicts\n"
-                   "the next value of noisy sums of sines; scored by mean squared error against\n"
-                   "predicting the last value again.",
-                   &train, flags, (int)(sizeof flags / sizeof flags[0]));
+    tg_flags_parse(
+        argc, argv,
+        "sine: seed 001's stepwise GRU (one call per time step, LogSoftmax output) predicts\n"
+        "the next value of noisy sums of sines; scored by mean squared error against\n"
+        "predicting the last value again.",
+        &train, flags, (int)(sizeof flags / sizeof flags[0]));
     o.range = 0.8 * (double)o.waves + 4 * o.noise; /* the largest sum, and then some */
 
     tg_manual_seed((uint64_t)train.seed);
     tg_gru_stepwise *model = tg_gru_stepwise_new(1, hidden, o.bins);
     tg_params *params = tg_gru_stepwise_params(model);
-    tg_adam_options adam = tg_adam_defaults();
-    adam.lr = train.lr;
-    tg_optim *opt = tg_adam_new(params, &adam);
+    tg_optim *opt = tg_train_adam_new(params, &train);
     tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
     const int64_t start = tg_checkpoint_resume(checkpoint, train.resume);
     tg_tape *tape = tg_tape_new();
@@ -124,12 +127,17 @@ int main(int argc, char **argv) {
     double *test = malloc((size_t)(test_size * o.length) * sizeof *test);
     double *x = malloc((size_t)(train.batch * o.length) * sizeof *x);
     tg_index *targets = tg_index_new(TG_SHAPE((o.length - 1) * train.batch));
-    if (!test || !x) { fprintf(stderr, "out of memory\n"); return 1; }
+    if (!test || !x) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
     signals_draw(&o, &rng, test_size, test);
 
-    printf("sine: %lld parameters, sums of %lld sines of %lld values, noise %g, %lld steps of %lld, "
-           "%d threads\n", (long long)tg_params_numel(params), (long long)o.waves, (long long)o.length,
-           o.noise, (long long)train.steps, (long long)train.batch, tg_get_num_threads());
+    printf(
+        "sine: %lld parameters, sums of %lld sines of %lld values, noise %g, %lld steps of %lld, "
+        "%d threads\n",
+        (long long)tg_params_numel(params), (long long)o.waves, (long long)o.length, o.noise,
+        (long long)train.steps, (long long)train.batch, tg_get_num_threads());
     tg_progress progress;
     tg_progress_start(&progress, start, train.steps, train.log_every);
     for (int64_t step = start; step < train.steps; step++) {
@@ -139,7 +147,8 @@ int main(int argc, char **argv) {
             for (int64_t i = 0; i < train.batch; i++)
                 targets->data[t * train.batch + i] = bin_of(&o, x[i * o.length + t + 1]);
         tg_optim_set_lr(opt, tg_lr_cosine(train.lr, train.lr / 20, step, train.steps, 0));
-        tg_tensor *loss = tg_nll_loss(tape, model_run(model, tape, x, train.batch, o.length), targets);
+        tg_tensor *loss =
+            tg_nll_loss(tape, model_run(model, tape, x, train.batch, o.length), targets);
         tg_tape_backward(tape, loss);
         tg_clip_grad_norm(params, 1.0, 2.0);
         tg_optim_step(opt);
@@ -153,8 +162,9 @@ int main(int argc, char **argv) {
     evaluate(model, tape, &o, test, test_size, &mse_model, &mse_last);
     printf("held-out mean squared error of the next value (%lld sequences):\n"
            "  model       %.5f\n  last value  %.5f  (the model's error is %.1f%% of it)\n"
-           "  noise floor %.5f\n", (long long)test_size, mse_model, mse_last,
-           100.0 * mse_model / mse_last, o.noise * o.noise);
+           "  noise floor %.5f\n",
+           (long long)test_size, mse_model, mse_last, 100.0 * mse_model / mse_last,
+           o.noise * o.noise);
 
     tg_index_free(targets);
     free(x);

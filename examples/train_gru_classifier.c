@@ -19,7 +19,7 @@ static void next_batch(tg_rng *rng, tg_index *tokens, tg_index *labels) {
 }
 
 int main(void) {
-    tg_manual_seed(0);                                   /* same seed as torch.manual_seed(0) */
+    tg_manual_seed(0); /* same seed as torch.manual_seed(0) */
     tg_gru_classifier *model = tg_gru_classifier_new(/*vocab*/ VOCAB, /*emb*/ 16,
                                                      /*hidden*/ 64, /*classes*/ 2);
     tg_adam_options adam = tg_adam_defaults();
@@ -28,25 +28,26 @@ int main(void) {
     tg_tape *tape = tg_tape_new();
     tg_rng rng;
     tg_rng_seed(&rng, 1);
-    tg_index *tokens = tg_index_new(TG_SHAPE(BATCH, LENGTH)), *labels = tg_index_new(TG_SHAPE(BATCH));
+    tg_index *tokens = tg_index_new(TG_SHAPE(BATCH, LENGTH)),
+             *labels = tg_index_new(TG_SHAPE(BATCH));
     for (int step = 1; step <= 200; step++) {
         next_batch(&rng, tokens, labels);
         tg_tensor *logits = tg_gru_classifier_forward(model, tape, tokens);
         tg_tensor *loss = tg_cross_entropy(tape, logits, labels);
         tg_tape_backward(tape, loss);
-        tg_optim_step(opt);                              /* also zeroes the grads */
+        tg_optim_step(opt); /* also zeroes the grads */
         if (step % 50 == 0) printf("step %d loss %.4f\n", step, tg_item(loss));
-        tg_tape_reset(tape);                             /* recycles every activation */
+        tg_tape_reset(tape); /* recycles every activation */
     }
-    next_batch(&rng, tokens, labels);                    /* unseen sequences */
-    tg_tape_set_recording(tape, false);                  /* inference: no tape nodes */
+    next_batch(&rng, tokens, labels);   /* unseen sequences */
+    tg_tape_set_recording(tape, false); /* inference: no tape nodes */
     const tg_tensor *logits = tg_gru_classifier_forward(model, tape, tokens);
     int correct = 0;
     for (int b = 0; b < BATCH; b++)
         correct += (logits->data[2 * b + 1] > logits->data[2 * b]) == labels->data[b];
     printf("accuracy on %d new sequences: %d/%d\n", BATCH, correct, BATCH);
     if (tg_params_save(tg_gru_classifier_params(model), "model.safetensors") != TG_OK)
-        fprintf(stderr, "save failed: %s\n", tg_error_message());      /* loads in PyTorch too */
+        fprintf(stderr, "save failed: %s\n", tg_error_message()); /* loads in PyTorch too */
     tg_index_free(tokens);
     tg_index_free(labels);
     tg_tape_free(tape);
