@@ -1,5 +1,5 @@
 /* Losses, each one fused node: cross entropy (log-softmax + pick + reduction), NLL, MSE and
- * binary cross entropy on logits. Semantics follow PyTorch 1.13 (pytorch-semantics.md §6).
+ * binary cross entropy on logits. Semantics follow PyTorch 1.13.
  *
  * Class-index losses see the input as (N, C, S): N samples, C classes at stride S, and S
  * positions per sample (S = d1·d2·… for (N, C, d1, …) inputs, 1 otherwise). Sample k = n·S + s

@@ -1,4 +1,4 @@
-/* bench/bench_classifier.c — seed 004's classifiers: a training step (forward, cross
+/* bench/bench_classifier.c — the LSTM/GRU text classifiers: a training step (forward, cross
  * entropy, backward, Adam step) or, with --inference, the forward alone (recording off).
  *
  *   bench_classifier --config gru_cls|lstm_cls [--inference] [--threads N] [--quick] ...

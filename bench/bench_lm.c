@@ -1,4 +1,4 @@
-/* bench/bench_lm.c — seed 003's GRU language model (Embedding -> num_layers GRU, sequence
+/* bench/bench_lm.c — the GRU language model (Embedding -> num_layers GRU, sequence
  * first -> Linear to the vocabulary), truncated BPTT: each step starts from the previous
  * step's hidden state, detached. A training step is forward, cross entropy over all T·B
  * positions, backward, Adam step; --inference is the forward (and the loss) alone.

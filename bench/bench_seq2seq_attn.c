@@ -1,4 +1,4 @@
-/* bench/bench_seq2seq_attn.c — seed 002's seq2seq: GRU encoder, additive attention, a GRUCell
+/* bench/bench_seq2seq_attn.c — the attention seq2seq: GRU encoder, additive attention, a GRUCell
  * decoder stepped one target token at a time (teacher forcing); a training step is forward,
  * cross entropy over all N·T outputs, backward, Adam step.
  *

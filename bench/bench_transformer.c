@@ -1,5 +1,5 @@
-/* bench/bench_transformer.c — seed 000's TransformerModel (shared Embedding, encoder and
- * decoder stacks, Linear to the vocabulary; sequence-first, post-norm, relu, dropout 0.1 in
+/* bench/bench_transformer.c — the Transformer tutorial's TransformerModel (shared Embedding,
+ * encoder and decoder stacks, Linear to the vocabulary; sequence-first, post-norm, relu, dropout 0.1 in
  * training, causal target mask). A training step is forward, cross entropy over all T·N
  * outputs, backward, Adam step.
  *

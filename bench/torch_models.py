@@ -113,7 +113,7 @@ def build(torch, name, seed):
         class GRUModel004(nn.Module):
             def __init__(self):
                 super().__init__()
-                gru_layer = nn.GRU(E, H, batch_first=True)  # the seed builds it first
+                gru_layer = nn.GRU(E, H, batch_first=True)  # the tutorial builds it first
                 self.embedding = nn.Embedding(V, E)
                 self.gru = gru_layer
                 self.fc = nn.Linear(H, C)

@@ -1,4 +1,4 @@
-/* Seed 002 as a seq2seq model: a GRU encoder, the seed's additive attention
+/* The GRU + additive-attention tutorial as a seq2seq model: a GRU encoder, its additive attention
  *     e_t = vᵀ tanh(W_a h_t + U_a s_{t−1} + b_a),  α = softmax(e),  c = Σ_t α_t h_t
  * and a GRU decoder stepped one token at a time (teacher forcing, or greedy).
  *

@@ -1,4 +1,5 @@
-/* Seed 004's GRUModel: Embedding, GRU (batch_first), and a Linear on the last step.
+/* The GRU text classifier of the LSTM/GRU classification tutorial (its GRUModel):
+ * Embedding, GRU (batch_first), and a Linear on the last step.
  *
  *   gru_layer = nn.GRU(input_size=embedding_dim, hidden_size=128)   # built before the model
  *   class GRUModel(nn.Module):
@@ -12,7 +13,7 @@
  *           x = self.fc(x[:, -1, :])
  *           return x
  *
- * The seed indexes x[:, -1, :], i.e. (batch, seq): the GRU here is batch_first. It is built
+ * The tutorial indexes x[:, -1, :], i.e. (batch, seq): the GRU here is batch_first. It is built
  * first, as the seed's gru_layer is, so the draws follow the seed after tg_manual_seed;
  * the keys keep the attribute order (embedding, gru, fc), as state_dict does. */
 #include "tapegrad/models.h"

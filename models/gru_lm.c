@@ -1,4 +1,4 @@
-/* Seed 003's GRU language model: Embedding, a num_layers GRU (sequence-first), and a
+/* The GRU language-model tutorial's model: Embedding, a num_layers GRU (sequence-first), and a
  * Linear to the vocabulary; the hidden state is carried across batches.
  *
  *   class GRU(nn.Module):

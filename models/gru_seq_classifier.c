@@ -1,4 +1,5 @@
-/* Seed 000's GRUModel: nn.GRU (sequence-first) and a Linear on the last step.
+/* The GRU sequence classifier of the GRU tutorial (its GRUModel): nn.GRU (sequence-first)
+ * and a Linear on the last step.
  *
  *   class GRUModel(nn.Module):
  *       def __init__(self, input_size, hidden_size, output_size):

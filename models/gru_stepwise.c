@@ -1,4 +1,5 @@
-/* Seed 001's GRU: one GRU step per call, a Linear and LogSoftmax, and initHidden.
+/* The step-by-step GRU tutorial's model: one GRU step per call, a Linear and LogSoftmax,
+ * and initHidden.
  *
  *   class GRU(nn.Module):
  *       def __init__(self, input_size, hidden_size, output_size):
@@ -14,7 +15,7 @@
  *       def initHidden(self):
  *           return torch.zeros(1, 1, self.hidden_size)
  *
- * The seed's batch of one is generalised to N rows: view(1, N, -1) and view(N, -1). */
+ * The tutorial's batch of one is generalised to N rows: view(1, N, -1) and view(N, -1). */
 #include "tapegrad/models.h"
 
 #include <stdlib.h>

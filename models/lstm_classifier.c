@@ -1,11 +1,11 @@
-/* Seed 004's LSTM classifier: the seed's Keras model
+/* The LSTM text classifier of the LSTM/GRU classification tutorial: its Keras model
  *
  *   model = tf.keras.Sequential([
  *     tf.keras.layers.Embedding(input_dim=vocab_size, output_dim=embedding_dim),
  *     tf.keras.layers.LSTM(units=128),                  # returns the last step
  *     tf.keras.layers.Dense(units=num_classes, activation='softmax')])
  *
- * written as the PyTorch twin of the seed's GRUModel (the softmax is in the loss):
+ * written as the PyTorch twin of the tutorial's GRUModel (the softmax is in the loss):
  *
  *   class LSTMModel(nn.Module):
  *       def __init__(self, vocab_size, embedding_dim, hidden_size, num_classes):

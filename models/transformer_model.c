@@ -1,6 +1,6 @@
-/* Seed 000's TransformerModel: one Embedding shared by source and target, an encoder
- * stack, a decoder stack and a Linear to the vocabulary; sequence-first, no positional
- * encoding (the seed has none).
+/* The Transformer tutorial's TransformerModel: one Embedding shared by source and target, an
+ * encoder stack, a decoder stack and a Linear to the vocabulary; sequence-first, no positional
+ * encoding (the tutorial has none).
  *
  *   class TransformerModel(nn.Module):
  *       def __init__(self, vocab_size, d_model, nhead, num_encoder_layers, num_decoder_layers):
@@ -19,10 +19,10 @@
  *           output = self.linear(tgt)
  *           return output
  *
- * One addition to the seed: the decoder's self-attention takes the causal mask
+ * One addition to the tutorial's model: the decoder's self-attention takes the causal mask
  * (tgt_mask = nn.Transformer.generate_square_subsequent_mask(tgt.size(0))), without which
  * a decoder trained with teacher forcing sees the tokens it must predict. Clear
- * m->causal for the seed's forward as written. */
+ * m->causal for the tutorial's forward as written. */
 #include "tapegrad/models.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-/* PyTorch's default initialisers, with its exact bound arithmetic (pytorch-semantics §0.2). */
+/* PyTorch's default initialisers, with its exact bound arithmetic. */
 #include "tapegrad/nn.h"
 
 #include <math.h>

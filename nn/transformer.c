@@ -1,4 +1,4 @@
-/* Transformer encoder and decoder layers, stacks and the full model (pytorch-semantics §4). */
+/* Transformer encoder and decoder layers, stacks and the full model. */
 #include "tapegrad/transformer.h"
 
 #include <math.h>

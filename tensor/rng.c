@@ -1,4 +1,4 @@
-/* MT19937 and PyTorch's float mappings (pytorch-semantics.md §0.2). */
+/* MT19937 and PyTorch's float mappings. */
 #include "tapegrad/rng.h"
 
 #include <math.h>

@@ -1,12 +1,18 @@
-/* tapegrad/models.h — the seed models (../shared/seeds/), assembled from nn modules.
+/* tapegrad/models.h — the tutorial models, assembled from nn modules. Layer: models.
+ *
+ * Each reproduces a model of the PyTorch (and one Keras) tutorials this project started
+ * from: a GRU sequence classifier, a GRU stepped one token at a time with LogSoftmax, a GRU
+ * encoder-decoder with additive attention, a two-layer GRU language model, LSTM and GRU text
+ * classifiers trained with Adam, and a Transformer encoder-decoder.
  *
  * Each model is a plain struct of its child modules plus `params`, the parameter list
- * under the state_dict keys of the seed's PyTorch class ("embedding.weight",
+ * under the state_dict keys of the tutorial's PyTorch class ("embedding.weight",
  * "gru.weight_ih_l0", "fc.bias", ...), in state_dict order, so a checkpoint saved from
  * PyTorch loads with tg_params_load and the other way round. The constructors build the
- * children in the order the seed's __init__ does, so after tg_manual_seed(s) the default
- * initialisation equals PyTorch's after torch.manual_seed(s). models/<model>.c reads like
- * the seed's forward(), line for line; tests/fixturegen/models.py holds the PyTorch classes.
+ * children in the order the tutorial's __init__ does, so after tg_manual_seed(s) the
+ * default initialisation equals PyTorch's after torch.manual_seed(s). models/<model>.c reads like
+ * the tutorial's forward(), line for line; tests/fixturegen/models.py holds the PyTorch
+ * classes.
  *
  * Shapes: B (or N) batch, T / S sequence lengths, V vocabulary, H hidden size. Token ids
  * are tg_index tensors. Outputs live in the tape's arena (until tg_tape_reset); states a
@@ -19,7 +25,7 @@
 #include "tapegrad/rnn.h"
 #include "tapegrad/transformer.h"
 
-/* ---- seed 000, GRUModel: nn.GRU (sequence-first) + Linear on the last step ----
+/* ---- the GRU tutorial's GRUModel: nn.GRU (sequence-first) + Linear on the last step ----
  * x (T, B, input_size) float -> logits (B, output_size). */
 typedef struct tg_gru_seq_classifier {
     tg_gru *gru;
@@ -33,8 +39,9 @@ tg_tensor *tg_gru_seq_classifier_forward(tg_gru_seq_classifier *m, tg_tape *t, t
 tg_params *tg_gru_seq_classifier_params(tg_gru_seq_classifier *m);
 void tg_gru_seq_classifier_free(tg_gru_seq_classifier *m);
 
-/* ---- seed 004, GRUModel: Embedding + GRU (batch_first) + Linear on the last step ----
- * tokens (B, T) -> logits (B, num_classes). As in the seed, the GRU is built (drawn)
+/* ---- the classification tutorial's GRUModel ----
+ * Embedding + GRU (batch_first) + Linear on the last step:
+ * tokens (B, T) -> logits (B, num_classes). As in the tutorial, the GRU is built (drawn)
  * before the Embedding; the keys keep the attribute order embedding.*, gru.*, fc.*. */
 typedef struct tg_gru_classifier {
     tg_embedding_layer *embedding;
@@ -49,8 +56,9 @@ tg_tensor *tg_gru_classifier_forward(tg_gru_classifier *m, tg_tape *t, const tg_
 tg_params *tg_gru_classifier_params(tg_gru_classifier *m);
 void tg_gru_classifier_free(tg_gru_classifier *m);
 
-/* ---- seed 004, the LSTM twin: Embedding + LSTM (batch_first) + Linear on the last step ----
- * tokens (B, T) -> logits (B, num_classes) (the seed's Keras softmax is in the loss). */
+/* ---- the classification tutorial's LSTM twin ----
+ * Embedding + LSTM (batch_first) + Linear on the last step:
+ * tokens (B, T) -> logits (B, num_classes) (the Keras model's softmax is in the loss). */
 typedef struct tg_lstm_classifier {
     tg_embedding_layer *embedding;
     tg_lstm *lstm;
@@ -64,7 +72,7 @@ tg_tensor *tg_lstm_classifier_forward(tg_lstm_classifier *m, tg_tape *t, const t
 tg_params *tg_lstm_classifier_params(tg_lstm_classifier *m);
 void tg_lstm_classifier_free(tg_lstm_classifier *m);
 
-/* ---- seed 001: one GRU step per call, Linear, LogSoftmax(dim=1) ----
+/* ---- the step-by-step GRU: one GRU step per call, Linear, LogSoftmax(dim=1) ----
  * input (N, input_size) (or (input_size) for N = 1), hidden (1, N, H) or NULL (zeros) ->
  * output (N, output_size) log-probabilities and the new hidden (1, N, H). */
 typedef struct tg_gru_stepwise {
@@ -82,12 +90,12 @@ tg_gru_stepwise *tg_gru_stepwise_new(int64_t input_size, int64_t hidden_size,
                                      int64_t output_size);
 tg_gru_stepwise_output tg_gru_stepwise_forward(tg_gru_stepwise *m, tg_tape *t, tg_tensor *input,
                                                tg_tensor *hidden);
-/* initHidden(): zeros (1, batch, H), long-lived (the seed's batch is 1). */
+/* initHidden(): zeros (1, batch, H), long-lived (the tutorial's batch is 1). */
 tg_tensor *tg_gru_stepwise_init_hidden(const tg_gru_stepwise *m, int64_t batch);
 tg_params *tg_gru_stepwise_params(tg_gru_stepwise *m);
 void tg_gru_stepwise_free(tg_gru_stepwise *m);
 
-/* ---- seed 002: GRU encoder, additive attention, GRU decoder (seq2seq) ----
+/* ---- GRU + additive attention: GRU encoder, additive attention, GRU decoder (seq2seq) ----
  *   enc, h = encoder(src_embedding(src))          (N, S, H), s_0 = h_n[0]
  *   each step i: context, α = attention(enc, s)   e_t = vᵀ tanh(W_a h_t + U_a s + b_a)
  *                s = decoder([tgt_embedding(y_i); context], s)        (a GRUCell)
@@ -123,7 +131,7 @@ tg_index *tg_gru_attention_greedy(tg_gru_attention *m, tg_tape *t, const tg_inde
 tg_params *tg_gru_attention_params(tg_gru_attention *m);
 void tg_gru_attention_free(tg_gru_attention *m);
 
-/* ---- seed 003: language model, Embedding + num_layers GRU (sequence-first) + Linear ----
+/* ---- the GRU language model: Embedding + num_layers GRU (sequence-first) + Linear ----
  * x (T, B) ids, hidden (num_layers, B, H) or NULL (zeros) -> logits (T, B, V) and the new
  * hidden. Truncated BPTT carries the hidden across batches through tg_gru_lm_detach. */
 typedef struct tg_gru_lm {
@@ -150,8 +158,9 @@ tg_tensor *tg_gru_lm_detach(tg_tensor *into, const tg_tensor *hidden);
 tg_params *tg_gru_lm_params(tg_gru_lm *m);
 void tg_gru_lm_free(tg_gru_lm *m);
 
-/* ---- seed 000, TransformerModel: Embedding + TransformerEncoder + TransformerDecoder +
- * Linear, sequence-first, no positional encoding (as the seed) ----
+/* ---- the Transformer tutorial's TransformerModel ----
+ * Embedding + TransformerEncoder + TransformerDecoder + Linear, sequence-first, no
+ * positional encoding (as in the tutorial).
  * src (S, N), tgt (T, N) ids -> logits (T, N, V). The decoder's self-attention gets the
  * causal mask (generate_square_subsequent_mask(T)) unless `causal` is cleared. No final
  * LayerNorm on the stacks (nn.TransformerEncoder(layer, n) without norm). Keys:
@@ -165,7 +174,7 @@ typedef struct tg_transformer_model {
     tg_params *params;
 } tg_transformer_model;
 
-/* The seed's sizes with nn.TransformerEncoderLayer's defaults (feed-forward 2048,
+/* The tutorial's sizes with nn.TransformerEncoderLayer's defaults (feed-forward 2048,
  * dropout 0.1, relu, post-norm). */
 tg_transformer_model *tg_transformer_model_new(int64_t vocab_size, int64_t d_model, int64_t nhead,
                                                int num_encoder_layers, int num_decoder_layers);

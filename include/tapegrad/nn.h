@@ -9,7 +9,7 @@
 #include "tapegrad/ops.h"
 #include "tapegrad/params.h"
 
-/* ---- initialisers (pytorch-semantics.md §0.2); rng NULL = the default generator ---- */
+/* ---- initialisers; rng NULL = the default generator ---- */
 /* U(-bound, bound) with bound = 1/sqrt(fan_in): Linear weights (kaiming_uniform, a=√5, which
  * reduces to this bound) and biases, and every RNN parameter (fan = hidden_size). */
 void tg_init_uniform_fan(tg_tensor *t, int64_t fan, tg_rng *rng);
