@@ -17,7 +17,7 @@ import os
 
 # Before torch is imported: one thread everywhere (OpenMP and OpenBLAS), and the ATen
 # kernels torch picks by default on this machine (AVX2; its FMA use matters for the
-# optimizer fixtures, see reference section 7.4).
+# optimizer fixtures: Adam's update rounds differently with and without FMA).
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"

@@ -1,4 +1,4 @@
-/* Determinism (issue 7, item 6): the same seed and the same data give bit-identical losses,
+/* Determinism: the same seed and the same data give bit-identical losses,
  * and bit-identical parameters after the steps, at 1 and at 2 threads — for a few training
  * steps (forward, cross entropy, backward, Adam) of a GRU classifier and of a small
  * Transformer with dropout. The sizes are chosen so that the GEMMs are large enough to be

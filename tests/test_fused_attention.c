@@ -1,4 +1,4 @@
-/* The fused attention ops of issue 7 and the counter-based dropout masks:
+/* The fused attention ops and the counter-based dropout masks:
  *  - MultiheadAttention's fused core (need_weights = false) against the composite path
  *    (need_weights = true), outputs and every gradient, masks and dropout included;
  *  - forward values of the fused core computed by hand, and float64 gradchecks;

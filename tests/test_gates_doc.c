@@ -1,4 +1,4 @@
-/* Seeing backprop through gates (issue 6), tested:
+/* Seeing backprop through gates, tested:
  *  - docs/backprop-through-gates.md: every number of its worked examples is recomputed here
  *    with the library (composite cells for the gates and their gradients, the fused cells for
  *    the parameter gradients) and the test fails if the document and the code disagree; its

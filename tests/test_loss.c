@@ -31,7 +31,7 @@ static tg_index *targets(uint64_t seed, int ndim, const int64_t *shape, int64_t 
     return y;
 }
 
-/* Naive double cross entropy (§6.1) for logits (N, C, S) (N = 1 for a 1-D input), written
+/* Naive double cross entropy for logits (N, C, S) (N = 1 for a 1-D input), written
  * as the formula: per-sample losses into ell, the reduced value returned. */
 static double naive_ce(const tg_tensor *x, const tg_index *y, const tg_loss_options *o,
                        double *ell) {

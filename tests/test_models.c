@@ -1,5 +1,5 @@
 /* The seed models (models/<model>.c): default init against PyTorch after the same seed, parity
- * with the seeds' PyTorch classes (tests/fixturegen/models.py: outputs, every parameter and
+ * with the tutorials' PyTorch classes (tests/fixturegen/models.py: outputs, every parameter and
  * input gradient, parameter names and order), float64 gradchecks through every parameter
  * on tiny sizes, and error paths. */
 #include "harness.h"
@@ -72,7 +72,7 @@ static tg_tensor *input(const tg_fixture *fx, const char *name) {
     return tg_tensor_requires_grad(tg_fixture_tensor(fx, name), true);
 }
 
-/* ---- seed 000 GRUModel, seed 004 GRU and LSTM classifiers ---- */
+/* ---- the GRU sequence classifier, the GRU and LSTM text classifiers ---- */
 
 static void test_gru_seq_classifier_parity(void **state) {
     (void)state;
@@ -94,7 +94,7 @@ static void test_gru_seq_classifier_parity(void **state) {
     tg_fixture_free(fx);
 }
 
-/* Seed 004's classifiers (GRU or LSTM): token ids (batch, time) -> logits, checked the same
+/* The text classifiers (GRU or LSTM): token ids (batch, time) -> logits, checked the same
  * way; built after tg_manual_seed(0) as PyTorch's were. */
 static void token_classifier_parity(bool lstm) {
     tg_fixture *fx = tg_fixture_load(lstm ? "model_lstm_classifier" : "model_gru_classifier");
@@ -129,7 +129,7 @@ static void test_lstm_classifier_parity(void **state) {
     token_classifier_parity(true);
 }
 
-/* ---- seed 001: three steps, one call each, the hidden carried ---- */
+/* ---- the step-by-step GRU: three steps, one call each, the hidden carried ---- */
 
 static void run_stepwise_case(const char *case_name, int64_t batch) {
     tg_fixture *fx = tg_fixture_load(case_name);
@@ -171,7 +171,7 @@ static void test_gru_stepwise_parity(void **state) {
     run_stepwise_case("model_gru_stepwise_batch2_h0", 2);
 }
 
-/* ---- seed 002: teacher-forced logits, attention weights, greedy decoding ---- */
+/* ---- GRU + additive attention: teacher-forced logits, attention weights, greedy decoding ---- */
 
 static void test_gru_attention_parity(void **state) {
     (void)state;
@@ -216,7 +216,7 @@ static void test_gru_attention_parity(void **state) {
     tg_fixture_free(fx);
 }
 
-/* ---- seed 003: two batches, the second from the detached hidden of the first ---- */
+/* ---- the GRU language model: two batches, the second from the detached hidden of the first ---- */
 
 static void test_gru_lm_parity(void **state) {
     (void)state;
@@ -265,7 +265,7 @@ static void test_gru_lm_parity(void **state) {
     tg_fixture_free(fx);
 }
 
-/* ---- seed 000 TransformerModel ---- */
+/* ---- the Transformer tutorial's TransformerModel ---- */
 
 static tg_transformer_model *small_transformer(int64_t vocab, int64_t d_model, int64_t ff,
                                                int layers) {
@@ -435,7 +435,7 @@ static void test_gradchecks(void **state) {
     tg_index_free(ids_bt), tg_index_free(ids_b2), tg_index_free(src), tg_index_free(tgt);
 }
 
-/* ---- a training step goes downhill (the loop of DESIGN.md's sketch) ---- */
+/* ---- a training step goes downhill (the loop a training script runs) ---- */
 
 static void test_gru_classifier_learns(void **state) {
     (void)state;

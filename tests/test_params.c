@@ -84,7 +84,7 @@ static void test_save_load_round_trip(void **state) {
     model_free(&a), model_free(&b);
 }
 
-/* Loading errors, one test per case (issue 3): each leaves the model untouched. The file:
+/* Loading errors, one test per case: each leaves the model untouched. The file:
  * model_new(1) saved whole, or only its fc.* (names "weight", "bias"); returns its path. */
 static const char *saved_model(const char *file, bool only_fc) {
     static char path[128];

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Smoke test of the gate-picture programs (issue 6), registered by examples/meson.build:
+# Smoke test of the gate-picture programs, registered by examples/meson.build:
 #   tests/test_pictures.sh GRAPH GATES VANISHING
 # graph: the DOT files of one GRU and one LSTM step name every gate; gates and vanishing:
 # a short run writes its PNG pictures (checked by their signature) and its tables.

@@ -111,7 +111,7 @@ static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, tg_tensor *x, tg_tensor
 }
 
 /* ---------------------------------------------------------------------------------------
- * A plain-loop reference of one step, in double (pytorch-semantics.md §2.3, §2.6)
+ * A plain-loop reference of one step, in double
  * ------------------------------------------------------------------------------------- */
 static double sigm(double a) { return 1 / (1 + exp(-a)); }
 

@@ -9,7 +9,7 @@
   the tensors under the naming convention of tests/README.md.
 - `case(name, tensors, meta, out_dir)`: checks the names and writes one safetensors file.
 - `write_safetensors` / `read_safetensors`: the format with struct + json only
-  (reference/pytorch-semantics.md section 9.4); there is no safetensors package here.
+  (8-byte header length, JSON header, raw data); there is no safetensors package here.
   Every file written is read back with the strict pure-Python reader and compared.
 """
 
@@ -263,7 +263,7 @@ _STRUCT = {"I64": "q", "F64": "d", "F32": "f", "I32": "i", "F16": "e", "I16": "h
 
 
 def read_safetensors(path):
-    """A strict pure-Python reader (struct + json; the rules of reference section 9.3).
+    """A strict pure-Python reader (struct + json; the safetensors rules).
     Returns ({name: (dtype, shape, flat list of Python numbers)}, metadata)."""
     with open(path, "rb") as f:
         raw = f.read()

@@ -1,5 +1,5 @@
-"""The seed models (models/*.c): the PyTorch classes of the seeds in ../shared/seeds/,
-written out with the seeds' attribute names, at tiny sizes.
+"""The tutorial models (models/*.c): the PyTorch classes of the tutorials the project started
+from, written out with the tutorials' attribute names, at tiny sizes.
 
 Every case runs right after torch.manual_seed(0) and builds its model first, so `param.*`
 is PyTorch's default initialisation after manual_seed(0): the C tests check their
@@ -7,16 +7,16 @@ constructors against it (uniform draws bit for bit, the normal Embedding draws t
 before the parity run. Inputs are drawn after the model; token ids are I64.
 Dropout is 0 (the Transformer's), so train mode is deterministic.
 
-Where a seed leaves something open, the choice is written next to the class:
-- 004 GRU: the seed builds `gru_layer` at module level, *before* the model, and indexes
+Where a tutorial leaves something open, the choice is written next to the class:
+- classification GRU: the tutorial builds `gru_layer` at module level, *before* the model, and indexes
   x[:, -1, :]: the GRU is batch_first here, and it is drawn before the Embedding (the
-  seed's RNG order) while state_dict keeps the attribute order (embedding, gru, fc).
-- 004 LSTM: the seed's Keras Sequential(Embedding, LSTM, Dense) as the PyTorch twin of its
+  tutorial's RNG order) while state_dict keeps the attribute order (embedding, gru, fc).
+- classification LSTM: the tutorial's Keras Sequential(Embedding, LSTM, Dense) as the PyTorch twin of its
   GRUModel; the Dense softmax is left to the loss (logits out, like the GRU model).
-- 002: the seed gives the attention formula and Keras snippets; this is the seq2seq it
+- attention: the tutorial gives the attention formula and Keras snippets; this is the seq2seq it
   describes (GRU encoder, additive attention, GRU decoder with teacher forcing).
-- 000 Transformer: the seed's forward, plus the causal target mask (a decoder trained
-  with teacher forcing needs it); no positional encoding, as in the seed.
+- Transformer: the tutorial's forward, plus the causal target mask (a decoder trained
+  with teacher forcing needs it); no positional encoding, as in the tutorial.
 """
 
 import torch
@@ -25,12 +25,12 @@ from torch import nn
 from .common import fixture, meta_str, module_case, randint, randn
 
 # ---------------------------------------------------------------------------------------
-# seed 000: GRUModel (sequence-first) and TransformerModel
+# the GRU and Transformer tutorials: GRUModel (sequence-first) and TransformerModel
 
 
-class GRUModel000(nn.Module):
+class GRUSeqModel(nn.Module):
     def __init__(self, input_size, hidden_size, output_size):
-        super(GRUModel000, self).__init__()
+        super(GRUSeqModel, self).__init__()
         self.hidden_size = hidden_size
         self.gru = nn.GRU(input_size, hidden_size)
         self.fc = nn.Linear(hidden_size, output_size)
@@ -71,10 +71,10 @@ class TransformerModel(nn.Module):
 
 @fixture("model_gru_seq_classifier", seed=0)
 def _gru_seq_classifier():
-    model = GRUModel000(3, 5, 4)
+    model = GRUSeqModel(3, 5, 4)
     inputs = {"x": randn(6, 2, 3)}
     return module_case(model, lambda m, x: m(x), inputs, meta_str(
-        module="GRUModel (seed 000)", input_size=3, hidden_size=5, output_size=4, seq_len=6,
+        module="GRUModel (GRU sequence classifier)", input_size=3, hidden_size=5, output_size=4, seq_len=6,
         batch=2, layout="x (seq_len, batch, input_size)"))
 
 
@@ -87,7 +87,7 @@ def _transformer(perturb):
                     p.add_(randn(*p.shape, std=0.05))
         inputs = {"src": randint(7, 5, 2), "tgt": randint(7, 4, 2)}
         return module_case(model, lambda m, src, tgt: m(src, tgt), inputs, meta_str(
-            module="TransformerModel (seed 000)", vocab_size=7, d_model=8, nhead=2,
+            module="TransformerModel (Transformer encoder-decoder)", vocab_size=7, d_model=8, nhead=2,
             num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=16, dropout=0.0,
             tgt_mask="causal (generate_square_subsequent_mask)",
             params="perturbed by N(0, 0.05) after init" if perturb else "default init",
@@ -99,19 +99,19 @@ fixture("model_transformer", seed=0)(_transformer(False))
 fixture("model_transformer_perturbed", seed=0)(_transformer(True))
 
 # ---------------------------------------------------------------------------------------
-# seed 001: one GRU step per call, LogSoftmax, initHidden
+# the step-by-step GRU tutorial: one GRU step per call, LogSoftmax, initHidden
 
 
-class GRU001(nn.Module):
+class GRUStepwise(nn.Module):
     def __init__(self, input_size, hidden_size, output_size):
-        super(GRU001, self).__init__()
+        super(GRUStepwise, self).__init__()
         self.hidden_size = hidden_size
         self.gru = nn.GRU(input_size, hidden_size)
         self.fc = nn.Linear(hidden_size, output_size)
         self.softmax = nn.LogSoftmax(dim=1)
 
     def forward(self, input, hidden):
-        # the seed's view(1, 1, -1), for a batch of N rows: (1, N, input_size)
+        # the tutorial's view(1, 1, -1), for a batch of N rows: (1, N, input_size)
         n = input.size(0) if input.dim() > 1 else 1
         output, hidden = self.gru(input.view(1, n, -1), hidden)
         output = self.fc(output.view(n, -1))
@@ -124,7 +124,7 @@ class GRU001(nn.Module):
 
 def _stepwise(batch, give_h0):
     def make():
-        model = GRU001(4, 5, 3)
+        model = GRUStepwise(4, 5, 3)
         inputs = {"x": randn(3, batch, 4)}  # three steps, each input (batch, input_size)
         if give_h0:
             inputs["h0"] = randn(1, batch, 5, std=0.5)
@@ -138,7 +138,7 @@ def _stepwise(batch, give_h0):
             return {"output": torch.stack(outs), "hidden": hidden}
 
         return module_case(model, fn, inputs, meta_str(
-            module="GRU (seed 001)", input_size=4, hidden_size=5, output_size=3, steps=3,
+            module="GRU (one step per call, LogSoftmax)", input_size=4, hidden_size=5, output_size=3, steps=3,
             batch=batch, h0="in.h0" if give_h0 else "initHidden()",
             note="out.output[i] = log-probabilities of step i; out.hidden after the last step"))
     return make
@@ -148,7 +148,7 @@ fixture("model_gru_stepwise", seed=0)(_stepwise(1, False))
 fixture("model_gru_stepwise_batch2_h0", seed=0)(_stepwise(2, True))
 
 # ---------------------------------------------------------------------------------------
-# seed 002: GRU encoder, additive attention, GRU decoder (seq2seq)
+# the attention tutorial: GRU encoder, additive attention, GRU decoder (seq2seq)
 
 
 class AdditiveAttention(nn.Module):
@@ -216,19 +216,19 @@ def _gru_attention():
         return {"logits": logits, "weights": weights, "greedy": m.greedy(src, 0, 5)}
 
     return module_case(model, fn, inputs, meta_str(
-        module="GRUAttention (seed 002)", src_vocab=9, tgt_vocab=7, embedding_dim=4,
+        module="GRUAttention (GRU encoder, additive attention, GRU decoder)", src_vocab=9, tgt_vocab=7, embedding_dim=4,
         hidden_size=5, attn_dim=6, bos=0, greedy_max_len=5,
         layout="src (N, S), tgt_in (N, T) batch-first; logits (N, T, V), weights (N, T, S)",
         decoder="context = attention(enc, s), s = GRUCell([emb(y); context], s), "
                 "logits = fc([s; context]); s_0 = encoder h_n"))
 
 # ---------------------------------------------------------------------------------------
-# seed 003: GRU language model, hidden carried across batches
+# the language-model tutorial: GRU language model, hidden carried across batches
 
 
-class GRU003(nn.Module):
+class GRULanguageModel(nn.Module):
     def __init__(self, vocab_size, embedding_dim, hidden_dim, num_layers):
-        super(GRU003, self).__init__()
+        super(GRULanguageModel, self).__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.gru = nn.GRU(embedding_dim, hidden_dim, num_layers)
         self.fc = nn.Linear(hidden_dim, vocab_size)
@@ -242,7 +242,7 @@ class GRU003(nn.Module):
 
 @fixture("model_gru_lm", seed=0)
 def _gru_lm():
-    model = GRU003(7, 4, 5, 2)
+    model = GRULanguageModel(7, 4, 5, 2)
     inputs = {"x1": randint(7, 5, 2), "x2": randint(7, 5, 2), "h0": randn(2, 2, 5, std=0.5)}
 
     def fn(m, x1, x2, h0):
@@ -251,19 +251,19 @@ def _gru_lm():
         return {"logits1": logits1, "hidden1": hidden1, "logits2": logits2, "hidden2": hidden2}
 
     return module_case(model, fn, inputs, meta_str(
-        module="GRU language model (seed 003)", vocab_size=7, embedding_dim=4, hidden_dim=5,
+        module="GRU language model", vocab_size=7, embedding_dim=4, hidden_dim=5,
         num_layers=2, seq_len=5, batch=2,
         note="two batches; the second starts from hidden1.detach(), so grad.h0 comes from "
              "batch 1 only and the parameter grads from both"))
 
 # ---------------------------------------------------------------------------------------
-# seed 004: GRU and LSTM classifiers (Embedding + RNN batch_first + Linear on the last step)
+# the classification tutorial: GRU and LSTM classifiers (Embedding + RNN batch_first + Linear on the last step)
 
 
-class GRUModel004(nn.Module):
+class GRUClassifier(nn.Module):
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_classes):
-        super(GRUModel004, self).__init__()
-        # the seed's `gru_layer = nn.GRU(...)` comes before the model: drawn first
+        super(GRUClassifier, self).__init__()
+        # the tutorial's `gru_layer = nn.GRU(...)` comes before the model: drawn first
         gru_layer = nn.GRU(input_size=embedding_dim, hidden_size=hidden_size, batch_first=True)
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.gru = gru_layer
@@ -276,9 +276,9 @@ class GRUModel004(nn.Module):
         return x
 
 
-class LSTMModel004(nn.Module):
+class LSTMClassifier(nn.Module):
     def __init__(self, vocab_size, embedding_dim, hidden_size, num_classes):
-        super(LSTMModel004, self).__init__()
+        super(LSTMClassifier, self).__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.lstm = nn.LSTM(embedding_dim, hidden_size, batch_first=True)
         self.fc = nn.Linear(hidden_size, num_classes)
@@ -300,5 +300,5 @@ def _classifier(cls, desc):
     return make
 
 
-fixture("model_gru_classifier", seed=0)(_classifier(GRUModel004, "GRUModel (seed 004)"))
-fixture("model_lstm_classifier", seed=0)(_classifier(LSTMModel004, "LSTM classifier (seed 004)"))
+fixture("model_gru_classifier", seed=0)(_classifier(GRUClassifier, "GRUModel (GRU text classifier)"))
+fixture("model_lstm_classifier", seed=0)(_classifier(LSTMClassifier, "LSTM text classifier"))

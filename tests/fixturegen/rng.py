@@ -1,6 +1,6 @@
 """RNG streams and default initialisations.
 
-The C side reproduces torch.manual_seed + uniform_/normal_ (reference section 0.2), so
+The C side reproduces torch.manual_seed + uniform_/normal_, so
 these cases store what PyTorch draws right after a seed, the raw MT19937 words, and the
 default parameters of modules built right after torch.manual_seed(0).
 """
