@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 
 #include <tapegrad.h>
-#include <tapegrad/gates.h>
+#include <tapegrad/viz_gates.h>
 #include <tapegrad/kernels.h>
 
 typedef enum viz_flag_kind { VIZ_INT, VIZ_REAL, VIZ_TEXT } viz_flag_kind;
