@@ -1,4 +1,4 @@
-/* examples/addition.c — seed 002's GRU encoder-decoder with additive attention learns to add
+/* examples/addition.c — the GRU encoder-decoder with additive attention learns to add
  * two integers of up to three digits written as text: "123+45" -> "168".
  *
  * The source is read one character at a time by the encoder GRU; the decoder writes the sum
@@ -64,13 +64,13 @@ static void encode_target(problem p, int32_t *tgt_in, int32_t *tgt_out) {
 }
 
 static problem problem_draw(tg_rng *rng) {
-    return (problem){(int)tg_rng_below(rng, MAX_VALUE), (int)tg_rng_below(rng, MAX_VALUE)};
+    return (problem){(int)ex_rng_below(rng, MAX_VALUE), (int)ex_rng_below(rng, MAX_VALUE)};
 }
 
 /* The held-out problems: distinct, drawn from their own seed; training skips them. */
 static void held_out_draw(int64_t seed, problem *test, uint8_t *is_test) {
     tg_rng rng;
-    tg_rng_seed(&rng, tg_step_seed(seed, -1));
+    tg_rng_seed(&rng, ex_step_seed(seed, -1));
     for (int i = 0; i < HELD_OUT;) {
         const problem p = problem_draw(&rng);
         if (is_test[p.a * MAX_VALUE + p.b]) continue;
@@ -119,8 +119,7 @@ static int64_t evaluate(tg_gru_attention *model, tg_tape *tape, const problem *p
     const int64_t chunk = 250;
     batch b = batch_new(chunk);
     int64_t correct = 0;
-    tg_tape_set_recording(tape, false);
-    tg_tape_set_training(tape, false);
+    ex_eval_mode(tape, true);
     for (int64_t start = 0; start < n; start += chunk) {
         const int64_t m = n - start < chunk ? n - start : chunk;
         batch_fill(&b, problems + start, m);
@@ -132,8 +131,7 @@ static int64_t evaluate(tg_gru_attention *model, tg_tape *tape, const problem *p
         }
         tg_tape_reset(tape);
     }
-    tg_tape_set_recording(tape, true);
-    tg_tape_set_training(tape, true);
+    ex_eval_mode(tape, false);
     batch_free(&b);
     return correct;
 }
@@ -143,7 +141,7 @@ static int64_t evaluate(tg_gru_attention *model, tg_tape *tape, const problem *p
 static void attention_print(tg_gru_attention *model, tg_tape *tape, problem p) {
     batch b = batch_new(1);
     batch_fill(&b, &p, 1);
-    tg_tape_set_recording(tape, false);
+    ex_eval_mode(tape, true);
     tg_tensor *weights = NULL;
     const tg_index *tokens = tg_gru_attention_greedy(model, tape, b.src, BOS, TGT_LEN, &weights);
     printf("\nattention of the decoder over the source, in %%: a row per output character, in the\n"
@@ -161,12 +159,12 @@ static void attention_print(tg_gru_attention *model, tg_tape *tape, problem p) {
         if (c == END) break;
     }
     tg_tape_reset(tape);
-    tg_tape_set_recording(tape, true);
+    ex_eval_mode(tape, false);
     batch_free(&b);
 }
 
 int main(int argc, char **argv) {
-    tg_train_options train = {.steps = 2500,
+    ex_train_options train = {.steps = 2500,
                               .batch = 128,
                               .lr = 1e-2,
                               .seed = 0,
@@ -174,16 +172,16 @@ int main(int argc, char **argv) {
                               .save_every = 500};
     int64_t embedding = 32, hidden = 128, attention = 64;
     bool show_attention = false;
-    const tg_flag flags[] = {
-        {"embedding", TG_FLAG_INT, &embedding, 1, 4096, "embedding size of the characters"},
-        {"hidden", TG_FLAG_INT, &hidden, 1, 4096, "GRU hidden size (encoder and decoder)"},
-        {"attention", TG_FLAG_INT, &attention, 1, 4096, "size of the additive attention layer"},
-        {"show-attention", TG_FLAG_SWITCH, &show_attention, 0, 0,
+    const ex_flag flags[] = {
+        {"embedding", EX_FLAG_INT, &embedding, 1, 4096, "embedding size of the characters"},
+        {"hidden", EX_FLAG_INT, &hidden, 1, 4096, "GRU hidden size (encoder and decoder)"},
+        {"attention", EX_FLAG_INT, &attention, 1, 4096, "size of the additive attention layer"},
+        {"show-attention", EX_FLAG_SWITCH, &show_attention, 0, 0,
          "print one attention map after training"},
     };
-    tg_flags_parse(
+    ex_flags_parse(
         argc, argv,
-        "addition: a GRU encoder-decoder with attention (seed 002) learns to add two\n"
+        "addition: a GRU encoder-decoder with attention learns to add two\n"
         "integers of up to 3 digits written as text (\"123+45\" -> \"168\"), and is scored by\n"
         "exact match on 1,000 held-out problems.",
         &train, flags, (int)(sizeof flags / sizeof flags[0]));
@@ -202,53 +200,43 @@ int main(int argc, char **argv) {
     tg_gru_attention *model =
         tg_gru_attention_new(SRC_VOCAB, TGT_VOCAB, embedding, hidden, attention);
     tg_params *params = tg_gru_attention_params(model);
-    tg_optim *opt = tg_train_adam_new(params, &train);
-    tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
-    const int64_t start = tg_checkpoint_resume(checkpoint, train.resume);
-    tg_tape *tape = tg_tape_new();
+    ex_trainer tr;
+    ex_trainer_init(&tr, params, &train, 50);
+    const int64_t start = ex_checkpoint_resume(tr.checkpoint, train.resume);
     tg_loss_options ce = tg_loss_defaults(); /* ignore_index -100: after the end token */
     batch b = batch_new(train.batch);
 
     printf("addition: %lld parameters, %lld steps of %lld problems, %d threads\n",
            (long long)tg_params_numel(params), (long long)train.steps, (long long)train.batch,
            tg_get_num_threads());
-    tg_progress progress;
-    tg_progress_start(&progress, start, train.steps, train.log_every);
+    ex_trainer_start(&tr, start);
     for (int64_t step = start; step < train.steps; step++) {
         tg_rng rng;
-        tg_step_rng_seed(&rng, train.seed, step); /* this step's problems from (seed, step) */
+        ex_step_rng_seed(&rng, train.seed, step); /* this step's problems from (seed, step) */
         for (int64_t i = 0; i < train.batch; i++) {
             do problems[i] = problem_draw(&rng);
             while (is_test[problems[i].a * MAX_VALUE + problems[i].b]);
         }
         batch_fill(&b, problems, train.batch);
-
-        tg_optim_set_lr(opt, tg_lr_cosine(train.lr, train.lr / 20, step, train.steps, 50));
-        tg_tensor *logits = tg_gru_attention_forward(model, tape, b.src, b.tgt_in).logits;
+        tg_tensor *logits = tg_gru_attention_forward(model, tr.tape, b.src, b.tgt_in).logits;
         tg_tensor *loss = tg_cross_entropy_ex(
-            tape, tg_reshape(tape, logits, TG_SHAPE(-1, TGT_VOCAB)), b.tgt_out, &ce);
-        tg_tape_backward(tape, loss);
-        tg_clip_grad_norm(params, 1.0, 2.0);
-        tg_optim_step(opt);
-        tg_progress_update(&progress, step, tg_item(loss), train.batch * (SRC_LEN + TGT_LEN));
-        tg_tape_reset(tape);
-        tg_checkpoint_after_step(checkpoint, step + 1, &train);
+            tr.tape, tg_reshape(tr.tape, logits, TG_SHAPE(-1, TGT_VOCAB)), b.tgt_out, &ce);
+        ex_trainer_update(&tr, step, loss);
+        ex_trainer_step_done(&tr, step, loss, train.batch * (SRC_LEN + TGT_LEN));
     }
-    tg_progress_finish(&progress);
+    ex_trainer_finish(&tr);
 
-    const int64_t correct = evaluate(model, tape, test, HELD_OUT, answers);
+    const int64_t correct = evaluate(model, tr.tape, test, HELD_OUT, answers);
     printf("\nsome held-out problems:\n");
     for (int i = 0; i < 6; i++)
         printf("  %3d+%-3d = %-4d  model: %-5d %s\n", test[i].a, test[i].b, test[i].a + test[i].b,
                answers[i], answers[i] == test[i].a + test[i].b ? "right" : "WRONG");
-    if (show_attention) attention_print(model, tape, test[0]);
+    if (show_attention) attention_print(model, tr.tape, test[0]);
     printf("\nexact match on %d held-out problems: %lld/%d = %.1f%%\n", HELD_OUT,
            (long long)correct, HELD_OUT, 100.0 * (double)correct / HELD_OUT);
 
     batch_free(&b);
-    tg_tape_free(tape);
-    tg_checkpoint_free(checkpoint);
-    tg_optim_free(opt);
+    ex_trainer_free(&tr);
     tg_gru_attention_free(model);
     free(answers);
     free(problems);

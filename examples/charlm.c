@@ -1,4 +1,4 @@
-/* examples/charlm.c — seed 003's GRU language model (Embedding + 2-layer GRU + Linear) learns
+/* examples/charlm.c — the GRU language model (Embedding + 2-layer GRU + Linear) learns
  * a text file one byte at a time, then writes new text.
  *
  * Training is truncated backpropagation through time: the text is cut into `batch` streams
@@ -30,7 +30,7 @@ typedef struct corpus {
  * HELD_OUT_BLOCK bytes is held out. Exits with a message if the file cannot be used. */
 static corpus corpus_load(const char *path) {
     int64_t size = 0;
-    char *text = tg_file_read_all(path, &size);
+    char *text = ex_file_read_all(path, &size);
     if (!text) {
         fprintf(stderr, "charlm: cannot read %s: %s\n", path, strerror(errno));
         if (!strcmp(path, "/usr/share/dict/words"))
@@ -95,8 +95,7 @@ static double model_bits(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
     tg_tensor *hidden = tg_gru_lm_init_hidden(model, batch);
     const int64_t windows = (c->n_test / batch - 1) / bptt;
     double nats = 0;
-    tg_tape_set_recording(tape, false);
-    tg_tape_set_training(tape, false);
+    ex_eval_mode(tape, true);
     for (int64_t w = 0; w < windows; w++) {
         window_fill(c->test, c->n_test, w * bptt, x, y);
         tg_gru_lm_output out = tg_gru_lm_forward(model, tape, x, hidden);
@@ -105,8 +104,7 @@ static double model_bits(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
         tg_gru_lm_detach(hidden, out.hidden);
         tg_tape_reset(tape);
     }
-    tg_tape_set_recording(tape, true);
-    tg_tape_set_training(tape, true);
+    ex_eval_mode(tape, false);
     tg_tensor_free(hidden);
     tg_index_free(x);
     tg_index_free(y);
@@ -117,15 +115,14 @@ static double model_bits(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
 static void sample_print(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64_t n,
                          double temperature, int64_t seed) {
     tg_rng rng;
-    tg_rng_seed(&rng, tg_step_seed(seed, -2));
+    tg_rng_seed(&rng, ex_step_seed(seed, -2));
     tg_index *x = tg_index_new(TG_SHAPE(1, 1));
     tg_tensor *hidden = tg_gru_lm_init_hidden(model, 1);
     double *p = malloc((size_t)c->vocab * sizeof *p);
     int32_t id = 0;
     while (id < c->vocab && c->symbol[id] != '\n') id++;
     if (id == c->vocab) id = 0;
-    tg_tape_set_recording(tape, false);
-    tg_tape_set_training(tape, false);
+    ex_eval_mode(tape, true);
     printf("\nsampled text (temperature %g):\n", temperature);
     for (int64_t i = 0; i < n; i++) {
         x->data[0] = id;
@@ -143,15 +140,14 @@ static void sample_print(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
         tg_tape_reset(tape);
     }
     printf("\n");
-    tg_tape_set_recording(tape, true);
-    tg_tape_set_training(tape, true);
+    ex_eval_mode(tape, false);
     free(p);
     tg_tensor_free(hidden);
     tg_index_free(x);
 }
 
 int main(int argc, char **argv) {
-    tg_train_options train = {.steps = 2500,
+    ex_train_options train = {.steps = 2500,
                               .batch = 32,
                               .lr = 3e-3,
                               .seed = 0,
@@ -160,18 +156,18 @@ int main(int argc, char **argv) {
     const char *data = "/usr/share/dict/words";
     int64_t embedding = 32, hidden_size = 128, layers = 2, bptt = 64, sample = 300;
     double temperature = 0.8;
-    const tg_flag flags[] = {
-        {"data", TG_FLAG_PATH, &data, 0, 0, "text file to learn"},
-        {"embedding", TG_FLAG_INT, &embedding, 1, 4096, "embedding size of a character"},
-        {"hidden", TG_FLAG_INT, &hidden_size, 1, 4096, "GRU hidden size"},
-        {"layers", TG_FLAG_INT, &layers, 1, 16, "GRU layers"},
-        {"bptt", TG_FLAG_INT, &bptt, 1, 100000, "characters per stream and step (truncated BPTT)"},
-        {"sample", TG_FLAG_INT, &sample, 0, 1000000, "characters to sample after training"},
-        {"temperature", TG_FLAG_REAL, &temperature, 1e-3, 100, "sampling temperature"},
+    const ex_flag flags[] = {
+        {"data", EX_FLAG_PATH, &data, 0, 0, "text file to learn"},
+        {"embedding", EX_FLAG_INT, &embedding, 1, 4096, "embedding size of a character"},
+        {"hidden", EX_FLAG_INT, &hidden_size, 1, 4096, "GRU hidden size"},
+        {"layers", EX_FLAG_INT, &layers, 1, 16, "GRU layers"},
+        {"bptt", EX_FLAG_INT, &bptt, 1, 100000, "characters per stream and step (truncated BPTT)"},
+        {"sample", EX_FLAG_INT, &sample, 0, 1000000, "characters to sample after training"},
+        {"temperature", EX_FLAG_REAL, &temperature, 1e-3, 100, "sampling temperature"},
     };
-    tg_flags_parse(
+    ex_flags_parse(
         argc, argv,
-        "charlm: seed 003's GRU language model learns a text file character by character\n"
+        "charlm: the GRU language model learns a text file character by character\n"
         "(default: the word list of Debian's wamerican package), reports held-out bits per\n"
         "character against a unigram model, and writes new text.",
         &train, flags, (int)(sizeof flags / sizeof flags[0]));
@@ -185,12 +181,11 @@ int main(int argc, char **argv) {
     tg_manual_seed((uint64_t)train.seed);
     tg_gru_lm *model = tg_gru_lm_new(c.vocab, embedding, hidden_size, layers);
     tg_params *params = tg_gru_lm_params(model);
-    tg_optim *opt = tg_train_adam_new(params, &train);
+    ex_trainer tr;
+    ex_trainer_init(&tr, params, &train, 0);
     tg_tensor *hidden = tg_gru_lm_init_hidden(model, train.batch);
-    tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
-    tg_checkpoint_add(checkpoint, "hidden", hidden); /* carried across steps: part of the state */
-    const int64_t start = tg_checkpoint_resume(checkpoint, train.resume);
-    tg_tape *tape = tg_tape_new();
+    ex_checkpoint_add(tr.checkpoint, "hidden", hidden); /* carried across steps: the state too */
+    const int64_t start = ex_checkpoint_resume(tr.checkpoint, train.resume);
     tg_index *x = tg_index_new(TG_SHAPE(bptt, train.batch));
     tg_index *y = tg_index_new(TG_SHAPE(bptt * train.batch));
 
@@ -200,36 +195,28 @@ int main(int argc, char **argv) {
            data, (long long)(c.n_train + c.n_test), (long long)c.n_test, (long long)c.vocab,
            (long long)tg_params_numel(params), (long long)train.steps, (long long)train.batch,
            (long long)bptt, tg_get_num_threads());
-    tg_progress progress;
-    tg_progress_start(&progress, start, train.steps, train.log_every);
+    ex_trainer_start(&tr, start);
     for (int64_t step = start; step < train.steps; step++) {
         /* the step's window follows from the step alone (wrapping at the end of a stream) */
         window_fill(c.train, c.n_train, (step * bptt) % (c.n_train / train.batch - bptt - 1), x, y);
-        tg_optim_set_lr(opt, tg_lr_cosine(train.lr, train.lr / 20, step, train.steps, 0));
-        tg_gru_lm_output out = tg_gru_lm_forward(model, tape, x, hidden);
+        tg_gru_lm_output out = tg_gru_lm_forward(model, tr.tape, x, hidden);
         tg_tensor *loss =
-            tg_cross_entropy(tape, tg_reshape(tape, out.logits, TG_SHAPE(-1, c.vocab)), y);
-        tg_tape_backward(tape, loss);
-        tg_clip_grad_norm(params, 1.0, 2.0);
-        tg_optim_step(opt);
-        tg_gru_lm_detach(hidden, out.hidden); /* hidden = hidden.detach() */
-        tg_progress_update(&progress, step, tg_item(loss), bptt * train.batch);
-        tg_tape_reset(tape);
-        tg_checkpoint_after_step(checkpoint, step + 1, &train);
+            tg_cross_entropy(tr.tape, tg_reshape(tr.tape, out.logits, TG_SHAPE(-1, c.vocab)), y);
+        ex_trainer_update(&tr, step, loss);
+        tg_gru_lm_detach(hidden, out.hidden); /* hidden = hidden.detach(), saved with the step */
+        ex_trainer_step_done(&tr, step, loss, bptt * train.batch);
     }
-    tg_progress_finish(&progress);
+    ex_trainer_finish(&tr);
 
-    const double bits = model_bits(model, tape, &c, 16, bptt);
-    if (sample > 0) sample_print(model, tape, &c, sample, temperature, train.seed);
+    const double bits = model_bits(model, tr.tape, &c, 16, bptt);
+    if (sample > 0) sample_print(model, tr.tape, &c, sample, temperature, train.seed);
     printf("\nheld-out bits per character: model %.3f, unigram baseline %.3f (%.0f%% of it)\n",
            bits, baseline, 100.0 * bits / baseline);
 
     tg_index_free(y);
     tg_index_free(x);
-    tg_tape_free(tape);
-    tg_checkpoint_free(checkpoint);
+    ex_trainer_free(&tr);
     tg_tensor_free(hidden);
-    tg_optim_free(opt);
     tg_gru_lm_free(model);
     free(c.train);
     free(c.test);

@@ -1,4 +1,4 @@
-/* examples/classify.c — seed 004's LSTM and GRU classifiers (Embedding + recurrent layer +
+/* examples/classify.c — the LSTM and GRU text classifiers (Embedding + recurrent layer +
  * Linear on the last step) on a task that needs memory of the whole sequence:
  *
  *     does token A appear more often than token B?
@@ -27,14 +27,14 @@ typedef struct task {
 /* One sequence and its label (1: more A than B). */
 static int32_t sequence_draw(const task *k, tg_rng *rng, int32_t *tokens) {
     for (int64_t i = 0; i < k->length; i++)
-        tokens[i] = (int32_t)(2 + tg_rng_below(rng, k->vocab - 2));
-    const int64_t marks = 1 + 2 * tg_rng_below(rng, (k->max_marks + 1) / 2); /* odd: no ties */
+        tokens[i] = (int32_t)(2 + ex_rng_below(rng, k->vocab - 2));
+    const int64_t marks = 1 + 2 * ex_rng_below(rng, (k->max_marks + 1) / 2); /* odd: no ties */
     const int64_t more =
-        marks / 2 + 1 + tg_rng_below(rng, marks - marks / 2); /* the larger count */
-    const int32_t label = (int32_t)tg_rng_below(rng, 2);
+        marks / 2 + 1 + ex_rng_below(rng, marks - marks / 2); /* the larger count */
+    const int32_t label = (int32_t)ex_rng_below(rng, 2);
     int64_t placed = 0;
     while (placed < marks) { /* marks distinct positions: the first `more` get the majority token */
-        const int64_t at = tg_rng_below(rng, k->length);
+        const int64_t at = ex_rng_below(rng, k->length);
         if (tokens[at] < 2) continue;
         tokens[at] = (placed < more) == (label == 1) ? TOKEN_A : TOKEN_B;
         placed++;
@@ -63,8 +63,7 @@ static double evaluate(classifier *m, tg_tape *tape, const tg_index *tokens, con
                        int64_t batch) {
     const int64_t n = labels->numel, length = tokens->shape[1];
     int64_t correct = 0;
-    tg_tape_set_recording(tape, false);
-    tg_tape_set_training(tape, false);
+    ex_eval_mode(tape, true);
     for (int64_t start = 0; start < n; start += batch) {
         const int64_t m_rows = n - start < batch ? n - start : batch;
         tg_index view = *tokens; /* rows [start, start + m_rows) without copying */
@@ -73,16 +72,15 @@ static double evaluate(classifier *m, tg_tape *tape, const tg_index *tokens, con
         view.numel = m_rows * length;
         const tg_tensor *logits = classifier_forward(m, tape, &view);
         for (int64_t i = 0; i < m_rows; i++)
-            correct += tg_argmax(logits->data + 2 * i, 2) == labels->data[start + i];
+            correct += ex_argmax(logits->data + 2 * i, 2) == labels->data[start + i];
         tg_tape_reset(tape);
     }
-    tg_tape_set_recording(tape, true);
-    tg_tape_set_training(tape, true);
+    ex_eval_mode(tape, false);
     return (double)correct / (double)n;
 }
 
 int main(int argc, char **argv) {
-    tg_train_options train = {.steps = 600,
+    ex_train_options train = {.steps = 600,
                               .batch = 64,
                               .lr = 3e-3,
                               .seed = 0,
@@ -91,19 +89,19 @@ int main(int argc, char **argv) {
     task k = {.vocab = 10, .length = 40, .max_marks = 15};
     int64_t embedding = 32, hidden = 128, test_size = 2000;
     const char *model_name = "lstm";
-    const tg_flag flags[] = {
-        {"model", TG_FLAG_TEXT, &model_name, 0, 0, "lstm or gru"},
-        {"vocab", TG_FLAG_INT, &k.vocab, 3, 100000, "distinct tokens (A, B and distractors)"},
-        {"length", TG_FLAG_INT, &k.length, 2, 100000, "tokens per sequence"},
-        {"marks", TG_FLAG_INT, &k.max_marks, 1, 100000,
+    const ex_flag flags[] = {
+        {"model", EX_FLAG_TEXT, &model_name, 0, 0, "lstm or gru"},
+        {"vocab", EX_FLAG_INT, &k.vocab, 3, 100000, "distinct tokens (A, B and distractors)"},
+        {"length", EX_FLAG_INT, &k.length, 2, 100000, "tokens per sequence"},
+        {"marks", EX_FLAG_INT, &k.max_marks, 1, 100000,
          "at most this many A and B in a sequence (odd)"},
-        {"embedding", TG_FLAG_INT, &embedding, 1, 4096, "embedding size"},
-        {"hidden", TG_FLAG_INT, &hidden, 1, 4096, "hidden size"},
-        {"test-size", TG_FLAG_INT, &test_size, 1, 1000000, "held-out sequences"},
+        {"embedding", EX_FLAG_INT, &embedding, 1, 4096, "embedding size"},
+        {"hidden", EX_FLAG_INT, &hidden, 1, 4096, "hidden size"},
+        {"test-size", EX_FLAG_INT, &test_size, 1, 1000000, "held-out sequences"},
     };
-    tg_flags_parse(
+    ex_flags_parse(
         argc, argv,
-        "classify: seed 004's LSTM or GRU classifier learns whether token A appears more often\n"
+        "classify: the LSTM or GRU text classifier learns whether token A appears more often\n"
         "than token B in a sequence, a task that needs memory of the whole sequence.",
         &train, flags, (int)(sizeof flags / sizeof flags[0]));
     if (k.max_marks > k.length) {
@@ -127,13 +125,12 @@ int main(int argc, char **argv) {
         model.gru = tg_gru_classifier_new(k.vocab, embedding, hidden, 2);
         params = tg_gru_classifier_params(model.gru);
     }
-    tg_optim *opt = tg_train_adam_new(params, &train);
-    tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
-    const int64_t start = tg_checkpoint_resume(checkpoint, train.resume);
-    tg_tape *tape = tg_tape_new();
+    ex_trainer tr;
+    ex_trainer_init(&tr, params, &train, 0);
+    const int64_t start = ex_checkpoint_resume(tr.checkpoint, train.resume);
 
     tg_rng rng;
-    tg_rng_seed(&rng, tg_step_seed(train.seed, -1)); /* the held-out set has its own seed */
+    tg_rng_seed(&rng, ex_step_seed(train.seed, -1)); /* the held-out set has its own seed */
     tg_index *test_tokens = tg_index_new(TG_SHAPE(test_size, k.length));
     tg_index *test_labels = tg_index_new(TG_SHAPE(test_size));
     batch_draw(&k, &rng, test_tokens, test_labels);
@@ -144,32 +141,24 @@ int main(int argc, char **argv) {
            "%lld steps of %lld, %d threads\n",
            model_name, (long long)tg_params_numel(params), (long long)k.length, (long long)k.vocab,
            (long long)train.steps, (long long)train.batch, tg_get_num_threads());
-    tg_progress progress;
-    tg_progress_start(&progress, start, train.steps, train.log_every);
+    ex_trainer_start(&tr, start);
     for (int64_t step = start; step < train.steps; step++) {
-        tg_step_rng_seed(&rng, train.seed, step);
+        ex_step_rng_seed(&rng, train.seed, step);
         batch_draw(&k, &rng, tokens, labels);
-        tg_optim_set_lr(opt, tg_lr_cosine(train.lr, train.lr / 20, step, train.steps, 0));
-        tg_tensor *logits = classifier_forward(&model, tape, tokens);
-        tg_tensor *loss = tg_cross_entropy(tape, logits, labels);
-        tg_tape_backward(tape, loss);
-        tg_clip_grad_norm(params, 1.0, 2.0);
-        tg_optim_step(opt);
-        tg_progress_update(&progress, step, tg_item(loss), train.batch * k.length);
-        tg_tape_reset(tape);
-        tg_checkpoint_after_step(checkpoint, step + 1, &train);
+        tg_tensor *logits = classifier_forward(&model, tr.tape, tokens);
+        tg_tensor *loss = tg_cross_entropy(tr.tape, logits, labels);
+        ex_trainer_update(&tr, step, loss);
+        ex_trainer_step_done(&tr, step, loss, train.batch * k.length);
     }
-    tg_progress_finish(&progress);
+    ex_trainer_finish(&tr);
     printf("held-out accuracy (%lld sequences, chance 50%%): %.2f%%\n", (long long)test_size,
-           100.0 * evaluate(&model, tape, test_tokens, test_labels, 500));
+           100.0 * evaluate(&model, tr.tape, test_tokens, test_labels, 500));
 
     tg_index_free(labels);
     tg_index_free(tokens);
     tg_index_free(test_labels);
     tg_index_free(test_tokens);
-    tg_tape_free(tape);
-    tg_checkpoint_free(checkpoint);
-    tg_optim_free(opt);
+    ex_trainer_free(&tr);
     tg_lstm_classifier_free(model.lstm);
     tg_gru_classifier_free(model.gru);
     return 0;

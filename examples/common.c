@@ -1,5 +1,5 @@
-/* examples/common.c — flags, per-step seeds, the progress line and checkpoints for the
- * example programs (see common.h). */
+/* examples/common.c — flags, per-step seeds, the learning-rate schedule, the progress line,
+ * the pictures' output and small things for the example programs (see common.h). */
 #include "common.h"
 
 #include <errno.h>
@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,8 +16,7 @@
  * flags
  * ---------------------------------------------------------------------------------------- */
 
-__attribute__((format(printf, 2, 3), noreturn)) static void usage_error(const char *program,
-                                                                        const char *fmt, ...) {
+void ex_usage_error(const char *program, const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
     fprintf(stderr, "%s: ", program);
@@ -26,38 +26,38 @@ __attribute__((format(printf, 2, 3), noreturn)) static void usage_error(const ch
     exit(2);
 }
 
-static void flag_default(const tg_flag *f, char *buf, size_t len) {
+static void flag_default(const ex_flag *f, char *buf, size_t len) {
     switch (f->kind) {
-    case TG_FLAG_INT:
+    case EX_FLAG_INT:
         snprintf(buf, len, "%lld", (long long)*(const int64_t *)f->value);
         break;
-    case TG_FLAG_REAL:
+    case EX_FLAG_REAL:
         snprintf(buf, len, "%g", *(const double *)f->value);
         break;
-    case TG_FLAG_TEXT:
-    case TG_FLAG_PATH: {
+    case EX_FLAG_TEXT:
+    case EX_FLAG_PATH: {
         const char *s = *(const char *const *)f->value;
         snprintf(buf, len, "%s", s ? s : "none");
         break;
     }
-    case TG_FLAG_SWITCH:
+    case EX_FLAG_SWITCH:
         snprintf(buf, len, "%s", *(const bool *)f->value ? "on" : "off");
         break;
     }
 }
 
-static void print_flags(const tg_flag *flags, int n) {
+static void print_flags(const ex_flag *flags, int n) {
     for (int i = 0; i < n; i++) {
-        const tg_flag *f = &flags[i];
+        const ex_flag *f = &flags[i];
         char left[64], def[256];
-        const char *arg = f->kind == TG_FLAG_INT    ? "N"
-                          : f->kind == TG_FLAG_REAL ? "X"
-                          : f->kind == TG_FLAG_PATH ? "PATH"
-                                                    : "NAME";
-        snprintf(left, sizeof left, "--%s%s%s", f->name, f->kind == TG_FLAG_SWITCH ? "" : " ",
-                 f->kind == TG_FLAG_SWITCH ? "" : arg);
+        const char *arg = f->kind == EX_FLAG_INT    ? "N"
+                          : f->kind == EX_FLAG_REAL ? "X"
+                          : f->kind == EX_FLAG_PATH ? "PATH"
+                                                    : "TEXT";
+        snprintf(left, sizeof left, "--%s%s%s", f->name, f->kind == EX_FLAG_SWITCH ? "" : " ",
+                 f->kind == EX_FLAG_SWITCH ? "" : arg);
         flag_default(f, def, sizeof def);
-        if (f->kind == TG_FLAG_SWITCH)
+        if (f->kind == EX_FLAG_SWITCH)
             printf("  %-22s %s\n", left, f->help);
         else
             printf("  %-22s %s (default %s)\n", left, f->help, def);
@@ -65,103 +65,111 @@ static void print_flags(const tg_flag *flags, int n) {
 }
 
 /* Sets flag f from text, or exits 2 saying why not. */
-static void flag_set(const char *program, const tg_flag *f, const char *text) {
+static void flag_set(const char *program, const ex_flag *f, const char *text) {
     char *end = NULL;
     char range[96];
     errno = 0;
     switch (f->kind) {
-    case TG_FLAG_INT: {
+    case EX_FLAG_INT: {
         const long long v = strtoll(text, &end, 10);
         if (errno || end == text || *end)
-            usage_error(program, "--%s needs a whole number, not '%s'", f->name, text);
+            ex_usage_error(program, "--%s needs a whole number, not '%s'", f->name, text);
         if (v < f->min || v > f->max) {
             snprintf(range, sizeof range, "%lld .. %lld", (long long)f->min, (long long)f->max);
-            usage_error(program, "--%s must be within %s", f->name, range);
+            ex_usage_error(program, "--%s must be within %s", f->name, range);
         }
         *(int64_t *)f->value = v;
         break;
     }
-    case TG_FLAG_REAL: {
+    case EX_FLAG_REAL: {
         const double v = strtod(text, &end);
         if (errno || end == text || *end || !isfinite(v))
-            usage_error(program, "--%s needs a number, not '%s'", f->name, text);
+            ex_usage_error(program, "--%s needs a number, not '%s'", f->name, text);
         if (v < f->min || v > f->max) {
             snprintf(range, sizeof range, "%g .. %g", f->min, f->max);
-            usage_error(program, "--%s must be within %s", f->name, range);
+            ex_usage_error(program, "--%s must be within %s", f->name, range);
         }
         *(double *)f->value = v;
         break;
     }
-    case TG_FLAG_TEXT:
-    case TG_FLAG_PATH:
-        if (!*text) usage_error(program, "--%s needs a value", f->name);
+    case EX_FLAG_TEXT:
+    case EX_FLAG_PATH:
+        if (!*text) ex_usage_error(program, "--%s needs a value", f->name);
         *(const char **)f->value = text;
         break;
-    case TG_FLAG_SWITCH:
+    case EX_FLAG_SWITCH:
         *(bool *)f->value = true;
         break;
     }
 }
 
-void tg_flags_parse(int argc, char **argv, const char *about, tg_train_options *train,
-                    const tg_flag *flags, int n) {
+void ex_flags_parse(int argc, char **argv, const char *about, ex_train_options *train,
+                    const ex_flag *flags, int n) {
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     const char *program = slash ? slash + 1 : argc > 0 ? argv[0] : "example";
-    const tg_flag common[] = {
-        {"steps", TG_FLAG_INT, &train->steps, 1, 1e9, "optimizer steps in total"},
-        {"batch", TG_FLAG_INT, &train->batch, 1, 1e6, "examples per step"},
-        {"lr", TG_FLAG_REAL, &train->lr, 1e-9, 10, "learning rate"},
-        {"seed", TG_FLAG_INT, &train->seed, 0, 4294967295.0,
+    /* the training flags, for a program that trains; without `train` the table below points
+     * into a scratch struct and is left out (n_common = 0) */
+    ex_train_options none = {0};
+    if (!train) train = &none;
+    const ex_flag common[] = {
+        {"steps", EX_FLAG_INT, &train->steps, 1, 1e9, "optimizer steps in total"},
+        {"batch", EX_FLAG_INT, &train->batch, 1, 1e6, "examples per step"},
+        {"lr", EX_FLAG_REAL, &train->lr, 1e-9, 10, "learning rate"},
+        {"seed", EX_FLAG_INT, &train->seed, 0, 4294967295.0,
          "seed of the weights, the data and dropout"},
-        {"threads", TG_FLAG_INT, &train->threads, 0, 1024, "threads (0: one per core)"},
-        {"checkpoint", TG_FLAG_PATH, &train->checkpoint, 0, 0,
+        {"threads", EX_FLAG_INT, &train->threads, 0, 1024, "threads (0: one per core)"},
+        {"checkpoint", EX_FLAG_PATH, &train->checkpoint, 0, 0,
          "checkpoint file ('none': do not save)"},
-        {"save-every", TG_FLAG_INT, &train->save_every, 1, 1e9,
+        {"save-every", EX_FLAG_INT, &train->save_every, 1, 1e9,
          "save the checkpoint every N steps, and at the end"},
-        {"resume", TG_FLAG_SWITCH, &train->resume, 0, 0,
+        {"resume", EX_FLAG_SWITCH, &train->resume, 0, 0,
          "continue from the checkpoint (same flags as the first run)"},
-        {"log-every", TG_FLAG_INT, &train->log_every, 0, 1e9,
+        {"log-every", EX_FLAG_INT, &train->log_every, 0, 1e9,
          "plain progress line every N steps when not on a terminal (0: ten per run)"},
-        {"stop-after", TG_FLAG_INT, &train->stop_after, 0, 1e9,
+        {"stop-after", EX_FLAG_INT, &train->stop_after, 0, 1e9,
          "save the checkpoint and exit after step N, as if interrupted (0: never)"},
     };
-    const int n_common = (int)(sizeof common / sizeof common[0]);
+    const int n_common = train != &none ? (int)(sizeof common / sizeof common[0]) : 0;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
-            printf("%s\n\nusage: %s [flags]\n\ntraining:\n", about, program);
-            print_flags(common, n_common);
-            if (n > 0) {
-                printf("\n%s:\n", program);
-                print_flags(flags, n);
+            printf("%s\n\nusage: %s [flags]\n\n", about, program);
+            if (n_common > 0) {
+                printf("training:\n");
+                print_flags(common, n_common);
+                if (n > 0) printf("\n%s:\n", program);
             }
-            printf("\nOn a terminal the progress line is rewritten in place; when the output is a\n"
-                   "file or a pipe, a plain line is printed every --log-every steps instead.\n");
+            print_flags(flags, n);
+            if (n_common > 0)
+                printf("\nOn a terminal the progress line is rewritten in place; when the output "
+                       "is a\nfile or a pipe, a plain line is printed every --log-every steps "
+                       "instead.\n");
             exit(0);
         }
         if (strncmp(arg, "--", 2) != 0 || !arg[2])
-            usage_error(program, "unexpected argument '%s'", arg);
+            ex_usage_error(program, "unexpected argument '%s'", arg);
         const char *name = arg + 2, *eq = strchr(name, '=');
         const size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const tg_flag *f = NULL;
+        const ex_flag *f = NULL;
         for (int k = 0; k < n_common + n && !f; k++) {
-            const tg_flag *c = k < n_common ? &common[k] : &flags[k - n_common];
+            const ex_flag *c = k < n_common ? &common[k] : &flags[k - n_common];
             if (strlen(c->name) == len && !strncmp(c->name, name, len)) f = c;
         }
-        if (!f) usage_error(program, "unknown flag '%s'", arg);
-        if (f->kind == TG_FLAG_SWITCH) {
-            if (eq) usage_error(program, "--%s takes no value", f->name);
+        if (!f) ex_usage_error(program, "unknown flag '%s'", arg);
+        if (f->kind == EX_FLAG_SWITCH) {
+            if (eq) ex_usage_error(program, "--%s takes no value", f->name);
             flag_set(program, f, "");
             continue;
         }
         const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!value) usage_error(program, "--%s needs a value", f->name);
+        if (!value) ex_usage_error(program, "--%s needs a value", f->name);
         flag_set(program, f, value);
     }
+    if (n_common == 0) return;
     if (train->checkpoint && !strcmp(train->checkpoint, "none")) train->checkpoint = NULL;
     if (train->resume && !train->checkpoint)
-        usage_error(program, "--resume needs a checkpoint file (--checkpoint PATH)");
+        ex_usage_error(program, "--resume needs a checkpoint file (--checkpoint PATH)");
     tg_set_num_threads((int)train->threads);
 }
 
@@ -177,28 +185,28 @@ static uint64_t mix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-uint64_t tg_step_seed(int64_t seed, int64_t step) {
+uint64_t ex_step_seed(int64_t seed, int64_t step) {
     return mix64(mix64((uint64_t)seed) ^ (uint64_t)step);
 }
 
-tg_optim *tg_train_adam_new(const tg_params *params, const tg_train_options *train) {
-    tg_adam_options adam = tg_adam_defaults();
-    adam.lr = train->lr;
-    return tg_adam_new(params, &adam);
-}
-
-void tg_step_rng_seed(tg_rng *rng, int64_t seed, int64_t step) {
-    const uint64_t s = tg_step_seed(seed, step);
+void ex_step_rng_seed(tg_rng *rng, int64_t seed, int64_t step) {
+    const uint64_t s = ex_step_seed(seed, step);
     tg_rng_seed(rng, s);
     tg_manual_seed(s >> 32);
 }
 
-int64_t tg_rng_below(tg_rng *rng, int64_t n) {
+int64_t ex_rng_below(tg_rng *rng, int64_t n) {
     const uint64_t r = ((uint64_t)tg_rng_next_u32(rng) << 32) | tg_rng_next_u32(rng);
     return (int64_t)(r % (uint64_t)n);
 }
 
-double tg_lr_cosine(double lr, double lr_min, int64_t step, int64_t total, int64_t warmup) {
+tg_optim *ex_adam_new(const tg_params *params, double lr) {
+    tg_adam_options adam = tg_adam_defaults();
+    adam.lr = lr;
+    return tg_adam_new(params, &adam);
+}
+
+double ex_lr_cosine(double lr, double lr_min, int64_t step, int64_t total, int64_t warmup) {
     if (step < warmup) return lr * (double)(step + 1) / (double)warmup;
     const double progress =
         total > warmup ? (double)(step - warmup) / (double)(total - warmup) : 1.0;
@@ -209,7 +217,7 @@ double tg_lr_cosine(double lr, double lr_min, int64_t step, int64_t total, int64
  * time and progress
  * ---------------------------------------------------------------------------------------- */
 
-double tg_clock_seconds(void) {
+double ex_clock_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -226,20 +234,20 @@ static void format_duration(double s, char *buf, size_t len) {
         snprintf(buf, len, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
 }
 
-void tg_progress_start(tg_progress *p, int64_t first_step, int64_t total_steps, int64_t log_every) {
+void ex_progress_start(ex_progress *p, int64_t first_step, int64_t total_steps, int64_t log_every) {
     const int64_t run = total_steps - first_step;
-    *p = (tg_progress){
+    *p = (ex_progress){
         .first = first_step,
         .total = total_steps,
         .every = log_every > 0 ? log_every : (run >= 10 ? run / 10 : 1),
         .tty = isatty(STDOUT_FILENO) == 1,
-        .start = tg_clock_seconds(),
+        .start = ex_clock_seconds(),
     };
     p->last_draw = p->start;
 }
 
-void tg_progress_update(tg_progress *p, int64_t step, double loss, int64_t tokens) {
-    const double now = tg_clock_seconds();
+void ex_progress_update(ex_progress *p, int64_t step, double loss, int64_t tokens) {
+    const double now = ex_clock_seconds();
     p->loss_sum += loss;
     p->loss_count++;
     p->tokens += (double)tokens;
@@ -259,91 +267,71 @@ void tg_progress_update(tg_progress *p, int64_t step, double loss, int64_t token
     p->loss_count = 0;
 }
 
-void tg_progress_finish(tg_progress *p) {
+void ex_progress_finish(ex_progress *p) {
     char took[32];
-    format_duration(tg_clock_seconds() - p->start, took, sizeof took);
+    format_duration(ex_clock_seconds() - p->start, took, sizeof took);
     printf("%strained %lld steps in %s\n", p->tty ? "\n" : "", (long long)(p->total - p->first),
            took);
     fflush(stdout);
 }
 
 /* ------------------------------------------------------------------------------------------
- * checkpoints
+ * pictures
  * ---------------------------------------------------------------------------------------- */
 
-#define STEP_SPLIT 1048576.0 /* 2^20: two float32 halves hold any step count below 2^44 */
-
-tg_checkpoint *tg_checkpoint_new(const char *path, const tg_params *model, tg_optim *opt) {
-    tg_checkpoint *c = tg_xcalloc(1, sizeof *c);
-    c->path = path && strcmp(path, "none") ? path : NULL;
-    c->state = tg_params_new();
-    tg_params_extend(c->state, "model", model);
-    tg_params_extend(c->state, NULL, tg_optim_state(opt)); /* its names start with "optim." */
-    c->step = tg_tensor_zeros(TG_SHAPE(2));
-    tg_params_add(c->state, "train.step", c->step);
-    return c;
-}
-
-void tg_checkpoint_add(tg_checkpoint *c, const char *name, tg_tensor *t) {
-    char key[TG_NAME_MAX];
-    snprintf(key, sizeof key, "train.%s", name);
-    tg_params_add(c->state, key, t);
-}
-
-void tg_checkpoint_save(tg_checkpoint *c, int64_t steps_done) {
-    if (!c->path) return;
-    c->step->data[0] = (tg_real)floor((double)steps_done / STEP_SPLIT);
-    c->step->data[1] = (tg_real)fmod((double)steps_done, STEP_SPLIT);
-    if (tg_params_save(c->state, c->path) != TG_OK)
-        fprintf(stderr, "\nwarning: checkpoint not saved: %s\n", tg_error_message());
-}
-
-int64_t tg_checkpoint_resume(tg_checkpoint *c, bool resume) {
-    if (!resume || !c->path) return 0;
-    if (tg_params_load(c->state, c->path, false) != TG_OK) {
-        fprintf(stderr, "cannot resume: %s\n", tg_error_message());
+void ex_make_dir(const char *dir) {
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "cannot create the directory '%s': %s\n", dir, strerror(errno));
         exit(1);
     }
-    const double hi = c->step->data[0], lo = c->step->data[1];
-    if (!(hi >= 0 && lo >= 0 && lo < STEP_SPLIT && hi == floor(hi) && lo == floor(lo))) {
-        fprintf(stderr, "cannot resume: %s holds no valid train.step\n", c->path);
+}
+
+const char *ex_path(char *buf, size_t len, const char *dir, const char *name) {
+    snprintf(buf, len, "%s/%s", dir, name);
+    return buf;
+}
+
+void ex_check(tg_status st) {
+    if (st != TG_OK) {
+        fprintf(stderr, "%s\n", tg_error_message());
         exit(1);
     }
-    const int64_t steps = (int64_t)hi * (int64_t)STEP_SPLIT + (int64_t)lo;
-    printf("resumed from %s after step %lld\n", c->path, (long long)steps);
-    return steps;
 }
 
-void tg_checkpoint_after_step(tg_checkpoint *c, int64_t steps_done, const tg_train_options *train) {
-    const bool stop = steps_done == train->stop_after;
-    if (stop || steps_done == train->steps || steps_done % train->save_every == 0)
-        tg_checkpoint_save(c, steps_done);
-    if (stop) {
-        printf("%sstopped after step %lld (--stop-after); continue with --resume\n",
-               isatty(STDOUT_FILENO) == 1 ? "\n" : "", (long long)steps_done);
-        exit(0);
-    }
-}
-
-void tg_checkpoint_free(tg_checkpoint *c) {
-    if (!c) return;
-    tg_params_free(c->state);
-    tg_tensor_free(c->step);
-    free(c);
+bool ex_render_dot(const char *dot_path, const char *format) {
+    if (strchr(dot_path, '\'')) return false;
+    if (system("command -v dot >/dev/null 2>&1") != 0) return false;
+    char out[1024], cmd[2304];
+    const char *ext = strrchr(dot_path, '.'), *slash = strrchr(dot_path, '/');
+    const size_t stem =
+        ext && (!slash || ext > slash) ? (size_t)(ext - dot_path) : strlen(dot_path);
+    snprintf(out, sizeof out, "%.*s.%s", (int)stem, dot_path, format);
+    snprintf(cmd, sizeof cmd, "dot -T%s '%s' -o '%s'", format, dot_path, out);
+    if (system(cmd) != 0) return false;
+    printf("  wrote %s\n", out);
+    return true;
 }
 
 /* ------------------------------------------------------------------------------------------
  * small things
  * ---------------------------------------------------------------------------------------- */
 
-int64_t tg_argmax(const tg_real *values, int64_t n) {
+int64_t ex_argmax(const tg_real *values, int64_t n) {
     int64_t best = 0;
     for (int64_t i = 1; i < n; i++)
         if (values[i] > values[best]) best = i;
     return best;
 }
 
-char *tg_file_read_all(const char *path, int64_t *size) {
+int64_t ex_count_correct(const tg_tensor *logits, const tg_index *labels) {
+    const int64_t rows = logits->shape[0], classes = logits->shape[1];
+    int64_t right = 0;
+    for (int64_t i = 0; i < rows; i++)
+        right += ex_argmax(logits->data + i * classes, classes) == labels->data[i];
+    return right;
+}
+
+char *ex_file_read_all(const char *path, int64_t *size) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     size_t cap = 1 << 16, len = 0;

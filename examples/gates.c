@@ -21,17 +21,14 @@
  *
  *   gates                          train both, write the pictures to .
  *   gates --out pics --steps 1500  longer training, into pics/ */
-#include "viz_common.h"
+#include "common.h"
 
 #include <math.h>
+#include <stdio.h>
+
+#include <tapegrad/viz_gates.h>
 
 enum { NOISE = 6, MARKER = 6, VOCAB = 7, CLASSES = 4 };
-
-typedef struct model {
-    tg_recurrent *rnn;
-    tg_linear_layer *fc;
-    tg_params *params;
-} model;
 
 /* A batch: one-hot tokens (T, B, VOCAB), the answers (B), and where the markers are. */
 typedef struct batch {
@@ -60,22 +57,13 @@ static batch batch_draw(tg_tape *tape, tg_rng *rng, int64_t T, int64_t B, int64_
     return b;
 }
 
-static tg_tensor *model_forward(model *m, tg_tape *tape, tg_tensor *x, bool composite) {
-    m->rnn->options.exec = composite ? TG_RNN_COMPOSITE : TG_RNN_FUSED;
-    const tg_rnn_result r = m->rnn->kind == TG_CELL_LSTM
-                                ? tg_lstm_forward(m->rnn, tape, x, NULL, NULL)
-                                : tg_gru_forward(m->rnn, tape, x, NULL);
-    return tg_linear_forward(m->fc, tape, tg_select(tape, r.output, 0, -1));
-}
-
 /* Trains with a short curriculum — the first third of the steps on sequences of length T/3,
  * the second on 2T/3, the last on T (a GRU learns the task from scratch at T = 20 too; an
  * LSTM with PyTorch's initialisation, whose forget gates start at 0.5, does not: see
  * examples/vanishing.c) — then reports held-out accuracy at length T. */
-static void train(model *m, const char *name, int64_t T, int64_t steps, double lr, int64_t seed) {
-    tg_adam_options o = tg_adam_defaults();
-    o.lr = lr;
-    tg_optim *opt = tg_adam_new(m->params, &o);
+static void train(ex_rnn_classifier *m, const char *name, int64_t T, int64_t steps, double lr,
+                  int64_t seed) {
+    tg_optim *opt = ex_adam_new(m->params, lr);
     tg_tape *tape = tg_tape_new();
     tg_rng rng;
     tg_rng_seed(&rng, (uint64_t)seed);
@@ -83,7 +71,8 @@ static void train(model *m, const char *name, int64_t T, int64_t steps, double l
     for (int64_t step = 0; step < steps; step++) {
         const int64_t stage = step * 3 / steps, len = T * (stage + 1) / 3;
         const batch b = batch_draw(tape, &rng, len < 6 ? 6 : len, 32, -1);
-        tg_tensor *loss = tg_cross_entropy(tape, model_forward(m, tape, b.x, false), b.y);
+        tg_tensor *loss =
+            tg_cross_entropy(tape, ex_rnn_classifier_forward(m, tape, b.x, false), b.y);
         tg_tape_backward(tape, loss);
         tg_clip_grad_norm(m->params, 1.0, 2.0);
         tg_optim_step(opt);
@@ -97,28 +86,22 @@ static void train(model *m, const char *name, int64_t T, int64_t steps, double l
     tg_rng_seed(&rng, (uint64_t)seed + 1000003);
     tg_tape_set_recording(tape, false);
     const batch b = batch_draw(tape, &rng, T, 1000, -1);
-    const tg_tensor *logits = model_forward(m, tape, b.x, false);
-    int64_t right = 0;
-    for (int64_t i = 0; i < 1000; i++) {
-        int64_t best = 0;
-        for (int64_t k = 1; k < CLASSES; k++)
-            if (logits->data[i * CLASSES + k] > logits->data[i * CLASSES + best]) best = k;
-        right += best == b.y->data[i];
-    }
+    const tg_tensor *logits = ex_rnn_classifier_forward(m, tape, b.x, false);
+    const int64_t right = ex_count_correct(logits, b.y);
     printf("  %-4s held-out accuracy %.1f%% (chance 25%%)\n", name, (double)right / 10.0);
     tg_tape_free(tape);
     tg_optim_free(opt);
 }
 
 /* One held-out sequence through the composite path: the trace of its gates and gradients. */
-static tg_gate_trace *trace_one(model *m, int64_t T, int64_t hidden, int64_t seed,
+static tg_gate_trace *trace_one(ex_rnn_classifier *m, int64_t T, int64_t hidden, int64_t seed,
                                 int64_t *marker) {
     tg_tape *tape = tg_tape_new();
     tg_rng rng;
     tg_rng_seed(&rng, (uint64_t)seed + 7);
     const batch b = batch_draw(tape, &rng, T, 1, T / 3); /* the marker a third of the way in */
     *marker = b.first_marker;
-    tg_tensor *loss = tg_cross_entropy(tape, model_forward(m, tape, b.x, true), b.y);
+    tg_tensor *loss = tg_cross_entropy(tape, ex_rnn_classifier_forward(m, tape, b.x, true), b.y);
     tg_gate_trace *tr = tg_gate_trace_new(m->rnn->kind, T, hidden, 0);
     tg_gate_trace_capture(tr, tape, ""); /* gates now; dL/dh_t kept for after backward */
     tg_tape_backward(tape, loss);
@@ -132,35 +115,31 @@ int main(int argc, char **argv) {
     int64_t steps = 600, hidden = 16, length = 20, seed = 0, threads = 1;
     double lr = 0.01;
     const char *out = ".";
-    const viz_flag flags[] = {
-        {"steps", VIZ_INT, &steps, 1, 1000000, "training steps of each model"},
-        {"hidden", VIZ_INT, &hidden, 1, 1024, "hidden size"},
-        {"length", VIZ_INT, &length, 6, 1000,
+    const ex_flag flags[] = {
+        {"steps", EX_FLAG_INT, &steps, 1, 1000000, "training steps of each model"},
+        {"hidden", EX_FLAG_INT, &hidden, 1, 1024, "hidden size"},
+        {"length", EX_FLAG_INT, &length, 6, 1000,
          "sequence length T (the marker is in the first half)"},
-        {"lr", VIZ_REAL, &lr, 1e-6, 1, "Adam learning rate"},
-        {"seed", VIZ_INT, &seed, 0, 4294967295.0, "seed of the weights and the data"},
-        {"threads", VIZ_INT, &threads, 0, 1024,
-         "threads (0: one per core; small models run "
-         "fastest on one)"},
-        {"out", VIZ_TEXT, &out, 0, 0, "directory for the pictures"},
+        {"lr", EX_FLAG_REAL, &lr, 1e-6, 1, "Adam learning rate"},
+        {"seed", EX_FLAG_INT, &seed, 0, 4294967295.0, "seed of the weights and the data"},
+        {"threads", EX_FLAG_INT, &threads, 0, 1024,
+         "threads (0: one per core; small models run fastest on one)"},
+        {"out", EX_FLAG_PATH, &out, 0, 0, "directory for the pictures"},
     };
-    viz_flags_parse(argc, argv,
-                    "gates: train a small GRU and LSTM to recall the token after a marker, then "
-                    "draw their gates\nover time (heatmaps) and |dL/dh_t| against t (a chart).",
-                    flags, (int)(sizeof flags / sizeof *flags));
+    ex_flags_parse(argc, argv,
+                   "gates: train a small GRU and LSTM to recall the token after a marker, then "
+                   "draw their gates\nover time (heatmaps) and |dL/dh_t| against t (a chart).",
+                   NULL, flags, (int)(sizeof flags / sizeof *flags));
     tg_set_num_threads((int)threads);
-    viz_make_dir(out);
+    ex_make_dir(out);
 
     const char *names[2] = {"GRU", "LSTM"};
     tg_gate_trace *traces[2];
     int64_t marker = 0;
     for (int k = 0; k < 2; k++) {
         tg_manual_seed((uint64_t)seed);
-        const tg_rnn_options o = tg_rnn_defaults(VOCAB, hidden);
-        model m = {k == 0 ? tg_gru_new(o) : tg_lstm_new(o), tg_linear_new(hidden, CLASSES, true),
-                   tg_params_new()};
-        tg_params_extend(m.params, "rnn", m.rnn->params);
-        tg_params_extend(m.params, "fc", m.fc->params);
+        ex_rnn_classifier m =
+            ex_rnn_classifier_new(k == 0 ? TG_CELL_GRU : TG_CELL_LSTM, VOCAB, hidden, CLASSES);
         printf("%s, hidden %lld, T = %lld:\n", names[k], (long long)hidden, (long long)length);
         train(&m, names[k], length, steps, lr, seed);
         traces[k] = trace_one(&m, length, hidden, seed, &marker);
@@ -169,12 +148,10 @@ int main(int argc, char **argv) {
         snprintf(title, sizeof title,
                  "%s gates, one sequence (marker at t = %lld, answer at t = %lld)", names[k],
                  (long long)marker, (long long)marker + 1);
-        viz_path(path, sizeof path, out, k == 0 ? "gates_gru.png" : "gates_lstm.png");
-        viz_check(tg_gate_trace_write_heatmap(traces[k], path, title));
+        ex_path(path, sizeof path, out, k == 0 ? "gates_gru.png" : "gates_lstm.png");
+        ex_check(tg_gate_trace_write_heatmap(traces[k], path, title));
         printf("  wrote %s\n", path);
-        tg_params_free(m.params);
-        tg_gru_free(m.rnn);
-        tg_linear_free(m.fc);
+        ex_rnn_classifier_free(&m);
     }
 
     /* both models' gradients on one chart */
@@ -185,8 +162,8 @@ int main(int argc, char **argv) {
     snprintf(title, sizeof title, "gradient norm over t, one sequence (marker at t = %lld)",
              (long long)marker);
     const tg_chart_options o = {title, "time step t", "gradient norm (log scale)", true, 0, 0};
-    viz_path(path, sizeof path, out, "gates_grad.png");
-    viz_check(tg_line_chart_write_png(path, s, 3, &o));
+    ex_path(path, sizeof path, out, "gates_grad.png");
+    ex_check(tg_line_chart_write_png(path, s, 3, &o));
     printf("wrote %s\n", path);
     printf("\n   t  GRU |dL/dh_t|  LSTM |dL/dh_t|  LSTM |dL/dc_t|\n");
     for (int64_t t = 0; t < length; t++)

@@ -15,7 +15,7 @@
  * the GRU, h_prev reaches h' twice — through the matmul that feeds every gate, and directly
  * through z ⊙ h_prev (the "sub" and "mul" at the bottom): that direct edge is the path along
  * which the gradient survives many steps. In the LSTM the direct path runs through c. */
-#include "viz_common.h"
+#include "common.h"
 
 /* One step of `cell` (composite: named gates), loss = Σ h'; writes <out>/<name>.dot and
  * renders it. */
@@ -47,11 +47,11 @@ static void draw_step(const char *out_dir, const char *name, tg_cell_kind kind) 
 
     char path[1024], file[64];
     snprintf(file, sizeof file, "%s.dot", name);
-    viz_path(path, sizeof path, out_dir, file);
-    viz_check(tg_tape_write_dot(tape, path));
+    ex_path(path, sizeof path, out_dir, file);
+    ex_check(tg_tape_write_dot(tape, path));
     printf("  wrote %s\n", path);
-    const bool svg = viz_render_dot(path, "svg");
-    const bool png = viz_render_dot(path, "png");
+    const bool svg = ex_render_dot(path, "svg");
+    const bool png = ex_render_dot(path, "png");
     if (!svg || !png)
         printf("  (install graphviz to render it: dot -Tsvg %s -o %s.svg)\n", path, name);
 
@@ -64,13 +64,13 @@ static void draw_step(const char *out_dir, const char *name, tg_cell_kind kind) 
 
 int main(int argc, char **argv) {
     const char *out = ".";
-    const viz_flag flags[] = {{"out", VIZ_TEXT, &out, 0, 0, "directory for the pictures"}};
-    viz_flags_parse(argc, argv,
-                    "graph: the tape of one composite GRU step and one LSTM step, written as "
-                    "Graphviz DOT\n(and SVG/PNG when `dot` is installed), gates named r, z, n, h "
-                    "/ i, f, g, o, c.",
-                    flags, 1);
-    viz_make_dir(out);
+    const ex_flag flags[] = {{"out", EX_FLAG_PATH, &out, 0, 0, "directory for the pictures"}};
+    ex_flags_parse(argc, argv,
+                   "graph: the tape of one composite GRU step and one LSTM step, written as "
+                   "Graphviz DOT\n(and SVG/PNG when `dot` is installed), gates named r, z, n, h "
+                   "/ i, f, g, o, c.",
+                   NULL, flags, 1);
+    ex_make_dir(out);
     draw_step(out, "gru_step", TG_CELL_GRU);
     draw_step(out, "lstm_step", TG_CELL_LSTM);
     return 0;

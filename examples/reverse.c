@@ -1,13 +1,14 @@
-/* examples/reverse.c — seed 000's Transformer (shared Embedding, encoder, decoder, Linear)
- * learns to reverse sequences of tokens:   3 1 4 1 5 9 2 6  ->  6 2 9 5 1 4 1 3
+/* examples/reverse.c — the Transformer sequence-to-sequence model (shared Embedding,
+ * encoder, decoder, Linear) learns to reverse sequences of tokens:
+ *     3 1 4 1 5 9 2 6  ->  6 2 9 5 1 4 1 3
  *
- * The seed's model adds no positional information, and without it an encoder sees a bag of
- * tokens: nothing could tell it which token came last. So this script runs the model's own
- * modules with the sinusoidal positional encoding of the PyTorch tutorial added to both
- * embeddings; otherwise forward() is the seed's. Trained with teacher forcing (the decoder
- * sees the answer shifted right, under the causal mask), scored by the exact match of
- * greedy decoding on 1,000 held-out sequences. Dropout is 0 (the seed's layers default to
- * 0.1; --dropout sets it). */
+ * The model as tapegrad/models.h builds it adds no positional information, and without it
+ * an encoder sees a bag of tokens: nothing could tell it which token came last. So this
+ * script runs the model's own modules with the sinusoidal positional encoding of the
+ * PyTorch tutorial added to both embeddings; otherwise its forward() is the model's.
+ * Trained with teacher forcing (the decoder sees the answer shifted right, under the causal
+ * mask), scored by the exact match of greedy decoding on 1,000 held-out sequences. Dropout
+ * is 0 (the Transformer layers default to 0.1; --dropout sets it). */
 #include "common.h"
 
 #include <stdio.h>
@@ -52,7 +53,7 @@ static void batch_draw(tg_rng *rng, int64_t symbols, tg_index *src, tg_index *tg
     const int64_t L = src->shape[0], n = src->shape[1];
     for (int64_t i = 0; i < n; i++) {
         for (int64_t t = 0; t < L; t++)
-            src->data[t * n + i] = (int32_t)(1 + tg_rng_below(rng, symbols));
+            src->data[t * n + i] = (int32_t)(1 + ex_rng_below(rng, symbols));
         for (int64_t t = 0; t < L; t++) {
             const int32_t next = src->data[(L - 1 - t) * n + i];
             tgt_out->data[t * n + i] = next;
@@ -69,8 +70,7 @@ static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const t
     const int64_t L = src->shape[0], n = src->shape[1];
     tg_index *part = tg_index_new(TG_SHAPE(L, chunk)), *prefix = tg_index_new(TG_SHAPE(L, chunk));
     int64_t correct = 0;
-    tg_tape_set_recording(tape, false);
-    tg_tape_set_training(tape, false);
+    ex_eval_mode(tape, true);
     for (int64_t first = 0; first < n; first += chunk) {
         const int64_t m = n - first < chunk ? n - first : chunk;
         for (int64_t t = 0; t < L; t++)
@@ -87,7 +87,7 @@ static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const t
             const int64_t vocab = logits->shape[2];
             for (int64_t i = 0; i < chunk; i++) {
                 const int32_t next =
-                    (int32_t)tg_argmax(logits->data + (t * chunk + i) * vocab, vocab);
+                    (int32_t)ex_argmax(logits->data + (t * chunk + i) * vocab, vocab);
                 if (t + 1 < L) prefix->data[(t + 1) * chunk + i] = next;
                 if (i >= m || t + 1 < L) continue;
                 bool same = next == want->data[t * n + first + i];
@@ -100,15 +100,14 @@ static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const t
         }
         tg_tensor_free(memory);
     }
-    tg_tape_set_recording(tape, true);
-    tg_tape_set_training(tape, true);
+    ex_eval_mode(tape, false);
     tg_index_free(prefix);
     tg_index_free(part);
     return correct;
 }
 
 int main(int argc, char **argv) {
-    tg_train_options train = {.steps = 600,
+    ex_train_options train = {.steps = 600,
                               .batch = 64,
                               .lr = 1e-3,
                               .seed = 0,
@@ -116,19 +115,19 @@ int main(int argc, char **argv) {
                               .save_every = 500};
     int64_t length = 12, symbols = 10, d_model = 64, heads = 4, feedforward = 256, layers = 2;
     double dropout = 0;
-    const tg_flag flags[] = {
-        {"length", TG_FLAG_INT, &length, 1, 4096, "tokens per sequence"},
-        {"symbols", TG_FLAG_INT, &symbols, 1, 100000, "distinct tokens"},
-        {"d-model", TG_FLAG_INT, &d_model, 2, 4096, "model width (even)"},
-        {"heads", TG_FLAG_INT, &heads, 1, 256, "attention heads (dividing --d-model)"},
-        {"feedforward", TG_FLAG_INT, &feedforward, 1, 65536, "feed-forward width"},
-        {"layers", TG_FLAG_INT, &layers, 1, 64, "encoder layers, and as many decoder layers"},
-        {"dropout", TG_FLAG_REAL, &dropout, 0, 0.99, "dropout in the Transformer layers"},
+    const ex_flag flags[] = {
+        {"length", EX_FLAG_INT, &length, 1, 4096, "tokens per sequence"},
+        {"symbols", EX_FLAG_INT, &symbols, 1, 100000, "distinct tokens"},
+        {"d-model", EX_FLAG_INT, &d_model, 2, 4096, "model width (even)"},
+        {"heads", EX_FLAG_INT, &heads, 1, 256, "attention heads (dividing --d-model)"},
+        {"feedforward", EX_FLAG_INT, &feedforward, 1, 65536, "feed-forward width"},
+        {"layers", EX_FLAG_INT, &layers, 1, 64, "encoder layers, and as many decoder layers"},
+        {"dropout", EX_FLAG_REAL, &dropout, 0, 0.99, "dropout in the Transformer layers"},
     };
-    tg_flags_parse(
+    ex_flags_parse(
         argc, argv,
-        "reverse: seed 000's Transformer learns to reverse sequences of tokens, scored by\n"
-        "exact match of greedy decoding on 1,000 held-out sequences.",
+        "reverse: the Transformer sequence-to-sequence model learns to reverse sequences of\n"
+        "tokens, scored by exact match of greedy decoding on 1,000 held-out sequences.",
         &train, flags, (int)(sizeof flags / sizeof flags[0]));
     if (d_model % 2 || d_model % heads) {
         fprintf(stderr, "reverse: --d-model %lld must be even and divisible by --heads %lld\n",
@@ -143,13 +142,12 @@ int main(int argc, char **argv) {
     reverser r = {tg_transformer_model_new_ex(symbols + 1, &opts, (int)layers, (int)layers),
                   tg_positional_encoding(length, d_model), tg_square_subsequent_mask(length)};
     tg_params *params = tg_transformer_model_params(r.model);
-    tg_optim *opt = tg_train_adam_new(params, &train);
-    tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
-    const int64_t start = tg_checkpoint_resume(checkpoint, train.resume);
-    tg_tape *tape = tg_tape_new();
+    ex_trainer tr;
+    ex_trainer_init(&tr, params, &train, 100);
+    const int64_t start = ex_checkpoint_resume(tr.checkpoint, train.resume);
 
     tg_rng rng;
-    tg_rng_seed(&rng, tg_step_seed(train.seed, -1)); /* the held-out set has its own seed */
+    tg_rng_seed(&rng, ex_step_seed(train.seed, -1)); /* the held-out set has its own seed */
     tg_index *test_src = tg_index_new(TG_SHAPE(length, HELD_OUT));
     tg_index *test_in = tg_index_new(TG_SHAPE(length, HELD_OUT));
     tg_index *test_out = tg_index_new(TG_SHAPE(length, HELD_OUT));
@@ -162,25 +160,19 @@ int main(int argc, char **argv) {
            "%d threads\n",
            (long long)tg_params_numel(params), (long long)length, (long long)symbols,
            (long long)train.steps, (long long)train.batch, tg_get_num_threads());
-    tg_progress progress;
-    tg_progress_start(&progress, start, train.steps, train.log_every);
+    ex_trainer_start(&tr, start);
     for (int64_t step = start; step < train.steps; step++) {
-        tg_step_rng_seed(&rng, train.seed, step); /* also seeds dropout */
+        ex_step_rng_seed(&rng, train.seed, step); /* also seeds dropout */
         batch_draw(&rng, symbols, src, tgt_in, tgt_out);
-        tg_optim_set_lr(opt, tg_lr_cosine(train.lr, train.lr / 20, step, train.steps, 100));
-        tg_tensor *logits = decode(&r, tape, tgt_in, encode(&r, tape, src));
-        tg_tensor *loss =
-            tg_cross_entropy(tape, tg_reshape(tape, logits, TG_SHAPE(-1, symbols + 1)), tgt_out);
-        tg_tape_backward(tape, loss);
-        tg_clip_grad_norm(params, 1.0, 2.0);
-        tg_optim_step(opt);
-        tg_progress_update(&progress, step, tg_item(loss), 2 * length * train.batch);
-        tg_tape_reset(tape);
-        tg_checkpoint_after_step(checkpoint, step + 1, &train);
+        tg_tensor *logits = decode(&r, tr.tape, tgt_in, encode(&r, tr.tape, src));
+        tg_tensor *loss = tg_cross_entropy(
+            tr.tape, tg_reshape(tr.tape, logits, TG_SHAPE(-1, symbols + 1)), tgt_out);
+        ex_trainer_update(&tr, step, loss);
+        ex_trainer_step_done(&tr, step, loss, 2 * length * train.batch);
     }
-    tg_progress_finish(&progress);
+    ex_trainer_finish(&tr);
 
-    const int64_t correct = evaluate(&r, tape, test_src, test_out, 250);
+    const int64_t correct = evaluate(&r, tr.tape, test_src, test_out, 250);
     printf("exact match on %d held-out sequences: %lld/%d = %.1f%%\n", HELD_OUT, (long long)correct,
            HELD_OUT, 100.0 * (double)correct / HELD_OUT);
 
@@ -190,9 +182,7 @@ int main(int argc, char **argv) {
     tg_index_free(test_out);
     tg_index_free(test_in);
     tg_index_free(test_src);
-    tg_tape_free(tape);
-    tg_checkpoint_free(checkpoint);
-    tg_optim_free(opt);
+    ex_trainer_free(&tr);
     tg_tensor_free(r.causal);
     tg_tensor_free(r.position);
     tg_transformer_model_free(r.model);

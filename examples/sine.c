@@ -1,13 +1,13 @@
-/* examples/sine.c — seed 001's stepwise GRU "predicts the next number" of noisy sums of sines.
+/* examples/sine.c — the stepwise GRU "predicts the next number" of noisy sums of sines.
  *
  * Each sequence is x_t = Σ_k a_k sin(ω_k t + φ_k) + noise, with its own amplitudes,
  * frequencies and phases, so the model must infer them from the values it has seen. The
- * seed's model ends in LogSoftmax, so the next value is predicted as a distribution over
+ * model ends in LogSoftmax, so the next value is predicted as a distribution over
  * `bins` intervals of [-range, range] (trained with NLL); the prediction is its mean. The
  * score is the mean squared error on held-out sequences, against predicting the last value
  * again, and the noise floor (the variance of the noise, which nothing can predict).
  *
- * The model is called once per time step, as in the seed:
+ * The model is called once per time step, as in the PyTorch tutorial it follows:
  *     output, hidden = gru(input, hidden)          for t in 0 .. T-2 */
 #include "common.h"
 
@@ -70,7 +70,7 @@ static tg_tensor *model_run(tg_gru_stepwise *model, tg_tape *tape, const double 
 /* The mean squared error of the model's predictions and of the last value on x (n, length). */
 static void evaluate(tg_gru_stepwise *model, tg_tape *tape, const signal_options *o,
                      const double *x, int64_t n, double *mse_model, double *mse_last) {
-    tg_tape_set_recording(tape, false);
+    ex_eval_mode(tape, true);
     const tg_tensor *log_probs = model_run(model, tape, x, n, o->length);
     double se_model = 0, se_last = 0;
     for (int64_t t = 0; t + 1 < o->length; t++)
@@ -83,14 +83,14 @@ static void evaluate(tg_gru_stepwise *model, tg_tape *tape, const signal_options
             se_last += (last - next) * (last - next);
         }
     tg_tape_reset(tape);
-    tg_tape_set_recording(tape, true);
+    ex_eval_mode(tape, false);
     const double count = (double)(n * (o->length - 1));
     *mse_model = se_model / count;
     *mse_last = se_last / count;
 }
 
 int main(int argc, char **argv) {
-    tg_train_options train = {.steps = 1500,
+    ex_train_options train = {.steps = 1500,
                               .batch = 64,
                               .lr = 3e-3,
                               .seed = 0,
@@ -98,32 +98,30 @@ int main(int argc, char **argv) {
                               .save_every = 500};
     signal_options o = {.length = 64, .waves = 2, .bins = 64, .noise = 0.05, .range = 2.0};
     int64_t hidden = 64, test_size = 500;
-    const tg_flag flags[] = {
-        {"hidden", TG_FLAG_INT, &hidden, 1, 4096, "GRU hidden size"},
-        {"length", TG_FLAG_INT, &o.length, 3, 100000, "values per sequence"},
-        {"waves", TG_FLAG_INT, &o.waves, 1, 8, "sines summed in a sequence"},
-        {"noise", TG_FLAG_REAL, &o.noise, 0, 10, "standard deviation of the noise"},
-        {"bins", TG_FLAG_INT, &o.bins, 2, 100000, "intervals the next value is classified into"},
-        {"test-size", TG_FLAG_INT, &test_size, 1, 1000000, "held-out sequences"},
+    const ex_flag flags[] = {
+        {"hidden", EX_FLAG_INT, &hidden, 1, 4096, "GRU hidden size"},
+        {"length", EX_FLAG_INT, &o.length, 3, 100000, "values per sequence"},
+        {"waves", EX_FLAG_INT, &o.waves, 1, 8, "sines summed in a sequence"},
+        {"noise", EX_FLAG_REAL, &o.noise, 0, 10, "standard deviation of the noise"},
+        {"bins", EX_FLAG_INT, &o.bins, 2, 100000, "intervals the next value is classified into"},
+        {"test-size", EX_FLAG_INT, &test_size, 1, 1000000, "held-out sequences"},
     };
-    tg_flags_parse(
-        argc, argv,
-        "sine: seed 001's stepwise GRU (one call per time step, LogSoftmax output) predicts\n"
-        "the next value of noisy sums of sines; scored by mean squared error against\n"
-        "predicting the last value again.",
-        &train, flags, (int)(sizeof flags / sizeof flags[0]));
+    ex_flags_parse(argc, argv,
+                   "sine: the stepwise GRU (one call per time step, LogSoftmax output) predicts\n"
+                   "the next value of noisy sums of sines; scored by mean squared error against\n"
+                   "predicting the last value again.",
+                   &train, flags, (int)(sizeof flags / sizeof flags[0]));
     o.range = 0.8 * (double)o.waves + 4 * o.noise; /* the largest sum, and then some */
 
     tg_manual_seed((uint64_t)train.seed);
     tg_gru_stepwise *model = tg_gru_stepwise_new(1, hidden, o.bins);
     tg_params *params = tg_gru_stepwise_params(model);
-    tg_optim *opt = tg_train_adam_new(params, &train);
-    tg_checkpoint *checkpoint = tg_checkpoint_new(train.checkpoint, params, opt);
-    const int64_t start = tg_checkpoint_resume(checkpoint, train.resume);
-    tg_tape *tape = tg_tape_new();
+    ex_trainer tr;
+    ex_trainer_init(&tr, params, &train, 0);
+    const int64_t start = ex_checkpoint_resume(tr.checkpoint, train.resume);
 
     tg_rng rng;
-    tg_rng_seed(&rng, tg_step_seed(train.seed, -1)); /* the held-out set has its own seed */
+    tg_rng_seed(&rng, ex_step_seed(train.seed, -1)); /* the held-out set has its own seed */
     double *test = malloc((size_t)(test_size * o.length) * sizeof *test);
     double *x = malloc((size_t)(train.batch * o.length) * sizeof *x);
     tg_index *targets = tg_index_new(TG_SHAPE((o.length - 1) * train.batch));
@@ -138,28 +136,22 @@ int main(int argc, char **argv) {
         "%d threads\n",
         (long long)tg_params_numel(params), (long long)o.waves, (long long)o.length, o.noise,
         (long long)train.steps, (long long)train.batch, tg_get_num_threads());
-    tg_progress progress;
-    tg_progress_start(&progress, start, train.steps, train.log_every);
+    ex_trainer_start(&tr, start);
     for (int64_t step = start; step < train.steps; step++) {
-        tg_step_rng_seed(&rng, train.seed, step);
+        ex_step_rng_seed(&rng, train.seed, step);
         signals_draw(&o, &rng, train.batch, x);
         for (int64_t t = 0; t + 1 < o.length; t++) /* the next value's bin, step-major */
             for (int64_t i = 0; i < train.batch; i++)
                 targets->data[t * train.batch + i] = bin_of(&o, x[i * o.length + t + 1]);
-        tg_optim_set_lr(opt, tg_lr_cosine(train.lr, train.lr / 20, step, train.steps, 0));
         tg_tensor *loss =
-            tg_nll_loss(tape, model_run(model, tape, x, train.batch, o.length), targets);
-        tg_tape_backward(tape, loss);
-        tg_clip_grad_norm(params, 1.0, 2.0);
-        tg_optim_step(opt);
-        tg_progress_update(&progress, step, tg_item(loss), train.batch * (o.length - 1));
-        tg_tape_reset(tape);
-        tg_checkpoint_after_step(checkpoint, step + 1, &train);
+            tg_nll_loss(tr.tape, model_run(model, tr.tape, x, train.batch, o.length), targets);
+        ex_trainer_update(&tr, step, loss);
+        ex_trainer_step_done(&tr, step, loss, train.batch * (o.length - 1));
     }
-    tg_progress_finish(&progress);
+    ex_trainer_finish(&tr);
 
     double mse_model, mse_last;
-    evaluate(model, tape, &o, test, test_size, &mse_model, &mse_last);
+    evaluate(model, tr.tape, &o, test, test_size, &mse_model, &mse_last);
     printf("held-out mean squared error of the next value (%lld sequences):\n"
            "  model       %.5f\n  last value  %.5f  (the model's error is %.1f%% of it)\n"
            "  noise floor %.5f\n",
@@ -169,9 +161,7 @@ int main(int argc, char **argv) {
     tg_index_free(targets);
     free(x);
     free(test);
-    tg_tape_free(tape);
-    tg_checkpoint_free(checkpoint);
-    tg_optim_free(opt);
+    ex_trainer_free(&tr);
     tg_gru_stepwise_free(model);
     return 0;
 }

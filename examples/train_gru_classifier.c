@@ -1,4 +1,4 @@
-/* A complete training script: seed 004's GRU classifier learns whether token 0 occurs in a
+/* A complete training script: the GRU text classifier learns whether token 0 occurs in a
  * sequence of 20 random tokens. Build it against the installed library:
  *     cc train_gru_classifier.c $(pkg-config --cflags --libs tapegrad) -o train && ./train */
 #include <stdio.h>

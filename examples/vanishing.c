@@ -1,9 +1,9 @@
 /* examples/vanishing.c — the vanishing gradient, measured.
  *
- * The claim (the seeds' comments, and every RNN textbook): a plain tanh RNN cannot learn to
- * use what it saw many steps ago, because the gradient that reaches the early steps shrinks
- * geometrically; the GRU and the LSTM can, because their gates open a direct path (h_prev
- * scaled by z; c_prev scaled by f) along which the gradient passes unchanged.
+ * The claim (in every RNN textbook): a plain tanh RNN cannot learn to use what it saw many
+ * steps ago, because the gradient that reaches the early steps shrinks geometrically; the
+ * GRU and the LSTM can, because their gates open a direct path (h_prev scaled by z; c_prev
+ * scaled by f) along which the gradient passes unchanged.
  *
  * The task: a sequence of T tokens; the answer is the FIRST token (one of 4 classes); the
  * T − 1 tokens after it are noise drawn from all 8 symbols (the answer's symbols included).
@@ -28,37 +28,25 @@
  *
  * Output: accuracy against length per model and protocol, the ratio
  * ‖dL/dh_0‖ / ‖dL/dh_{T−1}‖ per model, and the charts. */
-#include "viz_common.h"
+#include "common.h"
 
 #include <math.h>
-#include <time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <tapegrad/gates.h>
+#include <tapegrad/viz.h>
 
 enum { VOCAB = 8, CLASSES = 4, MAX_LENGTHS = 16, EVAL_N = 512 };
 
 static const char *const MODEL_NAMES[3] = {"tanh RNN", "GRU", "LSTM"};
 
-typedef struct model {
-    tg_recurrent *rnn;
-    tg_linear_layer *fc;
-    tg_params *params;
-} model;
+static const tg_cell_kind MODEL_KINDS[3] = {TG_CELL_RNN_TANH, TG_CELL_GRU, TG_CELL_LSTM};
 
-static model model_new(int kind_index, int64_t hidden, int64_t seed) {
+static ex_rnn_classifier model_new(int kind_index, int64_t hidden, int64_t seed) {
     tg_manual_seed((uint64_t)seed); /* every model starts from the same seed */
-    const tg_rnn_options o = tg_rnn_defaults(VOCAB, hidden);
-    model m;
-    m.rnn = kind_index == 0 ? tg_rnn_new(o) : kind_index == 1 ? tg_gru_new(o) : tg_lstm_new(o);
-    m.fc = tg_linear_new(hidden, CLASSES, true);
-    m.params = tg_params_new();
-    tg_params_extend(m.params, "rnn", m.rnn->params);
-    tg_params_extend(m.params, "fc", m.fc->params);
-    return m;
-}
-
-static void model_free(model *m) {
-    tg_params_free(m->params);
-    tg_rnn_free(m->rnn); /* one struct serves RNN, GRU and LSTM */
-    tg_linear_free(m->fc);
+    return ex_rnn_classifier_new(MODEL_KINDS[kind_index], VOCAB, hidden, CLASSES);
 }
 
 /* A batch: one-hot tokens (T, B, VOCAB) and the answers (B). */
@@ -80,43 +68,26 @@ static batch batch_draw(tg_tape *tape, tg_rng *rng, int64_t T, int64_t B) {
     return b;
 }
 
-/* logits (B, CLASSES) from the last state; composite if `named` (traceable), else fused */
-static tg_tensor *model_forward(model *m, tg_tape *tape, tg_tensor *x, bool named) {
-    m->rnn->options.exec = named ? TG_RNN_COMPOSITE : TG_RNN_FUSED;
-    const tg_rnn_result r = m->rnn->kind == TG_CELL_LSTM
-                                ? tg_lstm_forward(m->rnn, tape, x, NULL, NULL)
-                            : m->rnn->kind == TG_CELL_GRU ? tg_gru_forward(m->rnn, tape, x, NULL)
-                                                          : tg_rnn_forward(m->rnn, tape, x, NULL);
-    return tg_linear_forward(m->fc, tape, tg_select(tape, r.output, 0, -1));
-}
-
-static double evaluate(model *m, tg_tape *tape, int64_t T, int64_t seed) {
+static double evaluate(ex_rnn_classifier *m, tg_tape *tape, int64_t T, int64_t seed) {
     tg_rng rng;
     tg_rng_seed(&rng, (uint64_t)seed * 7919 + 17 + (uint64_t)T); /* never a training batch */
-    tg_tape_set_recording(tape, false);
+    ex_eval_mode(tape, true);
     tg_tape_reset(tape);
     const batch b = batch_draw(tape, &rng, T, EVAL_N);
-    const tg_tensor *logits = model_forward(m, tape, b.x, false);
-    int64_t right = 0;
-    for (int64_t i = 0; i < EVAL_N; i++) {
-        int64_t best = 0;
-        for (int64_t k = 1; k < CLASSES; k++)
-            if (logits->data[i * CLASSES + k] > logits->data[i * CLASSES + best]) best = k;
-        right += best == b.y->data[i];
-    }
+    const int64_t right = ex_count_correct(ex_rnn_classifier_forward(m, tape, b.x, false), b.y);
     tg_tape_reset(tape);
-    tg_tape_set_recording(tape, true);
+    ex_eval_mode(tape, false);
     return (double)right / EVAL_N;
 }
 
 /* ‖dL/dh_t‖ for t = 0..T−1 on one held-out batch, through the composite path. */
-static void grad_profile(model *m, tg_tape *tape, int64_t T, int64_t hidden, int64_t seed,
-                         double *norms) {
+static void grad_profile(ex_rnn_classifier *m, tg_tape *tape, int64_t T, int64_t hidden,
+                         int64_t seed, double *norms) {
     tg_rng rng;
     tg_rng_seed(&rng, (uint64_t)seed * 104729 + 3);
     tg_tape_reset(tape);
     const batch b = batch_draw(tape, &rng, T, 256);
-    tg_tensor *loss = tg_cross_entropy(tape, model_forward(m, tape, b.x, true), b.y);
+    tg_tensor *loss = tg_cross_entropy(tape, ex_rnn_classifier_forward(m, tape, b.x, true), b.y);
     tg_gate_trace *tr = tg_gate_trace_new(m->rnn->kind, T, hidden, -1);
     tg_gate_trace_capture(tr, tape, "");
     tg_tape_backward(tape, loss);
@@ -128,7 +99,7 @@ static void grad_profile(model *m, tg_tape *tape, int64_t T, int64_t hidden, int
 }
 
 /* Trains for `steps` Adam steps at length T; returns the mean loss of the last 10% of steps. */
-static double train(model *m, tg_optim *opt, tg_tape *tape, int64_t T, int64_t steps,
+static double train(ex_rnn_classifier *m, tg_optim *opt, tg_tape *tape, int64_t T, int64_t steps,
                     int64_t batch_size, int64_t seed) {
     tg_rng rng;
     tg_rng_seed(&rng, (uint64_t)seed * 31 + (uint64_t)T); /* the same batches for every model */
@@ -136,7 +107,8 @@ static double train(model *m, tg_optim *opt, tg_tape *tape, int64_t T, int64_t s
     int64_t tail_n = 0;
     for (int64_t step = 0; step < steps; step++) {
         const batch b = batch_draw(tape, &rng, T, batch_size);
-        tg_tensor *loss = tg_cross_entropy(tape, model_forward(m, tape, b.x, false), b.y);
+        tg_tensor *loss =
+            tg_cross_entropy(tape, ex_rnn_classifier_forward(m, tape, b.x, false), b.y);
         tg_tape_backward(tape, loss);
         tg_clip_grad_norm(m->params, 1.0, 2.0);
         tg_optim_step(opt);
@@ -154,14 +126,14 @@ static int parse_lengths(const char *text, int64_t *lengths) {
         char *end;
         const long long v = strtoll(p, &end, 10);
         if (end == p || v < 2 || v > 1000 || n == MAX_LENGTHS || (*end && *end != ','))
-            viz_usage_error("vanishing",
-                            "--lengths wants up to %d numbers in 2..1000 separated by commas, "
-                            "not '%s'",
-                            MAX_LENGTHS, text);
+            ex_usage_error("vanishing",
+                           "--lengths wants up to %d numbers in 2..1000 separated by commas, "
+                           "not '%s'",
+                           MAX_LENGTHS, text);
         lengths[n++] = v;
         p = *end ? end + 1 : end;
     }
-    if (!n) viz_usage_error("vanishing", "--lengths is empty");
+    if (!n) ex_usage_error("vanishing", "--lengths is empty");
     for (int i = 1; i < n; i++) /* increasing: the curriculum's order */
         for (int j = i; j > 0 && lengths[j - 1] > lengths[j]; j--) {
             const int64_t tmp = lengths[j];
@@ -170,36 +142,30 @@ static int parse_lengths(const char *text, int64_t *lengths) {
     return n;
 }
 
-static double seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int main(int argc, char **argv) {
     int64_t steps = 500, hidden = 32, batch_size = 32, seed = 1, threads = 1;
     double lr = 0.01;
     const char *lengths_text = "5,10,20,40,80", *out = ".";
-    const viz_flag flags[] = {
-        {"steps", VIZ_INT, &steps, 1, 1000000, "training steps per model, length and protocol"},
-        {"lengths", VIZ_TEXT, &lengths_text, 0, 0, "sequence lengths, comma-separated"},
-        {"hidden", VIZ_INT, &hidden, 1, 4096, "hidden size of all three models"},
-        {"batch", VIZ_INT, &batch_size, 1, 65536, "sequences per step"},
-        {"lr", VIZ_REAL, &lr, 1e-6, 1, "Adam learning rate"},
-        {"seed", VIZ_INT, &seed, 0, 4294967295LL, "seed of the weights and the data"},
-        {"threads", VIZ_INT, &threads, 0, 1024,
+    const ex_flag flags[] = {
+        {"steps", EX_FLAG_INT, &steps, 1, 1000000, "training steps per model, length and protocol"},
+        {"lengths", EX_FLAG_TEXT, &lengths_text, 0, 0, "sequence lengths, comma-separated"},
+        {"hidden", EX_FLAG_INT, &hidden, 1, 4096, "hidden size of all three models"},
+        {"batch", EX_FLAG_INT, &batch_size, 1, 65536, "sequences per step"},
+        {"lr", EX_FLAG_REAL, &lr, 1e-6, 1, "Adam learning rate"},
+        {"seed", EX_FLAG_INT, &seed, 0, 4294967295.0, "seed of the weights and the data"},
+        {"threads", EX_FLAG_INT, &threads, 0, 1024,
          "threads (0: one per core; 32 units run fastest on one)"},
-        {"out", VIZ_TEXT, &out, 0, 0, "directory for the charts"},
+        {"out", EX_FLAG_PATH, &out, 0, 0, "directory for the charts"},
     };
-    viz_flags_parse(argc, argv,
-                    "vanishing: a tanh RNN, a GRU and an LSTM of the same size learn to recall the "
-                    "first token\nof a long sequence; accuracy against length, and |dL/dh_t| "
-                    "against t on one chart.",
-                    flags, (int)(sizeof flags / sizeof *flags));
+    ex_flags_parse(argc, argv,
+                   "vanishing: a tanh RNN, a GRU and an LSTM of the same size learn to recall the "
+                   "first token\nof a long sequence; accuracy against length, and |dL/dh_t| "
+                   "against t on one chart.",
+                   NULL, flags, (int)(sizeof flags / sizeof *flags));
     int64_t lengths[MAX_LENGTHS];
     const int n_len = parse_lengths(lengths_text, lengths);
     tg_set_num_threads((int)threads);
-    viz_make_dir(out);
+    ex_make_dir(out);
 
     printf("task: recall the first of T tokens (%d classes, %d symbols; chance 25%%), hidden %lld, "
            "%lld steps of %lld, Adam lr %g, clip 1.0, seed %lld\n\n",
@@ -210,45 +176,43 @@ int main(int argc, char **argv) {
     double acc[2][MAX_LENGTHS][3]; /* [fresh, curriculum][length][model] */
     double *profile[3][3];         /* [init, fresh, curriculum][model]: ‖dL/dh_t‖ at T_max */
     const char *const PROTOCOL[2] = {"fresh", "curriculum"};
-    const double start = seconds();
-    tg_adam_options ao = tg_adam_defaults();
-    ao.lr = lr;
+    const double start = ex_clock_seconds();
     for (int k = 0; k < 3; k++) {
         for (int w = 0; w < 3; w++) profile[w][k] = tg_xmalloc((size_t)T_max * sizeof(double));
         /* the curriculum; its first length is also the first fresh run (same start) */
-        model m = model_new(k, hidden, seed);
-        tg_optim *opt = tg_adam_new(m.params, &ao);
+        ex_rnn_classifier m = model_new(k, hidden, seed);
+        tg_optim *opt = ex_adam_new(m.params, lr);
         grad_profile(&m, tape, T_max, hidden, seed, profile[0][k]);
         for (int l = 0; l < n_len; l++) {
-            const double t0 = seconds();
+            const double t0 = ex_clock_seconds();
             const double loss = train(&m, opt, tape, lengths[l], steps, batch_size, seed);
             acc[1][l][k] = evaluate(&m, tape, lengths[l], seed);
             if (l == 0) acc[0][0][k] = acc[1][0][k];
             printf("  %-8s  %-10s  T = %-4lld  final loss %.4f  held-out accuracy %5.1f%%  "
                    "(%.1f s)\n",
                    MODEL_NAMES[k], PROTOCOL[1], (long long)lengths[l], loss, 100 * acc[1][l][k],
-                   seconds() - t0);
+                   ex_clock_seconds() - t0);
             fflush(stdout);
         }
         grad_profile(&m, tape, T_max, hidden, seed, profile[2][k]);
         tg_optim_free(opt);
-        model_free(&m);
+        ex_rnn_classifier_free(&m);
         /* from scratch at every other length */
         for (int l = 0; l < n_len; l++) {
             if (l == 0 && n_len > 1) continue;
-            const double t0 = seconds();
+            const double t0 = ex_clock_seconds();
             m = model_new(k, hidden, seed);
-            opt = tg_adam_new(m.params, &ao);
+            opt = ex_adam_new(m.params, lr);
             const double loss = train(&m, opt, tape, lengths[l], steps, batch_size, seed);
             acc[0][l][k] = evaluate(&m, tape, lengths[l], seed);
             printf("  %-8s  %-10s  T = %-4lld  final loss %.4f  held-out accuracy %5.1f%%  "
                    "(%.1f s)\n",
                    MODEL_NAMES[k], PROTOCOL[0], (long long)lengths[l], loss, 100 * acc[0][l][k],
-                   seconds() - t0);
+                   ex_clock_seconds() - t0);
             fflush(stdout);
             if (l == n_len - 1) grad_profile(&m, tape, T_max, hidden, seed, profile[1][k]);
             tg_optim_free(opt);
-            model_free(&m);
+            ex_rnn_classifier_free(&m);
         }
     }
 
@@ -293,12 +257,12 @@ int main(int argc, char **argv) {
                                       {MODEL_NAMES[2], NULL, norm[2], T_max}};
         const tg_chart_options o = {
             title, "time step t", "|dL/dh_t| / |dL/dh_T-1|  (log scale)", true, 0, 0};
-        viz_path(path, sizeof path, out, FILES[w]);
-        viz_check(tg_line_chart_write_png(path, s, 3, &o));
+        ex_path(path, sizeof path, out, FILES[w]);
+        ex_check(tg_line_chart_write_png(path, s, 3, &o));
         printf("%swrote %s", w ? ", " : "\n", path);
         for (int k = 0; k < 3; k++) free(norm[k]);
     }
-    printf("\n\ntotal %.1f s\n", seconds() - start);
+    printf("\n\ntotal %.1f s\n", ex_clock_seconds() - start);
     for (int w = 0; w < 3; w++)
         for (int k = 0; k < 3; k++) free(profile[w][k]);
     tg_tape_free(tape);

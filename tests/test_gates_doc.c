@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include <stb_image.h>
-#include <tapegrad/gates.h>
+#include <tapegrad/viz_gates.h>
 
 /* The document (TG_GATES_DOC overrides the path, to try the test on an edited copy). */
 static const char *doc_path(void) {

@@ -1,0 +1,44 @@
+/* examples/rnn_classifier.c — a recurrent layer and a Linear on its last state, the model
+ * the gate-picture programs train on their recall tasks (see common.h). */
+#include "common.h"
+
+ex_rnn_classifier ex_rnn_classifier_new(tg_cell_kind kind, int64_t input, int64_t hidden,
+                                        int64_t classes) {
+    const tg_rnn_options o = tg_rnn_defaults(input, hidden);
+    ex_rnn_classifier m;
+    switch (kind) {
+    case TG_CELL_RNN_TANH:
+        m.rnn = tg_rnn_new(o);
+        break;
+    case TG_CELL_GRU:
+        m.rnn = tg_gru_new(o);
+        break;
+    case TG_CELL_LSTM:
+        m.rnn = tg_lstm_new(o);
+        break;
+    default:
+        tg_fail("ex_rnn_classifier_new: a tanh RNN, a GRU or an LSTM, not %s",
+                tg_cell_kind_name(kind));
+    }
+    m.fc = tg_linear_new(hidden, classes, true);
+    m.params = tg_params_new();
+    tg_params_extend(m.params, "rnn", m.rnn->params);
+    tg_params_extend(m.params, "fc", m.fc->params);
+    return m;
+}
+
+tg_tensor *ex_rnn_classifier_forward(ex_rnn_classifier *m, tg_tape *tape, tg_tensor *x,
+                                     bool composite) {
+    m->rnn->options.exec = composite ? TG_RNN_COMPOSITE : TG_RNN_FUSED;
+    const tg_rnn_result r = m->rnn->kind == TG_CELL_LSTM
+                                ? tg_lstm_forward(m->rnn, tape, x, NULL, NULL)
+                            : m->rnn->kind == TG_CELL_GRU ? tg_gru_forward(m->rnn, tape, x, NULL)
+                                                          : tg_rnn_forward(m->rnn, tape, x, NULL);
+    return tg_linear_forward(m->fc, tape, tg_select(tape, r.output, 0, -1));
+}
+
+void ex_rnn_classifier_free(ex_rnn_classifier *m) {
+    tg_params_free(m->params);
+    tg_rnn_free(m->rnn); /* one struct serves RNN, GRU and LSTM */
+    tg_linear_free(m->fc);
+}
