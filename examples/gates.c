@@ -26,7 +26,7 @@
 #include <math.h>
 #include <stdio.h>
 
-#include <tapegrad/viz_gates.h>
+#include "gate_pictures.h"
 
 enum { NOISE = 6, MARKER = 6, VOCAB = 7, CLASSES = 4 };
 
@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
                  "%s gates, one sequence (marker at t = %lld, answer at t = %lld)", names[k],
                  (long long)marker, (long long)marker + 1);
         ex_path(path, sizeof path, out, k == 0 ? "gates_gru.png" : "gates_lstm.png");
-        ex_check(tg_gate_trace_write_heatmap(traces[k], path, title));
+        ex_check(ex_gate_trace_write_heatmap(traces[k], path, title));
         printf("  wrote %s\n", path);
         ex_rnn_classifier_free(&m);
     }

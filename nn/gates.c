@@ -1,6 +1,6 @@
 /* Gates over time: the record of a composite GRU/LSTM's gate activations and ‖dL/dh_t‖ at
  * every step (the pictures of them are in the separate library tapegrad-viz:
- * tapegrad/viz_gates.h).
+ * examples/gate_pictures.h).
  *
  * The gates are the named intermediates the composite cells leave on the tape ("z_3" is
  * the update gate at step 3); the gradients are the retained grads of the named h_t (c_t),

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include <stb_image.h>
-#include <tapegrad/viz_gates.h>
+#include "../examples/gate_pictures.h"
 
 /* The document (TG_GATES_DOC overrides the path, to try the test on an edited copy). */
 static const char *doc_path(void) {
@@ -955,14 +955,14 @@ static void trace_run(tg_cell_kind kind, int64_t batch_row, const char *png_pref
         char name[64];
         snprintf(name, sizeof name, "%s_gates.png", png_prefix);
         if (tr->n_gates) {
-            assert_int_equal(tg_gate_trace_write_heatmap(tr, temp_path(name), "gates"), TG_OK);
+            assert_int_equal(ex_gate_trace_write_heatmap(tr, temp_path(name), "gates"), TG_OK);
             png_check(temp_path(name), 0, 0, 10, NULL);
         } else {
-            assert_int_equal(tg_gate_trace_write_heatmap(tr, temp_path(name), "gates"),
+            assert_int_equal(ex_gate_trace_write_heatmap(tr, temp_path(name), "gates"),
                              TG_ERR_ARGUMENT);
         }
         snprintf(name, sizeof name, "%s_grad.png", png_prefix);
-        assert_int_equal(tg_gate_trace_write_grad_chart(tr, temp_path(name), "grad"), TG_OK);
+        assert_int_equal(ex_gate_trace_write_grad_chart(tr, temp_path(name), "grad"), TG_OK);
         png_check(temp_path(name), 960, 600, 4, (const uint8_t[]){31, 119, 180});
     }
     tg_gate_trace_free(tr);

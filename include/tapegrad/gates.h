@@ -13,7 +13,7 @@
  *   tg_gate_trace_read_grads(tr);            ‖dL/dh_t‖ for every t (before tg_tape_reset)
  *
  * The trace is plain arrays (below). Pictures of it — heatmaps of the gates, a chart of the
- * gradient norms — come from the separate library tapegrad-viz: tapegrad/viz_gates.h. */
+ * gradient norms — come from the separate library tapegrad-viz: examples/gate_pictures.h. */
 #ifndef TAPEGRAD_GATES_H
 #define TAPEGRAD_GATES_H
 

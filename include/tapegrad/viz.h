@@ -7,7 +7,7 @@
  * (a loss curve, attention weights), and needs only the tensor layer's status codes and
  * allocation; the same archive serves the float32 and the float64 library:
  *   cc prog.c $(pkg-config --cflags --libs tapegrad-viz)       (it requires tapegrad)
- * To draw a gate trace of tapegrad/gates.h, include tapegrad/viz_gates.h.
+ * To draw a gate trace of tapegrad/gates.h, include examples/gate_pictures.h.
  *
  * The writers never stop the program: bad arguments or a failed write return a status
  * with a message (tg_error_message). */
