@@ -62,9 +62,7 @@ static batch batch_draw(tg_tape *tape, tg_rng *rng, int64_t T, int64_t B, int64_
 
 static tg_tensor *model_forward(model *m, tg_tape *tape, tg_tensor *x, bool composite) {
     m->rnn->options.exec = composite ? TG_RNN_COMPOSITE : TG_RNN_FUSED;
-    const tg_rnn_result r = m->rnn->kind == TG_CELL_LSTM
-                                ? tg_lstm_forward(m->rnn, tape, x, NULL, NULL)
-                                : tg_gru_forward(m->rnn, tape, x, NULL);
+    const tg_rnn_result r = tg_recurrent_forward(m->rnn, tape, x, NULL, NULL);
     return tg_linear_forward(m->fc, tape, tg_select(tape, r.output, 0, -1));
 }
 
@@ -157,8 +155,8 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 2; k++) {
         tg_manual_seed((uint64_t)seed);
         const tg_rnn_options o = tg_rnn_defaults(VOCAB, hidden);
-        model m = {k == 0 ? tg_gru_new(o) : tg_lstm_new(o), tg_linear_new(hidden, CLASSES, true),
-                   tg_params_new()};
+        model m = {k == 0 ? &tg_gru_new(o)->base : &tg_lstm_new(o)->base,
+                   tg_linear_new(hidden, CLASSES, true), tg_params_new()};
         tg_params_extend(m.params, "rnn", m.rnn->params);
         tg_params_extend(m.params, "fc", m.fc->params);
         printf("%s, hidden %lld, T = %lld:\n", names[k], (long long)hidden, (long long)length);
@@ -173,7 +171,7 @@ int main(int argc, char **argv) {
         viz_check(tg_gate_trace_write_heatmap(traces[k], path, title));
         printf("  wrote %s\n", path);
         tg_params_free(m.params);
-        tg_gru_free(m.rnn);
+        tg_recurrent_free(m.rnn);
         tg_linear_free(m.fc);
     }
 

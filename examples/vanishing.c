@@ -47,7 +47,9 @@ static model model_new(int kind_index, int64_t hidden, int64_t seed) {
     tg_manual_seed((uint64_t)seed); /* every model starts from the same seed */
     const tg_rnn_options o = tg_rnn_defaults(VOCAB, hidden);
     model m;
-    m.rnn = kind_index == 0 ? tg_rnn_new(o) : kind_index == 1 ? tg_gru_new(o) : tg_lstm_new(o);
+    m.rnn = kind_index == 0   ? &tg_rnn_new(o)->base
+            : kind_index == 1 ? &tg_gru_new(o)->base
+                              : &tg_lstm_new(o)->base;
     m.fc = tg_linear_new(hidden, CLASSES, true);
     m.params = tg_params_new();
     tg_params_extend(m.params, "rnn", m.rnn->params);
@@ -57,7 +59,7 @@ static model model_new(int kind_index, int64_t hidden, int64_t seed) {
 
 static void model_free(model *m) {
     tg_params_free(m->params);
-    tg_rnn_free(m->rnn); /* one struct serves RNN, GRU and LSTM */
+    tg_recurrent_free(m->rnn); /* the module m->rnn is the base of */
     tg_linear_free(m->fc);
 }
 
@@ -83,10 +85,7 @@ static batch batch_draw(tg_tape *tape, tg_rng *rng, int64_t T, int64_t B) {
 /* logits (B, CLASSES) from the last state; composite if `named` (traceable), else fused */
 static tg_tensor *model_forward(model *m, tg_tape *tape, tg_tensor *x, bool named) {
     m->rnn->options.exec = named ? TG_RNN_COMPOSITE : TG_RNN_FUSED;
-    const tg_rnn_result r = m->rnn->kind == TG_CELL_LSTM
-                                ? tg_lstm_forward(m->rnn, tape, x, NULL, NULL)
-                            : m->rnn->kind == TG_CELL_GRU ? tg_gru_forward(m->rnn, tape, x, NULL)
-                                                          : tg_rnn_forward(m->rnn, tape, x, NULL);
+    const tg_rnn_result r = tg_recurrent_forward(m->rnn, tape, x, NULL, NULL);
     return tg_linear_forward(m->fc, tape, tg_select(tape, r.output, 0, -1));
 }
 

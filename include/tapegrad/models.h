@@ -1,4 +1,5 @@
 /* tapegrad/models.h — the seed models (../shared/seeds/), assembled from nn modules.
+ * Layer: models.
  *
  * Each model is a plain struct of its child modules plus `params`, the parameter list
  * under the state_dict keys of the seed's PyTorch class ("embedding.weight",

@@ -1,5 +1,6 @@
 /* tapegrad/rng.h — MT19937 with PyTorch's mapping to floats, so that one seed gives
- * torch.manual_seed's uniform draws bit for bit (pytorch-semantics.md §0.2). */
+ * torch.manual_seed's uniform draws bit for bit (pytorch-semantics.md §0.2).
+ * Layer: tensor. */
 #ifndef TAPEGRAD_RNG_H
 #define TAPEGRAD_RNG_H
 

@@ -1,5 +1,6 @@
 /* tapegrad/transformer.h — nn.TransformerEncoderLayer / DecoderLayer, their stacks, the
- * full nn.Transformer, and the sinusoidal positional encoding (pytorch-semantics §4, §5). */
+ * full nn.Transformer, and the sinusoidal positional encoding (pytorch-semantics §4, §5).
+ * Layer: nn. */
 #ifndef TAPEGRAD_TRANSFORMER_H
 #define TAPEGRAD_TRANSFORMER_H
 
