@@ -1,8 +1,8 @@
 /* nn.RNN / nn.GRU / nn.LSTM and nn.RNNCell / nn.GRUCell / nn.LSTMCell: parameters under
  * PyTorch's names, PyTorch's default init, and the forward passes that stack layers and
  * directions out of the fused (autograd/rnn*.c) or composite (autograd/rnn_composite.c) steps.
- * Each module (cell) type is a struct around a tg_recurrent (tg_cell) at its start, which the
- * three share one implementation through. */
+ * Each module (cell) type is a struct whose first member is a tg_recurrent (tg_cell): the
+ * three types share one implementation, which works on that member. */
 #include "tapegrad/nn.h"
 #include "tapegrad/rnn.h"
 
@@ -210,6 +210,7 @@ tg_params *tg_rnn_params(tg_rnn *m) { return m->base.params; }
 tg_params *tg_gru_params(tg_gru *m) { return m->base.params; }
 tg_params *tg_lstm_params(tg_lstm *m) { return m->base.params; }
 
+/* m is the first member of its module, so it is also the address recurrent_new allocated. */
 void tg_recurrent_free(tg_recurrent *m) {
     if (!m) return;
     for (int64_t k = 0; k < m->options.num_layers * m->num_directions; k++) {
@@ -333,6 +334,7 @@ tg_params *tg_rnn_cell_params(tg_rnn_cell *m) { return m->base.params; }
 tg_params *tg_gru_cell_params(tg_gru_cell *m) { return m->base.params; }
 tg_params *tg_lstm_cell_params(tg_lstm_cell *m) { return m->base.params; }
 
+/* m is the first member of its cell, so it is also the address cell_new allocated. */
 void tg_cell_free(tg_cell *m) {
     if (!m) return;
     tg_tensor_free(m->weight_ih);
