@@ -31,7 +31,7 @@
 #include <string.h>
 
 #include "tapegrad/kernels.h"
-#include "tapegrad/rnn.h"
+#include "tapegrad/rnn_ops.h"
 
 #ifdef _OPENMP
 #define RNN_SIMD _Pragma("omp simd")

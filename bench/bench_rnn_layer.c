@@ -15,8 +15,7 @@
 #include <string.h>
 
 typedef struct ctx {
-    tg_recurrent *m;
-    bool lstm;
+    tg_recurrent *m; /* a GRU's or an LSTM's */
     tg_tape *tape;
     tg_tensor *x;  /* (T, B, I), requires grad */
     tg_tensor *dy; /* (T, B, H) the output gradient */
@@ -25,8 +24,7 @@ typedef struct ctx {
 
 static double step(void *p) {
     ctx *c = p;
-    tg_rnn_result r = c->lstm ? tg_lstm_forward(c->m, c->tape, c->x, NULL, NULL)
-                              : tg_gru_forward(c->m, c->tape, c->x, NULL);
+    tg_rnn_result r = tg_recurrent_forward(c->m, c->tape, c->x, NULL, NULL);
     tg_tape_backward_with(c->tape, r.output, c->dy->data);
     const double value = (double)r.output->data[r.output->numel - 1] + (double)c->x->grad[0];
     tg_params_zero_grad(c->m->params);
@@ -45,9 +43,9 @@ int main(int argc, char **argv) {
     const int64_t I = shape.I, H = shape.H, B = shape.B, T = shape.T;
     const bool lstm = shape.lstm;
 
-    ctx c = {.lstm = lstm};
+    ctx c = {0};
     const tg_rnn_options o = tg_rnn_defaults(I, H);
-    c.m = lstm ? tg_lstm_new(o) : tg_gru_new(o);
+    c.m = lstm ? &tg_lstm_new(o)->base : &tg_gru_new(o)->base;
     c.tape = tg_tape_new();
     bench_watch_tape(c.tape);
     bench_lcg g = bench_lcg_new(a.seed);
@@ -60,9 +58,6 @@ int main(int argc, char **argv) {
     tg_tensor_free(c.x);
     tg_tensor_free(c.dy);
     tg_tape_free(c.tape);
-    if (lstm)
-        tg_lstm_free(c.m);
-    else
-        tg_gru_free(c.m);
+    tg_recurrent_free(c.m);
     return 0;
 }

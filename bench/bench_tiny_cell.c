@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
     c.cell = tg_gru_cell_new(tg_cell_defaults(I, H));
     c.fc = tg_linear_new(H, C, true);
     c.params = tg_params_new();
-    tg_params_extend(c.params, "cell", c.cell->params);
+    tg_params_extend(c.params, "cell", c.cell->base.params);
     tg_params_extend(c.params, "fc", c.fc->params);
     c.opt = tg_adam_new(c.params, NULL);
     c.tape = tg_tape_new();

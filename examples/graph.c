@@ -23,7 +23,7 @@ static void draw_step(const char *out_dir, const char *name, tg_cell_kind kind) 
     tg_manual_seed(0);
     tg_cell_options o = tg_cell_defaults(/*input*/ 2, /*hidden*/ 3);
     o.exec = TG_RNN_COMPOSITE;
-    tg_cell *cell = kind == TG_CELL_LSTM ? tg_lstm_cell_new(o) : tg_gru_cell_new(o);
+    tg_cell *cell = kind == TG_CELL_LSTM ? &tg_lstm_cell_new(o)->base : &tg_gru_cell_new(o)->base;
 
     tg_tape *tape = tg_tape_new();
     /* the data and the previous state live in the tape's arena: not parameters */
@@ -35,8 +35,7 @@ static void draw_step(const char *out_dir, const char *name, tg_cell_kind kind) 
     tg_tensor *c_prev = tg_tensor_named(tg_tape_tensor(tape, TG_SHAPE(1, 3)), "c_prev");
     tg_tensor_copy_from(c_prev, (tg_real[]){0.2, 0.0, -0.4}); /* a constant */
 
-    tg_tensor *h = kind == TG_CELL_LSTM ? tg_lstm_cell_forward(cell, tape, x, h_prev, c_prev).h
-                                        : tg_gru_cell_forward(cell, tape, x, h_prev);
+    tg_tensor *h = tg_cell_forward(cell, tape, x, h_prev, kind == TG_CELL_LSTM ? c_prev : NULL).h;
     tg_tensor *loss = tg_tensor_named(tg_sum(tape, h), "loss");
     tg_tape_backward(tape, loss);
 
@@ -56,10 +55,7 @@ static void draw_step(const char *out_dir, const char *name, tg_cell_kind kind) 
         printf("  (install graphviz to render it: dot -Tsvg %s -o %s.svg)\n", path, name);
 
     tg_tape_free(tape);
-    if (kind == TG_CELL_LSTM)
-        tg_lstm_cell_free(cell);
-    else
-        tg_gru_cell_free(cell);
+    tg_cell_free(cell);
 }
 
 int main(int argc, char **argv) {

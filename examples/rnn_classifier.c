@@ -8,13 +8,13 @@ ex_rnn_classifier ex_rnn_classifier_new(tg_cell_kind kind, int64_t input, int64_
     ex_rnn_classifier m;
     switch (kind) {
     case TG_CELL_RNN_TANH:
-        m.rnn = tg_rnn_new(o);
+        m.rnn = &tg_rnn_new(o)->base;
         break;
     case TG_CELL_GRU:
-        m.rnn = tg_gru_new(o);
+        m.rnn = &tg_gru_new(o)->base;
         break;
     case TG_CELL_LSTM:
-        m.rnn = tg_lstm_new(o);
+        m.rnn = &tg_lstm_new(o)->base;
         break;
     default:
         tg_fail("ex_rnn_classifier_new: a tanh RNN, a GRU or an LSTM, not %s",
@@ -30,15 +30,12 @@ ex_rnn_classifier ex_rnn_classifier_new(tg_cell_kind kind, int64_t input, int64_
 tg_tensor *ex_rnn_classifier_forward(ex_rnn_classifier *m, tg_tape *tape, tg_tensor *x,
                                      bool composite) {
     m->rnn->options.exec = composite ? TG_RNN_COMPOSITE : TG_RNN_FUSED;
-    const tg_rnn_result r = m->rnn->kind == TG_CELL_LSTM
-                                ? tg_lstm_forward(m->rnn, tape, x, NULL, NULL)
-                            : m->rnn->kind == TG_CELL_GRU ? tg_gru_forward(m->rnn, tape, x, NULL)
-                                                          : tg_rnn_forward(m->rnn, tape, x, NULL);
+    const tg_rnn_result r = tg_recurrent_forward(m->rnn, tape, x, NULL, NULL);
     return tg_linear_forward(m->fc, tape, tg_select(tape, r.output, 0, -1));
 }
 
 void ex_rnn_classifier_free(ex_rnn_classifier *m) {
     tg_params_free(m->params);
-    tg_rnn_free(m->rnn); /* one struct serves RNN, GRU and LSTM */
+    tg_recurrent_free(m->rnn); /* the RNN, GRU or LSTM whose base m->rnn is */
     tg_linear_free(m->fc);
 }

@@ -41,10 +41,10 @@ tg_gru_attention *tg_gru_attention_new(int64_t src_vocab, int64_t tgt_vocab, int
     m->fc = tg_linear_new(2 * hidden_size, tgt_vocab, true);
     m->params = tg_params_new();
     tg_params_extend(m->params, "src_embedding", m->src_embedding->params);
-    tg_params_extend(m->params, "encoder", m->encoder->params);
+    tg_params_extend(m->params, "encoder", m->encoder->base.params);
     tg_params_extend(m->params, "tgt_embedding", m->tgt_embedding->params);
     tg_params_extend(m->params, "attention", m->attention->params);
-    tg_params_extend(m->params, "decoder", m->decoder->params);
+    tg_params_extend(m->params, "decoder", m->decoder->base.params);
     tg_params_extend(m->params, "fc", m->fc->params);
     return m;
 }

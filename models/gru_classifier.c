@@ -30,7 +30,7 @@ tg_gru_classifier *tg_gru_classifier_new(int64_t vocab_size, int64_t embedding_d
     m->fc = tg_linear_new(hidden_size, num_classes, true);
     m->params = tg_params_new();
     tg_params_extend(m->params, "embedding", m->embedding->params);
-    tg_params_extend(m->params, "gru", m->gru->params);
+    tg_params_extend(m->params, "gru", m->gru->base.params);
     tg_params_extend(m->params, "fc", m->fc->params);
     return m;
 }

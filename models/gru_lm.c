@@ -30,7 +30,7 @@ tg_gru_lm *tg_gru_lm_new(int64_t vocab_size, int64_t embedding_dim, int64_t hidd
     m->fc = tg_linear_new(hidden_dim, vocab_size, true);
     m->params = tg_params_new();
     tg_params_extend(m->params, "embedding", m->embedding->params);
-    tg_params_extend(m->params, "gru", m->gru->params);
+    tg_params_extend(m->params, "gru", m->gru->base.params);
     tg_params_extend(m->params, "fc", m->fc->params);
     return m;
 }
@@ -45,7 +45,7 @@ tg_gru_lm_output tg_gru_lm_forward(tg_gru_lm *m, tg_tape *t, const tg_index *x, 
 }
 
 tg_tensor *tg_gru_lm_init_hidden(const tg_gru_lm *m, int64_t batch) {
-    const tg_rnn_options *o = &m->gru->options;
+    const tg_rnn_options *o = &m->gru->base.options;
     return tg_tensor_zeros(TG_SHAPE(o->num_layers, batch, o->hidden_size));
 }
 

@@ -19,7 +19,7 @@ tg_gru_seq_classifier *tg_gru_seq_classifier_new(int64_t input_size, int64_t hid
     m->gru = tg_gru_new(tg_rnn_defaults(input_size, hidden_size)); /* nn.GRU(input_size, hidden_size) */
     m->fc = tg_linear_new(hidden_size, output_size, true);         /* nn.Linear(hidden_size, output_size) */
     m->params = tg_params_new();
-    tg_params_extend(m->params, "gru", m->gru->params);
+    tg_params_extend(m->params, "gru", m->gru->base.params);
     tg_params_extend(m->params, "fc", m->fc->params);
     return m;
 }

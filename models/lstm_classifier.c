@@ -31,7 +31,7 @@ tg_lstm_classifier *tg_lstm_classifier_new(int64_t vocab_size, int64_t embedding
     m->fc = tg_linear_new(hidden_size, num_classes, true);
     m->params = tg_params_new();
     tg_params_extend(m->params, "embedding", m->embedding->params);
-    tg_params_extend(m->params, "lstm", m->lstm->params);
+    tg_params_extend(m->params, "lstm", m->lstm->base.params);
     tg_params_extend(m->params, "fc", m->fc->params);
     return m;
 }

@@ -1,12 +1,9 @@
-/* Multi-head, additive and dot-product attention, built from the differentiable ops. */
-#include "tensor/vmath.h"
-
+/* The attention modules, MultiheadAttention and additive attention: their parameters, and
+ * forwards composed of ops (the fused attention ops they call are in autograd/attention.c). */
 #include "tapegrad/attention.h"
-#include "tapegrad/kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool bias,
                    bool batch_first) {
@@ -94,28 +91,7 @@ static void check_input(const tg_mha *m, const char *what, const tg_tensor *x) {
     }
 }
 
-/* Checks the masks' shapes for N batches, L queries and S keys. */
-static void check_masks(const tg_mha *m, int64_t N, int64_t L, int64_t S,
-                        const tg_mha_masks *masks) {
-    const int64_t h = m->num_heads;
-    char desc[160];
-    const tg_tensor *am = masks ? masks->attn_mask : NULL;
-    if (am) {
-        const bool ok2 = am->ndim == 2 && am->shape[0] == L && am->shape[1] == S;
-        const bool ok3 =
-            am->ndim == 3 && am->shape[0] == N * h && am->shape[1] == L && am->shape[2] == S;
-        if (!ok2 && !ok3)
-            tg_fail("mha_forward: attn_mask %s must be (%lld, %lld) or (%lld, %lld, %lld)",
-                    tg_tensor_describe(am, desc, sizeof desc), (long long)L, (long long)S,
-                    (long long)(N * h), (long long)L, (long long)S);
-    }
-    const tg_tensor *kpm = masks ? masks->key_padding_mask : NULL;
-    if (kpm && (kpm->ndim != 2 || kpm->shape[0] != N || kpm->shape[1] != S))
-        tg_fail("mha_forward: key_padding_mask %s must be (%lld, %lld)",
-                tg_tensor_describe(kpm, desc, sizeof desc), (long long)N, (long long)S);
-}
-
-/* scores (N·h, L, S) with both masks applied (checked by check_masks). */
+/* scores (N·h, L, S) with both masks applied (checked by tg_mha_masks_check). */
 static tg_tensor *apply_masks(const tg_mha *m, tg_tape *t, tg_tensor *scores, int64_t N,
                               const tg_mha_masks *masks) {
     const int64_t h = m->num_heads, L = scores->shape[1], S = scores->shape[2];
@@ -135,149 +111,6 @@ static tg_tensor *apply_masks(const tg_mha *m, tg_tape *t, tg_tensor *scores, in
     return scores;
 }
 
-/* ---- the fused core: scores, masks, softmax, dropout and the weighted sum, one node ----
- * Head j of batch n reads its q, k, v columns [off + j·d, off + (j+1)·d) in place from the
- * projections (no split or merge copies): position l of a (L, N, W) seq-first tensor at
- * row l·N + n, of a batch-first (N, L, W) one at row n·L + l. With b = n·heads + j:
- *   S_b = α·q_b k_bᵀ + masks (α = 1/√d),  P_b = softmax(S_b),  A_b = P_b ⊙ M_b (dropout),
- *   o_b = A_b v_b, written into the (L, N, E) (or (N, L, E)) output at head j's columns.
- * Backward, from do_b:
- *   dv_b += A_bᵀ do_b,  dA_b = do_b v_bᵀ,  dP_b = dA_b ⊙ M_b,
- *   dS_b = P_b ⊙ (dP_b − rowsum(dP_b ⊙ P_b)),  dq_b += α dS_b k_b,  dk_b += α dS_bᵀ q_b.
- * Threads split the heads b; every head writes only its own columns, so results do not
- * depend on the thread count. P (and A when dropout is on) are kept for the backward. */
-typedef struct sdpa_job {
-    const tg_real *q, *k, *v, *am, *kpm;
-    int64_t off[3], w[3];             /* column offsets of q, k, v; row widths of their tensors */
-    int64_t N, L, S, h, d, am_stride; /* am_stride: L·S for a per-head mask, else 0 */
-    bool batch_first, am_bool, kpm_bool, drop;
-    tg_real alpha;
-    tg_dropout_key key;
-    tg_real *scores, *P, *A, *out;   /* forward */
-    const tg_real *dout;             /* backward */
-    tg_real *dq, *dk, *dv, *dA, *dS; /* (dA, dS: scratch, like P) */
-} sdpa_job;
-
-/* Offset of position 0 of batch n, and the stride between positions, in a tensor with
- * rows of width w. */
-static int64_t sdpa_base(const sdpa_job *j, int64_t n, int64_t len, int64_t w) {
-    return j->batch_first ? n * len * w : n * w;
-}
-static int64_t sdpa_ld(const sdpa_job *j, int64_t w) { return j->batch_first ? w : j->N * w; }
-
-TG_VEC_KERNEL static void sdpa_forward_heads(int64_t b0, int64_t b1, void *ctx) {
-    const sdpa_job *j = ctx;
-    const int64_t L = j->L, S = j->S, d = j->d, E = j->h * d;
-    for (int64_t b = b0; b < b1; b++) {
-        const int64_t n = b / j->h, c = (b % j->h) * d;
-        const tg_real *q = j->q + sdpa_base(j, n, L, j->w[0]) + j->off[0] + c;
-        const tg_real *k = j->k + sdpa_base(j, n, S, j->w[1]) + j->off[1] + c;
-        const tg_real *v = j->v + sdpa_base(j, n, S, j->w[2]) + j->off[2] + c;
-        tg_real *sc = j->scores + b * L * S, *P = j->P + b * L * S, *A = j->A + b * L * S;
-        tg_gemm(false, true, L, S, d, j->alpha, q, sdpa_ld(j, j->w[0]), k, sdpa_ld(j, j->w[1]), 0,
-                sc, S);
-        for (int64_t l = 0; l < L; l++) {
-            tg_real *row = sc + l * S;
-            if (j->am) {
-                const tg_real *m = j->am + (j->am_stride ? b * j->am_stride : 0) + l * S;
-                for (int64_t s = 0; s < S; s++)
-                    row[s] = j->am_bool ? (m[s] != 0 ? -INFINITY : row[s]) : row[s] + m[s];
-            }
-            if (j->kpm) {
-                const tg_real *m = j->kpm + n * S;
-                for (int64_t s = 0; s < S; s++)
-                    row[s] = j->kpm_bool ? (m[s] != 0 ? -INFINITY : row[s]) : row[s] + m[s];
-            }
-            tg_vsoftmax_row(row, P + l * S, S);
-        }
-        if (j->drop) tg_dropout_apply(&j->key, j->P, j->A, b * L * S, (b + 1) * L * S, false);
-        tg_gemm(false, false, L, d, S, 1, A, S, v, sdpa_ld(j, j->w[2]), 0,
-                j->out + sdpa_base(j, n, L, E) + c, sdpa_ld(j, E));
-    }
-}
-
-TG_VEC_KERNEL static void sdpa_backward_heads(int64_t b0, int64_t b1, void *ctx) {
-    const sdpa_job *j = ctx;
-    const int64_t L = j->L, S = j->S, d = j->d, E = j->h * d;
-    const int64_t ldq = sdpa_ld(j, j->w[0]), ldk = sdpa_ld(j, j->w[1]), ldv = sdpa_ld(j, j->w[2]);
-    for (int64_t b = b0; b < b1; b++) {
-        const int64_t n = b / j->h, c = (b % j->h) * d;
-        const int64_t qo = sdpa_base(j, n, L, j->w[0]) + j->off[0] + c,
-                      ko = sdpa_base(j, n, S, j->w[1]) + j->off[1] + c,
-                      vo = sdpa_base(j, n, S, j->w[2]) + j->off[2] + c;
-        const tg_real *dout = j->dout + sdpa_base(j, n, L, E) + c;
-        const tg_real *P = j->P + b * L * S, *A = j->A + b * L * S;
-        tg_real *dA = j->dA + b * L * S, *dS = j->dS + b * L * S;
-        if (j->dv) tg_gemm(true, false, S, d, L, 1, A, S, dout, sdpa_ld(j, E), 1, j->dv + vo, ldv);
-        if (!j->dq && !j->dk) continue;
-        tg_gemm(false, true, L, S, d, 1, dout, sdpa_ld(j, E), j->v + vo, ldv, 0, dA, S);
-        tg_real *dP = dA, *g = dS; /* dP = dA ⊙ M, then g = dS */
-        if (j->drop) {
-            tg_dropout_apply(&j->key, j->dA, j->dS, b * L * S, (b + 1) * L * S, false);
-            dP = dS, g = dA;
-        }
-        for (int64_t l = 0; l < L; l++)
-            tg_vsoftmax_row_backward(P + l * S, dP + l * S, g + l * S, S, false);
-        if (j->dq)
-            tg_gemm(false, false, L, d, S, j->alpha, g, S, j->k + ko, ldk, 1, j->dq + qo, ldq);
-        if (j->dk)
-            tg_gemm(true, false, S, d, L, j->alpha, g, S, j->q + qo, ldq, 1, j->dk + ko, ldk);
-    }
-}
-static void sdpa_backward(tg_tape *tape, tg_node *node) {
-    sdpa_job j = *(const sdpa_job *)node->saved;
-    j.dout = node->out[0]->grad;
-    j.dq = tg_tape_grad(tape, node->in[0]);
-    j.dk = tg_tape_grad(tape, node->in[1]);
-    j.dv = tg_tape_grad(tape, node->in[2]);
-    const int64_t B = j.N * j.h, LS = j.L * j.S;
-    j.dA = tg_tape_alloc(tape, (size_t)(2 * B * LS) * sizeof(tg_real));
-    j.dS = j.dA + B * LS;
-    tg_parallel_for(B, B * LS * j.d >= (1 << 16) ? 1 : B, sdpa_backward_heads, &j);
-}
-
-/* The fused core for module m: q, k, v hold their E columns at offsets[0..2]; returns
- * the heads' outputs merged, (L, N, E) or (N, L, E). The masks are checked by the caller. */
-static tg_tensor *mha_fused(const tg_mha *m, tg_tape *t, tg_tensor *q, tg_tensor *k, tg_tensor *v,
-                            const int64_t offsets[3], const tg_mha_masks *masks) {
-    const int bd = m->batch_first ? 0 : 1;
-    const int64_t N = q->shape[bd], L = q->shape[1 - bd], S = k->shape[1 - bd];
-    const int64_t B = N * m->num_heads, LS = L * S;
-    sdpa_job j = {.q = q->data,
-                  .k = k->data,
-                  .v = v->data,
-                  .off = {offsets[0], offsets[1], offsets[2]},
-                  .w = {q->shape[2], k->shape[2], v->shape[2]},
-                  .N = N,
-                  .L = L,
-                  .S = S,
-                  .h = m->num_heads,
-                  .d = m->head_dim,
-                  .batch_first = m->batch_first,
-                  .alpha = (tg_real)(1.0 / sqrt((double)m->head_dim))};
-    const tg_tensor *am = masks ? masks->attn_mask : NULL;
-    const tg_tensor *kpm = masks ? masks->key_padding_mask : NULL;
-    j.am = am ? am->data : NULL, j.am_bool = am && masks->attn_mask_is_bool;
-    j.am_stride = am && am->ndim == 3 ? LS : 0;
-    j.kpm = kpm ? kpm->data : NULL, j.kpm_bool = kpm && masks->key_padding_mask_is_bool;
-    j.drop = m->dropout > 0 && tg_tape_is_training(t);
-    if (j.drop) j.key = tg_dropout_key_draw(NULL, (double)m->dropout);
-    tg_tensor *out = tg_tape_tensor(t, TG_SHAPE(q->shape[0], q->shape[1], m->embed_dim));
-    j.out = out->data;
-    j.scores = tg_tape_alloc(t, (size_t)((j.drop ? 3 : 2) * B * LS) * sizeof(tg_real));
-    j.P = j.scores + B * LS;
-    j.A = j.drop ? j.P + B * LS : j.P;
-    tg_parallel_for(B, B * LS * j.d >= (1 << 16) ? 1 : B, sdpa_forward_heads, &j);
-    tg_node *node = tg_tape_record(t, "mha_attention", sdpa_backward, 3, (tg_tensor *[]){q, k, v},
-                                   1, (tg_tensor *[]){out});
-    if (node) {
-        j.scores = NULL, j.out = NULL;
-        node->saved = tg_tape_alloc(t, sizeof j);
-        memcpy(node->saved, &j, sizeof j);
-    }
-    return out;
-}
-
 tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
                              tg_tensor *value, const tg_mha_masks *masks, bool need_weights) {
     check_input(m, "query", query);
@@ -293,7 +126,7 @@ tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor 
                 tg_tensor_describe(value, v, sizeof v));
     }
     const int64_t E = m->embed_dim, L = query->shape[1 - bdim], S = key->shape[1 - bdim];
-    check_masks(m, N, L, S, masks);
+    tg_mha_masks_check("mha_forward", masks, N, m->num_heads, L, S);
     const bool mask_grad =
         masks && ((masks->attn_mask && masks->attn_mask->requires_grad) ||
                   (masks->key_padding_mask && masks->key_padding_mask->requires_grad));
@@ -314,7 +147,9 @@ tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor 
             k = project(m, t, key, 1, 1);
             v = project(m, t, value, 2, 1);
         }
-        tg_tensor *o = mha_fused(m, t, q, k, v, off, masks);
+        const tg_mha_layout layout = {
+            m->num_heads, m->head_dim, {off[0], off[1], off[2]}, m->batch_first};
+        tg_tensor *o = tg_mha_attention(t, q, k, v, &layout, masks, m->dropout);
         return (tg_mha_output){.output = tg_linear_forward(m->out_proj, t, o)};
     }
     /* The composite path (the weights are wanted, or a mask needs a gradient):
@@ -365,144 +200,6 @@ tg_tensor *tg_additive_attention_project(tg_additive_attention *m, tg_tape *t, t
     return tg_linear_forward(m->W_a, t, enc); /* W_a h_t + b_a for every t: (N, T, attn) */
 }
 
-/* The fused core, one tape node for a decoder step. With P = enc_proj (N, T, A), u = U_a s
- * (N, A), v (A) and h = enc (N, T, H):
- *   th_t = tanh(P_t + u),  e_t = v·th_t (−inf where masked),  α = softmax(e),
- *   context = Σ_t α_t h_t.
- * Backward, from dc = dL/dcontext and dα' = dL/dα (the weights may be used too):
- *   dα_t = dα'_t + dc·h_t,   dh_t += α_t dc,
- *   de = α ⊙ (dα − α·dα)                          (softmax Jacobian),
- *   g_ta = de_t v_a (1 − th_ta²),  dP_t += g_t,  du += Σ_t g_t,  dv += Σ_{n,t} de_t th_t.
- * Threads split the batch rows n (each writes only its own rows); dv, a sum over rows, is
- * one GEMM afterwards, so the order of every sum is fixed. th is kept for the backward. */
-typedef struct additive_job {
-    const tg_real *enc, *proj, *u, *v, *mask, *alpha, *dalpha, *dctx;
-    tg_real *th, *ctx, *alpha_out, *scratch, *de, *denc, *dproj, *du; /* scratch (N, T) */
-    int64_t T, H, A;
-} additive_job;
-
-/* Σ_i a_i b_i over TG_VLANES interleaved lanes (a fixed order that vectorises). */
-static inline tg_real lane_dot(const tg_real *restrict a, const tg_real *restrict b, int64_t n) {
-    tg_real acc[TG_VLANES] = {0};
-    int64_t i = 0;
-    for (; i + TG_VLANES <= n; i += TG_VLANES)
-        for (int l = 0; l < TG_VLANES; l++) acc[l] += a[i + l] * b[i + l];
-    for (int l = 0; i + l < n; l++) acc[l] += a[i + l] * b[i + l];
-    tg_real s = acc[0];
-    for (int l = 1; l < TG_VLANES; l++) s += acc[l];
-    return s;
-}
-
-TG_VEC_KERNEL static void additive_forward_rows(int64_t n0, int64_t n1, void *ctx) {
-    const additive_job *j = ctx;
-    const int64_t T = j->T, H = j->H, A = j->A;
-    for (int64_t n = n0; n < n1; n++) {
-        tg_real *alpha = j->alpha_out + n * T, *c = j->ctx + n * H, *e = j->scratch + n * T;
-        const tg_real *u = j->u + n * A, *h = j->enc + n * T * H;
-        for (int64_t t = 0; t < T; t++) {
-            const tg_real *p = j->proj + (n * T + t) * A;
-            tg_real *th = j->th + (n * T + t) * A;
-            for (int64_t a = 0; a < A; a++) th[a] = tg_vtanh(p[a] + u[a]);
-            e[t] = j->mask && j->mask[n * T + t] != 0 ? -INFINITY : lane_dot(j->v, th, A);
-        }
-        tg_vsoftmax_row(e, alpha, T);
-        for (int64_t k = 0; k < H; k++) c[k] = 0;
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t k = 0; k < H; k++) c[k] += alpha[t] * h[t * H + k];
-    }
-}
-
-TG_VEC_KERNEL static void additive_backward_rows(int64_t n0, int64_t n1, void *ctx) {
-    const additive_job *j = ctx;
-    const int64_t T = j->T, H = j->H, A = j->A;
-    for (int64_t n = n0; n < n1; n++) {
-        const tg_real *alpha = j->alpha + n * T, *h = j->enc + n * T * H;
-        const tg_real *dc = j->dctx ? j->dctx + n * H : NULL;
-        tg_real *de = j->de + n * T, *da = j->scratch + n * T;
-        for (int64_t t = 0; t < T; t++) {
-            da[t] = j->dalpha ? j->dalpha[n * T + t] : 0;
-            if (dc) da[t] += lane_dot(dc, h + t * H, H);
-        }
-        if (j->denc && dc)
-            for (int64_t t = 0; t < T; t++) {
-                tg_real *dh = j->denc + (n * T + t) * H;
-                for (int64_t k = 0; k < H; k++) dh[k] += alpha[t] * dc[k];
-            }
-        tg_vsoftmax_row_backward(alpha, da, de, T, false);
-        const tg_real *restrict v = j->v;
-        tg_real *restrict du = j->du ? j->du + n * A : NULL;
-        for (int64_t t = 0; t < T; t++) {
-            const tg_real *restrict th = j->th + (n * T + t) * A;
-            tg_real *restrict dp = j->dproj ? j->dproj + (n * T + t) * A : NULL;
-            const tg_real det = de[t];
-            if (dp)
-                for (int64_t a = 0; a < A; a++) dp[a] += det * v[a] * (1 - th[a] * th[a]);
-            if (du)
-                for (int64_t a = 0; a < A; a++) du[a] += det * v[a] * (1 - th[a] * th[a]);
-        }
-    }
-}
-
-static void additive_backward(tg_tape *tape, tg_node *node) {
-    tg_tensor *enc = node->in[0], *proj = node->in[1], *u = node->in[2], *v = node->in[3];
-    const tg_tensor *ctx = node->out[0], *alpha = node->out[1];
-    const int64_t N = enc->shape[0], T = enc->shape[1];
-    additive_job j = {.enc = enc->data,
-                      .v = v->data,
-                      .alpha = alpha->data,
-                      .dalpha = alpha->grad,
-                      .dctx = ctx->grad,
-                      .th = node->saved,
-                      .T = T,
-                      .H = enc->shape[2],
-                      .A = v->numel};
-    j.de = tg_tape_alloc(tape, (size_t)(2 * N * T) * sizeof(tg_real));
-    j.scratch = j.de + N * T;
-    j.denc = tg_tape_grad(tape, enc);
-    j.dproj = tg_tape_grad(tape, proj);
-    j.du = tg_tape_grad(tape, u);
-    tg_parallel_for(N, N * T * j.A >= (1 << 15) ? 1 : N, additive_backward_rows, &j);
-    tg_real *dv = tg_tape_grad(tape, v);
-    if (dv) /* dv (1, A) += deᵀ (1, N·T) · th (N·T, A) */
-        tg_gemm(true, false, 1, j.A, N * T, 1, j.de, 1, j.th, j.A, 1, dv, j.A);
-}
-
-tg_attention_output tg_additive_attention_core(tg_tape *t, tg_tensor *enc, tg_tensor *enc_proj,
-                                               tg_tensor *u, tg_tensor *v,
-                                               const tg_tensor *source_mask) {
-    char a[160], b[160], c[160];
-    const int64_t N = enc->ndim == 3 ? enc->shape[0] : -1, T = enc->ndim == 3 ? enc->shape[1] : -1;
-    const int64_t A = v->numel;
-    if (enc->ndim != 3 || enc_proj->ndim != 3 || enc_proj->shape[0] != N ||
-        enc_proj->shape[1] != T || enc_proj->shape[2] != A || u->numel != N * A ||
-        (source_mask && source_mask->numel != N * T))
-        tg_fail("additive_attention_core: encoder states %s, projections %s and U_a s %s must be "
-                "(N, T, enc), (N, T, %lld) and (N, %lld)%s",
-                tg_tensor_describe(enc, a, sizeof a), tg_tensor_describe(enc_proj, b, sizeof b),
-                tg_tensor_describe(u, c, sizeof c), (long long)A, (long long)A,
-                source_mask ? ", the mask (N, T)" : "");
-    tg_tensor *ctx = tg_tape_tensor(t, TG_SHAPE(N, enc->shape[2]));
-    tg_tensor *alpha = tg_tape_tensor(t, TG_SHAPE(N, T));
-    additive_job j = {.enc = enc->data,
-                      .proj = enc_proj->data,
-                      .u = u->data,
-                      .v = v->data,
-                      .mask = source_mask ? source_mask->data : NULL,
-                      .ctx = ctx->data,
-                      .alpha_out = alpha->data,
-                      .T = T,
-                      .H = enc->shape[2],
-                      .A = A};
-    j.th = tg_tape_alloc(t, (size_t)(N * T * A) * sizeof(tg_real));
-    j.scratch = tg_tape_alloc(t, (size_t)(N * T) * sizeof(tg_real));
-    tg_parallel_for(N, N * T * A >= (1 << 15) ? 1 : N, additive_forward_rows, &j);
-    tg_node *node =
-        tg_tape_record(t, "additive_attention", additive_backward, 4,
-                       (tg_tensor *[]){enc, enc_proj, u, v}, 2, (tg_tensor *[]){ctx, alpha});
-    if (node) node->saved = j.th;
-    return (tg_attention_output){.context = ctx, .weights = alpha};
-}
-
 tg_attention_output tg_additive_attention_forward(tg_additive_attention *m, tg_tape *t,
                                                   tg_tensor *enc, tg_tensor *enc_proj, tg_tensor *s,
                                                   const tg_tensor *source_mask) {
@@ -515,14 +212,4 @@ tg_attention_output tg_additive_attention_forward(tg_additive_attention *m, tg_t
     /* e_t = vᵀ tanh(W_a h_t + U_a s + b_a), α = softmax(e), context = Σ_t α_t h_t */
     return tg_additive_attention_core(t, enc, enc_proj, tg_linear_forward(m->U_a, t, s),
                                       m->v->weight, source_mask);
-}
-
-/* ---- Luong dot-product attention ---- */
-
-tg_attention_output tg_dot_attention(tg_tape *t, tg_tensor *query, tg_tensor *value,
-                                     tg_tensor *key) {
-    if (!key) key = value;
-    tg_tensor *scores = tg_matmul_t(t, query, key, false, true); /* (N, Tq, Tv) */
-    tg_tensor *weights = tg_softmax(t, scores, -1);
-    return (tg_attention_output){.context = tg_matmul(t, weights, value), .weights = weights};
 }

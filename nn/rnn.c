@@ -1,6 +1,8 @@
 /* nn.RNN / nn.GRU / nn.LSTM and nn.RNNCell / nn.GRUCell / nn.LSTMCell: parameters under
  * PyTorch's names, PyTorch's default init, and the forward passes that stack layers and
- * directions out of the fused (autograd/rnn*.c) or composite (nn/rnn_composite.c) steps. */
+ * directions out of the fused (autograd/rnn*.c) or composite (autograd/rnn_composite.c) steps.
+ * Each module (cell) type is a struct whose first member is a tg_recurrent (tg_cell): the
+ * three types share one implementation, which works on that member. */
 #include "tapegrad/nn.h"
 #include "tapegrad/rnn.h"
 
@@ -32,6 +34,13 @@ static tg_cell_kind kind_for(tg_cell_kind family, tg_rnn_nonlinearity act, bool 
     return family;
 }
 
+/* The module family of a cell kind, the inverse of kind_for. */
+static tg_cell_kind family_of(tg_cell_kind kind) {
+    if (kind == TG_CELL_RNN_RELU) return TG_CELL_RNN_TANH;
+    if (kind == TG_CELL_GRU_CHO) return TG_CELL_GRU;
+    return kind;
+}
+
 /* A parameter of `rows` x `cols` (cols 0: a vector), drawn U(±1/√H) now: PyTorch draws
  * every RNN parameter with that bound, in registration order. */
 static tg_tensor *new_param(tg_params *params, const char *name, int64_t rows, int64_t cols,
@@ -46,7 +55,9 @@ static tg_tensor *new_param(tg_params *params, const char *name, int64_t rows, i
 /* ------------------------------------------------------------------------------------------
  * nn.RNN / nn.GRU / nn.LSTM
  * ---------------------------------------------------------------------------------------- */
-static tg_recurrent *recurrent_new(tg_cell_kind family, tg_rnn_options o, const char *op) {
+/* A module of `size` bytes (a tg_rnn, tg_gru or tg_lstm) with its tg_recurrent built: the
+ * first member, at the module's own address. */
+static void *recurrent_new(size_t size, tg_cell_kind family, tg_rnn_options o, const char *op) {
     if (o.input_size <= 0 || o.hidden_size <= 0 || o.num_layers <= 0)
         tg_fail("%s: input_size %lld, hidden_size %lld and num_layers %lld must be positive", op,
                 (long long)o.input_size, (long long)o.hidden_size, (long long)o.num_layers);
@@ -54,7 +65,7 @@ static tg_recurrent *recurrent_new(tg_cell_kind family, tg_rnn_options o, const 
         tg_fail("%s: dropout %g must be in [0, 1]", op, (double)o.dropout);
     if (o.exec != TG_RNN_FUSED && o.exec != TG_RNN_COMPOSITE)
         tg_fail("%s: exec %d is neither TG_RNN_FUSED nor TG_RNN_COMPOSITE", op, (int)o.exec);
-    tg_recurrent *m = tg_xcalloc(1, sizeof *m);
+    tg_recurrent *m = tg_xcalloc(1, size);
     m->kind = kind_for(family, o.nonlinearity, o.reset_after, op);
     m->options = o;
     m->num_directions = o.bidirectional ? 2 : 1;
@@ -80,9 +91,15 @@ static tg_recurrent *recurrent_new(tg_cell_kind family, tg_rnn_options o, const 
     return m;
 }
 
-tg_rnn *tg_rnn_new(tg_rnn_options o) { return recurrent_new(TG_CELL_RNN_TANH, o, "tg_rnn_new"); }
-tg_gru *tg_gru_new(tg_rnn_options o) { return recurrent_new(TG_CELL_GRU, o, "tg_gru_new"); }
-tg_lstm *tg_lstm_new(tg_rnn_options o) { return recurrent_new(TG_CELL_LSTM, o, "tg_lstm_new"); }
+tg_rnn *tg_rnn_new(tg_rnn_options o) {
+    return recurrent_new(sizeof(tg_rnn), TG_CELL_RNN_TANH, o, "tg_rnn_new");
+}
+tg_gru *tg_gru_new(tg_rnn_options o) {
+    return recurrent_new(sizeof(tg_gru), TG_CELL_GRU, o, "tg_gru_new");
+}
+tg_lstm *tg_lstm_new(tg_rnn_options o) {
+    return recurrent_new(sizeof(tg_lstm), TG_CELL_LSTM, o, "tg_lstm_new");
+}
 
 /* An initial state must be (D·layers, N, H) (unbatched: (D·layers, H)). */
 static void check_initial_state(const char *op, const char *what, const tg_tensor *s, bool batched,
@@ -107,7 +124,9 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
     char d[160];
     const tg_rnn_options *o = &m->options;
     if (kind_for(family, o->nonlinearity, o->reset_after, op) != m->kind)
-        tg_fail("%s: the module is a %s, not this function's kind", op, tg_cell_kind_name(m->kind));
+        tg_fail("%s: the module was built as a %s; its options (nonlinearity, reset_after) no "
+                "longer say so",
+                op, tg_cell_kind_name(m->kind));
     if (!x || (x->ndim != 2 && x->ndim != 3))
         tg_fail("%s: input %s should be 3-D (%s) or 2-D (seq_len, input_size) unbatched", op,
                 x ? tg_tensor_describe(x, d, sizeof d) : "NULL",
@@ -171,20 +190,28 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
 }
 
 tg_rnn_result tg_rnn_forward(tg_rnn *m, tg_tape *t, tg_tensor *x, tg_tensor *h0) {
-    return recurrent_forward(m, t, "tg_rnn_forward", TG_CELL_RNN_TANH, x, h0, NULL);
+    return recurrent_forward(&m->base, t, "tg_rnn_forward", TG_CELL_RNN_TANH, x, h0, NULL);
 }
 tg_rnn_result tg_gru_forward(tg_gru *m, tg_tape *t, tg_tensor *x, tg_tensor *h0) {
-    return recurrent_forward(m, t, "tg_gru_forward", TG_CELL_GRU, x, h0, NULL);
+    return recurrent_forward(&m->base, t, "tg_gru_forward", TG_CELL_GRU, x, h0, NULL);
 }
 tg_rnn_result tg_lstm_forward(tg_lstm *m, tg_tape *t, tg_tensor *x, tg_tensor *h0, tg_tensor *c0) {
-    return recurrent_forward(m, t, "tg_lstm_forward", TG_CELL_LSTM, x, h0, c0);
+    return recurrent_forward(&m->base, t, "tg_lstm_forward", TG_CELL_LSTM, x, h0, c0);
+}
+tg_rnn_result tg_recurrent_forward(tg_recurrent *m, tg_tape *t, tg_tensor *x, tg_tensor *h0,
+                                   tg_tensor *c0) {
+    if (c0 && m->kind != TG_CELL_LSTM)
+        tg_fail("tg_recurrent_forward: c0 is for an LSTM, and the module is a %s",
+                tg_cell_kind_name(m->kind));
+    return recurrent_forward(m, t, "tg_recurrent_forward", family_of(m->kind), x, h0, c0);
 }
 
-tg_params *tg_rnn_params(tg_rnn *m) { return m->params; }
-tg_params *tg_gru_params(tg_gru *m) { return m->params; }
-tg_params *tg_lstm_params(tg_lstm *m) { return m->params; }
+tg_params *tg_rnn_params(tg_rnn *m) { return m->base.params; }
+tg_params *tg_gru_params(tg_gru *m) { return m->base.params; }
+tg_params *tg_lstm_params(tg_lstm *m) { return m->base.params; }
 
-static void recurrent_free(tg_recurrent *m) {
+/* m is the first member of its module, so it is also the address recurrent_new allocated. */
+void tg_recurrent_free(tg_recurrent *m) {
     if (!m) return;
     for (int64_t k = 0; k < m->options.num_layers * m->num_directions; k++) {
         tg_tensor_free(m->weights[k].w_ih);
@@ -196,20 +223,22 @@ static void recurrent_free(tg_recurrent *m) {
     tg_params_free(m->params);
     free(m);
 }
-void tg_rnn_free(tg_rnn *m) { recurrent_free(m); }
-void tg_gru_free(tg_gru *m) { recurrent_free(m); }
-void tg_lstm_free(tg_lstm *m) { recurrent_free(m); }
+void tg_rnn_free(tg_rnn *m) { tg_recurrent_free(m ? &m->base : NULL); }
+void tg_gru_free(tg_gru *m) { tg_recurrent_free(m ? &m->base : NULL); }
+void tg_lstm_free(tg_lstm *m) { tg_recurrent_free(m ? &m->base : NULL); }
 
 /* ------------------------------------------------------------------------------------------
  * nn.RNNCell / nn.GRUCell / nn.LSTMCell
  * ---------------------------------------------------------------------------------------- */
-static tg_cell *cell_new(tg_cell_kind family, tg_cell_options o, const char *op) {
+/* A cell of `size` bytes (a tg_rnn_cell, tg_gru_cell or tg_lstm_cell) with its tg_cell built:
+ * the first member, at the cell's own address. */
+static void *cell_new(size_t size, tg_cell_kind family, tg_cell_options o, const char *op) {
     if (o.input_size <= 0 || o.hidden_size <= 0)
         tg_fail("%s: input_size %lld and hidden_size %lld must be positive", op,
                 (long long)o.input_size, (long long)o.hidden_size);
     if (o.exec != TG_RNN_FUSED && o.exec != TG_RNN_COMPOSITE)
         tg_fail("%s: exec %d is neither TG_RNN_FUSED nor TG_RNN_COMPOSITE", op, (int)o.exec);
-    tg_cell *m = tg_xcalloc(1, sizeof *m);
+    tg_cell *m = tg_xcalloc(1, size);
     m->kind = kind_for(family, o.nonlinearity, o.reset_after, op);
     m->options = o;
     m->params = tg_params_new();
@@ -224,13 +253,13 @@ static tg_cell *cell_new(tg_cell_kind family, tg_cell_options o, const char *op)
 }
 
 tg_rnn_cell *tg_rnn_cell_new(tg_cell_options o) {
-    return cell_new(TG_CELL_RNN_TANH, o, "tg_rnn_cell_new");
+    return cell_new(sizeof(tg_rnn_cell), TG_CELL_RNN_TANH, o, "tg_rnn_cell_new");
 }
 tg_gru_cell *tg_gru_cell_new(tg_cell_options o) {
-    return cell_new(TG_CELL_GRU, o, "tg_gru_cell_new");
+    return cell_new(sizeof(tg_gru_cell), TG_CELL_GRU, o, "tg_gru_cell_new");
 }
 tg_lstm_cell *tg_lstm_cell_new(tg_cell_options o) {
-    return cell_new(TG_CELL_LSTM, o, "tg_lstm_cell_new");
+    return cell_new(sizeof(tg_lstm_cell), TG_CELL_LSTM, o, "tg_lstm_cell_new");
 }
 
 /* A state must be shaped like the batch: (N, H), or (H) for an unbatched input. */
@@ -254,7 +283,9 @@ static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, const char *op, tg_cell
     char d[160];
     const tg_cell_options *o = &m->options;
     if (kind_for(family, o->nonlinearity, o->reset_after, op) != m->kind)
-        tg_fail("%s: the cell is a %s, not this function's kind", op, tg_cell_kind_name(m->kind));
+        tg_fail("%s: the cell was built as a %s; its options (nonlinearity, reset_after) no "
+                "longer say so",
+                op, tg_cell_kind_name(m->kind));
     if (!x || (x->ndim != 1 && x->ndim != 2))
         tg_fail("%s: input %s should be 2-D (batch, input_size) or 1-D (input_size)", op,
                 x ? tg_tensor_describe(x, d, sizeof d) : "NULL");
@@ -283,21 +314,28 @@ static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, const char *op, tg_cell
 }
 
 tg_tensor *tg_rnn_cell_forward(tg_rnn_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h) {
-    return cell_forward(m, t, "tg_rnn_cell_forward", TG_CELL_RNN_TANH, x, h, NULL).h;
+    return cell_forward(&m->base, t, "tg_rnn_cell_forward", TG_CELL_RNN_TANH, x, h, NULL).h;
 }
 tg_tensor *tg_gru_cell_forward(tg_gru_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h) {
-    return cell_forward(m, t, "tg_gru_cell_forward", TG_CELL_GRU, x, h, NULL).h;
+    return cell_forward(&m->base, t, "tg_gru_cell_forward", TG_CELL_GRU, x, h, NULL).h;
 }
 tg_rnn_state tg_lstm_cell_forward(tg_lstm_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h,
                                   tg_tensor *c) {
-    return cell_forward(m, t, "tg_lstm_cell_forward", TG_CELL_LSTM, x, h, c);
+    return cell_forward(&m->base, t, "tg_lstm_cell_forward", TG_CELL_LSTM, x, h, c);
+}
+tg_rnn_state tg_cell_forward(tg_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h, tg_tensor *c) {
+    if (c && m->kind != TG_CELL_LSTM)
+        tg_fail("tg_cell_forward: c is for an LSTM cell, and the cell is a %s",
+                tg_cell_kind_name(m->kind));
+    return cell_forward(m, t, "tg_cell_forward", family_of(m->kind), x, h, c);
 }
 
-tg_params *tg_rnn_cell_params(tg_rnn_cell *m) { return m->params; }
-tg_params *tg_gru_cell_params(tg_gru_cell *m) { return m->params; }
-tg_params *tg_lstm_cell_params(tg_lstm_cell *m) { return m->params; }
+tg_params *tg_rnn_cell_params(tg_rnn_cell *m) { return m->base.params; }
+tg_params *tg_gru_cell_params(tg_gru_cell *m) { return m->base.params; }
+tg_params *tg_lstm_cell_params(tg_lstm_cell *m) { return m->base.params; }
 
-static void cell_free(tg_cell *m) {
+/* m is the first member of its cell, so it is also the address cell_new allocated. */
+void tg_cell_free(tg_cell *m) {
     if (!m) return;
     tg_tensor_free(m->weight_ih);
     tg_tensor_free(m->weight_hh);
@@ -306,6 +344,6 @@ static void cell_free(tg_cell *m) {
     tg_params_free(m->params);
     free(m);
 }
-void tg_rnn_cell_free(tg_rnn_cell *m) { cell_free(m); }
-void tg_gru_cell_free(tg_gru_cell *m) { cell_free(m); }
-void tg_lstm_cell_free(tg_lstm_cell *m) { cell_free(m); }
+void tg_rnn_cell_free(tg_rnn_cell *m) { tg_cell_free(m ? &m->base : NULL); }
+void tg_gru_cell_free(tg_gru_cell *m) { tg_cell_free(m ? &m->base : NULL); }
+void tg_lstm_cell_free(tg_lstm_cell *m) { tg_cell_free(m ? &m->base : NULL); }

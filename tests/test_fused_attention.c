@@ -2,6 +2,8 @@
  *  - MultiheadAttention's fused core (need_weights = false) against the composite path
  *    (need_weights = true), outputs and every gradient, masks and dropout included;
  *  - forward values of the fused core computed by hand, and float64 gradchecks;
+ *  - the op tg_mha_attention itself: packed and separate inputs at column offsets, against
+ *    plain loops, gradchecks and error messages;
  *  - tg_additive_attention_core against the same attention built from single ops;
  *  - dropout masks: identical at 1 and 2 threads, independent between calls. */
 #include "harness.h"
@@ -163,6 +165,103 @@ static void test_fused_mha_gradcheck(void **state) {
     tg_tensor_free(causal), tg_tensor_free(kpm);
 }
 
+/* ---- the op itself: tg_mha_attention on packed and on separate inputs ---- */
+
+/* The op's output in double with plain loops: o[n, l, head j] = softmax_s(q·k/√d + masks) v,
+ * positions at [l·N + n] seq-first, [n·L + l] batch-first, features from each offset. */
+static void mha_attention_ref(const tg_tensor *q, const tg_tensor *k, const tg_tensor *v,
+                              const tg_mha_layout *ly, const tg_mha_masks *masks, double *out) {
+    const bool bf = ly->batch_first;
+    const int64_t N = q->shape[bf ? 0 : 1], L = q->shape[bf ? 1 : 0], S = k->shape[bf ? 1 : 0];
+    const int64_t h = ly->num_heads, d = ly->head_dim, E = h * d;
+    const tg_tensor *am = masks ? masks->attn_mask : NULL;
+    const tg_tensor *kpm = masks ? masks->key_padding_mask : NULL;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t j = 0; j < h; j++)
+            for (int64_t l = 0; l < L; l++) {
+                const int64_t ql = bf ? n * L + l : l * N + n;
+                double sc[16], mx = -INFINITY, sum = 0;
+                for (int64_t s = 0; s < S; s++) {
+                    const int64_t ks = bf ? n * S + s : s * N + n;
+                    double dot = 0;
+                    for (int64_t c = 0; c < d; c++)
+                        dot += (double)q->data[ql * q->shape[2] + ly->offsets[0] + j * d + c] *
+                               (double)k->data[ks * k->shape[2] + ly->offsets[1] + j * d + c];
+                    sc[s] = dot / sqrt((double)d);
+                    if (am) sc[s] += (double)am->data[l * S + s];
+                    if (kpm && masks->key_padding_mask_is_bool && kpm->data[n * S + s] != 0)
+                        sc[s] = -INFINITY;
+                    if (sc[s] > mx) mx = sc[s];
+                }
+                for (int64_t s = 0; s < S; s++) sum += sc[s] = exp(sc[s] - mx);
+                for (int64_t c = 0; c < d; c++) {
+                    double o = 0;
+                    for (int64_t s = 0; s < S; s++) {
+                        const int64_t vs = bf ? n * S + s : s * N + n;
+                        o += sc[s] / sum *
+                             (double)v->data[vs * v->shape[2] + ly->offsets[2] + j * d + c];
+                    }
+                    out[ql * E + j * d + c] = o;
+                }
+            }
+}
+
+typedef struct {
+    tg_mha_layout layout;
+    tg_mha_masks masks;
+    bool packed; /* q, k and v are in[0] */
+} op_ctx;
+
+static tg_tensor *op_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    const op_ctx *c = ctx;
+    tg_tensor *k = c->packed ? in[0] : in[1], *v = c->packed ? in[0] : in[2];
+    tg_tensor *o = tg_mha_attention(t, in[0], k, v, &c->layout, &c->masks, 0);
+    return tg_sum(t, tg_mul(t, o, o));
+}
+
+static void test_mha_attention_op(void **state) {
+    (void)state;
+    /* packed self-attention, seq-first: (L 3, N 2, 3E) with E = 2 heads · 2, causal mask */
+    tg_tensor *x = leaf(21, TG_SHAPE(3, 2, 12));
+    tg_tensor *causal = tg_square_subsequent_mask(3);
+    op_ctx packed = {{2, 2, {0, 4, 8}, false}, {.attn_mask = causal}, true};
+    /* separate, batch-first, the heads' columns at offsets 1, 0, 2 of wider rows, padding */
+    tg_tensor *q = leaf(22, TG_SHAPE(2, 3, 5)), *k = leaf(23, TG_SHAPE(2, 4, 4));
+    tg_tensor *v = leaf(24, TG_SHAPE(2, 4, 6));
+    tg_tensor *kpm = tg_tensor_from_array(TG_SHAPE(2, 4), (tg_real[]){0, 0, 1, 0, 1, 0, 0, 0});
+    op_ctx sep = {{2, 2, {1, 0, 2}, true},
+                  {.key_padding_mask = kpm, .key_padding_mask_is_bool = true},
+                  false};
+    tg_tape *tape = tg_tape_new();
+    double want[2 * 3 * 4];
+    tg_tensor *o = tg_mha_attention(tape, x, x, x, &packed.layout, &packed.masks, 0);
+    mha_attention_ref(x, x, x, &packed.layout, &packed.masks, want);
+    tg_test_assert_close_f64("packed", o->data, want, 24, TG_TEST_ATOL, TG_TEST_RTOL);
+    o = tg_mha_attention(tape, q, k, v, &sep.layout, &sep.masks, 0);
+    mha_attention_ref(q, k, v, &sep.layout, &sep.masks, want);
+    tg_test_assert_close_f64("separate", o->data, want, 24, TG_TEST_ATOL, TG_TEST_RTOL);
+    assert_string_equal(tg_tape_node(tape, tg_tape_node_count(tape) - 1)->op, "mha_attention");
+    if (sizeof(tg_real) == sizeof(double)) { /* central differences need float64 */
+        tg_test_gradcheck("mha_attention packed", op_fn, &packed, (tg_tensor *[]){x}, 1);
+        tg_test_gradcheck("mha_attention separate", op_fn, &sep, (tg_tensor *[]){q, k, v}, 3);
+    }
+    /* errors name the op and what does not fit */
+    tg_mha_layout bad = packed.layout;
+    bad.offsets[2] = 9;
+    TG_EXPECT_FAIL(tg_mha_attention(tape, x, x, x, &bad, NULL, 0), "tg_mha_attention", "(3, 2, 12)",
+                   "4 features from offsets 0, 4, 9");
+    TG_EXPECT_FAIL(tg_mha_attention(tape, q, k, v, &packed.layout, NULL, 0), "tg_mha_attention",
+                   "agree on the batch");
+    const tg_mha_masks wrong = {.attn_mask = causal};
+    TG_EXPECT_FAIL(tg_mha_attention(tape, q, k, v, &sep.layout, &wrong, 0),
+                   "tg_mha_attention: attn_mask (3, 3)", "must be (3, 4) or (4, 3, 4)");
+    TG_EXPECT_FAIL(tg_mha_attention(tape, x, x, x, &packed.layout, NULL, (tg_real)1.5),
+                   "tg_mha_attention", "dropout");
+    tg_tape_free(tape);
+    tg_tensor_free(x), tg_tensor_free(causal), tg_tensor_free(q), tg_tensor_free(k);
+    tg_tensor_free(v), tg_tensor_free(kpm);
+}
+
 /* ---- additive attention: the fused core against single ops ---- */
 
 static tg_attention_output additive_composite(tg_tape *t, tg_tensor *enc, tg_tensor *proj,
@@ -268,6 +367,7 @@ int main(void) {
         cmocka_unit_test(test_fused_mha_matches_composite),
         cmocka_unit_test(test_fused_mha_forward_values),
         cmocka_unit_test(test_fused_mha_gradcheck),
+        cmocka_unit_test(test_mha_attention_op),
         cmocka_unit_test(test_additive_core_matches_ops),
         cmocka_unit_test(test_additive_core_gradcheck),
         cmocka_unit_test(test_dropout_threads_and_independence),

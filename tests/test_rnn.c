@@ -57,30 +57,19 @@ static tg_tensor *result_flat(tg_tape *t, tg_rnn_result r) {
     return flat_cat(t, (tg_tensor *[]){r.output, r.h_n, r.c_n}, 3);
 }
 
-static tg_rnn_result module_forward(tg_recurrent *m, tg_tape *t, tg_tensor *x, tg_tensor *h0,
-                                    tg_tensor *c0) {
-    switch (m->kind) {
-    case TG_CELL_LSTM:
-        return tg_lstm_forward(m, t, x, h0, c0);
-    case TG_CELL_GRU:
-    case TG_CELL_GRU_CHO:
-        return tg_gru_forward(m, t, x, h0);
-    default:
-        return tg_rnn_forward(m, t, x, h0);
-    }
-}
-
+/* A module (cell) of any kind, held by its shared base and run with tg_recurrent_forward
+ * (tg_cell_forward); test_typed_entry_points holds the typed functions to the same numbers. */
 static tg_recurrent *module_new(tg_cell_kind kind, tg_rnn_options o) {
     o.nonlinearity = kind == TG_CELL_RNN_RELU ? TG_RNN_RELU : TG_RNN_TANH;
     o.reset_after = kind != TG_CELL_GRU_CHO;
     switch (kind) {
     case TG_CELL_LSTM:
-        return tg_lstm_new(o);
+        return &tg_lstm_new(o)->base;
     case TG_CELL_GRU:
     case TG_CELL_GRU_CHO:
-        return tg_gru_new(o);
+        return &tg_gru_new(o)->base;
     default:
-        return tg_rnn_new(o);
+        return &tg_rnn_new(o)->base;
     }
 }
 
@@ -89,24 +78,12 @@ static tg_cell *cell_new(tg_cell_kind kind, tg_cell_options o) {
     o.reset_after = kind != TG_CELL_GRU_CHO;
     switch (kind) {
     case TG_CELL_LSTM:
-        return tg_lstm_cell_new(o);
+        return &tg_lstm_cell_new(o)->base;
     case TG_CELL_GRU:
     case TG_CELL_GRU_CHO:
-        return tg_gru_cell_new(o);
+        return &tg_gru_cell_new(o)->base;
     default:
-        return tg_rnn_cell_new(o);
-    }
-}
-
-static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h, tg_tensor *c) {
-    switch (m->kind) {
-    case TG_CELL_LSTM:
-        return tg_lstm_cell_forward(m, t, x, h, c);
-    case TG_CELL_GRU:
-    case TG_CELL_GRU_CHO:
-        return (tg_rnn_state){tg_gru_cell_forward(m, t, x, h), NULL};
-    default:
-        return (tg_rnn_state){tg_rnn_cell_forward(m, t, x, h), NULL};
+        return &tg_rnn_cell_new(o)->base;
     }
 }
 
@@ -308,7 +285,7 @@ typedef struct mod_ctx {
 static tg_tensor *mod_fn(tg_tape *t, tg_tensor *const *in, void *vctx) {
     (void)in; /* the same tensors, reached through the context */
     const mod_ctx *c = vctx;
-    return result_flat(t, module_forward(c->m, t, c->x, c->h0, c->c0));
+    return result_flat(t, tg_recurrent_forward(c->m, t, c->x, c->h0, c->c0));
 }
 
 typedef struct mod_config {
@@ -356,7 +333,7 @@ static void test_gradcheck_modules(void **state) {
                          fused ? "fused" : "composite");
                 tg_test_gradcheck(what, mod_fn, &c, in, n);
                 tg_tensor_free(c.x), tg_tensor_free(c.h0), tg_tensor_free(c.c0);
-                tg_rnn_free(m);
+                tg_recurrent_free(m);
             }
 }
 
@@ -368,7 +345,7 @@ typedef struct cell_ctx {
 static tg_tensor *cell_fn(tg_tape *t, tg_tensor *const *in, void *vctx) {
     (void)in;
     const cell_ctx *c = vctx;
-    tg_rnn_state s = cell_forward(c->m, t, c->x, c->h, c->c);
+    tg_rnn_state s = tg_cell_forward(c->m, t, c->x, c->h, c->c);
     return flat_cat(t, (tg_tensor *[]){s.h, s.c}, 2);
 }
 
@@ -401,7 +378,7 @@ static void test_gradcheck_cells(void **state) {
                          fused ? "fused" : "composite", batched);
                 tg_test_gradcheck(what, cell_fn, &c, in, n);
                 tg_tensor_free(c.x), tg_tensor_free(c.h), tg_tensor_free(c.c);
-                tg_gru_cell_free(m); /* any of the three frees a tg_cell */
+                tg_cell_free(m);
             }
 }
 
@@ -476,7 +453,7 @@ static tg_real *module_run(tg_recurrent *m, tg_rnn_exec exec, tg_tensor *x, tg_t
     m->options.exec = exec;
     tg_tape *tape = tg_tape_new();
     tg_manual_seed(seed); /* dropout draws the same masks in both runs */
-    tg_tensor *flat = result_flat(tape, module_forward(m, tape, x, h0, c0));
+    tg_tensor *flat = result_flat(tape, tg_recurrent_forward(m, tape, x, h0, c0));
     return backward_collect(tape, flat, leaves, n, seed, len);
 }
 
@@ -512,7 +489,7 @@ static void test_fused_equals_composite_modules(void **state) {
             compare_runs(what, a, b, na);
             free(a), free(b);
             tg_tensor_free(x), tg_tensor_free(h0), tg_tensor_free(c0);
-            tg_rnn_free(m);
+            tg_recurrent_free(m);
         }
 }
 
@@ -525,7 +502,7 @@ static tg_real *cell_run(tg_cell *m, tg_rnn_exec exec, tg_tensor *x, tg_tensor *
     tg_rnn_state s = {h, c};
     tg_tensor *outs[8];
     for (int k = 0; k < steps; k++) { /* the same cell applied several times (shared weights) */
-        s = cell_forward(m, tape, tg_select(tape, x, 0, k), s.h, s.c);
+        s = tg_cell_forward(m, tape, tg_select(tape, x, 0, k), s.h, s.c);
         outs[k] = s.h;
     }
     if (s.c) outs[steps] = s.c;
@@ -554,7 +531,7 @@ static void test_fused_equals_composite_cells(void **state) {
             compare_runs(what, a, b, na);
             free(a), free(b);
             tg_tensor_free(x), tg_tensor_free(h), tg_tensor_free(c);
-            tg_gru_cell_free(m);
+            tg_cell_free(m);
         }
 }
 
@@ -611,6 +588,70 @@ static void test_default_init_matches_torch(void **state) {
     assert_string_equal(tg_lstm_cell_params(cell)->names[3], "bias_hh");
     assert_int_equal(tg_lstm_cell_params(cell)->tensors[1]->shape[0], 16);
     tg_lstm_cell_free(cell);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The typed entry points (tg_gru_forward, tg_gru_cell_forward, ...) and the generic ones on
+ * the shared base (tg_recurrent_forward, tg_cell_forward) run the same code: the same
+ * numbers, bit for bit, and the same parameter lists
+ * ------------------------------------------------------------------------------------- */
+static void assert_same(const char *what, const tg_tensor *a, const tg_tensor *b) {
+    assert_true((a == NULL) == (b == NULL));
+    if (!a) return;
+    assert_int_equal(a->numel, b->numel);
+    tg_test_assert_close(what, a->data, b->data, a->numel, 0, 0);
+}
+
+static void test_typed_entry_points(void **state) {
+    (void)state;
+    const int64_t T = 4, B = 2, I = 3, H = 5;
+    tg_tensor *x = rand_tensor(-1, 1, false, TG_SHAPE(T, B, I));
+    tg_tensor *h0 = rand_tensor(-0.5, 0.5, false, TG_SHAPE(1, B, H));
+    tg_tensor *c0 = rand_tensor(-0.5, 0.5, false, TG_SHAPE(1, B, H));
+    tg_tape *tape = tg_tape_new();
+    const tg_rnn_options o = tg_rnn_defaults(I, H);
+    tg_rnn *rnn = tg_rnn_new(o);
+    tg_gru *gru = tg_gru_new(o);
+    tg_lstm *lstm = tg_lstm_new(o);
+    assert_ptr_equal(tg_rnn_params(rnn), rnn->base.params);
+    assert_ptr_equal(tg_gru_params(gru), gru->base.params);
+    assert_ptr_equal(tg_lstm_params(lstm), lstm->base.params);
+    tg_rnn_result a = tg_rnn_forward(rnn, tape, x, h0);
+    tg_rnn_result b = tg_recurrent_forward(&rnn->base, tape, x, h0, NULL);
+    assert_same("rnn output", a.output, b.output), assert_same("rnn h_n", a.h_n, b.h_n);
+    assert_null(b.c_n);
+    a = tg_gru_forward(gru, tape, x, h0);
+    b = tg_recurrent_forward(&gru->base, tape, x, h0, NULL);
+    assert_same("gru output", a.output, b.output), assert_same("gru h_n", a.h_n, b.h_n);
+    assert_null(b.c_n);
+    a = tg_lstm_forward(lstm, tape, x, h0, c0);
+    b = tg_recurrent_forward(&lstm->base, tape, x, h0, c0);
+    assert_same("lstm output", a.output, b.output), assert_same("lstm h_n", a.h_n, b.h_n);
+    assert_same("lstm c_n", a.c_n, b.c_n);
+
+    const tg_cell_options co = tg_cell_defaults(I, H);
+    tg_rnn_cell *rnn_cell = tg_rnn_cell_new(co);
+    tg_gru_cell *gru_cell = tg_gru_cell_new(co);
+    tg_lstm_cell *lstm_cell = tg_lstm_cell_new(co);
+    assert_ptr_equal(tg_rnn_cell_params(rnn_cell), rnn_cell->base.params);
+    assert_ptr_equal(tg_gru_cell_params(gru_cell), gru_cell->base.params);
+    assert_ptr_equal(tg_lstm_cell_params(lstm_cell), lstm_cell->base.params);
+    tg_tensor *x1 = tg_select(tape, x, 0, 0), *h = tg_select(tape, h0, 0, 0);
+    tg_tensor *c = tg_select(tape, c0, 0, 0);
+    tg_rnn_state s = tg_cell_forward(&rnn_cell->base, tape, x1, h, NULL);
+    assert_same("rnn cell", tg_rnn_cell_forward(rnn_cell, tape, x1, h), s.h);
+    assert_null(s.c);
+    s = tg_cell_forward(&gru_cell->base, tape, x1, h, NULL);
+    assert_same("gru cell", tg_gru_cell_forward(gru_cell, tape, x1, h), s.h);
+    assert_null(s.c);
+    s = tg_cell_forward(&lstm_cell->base, tape, x1, h, c);
+    const tg_rnn_state typed = tg_lstm_cell_forward(lstm_cell, tape, x1, h, c);
+    assert_same("lstm cell h", typed.h, s.h), assert_same("lstm cell c", typed.c, s.c);
+
+    tg_tape_free(tape);
+    tg_tensor_free(x), tg_tensor_free(h0), tg_tensor_free(c0);
+    tg_rnn_free(rnn), tg_gru_free(gru), tg_lstm_free(lstm);
+    tg_rnn_cell_free(rnn_cell), tg_gru_cell_free(gru_cell), tg_lstm_cell_free(lstm_cell);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -725,7 +766,7 @@ static void parity_module(const char *case_name, tg_rnn_exec exec) {
     tg_tensor *x = fixture_input(fx, "in.x"), *h0 = fixture_input(fx, "in.h0");
     tg_tensor *c0 = fixture_input(fx, "in.c0");
     tg_tape *tape = tg_tape_new();
-    tg_rnn_result r = module_forward(m, tape, x, h0, c0);
+    tg_rnn_result r = tg_recurrent_forward(m, tape, x, h0, c0);
     parity_compare(fx, "out.output", r.output, r.output->data);
     parity_compare(fx, "out.h_n", r.h_n, r.h_n->data);
     if (r.c_n) parity_compare(fx, "out.c_n", r.c_n, r.c_n->data);
@@ -733,7 +774,7 @@ static void parity_module(const char *case_name, tg_rnn_exec exec) {
     tg_real *seed = seed_of(
         fx, (const char *[]){"gout.output", "gout.h_n", r.c_n ? "gout.c_n" : NULL}, 3, flat->numel);
     backward_and_compare_grads(fx, tape, flat, seed, (tg_tensor *[]){x, h0, c0}, m->params);
-    tg_rnn_free(m);
+    tg_recurrent_free(m);
     tg_fixture_free(fx);
     n_parity_cases++;
 }
@@ -791,7 +832,7 @@ static void parity_cell(const char *case_name, tg_rnn_exec exec) {
     if (steps > 0) { /* h_t = cell(x[t], h_{t-1}); out = stack(h_1 .. h_T) */
         tg_tensor *outs[8], *h = h0;
         for (int64_t t = 0; t < steps; t++) {
-            h = cell_forward(m, tape, tg_select(tape, x, 0, t), h, NULL).h;
+            h = tg_cell_forward(m, tape, tg_select(tape, x, 0, t), h, NULL).h;
             outs[t] = tg_reshape(tape, h, 3, (int64_t[]){1, h->shape[0], h->shape[1]});
         }
         tg_tensor *out = tg_concat(tape, outs, (int)steps, 0);
@@ -799,7 +840,7 @@ static void parity_cell(const char *case_name, tg_rnn_exec exec) {
         flat = flat_cat(tape, &out, 1);
         seed = seed_of(fx, (const char *[]){"gout"}, 1, flat->numel);
     } else {
-        tg_rnn_state s = cell_forward(m, tape, x, h0, c0);
+        tg_rnn_state s = tg_cell_forward(m, tape, x, h0, c0);
         if (s.c) {
             parity_compare(fx, "out.h", s.h, s.h->data);
             parity_compare(fx, "out.c", s.c, s.c->data);
@@ -811,7 +852,7 @@ static void parity_cell(const char *case_name, tg_rnn_exec exec) {
                    : seed_of(fx, (const char *[]){"gout"}, 1, flat->numel);
     }
     backward_and_compare_grads(fx, tape, flat, seed, (tg_tensor *[]){x, h0, c0}, m->params);
-    tg_gru_cell_free(m);
+    tg_cell_free(m);
     tg_fixture_free(fx);
     n_parity_cases++;
 }
@@ -859,14 +900,14 @@ static void test_dropout_between_layers(void **state) {
     tg_tape_set_training(tape, false);
     tg_rnn_result ev = tg_gru_forward(m, tape, x, NULL);
     assert_int_equal(count_ops(tape, "dropout"), 0);
-    m->options.dropout = 0;
+    m->base.options.dropout = 0;
     tg_tape_set_training(tape, true);
     tg_rnn_result nodrop = tg_gru_forward(m, tape, x, NULL);
     tg_test_assert_close("eval = no dropout", ev.output->data, nodrop.output->data, T * B * H, 0,
                          0);
     /* training: one dropout, on the first layer's output only; the last layer's output
      * itself is not dropped (no exact zeros), but its values change */
-    m->options.dropout = 0.5;
+    m->base.options.dropout = 0.5;
     tg_tape_reset(tape);
     tg_rnn_result tr = tg_gru_forward(m, tape, x, NULL);
     assert_int_equal(count_ops(tape, "dropout"), 1);
@@ -921,7 +962,7 @@ static void test_fused_tape_nodes_and_inference(void **state) {
         h = tg_gru_cell_forward(cell, tape, tg_select(tape, x, 0, t), h);
     assert_int_equal(count_ops(tape, "gru_cell"), T);
     /* and the composite one is many, with named gates */
-    cell->options.exec = TG_RNN_COMPOSITE;
+    cell->base.options.exec = TG_RNN_COMPOSITE;
     tg_tape_reset(tape);
     h = tg_gru_cell_forward(cell, tape, tg_select(tape, x, 0, 0), NULL);
     assert_string_equal(h->name, "h");
@@ -1037,7 +1078,14 @@ static void test_errors(void **state) {
     tg_tensor *c0 = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(1, 2, 4)), "c0");
     TG_EXPECT_FAIL(tg_lstm_forward(lstm, tape, good, NULL, c0), "tg_lstm_forward", "c0",
                    "(1, 2, 4) 'c0'", "expected (2, 2, 4)");
-    TG_EXPECT_FAIL(tg_rnn_forward(lstm, tape, good, NULL), "tg_rnn_forward", "lstm");
+    /* the kinds are types (a GRU passed as an LSTM does not compile: tests/compile_fail/);
+     * at run time, options changed after construction no longer match the kind built */
+    gru->base.options.reset_after = false;
+    TG_EXPECT_FAIL(tg_gru_forward(gru, tape, good, NULL), "tg_gru_forward", "built as a gru",
+                   "reset_after");
+    gru->base.options.reset_after = true;
+    TG_EXPECT_FAIL(tg_recurrent_forward(&gru->base, tape, good, NULL, c0), "tg_recurrent_forward",
+                   "c0 is for an LSTM", "gru");
     /* cells */
     tg_lstm_cell *cell = tg_lstm_cell_new(tg_cell_defaults(3, 4));
     tg_tensor *x2 = tg_tensor_zeros(TG_SHAPE(2, 3)),
@@ -1046,8 +1094,12 @@ static void test_errors(void **state) {
                    "(3, 4) 'h'", "expected (2, 4)");
     TG_EXPECT_FAIL(tg_lstm_cell_forward(cell, tape, x, NULL, NULL), "tg_lstm_cell_forward",
                    "(5, 2, 7) 'x'");
+    tg_gru_cell *gru_cell = tg_gru_cell_new(tg_cell_defaults(3, 4));
+    TG_EXPECT_FAIL(tg_cell_forward(&gru_cell->base, tape, x2, NULL, h), "tg_cell_forward",
+                   "c is for an LSTM cell", "gru");
+    tg_gru_cell_free(gru_cell);
     /* the ops themselves */
-    const tg_cell_weights w = {gru->weights[0].w_ih, gru->weights[0].w_hh, NULL, NULL};
+    const tg_cell_weights w = {gru->base.weights[0].w_ih, gru->base.weights[0].w_hh, NULL, NULL};
     TG_EXPECT_FAIL(tg_rnn_sequence_fused(tape, TG_CELL_GRU, &w, good, NULL, h, false),
                    "tg_rnn_sequence_fused", "only for LSTM");
     TG_EXPECT_FAIL(tg_cell_step_fused(tape, TG_CELL_GRU, &w, good, NULL, NULL),
@@ -1109,6 +1161,7 @@ int main(void) {
         cmocka_unit_test(test_fused_equals_composite_modules),
         cmocka_unit_test(test_fused_equals_composite_cells),
         cmocka_unit_test(test_default_init_matches_torch),
+        cmocka_unit_test(test_typed_entry_points),
         cmocka_unit_test(test_parity_modules),
         cmocka_unit_test(test_parity_cells),
         cmocka_unit_test(test_dropout_between_layers),

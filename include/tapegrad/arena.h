@@ -1,4 +1,5 @@
 /* tapegrad/arena.h — a bump allocator for everything one forward/backward step creates.
+ * Layer: tensor.
  *
  * Allocation is a pointer bump inside a block; when a block is full a new one is chained.
  * tg_arena_reset() frees nothing visible to the user: it makes the memory reusable, and if

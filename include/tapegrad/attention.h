@@ -1,9 +1,12 @@
-/* tapegrad/attention.h — attention modules: PyTorch's nn.MultiheadAttention, additive
- * (Bahdanau) attention as seed 002 writes it, and Luong dot-product attention as Keras's
- * Attention layer computes it. */
+/* tapegrad/attention.h — attention modules: PyTorch's nn.MultiheadAttention and additive
+ * (Bahdanau) attention, which own their projections and call the attention ops of
+ * tapegrad/attention_ops.h (Luong dot-product attention, which has no parameters, is one
+ * of those ops: tg_dot_attention).
+ * Layer: nn. */
 #ifndef TAPEGRAD_ATTENTION_H
 #define TAPEGRAD_ATTENTION_H
 
+#include "tapegrad/attention_ops.h"
 #include "tapegrad/nn.h"
 
 /* ---- nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, batch_first) ---- */
@@ -17,17 +20,6 @@ typedef struct tg_mha {
     tg_params *params;         /* in_proj_weight, in_proj_bias, out_proj.weight, out_proj.bias */
 } tg_mha;
 
-/* Masks, all optional (NULL). A bool mask holds 0/1 values in a tg_tensor (1 = not allowed,
- * becomes -inf); a float mask is added to the scores.
- *   attn_mask: (L, S), or (N·num_heads, L, S) indexed by n·num_heads + head.
- *   key_padding_mask: (N, S); 1 (bool) marks a key to ignore, float is added. */
-typedef struct tg_mha_masks {
-    const tg_tensor *attn_mask;
-    bool attn_mask_is_bool;
-    const tg_tensor *key_padding_mask;
-    bool key_padding_mask_is_bool;
-} tg_mha_masks;
-
 typedef struct tg_mha_output {
     tg_tensor *output;  /* (L, N, E), or (N, L, E) with batch_first */
     tg_tensor *weights; /* (N, L, S) averaged over heads; NULL unless need_weights */
@@ -35,12 +27,13 @@ typedef struct tg_mha_output {
 
 tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool bias,
                    bool batch_first);
-/* query (L, N, E), key and value (S, N, E) (batch first: (N, L, E), (N, S, E)). The
- * weights are the post-dropout ones, as PyTorch returns them. Without need_weights (and
- * masks that need no gradient) the heads run as one fused tape node, "mha_attention"
- * (scores, masks, softmax, dropout and the weighted sum, reading q, k, v in place from the
- * projections: one product for self-attention, two when key is value); with it, as single
- * ops. Both give the same numbers and, from the same generator state, the same dropout. */
+/* query (L, N, E), key and value (S, N, E) (batch first: (N, L, E), (N, S, E)); masks
+ * (tg_mha_masks, tapegrad/attention_ops.h) may be NULL. The weights are the post-dropout
+ * ones, as PyTorch returns them. Without need_weights (and masks that need no gradient) the
+ * heads run as one fused tape node, tg_mha_attention (scores, masks, softmax, dropout and the
+ * weighted sum, reading q, k, v in place from the projections: one product for
+ * self-attention, two when key is value); with it, as single ops. Both give the same numbers and,
+ * from the same generator state, the same dropout. */
 tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
                              tg_tensor *value, const tg_mha_masks *masks, bool need_weights);
 void tg_mha_free(tg_mha *m);
@@ -49,7 +42,7 @@ void tg_mha_free(tg_mha *m);
  * 0 on and below the diagonal, -inf above. A long-lived tensor (tg_tensor_free). */
 tg_tensor *tg_square_subsequent_mask(int64_t size);
 
-/* ---- additive (Bahdanau) attention, seed 002 ----
+/* ---- additive (Bahdanau) attention ----
  *   e_t = vᵀ tanh(W_a h_t + U_a s + b_a),  α = softmax_t(e),  context = Σ_t α_t h_t
  * with h_t the encoder states and s the decoder state. W_a carries b_a. */
 typedef struct tg_additive_attention {
@@ -59,32 +52,16 @@ typedef struct tg_additive_attention {
     tg_params *params;    /* W_a.weight, W_a.bias, U_a.weight, v.weight */
 } tg_additive_attention;
 
-typedef struct tg_attention_output {
-    tg_tensor *context; /* (N, enc_dim) for additive; (N, Tq, dim) for Luong */
-    tg_tensor *weights; /* (N, T) for additive; (N, Tq, Tv) for Luong */
-} tg_attention_output;
-
 tg_additive_attention *tg_additive_attention_new(int64_t enc_dim, int64_t dec_dim,
                                                  int64_t attn_dim);
 /* enc (N, T, enc_dim) batch first; s (N, dec_dim). For many decoder steps over the same
  * encoder states, pass enc_proj = the result of tg_additive_attention_project (W_a h_t + b_a,
  * computed once), else NULL. source_mask (N, T) 0/1, 1 = padding to ignore, may be NULL. */
 tg_tensor *tg_additive_attention_project(tg_additive_attention *m, tg_tape *t, tg_tensor *enc);
+/* Returns the context and weights of tg_additive_attention_core, the op it ends in. */
 tg_attention_output tg_additive_attention_forward(tg_additive_attention *m, tg_tape *t,
                                                   tg_tensor *enc, tg_tensor *enc_proj, tg_tensor *s,
                                                   const tg_tensor *source_mask);
 void tg_additive_attention_free(tg_additive_attention *m);
-/* The op behind the forward, one tape node from the projections on: enc (N, T, enc_dim),
- * enc_proj (N, T, A), u = U_a s (N, A), v (A) or (1, A), source_mask as above; returns the
- * context (N, enc_dim) and the weights (N, T), both differentiable. */
-tg_attention_output tg_additive_attention_core(tg_tape *t, tg_tensor *enc, tg_tensor *enc_proj,
-                                               tg_tensor *u, tg_tensor *v,
-                                               const tg_tensor *source_mask);
-
-/* ---- Luong dot-product attention (Keras Attention, use_scale=False) ----
- *   scores = query · keyᵀ, weights = softmax over Tv, context = weights · value
- * query (N, Tq, dim), value (N, Tv, dim), key = value when NULL. No parameters. */
-tg_attention_output tg_dot_attention(tg_tape *t, tg_tensor *query, tg_tensor *value,
-                                     tg_tensor *key);
 
 #endif

@@ -1,4 +1,5 @@
 /* tapegrad/base.h — the scalar type, limits, status codes and the error handler.
+ * Layer: tensor.
  *
  * The library is compiled twice from the same sources: float32 (libtapegrad) and
  * float64 (libtapegrad64, built with -DTG_DOUBLE, used for gradient checks).

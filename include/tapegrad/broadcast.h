@@ -2,6 +2,7 @@
  * different shapes: the broadcast shape (with a clear error), an iteration plan that turns
  * any broadcast into rows of plain contiguous loops, and the reduction that sums a
  * gradient back to an input's shape.
+ * Layer: tensor.
  *
  * Rules (as NumPy): shapes are aligned at their last dim; missing leading dims count as 1;
  * two sizes fit if they are equal or one of them is 1. (2, 3) with (3,) gives (2, 3);

@@ -1,7 +1,8 @@
 /* tapegrad/gates.h — seeing backprop through gates: what the gates of a GRU or an LSTM do
  * at every time step, and how large dL/dh_t is at every step after backward.
+ * Layer: nn.
  *
- * The trace reads the named intermediates of the composite path (tapegrad/rnn.h: "z_3" is
+ * The trace reads the named intermediates of the composite path (tapegrad/rnn_ops.h: "z_3" is
  * the update gate at step 3), so run the forward composite — tg_rnn_sequence_composite, or a
  * module with options.exec = TG_RNN_COMPOSITE — for the batch you want to look at:
  *

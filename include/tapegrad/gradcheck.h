@@ -1,4 +1,5 @@
 /* tapegrad/gradcheck.h — checks analytical gradients against central differences.
+ * Layer: autograd.
  *
  * Same criterion as torch.autograd.gradcheck: for every input element x_i that requires
  * grad and every output element y_j, the analytical dy_j/dx_i (from backward with a

@@ -1,4 +1,5 @@
 /* tapegrad/kernels.h — plain array kernels of the tensor layer (no tensors, no gradients).
+ * Layer: tensor.
  *
  * Every function here works on raw row-major arrays of tg_real. The autograd layer
  * builds its forward and backward passes from them, so one optimisation here speeds

@@ -2,7 +2,8 @@
  * LayerNorm, Dropout. A module is a plain struct of parameters and options, with
  * _new, _forward, _free and a `params` list of its parameters by state_dict name.
  * (Module types carry a _layer suffix where the functional op has the plain name:
- * tg_linear() is F.linear, tg_linear_layer is nn.Linear.) */
+ * tg_linear() is F.linear, tg_linear_layer is nn.Linear.)
+ * Layer: nn. */
 #ifndef TAPEGRAD_NN_H
 #define TAPEGRAD_NN_H
 

@@ -2,7 +2,8 @@
  * in the tape's arena, and records a node when an input requires grad. Inputs are never
  * modified. Misuse (shapes that do not fit, dims or indices out of range) stops through
  * the error handler with a message naming the op, the shapes and the tensor names.
- * Each family's forward and backward live side by side in autograd/<family>.c. */
+ * Each family's forward and backward live side by side in autograd/<family>.c.
+ * Layer: autograd. */
 #ifndef TAPEGRAD_OPS_H
 #define TAPEGRAD_OPS_H
 

@@ -1,5 +1,6 @@
 /* tapegrad/optim.h — optimizers (SGD, Adam, AdamW), gradient clipping and learning-rate
  * schedulers (StepLR, CosineAnnealingLR), numerically identical to PyTorch 1.13.
+ * Layer: nn.
  *
  *   tg_optim *opt = tg_adam_new(params, NULL);               (NULL options: PyTorch's defaults)
  *   for (...) {

@@ -1,4 +1,5 @@
 /* tapegrad/params.h — named parameter lists: PyTorch's state_dict, in C.
+ * Layer: nn.
  *
  * A module owns its parameter tensors; a tg_params list only points at them, in
  * registration order, under their state_dict names ("gru.weight_ih_l0", "fc.bias").

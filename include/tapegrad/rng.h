@@ -1,5 +1,5 @@
 /* tapegrad/rng.h — MT19937 with PyTorch's mapping to floats, so that one seed gives
- * torch.manual_seed's uniform draws bit for bit. */
+ * torch.manual_seed's uniform draws bit for bit. Layer: tensor. */
 #ifndef TAPEGRAD_RNG_H
 #define TAPEGRAD_RNG_H
 

@@ -1,4 +1,5 @@
 /* tapegrad/safetensors.h — the safetensors file format, read strictly and written safely.
+ * Layer: tensor.
  *
  * Layout: 8 bytes little-endian header length N, N bytes of JSON header, then the raw
  * little-endian data of every tensor. This layer deals in raw typed buffers; turning

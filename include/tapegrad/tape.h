@@ -1,4 +1,5 @@
 /* tapegrad/tape.h — the tape (a Wengert list) and reverse-mode backward.
+ * Layer: autograd.
  *
  * Every op takes the tape as its first argument, computes its output in the tape's arena
  * and, when recording is on and any input requires grad, appends a node: the op's name,

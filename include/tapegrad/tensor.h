@@ -1,5 +1,6 @@
 /* tapegrad/tensor.h — storage, shapes, creation, printing. Knows nothing of gradients
  * except that a tensor has a slot for one (filled by the autograd layer).
+ * Layer: tensor.
  *
  * Tensors are contiguous and row-major. Two kinds of ownership:
  *  - long-lived tensors (parameters, data a program keeps) are made with tg_tensor_new*

@@ -1,5 +1,5 @@
 /* tapegrad/transformer.h — nn.TransformerEncoderLayer / DecoderLayer, their stacks, the
- * full nn.Transformer, and the sinusoidal positional encoding. */
+ * full nn.Transformer, and the sinusoidal positional encoding. Layer: nn. */
 #ifndef TAPEGRAD_TRANSFORMER_H
 #define TAPEGRAD_TRANSFORMER_H
 

@@ -1,5 +1,5 @@
 /* The composite recurrent cells: each step written with primitive ops, exactly the formulas
- * of pytorch-semantics.md §2.3 and §2.6, one tape node per primitive. This is the readable
+ * of tapegrad/rnn_ops.h (PyTorch's), one tape node per primitive. This is the readable
  * reference the fused ops (autograd/rnn*.c) are tested against, and the path to take when
  * you want to look inside a step: every gate is a named tensor ("z_3" is the update gate at
  * step 3), so after
@@ -7,7 +7,7 @@
  *     tg_tensor_retain_grad(z3);
  *     tg_tape_backward(tape, loss);
  * z3->grad holds dL/dz_3. */
-#include "tapegrad/rnn.h"
+#include "tapegrad/rnn_ops.h"
 
 #include <stdio.h>
 #include <string.h>
