@@ -1,6 +1,6 @@
 /* tapegrad/viz.h — pictures as PNG files: heatmaps with a colour bar, line charts with
  * labelled axes and a legend, and the two pictures of gates over time. No plotting library
- * and no Python: the pixels are drawn in memory and written with Debian's stb.
+ * and no Python: the pixels are drawn in memory and written with Debian's stb. Layer: viz.
  *
  * This is the separate library tapegrad-viz, not part of libtapegrad (the umbrella header
  * <tapegrad.h> does not include it). It takes plain arrays of doubles, so it draws anything
