@@ -2,7 +2,7 @@
  *
  *   tensor/    storage, shapes, arena, RNG, kernels      tapegrad/tensor.h arena.h rng.h kernels.h
  *   autograd/  the tape, differentiable ops, gradcheck   tapegrad/tape.h ops.h gradcheck.h
- *   files      safetensors checkpoints                   tapegrad/safetensors.h
+ *   files      safe reading, safetensors checkpoints     tapegrad/file.h safetensors.h
  *
  * Link libtapegrad (float32) or libtapegrad64 (float64, define TG_DOUBLE):
  *   cc train.c $(pkg-config --cflags --libs tapegrad) */
@@ -17,6 +17,7 @@
 #include "tapegrad/tape.h"
 #include "tapegrad/ops.h"
 #include "tapegrad/gradcheck.h"
+#include "tapegrad/file.h"
 #include "tapegrad/safetensors.h"
 #include "tapegrad/params.h"
 #include "tapegrad/nn.h"
