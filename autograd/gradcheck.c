@@ -21,12 +21,24 @@ bool tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n
     const double rtol = opts && opts->rtol > 0 ? opts->rtol : 1e-3;
     tg_gradcheck_report rep = {.passed = true, .input = -1};
 
+    /* Validated before anything is changed or allocated (a replaced error handler may
+     * longjmp out of tg_fail). With no input to differentiate by, there would be nothing to
+     * compare: an error, as in PyTorch, rather than a pass that checked nothing. */
+    if (n_inputs < 0) tg_fail("tg_gradcheck: n_inputs is %d", n_inputs);
+    if (n_inputs > 0 && !inputs) tg_fail("tg_gradcheck: inputs is NULL");
+    int n_grad = 0;
     for (int i = 0; i < n_inputs; i++) {
+        if (!inputs[i]) tg_fail("tg_gradcheck: input %d is NULL", i);
         if (!inputs[i]->owned)
-            tg_fail("gradcheck: input %d %s must be a long-lived tensor (tg_tensor_new...)", i,
+            tg_fail("tg_gradcheck: input %d %s must be a long-lived tensor (tg_tensor_new...)", i,
                     inputs[i]->name);
-        tg_tensor_zero_grad(inputs[i]);
+        n_grad += inputs[i]->requires_grad;
     }
+    if (n_grad == 0)
+        tg_fail("tg_gradcheck: gradcheck expects at least one input tensor to require gradient "
+                "(none of the %d inputs does)",
+                n_inputs);
+    for (int i = 0; i < n_inputs; i++) tg_tensor_zero_grad(inputs[i]);
 
     tg_tape *tape = tg_tape_new();
     tg_tensor *y = run(tape, fn, inputs, ctx);
@@ -96,7 +108,8 @@ bool tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n
                  (long long)rep.output_index,
                  inputs[rep.input]->name[0] ? inputs[rep.input]->name : "input",
                  (long long)rep.input_index, rep.analytical, rep.numerical, rep.worst_ratio);
-    else snprintf(rep.message, sizeof rep.message, "gradcheck: no input requires grad");
+    else /* the inputs that require grad are all empty */
+        snprintf(rep.message, sizeof rep.message, "gradcheck: no Jacobian entry to compare");
 
     for (int i = 0; i < n_inputs; i++) tg_tensor_zero_grad(inputs[i]);
     free(delta);

@@ -2,7 +2,8 @@
  * comment names its layer; a header includes only headers of its layer or below).
  *
  *   tensor/    storage, shapes, arena, RNG, kernels,      tapegrad/base.h tensor.h broadcast.h
- *              safetensors files                          arena.h rng.h kernels.h safetensors.h
+ *              safe file reading, safetensors files       arena.h rng.h kernels.h file.h
+ *                                                         safetensors.h
  *   autograd/  the tape, differentiable ops (attention    tapegrad/tape.h ops.h gradcheck.h
  *              and recurrent ones too), gradcheck         attention_ops.h rnn_ops.h
  *   nn/        modules, parameters, optimizers, gates     tapegrad/params.h nn.h attention.h
@@ -20,6 +21,7 @@
 #include "tapegrad/arena.h"
 #include "tapegrad/rng.h"
 #include "tapegrad/kernels.h"
+#include "tapegrad/file.h"
 #include "tapegrad/safetensors.h"
 
 #include "tapegrad/tape.h"

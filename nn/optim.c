@@ -21,6 +21,8 @@
 #include "tapegrad/optim.h"
 #include "tapegrad/tape.h" /* tg_tensor_zero_grad */
 
+#include "real3.h" /* the lr as three reals */
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,12 +30,12 @@
 
 #ifdef TG_DOUBLE
 #define FMA(a, b, c) fma((a), (b), (c))
-#define SQRT(x) sqrt(x)
-#define POW(x, y) pow((x), (y))
+#define SQRT(x)      sqrt(x)
+#define POW(x, y)    pow((x), (y))
 #else
 #define FMA(a, b, c) fmaf((a), (b), (c))
-#define SQRT(x) sqrtf(x)
-#define POW(x, y) powf((x), (y))
+#define SQRT(x)      sqrtf(x)
+#define POW(x, y)    powf((x), (y))
 #endif
 
 typedef enum optim_kind { OPTIM_SGD, OPTIM_ADAM, OPTIM_ADAMW } optim_kind;
@@ -43,41 +45,35 @@ struct tg_optim {
     tg_sgd_options sgd;   /* kind == OPTIM_SGD (its lr field is unused: see lr below) */
     tg_adam_options adam; /* Adam, AdamW (same) */
     size_t count;
-    tg_tensor **params;   /* borrowed, as the list held them at construction */
+    tg_tensor **params; /* borrowed, as the list held them at construction */
     /* State: owned tensors, listed in `state` (the only place the values live). */
-    tg_tensor *lr;        /* (3,): the lr as an exact sum of three reals */
-    tg_tensor **step;     /* per parameter, shape () */
-    tg_tensor **buf;      /* SGD momentum_buffer, Adam exp_avg (NULL entries if unused) */
-    tg_tensor **sq;       /* Adam exp_avg_sq */
-    tg_tensor **max_sq;   /* Adam max_exp_avg_sq (amsgrad) */
+    tg_tensor *lr;      /* (3,): the lr as an exact sum of three reals */
+    tg_tensor **step;   /* per parameter, shape () */
+    tg_tensor **buf;    /* SGD momentum_buffer, Adam exp_avg (NULL entries if unused) */
+    tg_tensor **sq;     /* Adam exp_avg_sq */
+    tg_tensor **max_sq; /* Adam max_exp_avg_sq (amsgrad) */
     tg_params *state;
 };
-
-/* ---- a double kept exactly in tg_real tensors ----
- * hi = fl(x), mid = fl(x - hi), lo = fl(x - hi - mid): every difference is exact in double, and
- * three 24-bit pieces hold all 53 bits of x, so hi + mid + lo == x again (for any x in
- * float's normal range, which covers learning rates). In float64 mid and lo are 0. */
-static void real3_set(tg_tensor *t, double x) {
-    const tg_real hi = (tg_real)x;
-    const tg_real mid = (tg_real)(x - (double)hi);
-    const tg_real lo = (tg_real)(x - (double)hi - (double)mid);
-    t->data[0] = hi, t->data[1] = mid, t->data[2] = lo;
-}
-
-static double real3_get(const tg_tensor *t) {
-    return ((double)t->data[0] + (double)t->data[1]) + (double)t->data[2];
-}
 
 /* ---- options ---- */
 
 tg_sgd_options tg_sgd_defaults(double lr) {
-    return (tg_sgd_options){.lr = lr, .momentum = 0, .dampening = 0, .weight_decay = 0,
-                            .nesterov = false, .maximize = false};
+    return (tg_sgd_options){.lr = lr,
+                            .momentum = 0,
+                            .dampening = 0,
+                            .weight_decay = 0,
+                            .nesterov = false,
+                            .maximize = false};
 }
 
 tg_adam_options tg_adam_defaults(void) {
-    return (tg_adam_options){.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
-                             .weight_decay = 0, .amsgrad = false, .maximize = false};
+    return (tg_adam_options){.lr = 1e-3,
+                             .beta1 = 0.9,
+                             .beta2 = 0.999,
+                             .eps = 1e-8,
+                             .weight_decay = 0,
+                             .amsgrad = false,
+                             .maximize = false};
 }
 
 tg_adam_options tg_adamw_defaults(void) {
@@ -89,30 +85,38 @@ tg_adam_options tg_adamw_defaults(void) {
 /* !(x >= 0) also rejects NaN. */
 tg_status tg_sgd_options_check(const tg_sgd_options *o) {
     if (!o) return tg_status_set(TG_ERR_ARGUMENT, "SGD: no options given (lr is required)");
-    if (!(o->lr >= 0)) return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid learning rate: %g", o->lr);
+    if (!(o->lr >= 0))
+        return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid learning rate: %g", o->lr);
     if (!(o->momentum >= 0))
         return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid momentum value: %g", o->momentum);
     if (!isfinite(o->dampening))
         return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid dampening value: %g", o->dampening);
     if (!(o->weight_decay >= 0))
-        return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid weight_decay value: %g", o->weight_decay);
+        return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid weight_decay value: %g",
+                             o->weight_decay);
     if (o->nesterov && (o->momentum <= 0 || o->dampening != 0))
         return tg_status_set(TG_ERR_ARGUMENT,
                              "SGD: Nesterov momentum requires a momentum and zero dampening "
-                             "(momentum %g, dampening %g)", o->momentum, o->dampening);
+                             "(momentum %g, dampening %g)",
+                             o->momentum, o->dampening);
     return TG_OK;
 }
 
 tg_status tg_adam_options_check(const tg_adam_options *o) {
     if (!o) return TG_OK; /* NULL means the defaults */
-    if (!(o->lr >= 0)) return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid learning rate: %g", o->lr);
-    if (!(o->eps >= 0)) return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid epsilon value: %g", o->eps);
+    if (!(o->lr >= 0))
+        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid learning rate: %g", o->lr);
+    if (!(o->eps >= 0))
+        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid epsilon value: %g", o->eps);
     if (!(o->beta1 >= 0 && o->beta1 < 1))
-        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid beta parameter at index 0: %g", o->beta1);
+        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid beta parameter at index 0: %g",
+                             o->beta1);
     if (!(o->beta2 >= 0 && o->beta2 < 1))
-        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid beta parameter at index 1: %g", o->beta2);
+        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid beta parameter at index 1: %g",
+                             o->beta2);
     if (!(o->weight_decay >= 0))
-        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid weight_decay value: %g", o->weight_decay);
+        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid weight_decay value: %g",
+                             o->weight_decay);
     return TG_OK;
 }
 
@@ -121,10 +125,14 @@ tg_status tg_adam_options_check(const tg_adam_options *o) {
 static tg_tensor *state_tensor(tg_optim *opt, const char *what, const char *param_name,
                                const tg_tensor *like) {
     static const int64_t scalar_shape[1] = {1}; /* unused: 0 dims */
-    tg_tensor *t = like ? tg_tensor_zeros(like->ndim, like->shape) : tg_tensor_zeros(0, scalar_shape);
+    tg_tensor *t =
+        like ? tg_tensor_zeros(like->ndim, like->shape) : tg_tensor_zeros(0, scalar_shape);
     char name[512];
     snprintf(name, sizeof name, "optim.%s.%s", what, param_name);
-    tg_params_add(opt->state, name, t);
+    if (like)
+        tg_params_add(opt->state, name, t);
+    else /* the step: a count, which tg_params_load checks as such */
+        tg_params_add_count(opt->state, name, t);
     return t;
 }
 
@@ -135,7 +143,8 @@ static tg_optim *optim_new(optim_kind kind, const tg_params *params, const char 
         for (size_t j = 0; j < i; j++)
             if (params->tensors[j] == params->tensors[i])
                 tg_fail("%s: parameter '%s' appears twice in the list (also as '%s'): it would "
-                        "be updated twice per step", fn, params->names[i], params->names[j]);
+                        "be updated twice per step",
+                        fn, params->names[i], params->names[j]);
     tg_optim *opt = tg_xcalloc(1, sizeof *opt);
     opt->kind = kind;
     opt->count = params->count;
@@ -160,7 +169,8 @@ tg_optim *tg_sgd_new(const tg_params *params, const tg_sgd_options *opts) {
     for (size_t i = 0; i < opt->count; i++) {
         const char *name = params->names[i];
         opt->step[i] = state_tensor(opt, "step", name, NULL);
-        if (opts->momentum != 0) opt->buf[i] = state_tensor(opt, "momentum_buffer", name, opt->params[i]);
+        if (opts->momentum != 0)
+            opt->buf[i] = state_tensor(opt, "momentum_buffer", name, opt->params[i]);
     }
     return opt;
 }
@@ -176,7 +186,8 @@ static tg_optim *adam_new(optim_kind kind, const tg_params *params, const tg_ada
         opt->step[i] = state_tensor(opt, "step", name, NULL);
         opt->buf[i] = state_tensor(opt, "exp_avg", name, opt->params[i]);
         opt->sq[i] = state_tensor(opt, "exp_avg_sq", name, opt->params[i]);
-        if (opt->adam.amsgrad) opt->max_sq[i] = state_tensor(opt, "max_exp_avg_sq", name, opt->params[i]);
+        if (opt->adam.amsgrad)
+            opt->max_sq[i] = state_tensor(opt, "max_exp_avg_sq", name, opt->params[i]);
     }
     return opt;
 }
@@ -210,7 +221,7 @@ void tg_optim_free(tg_optim *opt) {
 #define KERNEL static inline __attribute__((always_inline))
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__FMA__)
 #define OPTIM_FMA_DISPATCH 1
-#define TARGET_FMA __attribute__((target("fma")))
+#define TARGET_FMA         __attribute__((target("fma")))
 static bool cpu_has_fma(void) { return __builtin_cpu_supports("fma"); }
 #endif
 
@@ -264,10 +275,14 @@ KERNEL_DISPATCH(sgd_tensor,
 
 static void sgd_update(tg_optim *opt, double lr) {
     const tg_sgd_options *o = &opt->sgd;
-    const sgd_consts c = {.wd = (tg_real)o->weight_decay, .mom = (tg_real)o->momentum,
-                          .keep = (tg_real)(1.0 - o->dampening), .neg_lr = (tg_real)(-lr),
-                          .decay = o->weight_decay != 0, .momentum = o->momentum != 0,
-                          .nesterov = o->nesterov, .maximize = o->maximize};
+    const sgd_consts c = {.wd = (tg_real)o->weight_decay,
+                          .mom = (tg_real)o->momentum,
+                          .keep = (tg_real)(1.0 - o->dampening),
+                          .neg_lr = (tg_real)(-lr),
+                          .decay = o->weight_decay != 0,
+                          .momentum = o->momentum != 0,
+                          .nesterov = o->nesterov,
+                          .maximize = o->maximize};
     for (size_t k = 0; k < opt->count; k++) {
         tg_tensor *param = opt->params[k];
         if (!param->grad) continue;
@@ -287,7 +302,7 @@ static void sgd_update(tg_optim *opt, double lr) {
  * code does; eps is added after dividing sqrt(v̂) by sqrt(bc2), not before. */
 typedef struct adam_consts {
     tg_real wd, decay, b1, one_minus_b1, b2, one_minus_b2, eps; /* rounded once */
-    tg_real neg_step_size, bc2_sqrt;                           /* per parameter and step */
+    tg_real neg_step_size, bc2_sqrt;                            /* per parameter and step */
     bool decoupled, l2, maximize;
 } adam_consts;
 
@@ -322,11 +337,16 @@ KERNEL_DISPATCH(adam_tensor,
 
 static void adam_update(tg_optim *opt, double lr) {
     const tg_adam_options *o = &opt->adam;
-    adam_consts c = {.wd = (tg_real)o->weight_decay, .decay = (tg_real)(1.0 - lr * o->weight_decay),
-                     .b1 = (tg_real)o->beta1, .one_minus_b1 = (tg_real)(1.0 - o->beta1),
-                     .b2 = (tg_real)o->beta2, .one_minus_b2 = (tg_real)(1.0 - o->beta2),
-                     .eps = (tg_real)o->eps, .decoupled = opt->kind == OPTIM_ADAMW,
-                     .l2 = o->weight_decay != 0, .maximize = o->maximize};
+    adam_consts c = {.wd = (tg_real)o->weight_decay,
+                     .decay = (tg_real)(1.0 - lr * o->weight_decay),
+                     .b1 = (tg_real)o->beta1,
+                     .one_minus_b1 = (tg_real)(1.0 - o->beta1),
+                     .b2 = (tg_real)o->beta2,
+                     .one_minus_b2 = (tg_real)(1.0 - o->beta2),
+                     .eps = (tg_real)o->eps,
+                     .decoupled = opt->kind == OPTIM_ADAMW,
+                     .l2 = o->weight_decay != 0,
+                     .maximize = o->maximize};
     for (size_t k = 0; k < opt->count; k++) {
         tg_tensor *param = opt->params[k];
         if (!param->grad) continue;
@@ -395,11 +415,11 @@ tg_params *tg_optim_state(tg_optim *opt) { return opt->state; }
 
 typedef struct norm_acc {
     double p;
-    int64_t seen;          /* elements added so far */
-    int64_t full;          /* elements covered by whole vectors of NORM_LANES */
-    int64_t chunk_end;     /* tail elements before this index are squared, rounded, added */
+    int64_t seen;      /* elements added so far */
+    int64_t full;      /* elements covered by whole vectors of NORM_LANES */
+    int64_t chunk_end; /* tail elements before this index are squared, rounded, added */
     tg_real lane[NORM_LANES];
-    tg_real s;             /* the running value (for p = 2, after the lanes are folded) */
+    tg_real s; /* the running value (for p = 2, after the lanes are folded) */
 } norm_acc;
 
 KERNEL void norm_begin(norm_acc *a, double p, int64_t n) {
@@ -490,7 +510,8 @@ double tg_clip_grad_norm(const tg_params *params, double max_norm, double norm_t
 }
 
 void tg_clip_grad_value(const tg_params *params, double clip_value) {
-    if (!(clip_value >= 0)) tg_fail("tg_clip_grad_value: clip_value must be >= 0, got %g", clip_value);
+    if (!(clip_value >= 0))
+        tg_fail("tg_clip_grad_value: clip_value must be >= 0, got %g", clip_value);
     const tg_real hi = (tg_real)clip_value, lo = -hi;
     for (size_t i = 0; i < params->count; i++) {
         tg_tensor *t = params->tensors[i];

@@ -13,6 +13,7 @@ void tg_params_free(tg_params *p) {
     if (!p) return;
     for (size_t i = 0; i < p->count; i++) free(p->names[i]);
     free(p->names);
+    free(p->is_count);
     free(p->tensors);
     free(p);
 }
@@ -22,34 +23,47 @@ static char *string_copy(const char *s) {
     return memcpy(tg_xmalloc(n), s, n);
 }
 
-void tg_params_add(tg_params *p, const char *name, tg_tensor *t) {
+static void params_add(tg_params *p, const char *name, tg_tensor *t, bool is_count) {
     if (!name || !name[0]) tg_fail("params_add: a parameter needs a name");
-    if (!t->owned) tg_fail("params_add: '%s' must be a long-lived tensor, not an op's output", name);
+    if (!t->owned)
+        tg_fail("params_add: '%s' must be a long-lived tensor, not an op's output", name);
     if (tg_params_find(p, name)) tg_fail("params_add: duplicate parameter name '%s'", name);
     if (p->count == p->capacity) {
-        p->capacity = p->capacity ? 2 * p->capacity : 16;
-        tg_tensor **tensors = realloc(p->tensors, p->capacity * sizeof *tensors);
-        char **names = realloc(p->names, p->capacity * sizeof *names);
-        if (!tensors || !names) tg_fail("params_add: out of memory");
-        p->tensors = tensors;
-        p->names = names;
+        /* every array that did grow is kept, so that a failure leaves the list whole */
+        const size_t capacity = p->capacity ? 2 * p->capacity : 16;
+        tg_tensor **tensors = realloc(p->tensors, capacity * sizeof *tensors);
+        if (tensors) p->tensors = tensors;
+        char **names = tensors ? realloc(p->names, capacity * sizeof *names) : NULL;
+        if (names) p->names = names;
+        bool *counts = names ? realloc(p->is_count, capacity * sizeof *counts) : NULL;
+        if (!counts) tg_fail("params_add: out of memory");
+        p->is_count = counts;
+        p->capacity = capacity;
     }
     p->tensors[p->count] = t;
     p->names[p->count] = string_copy(name);
+    p->is_count[p->count] = is_count;
     p->count++;
     tg_tensor_set_name(t, name);
 }
 
+void tg_params_add(tg_params *p, const char *name, tg_tensor *t) { params_add(p, name, t, false); }
+
+void tg_params_add_count(tg_params *p, const char *name, tg_tensor *t) {
+    params_add(p, name, t, true);
+}
+
 void tg_params_extend(tg_params *p, const char *prefix, const tg_params *child) {
     for (size_t i = 0; i < child->count; i++) {
+        const bool is_count = child->is_count[i];
         if (!prefix || !prefix[0]) {
-            tg_params_add(p, child->names[i], child->tensors[i]);
+            params_add(p, child->names[i], child->tensors[i], is_count);
             continue;
         }
         const size_t n = strlen(prefix) + 1 + strlen(child->names[i]) + 1;
         char *name = tg_xmalloc(n);
         snprintf(name, n, "%s.%s", prefix, child->names[i]);
-        tg_params_add(p, name, child->tensors[i]);
+        params_add(p, name, child->tensors[i], is_count);
         free(name);
     }
 }

@@ -13,6 +13,8 @@
 
 #include "tapegrad/optim.h"
 
+#include "real3.h" /* base_lr as three reals, as the optimizer's lr */
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -20,27 +22,15 @@ typedef enum sched_kind { SCHED_STEP, SCHED_COSINE } sched_kind;
 
 struct tg_scheduler {
     sched_kind kind;
-    tg_optim *opt;        /* borrowed */
-    int64_t step_size;    /* StepLR */
-    double gamma;         /* StepLR */
-    int64_t t_max;        /* Cosine */
-    double eta_min;       /* Cosine */
+    tg_optim *opt;         /* borrowed */
+    int64_t step_size;     /* StepLR */
+    double gamma;          /* StepLR */
+    int64_t t_max;         /* Cosine */
+    double eta_min;        /* Cosine */
     tg_tensor *last_epoch; /* () */
     tg_tensor *base_lr;    /* (3,): a double as three reals, as the optimizer's lr */
     tg_params *state;
 };
-
-/* The same exact double-in-three-reals encoding as nn/optim.c's "optim.lr". */
-static void real3_set(tg_tensor *t, double x) {
-    const tg_real hi = (tg_real)x;
-    const tg_real mid = (tg_real)(x - (double)hi);
-    const tg_real lo = (tg_real)(x - (double)hi - (double)mid);
-    t->data[0] = hi, t->data[1] = mid, t->data[2] = lo;
-}
-
-static double real3_get(const tg_tensor *t) {
-    return ((double)t->data[0] + (double)t->data[1]) + (double)t->data[2];
-}
 
 static tg_scheduler *scheduler_new(sched_kind kind, tg_optim *opt, const char *fn) {
     if (!opt) tg_fail("%s: the optimizer is NULL", fn);
@@ -51,7 +41,7 @@ static tg_scheduler *scheduler_new(sched_kind kind, tg_optim *opt, const char *f
     s->last_epoch = tg_tensor_zeros(0, scalar_shape);
     s->base_lr = tg_tensor_zeros(TG_SHAPE(3));
     s->state = tg_params_new();
-    tg_params_add(s->state, "sched.last_epoch", s->last_epoch);
+    tg_params_add_count(s->state, "sched.last_epoch", s->last_epoch);
     tg_params_add(s->state, "sched.base_lr", s->base_lr);
     /* PyTorch: initial_lr = the group's lr, then step 0 (last_epoch -1 -> 0, lr unchanged). */
     real3_set(s->base_lr, tg_optim_lr(opt));
@@ -60,8 +50,10 @@ static tg_scheduler *scheduler_new(sched_kind kind, tg_optim *opt, const char *f
 }
 
 tg_scheduler *tg_step_lr_new(tg_optim *opt, int64_t step_size, double gamma) {
-    if (step_size < 1) tg_fail("tg_step_lr_new: step_size must be >= 1, got %lld", (long long)step_size);
-    if (!isfinite(gamma) || gamma < 0) tg_fail("tg_step_lr_new: gamma must be finite and >= 0, got %g", gamma);
+    if (step_size < 1)
+        tg_fail("tg_step_lr_new: step_size must be >= 1, got %lld", (long long)step_size);
+    if (!isfinite(gamma) || gamma < 0)
+        tg_fail("tg_step_lr_new: gamma must be finite and >= 0, got %g", gamma);
     tg_scheduler *s = scheduler_new(SCHED_STEP, opt, "tg_step_lr_new");
     s->step_size = step_size;
     s->gamma = gamma;
@@ -69,7 +61,8 @@ tg_scheduler *tg_step_lr_new(tg_optim *opt, int64_t step_size, double gamma) {
 }
 
 tg_scheduler *tg_cosine_annealing_lr_new(tg_optim *opt, int64_t t_max, double eta_min) {
-    if (t_max < 1) tg_fail("tg_cosine_annealing_lr_new: T_max must be >= 1, got %lld", (long long)t_max);
+    if (t_max < 1)
+        tg_fail("tg_cosine_annealing_lr_new: T_max must be >= 1, got %lld", (long long)t_max);
     if (!isfinite(eta_min) || eta_min < 0)
         tg_fail("tg_cosine_annealing_lr_new: eta_min must be finite and >= 0, got %g", eta_min);
     tg_scheduler *s = scheduler_new(SCHED_COSINE, opt, "tg_cosine_annealing_lr_new");

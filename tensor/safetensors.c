@@ -7,20 +7,20 @@
  * UTF-8) is checked here, because a file comes from outside and must never crash us. */
 #include "tapegrad/safetensors.h"
 
+#include "file_internal.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 /* The format is little-endian and we copy bytes straight into host integers and floats. */
-#if !defined(__BYTE_ORDER__) || !defined(__ORDER_LITTLE_ENDIAN__) ||                              \
+#if !defined(__BYTE_ORDER__) || !defined(__ORDER_LITTLE_ENDIAN__) ||                               \
     __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tensor/safetensors.c assumes a little-endian host"
 #endif
@@ -155,7 +155,13 @@ typedef struct st_span {
 } st_span;
 
 /* Why a JSON number is not an acceptable size or offset. */
-typedef enum { ST_NUM_OK, ST_NUM_NOT_NUMBER, ST_NUM_NEGATIVE, ST_NUM_TOO_LARGE, ST_NUM_FRACTION } st_num;
+typedef enum {
+    ST_NUM_OK,
+    ST_NUM_NOT_NUMBER,
+    ST_NUM_NEGATIVE,
+    ST_NUM_TOO_LARGE,
+    ST_NUM_FRACTION
+} st_num;
 
 /* cJSON keeps numbers as doubles. Integers below 2^53 are exact in a double, so a value in
  * [0, 2^53) with no fractional part is exactly the integer written in the file (up to
@@ -172,22 +178,33 @@ static st_num st_json_count(const cJSON *item, int64_t *out) {
 
 static const char *st_num_reason(st_num r) {
     switch (r) {
-    case ST_NUM_NOT_NUMBER: return "is not a number";
-    case ST_NUM_NEGATIVE: return "is negative";
-    case ST_NUM_TOO_LARGE: return "is too large (at least 2^53)";
-    case ST_NUM_FRACTION: return "is not an integer";
-    default: return "is fine";
+    case ST_NUM_NOT_NUMBER:
+        return "is not a number";
+    case ST_NUM_NEGATIVE:
+        return "is negative";
+    case ST_NUM_TOO_LARGE:
+        return "is too large (at least 2^53)";
+    case ST_NUM_FRACTION:
+        return "is not an integer";
+    default:
+        return "is fine";
     }
 }
 
 /* Describes a JSON value in a message: the number itself, or its JSON type. */
 static const char *st_json_describe(const cJSON *item, char *buf, size_t len) {
-    if (cJSON_IsNumber(item)) snprintf(buf, len, "%.17g", item->valuedouble);
-    else if (cJSON_IsString(item)) snprintf(buf, len, "a string");
-    else if (cJSON_IsArray(item)) snprintf(buf, len, "an array");
-    else if (cJSON_IsObject(item)) snprintf(buf, len, "an object");
-    else if (cJSON_IsBool(item)) snprintf(buf, len, "a boolean");
-    else snprintf(buf, len, "null");
+    if (cJSON_IsNumber(item))
+        snprintf(buf, len, "%.17g", item->valuedouble);
+    else if (cJSON_IsString(item))
+        snprintf(buf, len, "a string");
+    else if (cJSON_IsArray(item))
+        snprintf(buf, len, "an array");
+    else if (cJSON_IsObject(item))
+        snprintf(buf, len, "an object");
+    else if (cJSON_IsBool(item))
+        snprintf(buf, len, "a boolean");
+    else
+        snprintf(buf, len, "null");
     return buf;
 }
 
@@ -287,10 +304,11 @@ static tg_status st_entry_parse(const char *origin, const cJSON *obj, st_span *s
         char shp[128];
         tg_shape_format(span->e.ndim, span->e.shape, shp, sizeof shp);
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "': shape %s of %s needs %" PRId64
-                             " bytes but data_offsets [%" PRId64 ", %" PRId64 "] span %" PRId64,
-                             origin, name, shp, tg_dtype_name(span->e.dtype), nbytes,
-                             span->begin, span->end, span->end - span->begin);
+                             "safetensors %s: tensor '" ST_MSG_NAME
+                             "': shape %s of %s needs %" PRId64 " bytes but data_offsets [%" PRId64
+                             ", %" PRId64 "] span %" PRId64,
+                             origin, name, shp, tg_dtype_name(span->e.dtype), nbytes, span->begin,
+                             span->end, span->end - span->begin);
     }
     return TG_OK;
 }
@@ -332,10 +350,9 @@ static tg_status st_metadata_parse(const char *origin, const cJSON *obj, tg_safe
     qsort(sorted, n, sizeof *sorted, st_cmp_str_ptr);
     for (size_t i = 1; i < n; i++) {
         if (strcmp(sorted[i - 1], sorted[i]) == 0) {
-            tg_status s = tg_status_set(TG_ERR_FORMAT,
-                                        "safetensors %s: duplicate __metadata__ key '" ST_MSG_NAME
-                                        "'",
-                                        origin, sorted[i]);
+            tg_status s = tg_status_set(
+                TG_ERR_FORMAT, "safetensors %s: duplicate __metadata__ key '" ST_MSG_NAME "'",
+                origin, sorted[i]);
             free(sorted);
             return s;
         }
@@ -362,18 +379,23 @@ static int st_cmp_named(const void *a, const void *b) {
     return strcmp(((const st_named *)a)->name, ((const st_named *)b)->name);
 }
 
-/* Parses the JSON header of f->pub.buffer and checks the whole layout. */
-static tg_status st_parse_header(st_file *f, const char *origin, const char *header, size_t n) {
+/* Parses the JSON header of f->pub.buffer and checks the whole layout against a data buffer
+ * of data_size bytes; the entries point into data, or have data NULL when data is NULL (the
+ * data was not read). */
+static tg_status st_parse_header(st_file *f, const char *origin, const char *header, size_t n,
+                                 size_t data_size, const unsigned char *data) {
     tg_safetensors *st = &f->pub;
     const unsigned char *bytes = (const unsigned char *)header;
-    const size_t data_size = st->buffer_size - 8 - n;
 
     /* The spec: the header MUST begin with '{' (no BOM, no leading whitespace). */
     if (n == 0 || header[0] != '{') {
         char found[32];
-        if (n == 0) snprintf(found, sizeof found, "an empty header");
-        else if (header[0] == ' ') snprintf(found, sizeof found, "a space");
-        else snprintf(found, sizeof found, "byte 0x%02x", bytes[0]);
+        if (n == 0)
+            snprintf(found, sizeof found, "an empty header");
+        else if (header[0] == ' ')
+            snprintf(found, sizeof found, "a space");
+        else
+            snprintf(found, sizeof found, "byte 0x%02x", bytes[0]);
         return tg_status_set(TG_ERR_FORMAT,
                              "safetensors %s: the JSON header must begin with '{' (found %s)",
                              origin, found);
@@ -443,8 +465,9 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
     qsort(names, members, sizeof *names, st_cmp_str_ptr);
     for (size_t i = 1; i < members; i++) {
         if (strcmp(names[i - 1], names[i]) == 0) {
-            status = tg_status_set(TG_ERR_FORMAT, "safetensors %s: duplicate name '" ST_MSG_NAME
-                                   "' in the header", origin, names[i]);
+            status = tg_status_set(TG_ERR_FORMAT,
+                                   "safetensors %s: duplicate name '" ST_MSG_NAME "' in the header",
+                                   origin, names[i]);
             goto done;
         }
     }
@@ -470,12 +493,12 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
      * begins where the previous one ended, starting at 0 and stopping at the end. */
     for (size_t i = 0; i < count; i++) {
         if ((uint64_t)spans[i].end > data_size) {
-            status = tg_status_set(TG_ERR_FORMAT,
-                                   "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets [%" PRId64
-                                   ", %" PRId64 "] go past the end of the %zu-byte data buffer "
-                                   "(file truncated?)",
-                                   origin, spans[i].e.name, spans[i].begin, spans[i].end,
-                                   data_size);
+            status =
+                tg_status_set(TG_ERR_FORMAT,
+                              "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets [%" PRId64
+                              ", %" PRId64 "] go past the end of the %zu-byte data buffer "
+                              "(file truncated?)",
+                              origin, spans[i].e.name, spans[i].begin, spans[i].end, data_size);
             goto done;
         }
     }
@@ -492,12 +515,12 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
             goto done;
         }
         if (spans[i].begin > expected) {
-            status = tg_status_set(TG_ERR_FORMAT,
-                                   "safetensors %s: hole of %" PRId64 " unused bytes before tensor '"
-                                   ST_MSG_NAME "' (bytes [%" PRId64 ", %" PRId64 ") belong to "
-                                   "no tensor)",
-                                   origin, spans[i].begin - expected, spans[i].e.name, expected,
-                                   spans[i].begin);
+            status = tg_status_set(
+                TG_ERR_FORMAT,
+                "safetensors %s: hole of %" PRId64 " unused bytes before tensor '" ST_MSG_NAME
+                "' (bytes [%" PRId64 ", %" PRId64 ") belong to "
+                "no tensor)",
+                origin, spans[i].begin - expected, spans[i].e.name, expected, spans[i].begin);
             goto done;
         }
         expected = spans[i].end;
@@ -518,11 +541,10 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
         status = tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
         goto done;
     }
-    const unsigned char *data = (const unsigned char *)st->buffer + 8 + n;
     for (size_t i = 0; i < count; i++) {
         tg_st_entry *e = &st->entries[i];
         *e = spans[i].e;
-        e->data = data + spans[i].begin;
+        e->data = data ? data + spans[i].begin : NULL;
         e->name = st_strdup(spans[i].e.name);
         st->count = i + 1;
         if (!e->name) {
@@ -542,15 +564,17 @@ done:
     return status;
 }
 
-/* Validates a file that is already in f->pub.buffer (owned by f). */
-static tg_status st_parse_buffer(st_file *f, const char *origin) {
+/* Validates a file of file_size bytes whose first bytes are in f->pub.buffer (owned by f):
+ * all of it, or with header_only its first 8 + N bytes at least, when N is a valid header
+ * length (with fewer bytes this fails before it looks further). */
+static tg_status st_parse_buffer(st_file *f, const char *origin, uint64_t file_size,
+                                 bool header_only) {
     const tg_safetensors *st = &f->pub;
-    const size_t size = st->buffer_size;
-    if (size < 8)
+    if (file_size < 8)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: the file is %zu bytes long, too short for the "
-                             "8-byte header length (truncated file?)",
-                             origin, size);
+                             "safetensors %s: the file is %" PRIu64 " bytes long, too short for "
+                             "the 8-byte header length (truncated file?)",
+                             origin, file_size);
     uint64_t n;
     memcpy(&n, st->buffer, sizeof n); /* little-endian, checked at compile time */
     if (n > ST_HEADER_MAX)
@@ -558,16 +582,19 @@ static tg_status st_parse_buffer(st_file *f, const char *origin) {
                              "safetensors %s: header length %" PRIu64 " is larger than the limit "
                              "of %u bytes",
                              origin, n, ST_HEADER_MAX);
-    if (n > size - 8) /* size >= 8, so no overflow either way */
+    if (n > file_size - 8) /* file_size >= 8, so no overflow either way */
         return tg_status_set(TG_ERR_FORMAT,
                              "safetensors %s: header length %" PRIu64 " goes beyond the end of "
-                             "the %zu-byte file (truncated file?)",
-                             origin, n, size);
-    return st_parse_header(f, origin, (const char *)st->buffer + 8, (size_t)n);
+                             "the %" PRIu64 "-byte file (truncated file?)",
+                             origin, n, file_size);
+    const unsigned char *bytes = st->buffer;
+    return st_parse_header(f, origin, (const char *)bytes + 8, (size_t)n,
+                           (size_t)(file_size - 8 - n), header_only ? NULL : bytes + 8 + n);
 }
 
-/* Takes ownership of buffer (even on failure). */
-static tg_status st_open(void *buffer, size_t size, const char *origin, tg_safetensors **out) {
+/* Takes ownership of buffer (even on failure): see st_parse_buffer. */
+static tg_status st_open(void *buffer, size_t size, uint64_t file_size, bool header_only,
+                         const char *origin, tg_safetensors **out) {
     st_file *f = calloc(1, sizeof *f);
     if (!f) {
         free(buffer);
@@ -575,7 +602,7 @@ static tg_status st_open(void *buffer, size_t size, const char *origin, tg_safet
     }
     f->pub.buffer = buffer;
     f->pub.buffer_size = size;
-    const tg_status s = st_parse_buffer(f, origin);
+    const tg_status s = st_parse_buffer(f, origin, file_size, header_only);
     if (s != TG_OK) {
         tg_safetensors_free(&f->pub);
         return s;
@@ -594,59 +621,57 @@ tg_status tg_safetensors_parse(const void *bytes, size_t size, tg_safetensors **
         return tg_status_set(TG_ERR_NOMEM, "safetensors <memory>: out of memory for %zu bytes",
                              size);
     if (size) memcpy(copy, bytes, size);
-    return st_open(copy, size, "<memory>", out);
+    return st_open(copy, size, size, false, "<memory>", out);
 }
 
 tg_status tg_safetensors_read(const char *path, tg_safetensors **out) {
-    if (!out) return tg_status_set(TG_ERR_ARGUMENT, "tg_safetensors_read: out is NULL");
+    return tg_safetensors_read_with(path, NULL, out);
+}
+
+tg_status tg_safetensors_read_with(const char *path, const tg_safetensors_read_options *opts,
+                                   tg_safetensors **out) {
+    const char *fn = "tg_safetensors_read";
+    if (!out) return tg_status_set(TG_ERR_ARGUMENT, "%s: out is NULL", fn);
     *out = NULL;
-    if (!path) return tg_status_set(TG_ERR_ARGUMENT, "tg_safetensors_read: path is NULL");
+    const bool header_only = opts && opts->header_only;
+    /* the header alone is read whatever the file's size (it has its own limit) */
+    const uint64_t max_bytes = header_only ? UINT64_MAX : opts ? opts->max_bytes : 0;
+    int fd;
+    uint64_t size;
+    tg_status s = tg_file_open_regular(fn, path, max_bytes, &fd, &size);
+    if (s != TG_OK) return s;
     char origin[320];
     snprintf(origin, sizeof origin, "'%.300s'", path);
 
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return tg_status_set(TG_ERR_IO, "safetensors %s: cannot open: %s", origin, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        const int err = errno;
-        close(fd);
-        return tg_status_set(TG_ERR_IO, "safetensors %s: cannot stat: %s", origin, strerror(err));
+    /* What to read: the whole file, or for the header alone the 8-byte length and then the
+     * header if the length is valid (if not, the 8 bytes let st_parse_buffer say why). */
+    uint64_t want = size;
+    unsigned char head[8];
+    size_t have = 0;
+    if (header_only && size >= 8) {
+        if ((s = tg_file_read_exact(fn, path, fd, head, sizeof head)) != TG_OK) {
+            close(fd);
+            return s;
+        }
+        have = sizeof head;
+        uint64_t n;
+        memcpy(&n, head, sizeof n);
+        want = n <= ST_HEADER_MAX && n <= size - 8 ? 8 + n : 8;
     }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return tg_status_set(TG_ERR_IO, "safetensors %s: %s", origin,
-                             S_ISDIR(sb.st_mode) ? "is a directory, not a file"
-                                                 : "is not a regular file");
-    }
-    if ((uint64_t)sb.st_size > SIZE_MAX - 1) {
-        close(fd);
-        return tg_status_set(TG_ERR_NOMEM, "safetensors %s: file too large", origin);
-    }
-    const size_t size = (size_t)sb.st_size;
-    unsigned char *buffer = malloc(size ? size : 1);
+    unsigned char *buffer = want < SIZE_MAX ? malloc(want ? (size_t)want : 1) : NULL;
     if (!buffer) {
         close(fd);
-        return tg_status_set(TG_ERR_NOMEM,
-                             "safetensors %s: out of memory reading a %zu-byte file", origin,
-                             size);
+        return tg_status_set(TG_ERR_NOMEM, "%s: out of memory reading %" PRIu64 " bytes of %s", fn,
+                             want, origin);
     }
-    size_t got = 0;
-    while (got < size) {
-        const ssize_t r = read(fd, buffer + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            const int err = r < 0 ? errno : 0;
-            close(fd);
-            free(buffer);
-            return tg_status_set(TG_ERR_IO, "safetensors %s: read failed after %zu of %zu bytes%s%s",
-                                 origin, got, size, err ? ": " : " (file shrank)",
-                                 err ? strerror(err) : "");
-        }
-        got += (size_t)r;
-    }
+    memcpy(buffer, head, have);
+    s = tg_file_read_exact(fn, path, fd, buffer + have, (size_t)want - have);
     close(fd);
-    return st_open(buffer, size, origin, out);
+    if (s != TG_OK) {
+        free(buffer);
+        return s;
+    }
+    return st_open(buffer, (size_t)want, size, header_only, origin, out);
 }
 
 void tg_safetensors_free(tg_safetensors *st) {
@@ -674,8 +699,10 @@ const tg_st_entry *tg_safetensors_find(const tg_safetensors *st, const char *nam
         const tg_st_entry *e = &st->entries[f->by_name[mid]];
         const int c = strcmp(name, e->name);
         if (c == 0) return e;
-        if (c < 0) hi = mid;
-        else lo = mid + 1;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
     return NULL;
 }
@@ -808,8 +835,10 @@ static tg_status st_write_check(const char *path, const tg_st_entry *entries, si
             return tg_status_set(TG_ERR_ARGUMENT, "%s: entry '" ST_MSG_NAME "': bad dtype %d", fn,
                                  e->name, (int)e->dtype);
         if (e->ndim < 0 || e->ndim > TG_MAX_DIMS)
-            return tg_status_set(TG_ERR_ARGUMENT, "%s: entry '" ST_MSG_NAME "': ndim %d is not in "
-                                 "[0, %d]", fn, e->name, e->ndim, TG_MAX_DIMS);
+            return tg_status_set(TG_ERR_ARGUMENT,
+                                 "%s: entry '" ST_MSG_NAME "': ndim %d is not in "
+                                 "[0, %d]",
+                                 fn, e->name, e->ndim, TG_MAX_DIMS);
         int64_t numel;
         if (!st_shape_numel(e->ndim, e->shape, &numel) ||
             (uint64_t)numel > SIZE_MAX / tg_dtype_size(e->dtype))
@@ -930,81 +959,45 @@ static bool st_write_all(int fd, const void *data, size_t len) {
     return true;
 }
 
-/* Makes the rename durable: fsync the folder that holds path. */
-static int st_sync_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash) dir = st_strdup(".");
-    else if (slash == path) dir = st_strdup("/");
-    else {
-        dir = malloc((size_t)(slash - path) + 1);
-        if (dir) {
-            memcpy(dir, path, (size_t)(slash - path));
-            dir[slash - path] = '\0';
-        }
+/* What tg_file_save_atomic writes: the length, the header, the data in file order. */
+typedef struct st_content {
+    const char *header;
+    size_t header_len;
+    const st_order *order;
+    size_t count;
+} st_content;
+
+static bool st_fill(int fd, void *ctx) {
+    const st_content *c = ctx;
+    const uint64_t n = c->header_len;
+    if (!st_write_all(fd, &n, sizeof n) || !st_write_all(fd, c->header, c->header_len))
+        return false;
+    for (size_t i = 0; i < c->count; i++)
+        if (c->order[i].e->nbytes && !st_write_all(fd, c->order[i].e->data, c->order[i].e->nbytes))
+            return false;
+    return true;
+}
+
+/* Whether a file can be what a save of ours left when it died: a prefix of what st_fill
+ * writes, i.e. its first bytes are a header length the reader accepts (the missing ones
+ * count as 0) followed by '{'. */
+static bool st_temp_looks_ours(int fd, uint64_t size) {
+    unsigned char head[9] = {0};
+    const size_t want = size < sizeof head ? (size_t)size : sizeof head;
+    size_t got = 0;
+    while (got < want) {
+        const ssize_t r = read(fd, head + got, want - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        got += (size_t)r;
     }
-    if (!dir) return ENOMEM;
-    const int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(dir);
-    if (fd < 0) return errno;
-    int err = 0;
-    /* Some filesystems cannot fsync a directory; that is no reason to fail the save. */
-    if (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP) err = errno;
-    close(fd);
-    return err;
+    uint64_t n;
+    memcpy(&n, head, sizeof n);
+    return n <= ST_HEADER_MAX && (want < 9 || head[8] == '{');
 }
 
-/* Writes the file to a temporary name next to path, then renames it into place. */
-static tg_status st_write_file(const char *path, const char *header, size_t header_len,
-                               const st_order *order, size_t count) {
-    const size_t tmp_len = strlen(path) + 32;
-    char *tmp = malloc(tmp_len);
-    if (!tmp) return tg_status_set(TG_ERR_NOMEM, "safetensors '%.300s': out of memory", path);
-    snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
-
-    const char *step = "cannot create the temporary file";
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && errno == EEXIST) {
-        /* Left over by an earlier process with our pid that died mid-save. */
-        unlink(tmp);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    }
-    if (fd < 0) goto fail_nofile;
-
-    step = "cannot write the temporary file";
-    const uint64_t n = header_len;
-    if (!st_write_all(fd, &n, sizeof n) || !st_write_all(fd, header, header_len)) goto fail;
-    for (size_t i = 0; i < count; i++)
-        if (order[i].e->nbytes && !st_write_all(fd, order[i].e->data, order[i].e->nbytes))
-            goto fail;
-    step = "cannot fsync the temporary file";
-    if (fsync(fd) != 0) goto fail;
-    step = "cannot close the temporary file";
-    const int closed = close(fd);
-    fd = -1;
-    if (closed != 0) goto fail;
-    step = "cannot rename the temporary file over it";
-    if (rename(tmp, path) != 0) goto fail;
-    free(tmp);
-    const int err = st_sync_dir(path);
-    if (err)
-        return tg_status_set(TG_ERR_IO, "safetensors '%.300s': saved, but cannot fsync its folder: %s",
-                             path, strerror(err));
-    return TG_OK;
-
-fail: {
-    const int err = errno;
-    if (fd >= 0) close(fd);
-    unlink(tmp);
-    errno = err;
-}
-fail_nofile: {
-    const int err = errno;
-    tg_status s = tg_status_set(TG_ERR_IO, "safetensors '%.300s': %s '%.300s': %s", path, step,
-                                tmp, strerror(err));
-    free(tmp);
-    return s;
-}
+int tg_safetensors_remove_stale_temps(const char *path) {
+    return tg_file_remove_stale_temps(path, st_temp_looks_ours);
 }
 
 tg_status tg_safetensors_write(const char *path, const tg_st_entry *entries, size_t count,
@@ -1042,7 +1035,9 @@ tg_status tg_safetensors_write(const char *path, const tg_st_entry *entries, siz
                           path, header_len, ST_HEADER_MAX);
         goto done;
     }
-    s = st_write_file(path, header, header_len, order, count);
+    tg_safetensors_remove_stale_temps(path);
+    st_content content = {header, header_len, order, count};
+    s = tg_file_save_atomic("tg_safetensors_write", path, st_fill, &content);
 
 done:
     free(header);

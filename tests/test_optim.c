@@ -602,6 +602,94 @@ static void test_checkpoint_resume(void **state) {
     rmdir(dir);
 }
 
+/* A checkpoint whose optimizer state cannot be right is refused, naming the tensor, and
+ * nothing is loaded: a NaN moment (unless allow_nonfinite), a step count that is negative,
+ * NaN or not an integer (always), a scheduler epoch likewise. Each case saves a trained Adam
+ * (model + state) with one value spoiled and loads it into a fresh one. */
+typedef struct spoiled {
+    const char *tensor; /* state entry to spoil (element 0) */
+    double value;
+    const char *fragment;
+} spoiled;
+
+static void expect_state_refused(const char *path, const spoiled *sp, bool allow_nonfinite) {
+    tg_params *pa = make_model(), *pb = make_model();
+    tg_optim *oa = tg_adam_new(pa, NULL), *ob = tg_adam_new(pb, NULL);
+    tg_scheduler *sa = tg_step_lr_new(oa, 2, 0.5), *sb = tg_step_lr_new(ob, 2, 0.5);
+    for (int s = 0; s < 3; s++) fill_grads(pa, s), tg_optim_step(oa), tg_scheduler_step(sa);
+    tg_params *ck = tg_params_new(), *ckb = tg_params_new();
+    tg_params_extend(ck, "model", pa);
+    tg_params_extend(ck, NULL, tg_optim_state(oa));
+    tg_params_extend(ck, NULL, tg_scheduler_state(sa));
+    tg_params_extend(ckb, "model", pb);
+    tg_params_extend(ckb, NULL, tg_optim_state(ob));
+    tg_params_extend(ckb, NULL, tg_scheduler_state(sb));
+    tg_params_find(ck, sp->tensor)->data[0] = (tg_real)sp->value;
+    if (tg_params_save(ck, path) != TG_OK) fail_msg("save: %s", tg_error_message());
+
+    const tg_load_options opts = {.allow_nonfinite = allow_nonfinite};
+    assert_int_equal(tg_params_load_with(ckb, path, &opts), TG_ERR_FORMAT);
+    char named[128];
+    snprintf(named, sizeof named, "'%s' holds", sp->tensor);
+    if (!strstr(tg_error_message(), named) || !strstr(tg_error_message(), sp->fragment))
+        fail_msg("message \"%s\" lacks \"%s\" or \"%s\"", tg_error_message(), named, sp->fragment);
+    /* nothing loaded: B is still as constructed (its state zero, its lr Adam's default) */
+    tg_params *fresh = make_model();
+    assert_same_params(sp->tensor, fresh, pb);
+    const tg_params *st = tg_optim_state(ob);
+    for (size_t i = 1; i < st->count; i++) /* after optim.lr */
+        for (int64_t k = 0; k < st->tensors[i]->numel; k++)
+            assert_true(st->tensors[i]->data[k] == 0);
+    assert_true(tg_optim_lr(ob) == 1e-3);
+    assert_int_equal(tg_scheduler_last_epoch(sb), 0);
+    free_params(fresh);
+    tg_params_free(ck), tg_params_free(ckb);
+    tg_scheduler_free(sa), tg_scheduler_free(sb);
+    tg_optim_free(oa), tg_optim_free(ob);
+    free_params(pa), free_params(pb);
+}
+
+static void test_checkpoint_refuses_bad_state(void **state) {
+    (void)state;
+    char dir[] = "/tmp/tg_optim_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
+    const spoiled values[] = {
+        {"optim.exp_avg.w", NAN, "NaN at index 0"},
+        {"optim.exp_avg_sq.b", INFINITY, "inf at index 0"},
+    };
+    const spoiled counts[] = {
+        {"optim.step.w", -1, "-1 at index 0; a step or epoch count must be a non-negative integer"},
+        {"optim.step.b", NAN, "nan at index 0"},
+        {"optim.step.w", 2.5, "2.5 at index 0"},
+        {"sched.last_epoch", -3, "-3 at index 0"},
+    };
+    for (size_t i = 0; i < 2; i++) expect_state_refused(path, &values[i], false);
+    for (size_t i = 0; i < 4; i++) {
+        expect_state_refused(path, &counts[i], false);
+        expect_state_refused(path, &counts[i], true); /* allow_nonfinite does not cover counts */
+    }
+
+    /* allow_nonfinite loads the NaN moment as it is */
+    tg_params *ps = make_model();
+    tg_optim *opt = tg_adam_new(ps, NULL);
+    tg_params *ck = tg_params_new();
+    tg_params_extend(ck, NULL, ps);
+    tg_params_extend(ck, NULL, tg_optim_state(opt));
+    tg_params_find(ck, "optim.exp_avg.w")->data[0] = NAN;
+    assert_int_equal(tg_params_save(ck, path), TG_OK);
+    tg_params_find(ck, "optim.exp_avg.w")->data[0] = 0;
+    const tg_load_options allow = {.allow_nonfinite = true};
+    assert_int_equal(tg_params_load_with(ck, path, &allow), TG_OK);
+    assert_true(isnan(tg_params_find(ck, "optim.exp_avg.w")->data[0]));
+    tg_params_free(ck);
+    tg_optim_free(opt);
+    free_params(ps);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* ---------------------------------------------------------------------------------------
  * clipping (§7.5, §7.6) */
 
@@ -1061,6 +1149,7 @@ int main(void) {
         cmocka_unit_test(test_state_restore_continues),
         cmocka_unit_test(test_state_is_stable),
         cmocka_unit_test(test_checkpoint_resume),
+        cmocka_unit_test(test_checkpoint_refuses_bad_state),
         cmocka_unit_test(test_clip_grad_norm_by_hand),
         cmocka_unit_test(test_clip_norm_order),
         cmocka_unit_test(test_clip_fixtures),

@@ -11,7 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <tapegrad/safetensors.h>
@@ -324,24 +328,24 @@ static void test_convert_unaligned(void **state) {
 /* The four vectors of the safetensors reference test-suite, byte for byte: F32 data is
  * 0, 1, 2, 3, 4, 5. */
 static const unsigned char vec_attn_f32[96] = {
-    64,  0,   0,   0,   0,   0,   0,   0,   123, 34,  97,  116, 116, 110, 46,  48,  34,  58,  123,
-    34,  100, 116, 121, 112, 101, 34,  58,  34,  70,  51,  50,  34,  44,  34,  115, 104, 97,  112,
-    101, 34,  58,  91,  49,  44,  50,  44,  51,  93,  44,  34,  100, 97,  116, 97,  95,  111, 102,
-    102, 115, 101, 116, 115, 34,  58,  91,  48,  44,  50,  52,  93,  125, 125, 0,   0,   0,   0,
-    0,   0,   128, 63,  0,   0,   0,   64,  0,   0,   64,  64,  0,   0,   128, 64,  0,   0,   160,
-    64};
-static const unsigned char vec_empty[16] = {8, 0, 0, 0, 0, 0, 0, 0, 123, 125, 32, 32, 32, 32, 32, 32};
+    64,  0,   0,   0,   0,   0,  0,  0,  123, 34, 97,  116, 116, 110, 46,  48,  34,  58,  123, 34,
+    100, 116, 121, 112, 101, 34, 58, 34, 70,  51, 50,  34,  44,  34,  115, 104, 97,  112, 101, 34,
+    58,  91,  49,  44,  50,  44, 51, 93, 44,  34, 100, 97,  116, 97,  95,  111, 102, 102, 115, 101,
+    116, 115, 34,  58,  91,  48, 44, 50, 52,  93, 125, 125, 0,   0,   0,   0,   0,   0,   128, 63,
+    0,   0,   0,   64,  0,   0,  64, 64, 0,   0,  128, 64,  0,   0,   160, 64};
+static const unsigned char vec_empty[16] = {8,   0,   0,  0,  0,  0,  0,  0,
+                                            123, 125, 32, 32, 32, 32, 32, 32};
 static const unsigned char vec_empty_meta[48] = {
-    40,  0,   0,   0,   0,  0,   0,   0,   123, 34,  95,  95,  109, 101, 116, 97,
-    100, 97,  116, 97,  95, 95,  34,  58,  123, 34,  102, 114, 97,  109, 101, 119,
-    111, 114, 107, 34,  58, 34,  112, 116, 34,  125, 125, 32,  32,  32,  32,  32};
+    40,  0,   0,   0,  0,  0,  0,   0,   123, 34,  95,  95,  109, 101, 116, 97,
+    100, 97,  116, 97, 95, 95, 34,  58,  123, 34,  102, 114, 97,  109, 101, 119,
+    111, 114, 107, 34, 58, 34, 112, 116, 34,  125, 125, 32,  32,  32,  32,  32};
 static const unsigned char vec_attn0_4d[104] = {
-    72,  0,   0,   0,   0,   0,   0,   0,   123, 34,  97,  116, 116, 110, 48,  34,  58,  123,
-    34,  100, 116, 121, 112, 101, 34,  58,  34,  70,  51,  50,  34,  44,  34,  115, 104, 97,
-    112, 101, 34,  58,  91,  49,  44,  49,  44,  50,  44,  51,  93,  44,  34,  100, 97,  116,
-    97,  95,  111, 102, 102, 115, 101, 116, 115, 34,  58,  91,  48,  44,  50,  52,  93,  125,
-    125, 32,  32,  32,  32,  32,  32,  32,  0,   0,   0,   0,   0,   0,   128, 63,  0,   0,
-    0,   64,  0,   0,   64,  64,  0,   0,   128, 64,  0,   0,   160, 64};
+    72,  0,   0,   0,   0,   0,   0,   0,   123, 34, 97, 116, 116, 110, 48,  34,  58,  123,
+    34,  100, 116, 121, 112, 101, 34,  58,  34,  70, 51, 50,  34,  44,  34,  115, 104, 97,
+    112, 101, 34,  58,  91,  49,  44,  49,  44,  50, 44, 51,  93,  44,  34,  100, 97,  116,
+    97,  95,  111, 102, 102, 115, 101, 116, 115, 34, 58, 91,  48,  44,  50,  52,  93,  125,
+    125, 32,  32,  32,  32,  32,  32,  32,  0,   0,  0,  0,   0,   0,   128, 63,  0,   0,
+    0,   64,  0,   0,   64,  64,  0,   0,   128, 64, 0,  0,   160, 64};
 
 /* Writes entries to a file and compares its bytes with `want`; then the reader must accept
  * `want` and give back the entries. */
@@ -389,8 +393,7 @@ static void test_vector_empty_metadata(void **state) {
 
 static void test_vector_4d_padded(void **state) {
     (void)state;
-    const tg_st_entry e =
-        entry("attn0", TG_DTYPE_F32, 4, (const int64_t[]){1, 1, 2, 3}, vec_data);
+    const tg_st_entry e = entry("attn0", TG_DTYPE_F32, 4, (const int64_t[]){1, 1, 2, 3}, vec_data);
     check_vector("vec4.safetensors", &e, 1, NULL, NULL, 0, vec_attn0_4d, sizeof vec_attn0_4d);
 }
 
@@ -456,8 +459,8 @@ static void test_bad_not_utf8(void **state) {
 
 static void test_bad_nul_in_name(void **state) {
     (void)state;
-    EXPECT_BAD_HEADER("{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
-                      4, "\\u0000 escape");
+    EXPECT_BAD_HEADER("{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+                      "\\u0000 escape");
 }
 
 static void test_bad_root_not_object(void **state) {
@@ -492,8 +495,8 @@ static void test_bad_dtype_not_string(void **state) {
 
 static void test_bad_extra_key(void **state) {
     (void)state;
-    EXPECT_BAD_HEADER("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}",
-                      4, "tensor 'a' must have exactly the keys", "4 keys");
+    EXPECT_BAD_HEADER("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}}", 4,
+                      "tensor 'a' must have exactly the keys", "4 keys");
 }
 
 static void test_bad_missing_key(void **state) {
@@ -660,7 +663,8 @@ static void test_write_bad_arguments(void **state) {
     expect_write_argument_error(e, 2, NULL, NULL, 0, "reserved");
     e[1].name = "b";
     e[1].nbytes = 4;
-    expect_write_argument_error(e, 2, NULL, NULL, 0, "shape (2,) of F32 needs 8 bytes, nbytes is 4");
+    expect_write_argument_error(e, 2, NULL, NULL, 0,
+                                "shape (2,) of F32 needs 8 bytes, nbytes is 4");
     e[1] = entry("b", TG_DTYPE_F32, 1, (const int64_t[]){-2}, v);
     expect_write_argument_error(e, 2, NULL, NULL, 0, "negative dimension");
     e[1] = entry("b", TG_DTYPE_F32, 1, (const int64_t[]){2}, NULL);
@@ -792,6 +796,290 @@ static void test_save_read_only_folder(void **state) {
     assert_int_equal(count_temp_files(dir), 0);
 }
 
+/* ---------------------------------------------------------------- what loaders open */
+
+/* A loader that waited on a FIFO would hang the suite: SIGALRM ends it (and fails it) then. */
+#define HANG_GUARD_SECONDS 10
+
+/* Requires `s` == TG_ERR_IO and a message that holds both fragments. */
+static void expect_io_error(tg_status s, const char *fragment, const char *other) {
+    assert_int_equal(s, TG_ERR_IO);
+    if (!strstr(tg_error_message(), fragment) || (other && !strstr(tg_error_message(), other)))
+        fail_msg("message \"%s\" lacks \"%s\" or \"%s\"", tg_error_message(), fragment,
+                 other ? other : "");
+}
+
+/* Every loader refuses a FIFO at once instead of waiting for a writer. */
+static void test_read_fifo_refused(void **state) {
+    (void)state;
+    char path[512];
+    tmp_path(path, sizeof path, "x.fifo");
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(HANG_GUARD_SECONDS);
+    tg_safetensors *st = NULL;
+    expect_io_error(tg_safetensors_read(path, &st), "tg_safetensors_read: '",
+                    "x.fifo' is a FIFO, not a regular file");
+    assert_null(st);
+    const tg_safetensors_read_options header = {.header_only = true};
+    expect_io_error(tg_safetensors_read_with(path, &header, &st), "is a FIFO", NULL);
+    char *data = (char *)1;
+    size_t size = 1;
+    expect_io_error(tg_file_read(path, 0, &data, &size), "tg_file_read: '", "x.fifo' is a FIFO");
+    assert_null(data);
+    assert_int_equal(size, 0);
+    alarm(0);
+    unlink(path);
+}
+
+/* A directory, a character device, a socket (which cannot even be opened) and, where this
+ * user may make one, a block device: each refused, saying what it is; a symbolic link to a
+ * regular file is followed. */
+static void test_read_special_files(void **state) {
+    (void)state;
+    tg_safetensors *st = NULL;
+    expect_io_error(tg_safetensors_read(tmp_root, &st), "is a directory, not a regular file", NULL);
+    expect_io_error(tg_safetensors_read("/dev/null", &st), "'/dev/null' is a character device",
+                    NULL);
+
+    char path[512];
+    tmp_path(path, sizeof path, "x.sock");
+    const int sock = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(sock >= 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    assert_true(strlen(path) < sizeof addr.sun_path);
+    strcpy(addr.sun_path, path);
+    assert_int_equal(bind(sock, (const struct sockaddr *)&addr, sizeof addr), 0);
+    expect_io_error(tg_safetensors_read(path, &st), "x.sock' is a socket, not a regular file",
+                    NULL);
+    close(sock);
+    unlink(path);
+
+    tmp_path(path, sizeof path, "x.blk");
+    if (mknod(path, S_IFBLK | 0600, makedev(7, 0)) == 0) {
+        expect_io_error(tg_safetensors_read(path, &st), "x.blk' is a block device", NULL);
+        unlink(path);
+    }
+    assert_null(st);
+
+    char target[512];
+    tmp_path(target, sizeof target, "linked.safetensors");
+    assert_int_equal(save_w(target, old_values), TG_OK);
+    tmp_path(path, sizeof path, "link.safetensors");
+    assert_int_equal(symlink(target, path), 0);
+    assert_w_equals(path, old_values);
+    unlink(path);
+    unlink(target);
+}
+
+/* Larger than the caller's limit, or (a sparse file) than the default of 4 GiB: refused
+ * before anything is read. */
+static void test_read_size_limit(void **state) {
+    (void)state;
+    char path[512];
+    tmp_path(path, sizeof path, "limit.safetensors");
+    assert_int_equal(save_w(path, old_values), TG_OK);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    tg_safetensors *st = NULL;
+    tg_safetensors_read_options opts = {.max_bytes = (uint64_t)sb.st_size - 1};
+    char expected[96];
+    snprintf(expected, sizeof expected, "is %lld bytes, more than the limit of %lld bytes",
+             (long long)sb.st_size, (long long)sb.st_size - 1);
+    expect_io_error(tg_safetensors_read_with(path, &opts, &st), "limit.safetensors'", expected);
+    assert_null(st);
+    opts.max_bytes = (uint64_t)sb.st_size;
+    assert_int_equal(tg_safetensors_read_with(path, &opts, &st), TG_OK);
+    tg_safetensors_free(st);
+
+    tmp_path(path, sizeof path, "huge.safetensors");
+    const int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)TG_FILE_MAX_BYTES_DEFAULT + 1), 0);
+    close(fd);
+    expect_io_error(tg_safetensors_read(path, &st),
+                    "is 4294967297 bytes, more than the limit of 4294967296 bytes", NULL);
+    char *data = NULL;
+    size_t size = 0;
+    expect_io_error(tg_file_read(path, 0, &data, &size), "more than the limit of 4294967296", NULL);
+    unlink(path);
+}
+
+/* header_only: names, shapes and metadata without the data, the layout still checked against
+ * the file's size (a truncated file is refused). */
+static void test_read_header_only(void **state) {
+    (void)state;
+    char path[512];
+    tmp_path(path, sizeof path, "header.safetensors");
+    const double w[6] = {1, 2, 3, 4, 5, 6};
+    const tg_st_entry e = entry("w", TG_DTYPE_F64, 2, (const int64_t[]){2, 3}, w);
+    const char *keys[] = {"framework"}, *values[] = {"tapegrad"};
+    assert_int_equal(tg_safetensors_write(path, &e, 1, keys, values, 1), TG_OK);
+    const tg_safetensors_read_options header = {.header_only = true, .max_bytes = 1};
+    tg_safetensors *st = NULL;
+    assert_int_equal(tg_safetensors_read_with(path, &header, &st), TG_OK);
+    const tg_st_entry *got = tg_safetensors_find(st, "w");
+    assert_non_null(got);
+    assert_int_equal(got->dtype, TG_DTYPE_F64);
+    assert_int_equal(got->shape[1], 3);
+    assert_int_equal(got->nbytes, 48);
+    assert_null(got->data);
+    assert_string_equal(tg_safetensors_meta(st, "framework"), "tapegrad");
+    tg_tensor *t = NULL;
+    assert_int_equal(tg_st_entry_to_tensor(got, &t), TG_ERR_ARGUMENT); /* no data to convert */
+    tg_safetensors_free(st);
+
+    assert_int_equal(truncate(path, 8 + 8), 0); /* the header is longer than 8 bytes */
+    st = NULL;
+    assert_int_equal(tg_safetensors_read_with(path, &header, &st), TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_error_message(), "goes beyond the end"));
+    assert_null(st);
+    unlink(path);
+}
+
+static void test_file_read(void **state) {
+    (void)state;
+    char path[512];
+    tmp_path(path, sizeof path, "data.txt");
+    write_bytes(path, "hello\nworld", 11);
+    char *data = NULL;
+    size_t size = 0;
+    assert_int_equal(tg_file_read(path, 0, &data, &size), TG_OK);
+    assert_int_equal(size, 11);
+    assert_string_equal(data, "hello\nworld"); /* NUL-terminated */
+    free(data);
+    assert_int_equal(tg_file_read(path, 11, &data, &size), TG_OK);
+    free(data);
+    expect_io_error(tg_file_read(path, 10, &data, &size), "data.txt' is 11 bytes",
+                    "more than the limit of 10 bytes");
+    assert_null(data);
+    write_bytes(path, "", 0);
+    assert_int_equal(tg_file_read(path, 0, &data, &size), TG_OK);
+    assert_int_equal(size, 0);
+    assert_string_equal(data, "");
+    free(data);
+    unlink(path);
+    expect_io_error(tg_file_read(path, 0, &data, &size), "tg_file_read: cannot open '",
+                    "data.txt': No such file or directory");
+    expect_io_error(tg_file_read(tmp_root, 0, &data, &size), "is a directory", NULL);
+    assert_int_equal(tg_file_read(NULL, 0, &data, &size), TG_ERR_ARGUMENT);
+}
+
+/* Same device and inode: the path itself, a hard link, a symbolic link; not another file,
+ * nor a path that does not exist. */
+static void test_file_same(void **state) {
+    (void)state;
+    char a[512], b[512], hard[512], soft[512], absent[512];
+    tmp_path(a, sizeof a, "same_a");
+    tmp_path(b, sizeof b, "same_b");
+    tmp_path(hard, sizeof hard, "same_hard");
+    tmp_path(soft, sizeof soft, "same_soft");
+    tmp_path(absent, sizeof absent, "same_absent");
+    write_bytes(a, "x", 1);
+    write_bytes(b, "x", 1);
+    assert_int_equal(link(a, hard), 0);
+    assert_int_equal(symlink(a, soft), 0);
+    assert_true(tg_file_same(a, a));
+    assert_true(tg_file_same(a, hard));
+    assert_true(tg_file_same(soft, a));
+    assert_false(tg_file_same(a, b));
+    assert_false(tg_file_same(a, absent));
+    assert_false(tg_file_same(absent, absent));
+    assert_false(tg_file_same(NULL, a));
+    unlink(a), unlink(b), unlink(hard), unlink(soft);
+}
+
+/* The pid of a process that has ended (and been reaped). */
+static pid_t dead_pid(void) {
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return pid;
+}
+
+/* A crash mid-save leaves "<path>.tmp.<pid>": the next save in that folder removes it, and
+ * every such file of a dead process that could be a safetensors file of ours; it keeps what
+ * is not ours (other content, a symbolic link) and the files of live processes. */
+static void test_save_removes_stale_temps(void **state) {
+    (void)state;
+    char dir[512], path[600], other[600];
+    tmp_path(dir, sizeof dir, "stale");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof path, "%s/ck.safetensors", dir);
+    snprintf(other, sizeof other, "%s/other.safetensors", dir);
+    assert_int_equal(save_w(other, old_values), TG_OK);
+    size_t size;
+    unsigned char *bytes = read_bytes(other, &size);
+
+    const long dead = (long)dead_pid(), alive = (long)getppid();
+    char partial[700], empty[700], live[700], notes[700], link_[700];
+    snprintf(partial, sizeof partial, "%s.tmp.%ld", path, dead);
+    snprintf(empty, sizeof empty, "%s.tmp.%ld", other, dead);
+    snprintf(live, sizeof live, "%s.tmp.%ld", path, alive);
+    snprintf(notes, sizeof notes, "%s/notes.txt.tmp.%ld", dir, dead);
+    snprintf(link_, sizeof link_, "%s/link.tmp.%ld", dir, dead);
+    write_bytes(partial, bytes, size / 2);
+    write_bytes(empty, "", 0);
+    write_bytes(live, bytes, size / 2);
+    write_bytes(notes, "my notes", 8);
+    assert_int_equal(symlink(other, link_), 0);
+    free(bytes);
+
+    assert_int_equal(save_w(path, new_values), TG_OK);
+    assert_w_equals(path, new_values);
+    assert_int_equal(access(partial, F_OK), -1);
+    assert_int_equal(access(empty, F_OK), -1);
+    assert_int_equal(access(live, F_OK), 0);
+    assert_int_equal(access(notes, F_OK), 0);
+    struct stat sb;
+    assert_int_equal(lstat(link_, &sb), 0);
+    assert_int_equal(count_temp_files(dir), 3);
+    unlink(live), unlink(notes), unlink(link_);
+
+    /* the function by itself, and a folder that does not exist */
+    write_bytes(partial, "", 0);
+    assert_int_equal(tg_safetensors_remove_stale_temps(path), 1);
+    assert_int_equal(tg_safetensors_remove_stale_temps("/nonexistent/folder/x"), 0);
+}
+
+/* Processes killed with SIGKILL at random points of saving a large file, again and again:
+ * the file at path is always a whole one, and after one more save no temporary file is left. */
+static void test_save_killed_mid_save(void **state) {
+    (void)state;
+    enum { ROUNDS = 12, N = 1 << 20 }; /* 4 MiB per save */
+    char dir[512], path[600];
+    tmp_path(dir, sizeof dir, "killed");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof path, "%s/ck.safetensors", dir);
+    float *big = malloc(N * sizeof *big);
+    assert_non_null(big);
+    for (int i = 0; i < N; i++) big[i] = (float)i;
+    const tg_st_entry e = entry("w", TG_DTYPE_F32, 1, (const int64_t[]){N}, big);
+    assert_int_equal(tg_safetensors_write(path, &e, 1, NULL, NULL, 0), TG_OK);
+    for (int round = 0; round < ROUNDS; round++) {
+        const pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            for (;;)
+                if (tg_safetensors_write(path, &e, 1, NULL, NULL, 0) != TG_OK) _exit(1);
+        }
+        usleep((useconds_t)(1000 + 3000 * (round % 7))); /* 1 to 19 ms into the saves */
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status)); /* killed, not failed */
+        tg_safetensors *st = NULL;
+        if (tg_safetensors_read(path, &st) != TG_OK)
+            fail_msg("round %d: %s", round, tg_error_message());
+        assert_int_equal(tg_safetensors_find(st, "w")->numel, N);
+        tg_safetensors_free(st);
+    }
+    assert_int_equal(tg_safetensors_write(path, &e, 1, NULL, NULL, 0), TG_OK);
+    assert_int_equal(count_temp_files(dir), 0);
+    free(big);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
@@ -834,12 +1122,20 @@ int main(void) {
         cmocka_unit_test(test_bad_too_many_dims),
         cmocka_unit_test(test_bad_non_integer_shape),
         cmocka_unit_test(test_read_io_errors),
+        cmocka_unit_test(test_read_fifo_refused),
+        cmocka_unit_test(test_read_special_files),
+        cmocka_unit_test(test_read_size_limit),
+        cmocka_unit_test(test_read_header_only),
+        cmocka_unit_test(test_file_read),
+        cmocka_unit_test(test_file_same),
         cmocka_unit_test(test_write_bad_arguments),
         cmocka_unit_test(test_save_replaces_existing),
         cmocka_unit_test(test_save_missing_folder),
         cmocka_unit_test(test_save_failure_keeps_old_file),
         cmocka_unit_test(test_save_rename_failure_cleans_up),
         cmocka_unit_test(test_save_read_only_folder),
+        cmocka_unit_test(test_save_removes_stale_temps),
+        cmocka_unit_test(test_save_killed_mid_save),
     };
     return cmocka_run_group_tests(tests, suite_setup, suite_teardown);
 }

@@ -262,6 +262,23 @@ static void test_gradcheck_defaults(void **state) {
     tg_tensor_free(a), tg_tensor_free(x);
 }
 
+/* No input that requires grad: nothing to check, which is an error (as PyTorch's
+ * "gradcheck expects at least one input tensor to require gradient"), not a vacuous pass;
+ * raised before the inputs are touched. Also in float32: it fails before any difference. */
+static void test_gradcheck_needs_an_input_with_grad(void **state) {
+    (void)state;
+    tg_tensor *a = tg_tensor_named(tg_test_rand(1, -1, 1, TG_SHAPE(4)), "a");
+    tg_tensor *b = tg_tensor_named(tg_test_rand(2, -1, 1, TG_SHAPE(4)), "b");
+    tg_gradcheck_report rep = {.checked = -1};
+    TG_EXPECT_FAIL(tg_gradcheck(fn_scale_dot, NULL, (tg_tensor *[]){a, b}, 2, NULL, &rep),
+                   "tg_gradcheck: gradcheck expects at least one input tensor to require gradient",
+                   "none of the 2 inputs");
+    TG_EXPECT_FAIL(tg_gradcheck(fn_scale_dot, NULL, NULL, 0, NULL, &rep), "at least one input");
+    assert_int_equal(rep.checked, -1); /* no report was written */
+    assert_null(a->grad);
+    tg_tensor_free(a), tg_tensor_free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backward_chain_and_accumulation),
@@ -271,6 +288,7 @@ int main(void) {
         cmocka_unit_test(test_reset_recycles_memory),
         cmocka_unit_test(test_gradcheck_detects),
         cmocka_unit_test(test_gradcheck_defaults),
+        cmocka_unit_test(test_gradcheck_needs_an_input_with_grad),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

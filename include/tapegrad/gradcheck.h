@@ -21,19 +21,20 @@ typedef struct tg_gradcheck_options {
 
 typedef struct tg_gradcheck_report {
     bool passed;
-    int64_t checked;            /* Jacobian entries compared */
+    int64_t checked; /* Jacobian entries compared */
     /* the worst entry: the largest |a - n| / (atol + rtol |n|) */
-    int input;                  /* which input */
-    int64_t input_index;        /* element of that input */
-    int64_t output_index;       /* element of the output */
+    int input;            /* which input */
+    int64_t input_index;  /* element of that input */
+    int64_t output_index; /* element of the output */
     double analytical, numerical;
-    double worst_ratio;         /* <= 1 means within tolerance */
-    char message[256];          /* a one-line summary */
+    double worst_ratio; /* <= 1 means within tolerance */
+    char message[256];  /* a one-line summary */
 } tg_gradcheck_report;
 
 /* Returns true if every entry is within tolerance. `inputs` are long-lived tensors; those
  * with requires_grad are checked (their data is perturbed and restored exactly; their
- * gradients are left zeroed). `report` and `opts` may be NULL. */
+ * gradients are left zeroed). At least one must require grad: none is a misuse (tg_fail, as
+ * PyTorch raises), not a pass. `report` and `opts` may be NULL. */
 bool tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n_inputs,
                   const tg_gradcheck_options *opts, tg_gradcheck_report *report);
 

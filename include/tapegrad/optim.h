@@ -81,13 +81,14 @@ void tg_optim_update(tg_optim *opt);
 void tg_optim_zero_grad(tg_optim *opt);
 
 double tg_optim_lr(const tg_optim *opt);
-void tg_optim_set_lr(tg_optim *opt, double lr); /* lr >= 0, else tg_fail */
+void tg_optim_set_lr(tg_optim *opt, double lr);      /* lr >= 0, else tg_fail */
 const char *tg_optim_kind_name(const tg_optim *opt); /* "SGD", "Adam" or "AdamW" */
 
 /* The state as a named list of long-lived tensors owned by the optimizer (do not free):
  *   "optim.lr"                    (3,) the current lr, a double stored as the exact sum of
  *                                 three reals (so a float32 checkpoint keeps it exactly);
- *   "optim.step.<param>"          ()   steps that updated <param> (float, as PyTorch's);
+ *   "optim.step.<param>"          ()   steps that updated <param> (float, as PyTorch's;
+ *                                      a count: tg_params_load wants a non-negative integer);
  *                                      for SGD, ≥ 1 also means "the momentum buffer exists"
  *                                      (PyTorch's first step copies the gradient into it);
  *   "optim.momentum_buffer.<param>"    SGD with momentum ≠ 0;
@@ -117,12 +118,13 @@ void tg_clip_grad_value(const tg_params *params, double clip_value);
 typedef struct tg_scheduler tg_scheduler;
 
 tg_scheduler *tg_step_lr_new(tg_optim *opt, int64_t step_size, double gamma); /* step_size ≥ 1 */
-tg_scheduler *tg_cosine_annealing_lr_new(tg_optim *opt, int64_t t_max, double eta_min); /* t_max ≥ 1 */
+tg_scheduler *tg_cosine_annealing_lr_new(tg_optim *opt, int64_t t_max,
+                                         double eta_min); /* t_max ≥ 1 */
 void tg_scheduler_step(tg_scheduler *s);
 double tg_scheduler_last_lr(const tg_scheduler *s); /* PyTorch's get_last_lr()[0] */
 int64_t tg_scheduler_last_epoch(const tg_scheduler *s);
-/* "sched.last_epoch" () and "sched.base_lr" (3,), as for the optimizer's lr. Save and load
- * it together with tg_optim_state (which holds the current lr). */
+/* "sched.last_epoch" () (a count) and "sched.base_lr" (3,), as for the optimizer's lr. Save
+ * and load it together with tg_optim_state (which holds the current lr). */
 tg_params *tg_scheduler_state(tg_scheduler *s);
 void tg_scheduler_free(tg_scheduler *s); /* NULL is fine */
 
