@@ -1,5 +1,5 @@
 /* Optimizers (SGD, Adam, AdamW) and gradient clipping, matching PyTorch 1.13 bit for bit in
- * float32 (reference pytorch-semantics.md §7).
+ * float32.
  *
  * How the numbers match. PyTorch keeps hyper-parameters as doubles and rounds each one to the
  * tensor's type where it meets a tensor; every tensor op rounds its result. Its default CPU
@@ -242,7 +242,7 @@ static bool cpu_has_fma(void) { return __builtin_cpu_supports("fma"); }
     static void name params { name##_kernel args; }
 #endif
 
-/* SGD (§7.1), per element, with g the gradient (negated if maximize):
+/* SGD, per element, with g the gradient (negated if maximize):
  *   g = g + wd·p;  buf = g on the first step, else buf = mom·buf + (1-damp)·g;
  *   g = g + mom·buf (nesterov) or buf;  p = p - lr·g.
  * Rounded as PyTorch's ops: add(alpha) is a fused multiply-add, mul_ rounds on its own. */
@@ -294,7 +294,7 @@ static void sgd_update(tg_optim *opt, double lr) {
     }
 }
 
-/* Adam / AdamW (§7.2, §7.3), at step t of this parameter:
+/* Adam / AdamW, at step t of this parameter:
  *   AdamW: p = p·(1 - lr·wd);   Adam: g = g + wd·p;
  *   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  v̂ = max(v̂, v) with amsgrad, else v;
  *   p = p - lr/(1-β1^t) · m / (sqrt(v̂)/sqrt(1-β2^t) + eps).
@@ -392,7 +392,7 @@ const char *tg_optim_kind_name(const tg_optim *opt) {
 
 tg_params *tg_optim_state(tg_optim *opt) { return opt->state; }
 
-/* ---- clipping (§7.5, §7.6) ---- */
+/* ---- clipping ---- */
 
 /* The p-norm of a vector as PyTorch's CPU kernels compute it. Found by experiment against
  * torch.norm on this machine (tens of thousands of vectors, sizes 1 to 100003, no mismatch):

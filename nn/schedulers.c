@@ -1,4 +1,4 @@
-/* Learning-rate schedulers: StepLR and CosineAnnealingLR (reference pytorch-semantics.md §7.7).
+/* Learning-rate schedulers: StepLR and CosineAnnealingLR.
  *
  * Both update the optimizer's lr recursively from its current value, in double, exactly as
  * PyTorch's get_lr() does (its closed forms agree only to ~1e-16). The scheduler's own state

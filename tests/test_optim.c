@@ -143,7 +143,7 @@ static void test_option_errors(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------------
- * SGD by hand (§7.1): p = [1, 2, -3], g = [0.5, -1, 2] every step */
+ * SGD by hand: p = [1, 2, -3], g = [0.5, -1, 2] every step */
 
 static const tg_real P0[3] = {1, 2, -3}, G0[3] = {0.5, -1, 2};
 
@@ -216,7 +216,7 @@ static void test_sgd_by_hand(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------------
- * Adam / AdamW by hand (§7.2, §7.3) */
+ * Adam / AdamW by hand */
 
 typedef struct adam_ref {
     double p, m, v, vmax;
@@ -691,7 +691,7 @@ static void test_checkpoint_refuses_bad_state(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------------
- * clipping (§7.5, §7.6) */
+ * clipping */
 
 static void test_clip_grad_norm_by_hand(void **state) {
     (void)state;
@@ -812,7 +812,7 @@ static void test_clip_fixtures(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------------
- * schedulers (§7.7) */
+ * schedulers */
 
 static void test_schedulers_by_hand(void **state) {
     (void)state;

@@ -323,7 +323,7 @@ static void test_convert_unaligned(void **state) {
     tg_safetensors_free(st);
 }
 
-/* ---------------------------------------------------------------- reference vectors (§9.4) */
+/* ---------------------------------------------------------------- reference vectors */
 
 /* The four vectors of the safetensors reference test-suite, byte for byte: F32 data is
  * 0, 1, 2, 3, 4, 5. */

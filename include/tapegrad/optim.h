@@ -11,10 +11,10 @@
  *   }
  *
  * Numbers: every update follows PyTorch's single-tensor (foreach=False) loop in the operation
- * order of its default AVX2 kernels, including their fused multiply-adds (reference
- * pytorch-semantics.md §7.4): in the float32 build a step is bit-identical to PyTorch's when
- * given the same parameters and gradients. (PyTorch run with ATEN_CPU_CAPABILITY=default rounds
- * those products separately and is not matched bit for bit.)
+ * order of its default AVX2 kernels, including their fused multiply-adds: in the float32
+ * build a step is bit-identical to PyTorch's when given the same parameters and gradients.
+ * (PyTorch run with ATEN_CPU_CAPABILITY=default rounds those products separately and is not
+ * matched bit for bit.)
  *
  * Parameters whose grad is NULL (backward never reached them) are skipped, as PyTorch skips
  * grad None; a zeroed gradient is a gradient, as after PyTorch's zero_grad(set_to_none=False).
