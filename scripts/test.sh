@@ -19,18 +19,22 @@ setup build/test -Dwerror=true
 ninja -C build/test -j "$jobs"
 meson test -C build/test --num-processes "$jobs" --print-errorlogs
 
-echo "== install, then build the README's training script outside the tree with pkg-config"
-stage=$PWD/build/stage
-rm -rf "$stage"
-meson install -C build/test --destdir "$stage" >/dev/null
-pcdir=$(dirname "$(find "$stage" -name tapegrad.pc)")
+echo "== install into a prefix (no root), build the README's training script there with pkg-config"
+# As a user without root would: a prefix of one's own, libdir=lib so the .pc files are in
+# PREFIX/lib/pkgconfig, no examples/benchmarks/tests; the script then runs without
+# LD_LIBRARY_PATH (the .pc file carries an rpath).
+prefix=$PWD/build/prefix
+rm -rf "$prefix"
+setup build/install --prefix="$prefix" --libdir=lib -Dtests=disabled -Dexamples=false -Dbench=false
+ninja -C build/install -j "$jobs" >/dev/null
+meson install -C build/install >/dev/null
 script=$(mktemp -d "${TMPDIR:-/tmp}/tg_script.XXXXXX")
 cp examples/train_gru_classifier.c "$script/train.c"
 (
     cd "$script"
-    export PKG_CONFIG_PATH="$pcdir" PKG_CONFIG_SYSROOT_DIR="$stage"
+    export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
     cc -Wall -Wextra -Werror train.c $(pkg-config --cflags --libs tapegrad) -o train
-    LD_LIBRARY_PATH=$(dirname "$(find "$stage" -name libtapegrad.so | head -n 1)") ./train
+    env -u LD_LIBRARY_PATH ./train
 )
 rm -rf "$script"
 
