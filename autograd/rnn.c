@@ -356,6 +356,7 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
             memset(rnn_c(r, first), 0, (size_t)BH * sizeof(tg_real));
     }
     /* without a backward to come, one slot of activations is reused by every step */
+    r->S = impl->saved;
     r->act_stride = keep ? impl->saved * BH : 0;
     r->acts =
         tg_tape_alloc(tape, (size_t)((keep ? T : 1) * impl->saved * BH + 1) * sizeof(tg_real));

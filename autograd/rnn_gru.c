@@ -66,12 +66,12 @@ TG_VEC_KERNEL
 static void gru_backward_rows(int64_t b0, int64_t b1, void *ctx) {
     const rnn_step_ctx *c = ctx;
     const rnn_run *rr = c->r;
-    const int64_t H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, c->t)), *acts_all = rnn_acts(rr, c->t);
+    const int64_t H = rr->H;
     for (int64_t b = b0; b < b1; b++) {
-        const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = c->dh + b * H;
-        const tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
-        tg_real *da_i = c->da_i + b * G3, *da_h = c->da_h + b * G3, *dh_prev = c->dh_prev + b * H;
+        const rnn_row w = rnn_row_at(c, b);
+        const tg_real *r = w.acts, *z = r + H, *n = r + 2 * H, *hn = r + 3 * H;
+        const tg_real *h_prev = w.h_prev, *dh = w.dh;
+        tg_real *da_i = w.da_i, *da_h = w.da_h, *dh_prev = w.dh_prev;
         tg_real *dhn = rr->dhn + (c->t * rr->B + b) * H; /* kept for dW_hn, db_hn */
         TG_SIMD
         for (int64_t j = 0; j < H; j++) {
@@ -186,13 +186,11 @@ static void gru_cho_forward(const rnn_run *rr, int64_t t) {
 /* The first backward kernel on rows [b0, b1): dn, dz, da_n, da_z, the direct dh_prev. */
 static void gru_cho_backward_gates(int64_t b0, int64_t b1, void *ctx) {
     const rnn_step_ctx *c = ctx;
-    const rnn_run *rr = c->r;
-    const int64_t H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, c->t)), *acts_all = rnn_acts(rr, c->t);
+    const int64_t H = c->r->H;
     for (int64_t b = b0; b < b1; b++) {
-        const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = c->dh + b * H;
-        const tg_real *z = a + H, *n = a + 2 * H;
-        tg_real *da = c->da_i + b * G3, *dh_prev = c->dh_prev + b * H;
+        const rnn_row w = rnn_row_at(c, b);
+        const tg_real *z = w.acts + H, *n = w.acts + 2 * H, *h_prev = w.h_prev, *dh = w.dh;
+        tg_real *da = w.da_i, *dh_prev = w.dh_prev;
         TG_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dn = dh[j] * (1 - z[j]);
@@ -207,13 +205,11 @@ static void gru_cho_backward_gates(int64_t b0, int64_t b1, void *ctx) {
 /* The second backward kernel on rows [b0, b1): through rh = r ⊙ h_prev (drh in work). */
 static void gru_cho_backward_reset(int64_t b0, int64_t b1, void *ctx) {
     const rnn_step_ctx *c = ctx;
-    const rnn_run *rr = c->r;
-    const int64_t H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, c->t)), *acts_all = rnn_acts(rr, c->t);
+    const int64_t H = c->r->H;
     for (int64_t b = b0; b < b1; b++) {
-        const tg_real *r = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H,
-                      *drh = rr->work + b * H;
-        tg_real *da = c->da_i + b * G3, *dh_prev = c->dh_prev + b * H;
+        const rnn_row w = rnn_row_at(c, b);
+        const tg_real *r = w.acts, *h_prev = w.h_prev, *drh = c->r->work + b * H;
+        tg_real *da = w.da_i, *dh_prev = w.dh_prev;
         TG_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dr = drh[j] * h_prev[j];

@@ -50,6 +50,7 @@ typedef struct rnn_run {
     const tg_real *w_ih, *w_hh; /* (G·H, I), (G·H, H) */
     const tg_real *b_ih, *b_hh; /* (G·H); zeros when the layer has no bias */
     tg_real *gi, *hs, *cs, *acts;
+    int64_t S;                 /* activations kept per batch row, in units of H */
     int64_t act_stride;        /* elements of acts per step; 0 = one slot reused (inference) */
     tg_real *work;             /* (B, G·H) scratch for the hidden GEMM(s); packed: one
                                 * (B, G·nr) tile per unit panel (forward and backward each
@@ -108,6 +109,28 @@ static inline tg_real *rnn_c(const rnn_run *r, int64_t slot) { return r->cs + sl
 static inline tg_real *rnn_acts(const rnn_run *r, int64_t t) { return r->acts + t * r->act_stride; }
 static inline const tg_real *rnn_gi(const rnn_run *r, int64_t t) {
     return r->gi + t * r->B * r->G * r->H;
+}
+
+/* Batch row b of the backward step in ctx: what a gated cell's row kernel reads (the row's
+ * saved activations, its states and dh) and writes (its pre-activation gradients, dh_prev
+ * and, LSTM, dc). c_prev and c are NULL without cell states, dc without a dc. */
+typedef struct rnn_row {
+    const tg_real *acts, *h_prev, *dh, *c_prev, *c;
+    tg_real *dc, *da_i, *da_h, *dh_prev;
+} rnn_row;
+static inline rnn_row rnn_row_at(const rnn_step_ctx *ctx, int64_t b) {
+    const rnn_run *r = ctx->r;
+    const int64_t H = r->H, GH = r->G * H;
+    const int64_t prev = rnn_prev_slot(r, ctx->t), cur = rnn_cur_slot(r, ctx->t);
+    return (rnn_row){.acts = rnn_acts(r, ctx->t) + b * r->S * H,
+                     .h_prev = rnn_h(r, prev) + b * H,
+                     .dh = ctx->dh + b * H,
+                     .c_prev = r->cs ? rnn_c(r, prev) + b * H : NULL,
+                     .c = r->cs ? rnn_c(r, cur) + b * H : NULL,
+                     .dc = ctx->dc ? ctx->dc + b * H : NULL,
+                     .da_i = ctx->da_i + b * GH,
+                     .da_h = ctx->da_h + b * GH,
+                     .dh_prev = ctx->dh_prev + b * H};
 }
 
 /* What one cell kind supplies to the shared driver (autograd/rnn.c). */

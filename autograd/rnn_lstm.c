@@ -63,13 +63,12 @@ TG_VEC_KERNEL
 static void lstm_backward_rows(int64_t b0, int64_t b1, void *ctx) {
     const rnn_step_ctx *cx = ctx;
     const rnn_run *rr = cx->r;
-    const int64_t H = rr->H, G4 = 4 * H;
-    const tg_real *c_prev_all = rnn_c(rr, rnn_prev_slot(rr, cx->t)),
-                  *c_all = rnn_c(rr, rnn_cur_slot(rr, cx->t)), *acts_all = rnn_acts(rr, cx->t);
+    const int64_t H = rr->H;
     for (int64_t b = b0; b < b1; b++) {
-        const tg_real *a = acts_all + b * 4 * H, *c_prev = c_prev_all + b * H, *dh = cx->dh + b * H;
-        const tg_real *i = a, *f = a + H, *g = a + 2 * H, *o = a + 3 * H, *c = c_all + b * H;
-        tg_real *dc = cx->dc + b * H, *da = cx->da_i + b * G4;
+        const rnn_row w = rnn_row_at(cx, b);
+        const tg_real *i = w.acts, *f = i + H, *g = i + 2 * H, *o = i + 3 * H;
+        const tg_real *c_prev = w.c_prev, *c = w.c, *dh = w.dh;
+        tg_real *dc = w.dc, *da = w.da_i;
         TG_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real tc = rnn_tanh(c[j]); /* the forward's, recomputed (not saved) */

@@ -503,21 +503,27 @@ static void tg_gemm_run(const tg_gemm_call *g, bool dots, int64_t m0, int64_t m1
         tg_gemm_blocked(g, m0, m1, n0, n1);
 }
 
+bool tg_gemm_prologue(const char *fn, bool trans_a, int64_t m, int64_t n, int64_t k, tg_real alpha,
+                      int64_t lda, tg_real beta, tg_real *c, int64_t ldc) {
+    if (m == 0 || n == 0) return false;
+    if (ldc < n) tg_fail("%s: ldc=%lld < n=%lld", fn, (long long)ldc, (long long)n);
+    if (k == 0 || alpha == 0) {
+        tg_gemm_scale(m, n, beta, c, ldc);
+        return false;
+    }
+    if (lda < (trans_a ? m : k))
+        tg_fail("%s: lda=%lld < %lld (trans_a=%d)", fn, (long long)lda,
+                (long long)(trans_a ? m : k), (int)trans_a);
+    return true;
+}
+
 void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_real alpha,
              const tg_real *a, int64_t lda, const tg_real *b, int64_t ldb, tg_real beta, tg_real *c,
              int64_t ldc) {
     if (m < 0 || n < 0 || k < 0)
         tg_fail("tg_gemm: negative size m=%lld n=%lld k=%lld", (long long)m, (long long)n,
                 (long long)k);
-    if (m == 0 || n == 0) return;
-    if (ldc < n) tg_fail("tg_gemm: ldc=%lld < n=%lld", (long long)ldc, (long long)n);
-    if (k == 0 || alpha == 0) {
-        tg_gemm_scale(m, n, beta, c, ldc);
-        return;
-    }
-    if (lda < (trans_a ? m : k))
-        tg_fail("tg_gemm: lda=%lld < %lld (trans_a=%d)", (long long)lda,
-                (long long)(trans_a ? m : k), (int)trans_a);
+    if (!tg_gemm_prologue("tg_gemm", trans_a, m, n, k, alpha, lda, beta, c, ldc)) return;
     if (ldb < (trans_b ? k : n))
         tg_fail("tg_gemm: ldb=%lld < %lld (trans_b=%d)", (long long)ldb,
                 (long long)(trans_b ? k : n), (int)trans_b);

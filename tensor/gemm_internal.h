@@ -102,5 +102,11 @@ TG_INTERNAL void tg_gemm_tiles(const tg_gemm_call *g, int64_t pc, int64_t kc, tg
                                const int *heights, int tiles, const tg_real *apack, tg_real *fly);
 /* C = beta * C on m x n (beta 0: zeros, not 0 * C: NaN does not leak). */
 TG_INTERNAL void tg_gemm_scale(int64_t m, int64_t n, tg_real beta, tg_real *c, int64_t ldc);
+/* What tg_gemm and tg_gemm_prepacked (fn, in messages) do first: fail on a short ldc or
+ * lda, do the empty and the C = beta * C cases (k == 0, alpha == 0); true when a product
+ * is left to compute. */
+TG_INTERNAL bool tg_gemm_prologue(const char *fn, bool trans_a, int64_t m, int64_t n, int64_t k,
+                                  tg_real alpha, int64_t lda, tg_real beta, tg_real *c,
+                                  int64_t ldc);
 
 #endif

@@ -94,15 +94,7 @@ void tg_gemm_prepacked(bool trans_a, int64_t m, int64_t n0, int64_t n1, tg_real 
         tg_fail("tg_gemm_prepacked: m=%lld, columns [%lld, %lld) of %lld (the first a multiple "
                 "of %lld)",
                 (long long)m, (long long)n0, (long long)n1, (long long)pb->n, (long long)NR);
-    if (m == 0 || nc == 0) return;
-    if (ldc < nc) tg_fail("tg_gemm_prepacked: ldc=%lld < %lld", (long long)ldc, (long long)nc);
-    if (k == 0 || alpha == 0) {
-        tg_gemm_scale(m, nc, beta, c, ldc);
-        return;
-    }
-    if (lda < (trans_a ? m : k))
-        tg_fail("tg_gemm_prepacked: lda=%lld < %lld (trans_a=%d)", (long long)lda,
-                (long long)(trans_a ? m : k), (int)trans_a);
+    if (!tg_gemm_prologue("tg_gemm_prepacked", trans_a, m, nc, k, alpha, lda, beta, c, ldc)) return;
     /* tg_gemm_tiles reads A in place (apack NULL) and the panels of each k block from
      * bpack; C's column 0 there is n0 here. */
     const tg_gemm_call g = {.kern = kern,
