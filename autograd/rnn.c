@@ -21,10 +21,10 @@
  *     db_ih += Σ_rows DA  db_hh += Σ_rows DA_h
  * where H_prev (T·B, H) stacks h_{t-1} of every step (contiguous, see rnn_internal.h).
  *
- * GRU and LSTM sequences (T >= 2) take all these products from weights packed ONCE per run
- * into panels (W_hhᵀ for the forward steps, W_hh for the backward steps, W_ihᵀ, W_ih; X and
- * H_prev for the weight gradients a block at a time), with a register-tile kernel that reads
- * the other operand in place: tg_gemm would pack W_hh again at every step.
+ * GRU and LSTM sequences (T >= 2) take the products with a weight from the weight packed
+ * ONCE per run (tg_gemm_pack_b: W_hhᵀ for the forward steps, W_hh for the backward steps,
+ * W_ihᵀ, W_ih) with tg_gemm_prepacked, which reads the other operand in place: tg_gemm would
+ * pack W_hh again at every step. The weight gradients are tg_gemm's.
  *
  * Memory: DA is written over gi (the forward's input projections, which the backward never
  * reads); the GRU keeps of DA_h only its n block; what only one pass uses (the packed
