@@ -61,7 +61,8 @@ void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_rea
  * accumulator per k block of the kernel (the blocks added to C in order), exactly as
  * tg_gemm sums it; so tg_gemm_prepacked gives the same bits as tg_gemm on the same
  * operands (except where tg_gemm takes its dot-product form, C = A B^T with at most 8
- * rows, whose sums run in another order), and the same bits for a row or column of C
+ * rows, whose sums run in another order, and the -Dblas build, where tg_gemm is
+ * OpenBLAS's), and the same bits for a row or column of C
  * whatever rows and columns a call computes: callers split the rows, or the columns at
  * multiples of tg_gemm_packed_width, between threads and get bit-identical results at any
  * thread count (the fused RNN relies on this). */
