@@ -13,12 +13,6 @@
 #include <math.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#define OMP(x) _Pragma(#x)
-#else
-#define OMP(x)
-#endif
-
 /* Below PAR_MIN elements a loop runs on one thread (tg_parallel_for with grain CHUNK);
  * parallel loops split independent outputs, so results do not depend on the thread count. */
 #define PAR_MIN ((int64_t)1 << 15)
@@ -40,10 +34,10 @@ typedef void (*row_fn)(const tg_real *restrict a, int64_t sa, const tg_real *res
 #define ROW_LOOP(A, B)                                                                             \
     do {                                                                                           \
         if (acc) {                                                                                 \
-            OMP(omp simd)                                                                          \
+            TG_SIMD                                                                                \
             for (int64_t i = 0; i < n; i++) y[i] += EXPR(A, B);                                    \
         } else {                                                                                   \
-            OMP(omp simd)                                                                          \
+            TG_SIMD                                                                                \
             for (int64_t i = 0; i < n; i++) y[i] = EXPR(A, B);                                     \
         }                                                                                          \
     } while (0)
@@ -338,7 +332,7 @@ tg_tensor *tg_mul_scalar(tg_tape *t, tg_tensor *x, tg_real s) {
  * case its own loop. */
 #define POW_LOOP(EXPR_OF_XI)                                                                       \
     do {                                                                                           \
-        OMP(omp simd)                                                                              \
+        TG_SIMD                                                                                    \
         for (int64_t i = 0; i < n; i++) {                                                          \
             const tg_real xi = x[i];                                                               \
             (void)xi;                                                                              \
@@ -377,7 +371,7 @@ static void pow_scalar_backward(tg_tape *tape, tg_node *node) {
     tg_real *restrict d = tg_tape_alloc(tape, (size_t)x->numel * sizeof(tg_real));
     pow_array(x->data, d, x->numel, p - 1);
     const tg_real *restrict g = y->grad;
-    OMP(omp simd)
+    TG_SIMD
     for (int64_t i = 0; i < x->numel; i++) dx[i] += g[i] * (p * d[i]);
 }
 

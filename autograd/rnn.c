@@ -21,10 +21,10 @@
  *     db_ih += Σ_rows DA  db_hh += Σ_rows DA_h
  * where H_prev (T·B, H) stacks h_{t-1} of every step (contiguous, see rnn_internal.h).
  *
- * GRU and LSTM sequences (T >= 2) take all these products from weights packed ONCE per run
- * into panels (W_hhᵀ for the forward steps, W_hh for the backward steps, W_ihᵀ, W_ih; X and
- * H_prev for the weight gradients a block at a time), with a register-tile kernel that reads
- * the other operand in place: tg_gemm would pack W_hh again at every step.
+ * GRU and LSTM sequences (T >= 2) take the products with a weight from the weight packed
+ * ONCE per run (tg_gemm_pack_b: W_hhᵀ for the forward steps, W_hh for the backward steps,
+ * W_ihᵀ, W_ih) with tg_gemm_prepacked, which reads the other operand in place: tg_gemm would
+ * pack W_hh again at every step. The weight gradients are tg_gemm's.
  *
  * Memory: DA is written over gi (the forward's input projections, which the backward never
  * reads); the GRU keeps of DA_h only its n block; what only one pass uses (the packed
@@ -88,10 +88,10 @@ static const rnn_cell_impl *impl_of(tg_cell_kind kind) {
  * The plain RNN cell:  h_t = act(a),  a = gi_t + b_ih + h_{t-1}·W_hhᵀ + b_hh
  * ------------------------------------------------------------------------------------- */
 /* Step t for one batch row: the gate kernel (rnn_forward runs it on every row). */
-RNN_ROW_KERNEL
+TG_VEC_KERNEL
 static void rnn_forward_step(int64_t H, const tg_real *gi, const tg_real *gh, const tg_real *b_ih,
                              const tg_real *b_hh, tg_real *h, bool relu) {
-    RNN_SIMD
+    TG_SIMD
     for (int64_t j = 0; j < H; j++) {
         const tg_real a = (gi[j] + b_ih[j]) + (gh[j] + b_hh[j]);
         h[j] = relu ? (a > 0 ? a : 0) : rnn_tanh(a);
@@ -127,7 +127,7 @@ static void rnn_backward_step(const rnn_run *r, int64_t t, const tg_real *dh, tg
                               tg_real *dh_prev, bool relu) {
     const int64_t B = r->B, H = r->H;
     const tg_real *h = rnn_h(r, rnn_cur_slot(r, t));
-    RNN_SIMD
+    TG_SIMD
     for (int64_t k = 0; k < B * H; k++)
         da[k] = relu ? (h[k] > 0 ? dh[k] : 0) : dh[k] * (1 - h[k] * h[k]);
     tg_gemm(false, false, B, H, H, 1, da, H, r->w_hh, H, 0, dh_prev, H);
@@ -152,267 +152,58 @@ const rnn_cell_impl tg_rnn_impl_relu = {0,   false, false, rnn_relu_forward, rnn
                                         NULL};
 
 /* ---------------------------------------------------------------------------------------
- * The step products with W_hh packed once per run (rnn_internal.h)
+ * The products from weights packed once per run (rnn_internal.h)
  * ------------------------------------------------------------------------------------- */
-/* Portable (and float64): a 4 x 8 tile of accumulators in a local array. */
-#define RNN_PORT_MR 4
-#define RNN_PORT_NR 8
-static void rnn_panel_portable(int64_t m, int64_t k, const tg_real *a, int64_t ars, int64_t acs,
-                               const tg_real *p, tg_real *c, int64_t ldc, int64_t ncol, bool add) {
-    for (int64_t i0 = 0; i0 < m; i0 += RNN_PORT_MR) {
-        const int64_t mr = m - i0 < RNN_PORT_MR ? m - i0 : RNN_PORT_MR;
-        tg_real acc[RNN_PORT_MR][RNN_PORT_NR] = {{0}};
-        for (int64_t q = 0; q < k; q++)
-            for (int64_t i = 0; i < mr; i++) {
-                const tg_real ai = a[(i0 + i) * ars + q * acs];
-                for (int j = 0; j < RNN_PORT_NR; j++) acc[i][j] += ai * p[q * RNN_PORT_NR + j];
-            }
-        for (int64_t i = 0; i < mr; i++) {
-            tg_real *ci = c + (i0 + i) * ldc;
-            for (int64_t j = 0; j < ncol; j++) ci[j] = add ? ci[j] + acc[i][j] : acc[i][j];
-        }
-    }
-}
-static const rnn_gemm_kernel rnn_gemm_portable = {RNN_PORT_NR, rnn_panel_portable};
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(TG_DOUBLE)
-#include <immintrin.h>
-/* The register tiles, FMA in registers: rows [0, mr) (mr a constant after inlining) of
- * C (+)= A·P. V = the vector type, W its width, NR = 2·W columns (two vectors a row). */
-#define RNN_TILE_BODY(V, W, MR, SETZERO, LOAD, STORE, SET1, FMA, ADD)                              \
-    V acc0[MR], acc1[MR];                                                                          \
-    _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) acc0[i] = acc1[i] = SETZERO();           \
-    for (int64_t q = 0; q < k; q++) {                                                              \
-        const V p0 = LOAD(p + q * 2 * W), p1 = LOAD(p + q * 2 * W + W);                            \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) if (i < mr) {                        \
-            const V ai = SET1(a[i * ars + q * acs]);                                               \
-            acc0[i] = FMA(ai, p0, acc0[i]);                                                        \
-            acc1[i] = FMA(ai, p1, acc1[i]);                                                        \
-        }                                                                                          \
-    }                                                                                              \
-    if (ncol == 2 * W) {                                                                           \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) if (i < mr) {                        \
-            float *ci = c + i * ldc;                                                               \
-            if (add) acc0[i] = ADD(LOAD(ci), acc0[i]), acc1[i] = ADD(LOAD(ci + W), acc1[i]);       \
-            STORE(ci, acc0[i]);                                                                    \
-            STORE(ci + W, acc1[i]);                                                                \
-        }                                                                                          \
-    } else {                                                                                       \
-        float tmp[2 * W];                                                                          \
-        for (int i = 0; i < mr; i++) {                                                             \
-            STORE(tmp, acc0[i]);                                                                   \
-            STORE(tmp + W, acc1[i]);                                                               \
-            float *ci = c + i * ldc;                                                               \
-            for (int64_t j = 0; j < ncol; j++) ci[j] = add ? ci[j] + tmp[j] : tmp[j];              \
-        }                                                                                          \
-    }
-
-/* Rows in blocks of MR, then the rest with a tile of that many rows (a constant each). */
-#define RNN_TAIL(TILE, MR, n)                                                                      \
-    case n:                                                                                        \
-        if (n < MR) TILE(n, k, a + i * ars, ars, acs, p, c + i * ldc, ldc, ncol, add);             \
-        break;
-#define RNN_PANEL_BODY(TILE, MR)                                                                   \
-    int64_t i = 0;                                                                                 \
-    for (; i + MR <= m; i += MR)                                                                   \
-        TILE(MR, k, a + i * ars, ars, acs, p, c + i * ldc, ldc, ncol, add);                        \
-    switch (m - i) {                                                                               \
-        RNN_TAIL(TILE, MR, 7)                                                                      \
-        RNN_TAIL(TILE, MR, 6)                                                                      \
-        RNN_TAIL(TILE, MR, 5)                                                                      \
-        RNN_TAIL(TILE, MR, 4)                                                                      \
-        RNN_TAIL(TILE, MR, 3) RNN_TAIL(TILE, MR, 2) RNN_TAIL(TILE, MR, 1) default : break;         \
-    }
-
-/* One kernel family: its tile (always inlined, rows a constant) and its panel function. */
-#define RNN_KERNEL_FAMILY(NAME, TARGET, V, W, MR, SETZERO, LOAD, STORE, SET1, FMA, ADD)            \
-    __attribute__((target(TARGET), always_inline)) static inline void rnn_tile_##NAME(             \
-        int mr, int64_t k, const float *a, int64_t ars, int64_t acs, const float *p, float *c,     \
-        int64_t ldc, int64_t ncol, bool add) {                                                     \
-        RNN_TILE_BODY(V, W, MR, SETZERO, LOAD, STORE, SET1, FMA, ADD)                              \
-    }                                                                                              \
-    __attribute__((target(TARGET))) static void rnn_panel_##NAME(                                  \
-        int64_t m, int64_t k, const float *a, int64_t ars, int64_t acs, const float *p, float *c,  \
-        int64_t ldc, int64_t ncol, bool add) {                                                     \
-        RNN_PANEL_BODY(rnn_tile_##NAME, MR)                                                        \
-    }                                                                                              \
-    static const rnn_gemm_kernel rnn_gemm_##NAME = {2 * W, rnn_panel_##NAME};
-
-/* AVX2 + FMA: 6 rows x 16 columns (12 accumulators of the 16 ymm registers). */
-RNN_KERNEL_FAMILY(avx2, "avx2,fma", __m256, 8, 6, _mm256_setzero_ps, _mm256_loadu_ps,
-                  _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps)
-/* AVX-512: 8 rows x 32 columns (16 accumulators of the 32 zmm registers). */
-RNN_KERNEL_FAMILY(avx512, "avx512f", __m512, 16, 8, _mm512_setzero_ps, _mm512_loadu_ps,
-                  _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps)
-#endif
-
-/* The same instruction set as tg_gemm (so tg_gemm_force_portable covers these too). */
-static const rnn_gemm_kernel *rnn_gemm_pick(void) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(TG_DOUBLE)
-    const char *name = tg_gemm_kernel_name();
-    if (!strncmp(name, "avx512", 6)) return &rnn_gemm_avx512;
-    if (!strncmp(name, "avx2", 4)) return &rnn_gemm_avx2;
-#endif
-    return &rnn_gemm_portable;
+/* op(W) (k x n; trans: W stored n x k, row stride ldw) packed into the tape's arena. */
+static tg_gemm_packed *pack_weight(tg_tape *tape, const tg_real *w, int64_t ldw, bool trans,
+                                   int64_t k, int64_t n) {
+    const size_t size = tg_gemm_packed_size(k, n);
+    return tg_gemm_pack_b(trans, k, n, w, ldw, tg_tape_alloc(tape, size), size);
 }
 
-/* One panel: columns [j0, j0 + nr) of op(W) (k x n, zero past n) into out (k, nr).
- * trans: op(W) = Wᵀ, W stored n x k; else W itself, k x n. Row stride ldw. */
-static void pack_panel(const tg_real *w, int64_t ldw, bool trans, int64_t k, int64_t n, int64_t j0,
-                       int64_t nr, tg_real *out) {
-    const int64_t cols = n - j0 < nr ? n - j0 : nr;
-    if (trans) {
-        for (int64_t jj = 0; jj < cols; jj++)
-            for (int64_t kk = 0; kk < k; kk++) out[kk * nr + jj] = w[(j0 + jj) * ldw + kk];
-    } else if (cols == nr) {
-        for (int64_t kk = 0; kk < k; kk++)
-            memcpy(out + kk * nr, w + kk * ldw + j0, (size_t)nr * sizeof(tg_real));
-    } else {
-        for (int64_t kk = 0; kk < k; kk++)
-            for (int64_t jj = 0; jj < cols; jj++) out[kk * nr + jj] = w[kk * ldw + j0 + jj];
-    }
-    for (int64_t kk = 0; kk < k; kk++)
-        for (int64_t jj = cols; jj < nr; jj++) out[kk * nr + jj] = 0;
-}
-
-/* All panels of op(W) (k x n), panel q at q·k·nr; ⌈n / nr⌉·k·nr values, in the arena.
- * The panels are split between the threads (a copy: any split gives the same bits). */
-typedef struct rnn_pack {
-    const tg_real *w;
-    int64_t ldw, k, n, nr;
-    bool trans;
-    tg_real *out;
-} rnn_pack;
-
-static void pack_panels(int64_t q0, int64_t q1, void *ctx) {
-    const rnn_pack *pk = ctx;
-    for (int64_t q = q0; q < q1; q++)
-        pack_panel(pk->w, pk->ldw, pk->trans, pk->k, pk->n, q * pk->nr, pk->nr,
-                   pk->out + q * pk->k * pk->nr);
-}
-
-static tg_real *pack_all(tg_tape *tape, const rnn_gemm_kernel *gk, const tg_real *w, int64_t ldw,
-                         bool trans, int64_t k, int64_t n) {
-    const int64_t nr = gk->nr, panels = (n + nr - 1) / nr;
-    rnn_pack pk = {
-        w, ldw, k, n, nr, trans, tg_tape_alloc(tape, (size_t)(panels * k * nr) * sizeof(tg_real))};
-    tg_parallel_for(panels, k * n >= ((int64_t)1 << 16) ? 1 : panels, pack_panels, &pk);
-    return pk.out;
-}
-
-/* C[i0:i1, 0:n] (+)= A[i0:i1, 0:k]·op(W) from its panels p (pack_all). Rows in blocks of
- * RNN_ROW_BLOCK, each block through every panel: a panel serves the block's row tiles
- * from L1/L2, and the block's rows of A stay in L2. */
-#define RNN_ROW_BLOCK 48 /* a multiple of both kernels' row tiles (8 and 6) */
-static void packed_rows(const rnn_gemm_kernel *gk, int64_t i0, int64_t i1, int64_t k,
-                        const tg_real *a, int64_t lda, const tg_real *p, int64_t n, tg_real *c,
-                        int64_t ldc, bool add) {
-    const int64_t nr = gk->nr;
-    for (int64_t ib = i0; ib < i1; ib += RNN_ROW_BLOCK) {
-        const int64_t rows = i1 - ib < RNN_ROW_BLOCK ? i1 - ib : RNN_ROW_BLOCK;
-        for (int64_t q = 0; q * nr < n; q++)
-            gk->fn(rows, k, a + ib * lda, lda, 1, p + q * k * nr, c + ib * ldc + q * nr, ldc,
-                   n - q * nr < nr ? n - q * nr : nr, add);
-    }
-}
-
-/* A whole-sequence product (T·B rows) from packed panels, the row blocks split between
- * the threads (each element computed by one thread: the same bits at any count). */
+/* A whole-sequence product C (+)= A·op(W), m = T·B rows, A (m x k) and C (m x n)
+ * contiguous, from the packed op(W); the rows are split between the threads (each
+ * element computed by one thread: the same bits at any count). */
 typedef struct rnn_product {
-    const rnn_gemm_kernel *gk;
-    int64_t m, k, n, lda, ldc;
-    const tg_real *a, *p;
+    const tg_gemm_packed *w;
+    int64_t k, n;
+    const tg_real *a;
     tg_real *c;
     bool add;
 } rnn_product;
 
-static void product_blocks(int64_t u0, int64_t u1, void *ctx) {
-    const rnn_product *g = ctx;
-    const int64_t i1 = u1 * RNN_ROW_BLOCK < g->m ? u1 * RNN_ROW_BLOCK : g->m;
-    packed_rows(g->gk, u0 * RNN_ROW_BLOCK, i1, g->k, g->a, g->lda, g->p, g->n, g->c, g->ldc,
-                g->add);
+static void product_rows(int64_t i0, int64_t i1, void *ctx) {
+    const rnn_product *p = ctx;
+    tg_gemm_prepacked(false, i1 - i0, 0, p->n, 1, p->a + i0 * p->k, p->k, p->w, p->add,
+                      p->c + i0 * p->n, p->n);
 }
 
-static void packed_product(rnn_product g) {
-    const int64_t units = (g.m + RNN_ROW_BLOCK - 1) / RNN_ROW_BLOCK;
-    tg_parallel_for(units, g.m * g.n * g.k >= ((int64_t)1 << 20) ? 1 : units, product_blocks, &g);
-}
-
-/* A weight gradient: C (M x N) += Aᵀ·Bm over K rows, A (K x M, row stride lda) and Bm
- * (K x N) row-major (dW = DAᵀ·X: M = G·H, K = T·B). Packed: A read in place, transposed (its
- * columns are C's rows); k in blocks of RNN_K_BLOCK, each block's sum added to C in order;
- * C's row blocks split between the threads. Bm is packed one (k block, panel) at a time into
- * a buffer on the thread's stack, each thread packing the panels it reads: a packed copy of
- * all of Bm would take K·N values of the arena, as much as X or H_prev itself, for a copy
- * that costs 1/M of the product. Without packing (gk NULL): tg_gemm. */
-#define RNN_K_BLOCK 256
-#define RNN_NR_MAX  (128 / (int64_t)sizeof(tg_real)) /* the widest panel: 32 floats */
-typedef struct rnn_wgrad {
-    const rnn_gemm_kernel *gk;
-    int64_t M, N, K, lda;
-    const tg_real *a, *bm;
-    tg_real *c;
-} rnn_wgrad;
-
-static void wgrad_blocks(int64_t u0, int64_t u1, void *ctx) {
-    const rnn_wgrad *g = ctx;
-    const int64_t nr = g->gk->nr, M = g->M, N = g->N, K = g->K;
-    const int64_t i0 = u0 * RNN_ROW_BLOCK, i1 = u1 * RNN_ROW_BLOCK < M ? u1 * RNN_ROW_BLOCK : M;
-    _Alignas(64) tg_real panel[RNN_K_BLOCK * RNN_NR_MAX];
-    for (int64_t kb = 0; kb < K; kb += RNN_K_BLOCK) {
-        const int64_t kc = K - kb < RNN_K_BLOCK ? K - kb : RNN_K_BLOCK;
-        for (int64_t q = 0; q * nr < N; q++) {
-            pack_panel(g->bm + kb * N, N, false, kc, N, q * nr, nr, panel);
-            g->gk->fn(i1 - i0, kc, g->a + kb * g->lda + i0, 1, g->lda, panel,
-                      g->c + i0 * N + q * nr, N, N - q * nr < nr ? N - q * nr : nr, true);
-        }
-    }
-}
-
-static void weight_grad(const rnn_gemm_kernel *gk, int64_t M, int64_t N, int64_t K,
-                        const tg_real *a, int64_t lda, const tg_real *bm, tg_real *c) {
-    if (!gk) {
-        tg_gemm(true, false, M, N, K, 1, a, lda, bm, N, 1, c, N);
-        return;
-    }
-    if (gk->nr > RNN_NR_MAX)
-        tg_fail("rnn: panel width %lld > %lld", (long long)gk->nr, (long long)RNN_NR_MAX);
-    rnn_wgrad g = {gk, M, N, K, lda, a, bm, c};
-    const int64_t units = (M + RNN_ROW_BLOCK - 1) / RNN_ROW_BLOCK;
-    tg_parallel_for(units, M * N * K >= ((int64_t)1 << 20) ? 1 : units, wgrad_blocks, &g);
-}
-
-/* W_hhᵀ panels for the forward, per gate block: panel q of block g at (q·G + g)·H·nr.
- * Panels [q0, q1) (ctx: the run; wf is the output). */
-static void pack_forward_panels(int64_t q0, int64_t q1, void *ctx) {
-    const rnn_run *r = ctx;
-    const int64_t H = r->H, G = r->G, nr = r->gk->nr;
-    for (int64_t q = q0; q < q1; q++)
-        for (int64_t g = 0; g < G; g++)
-            pack_panel(r->w_hh + g * H * H, H, true, H, H, q * nr, nr,
-                       r->wf + (q * G + g) * H * nr);
+static void packed_product(const tg_gemm_packed *w, int64_t m, int64_t k, int64_t n,
+                           const tg_real *a, tg_real *c, bool add) {
+    rnn_product p = {w, k, n, a, c, add};
+    tg_parallel_for(m, m * n * k >= ((int64_t)1 << 20) ? 48 : m, product_rows, &p);
 }
 
 /* gh = h_prev·W_hhᵀ for unit panel q (units [q·nr, q·nr + nr)) of every gate block, into
  * tile (B, G·nr): gate block g at columns [g·nr, g·nr + nr). */
 static void rnn_step_product(const rnn_run *r, int64_t q, const tg_real *h_prev, tg_real *tile) {
-    const int64_t H = r->H, G = r->G, nr = r->gk->nr;
+    const int64_t H = r->H, G = r->G, nr = r->nr, j1 = (q + 1) * nr < H ? (q + 1) * nr : H;
     for (int64_t g = 0; g < G; g++)
-        r->gk->fn(r->B, H, h_prev, H, 1, r->wf + (q * G + g) * H * nr, tile + g * nr, G * nr, nr,
-                  false);
+        tg_gemm_prepacked(false, r->B, q * nr, j1, 1, h_prev, H, r->wf[g], 0, tile + g * nr,
+                          G * nr);
 }
 
 void rnn_step_product_back(const rnn_run *r, int64_t b0, int64_t b1, const tg_real *da_h,
                            tg_real *dh_prev, bool add) {
     const int64_t H = r->H, GH = r->G * H;
-    packed_rows(r->gk, b0, b1, GH, da_h, GH, r->wb, H, dh_prev, H, add);
+    tg_gemm_prepacked(false, b1 - b0, 0, H, 1, da_h + b0 * GH, GH, r->wb, add, dh_prev + b0 * H, H);
 }
 
 /* Packed: unit panels [q0, q1), each its product (all gate blocks) then its gates. */
 static void gated_panels(int64_t q0, int64_t q1, void *ctx) {
     const rnn_step_ctx *c = ctx;
     const rnn_run *r = c->r;
-    const int64_t B = r->B, H = r->H, G = r->G, nr = r->gk->nr;
+    const int64_t B = r->B, H = r->H, G = r->G, nr = r->nr;
     const tg_real *h_prev = rnn_h(r, rnn_prev_slot(r, c->t));
     const tg_real *gi = rnn_gi(r, c->t);
     const int64_t line = 64 / (int64_t)sizeof(tg_real);
@@ -439,7 +230,7 @@ static void gated_rows(int64_t b0, int64_t b1, void *ctx) {
 void rnn_forward_gated(const rnn_run *r, int64_t t, rnn_gates_fn *gates) {
     const int64_t B = r->B, H = r->H, GH = r->G * H;
     rnn_step_ctx c = {.r = r, .t = t, .gates = gates};
-    if (r->gk) { /* each thread: its unit panels, product and gates, no barrier between */
+    if (r->packed) { /* each thread: its unit panels, product and gates, no barrier between */
         tg_parallel_for(r->panels, rnn_step_grain(r, r->panels), gated_panels, &c);
         return;
     }
@@ -450,8 +241,9 @@ void rnn_forward_gated(const rnn_run *r, int64_t t, rnn_gates_fn *gates) {
 
 void rnn_backward_gated(const rnn_run *r, rnn_step_ctx *ctx, tg_range_fn rows, bool add) {
     const int64_t B = r->B, H = r->H, GH = r->G * H;
-    tg_parallel_for(B, r->gk ? rnn_step_grain(r, B) : rnn_row_grain(B, H), rows, ctx);
-    if (!r->gk) tg_gemm(false, false, B, H, GH, 1, ctx->da_h, GH, r->w_hh, H, add, ctx->dh_prev, H);
+    tg_parallel_for(B, r->packed ? rnn_step_grain(r, B) : rnn_row_grain(B, H), rows, ctx);
+    if (!r->packed)
+        tg_gemm(false, false, B, H, GH, 1, ctx->da_h, GH, r->w_hh, H, add, ctx->dh_prev, H);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -547,7 +339,7 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
     r->b_ih = w->b_ih ? w->b_ih->data : arena_zeros(tape, GH);
     r->b_hh = w->b_hh ? w->b_hh->data : arena_zeros(tape, GH);
 
-    if (impl->packed && T >= 2) r->gk = rnn_gemm_pick(); /* the packed products (see below) */
+    r->packed = impl->packed && T >= 2; /* the products from packed weights (see below) */
 
     /* What outlives the forward first: the states and the activations the backward reads. */
     const int64_t first = reverse ? T : 0; /* the slot of h0 */
@@ -564,6 +356,7 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
             memset(rnn_c(r, first), 0, (size_t)BH * sizeof(tg_real));
     }
     /* without a backward to come, one slot of activations is reused by every step */
+    r->S = impl->saved;
     r->act_stride = keep ? impl->saved * BH : 0;
     r->acts =
         tg_tape_alloc(tape, (size_t)((keep ? T : 1) * impl->saved * BH + 1) * sizeof(tg_real));
@@ -576,27 +369,30 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
     if (keep) scratch = tg_arena_get_mark(arena);
 
     /* the input projections of every step: ONE GEMM, (T·B, I)·(G·H, I)ᵀ */
-    if (r->gk) /* X read in place, W_ih packed once */
-        packed_product((rnn_product){r->gk, T * B, r->I, GH, r->I, GH, x->data,
-                                     pack_all(tape, r->gk, r->w_ih, r->I, true, r->I, GH), r->gi,
-                                     false});
+    if (r->packed) /* X read in place, W_ih packed once */
+        packed_product(pack_weight(tape, r->w_ih, r->I, true, r->I, GH), T * B, r->I, GH, x->data,
+                       r->gi, false);
     else
         tg_gemm(false, true, T * B, GH, r->I, 1, x->data, r->I, r->w_ih, r->I, 0, r->gi, GH);
 
-    /* W_hh packed once for all the steps (a single step: tg_gemm's own packing is as cheap) */
+    /* W_hh packed once for all the steps (a single step: tg_gemm's own packing is as cheap),
+     * each gate block's W_hhᵀ on its own, so a unit panel's columns of every block can be
+     * taken together (rnn_step_product) */
     int64_t work = B * GH;
-    if (r->gk) {
-        r->panels = (H + r->gk->nr - 1) / r->gk->nr;
-        r->wf = tg_tape_alloc(tape, (size_t)(r->panels * GH * r->gk->nr) * sizeof(tg_real));
-        tg_parallel_for(r->panels, rnn_step_grain(r, r->panels), pack_forward_panels, r);
-        work = r->panels * B * r->G * r->gk->nr;
+    if (r->packed) {
+        for (int64_t g = 0; g < r->G; g++)
+            r->wf[g] = pack_weight(tape, r->w_hh + g * H * H, H, true, H, H);
+        r->nr = tg_gemm_packed_width(r->wf[0]);
+        r->panels = (H + r->nr - 1) / r->nr;
+        work = r->panels * B * r->G * r->nr;
     }
     r->work = tg_tape_alloc(tape, (size_t)(work + 1) * sizeof(tg_real));
 
     for (int64_t s = 0; s < T; s++) impl->forward_step(r, reverse ? T - 1 - s : s);
     /* the forward's scratch goes back to the arena: the backward packs what it needs */
     tg_arena_rewind(arena, scratch);
-    r->wf = r->work = NULL;
+    memset(r->wf, 0, sizeof r->wf);
+    r->work = NULL;
     if (!keep) r->gi = NULL;
     r->out_seq = r->out_h = r->out_c = -1;
     return r;
@@ -625,7 +421,7 @@ static bool needs_grad(tg_tape *tape, tg_tensor *const *in, int n) {
  * The shared backward
  * ------------------------------------------------------------------------------------- */
 /* db[j] += Σ_rows a[row, j] for the columns [j0, j1) */
-RNN_ROW_KERNEL
+TG_VEC_KERNEL
 static void column_sums(tg_real *db, const tg_real *a, int64_t rows, int64_t lda, int64_t j0,
                         int64_t j1) {
     for (int64_t i = 0; i < rows; i++)
@@ -683,8 +479,8 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
     if (dh_n) memcpy(dh, dh_n, (size_t)BH * sizeof(tg_real));
     if (dc && dc_n) memcpy(dc, dc_n, (size_t)BH * sizeof(tg_real));
     r->work = tg_tape_alloc(tape, (size_t)(B * GH + 1) * sizeof(tg_real)); /* the steps' tile */
-    if (r->gk) /* W_hh packed for the steps' products da_h·W_hh */
-        r->wb = pack_all(tape, r->gk, r->w_hh, H, false, GH, H);
+    if (r->packed) /* W_hh packed for the steps' products da_h·W_hh */
+        r->wb = pack_weight(tape, r->w_hh, H, false, GH, H);
 
     /* reverse processing order: the last step computed comes first */
     for (int64_t s = 0; s < T; s++) {
@@ -702,14 +498,13 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
     if ((g = tg_tape_grad(tape, c0)))
         for (int64_t k = 0; k < BH; k++) g[k] += dc[k];
     tg_arena_rewind(arena, steps);
-    r->work = r->wb = NULL;
+    r->work = NULL, r->wb = NULL;
 
     /* the gradients that sum over steps, as products over all T·B rows */
     if ((g = tg_tape_grad(tape, w_ih))) /* dW_ih (G·H, I) += DAᵀ·X */
-        weight_grad(r->gk, GH, I, T * B, da_i, GH, x->data, g);
-    if ((g = tg_tape_grad(tape, x)) && r->gk) /* dX (T·B, I) += DA·W_ih, DA read in place */
-        packed_product((rnn_product){r->gk, T * B, GH, I, GH, I, da_i,
-                                     pack_all(tape, r->gk, r->w_ih, I, false, GH, I), g, true});
+        tg_gemm(true, false, GH, I, T * B, 1, da_i, GH, x->data, I, 1, g, I);
+    if ((g = tg_tape_grad(tape, x)) && r->packed) /* dX (T·B, I) += DA·W_ih, DA read in place */
+        packed_product(pack_weight(tape, r->w_ih, I, false, GH, I), T * B, GH, I, da_i, g, true);
     else if (g) /* dX (T·B, I) += DA·W_ih */
         tg_gemm(false, false, T * B, I, GH, 1, da_i, GH, r->w_ih, I, 1, g, I);
     if ((g = tg_tape_grad(tape, b_ih))) add_column_sums(g, da_i, T * B, GH, GH);
@@ -718,8 +513,9 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
     if ((g = tg_tape_grad(tape, w_hh)) && impl->weight_hh_grad)
         impl->weight_hh_grad(r, da_h, g);
     else if (g) { /* dW_hh (G·H, H) += DA_hᵀ·H_prev, the n block of the GRU from dhn */
-        weight_grad(r->gk, shared, H, T * B, da_i, GH, h_prev, g);
-        if (shared < GH) weight_grad(r->gk, H, H, T * B, r->dhn, H, h_prev, g + shared * H);
+        tg_gemm(true, false, shared, H, T * B, 1, da_i, GH, h_prev, H, 1, g, H);
+        if (shared < GH)
+            tg_gemm(true, false, H, H, T * B, 1, r->dhn, H, h_prev, H, 1, g + shared * H, H);
     }
     if ((g = tg_tape_grad(tape, b_hh))) {
         add_column_sums(g, da_i, T * B, shared, GH);

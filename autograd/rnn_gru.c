@@ -17,12 +17,12 @@
 /* Step t for one batch row and `len` units: the gate kernel. gi, b_ih, b_hh, h_prev, h and
  * a (the row's saved [r | z | n | hn]) start at the first unit, with gate blocks H apart;
  * gh (the step's product) has its gate blocks gs apart. */
-RNN_ROW_KERNEL
+TG_VEC_KERNEL
 static void gru_forward_step(int64_t len, int64_t H, int64_t gs, const tg_real *gi,
                              const tg_real *gh, const tg_real *b_ih, const tg_real *b_hh,
                              const tg_real *h_prev, tg_real *h, tg_real *a) {
     tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
-    RNN_SIMD
+    TG_SIMD
     for (int64_t j = 0; j < len; j++) {
         r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
         z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[gs + j] + b_hh[H + j]));
@@ -62,18 +62,18 @@ static void gru_forward(const rnn_run *rr, int64_t t) { rnn_forward_gated(rr, t,
  *   dh_prev += da_h · W_hh                    (ONE GEMM, all three blocks)
  * gru_backward_rows does it on a range of batch rows: the gates, then (packed) those rows
  * of dh_prev += da_h·W_hh — rows are independent, so a thread needs no other's da_h. */
-RNN_ROW_KERNEL
+TG_VEC_KERNEL
 static void gru_backward_rows(int64_t b0, int64_t b1, void *ctx) {
     const rnn_step_ctx *c = ctx;
     const rnn_run *rr = c->r;
-    const int64_t H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, c->t)), *acts_all = rnn_acts(rr, c->t);
+    const int64_t H = rr->H;
     for (int64_t b = b0; b < b1; b++) {
-        const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = c->dh + b * H;
-        const tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
-        tg_real *da_i = c->da_i + b * G3, *da_h = c->da_h + b * G3, *dh_prev = c->dh_prev + b * H;
+        const rnn_row w = rnn_row_at(c, b);
+        const tg_real *r = w.acts, *z = r + H, *n = r + 2 * H, *hn = r + 3 * H;
+        const tg_real *h_prev = w.h_prev, *dh = w.dh;
+        tg_real *da_i = w.da_i, *da_h = w.da_h, *dh_prev = w.dh_prev;
         tg_real *dhn = rr->dhn + (c->t * rr->B + b) * H; /* kept for dW_hn, db_hn */
-        RNN_SIMD
+        TG_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dn = dh[j] * (1 - z[j]);
             const tg_real dz = dh[j] * (h_prev[j] - n[j]);
@@ -87,7 +87,7 @@ static void gru_backward_rows(int64_t b0, int64_t b1, void *ctx) {
             dh_prev[j] = dh[j] * z[j];
         }
     }
-    if (rr->gk) rnn_step_product_back(rr, b0, b1, c->da_h, c->dh_prev, true);
+    if (rr->packed) rnn_step_product_back(rr, b0, b1, c->da_h, c->dh_prev, true);
 }
 
 static void gru_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc,
@@ -109,12 +109,12 @@ const rnn_cell_impl tg_rnn_impl_gru = {4, true, true, gru_forward, gru_backward_
 /* Step t for one batch row, in two kernels around the second GEMM (gru_cho_forward):
  * r, z and rh = r⊙h_prev first, then the candidate n and h; a = the row's saved
  * [r | z | n | rh]. */
-RNN_ROW_KERNEL
+TG_VEC_KERNEL
 static void gru_cho_forward_step(int64_t H, const tg_real *gi, const tg_real *gh,
                                  const tg_real *b_ih, const tg_real *b_hh, const tg_real *h_prev,
                                  tg_real *a) {
     tg_real *r = a, *z = a + H, *rh = a + 3 * H;
-    RNN_SIMD
+    TG_SIMD
     for (int64_t j = 0; j < H; j++) {
         r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
         z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[H + j] + b_hh[H + j]));
@@ -122,13 +122,13 @@ static void gru_cho_forward_step(int64_t H, const tg_real *gi, const tg_real *gh
     }
 }
 
-RNN_ROW_KERNEL
+TG_VEC_KERNEL
 static void gru_cho_candidate_step(int64_t H, const tg_real *gi_n, const tg_real *gh_n,
                                    const tg_real *b_in, const tg_real *b_hn, const tg_real *h_prev,
                                    tg_real *h, tg_real *a) {
     const tg_real *z = a + H;
     tg_real *n = a + 2 * H;
-    RNN_SIMD
+    TG_SIMD
     for (int64_t j = 0; j < H; j++) {
         n[j] = rnn_tanh((gi_n[j] + b_in[j]) + (gh_n[j] + b_hn[j]));
         h[j] = n[j] + z[j] * (h_prev[j] - n[j]);
@@ -186,14 +186,12 @@ static void gru_cho_forward(const rnn_run *rr, int64_t t) {
 /* The first backward kernel on rows [b0, b1): dn, dz, da_n, da_z, the direct dh_prev. */
 static void gru_cho_backward_gates(int64_t b0, int64_t b1, void *ctx) {
     const rnn_step_ctx *c = ctx;
-    const rnn_run *rr = c->r;
-    const int64_t H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, c->t)), *acts_all = rnn_acts(rr, c->t);
+    const int64_t H = c->r->H;
     for (int64_t b = b0; b < b1; b++) {
-        const tg_real *a = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H, *dh = c->dh + b * H;
-        const tg_real *z = a + H, *n = a + 2 * H;
-        tg_real *da = c->da_i + b * G3, *dh_prev = c->dh_prev + b * H;
-        RNN_SIMD
+        const rnn_row w = rnn_row_at(c, b);
+        const tg_real *z = w.acts + H, *n = w.acts + 2 * H, *h_prev = w.h_prev, *dh = w.dh;
+        tg_real *da = w.da_i, *dh_prev = w.dh_prev;
+        TG_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dn = dh[j] * (1 - z[j]);
             const tg_real dz = dh[j] * (h_prev[j] - n[j]);
@@ -207,14 +205,12 @@ static void gru_cho_backward_gates(int64_t b0, int64_t b1, void *ctx) {
 /* The second backward kernel on rows [b0, b1): through rh = r ⊙ h_prev (drh in work). */
 static void gru_cho_backward_reset(int64_t b0, int64_t b1, void *ctx) {
     const rnn_step_ctx *c = ctx;
-    const rnn_run *rr = c->r;
-    const int64_t H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev_all = rnn_h(rr, rnn_prev_slot(rr, c->t)), *acts_all = rnn_acts(rr, c->t);
+    const int64_t H = c->r->H;
     for (int64_t b = b0; b < b1; b++) {
-        const tg_real *r = acts_all + b * 4 * H, *h_prev = h_prev_all + b * H,
-                      *drh = rr->work + b * H;
-        tg_real *da = c->da_i + b * G3, *dh_prev = c->dh_prev + b * H;
-        RNN_SIMD
+        const rnn_row w = rnn_row_at(c, b);
+        const tg_real *r = w.acts, *h_prev = w.h_prev, *drh = c->r->work + b * H;
+        tg_real *da = w.da_i, *dh_prev = w.dh_prev;
+        TG_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dr = drh[j] * h_prev[j];
             dh_prev[j] += drh[j] * r[j];

@@ -19,60 +19,30 @@
 #ifndef TAPEGRAD_RNN_INTERNAL_H
 #define TAPEGRAD_RNN_INTERNAL_H
 
-/* no-trapping-math lets GCC turn the activations' selects (clamps, the two branches of
- * tanh) into SIMD blends; with trapping math they stay branches and the gate loops scalar
- * (we never read the floating-point exception flags). fp-contract=off keeps a*b+c two
- * roundings in every clone of a row kernel (below), so all CPUs get the same bits. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math", "fp-contract=off")
-#endif
-
 #include <math.h>
 #include <string.h>
 
 #include "tapegrad/kernels.h"
 #include "tapegrad/rnn_ops.h"
 
-#ifdef _OPENMP
-#define RNN_SIMD _Pragma("omp simd")
-#else
-#define RNN_SIMD
-#endif
-/* The gate kernels (forward: one batch row each, where the sigmoids and tanhs are;
- * backward: a range of rows) and the bias sums are compiled for AVX-512, AVX2 and the
- * baseline, and the loader picks the CPU's best. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(TG_DOUBLE)
-#define RNN_ROW_KERNEL __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define RNN_ROW_KERNEL
-#endif
 /* Gate kernels split the batch rows between threads above this many elements (each
  * element is computed by exactly one thread: results do not depend on the thread count). */
 #define RNN_PAR_MIN ((int64_t)1 << 14)
 
 /* The activations of the gate kernels: tensor/vmath.h's (libm in float64, branch-free
- * SIMD-friendly polynomials in float32, within about 2 ulp as PyTorch's own). */
+ * SIMD-friendly polynomials in float32, within about 2 ulp as PyTorch's own). The gate
+ * kernels (forward: one batch row each, where the sigmoids and tanhs are; backward: a
+ * range of rows) and the bias sums are its TG_VEC_KERNELs, their loops TG_SIMD. */
 #include "tensor/vmath.h"
 static inline tg_real rnn_sigmoid(tg_real a) { return tg_vsigmoid(a); }
 static inline tg_real rnn_tanh(tg_real a) { return tg_vtanh(a); }
 
-/* ---- the step products with W_hh packed once per run (autograd/rnn.c) ----
- * tg_gemm packs its operands on every call, and a step's product is small enough
- * (B rows) that packing W_hh each time costs about as much as the product itself. So a
- * sequence run packs W_hh once, into panels of nr columns, and every step's product reads
- * the panels with a register-tile kernel that takes the other operand in place:
- *     fn:  C[0:m, 0:ncol] (+)= A[0:m, 0:k] · P[0:k, 0:ncol]
- * A element (i, q) at a[i·ars + q·acs] (row-major: ars = lda, acs = 1; a transposed
- * operand: ars = 1, acs = lda), P one packed panel (k rows of nr values, zero-padded),
- * C row stride ldc; add: C += product, else C = product. Every element is summed over k
- * in increasing order in one accumulator: the same bits whatever rows a call gets. */
-typedef void rnn_panel_fn(int64_t m, int64_t k, const tg_real *a, int64_t ars, int64_t acs,
-                          const tg_real *p, tg_real *c, int64_t ldc, int64_t ncol, bool add);
-typedef struct rnn_gemm_kernel {
-    int64_t nr; /* panel width */
-    rnn_panel_fn *fn;
-} rnn_gemm_kernel;
-
+/* ---- the step products from W_hh packed once per run (autograd/rnn.c) ----
+ * tg_gemm packs its operands on every call, and a step's product is small enough (B rows)
+ * that packing W_hh each time costs about as much as the product itself. So a sequence run
+ * packs W_hh once (tg_gemm_pack_b, into the tape's arena) and every step's product reads
+ * it with tg_gemm_prepacked, which gives the same bits whatever rows or unit panels a
+ * thread takes. */
 typedef struct rnn_run {
     tg_cell_kind kind;
     int64_t T, B, I, H, G; /* steps, batch, input size, hidden size, gate count */
@@ -80,17 +50,19 @@ typedef struct rnn_run {
     const tg_real *w_ih, *w_hh; /* (G·H, I), (G·H, H) */
     const tg_real *b_ih, *b_hh; /* (G·H); zeros when the layer has no bias */
     tg_real *gi, *hs, *cs, *acts;
+    int64_t S;                 /* activations kept per batch row, in units of H */
     int64_t act_stride;        /* elements of acts per step; 0 = one slot reused (inference) */
     tg_real *work;             /* (B, G·H) scratch for the hidden GEMM(s); packed: one
-                                * (B, G·nr) tile per panel (forward and backward each
+                                * (B, G·nr) tile per unit panel (forward and backward each
                                 * take their own) */
     int out_seq, out_h, out_c; /* positions of output, h_n, c_n among the node's outputs */
-    /* Packed step products (GRU, LSTM over T >= 2 steps); gk NULL: the steps use tg_gemm. */
-    const rnn_gemm_kernel *gk;
-    int64_t panels; /* ⌈H / nr⌉ */
-    tg_real *wf;    /* forward: W_hhᵀ, panel q of gate block g at (q·G + g)·H·nr, (H, nr) */
-    tg_real *wb;    /* backward: W_hh, panel q at q·G·H·nr, (G·H, nr); set by the backward */
-    tg_real *dhn;   /* GRU backward: the n block of da_h of every step (T, B, H) */
+    /* Packed step products (GRU, LSTM over T >= 2 steps); false: the steps use tg_gemm. */
+    bool packed;
+    int64_t nr;            /* a unit panel: the packed operands' width (tg_gemm_packed_width) */
+    int64_t panels;        /* ⌈H / nr⌉ */
+    tg_gemm_packed *wf[4]; /* forward: W_hhᵀ of gate block g (H x H), one per block */
+    tg_gemm_packed *wb;    /* backward: W_hh (G·H x H); set by the backward */
+    tg_real *dhn;          /* GRU backward: the n block of da_h of every step (T, B, H) */
 } rnn_run;
 
 /* A cell kind's forward gate kernel for step t on batch rows [b0, b1) and hidden units
@@ -117,7 +89,7 @@ void rnn_forward_gated(const rnn_run *r, int64_t t, rnn_gates_fn *gates);
  * weights those rows of dh_prev (+)= da_h·W_hh) split by rows; then, not packed,
  * dh_prev (+)= da_h·W_hh with one tg_gemm (add: dh_prev already holds the direct terms). */
 void rnn_backward_gated(const rnn_run *r, rnn_step_ctx *ctx, tg_range_fn rows, bool add);
-/* dh_prev[b0:b1] (+)= da_h[b0:b1]·W_hh, all H columns, from the backward panels. */
+/* dh_prev[b0:b1] (+)= da_h[b0:b1]·W_hh, all H columns, from the packed W_hh (wb). */
 void rnn_step_product_back(const rnn_run *r, int64_t b0, int64_t b1, const tg_real *da_h,
                            tg_real *dh_prev, bool add);
 /* The grain for tg_parallel_for over a step's batch rows (gate kernels only): one thread
@@ -139,10 +111,32 @@ static inline const tg_real *rnn_gi(const rnn_run *r, int64_t t) {
     return r->gi + t * r->B * r->G * r->H;
 }
 
+/* Batch row b of the backward step in ctx: what a gated cell's row kernel reads (the row's
+ * saved activations, its states and dh) and writes (its pre-activation gradients, dh_prev
+ * and, LSTM, dc). c_prev and c are NULL without cell states, dc without a dc. */
+typedef struct rnn_row {
+    const tg_real *acts, *h_prev, *dh, *c_prev, *c;
+    tg_real *dc, *da_i, *da_h, *dh_prev;
+} rnn_row;
+static inline rnn_row rnn_row_at(const rnn_step_ctx *ctx, int64_t b) {
+    const rnn_run *r = ctx->r;
+    const int64_t H = r->H, GH = r->G * H;
+    const int64_t prev = rnn_prev_slot(r, ctx->t), cur = rnn_cur_slot(r, ctx->t);
+    return (rnn_row){.acts = rnn_acts(r, ctx->t) + b * r->S * H,
+                     .h_prev = rnn_h(r, prev) + b * H,
+                     .dh = ctx->dh + b * H,
+                     .c_prev = r->cs ? rnn_c(r, prev) + b * H : NULL,
+                     .c = r->cs ? rnn_c(r, cur) + b * H : NULL,
+                     .dc = ctx->dc ? ctx->dc + b * H : NULL,
+                     .da_i = ctx->da_i + b * GH,
+                     .da_h = ctx->da_h + b * GH,
+                     .dh_prev = ctx->dh_prev + b * H};
+}
+
 /* What one cell kind supplies to the shared driver (autograd/rnn.c). */
 typedef struct rnn_cell_impl {
     int saved;          /* S: activations kept per step, in units of B·H */
-    bool packed;        /* its steps use the packed products (rnn_run.gk) when T >= 2 */
+    bool packed;        /* its steps use the packed products (rnn_run.packed) when T >= 2 */
     bool separate_da_h; /* the hidden side's pre-activation gradient differs from the input
                          * side's in its last (n) block (PyTorch GRU: r scales it): the step
                          * writes da_h into a (B, G·H) tile and keeps its n block in dhn */

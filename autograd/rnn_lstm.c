@@ -13,12 +13,12 @@
 /* Step t for one batch row and `len` units: the gate kernel. gi, b_ih, b_hh, c_prev, h, c
  * and a (the row's saved [i | f | g | o]) start at the first unit, with gate
  * blocks H apart; gh (the step's product) has its gate blocks gs apart. */
-RNN_ROW_KERNEL
+TG_VEC_KERNEL
 static void lstm_forward_step(int64_t len, int64_t H, int64_t gs, const tg_real *gi,
                               const tg_real *gh, const tg_real *b_ih, const tg_real *b_hh,
                               const tg_real *c_prev, tg_real *h, tg_real *c, tg_real *a) {
     tg_real *i = a, *f = a + H, *g = a + 2 * H, *o = a + 3 * H;
-    RNN_SIMD
+    TG_SIMD
     for (int64_t j = 0; j < len; j++) {
         i[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
         f[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[gs + j] + b_hh[H + j]));
@@ -59,18 +59,17 @@ static void lstm_forward(const rnn_run *rr, int64_t t) { rnn_forward_gated(rr, t
  *   dh_prev = da · W_hh                       (ONE GEMM; h_prev has no direct path here)
  * lstm_backward_rows does it on a range of batch rows: the gates, then (packed) those rows
  * of dh_prev = da·W_hh — rows are independent, so a thread needs no other's da. */
-RNN_ROW_KERNEL
+TG_VEC_KERNEL
 static void lstm_backward_rows(int64_t b0, int64_t b1, void *ctx) {
     const rnn_step_ctx *cx = ctx;
     const rnn_run *rr = cx->r;
-    const int64_t H = rr->H, G4 = 4 * H;
-    const tg_real *c_prev_all = rnn_c(rr, rnn_prev_slot(rr, cx->t)),
-                  *c_all = rnn_c(rr, rnn_cur_slot(rr, cx->t)), *acts_all = rnn_acts(rr, cx->t);
+    const int64_t H = rr->H;
     for (int64_t b = b0; b < b1; b++) {
-        const tg_real *a = acts_all + b * 4 * H, *c_prev = c_prev_all + b * H, *dh = cx->dh + b * H;
-        const tg_real *i = a, *f = a + H, *g = a + 2 * H, *o = a + 3 * H, *c = c_all + b * H;
-        tg_real *dc = cx->dc + b * H, *da = cx->da_i + b * G4;
-        RNN_SIMD
+        const rnn_row w = rnn_row_at(cx, b);
+        const tg_real *i = w.acts, *f = i + H, *g = i + 2 * H, *o = i + 3 * H;
+        const tg_real *c_prev = w.c_prev, *c = w.c, *dh = w.dh;
+        tg_real *dc = w.dc, *da = w.da_i;
+        TG_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real tc = rnn_tanh(c[j]); /* the forward's, recomputed (not saved) */
             const tg_real d_o = dh[j] * tc;
@@ -83,7 +82,7 @@ static void lstm_backward_rows(int64_t b0, int64_t b1, void *ctx) {
             da[3 * H + j] = d_o * o[j] * (1 - o[j]);
         }
     }
-    if (rr->gk) rnn_step_product_back(rr, b0, b1, cx->da_i, cx->dh_prev, false);
+    if (rr->packed) rnn_step_product_back(rr, b0, b1, cx->da_i, cx->dh_prev, false);
 }
 
 static void lstm_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc_all,

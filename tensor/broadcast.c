@@ -3,15 +3,11 @@
 #include "tapegrad/broadcast.h"
 #include "tapegrad/kernels.h"
 
+#include "vmath.h" /* TG_SIMD */
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-
-#ifdef _OPENMP
-#define OMP(x) _Pragma(#x)
-#else
-#define OMP(x)
-#endif
 
 /* Below this many elements a kernel runs on one thread. */
 #define PAR_MIN ((int64_t)1 << 15)
@@ -226,7 +222,7 @@ typedef struct sum_to_ctx {
 
 static void add_scaled_range(int64_t i0, int64_t i1, void *arg) {
     const sum_to_ctx *c = arg;
-    OMP(omp simd)
+    TG_SIMD
     for (int64_t i = i0; i < i1; i++) c->dx[i] += c->alpha * c->g[i];
 }
 
@@ -242,7 +238,7 @@ static void sum_rows_range(int64_t t0, int64_t t1, void *arg) {
         double acc[COL_BLOCK] = {0};
         const tg_real *row = c->g + goff + c0;
         for (int64_t b = 0; b < c->s->summed; b++) {
-            OMP(omp simd)
+            TG_SIMD
             for (int64_t k = 0; k < cn; k++) acc[k] += (double)row[k];
             row += summed_next(c->s, idx);
         }

@@ -143,7 +143,7 @@ static const tg_gemm_kernel *tg_gemm_kernel_detect(void) {
     return best;
 }
 
-static const tg_gemm_kernel *tg_gemm_kernel_get(void) {
+const tg_gemm_kernel *tg_gemm_kernel_current(void) {
     static _Atomic(const tg_gemm_kernel *) chosen = NULL;
     if (atomic_load_explicit(&tg_gemm_portable_forced, memory_order_relaxed))
         return &tg_gemm_portable;
@@ -159,7 +159,7 @@ const char *tg_gemm_kernel_name(void) {
 #ifdef TG_USE_CBLAS
     if (!atomic_load(&tg_gemm_portable_forced)) return "openblas";
 #endif
-    return tg_gemm_kernel_get()->name;
+    return tg_gemm_kernel_current()->name;
 }
 
 void tg_gemm_force_portable(bool on) { atomic_store(&tg_gemm_portable_forced, on); }
@@ -185,20 +185,6 @@ static tg_real *tg_gemm_scratch_reserve(tg_real **buf, size_t *cap, size_t n) {
     return *buf;
 }
 
-/* ---- one call's arguments, shared by the threads ---- */
-
-typedef struct tg_gemm_call {
-    const tg_gemm_kernel *kern;
-    bool trans_a, trans_b;
-    int64_t m, n, k;
-    tg_real alpha, beta;
-    const tg_real *a, *b;
-    int64_t lda, ldb, ldc;
-    tg_real *c;
-    bool direct_a; /* read A in place instead of packing it */
-    bool direct_b; /* read row-major B in place instead of packing it */
-} tg_gemm_call;
-
 /* op(A)(i, p) and op(B)(p, j) as strides: element at base + i*rs + p*cs. */
 static inline int64_t tg_gemm_a_rs(const tg_gemm_call *g) { return g->trans_a ? 1 : g->lda; }
 static inline int64_t tg_gemm_a_cs(const tg_gemm_call *g) { return g->trans_a ? g->lda : 1; }
@@ -209,25 +195,50 @@ static inline int64_t tg_gemm_a_cs(const tg_gemm_call *g) { return g->trans_a ? 
  * independent accumulators, and 2 pipes x 4 cycles of latency need 8 in flight (a
  * 2-row tile runs at half speed). Which tile a row lands in does not change its bits:
  * rows never mix. Returns the tile count; heights in h. */
-static int tg_gemm_row_tiles(int64_t mc, int mr, int *h, int max_tiles) {
+int tg_gemm_row_tiles(int64_t mc, int mr, int *h, int max_tiles) {
     const int tiles = (int)((mc + mr - 1) / mr);
     const int base = (int)(mc / tiles), extra = (int)(mc % tiles);
     for (int t = 0; t < tiles && t < max_tiles; t++) h[t] = base + (t < extra);
     return tiles;
 }
 
+#define TG_PACK_AHEAD 4 /* rows of a k-major operand requested ahead of the copy */
+
 /* Packs op(A)[i0 : i0+mc, p0 : p0+kc] as panels of MR rows (tile heights h): panel t holds
  * kc columns of MR values, zero-padded below its height. */
 static void tg_gemm_pack_a(const tg_gemm_call *g, int64_t i0, int64_t p0, int64_t kc, const int *h,
                            int tiles, tg_real *out) {
     const int mr = g->kern->mr;
+    if (g->trans_a) {
+        /* A stored k x m: row p of A holds the block's values for that p contiguously.
+         * Read each row segment once, in order, and deal it out to the panels: reading it
+         * panel by panel instead walks kc rows (each on its own page when lda is a few KiB)
+         * once per panel with every load a miss. The segment a few rows ahead is
+         * requested explicitly (the prefetchers start afresh on each page). */
+        int64_t mc = 0;
+        for (int t = 0; t < tiles; t++) mc += h[t];
+        for (int64_t p = 0; p < kc; p++) {
+            const tg_real *src = g->a + (p0 + p) * g->lda + i0;
+            if (p + TG_PACK_AHEAD < kc)
+                for (int64_t j = 0; j < mc; j += 64 / (int64_t)sizeof(tg_real))
+                    __builtin_prefetch(src + TG_PACK_AHEAD * g->lda + j, 0, 3);
+            for (int t = 0; t < tiles; t++) {
+                tg_real *dst = out + ((int64_t)t * kc + p) * mr;
+                const int ht = h[t];
+                for (int i = 0; i < ht; i++) dst[i] = src[i];
+                for (int i = ht; i < mr; i++) dst[i] = 0;
+                src += ht;
+            }
+        }
+        return;
+    }
     int64_t row = i0;
     for (int t = 0; t < tiles; t++) {
         tg_real *panel = out + (int64_t)t * kc * mr;
         const int ht = h[t];
-        if (!g->trans_a && g->kern->pack_a) {
+        if (g->kern->pack_a) {
             g->kern->pack_a(ht, kc, g->a + row * g->lda + p0, g->lda, panel);
-        } else if (!g->trans_a) {
+        } else {
             /* A row-major: each of the ht rows is contiguous over p. */
             for (int i = 0; i < ht; i++) {
                 const tg_real *src = g->a + (row + i) * g->lda + p0;
@@ -236,22 +247,14 @@ static void tg_gemm_pack_a(const tg_gemm_call *g, int64_t i0, int64_t p0, int64_
             if (ht < mr)
                 for (int64_t p = 0; p < kc; p++)
                     for (int i = ht; i < mr; i++) panel[p * mr + i] = 0;
-        } else {
-            /* A stored k x m: for each p the ht values are contiguous. */
-            for (int64_t p = 0; p < kc; p++) {
-                const tg_real *src = g->a + (p0 + p) * g->lda + row;
-                tg_real *dst = panel + p * mr;
-                for (int i = 0; i < ht; i++) dst[i] = src[i];
-                for (int i = ht; i < mr; i++) dst[i] = 0;
-            }
         }
         row += ht;
     }
 }
 
 /* Packs op(B)[p0 : p0+kc, j0 : j0+nr] (nr <= NR) into one kc x NR panel, zero-padded. */
-static void tg_gemm_pack_b_panel(const tg_gemm_call *g, int64_t p0, int64_t kc, int64_t j0, int nr,
-                                 tg_real *out) {
+void tg_gemm_pack_b_panel(const tg_gemm_call *g, int64_t p0, int64_t kc, int64_t j0, int nr,
+                          tg_real *out) {
     const int NR = g->kern->nr;
     if (!g->trans_b) {
         for (int64_t p = 0; p < kc; p++) {
@@ -275,8 +278,6 @@ static void tg_gemm_pack_b_panel(const tg_gemm_call *g, int64_t p0, int64_t kc, 
                 for (int j = nr; j < NR; j++) out[p * NR + j] = 0;
     }
 }
-
-#define TG_PACK_AHEAD 4 /* rows of B requested ahead of the copy */
 
 /* Packs op(B)[p0 : p0+kc, j0 : j0+nc] as consecutive kc x NR panels. Row-major B is read
  * row by row (for each p, the whole nc-wide segment, spread over the panels): contiguous
@@ -319,8 +320,6 @@ static void tg_gemm_pack_b_block(const tg_gemm_call *g, int64_t p0, int64_t kc, 
     if (last) tg_gemm_pack_b_panel(g, p0, kc, j0 + full * NR, (int)last, out + full * kc * NR);
 }
 
-#define TG_GEMM_MAX_TILES 512 /* row tiles in one mc block: mc / MR, bounded by mc <= 1024 */
-
 /* Columns per B block when the rows fit in one A block (m <= mc) and the product is
  * tiny enough to read A or B in place (the other few-rows products pack B panel by
  * panel, see tg_gemm_blocked): every B panel is used by that one A block only, so a
@@ -355,9 +354,9 @@ static const tg_real *tg_gemm_b_block(const tg_gemm_call *g, int64_t pc, int64_t
  * fly (with a packed A and row-major B only): B is not packed beforehand; instead each
  * panel's first tile reads B in place and copies it to fly (kc x NR, stays in L1), where
  * the panel's other tiles read it (see b_copy in gemm_internal.h). bpack is unused. */
-static void tg_gemm_tiles(const tg_gemm_call *g, int64_t pc, int64_t kc, tg_real beta, int64_t jc,
-                          int64_t nc, const tg_real *bpack, int64_t ic, const int *heights,
-                          int tiles, const tg_real *apack, tg_real *fly) {
+void tg_gemm_tiles(const tg_gemm_call *g, int64_t pc, int64_t kc, tg_real beta, int64_t jc,
+                   int64_t nc, const tg_real *bpack, int64_t ic, const int *heights, int tiles,
+                   const tg_real *apack, tg_real *fly) {
     const tg_gemm_kernel *kern = g->kern;
     const int MR = kern->mr, NR = kern->nr;
     const int64_t panels = (nc + NR - 1) / NR;
@@ -484,7 +483,7 @@ static void tg_gemm_dots(const tg_gemm_call *g, int64_t m0, int64_t m1, int64_t 
 /* With at most this many rows of C, C = A B^T is done as dot products. */
 #define TG_GEMM_DOT_MAX_M 8
 
-static void tg_gemm_scale(int64_t m, int64_t n, tg_real beta, tg_real *c, int64_t ldc) {
+void tg_gemm_scale(int64_t m, int64_t n, tg_real beta, tg_real *c, int64_t ldc) {
     if (beta == 1) return;
     for (int64_t i = 0; i < m; i++) {
         tg_real *ci = c + i * ldc;
@@ -504,21 +503,27 @@ static void tg_gemm_run(const tg_gemm_call *g, bool dots, int64_t m0, int64_t m1
         tg_gemm_blocked(g, m0, m1, n0, n1);
 }
 
+bool tg_gemm_prologue(const char *fn, bool trans_a, int64_t m, int64_t n, int64_t k, tg_real alpha,
+                      int64_t lda, tg_real beta, tg_real *c, int64_t ldc) {
+    if (m == 0 || n == 0) return false;
+    if (ldc < n) tg_fail("%s: ldc=%lld < n=%lld", fn, (long long)ldc, (long long)n);
+    if (k == 0 || alpha == 0) {
+        tg_gemm_scale(m, n, beta, c, ldc);
+        return false;
+    }
+    if (lda < (trans_a ? m : k))
+        tg_fail("%s: lda=%lld < %lld (trans_a=%d)", fn, (long long)lda,
+                (long long)(trans_a ? m : k), (int)trans_a);
+    return true;
+}
+
 void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_real alpha,
              const tg_real *a, int64_t lda, const tg_real *b, int64_t ldb, tg_real beta, tg_real *c,
              int64_t ldc) {
     if (m < 0 || n < 0 || k < 0)
         tg_fail("tg_gemm: negative size m=%lld n=%lld k=%lld", (long long)m, (long long)n,
                 (long long)k);
-    if (m == 0 || n == 0) return;
-    if (ldc < n) tg_fail("tg_gemm: ldc=%lld < n=%lld", (long long)ldc, (long long)n);
-    if (k == 0 || alpha == 0) {
-        tg_gemm_scale(m, n, beta, c, ldc);
-        return;
-    }
-    if (lda < (trans_a ? m : k))
-        tg_fail("tg_gemm: lda=%lld < %lld (trans_a=%d)", (long long)lda,
-                (long long)(trans_a ? m : k), (int)trans_a);
+    if (!tg_gemm_prologue("tg_gemm", trans_a, m, n, k, alpha, lda, beta, c, ldc)) return;
     if (ldb < (trans_b ? k : n))
         tg_fail("tg_gemm: ldb=%lld < %lld (trans_b=%d)", (long long)ldb,
                 (long long)(trans_b ? k : n), (int)trans_b);
@@ -534,7 +539,7 @@ void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_rea
     }
 #endif
     tg_gemm_call g = {
-        .kern = tg_gemm_kernel_get(),
+        .kern = tg_gemm_kernel_current(),
         .trans_a = trans_a,
         .trans_b = trans_b,
         .m = m,

@@ -66,4 +66,47 @@ typedef struct tg_gemm_kernel {
 TG_INTERNAL const tg_gemm_kernel *tg_gemm_avx2_kernel_get(void);
 TG_INTERNAL const tg_gemm_kernel *tg_gemm_avx512_kernel_get(void);
 
+/* ---- what the pre-packed entry (gemm_packed.c) shares with the driver (gemm.c) ---- */
+
+/* The kernel tg_gemm uses now: the CPU's best, or the portable one while forced. */
+TG_INTERNAL const tg_gemm_kernel *tg_gemm_kernel_current(void);
+
+/* One call's arguments, shared by the threads and the helpers below. */
+typedef struct tg_gemm_call {
+    const tg_gemm_kernel *kern;
+    bool trans_a, trans_b;
+    int64_t m, n, k;
+    tg_real alpha, beta;
+    const tg_real *a, *b;
+    int64_t lda, ldb, ldc;
+    tg_real *c;
+    bool direct_a; /* read A in place instead of packing it */
+    bool direct_b; /* read row-major B in place instead of packing it */
+} tg_gemm_call;
+
+#define TG_GEMM_MAX_TILES 512 /* row tiles in one mc block: mc / MR, bounded by mc <= 1024 */
+
+/* Splits mc rows into as few register tiles as MR allows, of heights as even as possible
+ * (in h); returns the tile count. */
+TG_INTERNAL int tg_gemm_row_tiles(int64_t mc, int mr, int *h, int max_tiles);
+/* Packs op(B)[p0 : p0+kc, j0 : j0+nr] (nr <= NR) into one kc x NR panel, zero-padded
+ * (reads g's kern, trans_b, b, ldb). */
+TG_INTERNAL void tg_gemm_pack_b_panel(const tg_gemm_call *g, int64_t p0, int64_t kc, int64_t j0,
+                                      int nr, tg_real *out);
+/* The register tiles of one k block (pc, kc; beta: the caller's on the first block, 1 on
+ * the later ones) over columns jc.. jc+nc of C and the rows ic.. in `tiles` tiles of the
+ * given heights. B from bpack (panel q at q*kc*NR), A packed at apack or, NULL, read in
+ * place with g's strides; fly: see gemm.c. */
+TG_INTERNAL void tg_gemm_tiles(const tg_gemm_call *g, int64_t pc, int64_t kc, tg_real beta,
+                               int64_t jc, int64_t nc, const tg_real *bpack, int64_t ic,
+                               const int *heights, int tiles, const tg_real *apack, tg_real *fly);
+/* C = beta * C on m x n (beta 0: zeros, not 0 * C: NaN does not leak). */
+TG_INTERNAL void tg_gemm_scale(int64_t m, int64_t n, tg_real beta, tg_real *c, int64_t ldc);
+/* What tg_gemm and tg_gemm_prepacked (fn, in messages) do first: fail on a short ldc or
+ * lda, do the empty and the C = beta * C cases (k == 0, alpha == 0); true when a product
+ * is left to compute. */
+TG_INTERNAL bool tg_gemm_prologue(const char *fn, bool trans_a, int64_t m, int64_t n, int64_t k,
+                                  tg_real alpha, int64_t lda, tg_real beta, tg_real *c,
+                                  int64_t ldc);
+
 #endif

@@ -163,16 +163,25 @@ TGK_INLINE void tgk_tile_body(const int MR_, const bool packed, const bool copy,
             b += b_rs;
         }
     } else {
-        /* A read in place (tiny products, not worth packing): any strides. */
+        /* A read in place (tiny products, the pre-packed entry's): any strides. The rows go
+         * in threes, each three from one pointer (row 3g + r at ag[g] + r*a_rs: the
+         * addresses base + a_rs * 4 or 8 of x86), so that the loop needs MR/3 pointers
+         * and one stride: a register per row would not fit the 16 general registers and
+         * spill inside the loop. */
+        const tg_real *ag[(TGK_MR + 2) / 3];
+#pragma GCC unroll 4
+        for (int g = 0; g < (MR_ + 2) / 3; g++) ag[g] = a + 3 * g * a_rs;
+#pragma GCC unroll 2
         for (int64_t p = 0; p < kc; p++) {
             const tgk_vec b0 = tgk_load(b), b1 = tgk_load(b + TGK_VL);
 #pragma GCC unroll 16
             for (int i = 0; i < MR_; i++) {
-                const tgk_vec ai = tgk_set1(a[i * a_rs]);
+                const tgk_vec ai = tgk_set1(ag[i / 3][(i % 3) * a_rs]);
                 acc0[i] = tgk_fma(ai, b0, acc0[i]);
                 acc1[i] = tgk_fma(ai, b1, acc1[i]);
             }
-            a += a_cs;
+#pragma GCC unroll 4
+            for (int g = 0; g < (MR_ + 2) / 3; g++) ag[g] += a_cs;
             b += b_rs;
         }
     }

@@ -11,15 +11,6 @@
 #ifndef TAPEGRAD_VMATH_H
 #define TAPEGRAD_VMATH_H
 
-/* no-trapping-math lets GCC turn selects (clamps, the two branches of tanh) into SIMD
- * blends; with trapping math they stay branches and the loops scalar (we never read the
- * floating-point exception flags). fp-contract=off keeps a*b+c two roundings in every
- * clone of a kernel (below), so all CPUs get the same bits. Both apply to the rest of the
- * including file. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math", "fp-contract=off")
-#endif
-
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -27,11 +18,22 @@
 #include "tapegrad/rng.h"
 
 /* Hot loops over these functions are compiled for AVX-512, AVX2 and the baseline, and the
- * loader picks the CPU's best (float32 only: float64 calls libm anyway). */
+ * loader picks the CPU's best (float32 only: float64 calls libm anyway). Two floating-point
+ * flags, set by the build on the whole library (meson.build), make that pay and keep the
+ * bits: -fno-trapping-math lets GCC turn selects (clamps, the two branches of tanh) into
+ * SIMD blends, where with trapping math they stay branches and the loops scalar (we never
+ * read the floating-point exception flags); -ffp-contract=off keeps a*b+c two roundings in
+ * every clone of a kernel, FMA or not, so all CPUs get the same bits. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(TG_DOUBLE)
 #define TG_VEC_KERNEL __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define TG_VEC_KERNEL
+#endif
+/* A loop of independent iterations, for the vectoriser: OpenMP's simd directive. */
+#ifdef _OPENMP
+#define TG_SIMD _Pragma("omp simd")
+#else
+#define TG_SIMD
 #endif
 
 /* ---- exp, sigmoid, tanh ----

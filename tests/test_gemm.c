@@ -1,7 +1,8 @@
 /* tg_gemm against a naive triple loop accumulated in double: the four transpose cases,
  * odd sizes across every block boundary of the driver, padded strides, alpha/beta,
  * write-only C, degenerate sizes, the SIMD kernels against the portable one, and
- * bit-identical results at 1 and 2 threads. */
+ * bit-identical results at 1 and 2 threads. The pre-packed entry (tg_gemm_pack_b,
+ * tg_gemm_prepacked) against tg_gemm, bit for bit, whole and in pieces. */
 #include "harness.h"
 
 #include <tapegrad/kernels.h>
@@ -293,6 +294,116 @@ static void test_threads_bit_identical(void **state) {
     tg_set_num_threads(0);
 }
 
+/* ---- the pre-packed entry ---- */
+
+/* op(B) packed once, then C = alpha op(A) op(B) + beta C from it, against tg_gemm given
+ * op(B) as a plain k x n matrix (so tg_gemm takes its tile path: its dot-product form of
+ * A B^T with few rows sums in another order): the same bits, for the whole C and for C
+ * computed in pieces (two row ranges by column ranges of two panels, as threads split it),
+ * and C's row padding untouched (it holds NaN, compared bitwise). */
+static void check_prepacked(bool ta, bool tb, int64_t m, int64_t n, int64_t k, tg_real alpha,
+                            tg_real beta, int64_t pad) {
+    const int64_t lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+    tg_real *a = matrix_new(ta ? k : m, ta ? m : k, lda),
+            *b = matrix_new(tb ? n : k, tb ? k : n, ldb);
+    tg_real *bmat = matrix_new(k, n, n); /* op(B), row-major */
+    for (int64_t p = 0; p < k; p++)
+        for (int64_t j = 0; j < n; j++) bmat[p * n + j] = tb ? b[j * ldb + p] : b[p * ldb + j];
+    tg_real *c1 = matrix_new(m, n, ldc);
+    const size_t cbytes = (size_t)(m * ldc + 1) * sizeof(tg_real);
+    tg_real *c2 = malloc(cbytes), *c3 = malloc(cbytes);
+    assert_non_null(c2);
+    assert_non_null(c3);
+    memcpy(c2, c1, cbytes);
+    memcpy(c3, c1, cbytes);
+
+    tg_gemm(ta, false, m, n, k, alpha, a, lda, bmat, n, beta, c1, ldc);
+    const size_t size = tg_gemm_packed_size(k, n);
+    void *buf = malloc(size);
+    assert_non_null(buf);
+    const tg_gemm_packed *pb = tg_gemm_pack_b(tb, k, n, b, ldb, buf, size);
+    tg_gemm_prepacked(ta, m, 0, n, alpha, a, lda, pb, beta, c2, ldc);
+    const int64_t w = tg_gemm_packed_width(pb), r_split = m / 3;
+    for (int part = 0; part < 2; part++) {
+        const int64_t r0 = part ? r_split : 0, r1 = part ? m : r_split;
+        for (int64_t j0 = 0; j0 < n; j0 += 2 * w) {
+            const int64_t j1 = j0 + 2 * w < n ? j0 + 2 * w : n;
+            tg_gemm_prepacked(ta, r1 - r0, j0, j1, alpha, a + (ta ? r0 : r0 * lda), lda, pb, beta,
+                              c3 + r0 * ldc + j0, ldc);
+        }
+    }
+    if (memcmp(c1, c2, cbytes) != 0 || memcmp(c1, c3, cbytes) != 0)
+        fail_msg("prepacked %c%c m=%lld n=%lld k=%lld alpha=%g beta=%g pad=%lld kernel=%s: "
+                 "%s differs from tg_gemm",
+                 ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)m, (long long)n, (long long)k,
+                 (double)alpha, (double)beta, (long long)pad, tg_gemm_kernel_name(),
+                 memcmp(c1, c2, cbytes) != 0 ? "the whole product" : "the product in pieces");
+    free(a), free(b), free(bmat), free(c1), free(c2), free(c3), free(buf);
+}
+
+static void test_prepacked_matches_gemm(void **state) {
+    (void)state;
+    rng_state = 8;
+    static const tg_real ab[][2] = {{1, 0}, {1, 1}, {(tg_real)0.75, (tg_real)-0.5}};
+    for (int portable = 0; portable < 2; portable++) {
+#ifdef TG_USE_CBLAS /* tg_gemm is OpenBLAS's unless the portable kernel is forced */
+        if (!portable) continue;
+#endif
+        tg_gemm_force_portable(portable);
+        for (int t = 0; t < 4; t++) {
+            const bool ta = t & 1, tb = t & 2;
+            for (int e = 0; e < N_EDGE; e++)
+                check_prepacked(ta, tb, edge_shapes[e][0], edge_shapes[e][1], edge_shapes[e][2],
+                                ab[e % 3][0], ab[e % 3][1], e % 2 ? 3 : 0);
+            for (int64_t x = 0; x < N_ODD; x += 2)
+                for (int64_t y = 0; y < N_ODD; y++) {
+                    const int64_t m = odd_sizes[x], n = odd_sizes[y],
+                                  k = odd_sizes[(x + y) % N_ODD];
+                    check_prepacked(ta, tb, m, n, k, ab[y % 3][0], ab[y % 3][1], y % 2);
+                }
+        }
+    }
+    tg_gemm_force_portable(false);
+}
+
+/* The kernel is the one tg_gemm uses when B is packed (tg_gemm_force_portable included),
+ * and stays that operand's; sizes are checked; k == 0 gives C = beta * C. */
+static void test_prepacked_kernel_and_misuse(void **state) {
+    (void)state;
+    tg_real b[6] = {1, 2, 3, 4, 5, 6}, a[2] = {1, -1}, c[3] = {7, 8, 9};
+    char buf[4096], buf0[256];
+    tg_gemm_force_portable(true);
+    const size_t portable_size = tg_gemm_packed_size(2, 3);
+    tg_gemm_packed *pp = tg_gemm_pack_b(false, 2, 3, b, 3, buf, sizeof buf);
+    assert_int_equal(tg_gemm_packed_width(pp), 8); /* the portable kernel's panel */
+    tg_gemm_force_portable(false);
+    assert_int_equal(tg_gemm_packed_width(pp), 8);
+    tg_gemm_prepacked(false, 1, 0, 3, 1, a, 2, pp, 0, c, 3); /* (1, -1) x [[1 2 3] [4 5 6]] */
+    assert_true(c[0] == -3 && c[1] == -3 && c[2] == -3);
+    tg_gemm_prepacked(false, 1, 0, 3, 2, a, 2, pp, 1, c, 3); /* c += 2 a B */
+    assert_true(c[0] == -9 && c[1] == -9 && c[2] == -9);
+    tg_gemm_packed *pk = tg_gemm_pack_b(true, 2, 3, b, 2, buf, sizeof buf); /* B stored 3 x 2 */
+    tg_gemm_prepacked(false, 1, 0, 3, 1, a, 2, pk, 0, c, 3);
+    assert_true(c[0] == -1 && c[1] == -1 && c[2] == -1);
+    if (strcmp(tg_gemm_kernel_name(), "portable") != 0 &&
+        strcmp(tg_gemm_kernel_name(), "openblas") != 0)
+        assert_true(tg_gemm_packed_width(pk) > 8 && tg_gemm_packed_size(2, 3) > portable_size);
+
+    tg_gemm_packed *p0 = tg_gemm_pack_b(false, 0, 3, NULL, 3, buf0, sizeof buf0); /* k == 0 */
+    tg_gemm_prepacked(false, 1, 0, 3, 1, NULL, 0, p0, (tg_real)0.5, c, 3);
+    assert_true(c[0] == (tg_real)-0.5 && c[2] == (tg_real)-0.5);
+
+    TG_EXPECT_FAIL(tg_gemm_pack_b(false, 2, 3, b, 3, buf, tg_gemm_packed_size(2, 3) - 1),
+                   "tg_gemm_pack_b", "needed");
+    TG_EXPECT_FAIL(tg_gemm_pack_b(false, 2, 3, b, 2, buf, sizeof buf), "tg_gemm_pack_b", "ldb");
+    TG_EXPECT_FAIL(tg_gemm_prepacked(false, 1, 1, 3, 1, a, 2, pk, 0, c, 3), "tg_gemm_prepacked",
+                   "multiple");
+    TG_EXPECT_FAIL(tg_gemm_prepacked(false, 1, 0, 4, 1, a, 2, pk, 0, c, 3), "tg_gemm_prepacked",
+                   "columns");
+    TG_EXPECT_FAIL(tg_gemm_prepacked(false, 1, 0, 3, 1, a, 1, pk, 0, c, 3), "tg_gemm_prepacked",
+                   "lda");
+}
+
 static void test_thread_count(void **state) {
     (void)state;
     const int def = tg_get_num_threads();
@@ -320,6 +431,8 @@ int main(void) {
         cmocka_unit_test(test_alpha_beta),
         cmocka_unit_test(test_simd_matches_portable),
         cmocka_unit_test(test_threads_bit_identical),
+        cmocka_unit_test(test_prepacked_matches_gemm),
+        cmocka_unit_test(test_prepacked_kernel_and_misuse),
     };
     return cmocka_run_group_tests_name("gemm", tests, NULL, NULL);
 }

@@ -41,8 +41,52 @@ void tg_parallel_for(int64_t n, int64_t grain, tg_range_fn body, void *ctx);
  * Deterministic: the k-sum of every element is always accumulated in the same order,
  * whatever the thread count. */
 void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_real alpha,
-             const tg_real *a, int64_t lda, const tg_real *b, int64_t ldb, tg_real beta,
-             tg_real *c, int64_t ldc);
+             const tg_real *a, int64_t lda, const tg_real *b, int64_t ldb, tg_real beta, tg_real *c,
+             int64_t ldc);
+
+/* ---- GEMM with a pre-packed operand ----
+ * For a product whose right operand is used many times (the recurrent weights, multiplied
+ * at every step of a sequence): op(B) is packed once, then
+ *
+ *     C[:, n0:n1] = alpha * op(A) * op(B)[:, n0:n1] + beta * C[:, n0:n1]
+ *
+ * is taken from it any number of times, with the micro-kernels and the run-time choice of
+ * tg_gemm (avx512 / avx2 / portable, tg_gemm_force_portable included: the kernel is fixed
+ * when B is packed). What is packed: op(B) (k x n, given as tg_gemm takes B, trans_b
+ * included), copied into the kernel's panels; the layout is private to tensor/ and may
+ * change with the kernel. The caller gives the memory (no malloc: a tape arena's block
+ * does), at least tg_gemm_packed_size(k, n) bytes, any alignment; the packed operand
+ * lives there and refers to nothing else, so B may change or go once it is packed.
+ *
+ * Determinism: every element of C is summed over k in increasing order in one
+ * accumulator per k block of the kernel (the blocks added to C in order), exactly as
+ * tg_gemm sums it; so tg_gemm_prepacked gives the same bits as tg_gemm on the same
+ * operands (except where tg_gemm takes its dot-product form, C = A B^T with at most 8
+ * rows, whose sums run in another order, and the -Dblas build, where tg_gemm is
+ * OpenBLAS's), and the same bits for a row or column of C
+ * whatever rows and columns a call computes: callers split the rows, or the columns at
+ * multiples of tg_gemm_packed_width, between threads and get bit-identical results at any
+ * thread count (the fused RNN relies on this). */
+typedef struct tg_gemm_packed tg_gemm_packed;
+
+/* Bytes of memory tg_gemm_pack_b needs for a k x n op(B) with the current kernel. */
+size_t tg_gemm_packed_size(int64_t k, int64_t n);
+/* Packs op(B) (k x n: B itself, k x n with row stride ldb, or, when trans_b, B stored
+ * n x k) into buf (size bytes; fails if fewer than tg_gemm_packed_size) and returns the
+ * packed operand, which lives in buf. Large operands are packed by the library's
+ * threads (tg_parallel_for): call it outside a parallel region. */
+tg_gemm_packed *tg_gemm_pack_b(bool trans_b, int64_t k, int64_t n, const tg_real *b, int64_t ldb,
+                               void *buf, size_t size);
+/* The columns of one packed panel: a column range [n0, n1) starts at a multiple of it
+ * (n1 may be any column up to n). */
+int64_t tg_gemm_packed_width(const tg_gemm_packed *pb);
+/* C (m x (n1 - n0), row stride ldc; c points at C's column n0) = alpha * op(A) *
+ * op(B)[:, n0:n1] + beta * C, with op(A) m x k as in tg_gemm (trans_a: A stored k x m)
+ * and op(B) the packed operand. beta == 0: C is write-only. Runs on the calling thread
+ * (it may be one of a tg_parallel_for body's). */
+void tg_gemm_prepacked(bool trans_a, int64_t m, int64_t n0, int64_t n1, tg_real alpha,
+                       const tg_real *a, int64_t lda, const tg_gemm_packed *pb, tg_real beta,
+                       tg_real *c, int64_t ldc);
 
 /* Which micro-kernel tg_gemm uses: "avx512", "avx2" (AVX2 + FMA) or "portable",
  * picked once at run time from the CPU's features. */
