@@ -163,6 +163,24 @@ static void attention_print(tg_gru_attention *model, tg_tape *tape, problem p) {
     batch_free(&b);
 }
 
+/* The memory of a run (ex_memory_estimate): the parameters of the two embeddings, the encoder
+ * GRU, the attention (W_a, U_a: H·A each), the decoder GRU cell (its input is the embedding
+ * and the context) and the Linear on [state; context]; per problem of a step (evaluation
+ * decodes 250 at a time), gradients included, the encoder's embedding, ~14H values of gates
+ * and states and the projected key at each of the SRC_LEN source characters, and at each of
+ * the TGT_LEN decoder steps the embedding, ~19H for the cell, the context and the output
+ * layer, 2A per source character in the attention's tanh layer, and the logits. */
+static double memory_need(int64_t embedding, int64_t hidden, int64_t attention, int64_t batch) {
+    const double E = (double)embedding, H = (double)hidden, A = (double)attention;
+    const double params = 2 * 12 * E + 3 * H * (E + H) + 3 * H * (E + 2 * H) + 12 * H + 2 * H * A +
+                          3 * A + 2 * H * 12 + 12;
+    const double per_problem =
+        SRC_LEN * (E + 14 * H + A) + TGT_LEN * (E + 19 * H + 2 * SRC_LEN * A + 40);
+    const double rows = (double)(batch > 250 ? batch : 250);
+    return ex_memory_estimate(params, rows * per_problem,
+                              MAX_VALUE * MAX_VALUE + rows * 4 * (SRC_LEN + 2 * TGT_LEN + 8));
+}
+
 int main(int argc, char **argv) {
     ex_train_options train = {.steps = 2500,
                               .batch = 128,
@@ -185,6 +203,8 @@ int main(int argc, char **argv) {
         "integers of up to 3 digits written as text (\"123+45\" -> \"168\"), and is scored by\n"
         "exact match on 1,000 held-out problems.",
         &train, flags, (int)(sizeof flags / sizeof flags[0]));
+    ex_memory_check(memory_need(embedding, hidden, attention, train.batch),
+                    "--batch, --hidden, --attention or --embedding");
 
     problem *test = malloc(HELD_OUT * sizeof *test);
     uint8_t *is_test = calloc(MAX_VALUE * MAX_VALUE, 1);
@@ -202,7 +222,7 @@ int main(int argc, char **argv) {
     tg_params *params = tg_gru_attention_params(model);
     ex_trainer tr;
     ex_trainer_init(&tr, params, &train, 50);
-    const int64_t start = ex_checkpoint_resume(tr.checkpoint, train.resume);
+    const int64_t start = ex_trainer_resume(&tr);
     tg_loss_options ce = tg_loss_defaults(); /* ignore_index -100: after the end token */
     batch b = batch_new(train.batch);
 
@@ -236,11 +256,11 @@ int main(int argc, char **argv) {
            (long long)correct, HELD_OUT, 100.0 * (double)correct / HELD_OUT);
 
     batch_free(&b);
-    ex_trainer_free(&tr);
+    const int status = ex_trainer_free(&tr);
     tg_gru_attention_free(model);
     free(answers);
     free(problems);
     free(is_test);
     free(test);
-    return 0;
+    return status;
 }

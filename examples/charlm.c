@@ -11,7 +11,6 @@
  * (sudo apt-get install wamerican); --data takes any file. */
 #include "common.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,39 +25,52 @@ typedef struct corpus {
     unsigned char symbol[256]; /* id -> byte */
 } corpus;
 
-/* Reads the file, maps its bytes to ids and splits it: every HELD_OUT_EVERY-th block of
- * HELD_OUT_BLOCK bytes is held out. Exits with a message if the file cannot be used. */
-static corpus corpus_load(const char *path) {
-    int64_t size = 0;
-    char *text = ex_file_read_all(path, &size);
-    if (!text) {
-        fprintf(stderr, "charlm: cannot read %s: %s\n", path, strerror(errno));
+/* Whether byte i of the text is held out: every HELD_OUT_EVERY-th block of HELD_OUT_BLOCK. */
+static bool held_out(int64_t i) {
+    return (i / HELD_OUT_BLOCK) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1;
+}
+
+/* Reads the file (a regular file of at most max_bytes: tg_file_read refuses anything else at
+ * once, a FIFO or /dev/zero included), maps its bytes to ids and splits it. Exits with a
+ * message if the file cannot be used. */
+static corpus corpus_load(const char *path, int64_t max_bytes) {
+    size_t size = 0;
+    char *text = NULL;
+    if (tg_file_read(path, (uint64_t)max_bytes, &text, &size) != TG_OK) {
+        fprintf(stderr, "charlm: cannot read --data: %s\n", tg_error_message());
         if (!strcmp(path, "/usr/share/dict/words"))
             fprintf(stderr,
                     "  The default text is Debian's word list: sudo apt-get install wamerican\n"
                     "  (or train on any text file: charlm --data FILE)\n");
+        if (strstr(tg_error_message(), "more than the limit"))
+            fprintf(stderr, "  (--max-data-bytes raises the limit)\n");
         exit(1);
     }
-    if (size < 20 * HELD_OUT_BLOCK) {
-        fprintf(stderr, "charlm: %s has %lld bytes; it needs at least %d\n", path, (long long)size,
+    const int64_t n = (int64_t)size;
+    if (n < 20 * HELD_OUT_BLOCK) {
+        fprintf(stderr, "charlm: %s has %lld bytes; it needs at least %d\n", path, (long long)n,
                 20 * HELD_OUT_BLOCK);
         exit(1);
     }
-    corpus c = {.train = malloc((size_t)size * sizeof(int32_t)),
-                .test = malloc((size_t)size * sizeof(int32_t))};
+    int64_t n_test = 0;
+    for (int64_t i = 0; i < n; i += HELD_OUT_BLOCK)
+        if (held_out(i)) n_test += n - i < HELD_OUT_BLOCK ? n - i : HELD_OUT_BLOCK;
+    corpus c = {.train = malloc((size_t)(n - n_test) * sizeof(int32_t)),
+                .test = malloc((size_t)n_test * sizeof(int32_t))};
     if (!c.train || !c.test) {
-        fprintf(stderr, "charlm: out of memory\n");
+        fprintf(stderr, "charlm: out of memory for the %lld characters of %s\n", (long long)n,
+                path);
         exit(1);
     }
     int32_t id_of[256];
     for (int b = 0; b < 256; b++) id_of[b] = -1;
-    for (int64_t i = 0; i < size; i++) {
+    for (int64_t i = 0; i < n; i++) {
         const unsigned char byte = (unsigned char)text[i];
         if (id_of[byte] < 0) {
             id_of[byte] = (int32_t)c.vocab;
             c.symbol[c.vocab++] = byte;
         }
-        if ((i / HELD_OUT_BLOCK) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1)
+        if (held_out(i))
             c.test[c.n_test++] = id_of[byte];
         else
             c.train[c.n_train++] = id_of[byte];
@@ -146,6 +158,20 @@ static void sample_print(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
     tg_index_free(x);
 }
 
+/* The memory of a run (ex_memory_estimate): the parameters of the embedding, the GRU layers
+ * (3H·(in + H) weights and 6H biases each) and the Linear; per character of a training step
+ * (bptt·batch of them; evaluation runs 16 streams) the embedding and its gradient (2E), in
+ * each layer the input projections, gates, candidate and state with their gradients (10H),
+ * and the logits, log-softmax and gradient (3 per symbol); the text's bytes and 4-byte ids. */
+static double memory_need(int64_t text_bytes, int64_t vocab, int64_t embedding, int64_t hidden,
+                          int64_t layers, int64_t batch, int64_t bptt) {
+    const double V = (double)vocab, E = (double)embedding, H = (double)hidden;
+    const double L = (double)layers, rows = (double)bptt * (double)(batch > 16 ? batch : 16);
+    const double params = V * E + 3 * H * (E + H) + (L - 1) * 3 * H * 2 * H + L * 6 * H + H * V + V;
+    return ex_memory_estimate(params, rows * (2 * E + 10 * L * H + 3 * V),
+                              5.0 * (double)text_bytes);
+}
+
 int main(int argc, char **argv) {
     ex_train_options train = {.steps = 2500,
                               .batch = 32,
@@ -155,9 +181,12 @@ int main(int argc, char **argv) {
                               .save_every = 250};
     const char *data = "/usr/share/dict/words";
     int64_t embedding = 32, hidden_size = 128, layers = 2, bptt = 64, sample = 300;
+    int64_t max_data_bytes = 256 << 20;
     double temperature = 0.8;
     const ex_flag flags[] = {
-        {"data", EX_FLAG_PATH, &data, 0, 0, "text file to learn"},
+        {"data", EX_FLAG_INPUT, &data, 0, 0, "text file to learn (a regular file)"},
+        {"max-data-bytes", EX_FLAG_INT, &max_data_bytes, 1, 1e12,
+         "refuse a --data file larger than this"},
         {"embedding", EX_FLAG_INT, &embedding, 1, 4096, "embedding size of a character"},
         {"hidden", EX_FLAG_INT, &hidden_size, 1, 4096, "GRU hidden size"},
         {"layers", EX_FLAG_INT, &layers, 1, 16, "GRU layers"},
@@ -172,7 +201,10 @@ int main(int argc, char **argv) {
         "character against a unigram model, and writes new text.",
         &train, flags, (int)(sizeof flags / sizeof flags[0]));
 
-    corpus c = corpus_load(data);
+    corpus c = corpus_load(data, max_data_bytes);
+    ex_memory_check(memory_need(c.n_train + c.n_test, c.vocab, embedding, hidden_size, layers,
+                                train.batch, bptt),
+                    "--batch, --bptt, --hidden, --layers, --embedding or the --data file");
     if (c.n_train / train.batch < bptt + 2 || c.n_test / 16 < bptt + 2) {
         fprintf(stderr, "charlm: %s is too short for --batch %lld and --bptt %lld\n", data,
                 (long long)train.batch, (long long)bptt);
@@ -185,7 +217,7 @@ int main(int argc, char **argv) {
     ex_trainer_init(&tr, params, &train, 0);
     tg_tensor *hidden = tg_gru_lm_init_hidden(model, train.batch);
     ex_checkpoint_add(tr.checkpoint, "hidden", hidden); /* carried across steps: the state too */
-    const int64_t start = ex_checkpoint_resume(tr.checkpoint, train.resume);
+    const int64_t start = ex_trainer_resume(&tr);
     tg_index *x = tg_index_new(TG_SHAPE(bptt, train.batch));
     tg_index *y = tg_index_new(TG_SHAPE(bptt * train.batch));
 
@@ -215,10 +247,10 @@ int main(int argc, char **argv) {
 
     tg_index_free(y);
     tg_index_free(x);
-    ex_trainer_free(&tr);
+    const int status = ex_trainer_free(&tr);
     tg_tensor_free(hidden);
     tg_gru_lm_free(model);
     free(c.train);
     free(c.test);
-    return 0;
+    return status;
 }

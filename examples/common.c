@@ -1,5 +1,6 @@
-/* examples/common.c — flags, per-step seeds, the learning-rate schedule, the progress line,
- * the pictures' output and small things for the example programs (see common.h). */
+/* examples/common.c — flags, the checkpoint path's checks, the memory check, per-step seeds,
+ * the learning-rate schedule, the progress line, the pictures' output and small things for
+ * the example programs (see common.h). */
 #include "common.h"
 
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,6 +17,20 @@
 /* ------------------------------------------------------------------------------------------
  * flags
  * ---------------------------------------------------------------------------------------- */
+
+static const char *program_name = "example";
+
+const char *ex_program(void) { return program_name; }
+
+void ex_file_error(const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    fprintf(stderr, "%s: ", program_name);
+    vfprintf(stderr, fmt, args);
+    fprintf(stderr, "\n");
+    va_end(args);
+    exit(1);
+}
 
 void ex_usage_error(const char *program, const char *fmt, ...) {
     va_list args;
@@ -35,7 +51,8 @@ static void flag_default(const ex_flag *f, char *buf, size_t len) {
         snprintf(buf, len, "%g", *(const double *)f->value);
         break;
     case EX_FLAG_TEXT:
-    case EX_FLAG_PATH: {
+    case EX_FLAG_PATH:
+    case EX_FLAG_INPUT: {
         const char *s = *(const char *const *)f->value;
         snprintf(buf, len, "%s", s ? s : "none");
         break;
@@ -50,10 +67,10 @@ static void print_flags(const ex_flag *flags, int n) {
     for (int i = 0; i < n; i++) {
         const ex_flag *f = &flags[i];
         char left[64], def[256];
-        const char *arg = f->kind == EX_FLAG_INT    ? "N"
-                          : f->kind == EX_FLAG_REAL ? "X"
-                          : f->kind == EX_FLAG_PATH ? "PATH"
-                                                    : "TEXT";
+        const char *arg = f->kind == EX_FLAG_INT                                ? "N"
+                          : f->kind == EX_FLAG_REAL                             ? "X"
+                          : f->kind == EX_FLAG_PATH || f->kind == EX_FLAG_INPUT ? "PATH"
+                                                                                : "TEXT";
         snprintf(left, sizeof left, "--%s%s%s", f->name, f->kind == EX_FLAG_SWITCH ? "" : " ",
                  f->kind == EX_FLAG_SWITCH ? "" : arg);
         flag_default(f, def, sizeof def);
@@ -94,6 +111,7 @@ static void flag_set(const char *program, const ex_flag *f, const char *text) {
     }
     case EX_FLAG_TEXT:
     case EX_FLAG_PATH:
+    case EX_FLAG_INPUT:
         if (!*text) ex_usage_error(program, "--%s needs a value", f->name);
         *(const char **)f->value = text;
         break;
@@ -103,10 +121,95 @@ static void flag_set(const char *program, const ex_flag *f, const char *text) {
     }
 }
 
+/* The last component of path ("" for "dir/"), and the length of what comes before it. */
+static const char *last_name(const char *path, size_t *folder_len) {
+    const char *slash = strrchr(path, '/');
+    *folder_len = slash ? (size_t)(slash - path) + (slash == path) : 0;
+    return slash ? slash + 1 : path;
+}
+
+/* The folder of path into buf ("." for a bare name). */
+static const char *folder_of(const char *path, char *buf, size_t len) {
+    size_t n;
+    last_name(path, &n);
+    snprintf(buf, len, "%.*s", (int)(n ? n : 1), n ? path : ".");
+    return buf;
+}
+
+bool ex_same_file(const char *a, const char *b) {
+    if (!strcmp(a, b) || tg_file_same(a, b)) return true;
+    /* a file that does not exist yet: the same name in the same folder */
+    size_t na, nb;
+    const char *name_a = last_name(a, &na), *name_b = last_name(b, &nb);
+    char folder_a[4096], folder_b[4096];
+    return *name_a && !strcmp(name_a, name_b) &&
+           tg_file_same(folder_of(a, folder_a, sizeof folder_a),
+                        folder_of(b, folder_b, sizeof folder_b));
+}
+
+/* Why the file at path (a regular file) is not a tapegrad checkpoint, into why; false if it
+ * is one. Only its header is read. The library's save makes the same test again, at every
+ * save; this one runs before the training does. */
+static bool not_a_checkpoint(const char *path, char *why, size_t len) {
+    tg_safetensors *st = NULL;
+    const tg_safetensors_read_options header = {.header_only = true};
+    if (tg_safetensors_read_with(path, &header, &st) != TG_OK) {
+        snprintf(why, len, "%s", tg_error_message());
+        return true;
+    }
+    const char *mark = tg_safetensors_meta(st, "framework");
+    const bool ours = mark && !strcmp(mark, "tapegrad");
+    tg_safetensors_free(st);
+    if (!ours) snprintf(why, len, "a safetensors file that tapegrad did not write");
+    return !ours;
+}
+
+/* The checks of --checkpoint that ex_flags_parse promises (see common.h). */
+static void checkpoint_path_check(const ex_train_options *train, const ex_flag *flags, int n) {
+    const char *path = train->checkpoint;
+    for (int i = 0; i < n; i++) {
+        const char *input = flags[i].kind == EX_FLAG_INPUT ? *(const char **)flags[i].value : NULL;
+        if (input && ex_same_file(path, input))
+            ex_usage_error(program_name,
+                           "--checkpoint '%s' is the same file as --%s '%s': saving would replace "
+                           "it (--force does not change that)",
+                           path, flags[i].name, input);
+    }
+    struct stat sb;
+    if (stat(path, &sb) == 0) {
+        char why[600];
+        if (!S_ISREG(sb.st_mode))
+            ex_file_error("--checkpoint '%s' is %s, not a regular file", path,
+                          S_ISDIR(sb.st_mode)    ? "a directory"
+                          : S_ISFIFO(sb.st_mode) ? "a FIFO"
+                          : S_ISCHR(sb.st_mode)  ? "a character device"
+                          : S_ISBLK(sb.st_mode)  ? "a block device"
+                          : S_ISSOCK(sb.st_mode) ? "a socket"
+                                                 : "not a file");
+        if (!train->force && not_a_checkpoint(path, why, sizeof why))
+            ex_file_error("--checkpoint '%s' is not a tapegrad checkpoint (%s): refusing to %s it "
+                          "(--force replaces it)",
+                          path, why, train->resume ? "resume from or replace" : "replace");
+    } else if (errno != ENOENT) {
+        ex_file_error("cannot use --checkpoint '%s': %s", path, strerror(errno));
+    }
+    char folder[4096];
+    folder_of(path, folder, sizeof folder);
+    if (stat(folder, &sb) != 0)
+        ex_file_error("cannot save --checkpoint '%s': its folder '%s': %s", path, folder,
+                      strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        ex_file_error("cannot save --checkpoint '%s': '%s' is not a directory", path, folder);
+    if (access(folder, W_OK | X_OK) != 0)
+        ex_file_error("cannot save --checkpoint '%s': cannot write into '%s': %s", path, folder,
+                      strerror(errno));
+}
+
 void ex_flags_parse(int argc, char **argv, const char *about, ex_train_options *train,
                     const ex_flag *flags, int n) {
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     const char *program = slash ? slash + 1 : argc > 0 ? argv[0] : "example";
+    program_name = program;
     /* the training flags, for a program that trains; without `train` the table below points
      * into a scratch struct and is left out (n_common = 0) */
     ex_train_options none = {0};
@@ -124,6 +227,8 @@ void ex_flags_parse(int argc, char **argv, const char *about, ex_train_options *
          "save the checkpoint every N steps, and at the end"},
         {"resume", EX_FLAG_SWITCH, &train->resume, 0, 0,
          "continue from the checkpoint (same flags as the first run)"},
+        {"force", EX_FLAG_SWITCH, &train->force, 0, 0,
+         "let the checkpoint replace a file that is not a tapegrad checkpoint"},
         {"log-every", EX_FLAG_INT, &train->log_every, 0, 1e9,
          "plain progress line every N steps when not on a terminal (0: ten per run)"},
         {"stop-after", EX_FLAG_INT, &train->stop_after, 0, 1e9,
@@ -170,7 +275,43 @@ void ex_flags_parse(int argc, char **argv, const char *about, ex_train_options *
     if (train->checkpoint && !strcmp(train->checkpoint, "none")) train->checkpoint = NULL;
     if (train->resume && !train->checkpoint)
         ex_usage_error(program, "--resume needs a checkpoint file (--checkpoint PATH)");
+    if (train->checkpoint) checkpoint_path_check(train, flags, n);
     tg_set_num_threads((int)train->threads);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * memory
+ * ---------------------------------------------------------------------------------------- */
+
+double ex_memory_limit(void) {
+    double limit = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    const int resources[] = {RLIMIT_AS, RLIMIT_DATA};
+    for (int i = 0; i < 2; i++) {
+        struct rlimit rl;
+        if (getrlimit(resources[i], &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+            (double)rl.rlim_cur < limit)
+            limit = (double)rl.rlim_cur;
+    }
+    /* a container's limit (cgroup v2): a number, or "max" */
+    FILE *f = fopen("/sys/fs/cgroup/memory.max", "r");
+    double cgroup;
+    if (f && fscanf(f, "%lf", &cgroup) == 1 && cgroup > 0 && cgroup < limit) limit = cgroup;
+    if (f) fclose(f);
+    return limit;
+}
+
+double ex_memory_estimate(double params, double activations, double data_bytes) {
+    return (double)sizeof(tg_real) * (5 * params + 1.25 * activations) + data_bytes +
+           64.0 * 1024 * 1024;
+}
+
+void ex_memory_check(double bytes, const char *sizes) {
+    const double limit = ex_memory_limit(), gib = 1024.0 * 1024 * 1024;
+    if (bytes <= limit) return;
+    ex_usage_error(program_name,
+                   "these sizes need about %.1f GiB of memory, more than the %.1f GiB this "
+                   "process may use: make %s smaller",
+                   bytes / gib, limit / gib, sizes);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -280,14 +421,24 @@ void ex_progress_finish(ex_progress *p) {
  * ---------------------------------------------------------------------------------------- */
 
 void ex_make_dir(const char *dir) {
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "cannot create the directory '%s': %s\n", dir, strerror(errno));
-        exit(1);
-    }
+    if (mkdir(dir, 0777) == 0) return;
+    struct stat sb;
+    if (errno != EEXIST)
+        ex_file_error("cannot create the directory '%s': %s", dir, strerror(errno));
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        ex_file_error("'%s' is there but is not a directory", dir);
+}
+
+/* The picture writers open their files with fopen, which would wait forever on a FIFO: what
+ * is already at an output path must be a regular file, which they replace. */
+static bool writable_path(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) != 0 || S_ISREG(sb.st_mode);
 }
 
 const char *ex_path(char *buf, size_t len, const char *dir, const char *name) {
     snprintf(buf, len, "%s/%s", dir, name);
+    if (!writable_path(buf)) ex_file_error("'%s' is there but is not a regular file", buf);
     return buf;
 }
 
@@ -306,6 +457,7 @@ bool ex_render_dot(const char *dot_path, const char *format) {
     const size_t stem =
         ext && (!slash || ext > slash) ? (size_t)(ext - dot_path) : strlen(dot_path);
     snprintf(out, sizeof out, "%.*s.%s", (int)stem, dot_path, format);
+    if (!writable_path(out)) ex_file_error("'%s' is there but is not a regular file", out);
     snprintf(cmd, sizeof cmd, "dot -T%s '%s' -o '%s'", format, dot_path, out);
     if (system(cmd) != 0) return false;
     printf("  wrote %s\n", out);
@@ -329,35 +481,4 @@ int64_t ex_count_correct(const tg_tensor *logits, const tg_index *labels) {
     for (int64_t i = 0; i < rows; i++)
         right += ex_argmax(logits->data + i * classes, classes) == labels->data[i];
     return right;
-}
-
-char *ex_file_read_all(const char *path, int64_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap + 1);
-    for (size_t got; buf && (got = fread(buf + len, 1, cap - len, f)) > 0;) {
-        len += got;
-        if (len == cap) {
-            char *bigger = realloc(buf, 2 * cap + 1);
-            if (!bigger) {
-                free(buf);
-                buf = NULL;
-                errno = ENOMEM;
-                break;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-    }
-    const bool failed = ferror(f);
-    fclose(f);
-    if (!buf || failed) {
-        free(buf);
-        if (failed) errno = EIO;
-        return NULL;
-    }
-    buf[len] = '\0';
-    *size = (int64_t)len;
-    return buf;
 }

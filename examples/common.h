@@ -3,7 +3,10 @@
  *
  *   flags        one parser for every program: --help, the program's own flags and, for the
  *                training programs, the common training flags, checked (an unknown flag or
- *                a bad value prints a message and exits with status 2);
+ *                a bad value prints a message and exits with status 2), and the checkpoint
+ *                path checked before any work (see "exit statuses" below);
+ *   memory       an estimate of what the sizes a program was given need, checked against the
+ *                machine's memory before anything is allocated;
  *   seeds        every step's data (and dropout) drawn from (seed, step) alone, so that a
  *                resumed run needs no generator state to continue bit-identically;
  *   progress     one line rewritten in place on a terminal; plain lines otherwise;
@@ -22,6 +25,15 @@
 #include <tapegrad/kernels.h>
 #include <tapegrad/models.h>
 
+/* ---- exit statuses ----
+ *
+ *   0  done (also: --help, and --resume of a checkpoint already at --steps: nothing to do);
+ *   1  a file could not be used or saved: a checkpoint or --data that is not a regular file,
+ *      a --checkpoint file that is not a tapegrad checkpoint (without --force), a resume that
+ *      fails, a checkpoint past --steps, and a run whose last checkpoint save failed;
+ *   2  the flags: an unknown flag, a value out of range, sizes that need more memory than
+ *      the machine has, a --checkpoint that is the same file as an input. */
+
 /* ---- flags ---- */
 
 /* Settings every training program takes (fill in its defaults before ex_flags_parse). */
@@ -32,6 +44,7 @@ typedef struct ex_train_options {
     int64_t seed;           /* --seed: weights, data order and dropout */
     int64_t threads;        /* --threads: 0 = one per core */
     const char *checkpoint; /* --checkpoint PATH ("none": no checkpoint) */
+    bool force;             /* --force: replace a --checkpoint file that is not a checkpoint */
     int64_t save_every;     /* --save-every N steps (and always at the end) */
     bool resume;            /* --resume: continue from the checkpoint */
     int64_t log_every;      /* --log-every N: plain progress lines (0 = about 10 per run) */
@@ -42,7 +55,8 @@ typedef enum ex_flag_kind {
     EX_FLAG_INT,   /* int64_t, within [min, max] */
     EX_FLAG_REAL,  /* double, within [min, max] */
     EX_FLAG_TEXT,  /* const char * */
-    EX_FLAG_PATH,  /* const char *, a file or directory name */
+    EX_FLAG_PATH,  /* const char *, a file or directory name the program writes */
+    EX_FLAG_INPUT, /* const char *, a file the program reads: never the checkpoint */
     EX_FLAG_SWITCH /* bool, set by the flag's presence */
 } ex_flag_kind;
 
@@ -58,13 +72,48 @@ typedef struct ex_flag {
 /* Parses argv into the program's own `flags` (n of them) and, if `train` is not NULL, the
  * common training flags into `train` (then it also applies --threads). --help prints the
  * usage (with the defaults) and exits 0; an unknown flag or a bad value prints what is
- * wrong and exits 2. `about` is the first lines of --help. */
+ * wrong and exits 2. `about` is the first lines of --help.
+ *
+ * Then, before the program does any work, the --checkpoint path is checked, so that a run
+ * never trains for an hour to find that it cannot save: it must not be the same file as any
+ * EX_FLAG_INPUT flag's (the same name, or the same file under another name; exit 2, even with
+ * --force); if something is there it must be a regular file (a directory, FIFO or device:
+ * exit 1) and a tapegrad checkpoint, unless --force (exit 1); its folder must exist and be
+ * writable (exit 1). */
 void ex_flags_parse(int argc, char **argv, const char *about, ex_train_options *train,
                     const ex_flag *flags, int n);
 /* Prints "program: message" and a pointer to --help on stderr, and exits 2: for a flag
  * whose value the program checks itself. */
 _Noreturn void ex_usage_error(const char *program, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Prints "program: message" on stderr and exits 1: for a file that cannot be used. */
+_Noreturn void ex_file_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The program's name (argv[0] without its folder), once ex_flags_parse has run. */
+const char *ex_program(void);
+/* Whether paths a and b name the same file: the same string, the same file under two names
+ * (tg_file_same: links followed), or, when neither needs to exist, the same name in the same
+ * folder ("text.txt" and "./text.txt"). */
+bool ex_same_file(const char *a, const char *b);
+
+/* ---- memory ---- */
+
+/* The bytes this process may use: the machine's physical memory, lowered by the address-space
+ * and data limits (ulimit -v, -d) and by a cgroup's memory.max, when they are set. */
+double ex_memory_limit(void);
+/* The memory of a run, in bytes, from three counts a program derives from its sizes:
+ * `params` parameter values (each also has a gradient, Adam's two moments, and a copy while a
+ * checkpoint loads: 5 reals), `activations` reals that one step keeps at its peak (what its
+ * forward pass makes and the gradients of these; 25% more is counted for the slack of the
+ * tape's arena, whose blocks grow by doubling), and `data_bytes` of the program's own arrays;
+ * plus 64 MiB for the program, its libraries and the threads' stacks. Each program's counts
+ * follow its model's ops; their coefficients were checked against the peak resident memory
+ * of runs at several sizes (the estimate is 1.2 to 1.6 times it). */
+double ex_memory_estimate(double params, double activations, double data_bytes);
+/* Exits 2 with a message when `bytes`, a program's estimate of what its sizes need, is more
+ * than ex_memory_limit(): `sizes` names the flags that drive the estimate. A program calls it
+ * right after ex_flags_parse, before it allocates anything that grows with its flags, so that
+ * a --batch 1000000 is refused at once instead of failing in the middle of an allocation. */
+void ex_memory_check(double bytes, const char *sizes);
 
 /* ---- seeds and random numbers ---- */
 
@@ -110,22 +159,28 @@ void ex_progress_finish(ex_progress *p);
 
 typedef struct ex_checkpoint {
     const char *path; /* NULL: none */
+    bool force;       /* the first save may replace a file that is not a checkpoint */
+    bool saved;       /* a save of this run succeeded */
     tg_params *state; /* model.*, optim.*, train.* */
-    tg_tensor *step;  /* "train.step": (2,) = steps done, as hi·2^20 + lo */
+    tg_tensor *step;  /* "train.step": (2,) = steps done, as hi·2^20 + lo (a count) */
+    int64_t on_disk;  /* the step of the checkpoint at path from this run (or resumed), -1: none */
+    int64_t failed;   /* the step of the last save that failed, -1: none */
+    bool last_failed; /* the last save failed: path does not hold the latest state */
 } ex_checkpoint;
 
-/* The checkpoint of `model` and `opt` at `path` (NULL or "none": nothing is saved). */
-ex_checkpoint *ex_checkpoint_new(const char *path, const tg_params *model, tg_optim *opt);
+/* The checkpoint of `model` and `opt` at `path` (NULL or "none": nothing is saved); `force`
+ * lets its first save replace a file that is not a tapegrad checkpoint. */
+ex_checkpoint *ex_checkpoint_new(const char *path, bool force, const tg_params *model,
+                                 tg_optim *opt);
 /* More state to save and restore (e.g. a language model's carried hidden state), "train.<name>". */
 void ex_checkpoint_add(ex_checkpoint *c, const char *name, tg_tensor *t);
-/* Saves (safely: a crash mid-save leaves the previous file) with `steps_done` steps done.
- * A failure is reported on stderr and the run goes on. */
-void ex_checkpoint_save(ex_checkpoint *c, int64_t steps_done);
-/* With --resume, loads the file and returns the number of steps already done; without it,
- * returns 0. A missing or unfitting file is an error: message and exit 1. */
-int64_t ex_checkpoint_resume(ex_checkpoint *c, bool resume);
+/* Saves (safely: a crash mid-save leaves the previous file) with `steps_done` steps done;
+ * returns whether it did. A failure is reported on stderr, with the step, and the run goes
+ * on (the next save may succeed); the program's exit status tells whether the last failed. */
+bool ex_checkpoint_save(ex_checkpoint *c, int64_t steps_done);
 /* Called after every step: saves when `steps_done` is a multiple of --save-every or the last
- * step; at --stop-after it saves and exits, as an interrupted run would end. */
+ * step; at --stop-after it saves and exits, as an interrupted run would end: 0 when the save
+ * succeeded ("continue with --resume"), 1 when it failed (and then no such claim). */
 void ex_checkpoint_after_step(ex_checkpoint *c, int64_t steps_done, const ex_train_options *train);
 void ex_checkpoint_free(ex_checkpoint *c);
 
@@ -135,7 +190,7 @@ void ex_checkpoint_free(ex_checkpoint *c);
  *
  *   ex_trainer tr;
  *   ex_trainer_init(&tr, params, &train, warmup);
- *   const int64_t start = ex_checkpoint_resume(tr.checkpoint, train.resume);
+ *   const int64_t start = ex_trainer_resume(&tr);
  *   ex_trainer_start(&tr, start);
  *   for (int64_t step = start; step < train.steps; step++) {
  *       ... the step's data, loss = forward(tr.tape, ...) ...
@@ -144,7 +199,7 @@ void ex_checkpoint_free(ex_checkpoint *c);
  *   }
  *   ex_trainer_finish(&tr);
  *   ... evaluate ...
- *   ex_trainer_free(&tr); */
+ *   return ex_trainer_free(&tr);   (after freeing the rest: the exit status) */
 typedef struct ex_trainer {
     const ex_train_options *train;
     tg_params *params; /* the model's (not owned) */
@@ -159,6 +214,11 @@ typedef struct ex_trainer {
  * own to save goes in with ex_checkpoint_add(tr->checkpoint, ...) before resuming. */
 void ex_trainer_init(ex_trainer *tr, tg_params *params, const ex_train_options *train,
                      int64_t warmup);
+/* With --resume, loads the checkpoint and returns the number of steps already done; without
+ * it, returns 0. A missing or unfitting file, a NaN or infinite value in it, and a checkpoint
+ * past --steps (it comes from a longer run) are errors: message, exit 1. A checkpoint at
+ * --steps exactly has nothing left to train: it says so and exits 0. */
+int64_t ex_trainer_resume(ex_trainer *tr);
 /* Starts the progress line; `start` is the first step this process runs. */
 void ex_trainer_start(ex_trainer *tr, int64_t start);
 /* One optimizer step from `loss`: the step's learning rate (warm-up, then a cosine decay to
@@ -167,22 +227,28 @@ void ex_trainer_update(ex_trainer *tr, int64_t step, tg_tensor *loss);
 /* After the update: the progress line (the loss, `tokens` consumed), the tape reset, and
  * the checkpoint when it is due (at --stop-after it saves and exits). */
 void ex_trainer_step_done(ex_trainer *tr, int64_t step, const tg_tensor *loss, int64_t tokens);
-void ex_trainer_finish(ex_trainer *tr); /* ends the progress line */
-void ex_trainer_free(ex_trainer *tr);   /* the tape, the checkpoint and Adam */
+/* Ends the progress line and says where the checkpoint is, or that its last save failed. */
+void ex_trainer_finish(ex_trainer *tr);
+/* Frees the tape, the checkpoint and Adam; returns the program's exit status: 0, or 1 when
+ * the last checkpoint save failed (the file does not hold the trained model). */
+int ex_trainer_free(ex_trainer *tr);
 
 /* Evaluation mode on (no tape nodes, dropout off) or back to training. */
 void ex_eval_mode(tg_tape *tape, bool on);
 
 /* ---- pictures ---- */
 
-/* Creates the directory if it is not there (one level); exits with a message on failure. */
+/* Creates the directory if it is not there (one level); exits with a message on failure or
+ * when something else (a file) has that name. */
 void ex_make_dir(const char *dir);
-/* dir/name into buf; returns buf. */
+/* dir/name into buf; returns buf. Exits with a message when something that is not a regular
+ * file (a FIFO, which would block the writer; a directory) is at that path. */
 const char *ex_path(char *buf, size_t len, const char *dir, const char *name);
 /* Exits with the library's message when `st` is not TG_OK (a file that was not written). */
 void ex_check(tg_status st);
 /* Renders a DOT file with Graphviz's `dot` into `format` (svg, png) next to it, if `dot` is
- * on PATH; returns whether it did. Paths with a quote are not passed to the shell. */
+ * on PATH; returns whether it did. Paths with a quote are not passed to the shell; an output
+ * path taken by something that is not a regular file is an error, as for ex_path. */
 bool ex_render_dot(const char *dot_path, const char *format);
 
 /* A recurrent layer (tanh RNN, GRU or LSTM) and a Linear on its last state: the sequence
@@ -209,7 +275,5 @@ void ex_rnn_classifier_free(ex_rnn_classifier *m);
 int64_t ex_argmax(const tg_real *values, int64_t n);
 /* How many rows of logits (B, classes) have their largest value at labels[row]. */
 int64_t ex_count_correct(const tg_tensor *logits, const tg_index *labels);
-/* Loads a whole file (NUL-terminated); NULL with errno set if it cannot be read. */
-char *ex_file_read_all(const char *path, int64_t *size);
 
 #endif

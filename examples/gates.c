@@ -111,6 +111,16 @@ static tg_gate_trace *trace_one(ex_rnn_classifier *m, int64_t T, int64_t hidden,
     return tr;
 }
 
+/* The memory of a run (ex_memory_estimate), for the larger of the two models, the LSTM:
+ * 4H·(VOCAB + H) weights, 8H biases and the Linear; per token (the held-out accuracy reads
+ * 1,000 sequences of T at once, without gradients) the one-hot input and ~7H values of input
+ * projections, gates and states. */
+static double memory_need(int64_t hidden, int64_t length) {
+    const double H = (double)hidden;
+    const double params = 4 * H * (VOCAB + H) + 8 * H + H * CLASSES + CLASSES;
+    return ex_memory_estimate(params, 1000.0 * (double)length * (VOCAB + 7 * H), 0);
+}
+
 int main(int argc, char **argv) {
     int64_t steps = 600, hidden = 16, length = 20, seed = 0, threads = 1;
     double lr = 0.01;
@@ -130,6 +140,7 @@ int main(int argc, char **argv) {
                    "gates: train a small GRU and LSTM to recall the token after a marker, then "
                    "draw their gates\nover time (heatmaps) and |dL/dh_t| against t (a chart).",
                    NULL, flags, (int)(sizeof flags / sizeof *flags));
+    ex_memory_check(memory_need(hidden, length), "--hidden or --length");
     tg_set_num_threads((int)threads);
     ex_make_dir(out);
 

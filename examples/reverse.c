@@ -106,6 +106,24 @@ static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const t
     return correct;
 }
 
+/* The memory of a run (ex_memory_estimate): the parameters of the shared embedding, the
+ * encoder layers (self-attention 4D² + feed-forward 2DF), the decoder layers (two attentions
+ * 8D² + 2DF) and the Linear; per token of a step (batch·length of each side; evaluation
+ * decodes 250 sequences at a time) per encoder layer ~12D values of projections, norms and
+ * residuals, 3F in the feed-forward and 3 per head and key of attention weights (scores,
+ * softmax, dropout), twice the attention part and ~20D per decoder layer, the embeddings with
+ * their positions, and the logits, gradients included; the held-out sequences. */
+static double memory_need(int64_t symbols, int64_t length, int64_t d_model, int64_t heads,
+                          int64_t feedforward, int64_t layers, int64_t batch) {
+    const double V = (double)symbols + 1, L = (double)length, D = (double)d_model;
+    const double F = (double)feedforward, N = (double)layers, h = (double)heads;
+    const double params = 2 * V * D + N * (12 * D * D + 4 * D * F + 25 * D + 2 * F) + 4 * D + V;
+    const double per_token =
+        6 * D + 3 * V + N * (12 * D + 3 * F + 3 * h * L) + N * (20 * D + 3 * F + 6 * h * L);
+    const double tokens = (double)(batch > 250 ? batch : 250) * L;
+    return ex_memory_estimate(params, tokens * per_token, 4.0 * 3 * (HELD_OUT + batch) * L);
+}
+
 int main(int argc, char **argv) {
     ex_train_options train = {.steps = 600,
                               .batch = 64,
@@ -134,6 +152,8 @@ int main(int argc, char **argv) {
                 (long long)d_model, (long long)heads);
         return 2;
     }
+    ex_memory_check(memory_need(symbols, length, d_model, heads, feedforward, layers, train.batch),
+                    "--batch, --length, --d-model, --feedforward, --layers, --heads or --symbols");
 
     tg_manual_seed((uint64_t)train.seed);
     tg_transformer_options opts = tg_transformer_defaults(d_model, heads);
@@ -144,7 +164,7 @@ int main(int argc, char **argv) {
     tg_params *params = tg_transformer_model_params(r.model);
     ex_trainer tr;
     ex_trainer_init(&tr, params, &train, 100);
-    const int64_t start = ex_checkpoint_resume(tr.checkpoint, train.resume);
+    const int64_t start = ex_trainer_resume(&tr);
 
     tg_rng rng;
     tg_rng_seed(&rng, ex_step_seed(train.seed, -1)); /* the held-out set has its own seed */
@@ -182,9 +202,9 @@ int main(int argc, char **argv) {
     tg_index_free(test_out);
     tg_index_free(test_in);
     tg_index_free(test_src);
-    ex_trainer_free(&tr);
+    const int status = ex_trainer_free(&tr);
     tg_tensor_free(r.causal);
     tg_tensor_free(r.position);
     tg_transformer_model_free(r.model);
-    return 0;
+    return status;
 }

@@ -89,6 +89,20 @@ static void evaluate(tg_gru_stepwise *model, tg_tape *tape, const signal_options
     *mse_last = se_last / count;
 }
 
+/* The memory of a run (ex_memory_estimate): the parameters of the GRU (input 1) and the
+ * Linear onto the bins; per value of a step (batch·(length − 1) of them; evaluation runs all
+ * --test-size sequences at once), gradients included, ~10H values of gates and states and 5
+ * per bin (logits, log-softmax, their concatenation over time); the sequences in doubles,
+ * and the targets. */
+static double memory_need(const signal_options *o, int64_t hidden, int64_t batch,
+                          int64_t test_size) {
+    const double H = (double)hidden, K = (double)o->bins, T = (double)o->length;
+    const double params = 3 * H * (1 + H) + 6 * H + H * K + K;
+    const double rows = (double)(batch > test_size ? batch : test_size) * (T - 1);
+    return ex_memory_estimate(params, rows * (1 + 10 * H + 5 * K),
+                              8.0 * (double)(test_size + batch) * T + 4.0 * (double)batch * T);
+}
+
 int main(int argc, char **argv) {
     ex_train_options train = {.steps = 1500,
                               .batch = 64,
@@ -112,13 +126,15 @@ int main(int argc, char **argv) {
                    "predicting the last value again.",
                    &train, flags, (int)(sizeof flags / sizeof flags[0]));
     o.range = 0.8 * (double)o.waves + 4 * o.noise; /* the largest sum, and then some */
+    ex_memory_check(memory_need(&o, hidden, train.batch, test_size),
+                    "--batch, --length, --hidden, --bins or --test-size");
 
     tg_manual_seed((uint64_t)train.seed);
     tg_gru_stepwise *model = tg_gru_stepwise_new(1, hidden, o.bins);
     tg_params *params = tg_gru_stepwise_params(model);
     ex_trainer tr;
     ex_trainer_init(&tr, params, &train, 0);
-    const int64_t start = ex_checkpoint_resume(tr.checkpoint, train.resume);
+    const int64_t start = ex_trainer_resume(&tr);
 
     tg_rng rng;
     tg_rng_seed(&rng, ex_step_seed(train.seed, -1)); /* the held-out set has its own seed */
@@ -161,7 +177,7 @@ int main(int argc, char **argv) {
     tg_index_free(targets);
     free(x);
     free(test);
-    ex_trainer_free(&tr);
+    const int status = ex_trainer_free(&tr);
     tg_gru_stepwise_free(model);
-    return 0;
+    return status;
 }

@@ -14,14 +14,18 @@
 
 #define STEP_SPLIT 1048576.0 /* 2^20: two float32 halves hold any step count below 2^44 */
 
-ex_checkpoint *ex_checkpoint_new(const char *path, const tg_params *model, tg_optim *opt) {
+ex_checkpoint *ex_checkpoint_new(const char *path, bool force, const tg_params *model,
+                                 tg_optim *opt) {
     ex_checkpoint *c = tg_xcalloc(1, sizeof *c);
     c->path = path && strcmp(path, "none") ? path : NULL;
+    c->force = force;
+    c->on_disk = -1;
+    c->failed = -1;
     c->state = tg_params_new();
     tg_params_extend(c->state, "model", model);
     tg_params_extend(c->state, NULL, tg_optim_state(opt)); /* its names start with "optim." */
     c->step = tg_tensor_zeros(TG_SHAPE(2));
-    tg_params_add(c->state, "train.step", c->step);
+    tg_params_add_count(c->state, "train.step", c->step); /* loading checks it is a count */
     return c;
 }
 
@@ -31,39 +35,59 @@ void ex_checkpoint_add(ex_checkpoint *c, const char *name, tg_tensor *t) {
     tg_params_add(c->state, key, t);
 }
 
-void ex_checkpoint_save(ex_checkpoint *c, int64_t steps_done) {
-    if (!c->path) return;
+bool ex_checkpoint_save(ex_checkpoint *c, int64_t steps_done) {
+    if (!c->path) return true;
     c->step->data[0] = (tg_real)floor((double)steps_done / STEP_SPLIT);
     c->step->data[1] = (tg_real)fmod((double)steps_done, STEP_SPLIT);
-    if (tg_params_save(c->state, c->path) != TG_OK)
-        fprintf(stderr, "\nwarning: checkpoint not saved: %s\n", tg_error_message());
+    /* --force lets the first save replace a file that is not a checkpoint; later saves find
+     * ours there, and must not replace whatever else may have taken its place meanwhile */
+    const tg_save_options opts = {.force = c->force && !c->saved};
+    c->last_failed = tg_params_save_with(c->state, c->path, &opts) != TG_OK;
+    if (c->last_failed) {
+        c->failed = steps_done;
+        fprintf(stderr, "%s%s: the checkpoint after step %lld was not saved: %s\n",
+                isatty(STDOUT_FILENO) == 1 ? "\n" : "", ex_program(), (long long)steps_done,
+                tg_error_message());
+        return false;
+    }
+    c->on_disk = steps_done;
+    c->saved = true;
+    return true;
 }
 
-int64_t ex_checkpoint_resume(ex_checkpoint *c, bool resume) {
-    if (!resume || !c->path) return 0;
-    if (tg_params_load(c->state, c->path, false) != TG_OK) {
-        fprintf(stderr, "cannot resume: %s\n", tg_error_message());
-        exit(1);
-    }
-    const double hi = c->step->data[0], lo = c->step->data[1];
-    if (!(hi >= 0 && lo >= 0 && lo < STEP_SPLIT && hi == floor(hi) && lo == floor(lo))) {
-        fprintf(stderr, "cannot resume: %s holds no valid train.step\n", c->path);
-        exit(1);
-    }
-    const int64_t steps = (int64_t)hi * (int64_t)STEP_SPLIT + (int64_t)lo;
-    printf("resumed from %s after step %lld\n", c->path, (long long)steps);
-    return steps;
+/* What the checkpoint file holds after a failed save, for the messages. */
+static void on_disk_say(const ex_checkpoint *c, FILE *f) {
+    if (c->on_disk >= 0)
+        fprintf(f, "  %s still holds the checkpoint after step %lld\n", c->path,
+                (long long)c->on_disk);
+    else
+        fprintf(f, "  no checkpoint of this run is in %s\n", c->path);
 }
 
 void ex_checkpoint_after_step(ex_checkpoint *c, int64_t steps_done, const ex_train_options *train) {
     const bool stop = steps_done == train->stop_after;
-    if (stop || steps_done == train->steps || steps_done % train->save_every == 0)
+    const bool saved =
+        !(stop || steps_done == train->steps || steps_done % train->save_every == 0) ||
         ex_checkpoint_save(c, steps_done);
-    if (stop) {
-        printf("%sstopped after step %lld (--stop-after); continue with --resume\n",
-               isatty(STDOUT_FILENO) == 1 ? "\n" : "", (long long)steps_done);
+    if (!stop) return;
+    const char *nl = isatty(STDOUT_FILENO) == 1 ? "\n" : "";
+    if (!c->path) {
+        printf("%sstopped after step %lld (--stop-after); nothing was saved (--checkpoint none)\n",
+               nl, (long long)steps_done);
         exit(0);
     }
+    if (!saved) {
+        fflush(stdout);
+        fprintf(stderr,
+                "%s: stopped after step %lld (--stop-after), but its checkpoint could not "
+                "be saved\n",
+                ex_program(), (long long)steps_done);
+        on_disk_say(c, stderr);
+        exit(1);
+    }
+    printf("%sstopped after step %lld (--stop-after); continue with --resume\n", nl,
+           (long long)steps_done);
+    exit(0);
 }
 
 void ex_checkpoint_free(ex_checkpoint *c) {
@@ -81,8 +105,36 @@ void ex_trainer_init(ex_trainer *tr, tg_params *params, const ex_train_options *
                      int64_t warmup) {
     *tr = (ex_trainer){.train = train, .params = params, .warmup = warmup};
     tr->opt = ex_adam_new(params, train->lr);
-    tr->checkpoint = ex_checkpoint_new(train->checkpoint, params, tr->opt);
+    tr->checkpoint = ex_checkpoint_new(train->checkpoint, train->force, params, tr->opt);
     tr->tape = tg_tape_new();
+}
+
+int64_t ex_trainer_resume(ex_trainer *tr) {
+    ex_checkpoint *c = tr->checkpoint;
+    if (!tr->train->resume || !c->path) return 0;
+    /* NaN or infinite weights are refused (a run that diverged is not worth continuing),
+     * and train.step must hold non-negative integers: the library names the bad tensor */
+    const tg_load_options opts = {0};
+    if (tg_params_load_with(c->state, c->path, &opts) != TG_OK)
+        ex_file_error("cannot resume: %s", tg_error_message());
+    const double hi = c->step->data[0], lo = c->step->data[1];
+    if (!(lo < STEP_SPLIT && hi < 16777216.0)) /* 2^24: a float32 holds every integer below */
+        ex_file_error("cannot resume: %s holds no valid train.step", c->path);
+    const int64_t steps = (int64_t)hi * (int64_t)STEP_SPLIT + (int64_t)lo;
+    const int64_t total = tr->train->steps;
+    if (steps > total)
+        ex_file_error("cannot resume: the checkpoint %s is at step %lld, past --steps %lld (it "
+                      "comes from a longer run; give --steps %lld or more)",
+                      c->path, (long long)steps, (long long)total, (long long)steps);
+    c->on_disk = steps;
+    if (steps == total) {
+        printf("the checkpoint %s is already at step %lld = --steps: nothing to do (give a "
+               "larger --steps to train on)\n",
+               c->path, (long long)steps);
+        exit(0);
+    }
+    printf("resumed from %s after step %lld\n", c->path, (long long)steps);
+    return steps;
 }
 
 void ex_trainer_start(ex_trainer *tr, int64_t start) {
@@ -103,12 +155,30 @@ void ex_trainer_step_done(ex_trainer *tr, int64_t step, const tg_tensor *loss, i
     ex_checkpoint_after_step(tr->checkpoint, step + 1, tr->train);
 }
 
-void ex_trainer_finish(ex_trainer *tr) { ex_progress_finish(&tr->progress); }
+void ex_trainer_finish(ex_trainer *tr) {
+    ex_progress_finish(&tr->progress);
+    const ex_checkpoint *c = tr->checkpoint;
+    if (!c->path) return;
+    if (!c->last_failed) {
+        printf("checkpoint: %s (after step %lld)\n", c->path, (long long)c->on_disk);
+    } else {
+        fflush(stdout);
+        fprintf(stderr, "%s: error: the last checkpoint save (after step %lld) failed\n",
+                ex_program(), (long long)c->failed);
+        on_disk_say(c, stderr);
+    }
+    fflush(stdout);
+}
 
-void ex_trainer_free(ex_trainer *tr) {
+int ex_trainer_free(ex_trainer *tr) {
+    const int status = tr->checkpoint->last_failed ? 1 : 0;
+    if (status) /* again at the end, under the results, where one looks */
+        fprintf(stderr, "%s: exit status 1: the checkpoint after step %lld was not saved\n",
+                ex_program(), (long long)tr->checkpoint->failed);
     tg_tape_free(tr->tape);
     ex_checkpoint_free(tr->checkpoint);
     tg_optim_free(tr->opt);
+    return status;
 }
 
 void ex_eval_mode(tg_tape *tape, bool on) {

@@ -142,6 +142,19 @@ static int parse_lengths(const char *text, int64_t *lengths) {
     return n;
 }
 
+/* The memory of a run (ex_memory_estimate), for the largest model, the LSTM: 4H·(VOCAB + H)
+ * weights, 8H biases and the Linear; per token of the longest length, the one-hot input and
+ * ~14H values of gates and states with their gradients in a training step (or the 512
+ * held-out sequences), or ~30H along the composite path, one tensor per op, that the gradient
+ * profile runs on 256 sequences; the profiles. */
+static double memory_need(int64_t hidden, int64_t batch, int64_t longest) {
+    const double H = (double)hidden, T = (double)longest;
+    const double params = 4 * H * (VOCAB + H) + 8 * H + H * CLASSES + CLASSES;
+    const double fused = (double)(batch > EVAL_N ? batch : EVAL_N) * T * (VOCAB + 14 * H);
+    const double composite = 256 * T * (VOCAB + 30 * H);
+    return ex_memory_estimate(params, fused > composite ? fused : composite, 9 * 8 * T);
+}
+
 int main(int argc, char **argv) {
     int64_t steps = 500, hidden = 32, batch_size = 32, seed = 1, threads = 1;
     double lr = 0.01;
@@ -164,6 +177,8 @@ int main(int argc, char **argv) {
                    NULL, flags, (int)(sizeof flags / sizeof *flags));
     int64_t lengths[MAX_LENGTHS];
     const int n_len = parse_lengths(lengths_text, lengths);
+    ex_memory_check(memory_need(hidden, batch_size, lengths[n_len - 1]),
+                    "--batch, --hidden or --lengths");
     tg_set_num_threads((int)threads);
     ex_make_dir(out);
 
