@@ -29,13 +29,7 @@ static double step(void *p) {
     tg_tensor *logits = c->gru ? tg_gru_classifier_forward(c->gru, c->tape, c->tokens[b])
                                : tg_lstm_classifier_forward(c->lstm, c->tape, c->tokens[b]);
     tg_tensor *loss = tg_cross_entropy(c->tape, logits, c->labels[b]);
-    if (!c->inference) {
-        tg_tape_backward(c->tape, loss);
-        tg_optim_step(c->opt);
-    }
-    const double value = tg_item(loss);
-    tg_tape_reset(c->tape);
-    return value;
+    return bench_step_end(c->tape, loss, c->inference ? NULL : c->opt);
 }
 
 int main(int argc, char **argv) {

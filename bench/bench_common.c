@@ -359,3 +359,13 @@ bool bench_rnn_layer_shape(const bench_args *a, const char *program, bench_rnn_s
     s->T = bench_flag_int(a, "--seq", s->T);
     return true;
 }
+
+double bench_step_end(tg_tape *tape, tg_tensor *loss, tg_optim *opt) {
+    if (opt) {
+        tg_tape_backward(tape, loss);
+        tg_optim_step(opt);
+    }
+    const double value = tg_item(loss);
+    tg_tape_reset(tape);
+    return value;
+}

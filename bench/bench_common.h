@@ -61,6 +61,9 @@ typedef double (*bench_step_fn)(void *ctx);
 
 /* Optional: the tape whose arena size the result line reports (arena_mb, after the run). */
 void bench_watch_tape(tg_tape *tape);
+/* The end of every training step: backward from `loss` and an optimizer step (unless opt is
+ * NULL: inference), then the loss's value, and the tape reset for the next step. */
+double bench_step_end(tg_tape *tape, tg_tensor *loss, tg_optim *opt);
 
 /* Times `step` and prints the result line. `flops` = useful FLOPs of one step. */
 void bench_run(const char *config, const bench_args *a, double flops, bench_step_fn step,

@@ -30,14 +30,8 @@ static double step(void *p) {
     tg_gru_lm_output out = tg_gru_lm_forward(c->m, c->tape, c->x[b], c->hidden);
     tg_tensor *logits = tg_reshape(c->tape, out.logits, TG_SHAPE(-1, c->V));
     tg_tensor *loss = tg_cross_entropy(c->tape, logits, c->y[b]);
-    if (!c->inference) {
-        tg_tape_backward(c->tape, loss);
-        tg_optim_step(c->opt);
-    }
     tg_gru_lm_detach(c->hidden, out.hidden); /* hidden = hidden.detach() */
-    const double value = tg_item(loss);
-    tg_tape_reset(c->tape);
-    return value;
+    return bench_step_end(c->tape, loss, c->inference ? NULL : c->opt);
 }
 
 int main(int argc, char **argv) {

@@ -26,11 +26,7 @@ static double step(void *p) {
     tg_gru_attention_output out = tg_gru_attention_forward(c->m, c->tape, c->src[b], c->tgt_in[b]);
     tg_tensor *logits = tg_reshape(c->tape, out.logits, TG_SHAPE(-1, c->V));
     tg_tensor *loss = tg_cross_entropy(c->tape, logits, c->tgt_out[b]);
-    tg_tape_backward(c->tape, loss);
-    tg_optim_step(c->opt);
-    const double value = tg_item(loss);
-    tg_tape_reset(c->tape);
-    return value;
+    return bench_step_end(c->tape, loss, c->opt);
 }
 
 int main(int argc, char **argv) {

@@ -28,11 +28,7 @@ static double step(void *p) {
         h = tg_gru_cell_forward(c->cell, c->tape, xi, h);
     }
     tg_tensor *loss = tg_cross_entropy(c->tape, tg_linear_forward(c->fc, c->tape, h), c->label[b]);
-    tg_tape_backward(c->tape, loss);
-    tg_optim_step(c->opt);
-    const double value = tg_item(loss);
-    tg_tape_reset(c->tape);
-    return value;
+    return bench_step_end(c->tape, loss, c->opt);
 }
 
 int main(int argc, char **argv) {
