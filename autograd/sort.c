@@ -98,9 +98,10 @@ static tg_tensor *sort_k(tg_tape *t, tg_tensor *x, int dim, int64_t k, bool desc
         }
         n = x->shape[d];
     }
-    if (k < 0 || k > n)
-        tg_fail("%s: k = %lld is out of range [0, %lld] for dim %d of %s", op, (long long)k,
-                (long long)n, dim, tg_tensor_describe(x, xd, sizeof xd));
+    const int64_t k_min = x->ndim ? 0 : 1; /* a scalar's output is a scalar: one element */
+    if (k < k_min || k > n)
+        tg_fail("%s: k = %lld is out of range [%lld, %lld] for dim %d of %s", op, (long long)k,
+                (long long)k_min, (long long)n, dim, tg_tensor_describe(x, xd, sizeof xd));
     if (n > INT32_MAX)
         tg_fail("%s: dim %d of %s is longer than an index (int32) can count", op, dim,
                 tg_tensor_describe(x, xd, sizeof xd));

@@ -800,6 +800,9 @@ static void test_errors(void **state) {
     TG_EXPECT_FAIL(tg_topk(tape, x, 4, 1, true, NULL), "tg_topk", "k = 4", "[0, 3]", "'x'");
     TG_EXPECT_FAIL(tg_topk(tape, x, -1, 1, true, NULL), "tg_topk", "k = -1");
     TG_EXPECT_FAIL(tg_sort(tape, x, 2, false, NULL), "tg_sort", "dim 2");
+    tg_tensor *scalar = tg_tensor_named(tg_tensor_zeros(0, NULL), "scalar");
+    TG_EXPECT_FAIL(tg_topk(tape, scalar, 0, 0, true, NULL), "tg_topk", "k = 0", "[1, 1]");
+    tg_tensor_free(scalar);
     TG_EXPECT_FAIL(tg_clamp(tape, x, NAN, 1), "tg_clamp", "NaN", "(2, 3) 'x'");
     TG_EXPECT_FAIL(tg_pow(tape, x, y), "tg_pow", "(2, 3) 'x'", "(3, 2) 'y'");
     TG_EXPECT_FAIL(tg_maximum(tape, x, v), "tg_maximum", "(2, 3) 'x'", "(4,) 'v'");
@@ -1069,6 +1072,9 @@ static void parity_case(const char *name) {
                tg_clamp(p.tape, input(&p, "x"),
                         strcmp(lo, "none") ? (tg_real)strtod(lo, NULL) : -INFINITY,
                         strcmp(hi, "none") ? (tg_real)strtod(hi, NULL) : INFINITY));
+    } else if (!strcmp(op, "pow_scalar")) {
+        output(&p, "out",
+               tg_pow_scalar(p.tape, input(&p, "x"), (tg_real)strtod(meta(&p, "exponent"), NULL)));
     } else if (!strcmp(op, "abs")) {
         output(&p, "out", tg_abs(p.tape, input(&p, "x")));
     } else if (!strcmp(op, "pow_tensor") || !strcmp(op, "maximum") || !strcmp(op, "minimum")) {
@@ -1138,6 +1144,10 @@ static void test_pytorch_parity(void **state) {
         "op_abs_zeros",
         "op_pow_tensor_bcast",
         "op_pow_tensor_special",
+        "op_pow_scalar_0_edges",
+        "op_pow_scalar_0.5_edges",
+        "op_pow_scalar_3_edges",
+        "op_pow_scalar_m1_edges",
         "op_maximum_ties_bcast",
         "op_minimum_ties",
         "op_triu_k1",

@@ -289,3 +289,15 @@ def _():
 @fixture("op_tril_k0")
 def _():
     return op_case(lambda x: torch.tril(x), {"x": randn(2, 4, 4)}, meta_str(op="tril", diagonal=0))
+
+
+# pow with a scalar exponent at the edges of its rule: dx = p·x^(p-1), 0 when p = 0
+_POW_EDGES = {"0": 0.0, "0.5": 0.5, "3": 3.0, "m1": -1.0}
+for _tag, _p in _POW_EDGES.items():
+    def _pow_edge(p=_p):
+        x = torch.tensor([[0.0, -1.5, 2.0], [0.0, 0.25, -3.0]])
+        return op_case(lambda x: x.pow(p), {"x": x},
+                       meta_str(op="pow_scalar", exponent=p,
+                                note="zeros and negative bases: inf and NaN where the rule gives "
+                                     "them"))
+    fixture(f"op_pow_scalar_{_tag}_edges")(_pow_edge)
