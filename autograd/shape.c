@@ -1,5 +1,5 @@
 /* Shape ops: reshape, unsqueeze, squeeze and flatten (free views), transpose and permute
- * (copies), concat, stack, slice, split, chunk, select, expand.
+ * (copies), concat, stack, slice, split, chunk, select, expand, repeat.
  *
  * None of these compute anything: each output element is one input element, so every
  * backward sends the output gradient back to where the element came from (+=, since the
@@ -603,5 +603,83 @@ tg_tensor *tg_expand(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shape
     tg_tensor *y = tg_tape_tensor(tape, ndim, out);
     if (y->numel) tg_broadcast_expand(y->data, ndim, out, x->data, x->ndim, x->shape);
     tg_tape_record(tape, "expand", expand_backward, 1, (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
+    return y;
+}
+
+/* y = x tiled `repeats` times along each dim (torch.repeat; leading repeats beyond x's dims add
+ * dims, x then counts as having size 1 there). Seen from the last dim, every row of y is r
+ * copies of one row of x (r = the last repeat): the x row is found from the y row's
+ * coordinates modulo x's sizes. Backward adds every copy's gradient back, rows in y's order
+ * (one serial pass: a fixed order of additions). saved: the x sizes aligned to y's dims. */
+typedef struct repeat_ctx {
+    const tg_real *src;
+    tg_real *dst;
+    const int64_t *xs, *ys; /* x's sizes (aligned to y's dims) and y's */
+    int nd;
+    bool add; /* backward: dst = dx, src = dy */
+} repeat_ctx;
+
+/* The offset of the x row that y's row `r` copies. */
+static int64_t repeat_source_row(const repeat_ctx *c, int64_t r) {
+    int64_t off = 0, stride = c->xs[c->nd - 1];
+    for (int d = c->nd - 2; d >= 0; d--) {
+        off += (r % c->ys[d]) % c->xs[d] * stride;
+        r /= c->ys[d];
+        stride *= c->xs[d];
+    }
+    return off;
+}
+
+static void repeat_rows(int64_t begin, int64_t end, void *p) {
+    const repeat_ctx *c = p;
+    const int64_t w = c->xs[c->nd - 1], yw = c->ys[c->nd - 1];
+    for (int64_t r = begin; r < end; r++) {
+        const int64_t x_off = repeat_source_row(c, r);
+        for (int64_t k = 0; k < yw; k += w) {
+            if (c->add)
+                for (int64_t j = 0; j < w; j++) c->dst[x_off + j] += c->src[r * yw + k + j];
+            else
+                memcpy(c->dst + r * yw + k, c->src + x_off, (size_t)w * sizeof(tg_real));
+        }
+    }
+}
+
+static void repeat_backward(tg_tape *tape, tg_node *node) {
+    const tg_tensor *y = node->out[0];
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx || !y->numel) return;
+    if (y->ndim == 0) { /* a scalar repeated by nothing */
+        dx[0] += y->grad[0];
+        return;
+    }
+    repeat_ctx c = {y->grad, dx, node->saved, y->shape, y->ndim, true};
+    repeat_rows(0, y->numel / y->shape[y->ndim - 1], &c);
+}
+
+tg_tensor *tg_repeat(tg_tape *tape, tg_tensor *x, int n, const int64_t *repeats) {
+    char xd[160], rd[128];
+    const int lead = n - x->ndim;
+    bool ok = lead >= 0 && n <= TG_MAX_DIMS;
+    for (int d = 0; ok && d < n; d++) ok = repeats[d] >= 0;
+    if (!ok)
+        tg_fail("tg_repeat: repeats %s do not fit %s (one non-negative count per dim, at least "
+                "as many as its %d dims, at most %d)",
+                tg_shape_format(n < 0 ? 0 : n, repeats, rd, sizeof rd),
+                tg_tensor_describe(x, xd, sizeof xd), x->ndim, TG_MAX_DIMS);
+    int64_t *xs = tg_tape_alloc(tape, (size_t)(n ? n : 1) * sizeof *xs), shape[TG_MAX_DIMS];
+    for (int d = 0; d < n; d++) {
+        xs[d] = d < lead ? 1 : x->shape[d - lead];
+        shape[d] = xs[d] * repeats[d];
+    }
+    tg_tensor *y = tg_tape_tensor(tape, n, shape);
+    if (n == 0 && y->numel) y->data[0] = x->data[0];
+    if (n > 0 && y->numel) {
+        repeat_ctx c = {x->data, y->data, xs, y->shape, n, false};
+        const int64_t rows = y->numel / shape[n - 1];
+        tg_parallel_for(rows, y->numel >= PARALLEL_MIN_ELEMS ? 1 : rows, repeat_rows, &c);
+    }
+    tg_node *node = tg_tape_record(tape, "repeat", repeat_backward, 1, (tg_tensor *[]){x}, 1,
+                                   (tg_tensor *[]){y});
+    if (node) node->saved = xs;
     return y;
 }

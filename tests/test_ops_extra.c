@@ -1,6 +1,6 @@
 /* The ops beside the core set that RNN, attention and Transformer code uses: stack,
- * unsqueeze/squeeze/flatten, expand, chunk/split_sizes, gather, index_select, one_hot and masks
- * from index tensors, argmax/argmin/min_dim, cumsum, sort/topk, clamp, abs, pow, maximum and
+ * unsqueeze/squeeze/flatten, expand, repeat, chunk/split_sizes, gather, index_select, one_hot and
+ * masks from index tensors, argmax/argmin/min_dim, cumsum, sort/topk, clamp, abs, pow, maximum and
  * minimum, triu/tril, sampling, and the arena tensors and indices a step builds. Forward values
  * by hand, float64 gradchecks, error messages, bit-identical results at 1 and 2 threads, and
  * PyTorch parity (tests/fixturegen/ops_extra.py). */
@@ -137,6 +137,25 @@ static void test_expand_values(void **state) {
     ASSERT_SHAPE(same, 2, 1);
     assert_true(same->data != x->data);                     /* a copy, unlike a view */
     ASSERT_SHAPE(tg_expand(tape, x, TG_SHAPE(2, 0)), 2, 0); /* 1 -> 0 is a broadcast too */
+    tg_tape_free(tape);
+    tg_tensor_free(x);
+}
+
+static void test_repeat_values(void **state) {
+    (void)state;
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *x = tg_tensor_requires_grad(tg_tensor_arange(0, 6, 1), true);
+    tg_tensor *X = tg_reshape(tape, x, TG_SHAPE(2, 3));
+    tg_tensor *y = tg_repeat(tape, X, TG_SHAPE(2, 1, 2)); /* a new leading dim */
+    ASSERT_SHAPE(y, 2, 2, 6);
+    ASSERT_VALUES(y->data, 0, 1, 2, 0, 1, 2, 3, 4, 5, 3, 4, 5, 0, 1, 2, 0, 1, 2, 3, 4, 5, 3, 4, 5);
+    tg_tape_backward_with(tape, y, (const tg_real[]){1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2});
+    ASSERT_VALUES(x->grad, 4, 4, 4, 4, 4, 5); /* four copies each; the last got a 2 */
+    tg_tensor *s = tg_tape_tensor_full(tape, 0, NULL, 3);
+    ASSERT_SHAPE(tg_repeat(tape, s, TG_SHAPE(2, 2)), 2, 2);
+    assert_int_equal(tg_repeat(tape, s, 0, NULL)->ndim, 0);
+    ASSERT_SHAPE(tg_repeat(tape, X, TG_SHAPE(0, 2)), 0, 6);
     tg_tape_free(tape);
     tg_tensor_free(x);
 }
@@ -615,6 +634,7 @@ typedef enum gop {
     G_STACK,
     G_VIEWS,
     G_EXPAND,
+    G_REPEAT,
     G_CHUNK,
     G_SPLIT_SIZES,
     G_GATHER1,
@@ -657,6 +677,8 @@ static tg_tensor *fn_op(tg_tape *t, tg_tensor *const *in, void *ctx) {
             t, tg_flatten(t, tg_unsqueeze(t, tg_squeeze_all(t, tg_squeeze(t, x, 1)), 0), 0, 1), 3);
     case G_EXPAND:
         return tg_expand(t, x, TG_SHAPE(4, -1, 5, -1));
+    case G_REPEAT:
+        return tg_repeat(t, x, TG_SHAPE(2, 1, 3, 2));
     case G_CHUNK:
         tg_chunk(t, x, 2, 1, out, 4);
         return tg_concat(t, (tg_tensor *[]){out[1], tg_mul_scalar(t, out[0], 2)}, 2, 1);
@@ -711,6 +733,7 @@ static void test_gradchecks(void **state) {
         {"stack", G_STACK, 2, {2, 2}, {{2, 3}, {2, 3}}, -1, 1, NULL},
         {"unsqueeze/squeeze/flatten", G_VIEWS, 1, {3}, {{2, 1, 3}}, -1, 1, NULL},
         {"expand", G_EXPAND, 1, {3}, {{2, 1, 3}}, -1, 1, NULL},
+        {"repeat", G_REPEAT, 1, {3}, {{2, 1, 3}}, -1, 1, NULL},
         {"chunk", G_CHUNK, 1, {2}, {{3, 5}}, -1, 1, NULL},
         {"split_sizes", G_SPLIT_SIZES, 1, {2}, {{6, 2}}, -1, 1, NULL},
         {"gather dim 1", G_GATHER1, 1, {2}, {{3, 4}}, -1, 1, i32},
@@ -770,6 +793,8 @@ static void test_errors(void **state) {
     TG_EXPECT_FAIL(tg_expand(tape, x, TG_SHAPE(2, 4)), "tg_expand", "(2, 3) 'x'", "(2, 4)");
     TG_EXPECT_FAIL(tg_expand(tape, x, TG_SHAPE(3)), "tg_expand", "(2, 3) 'x'", "(3,)");
     TG_EXPECT_FAIL(tg_expand(tape, x, TG_SHAPE(-1, 2, 3)), "tg_expand", "new leading dim");
+    TG_EXPECT_FAIL(tg_repeat(tape, x, TG_SHAPE(2)), "tg_repeat", "repeats (2,)", "(2, 3) 'x'");
+    TG_EXPECT_FAIL(tg_repeat(tape, x, TG_SHAPE(2, -1)), "tg_repeat", "(2, -1)");
     TG_EXPECT_FAIL(tg_chunk(tape, x, 0, 1, out, 4), "tg_chunk", "chunks 0", "'x'");
     TG_EXPECT_FAIL(tg_chunk(tape, x, 3, 1, out, 2), "tg_chunk", "3 chunks", "max_out 2");
     TG_EXPECT_FAIL(tg_split_sizes(tape, x, (const int64_t[]){2, 2}, 2, 1, out), "tg_split_sizes",
@@ -894,7 +919,7 @@ static void test_thread_counts(void **state) {
         {G_SORT, x, NULL, NULL},        {G_TOPK, x, NULL, NULL},    {G_MIN_DIM, x, NULL, NULL},
         {G_CLAMP, x, NULL, NULL},       {G_ABS, x, NULL, NULL},     {G_TRIU, x, NULL, NULL},
         {G_MAXIMUM, x, x2, NULL},       {G_POW, base, x2, NULL},    {G_EXPAND, narrow, NULL, NULL},
-        {G_STACK, x, x2, NULL},
+        {G_REPEAT, narrow, NULL, NULL}, {G_STACK, x, x2, NULL},
     };
     for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
         det_run r1 = det_once(1, ops[k].op, ops[k].a, ops[k].b, ops[k].ix);
@@ -1007,6 +1032,10 @@ static void parity_case(const char *name) {
         int64_t shape[TG_MAX_DIMS];
         const int nd = parse_list(meta(&p, "shape"), shape);
         output(&p, "out", tg_expand(p.tape, input(&p, "x"), nd, shape));
+    } else if (!strcmp(op, "repeat")) {
+        int64_t repeats[TG_MAX_DIMS];
+        const int nr = parse_list(meta(&p, "repeats"), repeats);
+        output(&p, "out", tg_repeat(p.tape, input(&p, "x"), nr, repeats));
     } else if (!strcmp(op, "chunk") || !strcmp(op, "split_sizes")) {
         int n;
         if (!strcmp(op, "chunk")) {
@@ -1119,6 +1148,8 @@ static void test_pytorch_parity(void **state) {
         "op_squeeze_all",
         "op_flatten_1_2",
         "op_expand_2x1x3",
+        "op_repeat_2x3",
+        "op_repeat_heads",
         "op_chunk_5_in_3",
         "op_split_sizes_dim0",
         "op_gather_dim1",
@@ -1163,6 +1194,7 @@ int main(void) {
         cmocka_unit_test(test_stack_values),
         cmocka_unit_test(test_views),
         cmocka_unit_test(test_expand_values),
+        cmocka_unit_test(test_repeat_values),
         cmocka_unit_test(test_chunk_split_values),
         cmocka_unit_test(test_gather_index_select_values),
         cmocka_unit_test(test_one_hot_and_masks),

@@ -119,6 +119,9 @@ tg_tensor *tg_flatten(tg_tape *t, tg_tensor *x, int start_dim, int end_dim);
 /* x broadcast to `shape` (torch.expand; -1 keeps a size, new dims go in front). Tensors are
  * contiguous, so the result is a copy; its gradient is summed back to x's shape. */
 tg_tensor *tg_expand(tg_tape *t, tg_tensor *x, int ndim, const int64_t *shape);
+/* x tiled repeats[d] times along each dim d (torch.repeat: n >= x's dims; extra leading
+ * counts add dims). The gradient adds up every copy. */
+tg_tensor *tg_repeat(tg_tape *t, tg_tensor *x, int n, const int64_t *repeats);
 tg_tensor *tg_transpose(tg_tape *t, tg_tensor *x, int dim0, int dim1); /* copies */
 tg_tensor *tg_permute(tg_tape *t, tg_tensor *x, const int *perm);      /* copies */
 tg_tensor *tg_concat(tg_tape *t, tg_tensor *const *xs, int n, int dim);

@@ -1,5 +1,5 @@
 """Ops that RNN, attention and Transformer code uses beside the core set, for
-tests/test_ops_extra.c: stack, unsqueeze/squeeze/flatten, expand, chunk/split with sizes,
+tests/test_ops_extra.c: stack, unsqueeze/squeeze/flatten, expand, repeat, chunk/split with sizes,
 gather, index_select, one_hot, argmax/argmin, min along a dim, cumsum, sort, topk, clamp, abs,
 pow with a tensor exponent, maximum/minimum, triu/tril, and masks made from token ids.
 
@@ -61,6 +61,19 @@ def _():
     return op_case(lambda x: x.expand(4, -1, 5, -1), {"x": randn(2, 1, 3)},
                    meta_str(op="expand", shape="4,-1,5,-1",
                             note="(2,1,3) -> (4,2,5,3): a new leading dim and a size-1 dim grow"))
+
+
+@fixture("op_repeat_2x3")
+def _():
+    return op_case(lambda x: x.repeat(2, 1, 2), {"x": randn(2, 3)},
+                   meta_str(op="repeat", repeats=(2, 1, 2), note="a new leading dim"))
+
+
+@fixture("op_repeat_heads")
+def _():
+    return op_case(lambda x: x.repeat(3, 1, 1), {"x": randn(2, 4, 4)},
+                   meta_str(op="repeat", repeats=(3, 1, 1),
+                            note="a (N, L, S) mask for N*heads, as attention code does"))
 
 
 @fixture("op_chunk_5_in_3")
