@@ -494,6 +494,43 @@ static void test_index_in_step(void **state) {
     for (int k = 0; k < 3; k++) tg_tensor_free(ps[k]);
 }
 
+/* Every new op in one step, repeated: from the second step on the tape calls malloc no more
+ * (sort's scratch, sampling's weights, the saved ids all come from the arena). */
+static void test_no_malloc_after_first_step(void **state) {
+    (void)state;
+    tg_tensor *w = param(20, TG_SHAPE(4, 6), "w");
+    tg_tape *tape = tg_tape_new();
+    tg_rng rng;
+    tg_rng_seed(&rng, 5);
+    uint64_t mallocs = 0;
+    for (int step = 0; step < 4; step++) {
+        tg_tape_reset(tape);
+        tg_tensor *out[4];
+        tg_index *ids = tg_tape_index_arange(tape, 0, 4);
+        tg_tensor *x = tg_index_select(tape, w, 0, ids);
+        tg_chunk(tape, x, 2, 1, out, 4);
+        tg_tensor *s = tg_stack(tape, (tg_tensor *[]){out[0], out[1]}, 2, 0);        /* 2,4,3 */
+        tg_tensor *v = tg_sort(tape, tg_cumsum(tape, s, 2), 2, true, NULL);          /* 2,4,3 */
+        tg_tensor *k = tg_topk(tape, tg_flatten(tape, v, 1, 2), 5, 1, true, NULL);   /* 2,5 */
+        tg_tensor *r = tg_repeat(tape, tg_unsqueeze(tape, k, 0), TG_SHAPE(3, 1, 1)); /* 3,2,5 */
+        tg_tensor *e =
+            tg_expand(tape, tg_clamp(tape, tg_abs(tape, r), 0.1, 0.9), TG_SHAPE(2, 3, 2, 5));
+        tg_tensor *m = tg_maximum(tape, tg_triu(tape, e, 1), tg_pow(tape, e, e));
+        tg_index *am = tg_argmax(tape, m, -1, true);
+        tg_tensor *g = tg_gather(tape, m, 3, am);
+        tg_tensor *oh =
+            tg_one_hot(tape, tg_multinomial(tape, tg_squeeze_all(tape, g), 2, true, &rng), 6);
+        tg_sample_logits(tape, tg_squeeze_all(tape, g), 0.8f, 2, &rng);
+        tg_tensor *loss = tg_add(tape, tg_sum(tape, g), tg_mean(tape, oh));
+        tg_tensor_zero_grad(w);
+        tg_tape_backward(tape, loss);
+        if (step == 1) mallocs = tg_tape_malloc_count(tape);
+        if (step > 1) assert_int_equal(tg_tape_malloc_count(tape), mallocs);
+    }
+    tg_tape_free(tape);
+    tg_tensor_free(w);
+}
+
 /* ---------------------------------------------------------------------------------------
  * sampling */
 
@@ -1205,6 +1242,7 @@ int main(void) {
         cmocka_unit_test(test_pow_maximum_values),
         cmocka_unit_test(test_triu_tril_values),
         cmocka_unit_test(test_index_in_step),
+        cmocka_unit_test(test_no_malloc_after_first_step),
         cmocka_unit_test(test_multinomial),
         cmocka_unit_test(test_sample_logits),
         cmocka_unit_test(test_gradchecks),
