@@ -1,5 +1,6 @@
-/* Elementwise ops: binary arithmetic with broadcasting, scalar ops, activations, dropout,
- * masked fill and where. Each forward sits next to its backward.
+/* Elementwise ops: binary arithmetic with broadcasting (add, sub, mul, div, pow, maximum,
+ * minimum), scalar ops, activations, abs, clamp, dropout, masked fill, where, triu and tril.
+ * Each forward sits next to its backward.
  *
  * Binary ops run over a broadcast plan (tapegrad/broadcast.h): rows of plain loops in
  * which each operand is either contiguous or a repeated scalar. A broadcast input's
@@ -83,6 +84,34 @@ DEFINE_ROW(row_drop)
 #undef EXPR
 #define EXPR(u, v) ((v) != 0 ? s : (u)) /* masked fill with s */
 DEFINE_ROW(row_fill)
+#undef EXPR
+#define EXPR(u, v) RF(pow)(u, v)
+DEFINE_ROW(row_pow)
+#undef EXPR
+/* ∂(u^v)/∂u = v·u^(v-1), 0 where v = 0 (PyTorch's pow_backward_self) */
+#define EXPR(u, v) ((v) == 0 ? (tg_real)0 : (v)*RF(pow)(u, (v)-1))
+DEFINE_ROW(row_pow_dbase)
+#undef EXPR
+/* ∂(u^v)/∂v = u^v·ln u, 0 where u = 0 and v >= 0 (PyTorch's pow_backward_exponent) */
+#define EXPR(u, v) ((u) == 0 && (v) >= 0 ? (tg_real)0 : RF(pow)(u, v) * RF(log)(u))
+DEFINE_ROW(row_pow_dexp)
+#undef EXPR
+/* NaN-propagating max / min: a NaN in either operand wins */
+#define EXPR(u, v) ((u) > (v) || (u) != (u) ? (u) : (v))
+DEFINE_ROW(row_maximum)
+#undef EXPR
+#define EXPR(u, v) ((u) < (v) || (u) != (u) ? (u) : (v))
+DEFINE_ROW(row_minimum)
+#undef EXPR
+/* The share of the gradient of u in max/min(u, v): half on a tie, none where u loses */
+#define EXPR(u, v) ((u) == (v) ? (tg_real)0.5 : (u) < (v) ? (tg_real)0 : (tg_real)1)
+DEFINE_ROW(row_share_unless_lt)
+#undef EXPR
+#define EXPR(u, v) ((u) == (v) ? (tg_real)0.5 : (u) > (v) ? (tg_real)0 : (tg_real)1)
+DEFINE_ROW(row_share_unless_gt)
+#undef EXPR
+#define EXPR(u, v) ((v) != 0 ? (u) * (v) : (tg_real)0) /* u scaled by v; exactly 0 where v is */
+DEFINE_ROW(row_mul_keep)
 #undef EXPR
 
 /* One binary job: a row kernel over a two-operand plan. */
@@ -227,6 +256,77 @@ static void div_backward(tg_tape *tape, tg_node *node) {
 tg_tensor *tg_div(tg_tape *t, tg_tensor *a, tg_tensor *b) {
     tg_tensor *y = binary_forward(t, "tg_div", row_div, a, b);
     RECORD2(t, "div", div_backward, a, b, y);
+    return y;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * pow (tensor exponent), maximum, minimum */
+
+/* y = a^b: da += Σ dy ⊙ b·a^(b-1), 0 where b = 0; db += Σ dy ⊙ a^b·ln a, 0 where a = 0 and
+ * b >= 0. These are PyTorch's rules: they keep 0^0 and 0^b (b > 0) free of NaN, while a
+ * negative base gives db = NaN (ln a), as in PyTorch. a^b is recomputed with the forward's
+ * libm call, so a^b·ln a equals PyTorch's result·ln a. */
+static void pow_backward(tg_tape *tape, tg_node *node) {
+    tg_tensor *a = node->in[0], *b = node->in[1];
+    const tg_tensor *y = node->out[0];
+    tg_bcast p;
+    tg_bcast_init_tensors(&p, y->ndim, y->shape, 2, (const tg_tensor *[]){a, b});
+    tg_real *d = tg_tape_alloc(tape, (size_t)y->numel * sizeof(tg_real));
+    if (a->requires_grad) {
+        bcast_binary(row_pow_dbase, &p, a->data, b->data, d, 0, false);
+        grad_through(tape, a, y, row_mul, d, y->ndim, y->shape);
+    }
+    if (b->requires_grad) {
+        bcast_binary(row_pow_dexp, &p, a->data, b->data, d, 0, false);
+        grad_through(tape, b, y, row_mul, d, y->ndim, y->shape);
+    }
+}
+
+tg_tensor *tg_pow(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    tg_tensor *y = binary_forward(t, "tg_pow", row_pow, a, b);
+    RECORD2(t, "pow", pow_backward, a, b, y);
+    return y;
+}
+
+/* y = max(a, b) (min: the same with the comparisons turned round). Where a wins, da += dy;
+ * where b wins, db += dy; on a tie each gets dy/2 (PyTorch's rule since 1.7: a subgradient
+ * that treats both alike). A NaN in either operand makes y NaN and passes dy to both. The
+ * shares (1, ½, 0) are computed in y's shape; dy·share is exactly 0 where the share is. */
+static void maxmin_backward(tg_tape *tape, tg_node *node, row_fn share_a, row_fn share_b) {
+    tg_tensor *a = node->in[0], *b = node->in[1];
+    const tg_tensor *y = node->out[0];
+    tg_bcast p;
+    tg_bcast_init_tensors(&p, y->ndim, y->shape, 2, (const tg_tensor *[]){a, b});
+    tg_real *share = tg_tape_alloc(tape, (size_t)y->numel * sizeof(tg_real));
+    if (a->requires_grad) {
+        bcast_binary(share_a, &p, a->data, b->data, share, 0, false);
+        grad_through(tape, a, y, row_mul_keep, share, y->ndim, y->shape);
+    }
+    if (b->requires_grad) {
+        bcast_binary(share_b, &p, a->data, b->data, share, 0, false);
+        grad_through(tape, b, y, row_mul_keep, share, y->ndim, y->shape);
+    }
+}
+
+/* maximum: a loses where a < b, b loses where a > b */
+static void maximum_backward(tg_tape *tape, tg_node *node) {
+    maxmin_backward(tape, node, row_share_unless_lt, row_share_unless_gt);
+}
+
+tg_tensor *tg_maximum(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    tg_tensor *y = binary_forward(t, "tg_maximum", row_maximum, a, b);
+    RECORD2(t, "maximum", maximum_backward, a, b, y);
+    return y;
+}
+
+/* minimum: a loses where a > b, b loses where a < b */
+static void minimum_backward(tg_tape *tape, tg_node *node) {
+    maxmin_backward(tape, node, row_share_unless_gt, row_share_unless_lt);
+}
+
+tg_tensor *tg_minimum(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    tg_tensor *y = binary_forward(t, "tg_minimum", row_minimum, a, b);
+    RECORD2(t, "minimum", minimum_backward, a, b, y);
     return y;
 }
 
@@ -412,6 +512,58 @@ UNARY_OP(sigmoid, "sigmoid", tg_vsigmoid(xi), gi *((1 - yi) * yi))
  * dx += dy where y > 0 (PyTorch's threshold_backward on the output: 0 where y <= 0). */
 UNARY_OP(relu, "relu", xi < 0 ? (tg_real)0 : xi, yi <= 0 ? (tg_real)0 : gi)
 
+/* y = |x|: dx += dy ⊙ sign(x), with sign(0) = 0 (and 0 for NaN), as PyTorch's sgn */
+UNARY_OP(abs, "abs", RF(fabs)(xi), gi *(tg_real)((xi > 0) - (xi < 0)))
+
+/* y = min(max(x, lo), hi): x below lo becomes lo, then anything above hi becomes hi (so with
+ * lo > hi every element is hi, as in PyTorch); NaN stays NaN. dx += dy where lo <= x <= hi,
+ * boundaries included (PyTorch's clamp_backward), nothing elsewhere nor for NaN. */
+typedef struct clamp_job {
+    const tg_real *x, *g;
+    tg_real *out, lo, hi;
+} clamp_job;
+
+TG_VEC_KERNEL static void clamp_rows(int64_t i0, int64_t i1, void *ctx) {
+    const clamp_job *j = ctx;
+    const tg_real *restrict x = j->x, lo = j->lo, hi = j->hi;
+    tg_real *restrict out = j->out;
+    for (int64_t i = i0; i < i1; i++) {
+        const tg_real v = x[i] < lo ? lo : x[i];
+        out[i] = v > hi ? hi : v;
+    }
+}
+
+TG_VEC_KERNEL static void clamp_grad_rows(int64_t i0, int64_t i1, void *ctx) {
+    const clamp_job *j = ctx;
+    const tg_real *restrict x = j->x, *restrict g = j->g, lo = j->lo, hi = j->hi;
+    tg_real *restrict out = j->out;
+    for (int64_t i = i0; i < i1; i++) out[i] += x[i] >= lo && x[i] <= hi ? g[i] : (tg_real)0;
+}
+
+static void clamp_backward(tg_tape *tape, tg_node *node) {
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    const tg_tensor *y = node->out[0];
+    clamp_job job = {node->in[0]->data, y->grad, dx, (tg_real)node->farg[0],
+                     (tg_real)node->farg[1]};
+    tg_parallel_for(y->numel, CHUNK, clamp_grad_rows, &job);
+}
+
+tg_tensor *tg_clamp(tg_tape *t, tg_tensor *x, tg_real min, tg_real max) {
+    if (isnan(min) || isnan(max)) {
+        char desc[160];
+        tg_fail("tg_clamp: bounds [%g, %g] must not be NaN (input %s; -INFINITY / INFINITY "
+                "leave a side open)",
+                (double)min, (double)max, tg_tensor_describe(x, desc, sizeof desc));
+    }
+    tg_tensor *y = tg_tape_tensor_like(t, x);
+    clamp_job job = {x->data, NULL, y->data, min, max};
+    tg_parallel_for(x->numel, CHUNK, clamp_rows, &job);
+    tg_node *node = RECORD1(t, "clamp", clamp_backward, x, y);
+    if (node) node->farg[0] = (double)min, node->farg[1] = (double)max;
+    return y;
+}
+
 /* GELU, exact: y = x·Φ(x), Φ(x) = ½(1 + erf(x/√2)); dy/dx = Φ(x) + x·φ(x) with
  * φ(x) = e^(-x²/2) / √(2π).
  * GELU, tanh form: y = ½x(1 + tanh u), u = β(x + κx³), β = √(2/π), κ = 0.044715;
@@ -560,4 +712,69 @@ tg_tensor *tg_where(tg_tape *t, const tg_tensor *cond, tg_tensor *a, tg_tensor *
     tg_node *node = RECORD2(t, "where", where_backward, a, b, y);
     if (node) node->saved = (void *)cond;
     return y;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * triu / tril over the last two dims: y[..., i, j] = x[..., i, j] where j - i >= k (triu) or
+ * j - i <= k (tril), else 0; dx += dy through the same pattern. A row i keeps the columns
+ * [i + k, C) (triu) or [0, i + k + 1) (tril). iarg[0] = k, iarg[1] = 1 for triu. */
+typedef struct tri_job {
+    const tg_real *src;
+    tg_real *dst;
+    int64_t R, C, k;
+    bool upper, acc;
+} tri_job;
+
+static void tri_rows(int64_t r0, int64_t r1, void *ctx) {
+    const tri_job *j = ctx;
+    const int64_t C = j->C;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t i = r % j->R;
+        int64_t lo = j->upper ? i + j->k : 0, hi = j->upper ? C : i + j->k + 1;
+        lo = lo < 0 ? 0 : lo > C ? C : lo;
+        hi = hi < lo ? lo : hi > C ? C : hi;
+        const tg_real *restrict s = j->src + r * C;
+        tg_real *restrict d = j->dst + r * C;
+        if (j->acc) {
+            for (int64_t c = lo; c < hi; c++) d[c] += s[c];
+            continue;
+        }
+        for (int64_t c = 0; c < lo; c++) d[c] = 0;
+        for (int64_t c = lo; c < hi; c++) d[c] = s[c];
+        for (int64_t c = hi; c < C; c++) d[c] = 0;
+    }
+}
+
+static void tri_apply(const tg_tensor *shape_of, const tg_real *src, tg_real *dst, int64_t k,
+                      bool upper, bool acc) {
+    const int64_t R = shape_of->shape[shape_of->ndim - 2], C = shape_of->shape[shape_of->ndim - 1];
+    const int64_t rows = C ? shape_of->numel / C : 0;
+    /* |k| beyond the matrix keeps all or nothing: clamping it keeps i + k from overflowing */
+    tri_job job = {src, dst, R, C, k < -R ? -R : k > C ? C : k, upper, acc};
+    const int64_t per = C >= CHUNK ? 1 : CHUNK / (C ? C : 1);
+    tg_parallel_for(rows, shape_of->numel >= PAR_MIN ? per : rows, tri_rows, &job);
+}
+
+static void tri_backward(tg_tape *tape, tg_node *node) {
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    const tg_tensor *y = node->out[0];
+    if (dx) tri_apply(y, y->grad, dx, node->iarg[0], node->iarg[1] != 0, true);
+}
+
+static tg_tensor *tri(tg_tape *t, tg_tensor *x, int64_t k, bool upper) {
+    if (x->ndim < 2) {
+        char desc[160];
+        tg_fail("%s: input %s must have at least 2 dims (it works on the last two)",
+                upper ? "tg_triu" : "tg_tril", tg_tensor_describe(x, desc, sizeof desc));
+    }
+    tg_tensor *y = tg_tape_tensor_like(t, x);
+    tri_apply(x, x->data, y->data, k, upper, false);
+    tg_node *node = RECORD1(t, upper ? "triu" : "tril", tri_backward, x, y);
+    if (node) node->iarg[0] = k, node->iarg[1] = upper;
+    return y;
+}
+
+tg_tensor *tg_triu(tg_tape *t, tg_tensor *x, int64_t diagonal) { return tri(t, x, diagonal, true); }
+tg_tensor *tg_tril(tg_tape *t, tg_tensor *x, int64_t diagonal) {
+    return tri(t, x, diagonal, false);
 }

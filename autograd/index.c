@@ -1,4 +1,5 @@
-/* Indexing: embedding lookup (rows of a weight gathered by integer ids). */
+/* Indexing: embedding lookup, gather, index_select, and index tensors turned into real ones
+ * (one-hot, masks, values). */
 #include <string.h>
 
 #include "tapegrad/kernels.h"
@@ -112,5 +113,237 @@ tg_tensor *tg_embedding(tg_tape *tape, tg_tensor *weight, const tg_index *ids,
         node->iarg[0] = n;
         node->iarg[1] = pad;
     }
+    return y;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* gather and index_select. Both keep their own copy of the indices in `saved` (the caller's
+ * may change before backward), and both scatter-add in backward in a fixed order. */
+
+/* Copies the ids into the arena (for backward). */
+static int32_t *ids_copy(tg_tape *tape, const tg_index *ix) {
+    int32_t *saved = tg_tape_alloc(tape, (size_t)(ix->numel ? ix->numel : 1) * sizeof *saved);
+    if (ix->numel) memcpy(saved, ix->data, (size_t)ix->numel * sizeof *saved);
+    return saved;
+}
+
+/* Fails naming `op` if an id is outside [0, n). */
+static void ids_check(const char *op, const tg_index *ix, int64_t n, const tg_tensor *x, int dim) {
+    char xd[160], sd[96], pd[96];
+    for (int64_t i = 0; i < ix->numel; i++)
+        if (ix->data[i] < 0 || ix->data[i] >= n) {
+            format_position(ix, i, pd, sizeof pd);
+            tg_fail("%s: index %d at position %s of index %s is out of range [0, %lld) for dim "
+                    "%d of %s",
+                    op, (int)ix->data[i], pd, tg_shape_format(ix->ndim, ix->shape, sd, sizeof sd),
+                    (long long)n, dim, tg_tensor_describe(x, xd, sizeof xd));
+        }
+}
+
+/* y[m] = x[m with its coordinate along dim replaced by index[m]], y of index's shape. The
+ * output position is decomposed over index's shape to find x's offset. Backward adds dy[m]
+ * to that element of x. Threads take slices of the dims before `dim`: x's coordinates in
+ * those dims are index's, so two slices never touch the same element of dx, and inside a
+ * slice the additions go in position order. */
+typedef struct gather_ctx {
+    const int32_t *idx;
+    const tg_real *src;
+    tg_real *dst;
+    int ndim, dim;
+    int64_t ishape[TG_MAX_DIMS], xstride[TG_MAX_DIMS];
+    int64_t per_slice; /* index elements per slice: the product of ishape[dim..] */
+    bool scatter;      /* backward: dst (= dx) [x offset] += src (= dy) [position] */
+} gather_ctx;
+
+static void gather_slices(int64_t s0, int64_t s1, void *p) {
+    const gather_ctx *c = p;
+    for (int64_t pos = s0 * c->per_slice; pos < s1 * c->per_slice; pos++) {
+        int64_t rest = pos, off = 0;
+        for (int d = c->ndim - 1; d >= 0; d--) {
+            const int64_t m = rest % c->ishape[d];
+            rest /= c->ishape[d];
+            off += (d == c->dim ? c->idx[pos] : m) * c->xstride[d];
+        }
+        if (c->scatter)
+            c->dst[off] += c->src[pos];
+        else
+            c->dst[pos] = c->src[off];
+    }
+}
+
+/* The context for x (ndim >= 1 here) and an index of the same ndim. */
+static gather_ctx gather_setup(const tg_tensor *x, const int64_t *ishape, int ndim, int dim,
+                               const int32_t *idx) {
+    gather_ctx c = {.idx = idx, .ndim = ndim, .dim = dim, .per_slice = 1};
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        c.ishape[d] = ishape[d];
+        c.xstride[d] = s;
+        s *= x->ndim ? x->shape[d] : 1;
+        if (d >= dim) c.per_slice *= ishape[d];
+    }
+    return c;
+}
+
+static void gather_run(gather_ctx *c, int64_t numel) {
+    const int64_t slices = c->per_slice ? numel / c->per_slice : 0;
+    tg_parallel_for(slices, numel >= PARALLEL_MIN_ELEMS ? 1 : slices, gather_slices, c);
+}
+
+static void gather_backward(tg_tape *tape, tg_node *node) {
+    const tg_tensor *x = node->in[0], *y = node->out[0];
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    const int nd = y->ndim ? y->ndim : 1;
+    gather_ctx c = gather_setup(x, y->ndim ? y->shape : (const int64_t[]){1}, nd,
+                                (int)node->iarg[0], node->saved);
+    c.src = y->grad, c.dst = dx, c.scatter = true;
+    gather_run(&c, y->numel);
+}
+
+tg_tensor *tg_gather(tg_tape *tape, tg_tensor *x, int dim, const tg_index *index) {
+    char xd[160], sd[96];
+    /* a scalar x takes dim 0 or -1 and a scalar index, as in PyTorch */
+    const int d =
+        x->ndim == 0 && (dim == 0 || dim == -1) ? 0 : tg_dim_normalize("tg_gather", x, dim);
+    bool ok = index->ndim == x->ndim;
+    for (int k = 0; ok && k < x->ndim; k++) ok = k == d || index->shape[k] <= x->shape[k];
+    if (!ok)
+        tg_fail("tg_gather: index %s does not fit %s along dim %d (same number of dims, and no "
+                "larger in the other dims)",
+                tg_shape_format(index->ndim, index->shape, sd, sizeof sd),
+                tg_tensor_describe(x, xd, sizeof xd), dim);
+    ids_check("tg_gather", index, x->ndim ? x->shape[d] : 1, x, dim);
+    tg_tensor *y = tg_tape_tensor(tape, index->ndim, index->shape);
+    gather_ctx c = gather_setup(x, x->ndim ? index->shape : (const int64_t[]){1},
+                                x->ndim ? x->ndim : 1, d, index->data);
+    c.src = x->data, c.dst = y->data;
+    gather_run(&c, y->numel);
+    tg_node *node = tg_tape_record(tape, "gather", gather_backward, 1, (tg_tensor *[]){x}, 1,
+                                   (tg_tensor *[]){y});
+    if (node) node->saved = ids_copy(tape, index), node->iarg[0] = d;
+    return y;
+}
+
+/* y[o, k, i] = x[o, index[k], i] with x seen as (outer, n, inner) around dim. Backward:
+ * dx[o, index[k], :] += dy[o, k, :] for k in order; tasks are (o, block of columns), which
+ * never share an element of dx. iarg: outer, n, inner, K. */
+typedef struct select_ctx {
+    const int32_t *idx;
+    const tg_real *src;
+    tg_real *dst;
+    int64_t n, inner, K, blocks;
+} select_ctx;
+
+static void select_rows(int64_t begin, int64_t end, void *p) {
+    const select_ctx *c = p;
+    for (int64_t r = begin; r < end; r++) { /* r = o·K + k */
+        const int64_t o = r / c->K, k = r % c->K;
+        memcpy(c->dst + r * c->inner, c->src + (o * c->n + c->idx[k]) * c->inner,
+               (size_t)c->inner * sizeof(tg_real));
+    }
+}
+
+static void select_scatter(int64_t begin, int64_t end, void *p) {
+    const select_ctx *c = p;
+    for (int64_t t = begin; t < end; t++) {
+        const int64_t o = t / c->blocks, e0 = (t % c->blocks) * COLUMN_BLOCK;
+        const int64_t e1 = e0 + COLUMN_BLOCK < c->inner ? e0 + COLUMN_BLOCK : c->inner;
+        for (int64_t k = 0; k < c->K; k++) {
+            tg_real *restrict g = c->dst + (o * c->n + c->idx[k]) * c->inner;
+            const tg_real *restrict d = c->src + (o * c->K + k) * c->inner;
+            for (int64_t e = e0; e < e1; e++) g[e] += d[e];
+        }
+    }
+}
+
+static void index_select_backward(tg_tape *tape, tg_node *node) {
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx) return;
+    const int64_t outer = node->iarg[0], inner = node->iarg[2];
+    select_ctx c = {node->saved,
+                    node->out[0]->grad,
+                    dx,
+                    node->iarg[1],
+                    inner,
+                    node->iarg[3],
+                    (inner + COLUMN_BLOCK - 1) / COLUMN_BLOCK};
+    const int64_t tasks = outer * c.blocks;
+    tg_parallel_for(tasks, outer * c.K * inner >= PARALLEL_MIN_ELEMS ? 1 : tasks, select_scatter,
+                    &c);
+}
+
+tg_tensor *tg_index_select(tg_tape *tape, tg_tensor *x, int dim, const tg_index *index) {
+    char xd[160], sd[96];
+    const int d = tg_dim_normalize("tg_index_select", x, dim);
+    if (index->ndim > 1)
+        tg_fail("tg_index_select: index %s must be 1-D (or a scalar) to select along dim %d of %s",
+                tg_shape_format(index->ndim, index->shape, sd, sizeof sd), dim,
+                tg_tensor_describe(x, xd, sizeof xd));
+    ids_check("tg_index_select", index, x->shape[d], x, dim);
+    int64_t shape[TG_MAX_DIMS], outer = 1, inner = 1;
+    for (int k = 0; k < x->ndim; k++) {
+        shape[k] = k == d ? index->numel : x->shape[k];
+        if (k < d) outer *= x->shape[k];
+        if (k > d) inner *= x->shape[k];
+    }
+    tg_tensor *y = tg_tape_tensor(tape, x->ndim, shape);
+    const int64_t K = index->numel;
+    select_ctx c = {index->data, x->data, y->data, x->shape[d], inner, K, 0};
+    tg_parallel_for(outer * K, y->numel >= PARALLEL_MIN_ELEMS ? 1 : outer * K, select_rows, &c);
+    tg_node *node = tg_tape_record(tape, "index_select", index_select_backward, 1,
+                                   (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
+    if (node) {
+        node->saved = ids_copy(tape, index);
+        node->iarg[0] = outer, node->iarg[1] = x->shape[d], node->iarg[2] = inner;
+        node->iarg[3] = K;
+    }
+    return y;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* From index tensors to real ones (no gradient: indices are not differentiable). */
+
+tg_tensor *tg_one_hot(tg_tape *tape, const tg_index *ix, int64_t num_classes) {
+    char sd[96], pd[96];
+    if (ix->ndim + 1 > TG_MAX_DIMS)
+        tg_fail("tg_one_hot: index %s has %d dims; the output would have more than %d",
+                tg_shape_format(ix->ndim, ix->shape, sd, sizeof sd), ix->ndim, TG_MAX_DIMS);
+    int64_t C = num_classes;
+    if (num_classes == -1) { /* PyTorch: one more than the largest value */
+        if (ix->numel == 0)
+            tg_fail("tg_one_hot: cannot infer num_classes from the empty index %s",
+                    tg_shape_format(ix->ndim, ix->shape, sd, sizeof sd));
+        C = 0;
+        for (int64_t i = 0; i < ix->numel; i++)
+            C = (int64_t)ix->data[i] + 1 > C ? (int64_t)ix->data[i] + 1 : C;
+    } else if (num_classes < 0) {
+        tg_fail("tg_one_hot: num_classes %lld must be non-negative, or -1 to infer it",
+                (long long)num_classes);
+    }
+    for (int64_t i = 0; i < ix->numel; i++)
+        if (ix->data[i] < 0 || ix->data[i] >= C) {
+            format_position(ix, i, pd, sizeof pd);
+            tg_fail("tg_one_hot: class %d at position %s of index %s is out of range [0, %lld)",
+                    (int)ix->data[i], pd, tg_shape_format(ix->ndim, ix->shape, sd, sizeof sd),
+                    (long long)C);
+        }
+    int64_t shape[TG_MAX_DIMS];
+    if (ix->ndim) memcpy(shape, ix->shape, (size_t)ix->ndim * sizeof *shape);
+    shape[ix->ndim] = C;
+    tg_tensor *y = tg_tape_tensor_zeros(tape, ix->ndim + 1, shape);
+    for (int64_t i = 0; i < ix->numel; i++) y->data[i * C + ix->data[i]] = 1;
+    return y;
+}
+
+tg_tensor *tg_index_eq(tg_tape *tape, const tg_index *ix, int32_t value) {
+    tg_tensor *y = tg_tape_tensor(tape, ix->ndim, ix->shape);
+    for (int64_t i = 0; i < ix->numel; i++) y->data[i] = ix->data[i] == value ? 1 : 0;
+    return y;
+}
+
+tg_tensor *tg_index_to_tensor(tg_tape *tape, const tg_index *ix) {
+    tg_tensor *y = tg_tape_tensor(tape, ix->ndim, ix->shape);
+    for (int64_t i = 0; i < ix->numel; i++) y->data[i] = (tg_real)ix->data[i];
     return y;
 }

@@ -1,4 +1,5 @@
-/* Reductions: sum and mean (of everything, or along one dim), max along a dim.
+/* Reductions: sum and mean (of everything, or along one dim), max and min along a dim,
+ * argmax and argmin, and the cumulative sum along a dim.
  *
  * Summation order is fixed, whatever the thread count: a contiguous run is summed in blocks
  * of SUM_BLOCK elements, each block with 8 interleaved double partial sums combined in a
@@ -183,10 +184,11 @@ tg_tensor *tg_mean_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim) {
     return sum_dim(t, x, dim, keepdim, true);
 }
 
-/* ---- max along a dim ----
- * y[o,i] = x[o, k(o,i), i] with k the first maximal index (a NaN counts as the maximum);
- * dx[o, k(o,i), i] += dy[o,i], nothing to the other elements. */
-static void max_dim_backward(tg_tape *tape, tg_node *node) {
+/* ---- max and min along a dim, argmax and argmin ----
+ * y[o,i] = x[o, k(o,i), i] with k the first extreme index (a NaN counts as the extreme, for
+ * max and min alike, as in PyTorch); dx[o, k(o,i), i] += dy[o,i], nothing to the other
+ * elements. */
+static void extreme_dim_backward(tg_tape *tape, tg_node *node) {
     tg_real *dx = tg_tape_grad(tape, node->in[0]);
     if (!dx) return;
     const int64_t outer = node->iarg[0], n = node->iarg[1], inner = node->iarg[2];
@@ -197,18 +199,22 @@ static void max_dim_backward(tg_tape *tape, tg_node *node) {
             dx[(o * n + k[o * inner + i]) * inner + i] += dy[o * inner + i];
 }
 
-static inline bool beats(tg_real v, tg_real best) { return v > best || (isnan(v) && !isnan(best)); }
+/* v replaces the extreme so far: strictly beyond it (so ties keep the first), or a NaN */
+static inline bool beats(tg_real v, tg_real best, bool min) {
+    return (min ? v < best : v > best) || (isnan(v) && !isnan(best));
+}
 
-/* The max and its first index over j, for a range of outer rows. */
-typedef struct max_dim_ctx {
+/* The extreme and its first index over j, for a range of outer rows. */
+typedef struct extreme_ctx {
     const tg_real *x;
     tg_real *y;
     int32_t *arg;
     int64_t n, inner;
-} max_dim_ctx;
+    bool min;
+} extreme_ctx;
 
-static void max_rows(int64_t begin, int64_t end, void *p) {
-    const max_dim_ctx *c = p;
+static void extreme_rows(int64_t begin, int64_t end, void *p) {
+    const extreme_ctx *c = p;
     const int64_t n = c->n, inner = c->inner;
     for (int64_t o = begin; o < end; o++) {
         tg_real *best = c->y + o * inner;
@@ -218,27 +224,48 @@ static void max_rows(int64_t begin, int64_t end, void *p) {
         for (int64_t j = 1; j < n; j++) {
             const tg_real *xr = c->x + (o * n + j) * inner;
             for (int64_t i = 0; i < inner; i++)
-                if (beats(xr[i], best[i])) best[i] = xr[i], arg[i] = (int32_t)j;
+                if (beats(xr[i], best[i], c->min)) best[i] = xr[i], arg[i] = (int32_t)j;
         }
     }
 }
 
-tg_tensor *tg_max_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index **indices) {
-    const reduce_view v = reduce_view_make("tg_max_dim", x, dim, keepdim);
+/* Values into y (or arena scratch when y is NULL) and indices into a new arena index. */
+static tg_index *extreme_dim(tg_tape *t, const tg_tensor *x, int dim, bool keepdim, bool min,
+                             const char *op, tg_tensor **values, reduce_view *view) {
+    const reduce_view v = reduce_view_make(op, x, dim, keepdim);
     if (v.n == 0) {
         char desc[160];
-        tg_fail("tg_max_dim: cannot take the max over dim %d of size 0 of tensor %s", dim,
+        tg_fail("%s: cannot take the %s over dim %d of size 0 of tensor %s", op,
+                min ? "min" : "max", dim, tg_tensor_describe(x, desc, sizeof desc));
+    }
+    if (v.n > INT32_MAX) {
+        char desc[160];
+        tg_fail("%s: dim %d of tensor %s is longer than an index (int32) can count", op, dim,
                 tg_tensor_describe(x, desc, sizeof desc));
     }
-    const int64_t outer = v.outer, n = v.n, inner = v.inner;
-    tg_tensor *y = tg_tape_tensor(t, v.out_ndim, v.out_shape);
+    tg_real *best;
+    if (values) {
+        *values = tg_tape_tensor(t, v.out_ndim, v.out_shape);
+        best = (*values)->data;
+    } else {
+        best = tg_tape_alloc(t, (size_t)(v.outer * v.inner) * sizeof(tg_real));
+    }
     tg_index *ix = tg_tape_index(t, v.out_ndim, v.out_shape);
-    max_dim_ctx c = {x->data, y->data, ix->data, n, inner};
-    tg_parallel_for(outer, x->numel >= PARALLEL_MIN ? 1 : outer, max_rows, &c);
-    tg_node *node = tg_tape_record(t, "max_dim", max_dim_backward, 1, (tg_tensor *[]){x}, 1,
-                                   (tg_tensor *[]){y});
+    extreme_ctx c = {x->data, best, ix->data, v.n, v.inner, min};
+    tg_parallel_for(v.outer, x->numel >= PARALLEL_MIN ? 1 : v.outer, extreme_rows, &c);
+    *view = v;
+    return ix;
+}
+
+static tg_tensor *extreme_dim_op(tg_tape *t, tg_tensor *x, int dim, bool keepdim,
+                                 tg_index **indices, bool min) {
+    tg_tensor *y;
+    reduce_view v;
+    tg_index *ix = extreme_dim(t, x, dim, keepdim, min, min ? "tg_min_dim" : "tg_max_dim", &y, &v);
+    tg_node *node = tg_tape_record(t, min ? "min_dim" : "max_dim", extreme_dim_backward, 1,
+                                   (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
     if (node) {
-        node->iarg[0] = outer, node->iarg[1] = n, node->iarg[2] = inner;
+        node->iarg[0] = v.outer, node->iarg[1] = v.n, node->iarg[2] = v.inner;
         node->saved = ix->data;
         if (indices) { /* the caller's copy may be edited; backward keeps its own */
             node->saved = tg_tape_alloc(t, (size_t)ix->numel * sizeof(int32_t));
@@ -246,5 +273,75 @@ tg_tensor *tg_max_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index 
         }
     }
     if (indices) *indices = ix;
+    return y;
+}
+
+tg_tensor *tg_max_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index **indices) {
+    return extreme_dim_op(t, x, dim, keepdim, indices, false);
+}
+tg_tensor *tg_min_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index **indices) {
+    return extreme_dim_op(t, x, dim, keepdim, indices, true);
+}
+
+tg_index *tg_argmax(tg_tape *t, const tg_tensor *x, int dim, bool keepdim) {
+    reduce_view v;
+    return extreme_dim(t, x, dim, keepdim, false, "tg_argmax", NULL, &v);
+}
+tg_index *tg_argmin(tg_tape *t, const tg_tensor *x, int dim, bool keepdim) {
+    reduce_view v;
+    return extreme_dim(t, x, dim, keepdim, true, "tg_argmin", NULL, &v);
+}
+
+/* ---- cumulative sum along a dim ----
+ * y[o,j,i] = Σ_{j' <= j} x[o,j',i], so dx[o,j,i] = Σ_{j' >= j} dy[o,j',i]: the same running
+ * sum taken backwards. Each (o, i) column runs in a double accumulator (PyTorch's CPU kernel
+ * accumulates float in double too); tasks are (outer row, chunk of COL_CHUNK columns). */
+typedef struct cumsum_ctx {
+    const tg_real *src;
+    tg_real *dst;
+    int64_t n, inner, chunks;
+    bool reverse; /* backward: from the end, accumulating into dst */
+} cumsum_ctx;
+
+static void cumsum_chunks(int64_t begin, int64_t end, void *p) {
+    const cumsum_ctx *c = p;
+    const int64_t n = c->n, inner = c->inner;
+    for (int64_t task = begin; task < end; task++) {
+        const int64_t o = task / c->chunks, c0 = (task % c->chunks) * COL_CHUNK;
+        const int64_t w = inner - c0 < COL_CHUNK ? inner - c0 : COL_CHUNK;
+        double acc[COL_CHUNK] = {0};
+        for (int64_t s = 0; s < n; s++) {
+            const int64_t j = c->reverse ? n - 1 - s : s, at = (o * n + j) * inner + c0;
+            for (int64_t i = 0; i < w; i++) {
+                acc[i] += (double)c->src[at + i];
+                if (c->reverse)
+                    c->dst[at + i] += (tg_real)acc[i];
+                else
+                    c->dst[at + i] = (tg_real)acc[i];
+            }
+        }
+    }
+}
+
+static void cumsum_run(const tg_real *src, tg_real *dst, const int64_t *iarg, bool reverse) {
+    const int64_t outer = iarg[0], n = iarg[1], inner = iarg[2];
+    cumsum_ctx c = {src, dst, n, inner, (inner + COL_CHUNK - 1) / COL_CHUNK, reverse};
+    const int64_t tasks = outer * c.chunks;
+    tg_parallel_for(tasks, outer * n * inner >= PARALLEL_MIN ? 1 : tasks, cumsum_chunks, &c);
+}
+
+static void cumsum_backward(tg_tape *tape, tg_node *node) {
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (dx) cumsum_run(node->out[0]->grad, dx, node->iarg, true);
+}
+
+tg_tensor *tg_cumsum(tg_tape *t, tg_tensor *x, int dim) {
+    const reduce_view v = reduce_view_make("tg_cumsum", x, dim, true);
+    tg_tensor *y = tg_tape_tensor_like(t, x);
+    const int64_t iarg[3] = {v.outer, v.n, v.inner};
+    cumsum_run(x->data, y->data, iarg, false);
+    tg_node *node =
+        tg_tape_record(t, "cumsum", cumsum_backward, 1, (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
+    if (node) node->iarg[0] = v.outer, node->iarg[1] = v.n, node->iarg[2] = v.inner;
     return y;
 }

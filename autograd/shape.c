@@ -1,10 +1,12 @@
-/* Shape ops: reshape (free), transpose and permute (copies), concat, slice, split, select.
+/* Shape ops: reshape, unsqueeze, squeeze and flatten (free views), transpose and permute
+ * (copies), concat, stack, slice, split, chunk, select, expand, repeat.
  *
  * None of these compute anything: each output element is one input element, so every
  * backward sends the output gradient back to where the element came from (+=, since the
  * input may feed other ops too). */
 #include <string.h>
 
+#include "tapegrad/broadcast.h"
 #include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
 
@@ -21,6 +23,20 @@ static void reshape_backward(tg_tape *tape, tg_node *node) {
     tg_real *dx = tg_tape_grad(tape, node->in[0]);
     if (!dx) return;
     for (int64_t i = 0; i < y->numel; i++) dx[i] += y->grad[i];
+}
+
+/* y: a tensor header of our own over x's data (no copy), recorded as `op`. */
+static tg_tensor *view(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shape,
+                       const char *op) {
+    tg_tensor *y = tg_tape_alloc(tape, sizeof *y);
+    memset(y, 0, sizeof *y);
+    if (ndim) memcpy(y->shape, shape, (size_t)ndim * sizeof *shape);
+    y->ndim = ndim;
+    y->numel = x->numel;
+    y->node = -1;
+    y->data = x->data;
+    tg_tape_record(tape, op, reshape_backward, 1, (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
+    return y;
 }
 
 tg_tensor *tg_reshape(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shape) {
@@ -55,16 +71,75 @@ tg_tensor *tg_reshape(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shap
                 tg_shape_format(ndim, shape, sd, sizeof sd), (long long)known);
     }
 
-    /* A tensor header of our own over x's data: no copy. */
-    tg_tensor *y = tg_tape_alloc(tape, sizeof *y);
-    memset(y, 0, sizeof *y);
-    if (ndim) memcpy(y->shape, out_shape, (size_t)ndim * sizeof *out_shape);
-    y->ndim = ndim;
-    y->numel = x->numel;
-    y->node = -1;
-    y->data = x->data;
-    tg_tape_record(tape, "reshape", reshape_backward, 1, (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
-    return y;
+    return view(tape, x, ndim, out_shape, "reshape");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* unsqueeze, squeeze, flatten: reshapes with the shape worked out from dims (free views) */
+
+/* A dim at which a new one may be inserted: [-ndim-1, ndim], as PyTorch's unsqueeze/stack. */
+static int insert_dim_normalize(const char *op, const tg_tensor *x, int dim) {
+    char xd[160];
+    const int nd = x->ndim;
+    if (dim < -nd - 1 || dim > nd)
+        tg_fail("%s: dim %d out of range for inserting a dim into %s (expected in [%d, %d])", op,
+                dim, tg_tensor_describe(x, xd, sizeof xd), -nd - 1, nd);
+    if (nd + 1 > TG_MAX_DIMS)
+        tg_fail("%s: %s already has %d dims, the most a tensor may have", op,
+                tg_tensor_describe(x, xd, sizeof xd), TG_MAX_DIMS);
+    return dim < 0 ? dim + nd + 1 : dim;
+}
+
+tg_tensor *tg_unsqueeze(tg_tape *tape, tg_tensor *x, int dim) {
+    const int d = insert_dim_normalize("tg_unsqueeze", x, dim);
+    int64_t shape[TG_MAX_DIMS];
+    for (int k = 0, j = 0; k <= x->ndim; k++) shape[k] = k == d ? 1 : x->shape[j++];
+    return view(tape, x, x->ndim + 1, shape, "unsqueeze");
+}
+
+/* A 0-dim x accepts dim 0 or -1 (PyTorch's rule for dims of scalars). */
+tg_tensor *tg_squeeze(tg_tape *tape, tg_tensor *x, int dim) {
+    if (x->ndim == 0 && (dim == 0 || dim == -1)) return x;
+    const int d = tg_dim_normalize("tg_squeeze", x, dim);
+    if (x->shape[d] != 1) return x; /* PyTorch: squeezing a dim of another size does nothing */
+    int64_t shape[TG_MAX_DIMS];
+    for (int k = 0, j = 0; k < x->ndim; k++)
+        if (k != d) shape[j++] = x->shape[k];
+    return view(tape, x, x->ndim - 1, shape, "squeeze");
+}
+
+tg_tensor *tg_squeeze_all(tg_tape *tape, tg_tensor *x) {
+    int64_t shape[TG_MAX_DIMS];
+    int nd = 0;
+    for (int k = 0; k < x->ndim; k++)
+        if (x->shape[k] != 1) shape[nd++] = x->shape[k];
+    return nd == x->ndim ? x : view(tape, x, nd, shape, "squeeze");
+}
+
+tg_tensor *tg_flatten(tg_tape *tape, tg_tensor *x, int start_dim, int end_dim) {
+    if (x->ndim == 0) { /* PyTorch: a scalar flattens to (1,) whatever the dims (0 or -1) */
+        if ((start_dim != 0 && start_dim != -1) || (end_dim != 0 && end_dim != -1)) {
+            char xd[160];
+            tg_fail("tg_flatten: dims %d..%d out of range for the scalar %s (0 or -1)", start_dim,
+                    end_dim, tg_tensor_describe(x, xd, sizeof xd));
+        }
+        return view(tape, x, 1, (const int64_t[]){1}, "flatten");
+    }
+    const int s = tg_dim_normalize("tg_flatten", x, start_dim);
+    const int e = tg_dim_normalize("tg_flatten", x, end_dim);
+    if (s > e) {
+        char xd[160];
+        tg_fail("tg_flatten: start_dim %d comes after end_dim %d in %s", start_dim, end_dim,
+                tg_tensor_describe(x, xd, sizeof xd));
+    }
+    int64_t shape[TG_MAX_DIMS];
+    int nd = 0;
+    for (int k = 0; k < s; k++) shape[nd++] = x->shape[k];
+    shape[nd] = 1;
+    for (int k = s; k <= e; k++) shape[nd] *= x->shape[k];
+    nd++;
+    for (int k = e + 1; k < x->ndim; k++) shape[nd++] = x->shape[k];
+    return s == e ? x : view(tape, x, nd, shape, "flatten");
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -316,7 +391,9 @@ tg_tensor *tg_concat(tg_tape *tape, tg_tensor *const *xs, int n, int dim) {
 }
 
 /* y = x[..., start:start+len, ...] along dim (y may have that dim removed: select). Rows of
- * y are contiguous runs of x, so dx's run += dy's row. iarg: dim, start. */
+ * y are contiguous runs of x, so dx's run += dy's row. iarg: dim, start, and for split/chunk
+ * the size of every chunk (chunk k starts at start + k·size); split_sizes keeps the starts
+ * in `saved` instead. */
 static void narrow_backward(tg_tape *tape, tg_node *node) {
     const tg_tensor *x = node->in[0];
     const int dim = (int)node->iarg[0];
@@ -329,7 +406,8 @@ static void narrow_backward(tg_tape *tape, tg_node *node) {
         const tg_tensor *y = node->out[k];
         if (!y->grad || !y->numel) continue; /* an unused chunk contributes zero */
         const int64_t y_row = y->numel / outer;
-        const int64_t off = (start + (int64_t)k * node->iarg[2]) * inner;
+        const int64_t *starts = node->saved; /* split_sizes: each chunk's start */
+        const int64_t off = (starts ? starts[k] : start + (int64_t)k * node->iarg[2]) * inner;
         row_copy(dx + off, x_row, y->grad, y_row, outer, y_row, true);
     }
 }
@@ -384,7 +462,24 @@ tg_tensor *tg_select(tg_tape *tape, tg_tensor *x, int dim, int64_t index) {
     return y;
 }
 
-/* One node, one output per chunk; chunk k starts at k*split_size (iarg[2]). */
+/* n chunks of split_size along d written to out (the last may be smaller; every chunk is
+ * empty if the dim is), one node with one output per chunk; chunk k starts at k*split_size
+ * (iarg[2]). */
+static int split_even(tg_tape *tape, tg_tensor *x, int d, int64_t split_size, int64_t n,
+                      tg_tensor **out, const char *op) {
+    const int64_t size = x->shape[d];
+    int64_t shape[TG_MAX_DIMS];
+    memcpy(shape, x->shape, (size_t)x->ndim * sizeof *shape);
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t start = k * split_size < size ? k * split_size : size;
+        shape[d] = size - start < split_size ? size - start : split_size;
+        out[k] = narrow_copy(tape, x, d, start, shape[d], x->ndim, shape);
+    }
+    tg_node *node = tg_tape_record(tape, op, narrow_backward, 1, (tg_tensor *[]){x}, (int)n, out);
+    if (node) node->iarg[0] = d, node->iarg[1] = 0, node->iarg[2] = size ? split_size : 0;
+    return (int)n;
+}
+
 int tg_split(tg_tape *tape, tg_tensor *x, int64_t split_size, int dim, tg_tensor **out,
              int max_out) {
     char xd[160];
@@ -398,15 +493,193 @@ int tg_split(tg_tape *tape, tg_tensor *x, int64_t split_size, int dim, tg_tensor
         tg_fail("tg_split: dim %d of %s in chunks of %lld gives %lld chunks, more than max_out %d",
                 dim, tg_tensor_describe(x, xd, sizeof xd), (long long)split_size, (long long)n,
                 max_out);
-    int64_t shape[TG_MAX_DIMS];
-    memcpy(shape, x->shape, (size_t)x->ndim * sizeof *shape);
-    for (int64_t k = 0; k < n; k++) {
-        const int64_t start = k * split_size;
-        shape[d] = size - start < split_size ? size - start : split_size;
-        out[k] = narrow_copy(tape, x, d, start, shape[d], x->ndim, shape);
+    return split_even(tape, x, d, split_size, n, out, "split");
+}
+
+/* torch.chunk: chunks of ceil(size / chunks), so there may be fewer than `chunks` (size 5 in 4
+ * chunks gives 2, 2, 1); a dim of size 0 gives `chunks` empty chunks. */
+int tg_chunk(tg_tape *tape, tg_tensor *x, int chunks, int dim, tg_tensor **out, int max_out) {
+    char xd[160];
+    const int d = tg_dim_normalize("tg_chunk", x, dim);
+    const int64_t size = x->shape[d];
+    if (chunks <= 0)
+        tg_fail("tg_chunk: chunks %d must be positive (chunking dim %d of %s)", chunks, dim,
+                tg_tensor_describe(x, xd, sizeof xd));
+    const int64_t split_size = (size + chunks - 1) / chunks;
+    const int64_t n = size == 0 ? chunks : (size + split_size - 1) / split_size;
+    if (n > max_out)
+        tg_fail("tg_chunk: dim %d of %s in %d chunks gives %lld chunks, more than max_out %d", dim,
+                tg_tensor_describe(x, xd, sizeof xd), chunks, (long long)n, max_out);
+    return split_even(tape, x, d, split_size, n, out, "chunk");
+}
+
+int tg_split_sizes(tg_tape *tape, tg_tensor *x, const int64_t *sizes, int n, int dim,
+                   tg_tensor **out) {
+    char xd[160];
+    const int d = tg_dim_normalize("tg_split_sizes", x, dim);
+    if (n < 1) tg_fail("tg_split_sizes: needs at least one size (got %d)", n);
+    int64_t total = 0;
+    for (int k = 0; k < n; k++) {
+        if (sizes[k] < 0 || sizes[k] > x->shape[d] - total)
+            tg_fail("tg_split_sizes: size %lld (chunk %d) does not fit: the sizes must be "
+                    "non-negative and add up to %lld, dim %d of %s",
+                    (long long)sizes[k], k, (long long)x->shape[d], dim,
+                    tg_tensor_describe(x, xd, sizeof xd));
+        total += sizes[k];
     }
-    tg_node *node =
-        tg_tape_record(tape, "split", narrow_backward, 1, (tg_tensor *[]){x}, (int)n, out);
-    if (node) node->iarg[0] = d, node->iarg[1] = 0, node->iarg[2] = split_size;
-    return (int)n;
+    if (total != x->shape[d])
+        tg_fail("tg_split_sizes: the sizes add up to %lld, not to %lld, dim %d of %s",
+                (long long)total, (long long)x->shape[d], dim,
+                tg_tensor_describe(x, xd, sizeof xd));
+    int64_t shape[TG_MAX_DIMS], start = 0;
+    memcpy(shape, x->shape, (size_t)x->ndim * sizeof *shape);
+    for (int k = 0; k < n; k++) {
+        shape[d] = sizes[k];
+        out[k] = narrow_copy(tape, x, d, start, sizes[k], x->ndim, shape);
+        start += sizes[k];
+    }
+    tg_node *node = tg_tape_record(tape, "split", narrow_backward, 1, (tg_tensor *[]){x}, n, out);
+    if (node) {
+        int64_t *starts = tg_tape_alloc(tape, (size_t)n * sizeof *starts);
+        for (int k = 0; k < n; k++) starts[k] = k ? starts[k - 1] + sizes[k - 1] : 0;
+        node->saved = starts;
+        node->iarg[0] = d, node->iarg[1] = 0, node->iarg[2] = 0;
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* stack and expand */
+
+/* y = stack(x_0, ..., x_{n-1}) along a new dim d: concat of the x_i seen with a size-1 dim at
+ * d. Seen from d, every x_i is `outer` rows of x_row elements and y `outer` rows of n·x_row,
+ * exactly concat's layout, so concat's backward serves (iarg[0] = d: y's dims before d are
+ * x's, hence the same `outer`). */
+tg_tensor *tg_stack(tg_tape *tape, tg_tensor *const *xs, int n, int dim) {
+    char d0[160], di[160];
+    if (n < 1) tg_fail("tg_stack: needs at least one tensor (got %d)", n);
+    const tg_tensor *x0 = xs[0];
+    const int d = insert_dim_normalize("tg_stack", x0, dim);
+    for (int i = 1; i < n; i++)
+        if (!tg_shape_equal(xs[i], x0))
+            tg_fail("tg_stack: tensor %d %s differs in shape from tensor 0 %s (stack needs equal "
+                    "shapes)",
+                    i, tg_tensor_describe(xs[i], di, sizeof di),
+                    tg_tensor_describe(x0, d0, sizeof d0));
+    int64_t shape[TG_MAX_DIMS];
+    for (int k = 0, j = 0; k <= x0->ndim; k++) shape[k] = k == d ? n : x0->shape[j++];
+    tg_tensor *y = tg_tape_tensor(tape, x0->ndim + 1, shape);
+    const int64_t outer = prod(shape, 0, d), x_row = x0->numel / (outer ? outer : 1);
+    for (int i = 0; i < n && x0->numel; i++)
+        row_copy(y->data + i * x_row, n * x_row, xs[i]->data, x_row, outer, x_row, false);
+    tg_node *node = tg_tape_record(tape, "stack", concat_backward, n, xs, 1, (tg_tensor *[]){y});
+    if (node) node->iarg[0] = d;
+    return y;
+}
+
+/* y = x broadcast to `shape` and materialised (tensors are contiguous); dx += dy summed over
+ * the dims in which x was broadcast. */
+static void expand_backward(tg_tape *tape, tg_node *node) {
+    const tg_tensor *x = node->in[0], *y = node->out[0];
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (dx) tg_broadcast_sum_to(dx, x->ndim, x->shape, y->grad, y->ndim, y->shape, 1);
+}
+
+tg_tensor *tg_expand(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shape) {
+    char xd[160], sd[128];
+    const int lead = ndim - x->ndim; /* new leading dims */
+    bool ok = ndim <= TG_MAX_DIMS && lead >= 0;
+    int64_t out[TG_MAX_DIMS];
+    for (int k = 0; ok && k < ndim; k++) {
+        const int64_t have = k < lead ? 1 : x->shape[k - lead];
+        out[k] = shape[k] == -1 && k >= lead ? have : shape[k];
+        ok = out[k] >= 0 && (have == 1 || have == out[k]);
+    }
+    if (!ok)
+        tg_fail("tg_expand: %s cannot be expanded to %s (a size may only grow from 1; -1 keeps "
+                "a size, not in a new leading dim)",
+                tg_tensor_describe(x, xd, sizeof xd),
+                tg_shape_format(ndim < 0 ? 0 : ndim, shape, sd, sizeof sd));
+    tg_tensor *y = tg_tape_tensor(tape, ndim, out);
+    if (y->numel) tg_broadcast_expand(y->data, ndim, out, x->data, x->ndim, x->shape);
+    tg_tape_record(tape, "expand", expand_backward, 1, (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
+    return y;
+}
+
+/* y = x tiled `repeats` times along each dim (torch.repeat; leading repeats beyond x's dims add
+ * dims, x then counts as having size 1 there). Seen from the last dim, every row of y is r
+ * copies of one row of x (r = the last repeat): the x row is found from the y row's
+ * coordinates modulo x's sizes. Backward adds every copy's gradient back, rows in y's order
+ * (one serial pass: a fixed order of additions). saved: the x sizes aligned to y's dims. */
+typedef struct repeat_ctx {
+    const tg_real *src;
+    tg_real *dst;
+    const int64_t *xs, *ys; /* x's sizes (aligned to y's dims) and y's */
+    int nd;
+    bool add; /* backward: dst = dx, src = dy */
+} repeat_ctx;
+
+/* The offset of the x row that y's row `r` copies. */
+static int64_t repeat_source_row(const repeat_ctx *c, int64_t r) {
+    int64_t off = 0, stride = c->xs[c->nd - 1];
+    for (int d = c->nd - 2; d >= 0; d--) {
+        off += (r % c->ys[d]) % c->xs[d] * stride;
+        r /= c->ys[d];
+        stride *= c->xs[d];
+    }
+    return off;
+}
+
+static void repeat_rows(int64_t begin, int64_t end, void *p) {
+    const repeat_ctx *c = p;
+    const int64_t w = c->xs[c->nd - 1], yw = c->ys[c->nd - 1];
+    for (int64_t r = begin; r < end; r++) {
+        const int64_t x_off = repeat_source_row(c, r);
+        for (int64_t k = 0; k < yw; k += w) {
+            if (c->add)
+                for (int64_t j = 0; j < w; j++) c->dst[x_off + j] += c->src[r * yw + k + j];
+            else
+                memcpy(c->dst + r * yw + k, c->src + x_off, (size_t)w * sizeof(tg_real));
+        }
+    }
+}
+
+static void repeat_backward(tg_tape *tape, tg_node *node) {
+    const tg_tensor *y = node->out[0];
+    tg_real *dx = tg_tape_grad(tape, node->in[0]);
+    if (!dx || !y->numel) return;
+    if (y->ndim == 0) { /* a scalar repeated by nothing */
+        dx[0] += y->grad[0];
+        return;
+    }
+    repeat_ctx c = {y->grad, dx, node->saved, y->shape, y->ndim, true};
+    repeat_rows(0, y->numel / y->shape[y->ndim - 1], &c);
+}
+
+tg_tensor *tg_repeat(tg_tape *tape, tg_tensor *x, int n, const int64_t *repeats) {
+    char xd[160], rd[128];
+    const int lead = n - x->ndim;
+    bool ok = lead >= 0 && n <= TG_MAX_DIMS;
+    for (int d = 0; ok && d < n; d++) ok = repeats[d] >= 0;
+    if (!ok)
+        tg_fail("tg_repeat: repeats %s do not fit %s (one non-negative count per dim, at least "
+                "as many as its %d dims, at most %d)",
+                tg_shape_format(n < 0 ? 0 : n, repeats, rd, sizeof rd),
+                tg_tensor_describe(x, xd, sizeof xd), x->ndim, TG_MAX_DIMS);
+    int64_t *xs = tg_tape_alloc(tape, (size_t)(n ? n : 1) * sizeof *xs), shape[TG_MAX_DIMS];
+    for (int d = 0; d < n; d++) {
+        xs[d] = d < lead ? 1 : x->shape[d - lead];
+        shape[d] = xs[d] * repeats[d];
+    }
+    tg_tensor *y = tg_tape_tensor(tape, n, shape);
+    if (n == 0 && y->numel) y->data[0] = x->data[0];
+    if (n > 0 && y->numel) {
+        repeat_ctx c = {x->data, y->data, xs, y->shape, n, false};
+        const int64_t rows = y->numel / shape[n - 1];
+        tg_parallel_for(rows, y->numel >= PARALLEL_MIN_ELEMS ? 1 : rows, repeat_rows, &c);
+    }
+    tg_node *node = tg_tape_record(tape, "repeat", repeat_backward, 1, (tg_tensor *[]){x}, 1,
+                                   (tg_tensor *[]){y});
+    if (node) node->saved = xs;
+    return y;
 }

@@ -113,6 +113,25 @@ tg_index *tg_tape_index(tg_tape *tape, int ndim, const int64_t *shape) {
     return ix;
 }
 
+tg_tensor *tg_tape_tensor_full(tg_tape *tape, int ndim, const int64_t *shape, tg_real value) {
+    tg_tensor *t = tg_tape_tensor(tape, ndim, shape);
+    for (int64_t i = 0; i < t->numel; i++) t->data[i] = value;
+    return t;
+}
+
+tg_index *tg_tape_index_zeros(tg_tape *tape, int ndim, const int64_t *shape) {
+    tg_index *ix = tg_tape_index(tape, ndim, shape);
+    if (ix->numel) memset(ix->data, 0, (size_t)ix->numel * sizeof(int32_t));
+    return ix;
+}
+
+tg_index *tg_tape_index_arange(tg_tape *tape, int32_t start, int32_t end) {
+    const int64_t n = end > start ? (int64_t)end - start : 0;
+    tg_index *ix = tg_tape_index(tape, 1, &n);
+    for (int64_t i = 0; i < n; i++) ix->data[i] = (int32_t)(start + i);
+    return ix;
+}
+
 tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, int n_in,
                         tg_tensor *const *in, int n_out, tg_tensor *const *out) {
     /* anomaly mode: every op passes here with its outputs computed, recorded or not */

@@ -762,36 +762,136 @@ tg_status tg_st_entry_to_tensor(const tg_st_entry *e, tg_tensor **out) {
     return TG_OK;
 }
 
+static bool st_dtype_is_integer(tg_dtype d) {
+    return d == TG_DTYPE_BOOL || d == TG_DTYPE_U8 || d == TG_DTYPE_I8 || d == TG_DTYPE_I16 ||
+           d == TG_DTYPE_U16 || d == TG_DTYPE_I32 || d == TG_DTYPE_U32 || d == TG_DTYPE_I64 ||
+           d == TG_DTYPE_U64;
+}
+
+/* Element i of an integer (or BOOL) entry, widened to int64 (read byte-wise: the data may be
+ * unaligned). False for a U64 beyond INT64_MAX and for a BOOL byte other than 0 and 1 (the
+ * format's bools are one byte, 0 or 1; anything else is not a bool). */
+static bool st_integer_at(const tg_st_entry *e, int64_t i, int64_t *v) {
+    const unsigned char *p = (const unsigned char *)e->data + (size_t)i * tg_dtype_size(e->dtype);
+    union {
+        int8_t i8;
+        int16_t i16;
+        uint16_t u16;
+        int32_t i32;
+        uint32_t u32;
+        int64_t i64;
+        uint64_t u64;
+    } x;
+    memcpy(&x, p, tg_dtype_size(e->dtype));
+    switch (e->dtype) {
+    case TG_DTYPE_BOOL:
+        *v = p[0];
+        return p[0] <= 1;
+    case TG_DTYPE_U8:
+        *v = p[0];
+        return true;
+    case TG_DTYPE_I8:
+        *v = x.i8;
+        return true;
+    case TG_DTYPE_I16:
+        *v = x.i16;
+        return true;
+    case TG_DTYPE_U16:
+        *v = x.u16;
+        return true;
+    case TG_DTYPE_I32:
+        *v = x.i32;
+        return true;
+    case TG_DTYPE_U32:
+        *v = x.u32;
+        return true;
+    case TG_DTYPE_I64:
+        *v = x.i64;
+        return true;
+    case TG_DTYPE_U64:
+        *v = (int64_t)x.u64;
+        return x.u64 <= INT64_MAX;
+    default:
+        return false;
+    }
+}
+
+/* The checks both integer converters make: a valid entry of an integer or BOOL dtype. */
+static tg_status st_integer_check(const char *fn, const tg_st_entry *e, const char *wanted) {
+    tg_status s = st_entry_check(fn, e);
+    if (s != TG_OK) return s;
+    if (!st_dtype_is_integer(e->dtype))
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors: tensor '" ST_MSG_NAME "' has dtype %s; %s needs an "
+                             "integer or BOOL dtype",
+                             e->name ? e->name : "<unnamed>", tg_dtype_name(e->dtype), wanted);
+    return TG_OK;
+}
+
+/* The error for element i of an integer entry that st_integer_at refused or that is out of
+ * int32's range (index tensors). */
+static tg_status st_integer_bad(const tg_st_entry *e, int64_t i) {
+    const char *name = e->name ? e->name : "<unnamed>";
+    const unsigned char *p = (const unsigned char *)e->data + (size_t)i * tg_dtype_size(e->dtype);
+    if (e->dtype == TG_DTYPE_BOOL)
+        return tg_status_set(TG_ERR_FORMAT,
+                             "safetensors: BOOL tensor '" ST_MSG_NAME "': element %" PRId64
+                             " is byte %u, not 0 or 1",
+                             name, i, p[0]);
+    char value[32];
+    if (e->dtype == TG_DTYPE_U64) {
+        uint64_t u;
+        memcpy(&u, p, 8);
+        snprintf(value, sizeof value, "%" PRIu64, u);
+    } else {
+        int64_t v = 0;
+        st_integer_at(e, i, &v);
+        snprintf(value, sizeof value, "%" PRId64, v);
+    }
+    return tg_status_set(TG_ERR_FORMAT,
+                         "safetensors: index tensor '" ST_MSG_NAME "': element %" PRId64
+                         " = %s does not fit in int32",
+                         name, i, value);
+}
+
 tg_status tg_st_entry_to_index(const tg_st_entry *e, tg_index **out) {
     if (!out) return tg_status_set(TG_ERR_ARGUMENT, "tg_st_entry_to_index: out is NULL");
     *out = NULL;
-    tg_status s = st_entry_check("tg_st_entry_to_index", e);
+    tg_status s = st_integer_check("tg_st_entry_to_index", e, "an index tensor");
     if (s != TG_OK) return s;
-    const char *name = e->name ? e->name : "<unnamed>";
-    if (e->dtype != TG_DTYPE_I32 && e->dtype != TG_DTYPE_I64)
-        return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors: tensor '" ST_MSG_NAME "' has dtype %s; an index tensor "
-                             "needs I32 or I64",
-                             name, tg_dtype_name(e->dtype));
     tg_index *ix = tg_index_new(e->ndim, e->shape);
-    const unsigned char *src = e->data;
     if (e->dtype == TG_DTYPE_I32) {
-        if (e->nbytes) memcpy(ix->data, src, e->nbytes);
+        if (e->nbytes) memcpy(ix->data, e->data, e->nbytes);
     } else {
         for (int64_t i = 0; i < e->numel; i++) {
             int64_t v;
-            memcpy(&v, src + (size_t)i * 8, 8);
-            if (v < INT32_MIN || v > INT32_MAX) {
+            if (!st_integer_at(e, i, &v) || v < INT32_MIN || v > INT32_MAX) {
                 tg_index_free(ix);
-                return tg_status_set(TG_ERR_FORMAT,
-                                     "safetensors: index tensor '" ST_MSG_NAME "': element %" PRId64
-                                     " = %" PRId64 " does not fit in int32",
-                                     name, i, v);
+                return st_integer_bad(e, i);
             }
             ix->data[i] = (int32_t)v;
         }
     }
     *out = ix;
+    return TG_OK;
+}
+
+tg_status tg_st_entry_to_mask(const tg_st_entry *e, tg_tensor **out) {
+    if (!out) return tg_status_set(TG_ERR_ARGUMENT, "tg_st_entry_to_mask: out is NULL");
+    *out = NULL;
+    tg_status s = st_integer_check("tg_st_entry_to_mask", e, "a mask");
+    if (s != TG_OK) return s;
+    tg_tensor *t = tg_tensor_new(e->ndim, e->shape);
+    for (int64_t i = 0; i < e->numel; i++) {
+        int64_t v;
+        if (!st_integer_at(e, i, &v) && e->dtype == TG_DTYPE_BOOL) {
+            tg_tensor_free(t);
+            return st_integer_bad(e, i);
+        }
+        t->data[i] = v != 0 ? 1 : 0; /* a U64 beyond INT64_MAX is nonzero too */
+    }
+    if (e->name) tg_tensor_set_name(t, e->name);
+    *out = t;
     return TG_OK;
 }
 

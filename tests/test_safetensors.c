@@ -286,6 +286,93 @@ static void test_convert_i64_out_of_range(void **state) {
     assert_non_null(strstr(tg_error_message(), "int32"));
 }
 
+/* Masks and small integers as files hold them (PyTorch's bool masks are BOOL, older code's
+ * byte masks U8): every integer dtype and BOOL loads as an index tensor and as a 0/1 mask. */
+static void test_convert_bool_and_small_integers(void **state) {
+    (void)state;
+    const uint8_t mask[6] = {1, 0, 1, 0, 0, 1};
+    const uint8_t u8[3] = {0, 3, 255};
+    const int8_t i8[3] = {-1, 0, 5};
+    const int16_t i16[2] = {-300, 7};
+    const uint16_t u16[2] = {65535, 0};
+    const uint32_t u32[2] = {2, 4000000000u};
+    const uint64_t u64[2] = {9, UINT64_MAX};
+    const tg_st_entry entries[] = {
+        entry("mask", TG_DTYPE_BOOL, 2, (const int64_t[]){2, 3}, mask),
+        entry("u8", TG_DTYPE_U8, 1, (const int64_t[]){3}, u8),
+        entry("i8", TG_DTYPE_I8, 1, (const int64_t[]){3}, i8),
+        entry("i16", TG_DTYPE_I16, 1, (const int64_t[]){2}, i16),
+        entry("u16", TG_DTYPE_U16, 1, (const int64_t[]){2}, u16),
+        entry("u32", TG_DTYPE_U32, 1, (const int64_t[]){2}, u32),
+        entry("u64", TG_DTYPE_U64, 1, (const int64_t[]){2}, u64),
+        entry("f", TG_DTYPE_F32, 1, (const int64_t[]){1}, (const float[]){1.0f}),
+    };
+    char path[512];
+    tmp_path(path, sizeof path, "masks.safetensors");
+    assert_int_equal(tg_safetensors_write(path, entries, 8, NULL, NULL, 0), TG_OK);
+    tg_safetensors *st = NULL;
+    assert_int_equal(tg_safetensors_read(path, &st), TG_OK);
+
+    tg_index *ix = NULL;
+    assert_int_equal(tg_st_entry_to_index(tg_safetensors_find(st, "mask"), &ix), TG_OK);
+    assert_int_equal(ix->ndim, 2);
+    assert_int_equal(ix->shape[1], 3);
+    for (int i = 0; i < 6; i++) assert_int_equal(ix->data[i], mask[i]);
+    tg_index_free(ix);
+    const struct {
+        const char *name;
+        int32_t want[3];
+        int n;
+    } ints[] = {{"u8", {0, 3, 255}, 3},
+                {"i8", {-1, 0, 5}, 3},
+                {"i16", {-300, 7}, 2},
+                {"u16", {65535, 0}, 2}};
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
+        assert_int_equal(tg_st_entry_to_index(tg_safetensors_find(st, ints[k].name), &ix), TG_OK);
+        assert_int_equal(ix->numel, ints[k].n);
+        for (int i = 0; i < ints[k].n; i++) assert_int_equal(ix->data[i], ints[k].want[i]);
+        tg_index_free(ix);
+    }
+    /* beyond int32: refused as an index, with the element and its value */
+    assert_int_equal(tg_st_entry_to_index(tg_safetensors_find(st, "u32"), &ix), TG_ERR_FORMAT);
+    assert_null(ix);
+    assert_non_null(strstr(tg_error_message(), "'u32': element 1 = 4000000000"));
+    assert_int_equal(tg_st_entry_to_index(tg_safetensors_find(st, "u64"), &ix), TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_error_message(), "'u64': element 1 = 18446744073709551615"));
+
+    /* as 0/1 masks of the build's precision: nonzero is 1, whatever the value */
+    tg_tensor *m = NULL;
+    assert_int_equal(tg_st_entry_to_mask(tg_safetensors_find(st, "mask"), &m), TG_OK);
+    assert_string_equal(m->name, "mask");
+    for (int i = 0; i < 6; i++) assert_true(m->data[i] == (tg_real)mask[i]);
+    tg_tensor_free(m);
+    const struct {
+        const char *name;
+        tg_real want[3];
+        int n;
+    } masks[] = {
+        {"u8", {0, 1, 1}, 3}, {"i8", {1, 0, 1}, 3}, {"u32", {1, 1}, 2}, {"u64", {1, 1}, 2}};
+    for (size_t k = 0; k < sizeof masks / sizeof masks[0]; k++) {
+        assert_int_equal(tg_st_entry_to_mask(tg_safetensors_find(st, masks[k].name), &m), TG_OK);
+        assert_int_equal(m->numel, masks[k].n);
+        for (int i = 0; i < masks[k].n; i++) assert_true(m->data[i] == masks[k].want[i]);
+        tg_tensor_free(m);
+    }
+    assert_int_equal(tg_st_entry_to_mask(tg_safetensors_find(st, "f"), &m), TG_ERR_FORMAT);
+    assert_null(m);
+    assert_non_null(strstr(tg_error_message(), "'f' has dtype F32; a mask needs an integer"));
+    tg_safetensors_free(st);
+
+    /* a BOOL byte other than 0 and 1 is not a bool: both converters refuse it */
+    const uint8_t bad[3] = {0, 1, 2};
+    const tg_st_entry e = entry("m", TG_DTYPE_BOOL, 1, (const int64_t[]){3}, bad);
+    assert_int_equal(tg_st_entry_to_index(&e, &ix), TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_error_message(), "BOOL tensor 'm': element 2 is byte 2"));
+    assert_int_equal(tg_st_entry_to_mask(&e, &m), TG_ERR_FORMAT);
+    assert_non_null(strstr(tg_error_message(), "BOOL tensor 'm': element 2 is byte 2"));
+    assert_int_equal(tg_st_entry_to_mask(&e, NULL), TG_ERR_ARGUMENT);
+}
+
 /* A header of odd length leaves the data unaligned: the converters must still read it
  * right (and without misaligned loads, which UBSan would report). */
 static void test_convert_unaligned(void **state) {
@@ -1085,6 +1172,7 @@ int main(void) {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_convert_floats_and_indices),
         cmocka_unit_test(test_convert_i64_out_of_range),
+        cmocka_unit_test(test_convert_bool_and_small_integers),
         cmocka_unit_test(test_convert_unaligned),
         cmocka_unit_test(test_vector_single_f32),
         cmocka_unit_test(test_vector_empty),

@@ -96,7 +96,12 @@ int tg_safetensors_remove_stale_temps(const char *path);
 /* Converting entries to tensors of the build's precision. F32 and F64 are accepted
  * (converted), anything else is TG_ERR_FORMAT. The result is long-lived (tg_tensor_free). */
 tg_status tg_st_entry_to_tensor(const tg_st_entry *e, tg_tensor **out);
-/* I32 and I64 entries as index tensors (I64 values must fit in int32). */
+/* Integer entries (I8 to I64, U8 to U64) and BOOL ones as index tensors: the values must fit
+ * in int32; BOOL bytes must be 0 or 1 (they load as 0/1). TG_ERR_FORMAT otherwise. */
 tg_status tg_st_entry_to_index(const tg_st_entry *e, tg_index **out);
+/* The same entries as a 0/1 mask of the build's precision: 1 where the value is nonzero
+ * (PyTorch's mask.bool().float()), for tg_masked_fill, tg_where and the attention masks.
+ * Long-lived (tg_tensor_free). */
+tg_status tg_st_entry_to_mask(const tg_st_entry *e, tg_tensor **out);
 
 #endif

@@ -72,14 +72,28 @@ void tg_tape_print(const tg_tape *tape, FILE *f);
 size_t tg_tape_node_count(const tg_tape *tape);
 const tg_node *tg_tape_node(const tg_tape *tape, size_t i);
 
+/* ---- tensors and index tensors inside a step ----
+ * What a step builds besides op outputs (inputs of a batch, masks, positions, token ids,
+ * targets) can live in the tape's arena like op outputs: no free, no malloc once the first
+ * step has sized the arena, and all of it recycled by tg_tape_reset (so never keep these
+ * across a reset; long-lived data uses tg_tensor_new* / tg_index_new). None requires grad
+ * (a constant of the step); set requires_grad on a tensor to differentiate with respect to
+ * it. PyTorch's zeros_like(x) is tg_tape_tensor_zeros(t, x->ndim, x->shape), ones_like
+ * tg_tape_tensor_full(t, x->ndim, x->shape, 1), torch.arange(n) for positions
+ * tg_tape_index_arange(t, 0, n), a causal mask tg_triu(t, tg_tape_tensor_full(...), 1). */
+tg_tensor *tg_tape_tensor(tg_tape *tape, int ndim, const int64_t *shape); /* uninitialised */
+tg_tensor *tg_tape_tensor_zeros(tg_tape *tape, int ndim, const int64_t *shape);
+tg_tensor *tg_tape_tensor_full(tg_tape *tape, int ndim, const int64_t *shape, tg_real value);
+tg_tensor *tg_tape_tensor_like(tg_tape *tape, const tg_tensor *t); /* uninitialised */
+/* An index tensor (token ids, targets, positions); its data is uninitialised: fill it. */
+tg_index *tg_tape_index(tg_tape *tape, int ndim, const int64_t *shape);
+tg_index *tg_tape_index_zeros(tg_tape *tape, int ndim, const int64_t *shape);
+/* start, start + 1, ..., end - 1: shape (end - start,) (0 elements if end <= start). */
+tg_index *tg_tape_index_arange(tg_tape *tape, int32_t start, int32_t end);
+
 /* ---- for op implementers ---- */
 /* The arena of the tensors ops make (gradients have an arena of their own). */
 tg_arena *tg_tape_arena(tg_tape *tape);
-/* A new tensor in the arena (uninitialised data). */
-tg_tensor *tg_tape_tensor(tg_tape *tape, int ndim, const int64_t *shape);
-tg_tensor *tg_tape_tensor_zeros(tg_tape *tape, int ndim, const int64_t *shape);
-tg_tensor *tg_tape_tensor_like(tg_tape *tape, const tg_tensor *t);
-tg_index *tg_tape_index(tg_tape *tape, int ndim, const int64_t *shape);
 void *tg_tape_alloc(tg_tape *tape, size_t bytes);
 /* Appends a node if recording and any input requires grad, marks the outputs as requiring
  * grad and returns the node (for `saved`/args); otherwise returns NULL. */
