@@ -43,7 +43,8 @@ bool tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n
     for (int64_t j = 0; j < n_out && any_grad; j++) {
         for (int i = 0; i < n_inputs; i++) tg_tensor_zero_grad(inputs[i]);
         seed[j] = 1;
-        tg_tape_backward_with(tape, y, seed);
+        /* one backward per output element through the same graph: keep it */
+        tg_tape_backward_ex(tape, y, &(tg_backward_options){.seed = seed, .retain_graph = true});
         seed[j] = 0;
         int64_t col = 0;
         for (int i = 0; i < n_inputs; i++) {

@@ -604,14 +604,7 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
 
 /* A tensor header over memory the run owns (outputs are views of hs / cs: no copy). */
 static tg_tensor *view_of(tg_tape *tape, tg_real *data, int ndim, const int64_t *shape) {
-    tg_tensor *v = tg_tape_alloc(tape, sizeof *v);
-    memset(v, 0, sizeof *v);
-    memcpy(v->shape, shape, (size_t)ndim * sizeof(int64_t));
-    v->ndim = ndim;
-    v->numel = tg_shape_numel(ndim, shape);
-    v->node = -1;
-    v->data = data;
-    return v;
+    return tg_tape_tensor_view(tape, data, ndim, shape);
 }
 
 static bool needs_grad(tg_tape *tape, tg_tensor *const *in, int n) {

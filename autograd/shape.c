@@ -56,13 +56,7 @@ tg_tensor *tg_reshape(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shap
     }
 
     /* A tensor header of our own over x's data: no copy. */
-    tg_tensor *y = tg_tape_alloc(tape, sizeof *y);
-    memset(y, 0, sizeof *y);
-    if (ndim) memcpy(y->shape, out_shape, (size_t)ndim * sizeof *out_shape);
-    y->ndim = ndim;
-    y->numel = x->numel;
-    y->node = -1;
-    y->data = x->data;
+    tg_tensor *y = tg_tape_tensor_view(tape, x->data, ndim, out_shape);
     tg_tape_record(tape, "reshape", reshape_backward, 1, (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
     return y;
 }
