@@ -185,6 +185,7 @@ static void add_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_add", row_add, a, b);
     RECORD2(t, "add", add_backward, a, b, y);
     return y;
@@ -197,6 +198,7 @@ static void sub_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_sub", row_sub, a, b);
     RECORD2(t, "sub", sub_backward, a, b, y);
     return y;
@@ -211,6 +213,7 @@ static void mul_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_mul", row_mul, a, b);
     RECORD2(t, "mul", mul_backward, a, b, y);
     return y;
@@ -231,6 +234,7 @@ static void div_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_div(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_div", row_div, a, b);
     RECORD2(t, "div", div_backward, a, b, y);
     return y;
@@ -303,6 +307,7 @@ static void neg_backward(tg_tape *tape, tg_node *node) {
 DEFINE_UNARY(neg_rows, -xi)
 
 tg_tensor *tg_neg(tg_tape *t, tg_tensor *x) {
+    TG_CHECK_OP(t, x);
     tg_tensor *y = unary_forward(t, x, neg_rows, 0);
     RECORD1(t, "neg", neg_backward, x, y);
     return y;
@@ -316,6 +321,7 @@ static void add_scalar_backward(tg_tape *tape, tg_node *node) {
 DEFINE_UNARY(add_scalar_rows, xi + s)
 
 tg_tensor *tg_add_scalar(tg_tape *t, tg_tensor *x, tg_real s) {
+    TG_CHECK_OP(t, x);
     tg_tensor *y = unary_forward(t, x, add_scalar_rows, s);
     RECORD_UNARY(t, "add_scalar", add_scalar_backward, x, y, s);
     return y;
@@ -329,6 +335,7 @@ static void mul_scalar_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_mul_scalar(tg_tape *t, tg_tensor *x, tg_real s) {
+    TG_CHECK_OP(t, x);
     tg_tensor *y = unary_forward(t, x, mul_scalar_rows, s);
     RECORD_UNARY(t, "mul_scalar", mul_scalar_backward, x, y, s);
     return y;
@@ -382,6 +389,7 @@ static void pow_scalar_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_pow_scalar(tg_tape *t, tg_tensor *x, tg_real p) {
+    TG_CHECK_OP(t, x);
     tg_tensor *y = tg_tape_tensor_like(t, x);
     pow_array(x->data, y->data, x->numel, p);
     tg_node *node = RECORD1(t, "pow_scalar", pow_scalar_backward, x, y);
@@ -398,6 +406,7 @@ tg_tensor *tg_pow_scalar(tg_tape *t, tg_tensor *x, tg_real p) {
         unary_backward(tape, node, fname##_grad_rows);                                             \
     }                                                                                              \
     tg_tensor *tg_##fname(tg_tape *t, tg_tensor *x) {                                              \
+        TG_CHECK_OP(t, x);                                                                         \
         tg_tensor *y = unary_forward(t, x, fname##_rows, 0);                                       \
         RECORD1(t, opname, fname##_backward, x, y);                                                \
         return y;                                                                                  \
@@ -449,6 +458,7 @@ static void gelu_tanh_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_gelu(tg_tape *t, tg_tensor *x, tg_gelu_approximate approximate) {
+    TG_CHECK_OP(t, x);
     if (approximate != TG_GELU_ERF && approximate != TG_GELU_TANH)
         tg_fail("tg_gelu: unknown approximation %d (TG_GELU_ERF or TG_GELU_TANH)",
                 (int)approximate);
@@ -497,6 +507,7 @@ static void dropout_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, tg_real p, bool training, tg_rng *rng) {
+    TG_CHECK_OP(t, x);
     if (!(p >= 0 && p <= 1)) {
         char desc[160];
         tg_fail("tg_dropout: p must be in [0, 1], got %g (input %s)", (double)p,
@@ -525,6 +536,7 @@ static void masked_fill_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_masked_fill(tg_tape *t, tg_tensor *x, const tg_tensor *mask, tg_real value) {
+    TG_CHECK_OP(t, x, mask);
     const tg_tensor *ops[2] = {x, mask};
     int64_t shape[TG_MAX_DIMS];
     const int nd = tg_broadcast_tensors("tg_masked_fill", 2, ops, shape);
@@ -548,6 +560,7 @@ static void where_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_where(tg_tape *t, const tg_tensor *cond, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, cond, a, b);
     const tg_tensor *ops[3] = {cond, a, b};
     int64_t shape[TG_MAX_DIMS];
     const int nd = tg_broadcast_tensors("tg_where", 3, ops, shape);

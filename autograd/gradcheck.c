@@ -20,8 +20,13 @@ bool tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n
     const double atol = opts && opts->atol > 0 ? opts->atol : 1e-5;
     const double rtol = opts && opts->rtol > 0 ? opts->rtol : 1e-3;
     tg_gradcheck_report rep = {.passed = true, .input = -1};
+    TG_CHECK_ARG(fn);
+    if (n_inputs > 0) TG_CHECK_ARG(inputs);
 
     for (int i = 0; i < n_inputs; i++) {
+        char argument[32];
+        snprintf(argument, sizeof argument, "inputs[%d]", i);
+        tg_tensor_check(__func__, argument, inputs[i]);
         if (!inputs[i]->owned)
             tg_fail("gradcheck: input %d %s must be a long-lived tensor (tg_tensor_new...)", i,
                     inputs[i]->name);

@@ -67,6 +67,8 @@ static void format_position(const tg_index *ids, int64_t pos, char *buf, size_t 
 
 tg_tensor *tg_embedding(tg_tape *tape, tg_tensor *weight, const tg_index *ids,
                         int64_t padding_idx) {
+    TG_CHECK_OP(tape, weight);
+    TG_CHECK_INDEX_INPUT(tape, ids);
     char wd[160], sd[96], pd[96];
     if (weight->ndim != 2)
         tg_fail("tg_embedding: weight %s must be 2-D (num_embeddings, embedding_dim)",

@@ -81,8 +81,15 @@ static tg_tensor *sum_all(tg_tape *tape, tg_tensor *x, bool mean) {
     return y;
 }
 
-tg_tensor *tg_sum(tg_tape *t, tg_tensor *x) { return sum_all(t, x, false); }
-tg_tensor *tg_mean(tg_tape *t, tg_tensor *x) { return sum_all(t, x, true); }
+tg_tensor *tg_sum(tg_tape *t, tg_tensor *x) {
+    TG_CHECK_OP(t, x);
+    return sum_all(t, x, false);
+}
+
+tg_tensor *tg_mean(tg_tape *t, tg_tensor *x) {
+    TG_CHECK_OP(t, x);
+    return sum_all(t, x, true);
+}
 
 /* ---- along one dim ----
  * x is seen as (outer, n, inner) with n the reduced dim; the output is (outer, inner),
@@ -177,9 +184,12 @@ static tg_tensor *sum_dim(tg_tape *tape, tg_tensor *x, int dim, bool keepdim, bo
 }
 
 tg_tensor *tg_sum_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim) {
+    TG_CHECK_OP(t, x);
     return sum_dim(t, x, dim, keepdim, false);
 }
+
 tg_tensor *tg_mean_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim) {
+    TG_CHECK_OP(t, x);
     return sum_dim(t, x, dim, keepdim, true);
 }
 
@@ -224,6 +234,7 @@ static void max_rows(int64_t begin, int64_t end, void *p) {
 }
 
 tg_tensor *tg_max_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index **indices) {
+    TG_CHECK_OP(t, x);
     const reduce_view v = reduce_view_make("tg_max_dim", x, dim, keepdim);
     if (v.n == 0) {
         char desc[160];

@@ -24,6 +24,8 @@ static void reshape_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_reshape(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shape) {
+    TG_CHECK_OP(tape, x);
+    if (ndim > 0) TG_CHECK_ARG(shape);
     char xd[160], sd[128];
     if (ndim < 0 || ndim > TG_MAX_DIMS)
         tg_fail("tg_reshape: %d dimensions requested for %s (at most %d)", ndim,
@@ -193,6 +195,8 @@ static tg_tensor *permute_checked(tg_tape *tape, tg_tensor *x, const int *perm, 
 }
 
 tg_tensor *tg_permute(tg_tape *tape, tg_tensor *x, const int *perm) {
+    TG_CHECK_OP(tape, x);
+    if (x->ndim > 0) TG_CHECK_ARG(perm);
     int p[TG_MAX_DIMS];
     bool seen[TG_MAX_DIMS] = {false};
     bool ok = true;
@@ -216,6 +220,7 @@ tg_tensor *tg_permute(tg_tape *tape, tg_tensor *x, const int *perm) {
 }
 
 tg_tensor *tg_transpose(tg_tape *tape, tg_tensor *x, int dim0, int dim1) {
+    TG_CHECK_OP(tape, x);
     const int d0 = tg_dim_normalize("tg_transpose", x, dim0);
     const int d1 = tg_dim_normalize("tg_transpose", x, dim1);
     int p[TG_MAX_DIMS];
@@ -279,7 +284,9 @@ static void concat_backward(tg_tape *tape, tg_node *node) {
 
 tg_tensor *tg_concat(tg_tape *tape, tg_tensor *const *xs, int n, int dim) {
     char d0[160], di[160];
+    TG_CHECK_ARG(tape);
     if (n < 1) tg_fail("tg_concat: needs at least one tensor (got %d)", n);
+    TG_CHECK_INPUTS(tape, xs, n);
     const tg_tensor *x0 = xs[0];
     const int d = tg_dim_normalize("tg_concat", x0, dim);
     int64_t shape[TG_MAX_DIMS];
@@ -340,6 +347,7 @@ static tg_tensor *narrow_copy(tg_tape *tape, const tg_tensor *x, int dim, int64_
 }
 
 tg_tensor *tg_slice(tg_tape *tape, tg_tensor *x, int dim, int64_t start, int64_t length) {
+    TG_CHECK_OP(tape, x);
     const int d = tg_dim_normalize("tg_slice", x, dim);
     const int64_t size = x->shape[d];
     const int64_t s = start < 0 ? start + size : start;
@@ -360,6 +368,7 @@ tg_tensor *tg_slice(tg_tape *tape, tg_tensor *x, int dim, int64_t start, int64_t
 }
 
 tg_tensor *tg_select(tg_tape *tape, tg_tensor *x, int dim, int64_t index) {
+    TG_CHECK_OP(tape, x);
     const int d = tg_dim_normalize("tg_select", x, dim);
     const int64_t size = x->shape[d];
     const int64_t i = index < 0 ? index + size : index;
@@ -381,6 +390,8 @@ tg_tensor *tg_select(tg_tape *tape, tg_tensor *x, int dim, int64_t index) {
 /* One node, one output per chunk; chunk k starts at k*split_size (iarg[2]). */
 int tg_split(tg_tape *tape, tg_tensor *x, int64_t split_size, int dim, tg_tensor **out,
              int max_out) {
+    TG_CHECK_OP(tape, x);
+    TG_CHECK_ARG(out);
     char xd[160];
     const int d = tg_dim_normalize("tg_split", x, dim);
     const int64_t size = x->shape[d];

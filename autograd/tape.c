@@ -152,6 +152,7 @@ static _Noreturn void fail_other_tape(const char *function, const char *argument
 
 void tg_tape_check_input(const tg_tape *tape, const char *function, const char *argument,
                          const tg_tensor *t) {
+    if (!tape) tg_fail_null_argument(function, "tape");
     if (!t) tg_fail_null_argument(function, argument);
     if (t->arena == tape->arena && t->generation == tape->generation) return; /* made here */
     if (!t->arena) return;                                                    /* long-lived */
@@ -163,8 +164,49 @@ void tg_tape_check_input(const tg_tape *tape, const char *function, const char *
     tg_tensor_check(function, argument, t); /* of this tape, an earlier generation: stops */
 }
 
+/* The i-th name of "a, b, w->bias": copied into buf. */
+static const char *nth_name(const char *names, int i, char *buf, size_t len) {
+    for (; i > 0 && names; i--) {
+        names = strchr(names, ',');
+        if (names) names++;
+    }
+    if (!names) return "?";
+    while (*names == ' ') names++;
+    size_t n = strcspn(names, ",");
+    while (n > 0 && names[n - 1] == ' ') n--;
+    snprintf(buf, len, "%.*s", (int)n, names);
+    return buf;
+}
+
+void tg_tape_check_op(const tg_tape *tape, const char *function, const char *tape_name,
+                      const char *names, int n, const tg_tensor *const *ts) {
+    if (!tape) tg_fail_null_argument(function, tape_name);
+    for (int i = 0; i < n; i++) {
+        const tg_tensor *x = ts[i];
+        if (x && (!x->arena || (x->arena == tape->arena && x->generation == tape->generation)))
+            continue;
+        char name[64];
+        tg_tape_check_input(tape, function, nth_name(names, i, name, sizeof name), x);
+    }
+}
+
+void tg_tape_check_inputs(const tg_tape *tape, const char *function, const char *argument, int n,
+                          const tg_tensor *const *ts) {
+    if (!tape) tg_fail_null_argument(function, "tape");
+    if (n > 0 && !ts) tg_fail_null_argument(function, argument);
+    for (int i = 0; i < n; i++) {
+        const tg_tensor *x = ts[i];
+        if (x && (!x->arena || (x->arena == tape->arena && x->generation == tape->generation)))
+            continue;
+        char name[64];
+        snprintf(name, sizeof name, "%s[%d]", argument, i);
+        tg_tape_check_input(tape, function, name, x);
+    }
+}
+
 void tg_tape_check_index(const tg_tape *tape, const char *function, const char *argument,
                          const tg_index *ix) {
+    if (!tape) tg_fail_null_argument(function, "tape");
     if (!ix) tg_fail_null_argument(function, argument);
     if (!ix->arena || (ix->arena == tape->arena && ix->generation == tape->generation)) return;
     if (ix->arena != tape->arena) fail_other_tape(function, argument, "an index tensor");

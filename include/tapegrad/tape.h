@@ -139,6 +139,20 @@ void tg_tape_check_index(const tg_tape *tape, const char *function, const char *
         if (t) tg_tape_check_input(tape, __func__, #t, t);                                         \
     } while (0)
 #define TG_CHECK_INDEX_INPUT(tape, ix) tg_tape_check_index(tape, __func__, #ix, ix)
+/* An array of n tensors, each checked as TG_CHECK_INPUT does and named "xs[i]". */
+void tg_tape_check_inputs(const tg_tape *tape, const char *function, const char *argument, int n,
+                          const tg_tensor *const *ts);
+#define TG_CHECK_INPUTS(tape, xs, n)                                                               \
+    tg_tape_check_inputs(tape, __func__, #xs, n, (const tg_tensor *const *)(xs))
+/* The usual first line of an op: TG_CHECK_OP(t, a, b) checks the tape (not NULL) and each
+ * tensor as TG_CHECK_INPUT does, in one call. The arguments are named as written. */
+void tg_tape_check_op(const tg_tape *tape, const char *function, const char *tape_name,
+                      const char *names, int n, const tg_tensor *const *ts);
+#define TG_CHECK_OP(tape, ...)                                                                     \
+    tg_tape_check_op(                                                                              \
+        tape, __func__, #tape, #__VA_ARGS__,                                                       \
+        (int)(sizeof((const tg_tensor *const[]){__VA_ARGS__}) / sizeof(const tg_tensor *)),        \
+        (const tg_tensor *const[]){__VA_ARGS__})
 /* The arena of the tensors ops make (gradients have an arena of their own). */
 tg_arena *tg_tape_arena(tg_tape *tape);
 /* A new tensor in the arena (uninitialised data). */
