@@ -6,6 +6,8 @@
 #include <string.h>
 
 tg_status tg_params_save(const tg_params *p, const char *path) {
+    if (!p) return tg_status_null_argument(__func__, "params");
+    TG_CHECK_ARG_STATUS(path);
     tg_st_entry *entries = calloc(p->count + 1, sizeof *entries);
     if (!entries) return tg_status_set(TG_ERR_NOMEM, "save %s: out of memory", path);
     for (size_t i = 0; i < p->count; i++) {
@@ -61,6 +63,8 @@ static tg_status check_file_fits(const tg_params *p, const tg_safetensors *st, c
 }
 
 tg_status tg_params_load(tg_params *p, const char *path, bool allow_extra) {
+    if (!p) return tg_status_null_argument(__func__, "params");
+    TG_CHECK_ARG_STATUS(path);
     tg_safetensors *st = NULL;
     tg_status status = tg_safetensors_read(path, &st);
     if (status != TG_OK) return status;

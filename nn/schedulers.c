@@ -20,11 +20,11 @@ typedef enum sched_kind { SCHED_STEP, SCHED_COSINE } sched_kind;
 
 struct tg_scheduler {
     sched_kind kind;
-    tg_optim *opt;        /* borrowed */
-    int64_t step_size;    /* StepLR */
-    double gamma;         /* StepLR */
-    int64_t t_max;        /* Cosine */
-    double eta_min;       /* Cosine */
+    tg_optim *opt;         /* borrowed */
+    int64_t step_size;     /* StepLR */
+    double gamma;          /* StepLR */
+    int64_t t_max;         /* Cosine */
+    double eta_min;        /* Cosine */
     tg_tensor *last_epoch; /* () */
     tg_tensor *base_lr;    /* (3,): a double as three reals, as the optimizer's lr */
     tg_params *state;
@@ -43,7 +43,7 @@ static double real3_get(const tg_tensor *t) {
 }
 
 static tg_scheduler *scheduler_new(sched_kind kind, tg_optim *opt, const char *fn) {
-    if (!opt) tg_fail("%s: the optimizer is NULL", fn);
+    if (!opt) tg_fail_null_argument(fn, "opt");
     tg_scheduler *s = tg_xcalloc(1, sizeof *s);
     s->kind = kind;
     s->opt = opt;
@@ -60,8 +60,10 @@ static tg_scheduler *scheduler_new(sched_kind kind, tg_optim *opt, const char *f
 }
 
 tg_scheduler *tg_step_lr_new(tg_optim *opt, int64_t step_size, double gamma) {
-    if (step_size < 1) tg_fail("tg_step_lr_new: step_size must be >= 1, got %lld", (long long)step_size);
-    if (!isfinite(gamma) || gamma < 0) tg_fail("tg_step_lr_new: gamma must be finite and >= 0, got %g", gamma);
+    if (step_size < 1)
+        tg_fail("tg_step_lr_new: step_size must be >= 1, got %lld", (long long)step_size);
+    if (!isfinite(gamma) || gamma < 0)
+        tg_fail("tg_step_lr_new: gamma must be finite and >= 0, got %g", gamma);
     tg_scheduler *s = scheduler_new(SCHED_STEP, opt, "tg_step_lr_new");
     s->step_size = step_size;
     s->gamma = gamma;
@@ -69,7 +71,8 @@ tg_scheduler *tg_step_lr_new(tg_optim *opt, int64_t step_size, double gamma) {
 }
 
 tg_scheduler *tg_cosine_annealing_lr_new(tg_optim *opt, int64_t t_max, double eta_min) {
-    if (t_max < 1) tg_fail("tg_cosine_annealing_lr_new: T_max must be >= 1, got %lld", (long long)t_max);
+    if (t_max < 1)
+        tg_fail("tg_cosine_annealing_lr_new: T_max must be >= 1, got %lld", (long long)t_max);
     if (!isfinite(eta_min) || eta_min < 0)
         tg_fail("tg_cosine_annealing_lr_new: eta_min must be finite and >= 0, got %g", eta_min);
     tg_scheduler *s = scheduler_new(SCHED_COSINE, opt, "tg_cosine_annealing_lr_new");
@@ -93,16 +96,26 @@ static double next_lr(const tg_scheduler *s, int64_t e, double lr) {
 }
 
 void tg_scheduler_step(tg_scheduler *s) {
+    TG_CHECK_ARG(s);
     const int64_t e = (int64_t)s->last_epoch->data[0] + 1;
     tg_optim_set_lr(s->opt, next_lr(s, e, tg_optim_lr(s->opt)));
     s->last_epoch->data[0] = (tg_real)e;
 }
 
-double tg_scheduler_last_lr(const tg_scheduler *s) { return tg_optim_lr(s->opt); }
+double tg_scheduler_last_lr(const tg_scheduler *s) {
+    TG_CHECK_ARG(s);
+    return tg_optim_lr(s->opt);
+}
 
-int64_t tg_scheduler_last_epoch(const tg_scheduler *s) { return (int64_t)s->last_epoch->data[0]; }
+int64_t tg_scheduler_last_epoch(const tg_scheduler *s) {
+    TG_CHECK_ARG(s);
+    return (int64_t)s->last_epoch->data[0];
+}
 
-tg_params *tg_scheduler_state(tg_scheduler *s) { return s->state; }
+tg_params *tg_scheduler_state(tg_scheduler *s) {
+    TG_CHECK_ARG(s);
+    return s->state;
+}
 
 void tg_scheduler_free(tg_scheduler *s) {
     if (!s) return;

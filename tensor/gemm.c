@@ -511,11 +511,14 @@ void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_rea
         tg_fail("tg_gemm: negative size m=%lld n=%lld k=%lld", (long long)m, (long long)n,
                 (long long)k);
     if (m == 0 || n == 0) return;
+    TG_CHECK_ARG(c);
     if (ldc < n) tg_fail("tg_gemm: ldc=%lld < n=%lld", (long long)ldc, (long long)n);
     if (k == 0 || alpha == 0) {
         tg_gemm_scale(m, n, beta, c, ldc);
         return;
     }
+    TG_CHECK_ARG(a);
+    TG_CHECK_ARG(b);
     if (lda < (trans_a ? m : k))
         tg_fail("tg_gemm: lda=%lld < %lld (trans_a=%d)", (long long)lda,
                 (long long)(trans_a ? m : k), (int)trans_a);

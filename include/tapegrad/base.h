@@ -62,17 +62,19 @@ _Noreturn void tg_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)
  *   TG_CHECK_ARG(p)         stops through tg_fail, naming the enclosing function (__func__);
  *   TG_CHECK_ARG_STATUS(p)  for functions that return a tg_status: returns TG_ERR_ARGUMENT
  *                           with the same message (tg_error_message) instead.
+ * Where the code's name differs from the header's, the functions are called directly:
+ * if (!p) tg_fail_null_argument(__func__, "params").
  * Tensor arguments have checks of their own that also see stale tensors: TG_CHECK_TENSOR
  * (tapegrad/tensor.h) and TG_CHECK_INPUT (tapegrad/tape.h). */
 _Noreturn void tg_fail_null_argument(const char *function, const char *argument);
+tg_status tg_status_null_argument(const char *function, const char *argument);
 #define TG_CHECK_ARG(p)                                                                            \
     do {                                                                                           \
         if (!(p)) tg_fail_null_argument(__func__, #p);                                             \
     } while (0)
 #define TG_CHECK_ARG_STATUS(p)                                                                     \
     do {                                                                                           \
-        if (!(p))                                                                                  \
-            return tg_status_set(TG_ERR_ARGUMENT, "%s: argument '%s' is NULL", __func__, #p);      \
+        if (!(p)) return tg_status_null_argument(__func__, #p);                                    \
     } while (0)
 
 /* Allocation that never returns NULL: on failure it calls tg_fail. */
