@@ -25,7 +25,7 @@ tg_gru_classifier *tg_gru_classifier_new(int64_t vocab_size, int64_t embedding_d
     tg_gru_classifier *m = tg_xcalloc(1, sizeof *m);
     tg_rnn_options gru = tg_rnn_defaults(embedding_dim, hidden_size);
     gru.batch_first = true;
-    m->gru = tg_gru_new(gru); /* gru_layer, first */
+    m->gru = tg_gru_new(gru);                                              /* gru_layer, first */
     m->embedding = tg_embedding_new(vocab_size, embedding_dim, TG_NO_PADDING);
     m->fc = tg_linear_new(hidden_size, num_classes, true);
     m->params = tg_params_new();
@@ -40,11 +40,11 @@ tg_tensor *tg_gru_classifier_forward(tg_gru_classifier *m, tg_tape *t, const tg_
     TG_CHECK_ARG(t);
     TG_CHECK_INDEX_INPUT(t, tokens);
     /* x = self.embedding(x) */
-    tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens); /* (B, T, E) */
+    tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens);  /* (B, T, E) */
     /* x, _ = self.gru(x) */
-    x = tg_gru_forward(m->gru, t, x, NULL).output; /* (B, T, H) */
+    x = tg_gru_forward(m->gru, t, x, NULL).output;                 /* (B, T, H) */
     /* x = self.fc(x[:, -1, :]) */
-    return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1)); /* (B, C) */
+    return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1));    /* (B, C) */
 }
 
 tg_params *tg_gru_classifier_params(tg_gru_classifier *m) {

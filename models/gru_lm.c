@@ -41,9 +41,9 @@ tg_gru_lm_output tg_gru_lm_forward(tg_gru_lm *m, tg_tape *t, const tg_index *x, 
     TG_CHECK_INDEX_INPUT(t, x);
     TG_CHECK_INPUT_OPT(t, hidden);
     /* embedded = self.embedding(x) */
-    tg_tensor *embedded = tg_embedding_forward(m->embedding, t, x); /* (T, B, E) */
+    tg_tensor *embedded = tg_embedding_forward(m->embedding, t, x);      /* (T, B, E) */
     /* output, hidden = self.gru(embedded, hidden) */
-    tg_rnn_result r = tg_gru_forward(m->gru, t, embedded, hidden); /* (T, B, H) */
+    tg_rnn_result r = tg_gru_forward(m->gru, t, embedded, hidden);       /* (T, B, H) */
     /* output = self.fc(output) */
     return (tg_gru_lm_output){tg_linear_forward(m->fc, t, r.output), r.h_n};
 }

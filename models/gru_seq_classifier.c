@@ -16,9 +16,8 @@
 tg_gru_seq_classifier *tg_gru_seq_classifier_new(int64_t input_size, int64_t hidden_size,
                                                  int64_t output_size) {
     tg_gru_seq_classifier *m = tg_xcalloc(1, sizeof *m);
-    m->gru =
-        tg_gru_new(tg_rnn_defaults(input_size, hidden_size)); /* nn.GRU(input_size, hidden_size) */
-    m->fc = tg_linear_new(hidden_size, output_size, true); /* nn.Linear(hidden_size, output_size) */
+    m->gru = tg_gru_new(tg_rnn_defaults(input_size, hidden_size)); /* nn.GRU(input_size, hidden_size) */
+    m->fc = tg_linear_new(hidden_size, output_size, true);         /* nn.Linear(hidden_size, output_size) */
     m->params = tg_params_new();
     tg_params_extend(m->params, "gru", m->gru->base.params);
     tg_params_extend(m->params, "fc", m->fc->params);

@@ -20,7 +20,8 @@
 
 #include <stdlib.h>
 
-tg_gru_stepwise *tg_gru_stepwise_new(int64_t input_size, int64_t hidden_size, int64_t output_size) {
+tg_gru_stepwise *tg_gru_stepwise_new(int64_t input_size, int64_t hidden_size,
+                                     int64_t output_size) {
     tg_gru_stepwise *m = tg_xcalloc(1, sizeof *m);
     m->hidden_size = hidden_size;
     m->gru = tg_gru_new(tg_rnn_defaults(input_size, hidden_size));

@@ -41,11 +41,11 @@ tg_tensor *tg_lstm_classifier_forward(tg_lstm_classifier *m, tg_tape *t, const t
     TG_CHECK_ARG(t);
     TG_CHECK_INDEX_INPUT(t, tokens);
     /* x = self.embedding(x) */
-    tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens); /* (B, T, E) */
+    tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens);   /* (B, T, E) */
     /* x, _ = self.lstm(x) */
-    x = tg_lstm_forward(m->lstm, t, x, NULL, NULL).output; /* (B, T, H) */
+    x = tg_lstm_forward(m->lstm, t, x, NULL, NULL).output;          /* (B, T, H) */
     /* x = self.fc(x[:, -1, :]) */
-    return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1)); /* (B, C) */
+    return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1));     /* (B, C) */
 }
 
 tg_params *tg_lstm_classifier_params(tg_lstm_classifier *m) {
