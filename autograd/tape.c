@@ -335,9 +335,10 @@ tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, 
     for (int i = 0; i < n_in; i++) {
         const tg_tensor *x = in[i];
         if (x && x->arena && (x->arena != tape->arena || x->generation != tape->generation)) {
-            char argument[64];
-            snprintf(argument, sizeof argument, "input %d of op '%s'", i, op);
-            tg_tape_check_input(tape, __func__, argument, x);
+            char function[96], argument[32];
+            snprintf(function, sizeof function, "%s (op '%s')", __func__, op);
+            snprintf(argument, sizeof argument, "in[%d]", i);
+            tg_tape_check_input(tape, function, argument, x);
         }
     }
     /* anomaly mode: every op passes here with its outputs computed, recorded or not */
@@ -458,13 +459,13 @@ static void backward(tg_tape *tape, tg_tensor *out, const tg_real *seed, bool re
                 "gradient (tg_tape_backward_with)",
                 function, argument, tg_tensor_describe(out, desc, sizeof desc),
                 (long long)out->numel);
-    /* Arena gradients of intermediates that a backward left behind (one stopped half-way
-     * by the error handler) are dropped. Leaves (long-lived or not) and retained
-     * intermediates accumulate, as in PyTorch. */
+    /* Arena gradients of intermediates from an earlier backward (retained ones, or those a
+     * backward stopped half-way by the error handler left) are dropped: an intermediate's
+     * buffer is also the gradient that flows on, so each backward computes fresh ones.
+     * Leaves (long-lived or not) accumulate, as in PyTorch. */
     const ptrdiff_t n = arrlen(tape->nodes);
     for (ptrdiff_t i = 0; i < n; i++)
-        for (int k = 0; k < tape->nodes[i].n_out; k++)
-            if (!tape->nodes[i].out[k]->retain_grad) tape->nodes[i].out[k]->grad = NULL;
+        for (int k = 0; k < tape->nodes[i].n_out; k++) tape->nodes[i].out[k]->grad = NULL;
 
     tg_real *g = tg_tape_grad(tape, out);
     for (int64_t i = 0; i < out->numel; i++) g[i] += seed ? seed[i] : 1;

@@ -95,7 +95,7 @@ uint64_t tg_tape_malloc_count(const tg_tape *tape);
  * A backward releases the graph it went through, as PyTorch's does: a second backward that
  * reaches a node the first went through is a misuse (tg_fail), unless every backward but
  * the last passes retain_graph. With it, the gradients of the second backward add to those
- * of the first (leaves and retained intermediates alike), as in PyTorch. */
+ * of the first in every leaf (parameters), as in PyTorch. */
 void tg_tape_backward(tg_tape *tape, tg_tensor *loss);
 /* Backward from any output with a given seed gradient (same numel as `out`). */
 void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed);
@@ -106,8 +106,8 @@ typedef struct tg_backward_options {
 /* Both of the above, and more: opts NULL = {NULL, false}, i.e. tg_tape_backward. */
 void tg_tape_backward_ex(tg_tape *tape, tg_tensor *out, const tg_backward_options *opts);
 /* After backward, an intermediate keeps its gradient only if tg_tensor_retain_grad was
- * called on it (leaves always do). Like a leaf's, it accumulates over backward calls
- * through a retained graph; reset clears it. */
+ * called on it (leaves always do). It holds the gradient of the last backward (PyTorch
+ * would add up those of backward calls through a retained graph); reset clears it. */
 void tg_tensor_retain_grad(tg_tensor *t);
 
 /* Zeroes the gradient of a long-lived tensor (no-op if it has none). */
