@@ -1,5 +1,6 @@
-/* The tape: recording nodes, the reverse walk, and the listing. */
-#include "tapegrad/tape.h"
+/* The tape: recording nodes, the reverse walk, and the listing. The tensors it makes and
+ * the entry checks of their lifetimes are in tape_lifetime.c. */
+#include "tape_internal.h"
 
 /* stb_ds.h's arrsetlen trips -Wtype-limits where it expands (arrsetlen(a, 0) compares
  * an unsigned capacity with 0); the warning is about the macro, not this file. */
@@ -17,72 +18,6 @@ typedef struct spare_grad {
     size_t bytes;                 /* a multiple of TG_ARENA_ALIGN */
 } spare_grad;
 
-/* Tensor headers, in fixed-size slots out of chunks that are kept across resets (see
- * tape.h, "Lifetimes", for why headers are not in the arena). A pool hands slots out in
- * order and is rewound to its first chunk; chunks double in size as a step needs more. */
-typedef union header_slot {
-    tg_tensor tensor;
-    tg_index index;
-} header_slot;
-
-typedef struct header_chunk {
-    struct header_chunk *next;
-    size_t count;
-    header_slot slots[];
-} header_chunk;
-
-typedef struct header_pool {
-    header_chunk *first, *current; /* current NULL: rewound, the next slot is first's */
-    size_t used;                   /* slots of `current` handed out */
-    bool made;                     /* a slot was handed out since the last rewind */
-} header_pool;
-
-struct tg_tape {
-    tg_arena *arena; /* what ops make and save, and (rewound after each node) backward scratch */
-    tg_arena *grads; /* gradients of the tape's tensors, recycled through `spares` */
-    spare_grad *spares;
-    tg_node *nodes;          /* stb_ds dynamic array; keeps its capacity across resets */
-    uint64_t node_mallocs;   /* times `nodes` grew */
-    header_pool headers[2];  /* this generation's tensor headers, and the previous one's */
-    int pool;                /* the pool of this generation */
-    uint64_t header_mallocs; /* chunks allocated */
-    uint32_t generation;     /* = tg_arena_generation(arena), read by every entry check */
-    bool recording;
-    bool training;
-    bool anomaly; /* anomaly mode: check values and gradients (autograd/anomaly.c) */
-};
-
-static header_slot *header_take(tg_tape *tape) {
-    header_pool *p = &tape->headers[tape->pool];
-    if (!p->current || p->used == p->current->count) {
-        header_chunk *next = p->current ? p->current->next : p->first;
-        if (!next) {
-            const size_t count = p->current ? 2 * p->current->count : 64;
-            next = tg_xmalloc(sizeof *next + count * sizeof(header_slot));
-            next->next = NULL;
-            next->count = count;
-            if (p->current)
-                p->current->next = next;
-            else
-                p->first = next;
-            tape->header_mallocs++;
-        }
-        p->current = next;
-        p->used = 0;
-    }
-    p->made = true;
-    header_slot *slot = &p->current->slots[p->used++];
-    memset(slot, 0, sizeof *slot);
-    return slot;
-}
-
-static void header_pool_free(header_pool *p) {
-    for (header_chunk *c = p->first, *next; c; c = next) {
-        next = c->next;
-        free(c);
-    }
-}
-
 tg_tape *tg_tape_new(void) {
     tg_tape *tape = tg_xcalloc(1, sizeof *tape);
     tape->arena = tg_arena_new((size_t)1 << 20);
@@ -98,8 +33,7 @@ void tg_tape_free(tg_tape *tape) {
     arrfree(tape->nodes);
     tg_arena_free(tape->arena);
     tg_arena_free(tape->grads);
-    header_pool_free(&tape->headers[0]);
-    header_pool_free(&tape->headers[1]);
+    tg_tape_headers_free(tape);
     free(tape);
 }
 
@@ -110,107 +44,19 @@ void tg_tape_reset(tg_tape *tape) {
     tg_arena_reset(tape->grads);
     tape->spares = NULL;
     tape->generation = tg_arena_generation(tape->arena);
-    /* The headers of the generation that ends stay as they are through the next one, so a
-     * tensor of it is caught by its stamp; the other pool, older, is rewound for the new
-     * one. A generation that made no tensor keeps its pool (it is empty). */
-    if (tape->headers[tape->pool].made) {
-        tape->pool ^= 1;
-        tape->headers[tape->pool].current = NULL;
-        tape->headers[tape->pool].used = 0;
-        tape->headers[tape->pool].made = false;
-    }
-}
-
-uint32_t tg_tape_generation(const tg_tape *tape) {
-    TG_CHECK_ARG(tape);
-    return tape->generation;
+    tg_tape_headers_next_generation(tape);
 }
 
 size_t tg_tape_capacity(const tg_tape *tape) {
     TG_CHECK_ARG(tape);
-    size_t headers = 0;
-    for (int k = 0; k < 2; k++)
-        for (const header_chunk *c = tape->headers[k].first; c; c = c->next)
-            headers += sizeof *c + c->count * sizeof(header_slot);
     return tg_arena_capacity(tape->arena) + tg_arena_capacity(tape->grads) +
-           (size_t)arrcap(tape->nodes) * sizeof(tg_node) + headers;
+           (size_t)arrcap(tape->nodes) * sizeof(tg_node) + tg_tape_headers_bytes(tape);
 }
 
 uint64_t tg_tape_malloc_count(const tg_tape *tape) {
     TG_CHECK_ARG(tape);
     return tg_arena_malloc_count(tape->arena) + tg_arena_malloc_count(tape->grads) +
            tape->node_mallocs + tape->header_mallocs;
-}
-
-/* A tensor of another tape: the message names the function, the argument and the tensor. */
-static _Noreturn void fail_other_tape(const char *function, const char *argument,
-                                      const char *what) {
-    tg_fail("%s: argument '%s', %s, was made on another tape: an op takes tensors of its own "
-            "tape and long-lived ones; copy it over with tg_tensor_clone",
-            function, argument, what);
-}
-
-void tg_tape_check_input(const tg_tape *tape, const char *function, const char *argument,
-                         const tg_tensor *t) {
-    if (!tape) tg_fail_null_argument(function, "tape");
-    if (!t) tg_fail_null_argument(function, argument);
-    if (t->arena == tape->arena && t->generation == tape->generation) return; /* made here */
-    if (!t->arena) return;                                                    /* long-lived */
-    if (t->arena != tape->arena) {
-        char desc[160], what[180];
-        snprintf(what, sizeof what, "tensor %s", tg_tensor_describe(t, desc, sizeof desc));
-        fail_other_tape(function, argument, what);
-    }
-    tg_tensor_check(function, argument, t); /* of this tape, an earlier generation: stops */
-}
-
-/* The i-th name of "a, b, w->bias": copied into buf. */
-static const char *nth_name(const char *names, int i, char *buf, size_t len) {
-    for (; i > 0 && names; i--) {
-        names = strchr(names, ',');
-        if (names) names++;
-    }
-    if (!names) return "?";
-    while (*names == ' ') names++;
-    size_t n = strcspn(names, ",");
-    while (n > 0 && names[n - 1] == ' ') n--;
-    snprintf(buf, len, "%.*s", (int)n, names);
-    return buf;
-}
-
-void tg_tape_check_op(const tg_tape *tape, const char *function, const char *tape_name,
-                      const char *names, int n, const tg_tensor *const *ts) {
-    if (!tape) tg_fail_null_argument(function, tape_name);
-    for (int i = 0; i < n; i++) {
-        const tg_tensor *x = ts[i];
-        if (x && (!x->arena || (x->arena == tape->arena && x->generation == tape->generation)))
-            continue;
-        char name[64];
-        tg_tape_check_input(tape, function, nth_name(names, i, name, sizeof name), x);
-    }
-}
-
-void tg_tape_check_inputs(const tg_tape *tape, const char *function, const char *argument, int n,
-                          const tg_tensor *const *ts) {
-    if (!tape) tg_fail_null_argument(function, "tape");
-    if (n > 0 && !ts) tg_fail_null_argument(function, argument);
-    for (int i = 0; i < n; i++) {
-        const tg_tensor *x = ts[i];
-        if (x && (!x->arena || (x->arena == tape->arena && x->generation == tape->generation)))
-            continue;
-        char name[64];
-        snprintf(name, sizeof name, "%s[%d]", argument, i);
-        tg_tape_check_input(tape, function, name, x);
-    }
-}
-
-void tg_tape_check_index(const tg_tape *tape, const char *function, const char *argument,
-                         const tg_index *ix) {
-    if (!tape) tg_fail_null_argument(function, "tape");
-    if (!ix) tg_fail_null_argument(function, argument);
-    if (!ix->arena || (ix->arena == tape->arena && ix->generation == tape->generation)) return;
-    if (ix->arena != tape->arena) fail_other_tape(function, argument, "an index tensor");
-    tg_index_check(function, argument, ix);
 }
 
 void tg_tape_set_recording(tg_tape *tape, bool on) {
@@ -265,61 +111,6 @@ const tg_node *tg_tape_node(const tg_tape *tape, size_t i) {
 void *tg_tape_alloc(tg_tape *tape, size_t bytes) {
     TG_CHECK_ARG(tape);
     return tg_arena_alloc(tape->arena, bytes);
-}
-
-/* A stamped header of the given shape; `function` names the caller in messages. */
-static tg_tensor *tensor_header(tg_tape *tape, const char *function, int ndim,
-                                const int64_t *shape) {
-    if (!tape) tg_fail_null_argument(function, "tape");
-    if (ndim > 0 && !shape) tg_fail_null_argument(function, "shape");
-    const int64_t numel = tg_shape_numel(ndim, shape);
-    if ((uint64_t)numel > SIZE_MAX / sizeof(tg_real)) tg_fail("%s: tensor too large", function);
-    tg_tensor *t = &header_take(tape)->tensor;
-    if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
-    t->ndim = ndim;
-    t->numel = numel;
-    t->node = -1;
-    t->arena = tape->arena;
-    t->generation = tape->generation;
-    return t;
-}
-
-tg_tensor *tg_tape_tensor(tg_tape *tape, int ndim, const int64_t *shape) {
-    tg_tensor *t = tensor_header(tape, __func__, ndim, shape);
-    t->data = tg_arena_alloc(tape->arena, (size_t)t->numel * sizeof(tg_real));
-    return t;
-}
-
-tg_tensor *tg_tape_tensor_view(tg_tape *tape, tg_real *data, int ndim, const int64_t *shape) {
-    tg_tensor *t = tensor_header(tape, __func__, ndim, shape);
-    if (t->numel > 0 && !data) tg_fail_null_argument(__func__, "data");
-    t->data = data;
-    return t;
-}
-
-tg_tensor *tg_tape_tensor_zeros(tg_tape *tape, int ndim, const int64_t *shape) {
-    tg_tensor *t = tg_tape_tensor(tape, ndim, shape);
-    if (t->numel) memset(t->data, 0, (size_t)t->numel * sizeof(tg_real));
-    return t;
-}
-
-tg_tensor *tg_tape_tensor_like(tg_tape *tape, const tg_tensor *t) {
-    TG_CHECK_ARG(t);
-    return tg_tape_tensor(tape, t->ndim, t->shape);
-}
-
-tg_index *tg_tape_index(tg_tape *tape, int ndim, const int64_t *shape) {
-    TG_CHECK_ARG(tape);
-    if (ndim > 0) TG_CHECK_ARG(shape);
-    const int64_t numel = tg_shape_numel(ndim, shape);
-    tg_index *ix = &header_take(tape)->index;
-    ix->numel = numel;
-    if (ndim) memcpy(ix->shape, shape, (size_t)ndim * sizeof(int64_t));
-    ix->ndim = ndim;
-    ix->arena = tape->arena;
-    ix->generation = tape->generation;
-    ix->data = tg_arena_alloc(tape->arena, (size_t)ix->numel * sizeof(int32_t));
-    return ix;
 }
 
 tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, int n_in,

@@ -62,6 +62,7 @@ _Noreturn void tg_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)
  *   TG_CHECK_ARG(p)         stops through tg_fail, naming the enclosing function (__func__);
  *   TG_CHECK_ARG_STATUS(p)  for functions that return a tg_status: returns TG_ERR_ARGUMENT
  *                           with the same message (tg_error_message) instead.
+ * Every _free function accepts NULL.
  * Where the code's name differs from the header's, the functions are called directly:
  * if (!p) tg_fail_null_argument(__func__, "params").
  * Tensor arguments have checks of their own that also see stale tensors: TG_CHECK_TENSOR
