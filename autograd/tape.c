@@ -113,6 +113,16 @@ void *tg_tape_alloc(tg_tape *tape, size_t bytes) {
     return tg_arena_alloc(tape->arena, bytes);
 }
 
+/* An input an op did not check on entry, of an earlier generation or another tape. */
+static _Noreturn void fail_unchecked_input(const tg_tape *tape, const char *op, int i,
+                                           const tg_tensor *x) {
+    char function[96], argument[32];
+    snprintf(function, sizeof function, "tg_tape_record (op '%s')", op);
+    snprintf(argument, sizeof argument, "in[%d]", i);
+    tg_tape_check_input(tape, function, argument, x);
+    abort(); /* not reached: the check stops */
+}
+
 tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, int n_in,
                         tg_tensor *const *in, int n_out, tg_tensor *const *out) {
     TG_CHECK_ARG(tape);
@@ -122,22 +132,18 @@ tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, 
     if (n_out > 0) TG_CHECK_ARG(out);
     for (int k = 0; k < n_out; k++)
         if (!out[k]) tg_fail("tg_tape_record: output %d of op '%s' is NULL", k, op);
-    /* the ops checked their inputs on entry; this catches an op that did not */
+    bool needed = false;
     for (int i = 0; i < n_in; i++) {
         const tg_tensor *x = in[i];
-        if (x && x->arena && (x->arena != tape->arena || x->generation != tape->generation)) {
-            char function[96], argument[32];
-            snprintf(function, sizeof function, "%s (op '%s')", __func__, op);
-            snprintf(argument, sizeof argument, "in[%d]", i);
-            tg_tape_check_input(tape, function, argument, x);
-        }
+        if (!x) continue;
+        /* the ops checked their inputs on entry; this catches an op that did not */
+        if (x->arena && (x->arena != tape->arena || x->generation != tape->generation))
+            fail_unchecked_input(tape, op, i, x);
+        needed = needed || x->requires_grad;
     }
     /* anomaly mode: every op passes here with its outputs computed, recorded or not */
     if (tape->anomaly) tg_anomaly_check_forward(tape, op, n_in, in, n_out, out);
-    if (!tape->recording) return NULL;
-    bool needed = false;
-    for (int i = 0; i < n_in; i++) needed = needed || (in[i] && in[i]->requires_grad);
-    if (!needed) return NULL;
+    if (!tape->recording || !needed) return NULL;
 
     tg_node node = {.op = op, .n_in = n_in, .n_out = n_out, .backward = backward};
     node.in = tg_arena_alloc(tape->arena, (size_t)n_in * sizeof *node.in);
