@@ -74,10 +74,14 @@ static void say_tensor(message *m, const tg_tensor *t, const tg_real *values, bo
     say(m, "%s", shape);
     if (t->name[0]) say(m, " '%s'", t->name);
     if (origin) { /* (an output being checked has no node yet) */
-        if (t->node >= 0) say(m, " (from node #%d)", t->node);
-        else if (t->owned && t->requires_grad) say(m, " [param]");
-        else if (t->requires_grad) say(m, " [leaf]");
-        else say(m, " [const]");
+        if (t->node >= 0)
+            say(m, " (from node #%d)", t->node);
+        else if (t->owned && t->requires_grad)
+            say(m, " [param]");
+        else if (t->requires_grad)
+            say(m, " [leaf]");
+        else
+            say(m, " [const]");
     }
     const value_stats s = stats_of(values, t->numel);
     if (s.min <= s.max)
@@ -112,6 +116,10 @@ static bool is_bad(const value_stats *s, bool inf_counts) {
 
 void tg_anomaly_check_forward(const tg_tape *tape, const char *op, int n_in, tg_tensor *const *in,
                               int n_out, tg_tensor *const *out) {
+    TG_CHECK_ARG(tape);
+    TG_CHECK_ARG(op);
+    if (n_in > 0) TG_CHECK_ARG(in);
+    if (n_out > 0) TG_CHECK_ARG(out);
     /* An Inf that came in is not made here: an additive −inf mask flows through add,
      * max, log_softmax... masked_fill places its value, and −inf is the usual one. */
     bool inf_in = false, nan_in = false;
@@ -147,7 +155,8 @@ void tg_anomaly_check_forward(const tg_tape *tape, const char *op, int n_in, tg_
 }
 
 void tg_anomaly_check_backward(const tg_tape *tape, const tg_node *node, size_t index) {
-    (void)tape;
+    TG_CHECK_ARG(tape);
+    TG_CHECK_ARG(node);
     for (int k = 0; k < node->n_in; k++) {
         const tg_tensor *x = node->in[k];
         if (!x || !x->grad) continue;

@@ -12,10 +12,12 @@
 
 void tg_mha_masks_check(const char *op, const tg_mha_masks *masks, int64_t N, int64_t num_heads,
                         int64_t L, int64_t S) {
+    TG_CHECK_ARG(op);
     const int64_t h = num_heads;
     char desc[160];
     const tg_tensor *am = masks ? masks->attn_mask : NULL;
     if (am) {
+        tg_tensor_check(op, "masks->attn_mask", am);
         const bool ok2 = am->ndim == 2 && am->shape[0] == L && am->shape[1] == S;
         const bool ok3 =
             am->ndim == 3 && am->shape[0] == N * h && am->shape[1] == L && am->shape[2] == S;
@@ -25,6 +27,7 @@ void tg_mha_masks_check(const char *op, const tg_mha_masks *masks, int64_t N, in
                     (long long)(N * h), (long long)L, (long long)S);
     }
     const tg_tensor *kpm = masks ? masks->key_padding_mask : NULL;
+    if (kpm) tg_tensor_check(op, "masks->key_padding_mask", kpm);
     if (kpm && (kpm->ndim != 2 || kpm->shape[0] != N || kpm->shape[1] != S))
         tg_fail("%s: key_padding_mask %s must be (%lld, %lld)", op,
                 tg_tensor_describe(kpm, desc, sizeof desc), (long long)N, (long long)S);
@@ -161,6 +164,12 @@ static void check_heads(const char *op, const tg_tensor *q, const tg_tensor *k, 
 tg_tensor *tg_mha_attention(tg_tape *t, tg_tensor *q, tg_tensor *k, tg_tensor *v,
                             const tg_mha_layout *layout, const tg_mha_masks *masks,
                             tg_real dropout) {
+    TG_CHECK_OP(t, q, k, v);
+    TG_CHECK_ARG(layout);
+    if (masks) {
+        TG_CHECK_INPUT_OPT(t, masks->attn_mask);
+        TG_CHECK_INPUT_OPT(t, masks->key_padding_mask);
+    }
     check_heads("tg_mha_attention", q, k, v, layout, dropout);
     const int bd = layout->batch_first ? 0 : 1;
     const int64_t N = q->shape[bd], L = q->shape[1 - bd], S = k->shape[1 - bd];
@@ -306,6 +315,8 @@ static void additive_backward(tg_tape *tape, tg_node *node) {
 tg_attention_output tg_additive_attention_core(tg_tape *t, tg_tensor *enc, tg_tensor *enc_proj,
                                                tg_tensor *u, tg_tensor *v,
                                                const tg_tensor *source_mask) {
+    TG_CHECK_OP(t, enc, enc_proj, u, v);
+    TG_CHECK_INPUT_OPT(t, source_mask);
     char a[160], b[160], c[160];
     const int64_t N = enc->ndim == 3 ? enc->shape[0] : -1, T = enc->ndim == 3 ? enc->shape[1] : -1;
     const int64_t A = v->numel;
@@ -342,6 +353,8 @@ tg_attention_output tg_additive_attention_core(tg_tape *t, tg_tensor *enc, tg_te
 /* ---- Luong dot-product attention, from single ops (their backwards compose) ---- */
 tg_attention_output tg_dot_attention(tg_tape *t, tg_tensor *query, tg_tensor *value,
                                      tg_tensor *key) {
+    TG_CHECK_OP(t, query, value);
+    TG_CHECK_INPUT_OPT(t, key);
     if (!key) key = value;
     tg_tensor *scores = tg_matmul_t(t, query, key, false, true); /* (N, Tq, Tv) */
     tg_tensor *weights = tg_softmax(t, scores, -1);

@@ -208,6 +208,7 @@ static void add_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_add(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_add", row_add, a, b);
     RECORD2(t, "add", add_backward, a, b, y);
     return y;
@@ -220,6 +221,7 @@ static void sub_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_sub(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_sub", row_sub, a, b);
     RECORD2(t, "sub", sub_backward, a, b, y);
     return y;
@@ -234,6 +236,7 @@ static void mul_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_mul(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_mul", row_mul, a, b);
     RECORD2(t, "mul", mul_backward, a, b, y);
     return y;
@@ -254,6 +257,7 @@ static void div_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_div(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_div", row_div, a, b);
     RECORD2(t, "div", div_backward, a, b, y);
     return y;
@@ -283,6 +287,7 @@ static void pow_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_pow(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_pow", row_pow, a, b);
     RECORD2(t, "pow", pow_backward, a, b, y);
     return y;
@@ -314,6 +319,7 @@ static void maximum_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_maximum(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_maximum", row_maximum, a, b);
     RECORD2(t, "maximum", maximum_backward, a, b, y);
     return y;
@@ -325,6 +331,7 @@ static void minimum_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_minimum(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
     tg_tensor *y = binary_forward(t, "tg_minimum", row_minimum, a, b);
     RECORD2(t, "minimum", minimum_backward, a, b, y);
     return y;
@@ -397,6 +404,7 @@ static void neg_backward(tg_tape *tape, tg_node *node) {
 DEFINE_UNARY(neg_rows, -xi)
 
 tg_tensor *tg_neg(tg_tape *t, tg_tensor *x) {
+    TG_CHECK_OP(t, x);
     tg_tensor *y = unary_forward(t, x, neg_rows, 0);
     RECORD1(t, "neg", neg_backward, x, y);
     return y;
@@ -410,6 +418,7 @@ static void add_scalar_backward(tg_tape *tape, tg_node *node) {
 DEFINE_UNARY(add_scalar_rows, xi + s)
 
 tg_tensor *tg_add_scalar(tg_tape *t, tg_tensor *x, tg_real s) {
+    TG_CHECK_OP(t, x);
     tg_tensor *y = unary_forward(t, x, add_scalar_rows, s);
     RECORD_UNARY(t, "add_scalar", add_scalar_backward, x, y, s);
     return y;
@@ -423,6 +432,7 @@ static void mul_scalar_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_mul_scalar(tg_tape *t, tg_tensor *x, tg_real s) {
+    TG_CHECK_OP(t, x);
     tg_tensor *y = unary_forward(t, x, mul_scalar_rows, s);
     RECORD_UNARY(t, "mul_scalar", mul_scalar_backward, x, y, s);
     return y;
@@ -476,6 +486,7 @@ static void pow_scalar_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_pow_scalar(tg_tape *t, tg_tensor *x, tg_real p) {
+    TG_CHECK_OP(t, x);
     tg_tensor *y = tg_tape_tensor_like(t, x);
     pow_array(x->data, y->data, x->numel, p);
     tg_node *node = RECORD1(t, "pow_scalar", pow_scalar_backward, x, y);
@@ -492,6 +503,7 @@ tg_tensor *tg_pow_scalar(tg_tape *t, tg_tensor *x, tg_real p) {
         unary_backward(tape, node, fname##_grad_rows);                                             \
     }                                                                                              \
     tg_tensor *tg_##fname(tg_tape *t, tg_tensor *x) {                                              \
+        TG_CHECK_OP(t, x);                                                                         \
         tg_tensor *y = unary_forward(t, x, fname##_rows, 0);                                       \
         RECORD1(t, opname, fname##_backward, x, y);                                                \
         return y;                                                                                  \
@@ -550,6 +562,7 @@ static void clamp_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_clamp(tg_tape *t, tg_tensor *x, tg_real min, tg_real max) {
+    TG_CHECK_OP(t, x);
     if (isnan(min) || isnan(max)) {
         char desc[160];
         tg_fail("tg_clamp: bounds [%g, %g] must not be NaN (input %s; -INFINITY / INFINITY "
@@ -595,6 +608,7 @@ static void gelu_tanh_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_gelu(tg_tape *t, tg_tensor *x, tg_gelu_approximate approximate) {
+    TG_CHECK_OP(t, x);
     if (approximate != TG_GELU_ERF && approximate != TG_GELU_TANH)
         tg_fail("tg_gelu: unknown approximation %d (TG_GELU_ERF or TG_GELU_TANH)",
                 (int)approximate);
@@ -643,6 +657,7 @@ static void dropout_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_dropout(tg_tape *t, tg_tensor *x, tg_real p, bool training, tg_rng *rng) {
+    TG_CHECK_OP(t, x);
     if (!(p >= 0 && p <= 1)) {
         char desc[160];
         tg_fail("tg_dropout: p must be in [0, 1], got %g (input %s)", (double)p,
@@ -671,6 +686,7 @@ static void masked_fill_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_masked_fill(tg_tape *t, tg_tensor *x, const tg_tensor *mask, tg_real value) {
+    TG_CHECK_OP(t, x, mask);
     const tg_tensor *ops[2] = {x, mask};
     int64_t shape[TG_MAX_DIMS];
     const int nd = tg_broadcast_tensors("tg_masked_fill", 2, ops, shape);
@@ -694,6 +710,7 @@ static void where_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_where(tg_tape *t, const tg_tensor *cond, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, cond, a, b);
     const tg_tensor *ops[3] = {cond, a, b};
     int64_t shape[TG_MAX_DIMS];
     const int nd = tg_broadcast_tensors("tg_where", 3, ops, shape);
@@ -774,7 +791,11 @@ static tg_tensor *tri(tg_tape *t, tg_tensor *x, int64_t k, bool upper) {
     return y;
 }
 
-tg_tensor *tg_triu(tg_tape *t, tg_tensor *x, int64_t diagonal) { return tri(t, x, diagonal, true); }
+tg_tensor *tg_triu(tg_tape *t, tg_tensor *x, int64_t diagonal) {
+    TG_CHECK_OP(t, x);
+    return tri(t, x, diagonal, true);
+}
 tg_tensor *tg_tril(tg_tape *t, tg_tensor *x, int64_t diagonal) {
+    TG_CHECK_OP(t, x);
     return tri(t, x, diagonal, false);
 }

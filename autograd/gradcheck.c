@@ -20,15 +20,18 @@ bool tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n
     const double atol = opts && opts->atol > 0 ? opts->atol : 1e-5;
     const double rtol = opts && opts->rtol > 0 ? opts->rtol : 1e-3;
     tg_gradcheck_report rep = {.passed = true, .input = -1};
+    TG_CHECK_ARG(fn);
+    if (n_inputs > 0) TG_CHECK_ARG(inputs);
 
     /* Validated before anything is changed or allocated (a replaced error handler may
      * longjmp out of tg_fail). With no input to differentiate by, there would be nothing to
      * compare: an error, as in PyTorch, rather than a pass that checked nothing. */
     if (n_inputs < 0) tg_fail("tg_gradcheck: n_inputs is %d", n_inputs);
-    if (n_inputs > 0 && !inputs) tg_fail("tg_gradcheck: inputs is NULL");
     int n_grad = 0;
     for (int i = 0; i < n_inputs; i++) {
-        if (!inputs[i]) tg_fail("tg_gradcheck: input %d is NULL", i);
+        char argument[32];
+        snprintf(argument, sizeof argument, "inputs[%d]", i);
+        tg_tensor_check(__func__, argument, inputs[i]);
         if (!inputs[i]->owned)
             tg_fail("tg_gradcheck: input %d %s must be a long-lived tensor (tg_tensor_new...)", i,
                     inputs[i]->name);
@@ -55,7 +58,8 @@ bool tg_gradcheck(tg_gradcheck_fn fn, void *ctx, tg_tensor *const *inputs, int n
     for (int64_t j = 0; j < n_out && any_grad; j++) {
         for (int i = 0; i < n_inputs; i++) tg_tensor_zero_grad(inputs[i]);
         seed[j] = 1;
-        tg_tape_backward_with(tape, y, seed);
+        /* one backward per output element through the same graph: keep it */
+        tg_tape_backward_ex(tape, y, &(tg_backward_options){.seed = seed, .retain_graph = true});
         seed[j] = 0;
         int64_t col = 0;
         for (int i = 0; i < n_inputs; i++) {

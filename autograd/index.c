@@ -68,6 +68,8 @@ static void format_position(const tg_index *ids, int64_t pos, char *buf, size_t 
 
 tg_tensor *tg_embedding(tg_tape *tape, tg_tensor *weight, const tg_index *ids,
                         int64_t padding_idx) {
+    TG_CHECK_OP(tape, weight);
+    TG_CHECK_INDEX_INPUT(tape, ids);
     char wd[160], sd[96], pd[96];
     if (weight->ndim != 2)
         tg_fail("tg_embedding: weight %s must be 2-D (num_embeddings, embedding_dim)",
@@ -202,6 +204,8 @@ static void gather_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_gather(tg_tape *tape, tg_tensor *x, int dim, const tg_index *index) {
+    TG_CHECK_OP(tape, x);
+    TG_CHECK_INDEX_INPUT(tape, index);
     char xd[160], sd[96];
     /* a scalar x takes dim 0 or -1 and a scalar index, as in PyTorch */
     const int d =
@@ -274,6 +278,8 @@ static void index_select_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_index_select(tg_tape *tape, tg_tensor *x, int dim, const tg_index *index) {
+    TG_CHECK_OP(tape, x);
+    TG_CHECK_INDEX_INPUT(tape, index);
     char xd[160], sd[96];
     const int d = tg_dim_normalize("tg_index_select", x, dim);
     if (index->ndim > 1)
@@ -305,6 +311,8 @@ tg_tensor *tg_index_select(tg_tape *tape, tg_tensor *x, int dim, const tg_index 
 /* From index tensors to real ones (no gradient: indices are not differentiable). */
 
 tg_tensor *tg_one_hot(tg_tape *tape, const tg_index *ix, int64_t num_classes) {
+    TG_CHECK_ARG(tape);
+    TG_CHECK_INDEX_INPUT(tape, ix);
     char sd[96], pd[96];
     if (ix->ndim + 1 > TG_MAX_DIMS)
         tg_fail("tg_one_hot: index %s has %d dims; the output would have more than %d",
@@ -337,12 +345,16 @@ tg_tensor *tg_one_hot(tg_tape *tape, const tg_index *ix, int64_t num_classes) {
 }
 
 tg_tensor *tg_index_eq(tg_tape *tape, const tg_index *ix, int32_t value) {
+    TG_CHECK_ARG(tape);
+    TG_CHECK_INDEX_INPUT(tape, ix);
     tg_tensor *y = tg_tape_tensor(tape, ix->ndim, ix->shape);
     for (int64_t i = 0; i < ix->numel; i++) y->data[i] = ix->data[i] == value ? 1 : 0;
     return y;
 }
 
 tg_tensor *tg_index_to_tensor(tg_tape *tape, const tg_index *ix) {
+    TG_CHECK_ARG(tape);
+    TG_CHECK_INDEX_INPUT(tape, ix);
     tg_tensor *y = tg_tape_tensor(tape, ix->ndim, ix->shape);
     for (int64_t i = 0; i < ix->numel; i++) y->data[i] = (tg_real)ix->data[i];
     return y;

@@ -245,8 +245,20 @@ static void ce_forward_range(int64_t begin, int64_t end, void *p) {
     }
 }
 
+/* The entry checks of the losses: the tape, the input, the targets and the option tensors. */
+static void loss_entry_check(const char *function, tg_tape *t, const tg_tensor *input,
+                             const char *input_name, const tg_index *targets,
+                             const tg_loss_options *o) {
+    if (!t) tg_fail_null_argument(function, "t");
+    tg_tape_check_input(t, function, input_name, input);
+    tg_tape_check_index(t, function, "targets", targets);
+    if (o && o->weight) tg_tape_check_input(t, function, "opts->weight", o->weight);
+    if (o && o->pos_weight) tg_tape_check_input(t, function, "opts->pos_weight", o->pos_weight);
+}
+
 tg_tensor *tg_cross_entropy_ex(tg_tape *t, tg_tensor *logits, const tg_index *targets,
                                const tg_loss_options *opts) {
+    loss_entry_check(__func__, t, logits, "logits", targets, opts);
     const tg_loss_options o = opts ? *opts : tg_loss_defaults();
     class_loss_check("tg_cross_entropy", logits, targets, &o, true);
     class_loss *L = class_loss_make(t, logits, targets, &o);
@@ -264,6 +276,7 @@ tg_tensor *tg_cross_entropy_ex(tg_tape *t, tg_tensor *logits, const tg_index *ta
 }
 
 tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const tg_index *targets) {
+    loss_entry_check(__func__, t, logits, "logits", targets, NULL);
     return tg_cross_entropy_ex(t, logits, targets, NULL);
 }
 
@@ -283,6 +296,7 @@ static void nll_backward(tg_tape *tape, tg_node *node) {
 
 tg_tensor *tg_nll_loss_ex(tg_tape *t, tg_tensor *log_probs, const tg_index *targets,
                           const tg_loss_options *opts) {
+    loss_entry_check(__func__, t, log_probs, "log_probs", targets, opts);
     const tg_loss_options o = opts ? *opts : tg_loss_defaults();
     class_loss_check("tg_nll_loss", log_probs, targets, &o, false);
     class_loss *L = class_loss_make(t, log_probs, targets, &o);
@@ -302,6 +316,7 @@ tg_tensor *tg_nll_loss_ex(tg_tape *t, tg_tensor *log_probs, const tg_index *targ
 }
 
 tg_tensor *tg_nll_loss(tg_tape *t, tg_tensor *log_probs, const tg_index *targets) {
+    loss_entry_check(__func__, t, log_probs, "log_probs", targets, NULL);
     return tg_nll_loss_ex(t, log_probs, targets, NULL);
 }
 
@@ -319,6 +334,7 @@ static void mse_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_mse_loss(tg_tape *t, tg_tensor *input, tg_tensor *target, tg_reduction reduction) {
+    TG_CHECK_OP(t, input, target);
     check_reduction("tg_mse_loss", reduction);
     if (!tg_shape_equal(input, target)) {
         char d1[160], d2[160];
@@ -395,6 +411,10 @@ static void bce_backward(tg_tape *tape, tg_node *node) {
 
 tg_tensor *tg_bce_with_logits(tg_tape *t, tg_tensor *logits, tg_tensor *targets,
                               const tg_loss_options *opts) {
+    TG_CHECK_OP(t, logits, targets);
+    if (opts && opts->weight) tg_tape_check_input(t, __func__, "opts->weight", opts->weight);
+    if (opts && opts->pos_weight)
+        tg_tape_check_input(t, __func__, "opts->pos_weight", opts->pos_weight);
     const tg_loss_options o = opts ? *opts : tg_loss_defaults();
     check_reduction("tg_bce_with_logits", o.reduction);
     if (!tg_shape_equal(logits, targets)) {

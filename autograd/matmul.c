@@ -128,12 +128,14 @@ static tg_tensor *matmul_checked(const char *op, tg_tape *tape, tg_tensor *a, tg
     return c;
 }
 
-tg_tensor *tg_matmul(tg_tape *tape, tg_tensor *a, tg_tensor *b) {
-    return matmul_checked("tg_matmul", tape, a, b, false, false);
+tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b) {
+    TG_CHECK_OP(t, a, b);
+    return matmul_checked("tg_matmul", t, a, b, false, false);
 }
 
-tg_tensor *tg_matmul_t(tg_tape *tape, tg_tensor *a, tg_tensor *b, bool trans_a, bool trans_b) {
-    return matmul_checked("tg_matmul_t", tape, a, b, trans_a, trans_b);
+tg_tensor *tg_matmul_t(tg_tape *t, tg_tensor *a, tg_tensor *b, bool trans_a, bool trans_b) {
+    TG_CHECK_OP(t, a, b);
+    return matmul_checked("tg_matmul_t", t, a, b, trans_a, trans_b);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -158,6 +160,8 @@ static void linear_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_linear(tg_tape *tape, tg_tensor *x, tg_tensor *weight, tg_tensor *bias) {
+    TG_CHECK_OP(tape, x, weight);
+    TG_CHECK_INPUT_OPT(tape, bias);
     char xd[160], wd[160], bd[160];
     if (weight->ndim != 2)
         tg_fail("tg_linear: weight %s must be 2-D (out_features, in_features)",

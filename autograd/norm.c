@@ -129,6 +129,9 @@ static void check_affine(const char *what, const tg_tensor *p, const tg_tensor *
 
 tg_tensor *tg_layer_norm(tg_tape *t, tg_tensor *x, int norm_ndim, tg_tensor *weight,
                          tg_tensor *bias, tg_real eps) {
+    TG_CHECK_OP(t, x);
+    TG_CHECK_INPUT_OPT(t, weight);
+    TG_CHECK_INPUT_OPT(t, bias);
     if (norm_ndim < 1 || norm_ndim > x->ndim) {
         char dx[160];
         tg_fail("tg_layer_norm: norm_ndim %d out of range for input %s (expected 1..%d)", norm_ndim,

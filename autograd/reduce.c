@@ -82,8 +82,15 @@ static tg_tensor *sum_all(tg_tape *tape, tg_tensor *x, bool mean) {
     return y;
 }
 
-tg_tensor *tg_sum(tg_tape *t, tg_tensor *x) { return sum_all(t, x, false); }
-tg_tensor *tg_mean(tg_tape *t, tg_tensor *x) { return sum_all(t, x, true); }
+tg_tensor *tg_sum(tg_tape *t, tg_tensor *x) {
+    TG_CHECK_OP(t, x);
+    return sum_all(t, x, false);
+}
+
+tg_tensor *tg_mean(tg_tape *t, tg_tensor *x) {
+    TG_CHECK_OP(t, x);
+    return sum_all(t, x, true);
+}
 
 /* ---- along one dim ----
  * x is seen as (outer, n, inner) with n the reduced dim; the output is (outer, inner),
@@ -178,9 +185,12 @@ static tg_tensor *sum_dim(tg_tape *tape, tg_tensor *x, int dim, bool keepdim, bo
 }
 
 tg_tensor *tg_sum_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim) {
+    TG_CHECK_OP(t, x);
     return sum_dim(t, x, dim, keepdim, false);
 }
+
 tg_tensor *tg_mean_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim) {
+    TG_CHECK_OP(t, x);
     return sum_dim(t, x, dim, keepdim, true);
 }
 
@@ -277,17 +287,21 @@ static tg_tensor *extreme_dim_op(tg_tape *t, tg_tensor *x, int dim, bool keepdim
 }
 
 tg_tensor *tg_max_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index **indices) {
+    TG_CHECK_OP(t, x);
     return extreme_dim_op(t, x, dim, keepdim, indices, false);
 }
 tg_tensor *tg_min_dim(tg_tape *t, tg_tensor *x, int dim, bool keepdim, tg_index **indices) {
+    TG_CHECK_OP(t, x);
     return extreme_dim_op(t, x, dim, keepdim, indices, true);
 }
 
 tg_index *tg_argmax(tg_tape *t, const tg_tensor *x, int dim, bool keepdim) {
+    TG_CHECK_OP(t, x);
     reduce_view v;
     return extreme_dim(t, x, dim, keepdim, false, "tg_argmax", NULL, &v);
 }
 tg_index *tg_argmin(tg_tape *t, const tg_tensor *x, int dim, bool keepdim) {
+    TG_CHECK_OP(t, x);
     reduce_view v;
     return extreme_dim(t, x, dim, keepdim, true, "tg_argmin", NULL, &v);
 }
@@ -336,6 +350,7 @@ static void cumsum_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_cumsum(tg_tape *t, tg_tensor *x, int dim) {
+    TG_CHECK_OP(t, x);
     const reduce_view v = reduce_view_make("tg_cumsum", x, dim, true);
     tg_tensor *y = tg_tape_tensor_like(t, x);
     const int64_t iarg[3] = {v.outer, v.n, v.inner};

@@ -400,14 +400,7 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
 
 /* A tensor header over memory the run owns (outputs are views of hs / cs: no copy). */
 static tg_tensor *view_of(tg_tape *tape, tg_real *data, int ndim, const int64_t *shape) {
-    tg_tensor *v = tg_tape_alloc(tape, sizeof *v);
-    memset(v, 0, sizeof *v);
-    memcpy(v->shape, shape, (size_t)ndim * sizeof(int64_t));
-    v->ndim = ndim;
-    v->numel = tg_shape_numel(ndim, shape);
-    v->node = -1;
-    v->data = data;
-    return v;
+    return tg_tape_tensor_view(tape, data, ndim, shape);
 }
 
 static bool needs_grad(tg_tape *tape, tg_tensor *const *in, int n) {
@@ -529,6 +522,7 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
  * ------------------------------------------------------------------------------------- */
 tg_rnn_state tg_cell_step_fused(tg_tape *tape, tg_cell_kind kind, const tg_cell_weights *w,
                                 tg_tensor *x, tg_tensor *h, tg_tensor *c) {
+    tg_cell_entry_check(tape, __func__, w, x, h, c, (const char *const[]){"h", "c"});
     tg_cell_inputs_check("tg_cell_step_fused", kind, w, x, 2, h, c);
     const int64_t B = x->shape[0], H = w->w_hh->shape[1];
 
@@ -548,6 +542,7 @@ tg_rnn_state tg_cell_step_fused(tg_tape *tape, tg_cell_kind kind, const tg_cell_
 
 tg_rnn_result tg_rnn_sequence_fused(tg_tape *tape, tg_cell_kind kind, const tg_cell_weights *w,
                                     tg_tensor *x, tg_tensor *h0, tg_tensor *c0, bool reverse) {
+    tg_cell_entry_check(tape, __func__, w, x, h0, c0, (const char *const[]){"h0", "c0"});
     tg_cell_inputs_check("tg_rnn_sequence_fused", kind, w, x, 3, h0, c0);
     const int64_t T = x->shape[0], B = x->shape[1], H = w->w_hh->shape[1];
 

@@ -78,8 +78,24 @@ static tg_rnn_state lstm_step(tg_tape *t, const tg_cell_weights *w, tg_tensor *x
     return (tg_rnn_state){h_new, c_new};
 }
 
+void tg_cell_entry_check(const tg_tape *t, const char *op, const tg_cell_weights *w,
+                         const tg_tensor *x, const tg_tensor *h, const tg_tensor *c,
+                         const char *const state_names[2]) {
+    TG_CHECK_ARG(op);
+    TG_CHECK_ARG(state_names);
+    if (!t) tg_fail_null_argument(op, "t");
+    if (!w) tg_fail_null_argument(op, "w");
+    tg_tape_check_op(t, op, "t", "x, w->w_ih, w->w_hh", 3,
+                     (const tg_tensor *const[]){x, w->w_ih, w->w_hh});
+    if (w->b_ih) tg_tape_check_input(t, op, "w->b_ih", w->b_ih);
+    if (w->b_hh) tg_tape_check_input(t, op, "w->b_hh", w->b_hh);
+    if (h) tg_tape_check_input(t, op, state_names[0], h);
+    if (c) tg_tape_check_input(t, op, state_names[1], c);
+}
+
 tg_rnn_state tg_cell_step_composite(tg_tape *t, tg_cell_kind kind, const tg_cell_weights *w,
                                     tg_tensor *x, tg_tensor *h, tg_tensor *c, const char *tag) {
+    tg_cell_entry_check(t, __func__, w, x, h, c, (const char *const[]){"h", "c"});
     tg_cell_inputs_check("tg_cell_step_composite", kind, w, x, 2, h, c);
     const int64_t B = x->shape[0], H = w->w_hh->shape[1];
     if (!h) h = tg_tape_tensor_zeros(t, 2, (int64_t[]){B, H});
@@ -102,6 +118,7 @@ tg_rnn_state tg_cell_step_composite(tg_tape *t, tg_cell_kind kind, const tg_cell
 tg_rnn_result tg_rnn_sequence_composite(tg_tape *t, tg_cell_kind kind, const tg_cell_weights *w,
                                         tg_tensor *x, tg_tensor *h0, tg_tensor *c0, bool reverse,
                                         const char *suffix) {
+    tg_cell_entry_check(t, __func__, w, x, h0, c0, (const char *const[]){"h0", "c0"});
     tg_cell_inputs_check("tg_rnn_sequence_composite", kind, w, x, 3, h0, c0);
     const int64_t T = x->shape[0], B = x->shape[1], H = w->w_hh->shape[1];
     tg_tensor **steps = tg_tape_alloc(t, (size_t)T * sizeof *steps);
@@ -117,6 +134,8 @@ tg_rnn_result tg_rnn_sequence_composite(tg_tape *t, tg_cell_kind kind, const tg_
 }
 
 tg_tensor *tg_rnn_find_named(const tg_tape *t, const char *name) {
+    TG_CHECK_ARG(t);
+    TG_CHECK_ARG(name);
     for (size_t i = tg_tape_node_count(t); i-- > 0;) {
         const tg_node *node = tg_tape_node(t, i);
         for (int k = 0; k < node->n_out; k++)

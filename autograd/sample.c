@@ -54,6 +54,7 @@ static int64_t rows_of(const char *op, const tg_tensor *x, int64_t extra, int *o
 
 tg_index *tg_multinomial(tg_tape *t, const tg_tensor *probs, int64_t num_samples, bool replacement,
                          tg_rng *rng) {
+    TG_CHECK_OP(t, probs);
     char xd[160];
     int nd;
     int64_t shape[TG_MAX_DIMS];
@@ -132,6 +133,7 @@ static double kth_largest(double *a, int64_t n, int64_t k) {
  * logits[logits < topk(...)[-1]] = -inf), then one draw. T = 0 is greedy decoding. */
 tg_index *tg_sample_logits(tg_tape *t, const tg_tensor *logits, tg_real temperature, int64_t top_k,
                            tg_rng *rng) {
+    TG_CHECK_OP(t, logits);
     char xd[160];
     int nd;
     int64_t shape[TG_MAX_DIMS];

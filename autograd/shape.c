@@ -28,18 +28,14 @@ static void reshape_backward(tg_tape *tape, tg_node *node) {
 /* y: a tensor header of our own over x's data (no copy), recorded as `op`. */
 static tg_tensor *view(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shape,
                        const char *op) {
-    tg_tensor *y = tg_tape_alloc(tape, sizeof *y);
-    memset(y, 0, sizeof *y);
-    if (ndim) memcpy(y->shape, shape, (size_t)ndim * sizeof *shape);
-    y->ndim = ndim;
-    y->numel = x->numel;
-    y->node = -1;
-    y->data = x->data;
+    tg_tensor *y = tg_tape_tensor_view(tape, x->data, ndim, shape);
     tg_tape_record(tape, op, reshape_backward, 1, (tg_tensor *[]){x}, 1, (tg_tensor *[]){y});
     return y;
 }
 
 tg_tensor *tg_reshape(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shape) {
+    TG_CHECK_OP(tape, x);
+    if (ndim > 0) TG_CHECK_ARG(shape);
     char xd[160], sd[128];
     if (ndim < 0 || ndim > TG_MAX_DIMS)
         tg_fail("tg_reshape: %d dimensions requested for %s (at most %d)", ndim,
@@ -91,6 +87,7 @@ static int insert_dim_normalize(const char *op, const tg_tensor *x, int dim) {
 }
 
 tg_tensor *tg_unsqueeze(tg_tape *tape, tg_tensor *x, int dim) {
+    TG_CHECK_OP(tape, x);
     const int d = insert_dim_normalize("tg_unsqueeze", x, dim);
     int64_t shape[TG_MAX_DIMS];
     for (int k = 0, j = 0; k <= x->ndim; k++) shape[k] = k == d ? 1 : x->shape[j++];
@@ -99,6 +96,7 @@ tg_tensor *tg_unsqueeze(tg_tape *tape, tg_tensor *x, int dim) {
 
 /* A 0-dim x accepts dim 0 or -1 (PyTorch's rule for dims of scalars). */
 tg_tensor *tg_squeeze(tg_tape *tape, tg_tensor *x, int dim) {
+    TG_CHECK_OP(tape, x);
     if (x->ndim == 0 && (dim == 0 || dim == -1)) return x;
     const int d = tg_dim_normalize("tg_squeeze", x, dim);
     if (x->shape[d] != 1) return x; /* PyTorch: squeezing a dim of another size does nothing */
@@ -109,6 +107,7 @@ tg_tensor *tg_squeeze(tg_tape *tape, tg_tensor *x, int dim) {
 }
 
 tg_tensor *tg_squeeze_all(tg_tape *tape, tg_tensor *x) {
+    TG_CHECK_OP(tape, x);
     int64_t shape[TG_MAX_DIMS];
     int nd = 0;
     for (int k = 0; k < x->ndim; k++)
@@ -117,6 +116,7 @@ tg_tensor *tg_squeeze_all(tg_tape *tape, tg_tensor *x) {
 }
 
 tg_tensor *tg_flatten(tg_tape *tape, tg_tensor *x, int start_dim, int end_dim) {
+    TG_CHECK_OP(tape, x);
     if (x->ndim == 0) { /* PyTorch: a scalar flattens to (1,) whatever the dims (0 or -1) */
         if ((start_dim != 0 && start_dim != -1) || (end_dim != 0 && end_dim != -1)) {
             char xd[160];
@@ -274,6 +274,8 @@ static tg_tensor *permute_checked(tg_tape *tape, tg_tensor *x, const int *perm, 
 }
 
 tg_tensor *tg_permute(tg_tape *tape, tg_tensor *x, const int *perm) {
+    TG_CHECK_OP(tape, x);
+    if (x->ndim > 0) TG_CHECK_ARG(perm);
     int p[TG_MAX_DIMS];
     bool seen[TG_MAX_DIMS] = {false};
     bool ok = true;
@@ -297,6 +299,7 @@ tg_tensor *tg_permute(tg_tape *tape, tg_tensor *x, const int *perm) {
 }
 
 tg_tensor *tg_transpose(tg_tape *tape, tg_tensor *x, int dim0, int dim1) {
+    TG_CHECK_OP(tape, x);
     const int d0 = tg_dim_normalize("tg_transpose", x, dim0);
     const int d1 = tg_dim_normalize("tg_transpose", x, dim1);
     int p[TG_MAX_DIMS];
@@ -360,7 +363,9 @@ static void concat_backward(tg_tape *tape, tg_node *node) {
 
 tg_tensor *tg_concat(tg_tape *tape, tg_tensor *const *xs, int n, int dim) {
     char d0[160], di[160];
+    TG_CHECK_ARG(tape);
     if (n < 1) tg_fail("tg_concat: needs at least one tensor (got %d)", n);
+    TG_CHECK_INPUTS(tape, xs, n);
     const tg_tensor *x0 = xs[0];
     const int d = tg_dim_normalize("tg_concat", x0, dim);
     int64_t shape[TG_MAX_DIMS];
@@ -424,6 +429,7 @@ static tg_tensor *narrow_copy(tg_tape *tape, const tg_tensor *x, int dim, int64_
 }
 
 tg_tensor *tg_slice(tg_tape *tape, tg_tensor *x, int dim, int64_t start, int64_t length) {
+    TG_CHECK_OP(tape, x);
     const int d = tg_dim_normalize("tg_slice", x, dim);
     const int64_t size = x->shape[d];
     const int64_t s = start < 0 ? start + size : start;
@@ -444,6 +450,7 @@ tg_tensor *tg_slice(tg_tape *tape, tg_tensor *x, int dim, int64_t start, int64_t
 }
 
 tg_tensor *tg_select(tg_tape *tape, tg_tensor *x, int dim, int64_t index) {
+    TG_CHECK_OP(tape, x);
     const int d = tg_dim_normalize("tg_select", x, dim);
     const int64_t size = x->shape[d];
     const int64_t i = index < 0 ? index + size : index;
@@ -482,6 +489,8 @@ static int split_even(tg_tape *tape, tg_tensor *x, int d, int64_t split_size, in
 
 int tg_split(tg_tape *tape, tg_tensor *x, int64_t split_size, int dim, tg_tensor **out,
              int max_out) {
+    TG_CHECK_OP(tape, x);
+    TG_CHECK_ARG(out);
     char xd[160];
     const int d = tg_dim_normalize("tg_split", x, dim);
     const int64_t size = x->shape[d];
@@ -499,6 +508,8 @@ int tg_split(tg_tape *tape, tg_tensor *x, int64_t split_size, int dim, tg_tensor
 /* torch.chunk: chunks of ceil(size / chunks), so there may be fewer than `chunks` (size 5 in 4
  * chunks gives 2, 2, 1); a dim of size 0 gives `chunks` empty chunks. */
 int tg_chunk(tg_tape *tape, tg_tensor *x, int chunks, int dim, tg_tensor **out, int max_out) {
+    TG_CHECK_OP(tape, x);
+    TG_CHECK_ARG(out);
     char xd[160];
     const int d = tg_dim_normalize("tg_chunk", x, dim);
     const int64_t size = x->shape[d];
@@ -515,6 +526,9 @@ int tg_chunk(tg_tape *tape, tg_tensor *x, int chunks, int dim, tg_tensor **out, 
 
 int tg_split_sizes(tg_tape *tape, tg_tensor *x, const int64_t *sizes, int n, int dim,
                    tg_tensor **out) {
+    TG_CHECK_OP(tape, x);
+    TG_CHECK_ARG(sizes);
+    TG_CHECK_ARG(out);
     char xd[160];
     const int d = tg_dim_normalize("tg_split_sizes", x, dim);
     if (n < 1) tg_fail("tg_split_sizes: needs at least one size (got %d)", n);
@@ -556,6 +570,9 @@ int tg_split_sizes(tg_tape *tape, tg_tensor *x, const int64_t *sizes, int n, int
  * exactly concat's layout, so concat's backward serves (iarg[0] = d: y's dims before d are
  * x's, hence the same `outer`). */
 tg_tensor *tg_stack(tg_tape *tape, tg_tensor *const *xs, int n, int dim) {
+    TG_CHECK_ARG(tape);
+    TG_CHECK_ARG(xs);
+    TG_CHECK_INPUTS(tape, xs, n);
     char d0[160], di[160];
     if (n < 1) tg_fail("tg_stack: needs at least one tensor (got %d)", n);
     const tg_tensor *x0 = xs[0];
@@ -586,6 +603,8 @@ static void expand_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_expand(tg_tape *tape, tg_tensor *x, int ndim, const int64_t *shape) {
+    TG_CHECK_OP(tape, x);
+    if (ndim > 0) TG_CHECK_ARG(shape);
     char xd[160], sd[128];
     const int lead = ndim - x->ndim; /* new leading dims */
     bool ok = ndim <= TG_MAX_DIMS && lead >= 0;
@@ -657,6 +676,8 @@ static void repeat_backward(tg_tape *tape, tg_node *node) {
 }
 
 tg_tensor *tg_repeat(tg_tape *tape, tg_tensor *x, int n, const int64_t *repeats) {
+    TG_CHECK_OP(tape, x);
+    if (n > 0) TG_CHECK_ARG(repeats);
     char xd[160], rd[128];
     const int lead = n - x->ndim;
     bool ok = lead >= 0 && n <= TG_MAX_DIMS;

@@ -186,7 +186,12 @@ static tg_tensor *softmax_any(tg_tape *tape, tg_tensor *x, int dim, bool log_for
     return y;
 }
 
-tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x, int dim) { return softmax_any(t, x, dim, false); }
+tg_tensor *tg_softmax(tg_tape *t, tg_tensor *x, int dim) {
+    TG_CHECK_OP(t, x);
+    return softmax_any(t, x, dim, false);
+}
+
 tg_tensor *tg_log_softmax(tg_tape *t, tg_tensor *x, int dim) {
+    TG_CHECK_OP(t, x);
     return softmax_any(t, x, dim, true);
 }

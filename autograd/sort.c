@@ -129,10 +129,12 @@ static tg_tensor *sort_k(tg_tape *t, tg_tensor *x, int dim, int64_t k, bool desc
 }
 
 tg_tensor *tg_sort(tg_tape *t, tg_tensor *x, int dim, bool descending, tg_index **indices) {
+    TG_CHECK_OP(t, x);
     const int64_t n = x->ndim ? x->shape[tg_dim_normalize("tg_sort", x, dim)] : 1;
     return sort_k(t, x, dim, n, descending, indices, "tg_sort", "sort");
 }
 
 tg_tensor *tg_topk(tg_tape *t, tg_tensor *x, int64_t k, int dim, bool largest, tg_index **indices) {
+    TG_CHECK_OP(t, x);
     return sort_k(t, x, dim, k, largest, indices, "tg_topk", "topk");
 }

@@ -1,5 +1,6 @@
-/* The tape: recording nodes, the reverse walk, and the listing. */
-#include "tapegrad/tape.h"
+/* The tape: recording nodes, the reverse walk, and the listing. The tensors it makes and
+ * the entry checks of their lifetimes are in tape_lifetime.c. */
+#include "tape_internal.h"
 
 /* stb_ds.h's arrsetlen trips -Wtype-limits where it expands (arrsetlen(a, 0) compares
  * an unsigned capacity with 0); the warning is about the macro, not this file. */
@@ -17,21 +18,11 @@ typedef struct spare_grad {
     size_t bytes;                 /* a multiple of TG_ARENA_ALIGN */
 } spare_grad;
 
-struct tg_tape {
-    tg_arena *arena; /* what ops make and save, and (rewound after each node) backward scratch */
-    tg_arena *grads; /* gradients of the tape's tensors, recycled through `spares` */
-    spare_grad *spares;
-    tg_node *nodes;        /* stb_ds dynamic array; keeps its capacity across resets */
-    uint64_t node_mallocs; /* times `nodes` grew */
-    bool recording;
-    bool training;
-    bool anomaly; /* anomaly mode: check values and gradients (autograd/anomaly.c) */
-};
-
 tg_tape *tg_tape_new(void) {
     tg_tape *tape = tg_xcalloc(1, sizeof *tape);
     tape->arena = tg_arena_new((size_t)1 << 20);
     tape->grads = tg_arena_new((size_t)1 << 20);
+    tape->generation = tg_arena_generation(tape->arena);
     tape->recording = true;
     tape->training = true;
     return tape;
@@ -42,90 +33,112 @@ void tg_tape_free(tg_tape *tape) {
     arrfree(tape->nodes);
     tg_arena_free(tape->arena);
     tg_arena_free(tape->grads);
+    tg_tape_headers_free(tape);
     free(tape);
 }
 
 void tg_tape_reset(tg_tape *tape) {
+    TG_CHECK_ARG(tape);
     arrsetlen(tape->nodes, 0);
     tg_arena_reset(tape->arena);
     tg_arena_reset(tape->grads);
     tape->spares = NULL;
+    tape->generation = tg_arena_generation(tape->arena);
+    tg_tape_headers_next_generation(tape);
 }
 
 size_t tg_tape_capacity(const tg_tape *tape) {
+    TG_CHECK_ARG(tape);
     return tg_arena_capacity(tape->arena) + tg_arena_capacity(tape->grads) +
-           (size_t)arrcap(tape->nodes) * sizeof(tg_node);
+           (size_t)arrcap(tape->nodes) * sizeof(tg_node) + tg_tape_headers_bytes(tape);
 }
 
 uint64_t tg_tape_malloc_count(const tg_tape *tape) {
+    TG_CHECK_ARG(tape);
     return tg_arena_malloc_count(tape->arena) + tg_arena_malloc_count(tape->grads) +
-           tape->node_mallocs;
+           tape->node_mallocs + tape->header_mallocs;
 }
 
-void tg_tape_set_recording(tg_tape *tape, bool on) { tape->recording = on; }
-bool tg_tape_is_recording(const tg_tape *tape) { return tape->recording; }
-void tg_tape_set_training(tg_tape *tape, bool on) { tape->training = on; }
-bool tg_tape_is_training(const tg_tape *tape) { return tape->training; }
-tg_arena *tg_tape_arena(tg_tape *tape) { return tape->arena; }
+void tg_tape_set_recording(tg_tape *tape, bool on) {
+    TG_CHECK_ARG(tape);
+    tape->recording = on;
+}
+
+bool tg_tape_is_recording(const tg_tape *tape) {
+    TG_CHECK_ARG(tape);
+    return tape->recording;
+}
+
+void tg_tape_set_training(tg_tape *tape, bool on) {
+    TG_CHECK_ARG(tape);
+    tape->training = on;
+}
+
+bool tg_tape_is_training(const tg_tape *tape) {
+    TG_CHECK_ARG(tape);
+    return tape->training;
+}
+
+tg_arena *tg_tape_arena(tg_tape *tape) {
+    TG_CHECK_ARG(tape);
+    return tape->arena;
+}
+
 /* anomaly mode: the flag lives here, the checks in autograd/anomaly.c */
-void tg_tape_set_anomaly_detection(tg_tape *tape, bool on) { tape->anomaly = on; }
-bool tg_tape_anomaly_detection(const tg_tape *tape) { return tape->anomaly; }
-size_t tg_tape_node_count(const tg_tape *tape) { return (size_t)arrlen(tape->nodes); }
+void tg_tape_set_anomaly_detection(tg_tape *tape, bool on) {
+    TG_CHECK_ARG(tape);
+    tape->anomaly = on;
+}
+
+bool tg_tape_anomaly_detection(const tg_tape *tape) {
+    TG_CHECK_ARG(tape);
+    return tape->anomaly;
+}
+
+size_t tg_tape_node_count(const tg_tape *tape) {
+    TG_CHECK_ARG(tape);
+    return (size_t)arrlen(tape->nodes);
+}
 
 const tg_node *tg_tape_node(const tg_tape *tape, size_t i) {
+    TG_CHECK_ARG(tape);
     if (i >= (size_t)arrlen(tape->nodes))
         tg_fail("tape_node: index %zu out of range (the tape has %zu nodes)", i,
                 (size_t)arrlen(tape->nodes));
     return &tape->nodes[i];
 }
 
-void *tg_tape_alloc(tg_tape *tape, size_t bytes) { return tg_arena_alloc(tape->arena, bytes); }
-
-tg_tensor *tg_tape_tensor(tg_tape *tape, int ndim, const int64_t *shape) {
-    const int64_t numel = tg_shape_numel(ndim, shape);
-    if ((uint64_t)numel > SIZE_MAX / sizeof(tg_real)) tg_fail("tensor too large");
-    tg_tensor *t = tg_arena_alloc(tape->arena, sizeof *t);
-    memset(t, 0, sizeof *t);
-    if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
-    t->ndim = ndim;
-    t->numel = numel;
-    t->node = -1;
-    t->data = tg_arena_alloc(tape->arena, (size_t)numel * sizeof(tg_real));
-    return t;
+void *tg_tape_alloc(tg_tape *tape, size_t bytes) {
+    TG_CHECK_ARG(tape);
+    return tg_arena_alloc(tape->arena, bytes);
 }
 
-tg_tensor *tg_tape_tensor_zeros(tg_tape *tape, int ndim, const int64_t *shape) {
-    tg_tensor *t = tg_tape_tensor(tape, ndim, shape);
-    if (t->numel) memset(t->data, 0, (size_t)t->numel * sizeof(tg_real));
-    return t;
-}
-
-tg_tensor *tg_tape_tensor_like(tg_tape *tape, const tg_tensor *like) {
-    return tg_tape_tensor(tape, like->ndim, like->shape);
-}
-
-tg_index *tg_tape_index(tg_tape *tape, int ndim, const int64_t *shape) {
-    tg_index *ix = tg_arena_calloc(tape->arena, sizeof *ix);
-    ix->numel = tg_shape_numel(ndim, shape);
-    if (ndim) memcpy(ix->shape, shape, (size_t)ndim * sizeof(int64_t));
-    ix->ndim = ndim;
-    ix->data = tg_arena_alloc(tape->arena, (size_t)ix->numel * sizeof(int32_t));
-    return ix;
+/* An input an op did not check on entry, of an earlier generation or another tape. */
+static _Noreturn void fail_unchecked_input(const tg_tape *tape, const char *op, int i,
+                                           const tg_tensor *x) {
+    char function[96], argument[32];
+    snprintf(function, sizeof function, "tg_tape_record (op '%s')", op);
+    snprintf(argument, sizeof argument, "in[%d]", i);
+    tg_tape_check_input(tape, function, argument, x);
+    abort(); /* not reached: the check stops */
 }
 
 tg_tensor *tg_tape_tensor_full(tg_tape *tape, int ndim, const int64_t *shape, tg_real value) {
+    TG_CHECK_ARG(tape);
     tg_tensor *t = tg_tape_tensor(tape, ndim, shape);
     for (int64_t i = 0; i < t->numel; i++) t->data[i] = value;
     return t;
 }
 
 tg_index *tg_tape_index_zeros(tg_tape *tape, int ndim, const int64_t *shape) {
+    TG_CHECK_ARG(tape);
     tg_index *ix = tg_tape_index(tape, ndim, shape);
     if (ix->numel) memset(ix->data, 0, (size_t)ix->numel * sizeof(int32_t));
     return ix;
 }
 
 tg_index *tg_tape_index_arange(tg_tape *tape, int32_t start, int32_t end) {
+    TG_CHECK_ARG(tape);
     const int64_t n = end > start ? (int64_t)end - start : 0;
     tg_index *ix = tg_tape_index(tape, 1, &n);
     for (int64_t i = 0; i < n; i++) ix->data[i] = (int32_t)(start + i);
@@ -134,12 +147,25 @@ tg_index *tg_tape_index_arange(tg_tape *tape, int32_t start, int32_t end) {
 
 tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, int n_in,
                         tg_tensor *const *in, int n_out, tg_tensor *const *out) {
+    TG_CHECK_ARG(tape);
+    TG_CHECK_ARG(op);
+    TG_CHECK_ARG(backward);
+    if (n_in > 0) TG_CHECK_ARG(in);
+    if (n_out > 0) TG_CHECK_ARG(out);
+    for (int k = 0; k < n_out; k++)
+        if (!out[k]) tg_fail("tg_tape_record: output %d of op '%s' is NULL", k, op);
+    bool needed = false;
+    for (int i = 0; i < n_in; i++) {
+        const tg_tensor *x = in[i];
+        if (!x) continue;
+        /* the ops checked their inputs on entry; this catches an op that did not */
+        if (x->arena && (x->arena != tape->arena || x->generation != tape->generation))
+            fail_unchecked_input(tape, op, i, x);
+        needed = needed || x->requires_grad;
+    }
     /* anomaly mode: every op passes here with its outputs computed, recorded or not */
     if (tape->anomaly) tg_anomaly_check_forward(tape, op, n_in, in, n_out, out);
-    if (!tape->recording) return NULL;
-    bool needed = false;
-    for (int i = 0; i < n_in; i++) needed = needed || (in[i] && in[i]->requires_grad);
-    if (!needed) return NULL;
+    if (!tape->recording || !needed) return NULL;
 
     tg_node node = {.op = op, .n_in = n_in, .n_out = n_out, .backward = backward};
     node.in = tg_arena_alloc(tape->arena, (size_t)n_in * sizeof *node.in);
@@ -191,6 +217,7 @@ static void spare_give(tg_tape *tape, void *buffer, size_t bytes) {
 }
 
 tg_real *tg_tape_grad(tg_tape *tape, tg_tensor *t) {
+    TG_CHECK_ARG(tape);
     if (!t || !t->requires_grad) return NULL;
     if (!t->grad && t->owned) {
         t->grad = tg_xcalloc((size_t)t->numel, sizeof(tg_real));
@@ -204,7 +231,9 @@ tg_real *tg_tape_grad(tg_tape *tape, tg_tensor *t) {
 }
 
 bool tg_tape_grad_move(tg_tape *tape, tg_tensor *to, tg_tensor *from) {
-    (void)tape;
+    TG_CHECK_ARG(tape);
+    TG_CHECK_ARG(to);
+    TG_CHECK_ARG(from);
     if (!to->requires_grad || to->grad || to->owned || from->owned || from->retain_grad ||
         !from->grad || to->numel != from->numel)
         return false;
@@ -213,26 +242,52 @@ bool tg_tape_grad_move(tg_tape *tape, tg_tensor *to, tg_tensor *from) {
     return true;
 }
 
-void tg_tensor_retain_grad(tg_tensor *t) { t->retain_grad = true; }
+void tg_tensor_retain_grad(tg_tensor *t) {
+    TG_CHECK_TENSOR(t);
+    t->retain_grad = true;
+}
 
 void tg_tensor_zero_grad(tg_tensor *t) {
+    TG_CHECK_TENSOR(t);
     if (t->grad) memset(t->grad, 0, (size_t)t->numel * sizeof(tg_real));
 }
 
-void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed) {
+/* A second backward through a node whose graph an earlier backward released. */
+static _Noreturn void fail_released(const char *function, const tg_tensor *out, ptrdiff_t i,
+                                    const tg_node *node) {
+    char desc[160];
+    tg_fail("%s: the graph of %s was already back-propagated through: node #%td '%s' ran its "
+            "backward in an earlier backward, which released the graph; to back-propagate "
+            "through a graph more than once, keep it with retain_graph in every backward but the "
+            "last: tg_tape_backward_ex(tape, out, &(tg_backward_options){.retain_graph = true})",
+            function, tg_tensor_describe(out, desc, sizeof desc), i, node->op);
+}
+
+/* The backward of tg_tape_backward, _with and _ex; `function` is the one called. */
+static void backward(tg_tape *tape, tg_tensor *out, const tg_real *seed, bool retain_graph,
+                     const char *function, const char *argument) {
+    if (!tape) tg_fail_null_argument(function, "tape");
+    tg_tape_check_input(tape, function, argument, out);
     char desc[160];
     if (!out->requires_grad)
-        tg_fail("backward: tensor %s does not require grad (no input of its graph does, or "
+        tg_fail("%s: tensor %s does not require grad (no input of its graph does, or "
                 "the tape was not recording)",
-                tg_tensor_describe(out, desc, sizeof desc));
-    /* Arena gradients of intermediates from an earlier backward are dropped: each backward
-     * computes fresh ones. Leaves (long-lived or not) accumulate, as in PyTorch. */
+                function, tg_tensor_describe(out, desc, sizeof desc));
+    if (!seed && out->numel != 1)
+        tg_fail("%s: %s %s has %lld elements; backward needs a one-element loss or a seed "
+                "gradient (tg_tape_backward_with)",
+                function, argument, tg_tensor_describe(out, desc, sizeof desc),
+                (long long)out->numel);
+    /* Arena gradients of intermediates from an earlier backward (retained ones, or those a
+     * backward stopped half-way by the error handler left) are dropped: an intermediate's
+     * buffer is also the gradient that flows on, so each backward computes fresh ones.
+     * Leaves (long-lived or not) accumulate, as in PyTorch. */
     const ptrdiff_t n = arrlen(tape->nodes);
     for (ptrdiff_t i = 0; i < n; i++)
         for (int k = 0; k < tape->nodes[i].n_out; k++) tape->nodes[i].out[k]->grad = NULL;
 
     tg_real *g = tg_tape_grad(tape, out);
-    for (int64_t i = 0; i < out->numel; i++) g[i] += seed[i];
+    for (int64_t i = 0; i < out->numel; i++) g[i] += seed ? seed[i] : 1;
 
     const ptrdiff_t last = out->node >= 0 ? out->node : -1;
     for (ptrdiff_t i = last; i >= 0; i--) {
@@ -240,11 +295,13 @@ void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed) {
         bool any = false;
         for (int k = 0; k < node->n_out; k++) any = any || node->out[k]->grad;
         if (any) {
+            if (node->released) fail_released(function, out, i, node);
             /* what the backward allocates from the arena is scratch: gone when it returns */
             const tg_arena_mark scratch = tg_arena_get_mark(tape->arena);
             node->backward(tape, node);
             if (tape->anomaly) tg_anomaly_check_backward(tape, node, (size_t)i); /* anomaly */
             tg_arena_rewind(tape->arena, scratch);
+            node->released = !retain_graph;
         }
         /* every reader of these outputs has run: their gradients serve the next ones */
         for (int k = 0; k < node->n_out; k++) {
@@ -257,14 +314,17 @@ void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed) {
 }
 
 void tg_tape_backward(tg_tape *tape, tg_tensor *loss) {
-    if (loss->numel != 1) {
-        char desc[160];
-        tg_fail("backward: loss %s has %lld elements; backward needs a one-element loss or "
-                "tg_tape_backward_with and a seed gradient",
-                tg_tensor_describe(loss, desc, sizeof desc), (long long)loss->numel);
-    }
-    const tg_real one = 1;
-    tg_tape_backward_with(tape, loss, &one);
+    backward(tape, loss, NULL, false, __func__, "loss");
+}
+
+void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed) {
+    TG_CHECK_ARG(seed);
+    backward(tape, out, seed, false, __func__, "out");
+}
+
+void tg_tape_backward_ex(tg_tape *tape, tg_tensor *out, const tg_backward_options *opts) {
+    const tg_backward_options o = opts ? *opts : (tg_backward_options){0};
+    backward(tape, out, o.seed, o.retain_graph, __func__, "out");
 }
 
 /* An input is shown with where it comes from: a parameter or other long-lived leaf,
@@ -286,6 +346,8 @@ static void print_tensor_ref(FILE *f, const tg_tensor *t, bool as_input) {
 }
 
 void tg_tape_print(const tg_tape *tape, FILE *f) {
+    TG_CHECK_ARG(tape);
+    TG_CHECK_ARG(f);
     const ptrdiff_t n = arrlen(tape->nodes);
     fprintf(f, "tape: %td node%s, arena %zu bytes in use\n", n, n == 1 ? "" : "s",
             tg_arena_used(tape->arena));

@@ -217,7 +217,8 @@ static void write_graph(const tg_tape *tape, FILE *f) {
 }
 
 tg_status tg_tape_write_dot(const tg_tape *tape, const char *path) {
-    if (!tape || !path) return tg_status_set(TG_ERR_ARGUMENT, "tg_tape_write_dot: NULL argument");
+    TG_CHECK_ARG_STATUS(tape);
+    TG_CHECK_ARG_STATUS(path);
     FILE *f = fopen(path, "w");
     if (!f)
         return tg_status_set(TG_ERR_IO, "tg_tape_write_dot: cannot open '%s' for writing: %s", path,

@@ -94,6 +94,10 @@ static void check_src(const char *op, const tg_index *src, const tg_index *tgt) 
 
 tg_gru_attention_output tg_gru_attention_forward(tg_gru_attention *m, tg_tape *t,
                                                  const tg_index *src, const tg_index *tgt_in) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_ARG(t);
+    TG_CHECK_INDEX_INPUT(t, src);
+    TG_CHECK_INDEX_INPUT(t, tgt_in);
     check_src("tg_gru_attention_forward", src, tgt_in);
     const int64_t T = tgt_in->shape[1];
     encoded e = encode(m, t, src);
@@ -112,6 +116,9 @@ tg_gru_attention_output tg_gru_attention_forward(tg_gru_attention *m, tg_tape *t
 
 tg_index *tg_gru_attention_greedy(tg_gru_attention *m, tg_tape *t, const tg_index *src, int32_t bos,
                                   int64_t max_len, tg_tensor **weights) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_ARG(t);
+    TG_CHECK_INDEX_INPUT(t, src);
     check_src("tg_gru_attention_greedy", src, NULL);
     if (max_len < 1)
         tg_fail("tg_gru_attention_greedy: max_len %lld must be >= 1", (long long)max_len);
@@ -132,7 +139,10 @@ tg_index *tg_gru_attention_greedy(tg_gru_attention *m, tg_tape *t, const tg_inde
     return tokens;
 }
 
-tg_params *tg_gru_attention_params(tg_gru_attention *m) { return m->params; }
+tg_params *tg_gru_attention_params(tg_gru_attention *m) {
+    TG_CHECK_ARG(m);
+    return m->params;
+}
 
 void tg_gru_attention_free(tg_gru_attention *m) {
     if (!m) return;

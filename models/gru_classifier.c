@@ -36,6 +36,9 @@ tg_gru_classifier *tg_gru_classifier_new(int64_t vocab_size, int64_t embedding_d
 }
 
 tg_tensor *tg_gru_classifier_forward(tg_gru_classifier *m, tg_tape *t, const tg_index *tokens) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_ARG(t);
+    TG_CHECK_INDEX_INPUT(t, tokens);
     /* x = self.embedding(x) */
     tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens);  /* (B, T, E) */
     /* x, _ = self.gru(x) */
@@ -44,7 +47,10 @@ tg_tensor *tg_gru_classifier_forward(tg_gru_classifier *m, tg_tape *t, const tg_
     return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1));    /* (B, C) */
 }
 
-tg_params *tg_gru_classifier_params(tg_gru_classifier *m) { return m->params; }
+tg_params *tg_gru_classifier_params(tg_gru_classifier *m) {
+    TG_CHECK_ARG(m);
+    return m->params;
+}
 
 void tg_gru_classifier_free(tg_gru_classifier *m) {
     if (!m) return;

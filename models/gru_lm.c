@@ -36,6 +36,10 @@ tg_gru_lm *tg_gru_lm_new(int64_t vocab_size, int64_t embedding_dim, int64_t hidd
 }
 
 tg_gru_lm_output tg_gru_lm_forward(tg_gru_lm *m, tg_tape *t, const tg_index *x, tg_tensor *hidden) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_ARG(t);
+    TG_CHECK_INDEX_INPUT(t, x);
+    TG_CHECK_INPUT_OPT(t, hidden);
     /* embedded = self.embedding(x) */
     tg_tensor *embedded = tg_embedding_forward(m->embedding, t, x);      /* (T, B, E) */
     /* output, hidden = self.gru(embedded, hidden) */
@@ -45,11 +49,14 @@ tg_gru_lm_output tg_gru_lm_forward(tg_gru_lm *m, tg_tape *t, const tg_index *x, 
 }
 
 tg_tensor *tg_gru_lm_init_hidden(const tg_gru_lm *m, int64_t batch) {
+    TG_CHECK_ARG(m);
     const tg_rnn_options *o = &m->gru->base.options;
     return tg_tensor_zeros(TG_SHAPE(o->num_layers, batch, o->hidden_size));
 }
 
 tg_tensor *tg_gru_lm_detach(tg_tensor *into, const tg_tensor *hidden) {
+    TG_CHECK_TENSOR(hidden);
+    if (into) TG_CHECK_TENSOR(into);
     if (!into) into = tg_tensor_new(hidden->ndim, hidden->shape);
     if (!into->owned || !tg_shape_equal(into, hidden)) {
         char a[160], b[160];
@@ -61,7 +68,10 @@ tg_tensor *tg_gru_lm_detach(tg_tensor *into, const tg_tensor *hidden) {
     return into;
 }
 
-tg_params *tg_gru_lm_params(tg_gru_lm *m) { return m->params; }
+tg_params *tg_gru_lm_params(tg_gru_lm *m) {
+    TG_CHECK_ARG(m);
+    return m->params;
+}
 
 void tg_gru_lm_free(tg_gru_lm *m) {
     if (!m) return;

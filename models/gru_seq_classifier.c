@@ -25,13 +25,18 @@ tg_gru_seq_classifier *tg_gru_seq_classifier_new(int64_t input_size, int64_t hid
 }
 
 tg_tensor *tg_gru_seq_classifier_forward(tg_gru_seq_classifier *m, tg_tape *t, tg_tensor *x) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, x);
     /* output, _ = self.gru(x) */
     tg_tensor *output = tg_gru_forward(m->gru, t, x, NULL).output;
     /* output = self.fc(output[-1]) */
     return tg_linear_forward(m->fc, t, tg_select(t, output, 0, -1));
 }
 
-tg_params *tg_gru_seq_classifier_params(tg_gru_seq_classifier *m) { return m->params; }
+tg_params *tg_gru_seq_classifier_params(tg_gru_seq_classifier *m) {
+    TG_CHECK_ARG(m);
+    return m->params;
+}
 
 void tg_gru_seq_classifier_free(tg_gru_seq_classifier *m) {
     if (!m) return;

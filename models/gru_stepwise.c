@@ -34,6 +34,9 @@ tg_gru_stepwise *tg_gru_stepwise_new(int64_t input_size, int64_t hidden_size,
 
 tg_gru_stepwise_output tg_gru_stepwise_forward(tg_gru_stepwise *m, tg_tape *t, tg_tensor *input,
                                                tg_tensor *hidden) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, input);
+    TG_CHECK_INPUT_OPT(t, hidden);
     const int64_t N = input->ndim > 1 ? input->shape[0] : 1;
     /* output, hidden = self.gru(input.view(1, N, -1), hidden) */
     tg_rnn_result r = tg_gru_forward(m->gru, t, tg_reshape(t, input, TG_SHAPE(1, N, -1)), hidden);
@@ -44,10 +47,14 @@ tg_gru_stepwise_output tg_gru_stepwise_forward(tg_gru_stepwise *m, tg_tape *t, t
 }
 
 tg_tensor *tg_gru_stepwise_init_hidden(const tg_gru_stepwise *m, int64_t batch) {
+    TG_CHECK_ARG(m);
     return tg_tensor_zeros(TG_SHAPE(1, batch, m->hidden_size)); /* torch.zeros(1, 1, hidden_size) */
 }
 
-tg_params *tg_gru_stepwise_params(tg_gru_stepwise *m) { return m->params; }
+tg_params *tg_gru_stepwise_params(tg_gru_stepwise *m) {
+    TG_CHECK_ARG(m);
+    return m->params;
+}
 
 void tg_gru_stepwise_free(tg_gru_stepwise *m) {
     if (!m) return;

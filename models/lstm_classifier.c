@@ -37,6 +37,9 @@ tg_lstm_classifier *tg_lstm_classifier_new(int64_t vocab_size, int64_t embedding
 }
 
 tg_tensor *tg_lstm_classifier_forward(tg_lstm_classifier *m, tg_tape *t, const tg_index *tokens) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_ARG(t);
+    TG_CHECK_INDEX_INPUT(t, tokens);
     /* x = self.embedding(x) */
     tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens);   /* (B, T, E) */
     /* x, _ = self.lstm(x) */
@@ -45,7 +48,10 @@ tg_tensor *tg_lstm_classifier_forward(tg_lstm_classifier *m, tg_tape *t, const t
     return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1));     /* (B, C) */
 }
 
-tg_params *tg_lstm_classifier_params(tg_lstm_classifier *m) { return m->params; }
+tg_params *tg_lstm_classifier_params(tg_lstm_classifier *m) {
+    TG_CHECK_ARG(m);
+    return m->params;
+}
 
 void tg_lstm_classifier_free(tg_lstm_classifier *m) {
     if (!m) return;

@@ -31,6 +31,7 @@
 tg_transformer_model *tg_transformer_model_new_ex(int64_t vocab_size,
                                                   const tg_transformer_options *opts,
                                                   int num_encoder_layers, int num_decoder_layers) {
+    TG_CHECK_ARG(opts);
     if (opts->batch_first)
         tg_fail("tg_transformer_model_new_ex: the model is sequence-first (src (S, N), tgt (T, N)); "
                 "batch_first must be false");
@@ -65,6 +66,10 @@ static tg_tensor *causal_mask(tg_tape *t, int64_t n) {
 
 tg_tensor *tg_transformer_model_forward(tg_transformer_model *m, tg_tape *t, const tg_index *src,
                                         const tg_index *tgt) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_ARG(t);
+    TG_CHECK_INDEX_INPUT(t, src);
+    TG_CHECK_INDEX_INPUT(t, tgt);
     char a[96], b[96];
     if (src->ndim != 2 || tgt->ndim != 2 || src->shape[1] != tgt->shape[1])
         tg_fail("tg_transformer_model_forward: src %s and tgt %s must be (S, N) and (T, N) token "
@@ -82,7 +87,10 @@ tg_tensor *tg_transformer_model_forward(tg_transformer_model *m, tg_tape *t, con
     return tg_linear_forward(m->linear, t, y);                  /* (T, N, vocab) */
 }
 
-tg_params *tg_transformer_model_params(tg_transformer_model *m) { return m->params; }
+tg_params *tg_transformer_model_params(tg_transformer_model *m) {
+    TG_CHECK_ARG(m);
+    return m->params;
+}
 
 void tg_transformer_model_free(tg_transformer_model *m) {
     if (!m) return;

@@ -113,6 +113,12 @@ static tg_tensor *apply_masks(const tg_mha *m, tg_tape *t, tg_tensor *scores, in
 
 tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
                              tg_tensor *value, const tg_mha_masks *masks, bool need_weights) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, query, key, value);
+    if (masks) {
+        TG_CHECK_INPUT_OPT(t, masks->attn_mask);
+        TG_CHECK_INPUT_OPT(t, masks->key_padding_mask);
+    }
     check_input(m, "query", query);
     check_input(m, "key", key);
     check_input(m, "value", value);
@@ -197,12 +203,18 @@ void tg_additive_attention_free(tg_additive_attention *m) {
 }
 
 tg_tensor *tg_additive_attention_project(tg_additive_attention *m, tg_tape *t, tg_tensor *enc) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, enc);
     return tg_linear_forward(m->W_a, t, enc); /* W_a h_t + b_a for every t: (N, T, attn) */
 }
 
 tg_attention_output tg_additive_attention_forward(tg_additive_attention *m, tg_tape *t,
                                                   tg_tensor *enc, tg_tensor *enc_proj, tg_tensor *s,
                                                   const tg_tensor *source_mask) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, enc, s);
+    TG_CHECK_INPUT_OPT(t, enc_proj);
+    TG_CHECK_INPUT_OPT(t, source_mask);
     char a[160], b[160];
     if (enc->ndim != 3 || s->ndim != 2 || s->shape[0] != enc->shape[0])
         tg_fail("additive_attention_forward: encoder states %s must be (N, T, enc) and the "

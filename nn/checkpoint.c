@@ -42,12 +42,14 @@ static tg_status check_replaceable(const char *path) {
 }
 
 tg_status tg_params_save(const tg_params *p, const char *path) {
+    if (!p) return tg_status_null_argument(__func__, "params");
+    TG_CHECK_ARG_STATUS(path);
     return tg_params_save_with(p, path, NULL);
 }
 
 tg_status tg_params_save_with(const tg_params *p, const char *path, const tg_save_options *opts) {
-    if (!p || !path)
-        return tg_status_set(TG_ERR_ARGUMENT, "tg_params_save: params or path is NULL");
+    if (!p) return tg_status_null_argument(__func__, "params");
+    TG_CHECK_ARG_STATUS(path);
     if (!(opts && opts->force)) {
         const tg_status s = check_replaceable(path);
         if (s != TG_OK) return s;
@@ -153,13 +155,15 @@ static tg_status check_values(const tg_st_entry *e, const char *path, bool is_co
 }
 
 tg_status tg_params_load(tg_params *p, const char *path, bool allow_extra) {
+    if (!p) return tg_status_null_argument(__func__, "params");
+    TG_CHECK_ARG_STATUS(path);
     const tg_load_options opts = {.allow_extra = allow_extra};
     return tg_params_load_with(p, path, &opts);
 }
 
 tg_status tg_params_load_with(tg_params *p, const char *path, const tg_load_options *opts) {
-    if (!p || !path)
-        return tg_status_set(TG_ERR_ARGUMENT, "tg_params_load: params or path is NULL");
+    if (!p) return tg_status_null_argument(__func__, "params");
+    TG_CHECK_ARG_STATUS(path);
     const tg_load_options defaults = {0};
     if (!opts) opts = &defaults;
     tg_safetensors_remove_stale_temps(path);

@@ -78,6 +78,8 @@ static tg_tensor *find_step(const tg_gate_trace *tr, const tg_tape *tape, const 
 }
 
 void tg_gate_trace_capture(tg_gate_trace *tr, const tg_tape *tape, const char *suffix) {
+    TG_CHECK_ARG(tr);
+    TG_CHECK_ARG(tape);
     const int64_t T = tr->steps, Hd = tr->hidden;
     for (int64_t t = 0; t < T; t++) {
         for (int g = 0; g < tr->n_gates; g++) {
@@ -123,11 +125,15 @@ static double grad_norm_of(const tg_gate_trace *tr, const tg_tensor *x, double *
 }
 
 void tg_gate_trace_read_grads(tg_gate_trace *tr) {
+    TG_CHECK_ARG(tr);
     for (int64_t t = 0; t < tr->steps; t++) {
         if (!tr->h[t])
             tg_fail("tg_gate_trace_read_grads: step %lld was not captured (call "
                     "tg_gate_trace_capture after the forward, before backward)",
                     (long long)t);
+        /* the captured tensors live until the tape's reset: read them before it */
+        tg_tensor_check(__func__, "tr", tr->h[t]);
+        if (tr->c) tg_tensor_check(__func__, "tr", tr->c[t]);
         tr->grad_norm[t] = grad_norm_of(tr, tr->h[t], tr->grad, t);
         if (tr->c) tr->cell_grad_norm[t] = grad_norm_of(tr, tr->c[t], NULL, t);
     }

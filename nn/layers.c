@@ -26,6 +26,8 @@ tg_linear_layer *tg_linear_new(int64_t in_features, int64_t out_features, bool b
 }
 
 tg_tensor *tg_linear_forward(tg_linear_layer *m, tg_tape *t, tg_tensor *x) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, x);
     return tg_linear(t, x, m->weight, m->bias);
 }
 
@@ -64,6 +66,9 @@ tg_embedding_layer *tg_embedding_new(int64_t num_embeddings, int64_t embedding_d
 }
 
 tg_tensor *tg_embedding_forward(tg_embedding_layer *m, tg_tape *t, const tg_index *ids) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_ARG(t);
+    TG_CHECK_INDEX_INPUT(t, ids);
     return tg_embedding(t, m->weight, ids, m->padding_idx);
 }
 
@@ -76,6 +81,7 @@ void tg_embedding_free(tg_embedding_layer *m) {
 
 tg_layernorm *tg_layernorm_new(int ndim, const int64_t *normalized_shape, tg_real eps,
                                bool elementwise_affine) {
+    TG_CHECK_ARG(normalized_shape);
     if (ndim < 1 || ndim > TG_MAX_DIMS)
         tg_fail("layernorm_new: normalized_shape needs 1 to %d dims, got %d", TG_MAX_DIMS, ndim);
     tg_layernorm *m = tg_xcalloc(1, sizeof *m);
@@ -93,6 +99,8 @@ tg_layernorm *tg_layernorm_new(int ndim, const int64_t *normalized_shape, tg_rea
 }
 
 tg_tensor *tg_layernorm_forward(tg_layernorm *m, tg_tape *t, tg_tensor *x) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, x);
     /* the op checks x's trailing dims against the weight; without affine, check here */
     bool fits = x->ndim >= m->ndim;
     for (int i = 0; fits && i < m->ndim; i++) fits = x->shape[x->ndim - m->ndim + i] == m->shape[i];
@@ -114,5 +122,7 @@ void tg_layernorm_free(tg_layernorm *m) {
 }
 
 tg_tensor *tg_dropout_forward(const tg_dropout_layer *m, tg_tape *t, tg_tensor *x) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, x);
     return tg_dropout(t, x, m->p, tg_tape_is_training(t), m->rng);
 }

@@ -363,6 +363,7 @@ static void adam_update(tg_optim *opt, double lr) {
 }
 
 void tg_optim_update(tg_optim *opt) {
+    TG_CHECK_ARG(opt);
     const double lr = real3_get(opt->lr);
     if (opt->kind == OPTIM_SGD)
         sgd_update(opt, lr);
@@ -371,26 +372,36 @@ void tg_optim_update(tg_optim *opt) {
 }
 
 void tg_optim_zero_grad(tg_optim *opt) {
+    TG_CHECK_ARG(opt);
     for (size_t k = 0; k < opt->count; k++) tg_tensor_zero_grad(opt->params[k]);
 }
 
 void tg_optim_step(tg_optim *opt) {
+    TG_CHECK_ARG(opt);
     tg_optim_update(opt);
     tg_optim_zero_grad(opt);
 }
 
-double tg_optim_lr(const tg_optim *opt) { return real3_get(opt->lr); }
+double tg_optim_lr(const tg_optim *opt) {
+    TG_CHECK_ARG(opt);
+    return real3_get(opt->lr);
+}
 
 void tg_optim_set_lr(tg_optim *opt, double lr) {
+    TG_CHECK_ARG(opt);
     if (!(lr >= 0)) tg_fail("tg_optim_set_lr: Invalid learning rate: %g", lr);
     real3_set(opt->lr, lr);
 }
 
 const char *tg_optim_kind_name(const tg_optim *opt) {
+    TG_CHECK_ARG(opt);
     return opt->kind == OPTIM_SGD ? "SGD" : opt->kind == OPTIM_ADAM ? "Adam" : "AdamW";
 }
 
-tg_params *tg_optim_state(tg_optim *opt) { return opt->state; }
+tg_params *tg_optim_state(tg_optim *opt) {
+    TG_CHECK_ARG(opt);
+    return opt->state;
+}
 
 /* ---- clipping ---- */
 
@@ -477,6 +488,7 @@ KERNEL void norm_tensor_kernel(const tg_real *x, int64_t n, double p, tg_real *o
 KERNEL_DISPATCH(norm_tensor, (const tg_real *x, int64_t n, double p, tg_real *out), (x, n, p, out))
 
 double tg_clip_grad_norm(const tg_params *params, double max_norm, double norm_type) {
+    TG_CHECK_ARG(params);
     if (!(norm_type > 0))
         tg_fail("tg_clip_grad_norm: norm_type must be > 0 or INFINITY, got %g", norm_type);
     if (isnan(max_norm)) tg_fail("tg_clip_grad_norm: max_norm is NaN");
@@ -510,6 +522,7 @@ double tg_clip_grad_norm(const tg_params *params, double max_norm, double norm_t
 }
 
 void tg_clip_grad_value(const tg_params *params, double clip_value) {
+    TG_CHECK_ARG(params);
     if (!(clip_value >= 0))
         tg_fail("tg_clip_grad_value: clip_value must be >= 0, got %g", clip_value);
     const tg_real hi = (tg_real)clip_value, lo = -hi;

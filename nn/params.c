@@ -24,6 +24,8 @@ static char *string_copy(const char *s) {
 }
 
 static void params_add(tg_params *p, const char *name, tg_tensor *t, bool is_count) {
+    if (!p) tg_fail_null_argument("tg_params_add", "params");
+    tg_tensor_check("tg_params_add", "t", t);
     if (!name || !name[0]) tg_fail("params_add: a parameter needs a name");
     if (!t->owned)
         tg_fail("params_add: '%s' must be a long-lived tensor, not an op's output", name);
@@ -54,6 +56,8 @@ void tg_params_add_count(tg_params *p, const char *name, tg_tensor *t) {
 }
 
 void tg_params_extend(tg_params *p, const char *prefix, const tg_params *child) {
+    if (!p) tg_fail_null_argument(__func__, "params");
+    TG_CHECK_ARG(child);
     for (size_t i = 0; i < child->count; i++) {
         const bool is_count = child->is_count[i];
         if (!prefix || !prefix[0]) {
@@ -69,16 +73,20 @@ void tg_params_extend(tg_params *p, const char *prefix, const tg_params *child) 
 }
 
 tg_tensor *tg_params_find(const tg_params *p, const char *name) {
+    if (!p) tg_fail_null_argument(__func__, "params");
+    TG_CHECK_ARG(name);
     for (size_t i = 0; i < p->count; i++)
         if (strcmp(p->names[i], name) == 0) return p->tensors[i];
     return NULL;
 }
 
 void tg_params_zero_grad(const tg_params *p) {
+    if (!p) tg_fail_null_argument(__func__, "params");
     for (size_t i = 0; i < p->count; i++) tg_tensor_zero_grad(p->tensors[i]);
 }
 
 int64_t tg_params_numel(const tg_params *p) {
+    if (!p) tg_fail_null_argument(__func__, "params");
     int64_t n = 0;
     for (size_t i = 0; i < p->count; i++) n += p->tensors[i]->numel;
     return n;

@@ -101,6 +101,16 @@ tg_lstm *tg_lstm_new(tg_rnn_options o) {
     return recurrent_new(sizeof(tg_lstm), TG_CELL_LSTM, o, "tg_lstm_new");
 }
 
+/* The entry checks of a module's or a cell's forward (`op`): the tape, the input and the
+ * states given (NULL states are zeros). */
+static void forward_entry_check(const char *op, tg_tape *t, const tg_tensor *x, const char *h_name,
+                                const tg_tensor *h, const char *c_name, const tg_tensor *c) {
+    if (!t) tg_fail_null_argument(op, "t");
+    tg_tape_check_input(t, op, "x", x);
+    if (h) tg_tape_check_input(t, op, h_name, h);
+    if (c) tg_tape_check_input(t, op, c_name, c);
+}
+
 /* An initial state must be (D·layers, N, H) (unbatched: (D·layers, H)). */
 static void check_initial_state(const char *op, const char *what, const tg_tensor *s, bool batched,
                                 int64_t DL, int64_t N, int64_t H) {
@@ -122,6 +132,7 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
                                        tg_cell_kind family, tg_tensor *x, tg_tensor *h0,
                                        tg_tensor *c0) {
     char d[160];
+    forward_entry_check(op, t, x, "h0", h0, "c0", c0);
     const tg_rnn_options *o = &m->options;
     if (kind_for(family, o->nonlinearity, o->reset_after, op) != m->kind)
         tg_fail("%s: the module was built as a %s; its options (nonlinearity, reset_after) no "
@@ -190,25 +201,43 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
 }
 
 tg_rnn_result tg_rnn_forward(tg_rnn *m, tg_tape *t, tg_tensor *x, tg_tensor *h0) {
-    return recurrent_forward(&m->base, t, "tg_rnn_forward", TG_CELL_RNN_TANH, x, h0, NULL);
+    TG_CHECK_ARG(m);
+    return recurrent_forward(&m->base, t, __func__, TG_CELL_RNN_TANH, x, h0, NULL);
 }
+
 tg_rnn_result tg_gru_forward(tg_gru *m, tg_tape *t, tg_tensor *x, tg_tensor *h0) {
-    return recurrent_forward(&m->base, t, "tg_gru_forward", TG_CELL_GRU, x, h0, NULL);
+    TG_CHECK_ARG(m);
+    return recurrent_forward(&m->base, t, __func__, TG_CELL_GRU, x, h0, NULL);
 }
+
 tg_rnn_result tg_lstm_forward(tg_lstm *m, tg_tape *t, tg_tensor *x, tg_tensor *h0, tg_tensor *c0) {
-    return recurrent_forward(&m->base, t, "tg_lstm_forward", TG_CELL_LSTM, x, h0, c0);
+    TG_CHECK_ARG(m);
+    return recurrent_forward(&m->base, t, __func__, TG_CELL_LSTM, x, h0, c0);
 }
+
 tg_rnn_result tg_recurrent_forward(tg_recurrent *m, tg_tape *t, tg_tensor *x, tg_tensor *h0,
                                    tg_tensor *c0) {
+    TG_CHECK_ARG(m);
     if (c0 && m->kind != TG_CELL_LSTM)
         tg_fail("tg_recurrent_forward: c0 is for an LSTM, and the module is a %s",
                 tg_cell_kind_name(m->kind));
     return recurrent_forward(m, t, "tg_recurrent_forward", family_of(m->kind), x, h0, c0);
 }
 
-tg_params *tg_rnn_params(tg_rnn *m) { return m->base.params; }
-tg_params *tg_gru_params(tg_gru *m) { return m->base.params; }
-tg_params *tg_lstm_params(tg_lstm *m) { return m->base.params; }
+tg_params *tg_rnn_params(tg_rnn *m) {
+    TG_CHECK_ARG(m);
+    return m->base.params;
+}
+
+tg_params *tg_gru_params(tg_gru *m) {
+    TG_CHECK_ARG(m);
+    return m->base.params;
+}
+
+tg_params *tg_lstm_params(tg_lstm *m) {
+    TG_CHECK_ARG(m);
+    return m->base.params;
+}
 
 /* m is the first member of its module, so it is also the address recurrent_new allocated. */
 void tg_recurrent_free(tg_recurrent *m) {
@@ -281,6 +310,7 @@ static void check_cell_state(const char *op, const char *what, const tg_tensor *
 static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, const char *op, tg_cell_kind family,
                                  tg_tensor *x, tg_tensor *h, tg_tensor *c) {
     char d[160];
+    forward_entry_check(op, t, x, "h", h, "c", c);
     const tg_cell_options *o = &m->options;
     if (kind_for(family, o->nonlinearity, o->reset_after, op) != m->kind)
         tg_fail("%s: the cell was built as a %s; its options (nonlinearity, reset_after) no "
@@ -314,25 +344,43 @@ static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, const char *op, tg_cell
 }
 
 tg_tensor *tg_rnn_cell_forward(tg_rnn_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h) {
-    return cell_forward(&m->base, t, "tg_rnn_cell_forward", TG_CELL_RNN_TANH, x, h, NULL).h;
+    TG_CHECK_ARG(m);
+    return cell_forward(&m->base, t, __func__, TG_CELL_RNN_TANH, x, h, NULL).h;
 }
+
 tg_tensor *tg_gru_cell_forward(tg_gru_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h) {
-    return cell_forward(&m->base, t, "tg_gru_cell_forward", TG_CELL_GRU, x, h, NULL).h;
+    TG_CHECK_ARG(m);
+    return cell_forward(&m->base, t, __func__, TG_CELL_GRU, x, h, NULL).h;
 }
+
 tg_rnn_state tg_lstm_cell_forward(tg_lstm_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h,
                                   tg_tensor *c) {
-    return cell_forward(&m->base, t, "tg_lstm_cell_forward", TG_CELL_LSTM, x, h, c);
+    TG_CHECK_ARG(m);
+    return cell_forward(&m->base, t, __func__, TG_CELL_LSTM, x, h, c);
 }
+
 tg_rnn_state tg_cell_forward(tg_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h, tg_tensor *c) {
+    TG_CHECK_ARG(m);
     if (c && m->kind != TG_CELL_LSTM)
         tg_fail("tg_cell_forward: c is for an LSTM cell, and the cell is a %s",
                 tg_cell_kind_name(m->kind));
     return cell_forward(m, t, "tg_cell_forward", family_of(m->kind), x, h, c);
 }
 
-tg_params *tg_rnn_cell_params(tg_rnn_cell *m) { return m->base.params; }
-tg_params *tg_gru_cell_params(tg_gru_cell *m) { return m->base.params; }
-tg_params *tg_lstm_cell_params(tg_lstm_cell *m) { return m->base.params; }
+tg_params *tg_rnn_cell_params(tg_rnn_cell *m) {
+    TG_CHECK_ARG(m);
+    return m->base.params;
+}
+
+tg_params *tg_gru_cell_params(tg_gru_cell *m) {
+    TG_CHECK_ARG(m);
+    return m->base.params;
+}
+
+tg_params *tg_lstm_cell_params(tg_lstm_cell *m) {
+    TG_CHECK_ARG(m);
+    return m->base.params;
+}
 
 /* m is the first member of its cell, so it is also the address cell_new allocated. */
 void tg_cell_free(tg_cell *m) {

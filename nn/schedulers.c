@@ -33,7 +33,7 @@ struct tg_scheduler {
 };
 
 static tg_scheduler *scheduler_new(sched_kind kind, tg_optim *opt, const char *fn) {
-    if (!opt) tg_fail("%s: the optimizer is NULL", fn);
+    if (!opt) tg_fail_null_argument(fn, "opt");
     tg_scheduler *s = tg_xcalloc(1, sizeof *s);
     s->kind = kind;
     s->opt = opt;
@@ -86,16 +86,26 @@ static double next_lr(const tg_scheduler *s, int64_t e, double lr) {
 }
 
 void tg_scheduler_step(tg_scheduler *s) {
+    TG_CHECK_ARG(s);
     const int64_t e = (int64_t)s->last_epoch->data[0] + 1;
     tg_optim_set_lr(s->opt, next_lr(s, e, tg_optim_lr(s->opt)));
     s->last_epoch->data[0] = (tg_real)e;
 }
 
-double tg_scheduler_last_lr(const tg_scheduler *s) { return tg_optim_lr(s->opt); }
+double tg_scheduler_last_lr(const tg_scheduler *s) {
+    TG_CHECK_ARG(s);
+    return tg_optim_lr(s->opt);
+}
 
-int64_t tg_scheduler_last_epoch(const tg_scheduler *s) { return (int64_t)s->last_epoch->data[0]; }
+int64_t tg_scheduler_last_epoch(const tg_scheduler *s) {
+    TG_CHECK_ARG(s);
+    return (int64_t)s->last_epoch->data[0];
+}
 
-tg_params *tg_scheduler_state(tg_scheduler *s) { return s->state; }
+tg_params *tg_scheduler_state(tg_scheduler *s) {
+    TG_CHECK_ARG(s);
+    return s->state;
+}
 
 void tg_scheduler_free(tg_scheduler *s) {
     if (!s) return;

@@ -55,6 +55,7 @@ static tg_tensor *sublayer(const tg_transformer_options *o, tg_tape *t, tg_layer
 /* ---- encoder layer ---- */
 
 tg_encoder_layer *tg_encoder_layer_new(const tg_transformer_options *opts) {
+    TG_CHECK_ARG(opts);
     tg_encoder_layer *m = tg_xcalloc(1, sizeof *m);
     m->opts = *opts;
     /* children in PyTorch's construction (and RNG draw) order */
@@ -72,8 +73,11 @@ tg_encoder_layer *tg_encoder_layer_new(const tg_transformer_options *opts) {
     return m;
 }
 
-tg_tensor *tg_encoder_layer_forward(tg_encoder_layer *m, tg_tape *t, tg_tensor *x,
+tg_tensor *tg_encoder_layer_forward(tg_encoder_layer *m, tg_tape *t, tg_tensor *src,
                                     const tg_mha_masks *src_masks) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, src);
+    tg_tensor *x = src;
     /* x = sublayer1(x, SA);  x = sublayer2(x, FF) */
     x = sublayer(&m->opts, t, m->norm1, x,
                  &(sublayer_fn){.attn = m->self_attn, .masks = src_masks});
@@ -93,6 +97,7 @@ void tg_encoder_layer_free(tg_encoder_layer *m) {
 /* ---- decoder layer ---- */
 
 tg_decoder_layer *tg_decoder_layer_new(const tg_transformer_options *opts) {
+    TG_CHECK_ARG(opts);
     tg_decoder_layer *m = tg_xcalloc(1, sizeof *m);
     m->opts = *opts;
     m->self_attn = tg_mha_new(opts->d_model, opts->nhead, opts->dropout, true, opts->batch_first);
@@ -114,9 +119,12 @@ tg_decoder_layer *tg_decoder_layer_new(const tg_transformer_options *opts) {
     return m;
 }
 
-tg_tensor *tg_decoder_layer_forward(tg_decoder_layer *m, tg_tape *t, tg_tensor *x, tg_tensor *mem,
-                                    const tg_mha_masks *tgt_masks,
+tg_tensor *tg_decoder_layer_forward(tg_decoder_layer *m, tg_tape *t, tg_tensor *tgt,
+                                    tg_tensor *memory, const tg_mha_masks *tgt_masks,
                                     const tg_mha_masks *memory_masks) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, tgt, memory);
+    tg_tensor *x = tgt, *mem = memory;
     /* x = sublayer1(x, SA);  x = sublayer2(x, CA with the memory);  x = sublayer3(x, FF)
      * (pre-norm normalises x, never the memory) */
     x = sublayer(&m->opts, t, m->norm1, x,
@@ -182,14 +190,18 @@ static tg_params *decoder_layer_params(void *m) { return ((tg_decoder_layer *)m)
 
 tg_transformer_encoder *tg_transformer_encoder_new(const tg_transformer_options *opts,
                                                    int num_layers, bool final_norm) {
+    TG_CHECK_ARG(opts);
     tg_transformer_encoder *m = tg_xcalloc(1, sizeof *m);
     m->layers = stack_new("transformer_encoder_new", opts, m->num_layers = num_layers, final_norm,
                           make_encoder_layer, encoder_layer_params, &m->norm, &m->params);
     return m;
 }
 
-tg_tensor *tg_transformer_encoder_forward(tg_transformer_encoder *m, tg_tape *t, tg_tensor *x,
+tg_tensor *tg_transformer_encoder_forward(tg_transformer_encoder *m, tg_tape *t, tg_tensor *src,
                                           const tg_mha_masks *src_masks) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, src);
+    tg_tensor *x = src;
     for (int i = 0; i < m->num_layers; i++)
         x = tg_encoder_layer_forward(m->layers[i], t, x, src_masks);
     return m->norm ? tg_layernorm_forward(m->norm, t, x) : x;
@@ -206,15 +218,19 @@ void tg_transformer_encoder_free(tg_transformer_encoder *m) {
 
 tg_transformer_decoder *tg_transformer_decoder_new(const tg_transformer_options *opts,
                                                    int num_layers, bool final_norm) {
+    TG_CHECK_ARG(opts);
     tg_transformer_decoder *m = tg_xcalloc(1, sizeof *m);
     m->layers = stack_new("transformer_decoder_new", opts, m->num_layers = num_layers, final_norm,
                           make_decoder_layer, decoder_layer_params, &m->norm, &m->params);
     return m;
 }
 
-tg_tensor *tg_transformer_decoder_forward(tg_transformer_decoder *m, tg_tape *t, tg_tensor *x,
+tg_tensor *tg_transformer_decoder_forward(tg_transformer_decoder *m, tg_tape *t, tg_tensor *tgt,
                                           tg_tensor *memory, const tg_mha_masks *tgt_masks,
                                           const tg_mha_masks *memory_masks) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, tgt, memory);
+    tg_tensor *x = tgt;
     for (int i = 0; i < m->num_layers; i++)
         x = tg_decoder_layer_forward(m->layers[i], t, x, memory, tgt_masks, memory_masks);
     return m->norm ? tg_layernorm_forward(m->norm, t, x) : x;
@@ -233,6 +249,7 @@ void tg_transformer_decoder_free(tg_transformer_decoder *m) {
 
 tg_transformer *tg_transformer_new(const tg_transformer_options *opts, int num_encoder_layers,
                                    int num_decoder_layers) {
+    TG_CHECK_ARG(opts);
     tg_transformer *m = tg_xcalloc(1, sizeof *m);
     m->encoder = tg_transformer_encoder_new(opts, num_encoder_layers, true);
     m->decoder = tg_transformer_decoder_new(opts, num_decoder_layers, true);
@@ -249,6 +266,8 @@ tg_transformer *tg_transformer_new(const tg_transformer_options *opts, int num_e
 tg_tensor *tg_transformer_forward(tg_transformer *m, tg_tape *t, tg_tensor *src, tg_tensor *tgt,
                                   const tg_mha_masks *src_masks, const tg_mha_masks *tgt_masks,
                                   const tg_mha_masks *memory_masks) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_OP(t, src, tgt);
     tg_tensor *memory = tg_transformer_encoder_forward(m->encoder, t, src, src_masks);
     return tg_transformer_decoder_forward(m->decoder, t, tgt, memory, tgt_masks, memory_masks);
 }

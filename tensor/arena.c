@@ -14,16 +14,17 @@ struct tg_arena {
     arena_block *head; /* the block allocations come from; older blocks follow */
     size_t used_total, peak;
     uint64_t mallocs;
+    uint32_t generation; /* resets so far */
 };
 
-static arena_block *block_new(tg_arena *a, size_t size) {
+static arena_block *block_new(tg_arena *arena, size_t size) {
     arena_block *b = malloc(sizeof *b);
     void *base = NULL;
     if (!b || posix_memalign(&base, TG_ARENA_ALIGN, size) != 0) {
         free(b);
         tg_fail("arena: out of memory allocating a block of %zu bytes", size);
     }
-    a->mallocs += 2;
+    arena->mallocs += 2;
     b->next = NULL;
     b->size = size;
     b->used = 0;
@@ -37,80 +38,102 @@ static void block_free(arena_block *b) {
 }
 
 tg_arena *tg_arena_new(size_t first_block_bytes) {
-    tg_arena *a = tg_xcalloc(1, sizeof *a);
-    a->head = block_new(a, first_block_bytes ? first_block_bytes : (size_t)1 << 20);
-    return a;
+    tg_arena *arena = tg_xcalloc(1, sizeof *arena);
+    arena->head = block_new(arena, first_block_bytes ? first_block_bytes : (size_t)1 << 20);
+    return arena;
 }
 
-void tg_arena_free(tg_arena *a) {
-    if (!a) return;
-    for (arena_block *b = a->head, *next; b; b = next) {
+void tg_arena_free(tg_arena *arena) {
+    if (!arena) return;
+    for (arena_block *b = arena->head, *next; b; b = next) {
         next = b->next;
         block_free(b);
     }
-    free(a);
+    free(arena);
 }
 
-void *tg_arena_alloc(tg_arena *a, size_t bytes) {
+void *tg_arena_alloc(tg_arena *arena, size_t bytes) {
+    TG_CHECK_ARG(arena);
     const size_t need = (bytes + TG_ARENA_ALIGN - 1) & ~(size_t)(TG_ARENA_ALIGN - 1);
     if (need < bytes) tg_fail("arena: allocation of %zu bytes overflows", bytes);
-    arena_block *b = a->head;
+    arena_block *b = arena->head;
     if (b->size - b->used < need) {
         size_t size = b->size * 2;
         while (size < need) size *= 2;
-        b = block_new(a, size);
-        b->next = a->head;
-        a->head = b;
+        b = block_new(arena, size);
+        b->next = arena->head;
+        arena->head = b;
     }
     void *p = b->base + b->used;
     b->used += need;
-    a->used_total += need;
-    if (a->used_total > a->peak) a->peak = a->used_total;
+    arena->used_total += need;
+    if (arena->used_total > arena->peak) arena->peak = arena->used_total;
     return p;
 }
 
-void *tg_arena_calloc(tg_arena *a, size_t bytes) {
-    void *p = tg_arena_alloc(a, bytes);
+void *tg_arena_calloc(tg_arena *arena, size_t bytes) {
+    void *p = tg_arena_alloc(arena, bytes);
     memset(p, 0, bytes);
     return p;
 }
 
-void tg_arena_reset(tg_arena *a) {
+void tg_arena_reset(tg_arena *arena) {
+    TG_CHECK_ARG(arena);
+    arena->generation++;
     /* Several blocks, or one too small for the peak (blocks given back by a rewind): one
      * block of the peak holds a whole step, every allocation aligned as it was. */
-    if (a->head->next || a->head->size < a->peak) {
-        for (arena_block *b = a->head, *next; b; b = next) {
+    if (arena->head->next || arena->head->size < arena->peak) {
+        for (arena_block *b = arena->head, *next; b; b = next) {
             next = b->next;
             block_free(b);
         }
-        a->head = block_new(a, a->peak);
+        arena->head = block_new(arena, arena->peak);
     }
-    a->head->used = 0;
-    a->used_total = 0;
+    arena->head->used = 0;
+    arena->used_total = 0;
 }
 
-tg_arena_mark tg_arena_get_mark(const tg_arena *a) {
-    return (tg_arena_mark){a->head, a->head->used, a->used_total};
+tg_arena_mark tg_arena_get_mark(const tg_arena *arena) {
+    TG_CHECK_ARG(arena);
+    return (tg_arena_mark){arena->head, arena->head->used, arena->used_total};
 }
 
-void tg_arena_rewind(tg_arena *a, tg_arena_mark m) {
-    while (a->head != m.block) {
-        if (!a->head->next) tg_fail("arena: rewind to a mark of another arena or before a reset");
-        arena_block *b = a->head;
-        a->head = b->next;
+void tg_arena_rewind(tg_arena *arena, tg_arena_mark m) {
+    TG_CHECK_ARG(arena);
+    while (arena->head != m.block) {
+        if (!arena->head->next)
+            tg_fail("arena: rewind to a mark of another arena or before a reset");
+        arena_block *b = arena->head;
+        arena->head = b->next;
         block_free(b);
     }
-    a->head->used = m.used;
-    a->used_total = m.total;
+    arena->head->used = m.used;
+    arena->used_total = m.total;
 }
 
-size_t tg_arena_used(const tg_arena *a) { return a->used_total; }
-size_t tg_arena_peak(const tg_arena *a) { return a->peak; }
+size_t tg_arena_used(const tg_arena *arena) {
+    TG_CHECK_ARG(arena);
+    return arena->used_total;
+}
 
-size_t tg_arena_capacity(const tg_arena *a) {
+size_t tg_arena_peak(const tg_arena *arena) {
+    TG_CHECK_ARG(arena);
+    return arena->peak;
+}
+
+size_t tg_arena_capacity(const tg_arena *arena) {
+    TG_CHECK_ARG(arena);
     size_t total = 0;
-    for (const arena_block *b = a->head; b; b = b->next) total += b->size;
+    for (const arena_block *b = arena->head; b; b = b->next) total += b->size;
     return total;
 }
 
-uint64_t tg_arena_malloc_count(const tg_arena *a) { return a->mallocs; }
+uint64_t tg_arena_malloc_count(const tg_arena *arena) {
+    TG_CHECK_ARG(arena);
+    return arena->mallocs;
+}
+
+uint32_t tg_arena_generation(const tg_arena *arena) {
+    TG_CHECK_ARG(arena);
+    return arena->generation;
+}

@@ -16,6 +16,12 @@
 
 bool tg_broadcast_shapes(int n, const int *ndims, const int64_t *const *shapes, int *out_ndim,
                          int64_t *out_shape, int *bad_dim) {
+    if (n > 0) {
+        TG_CHECK_ARG(ndims);
+        TG_CHECK_ARG(shapes);
+    }
+    TG_CHECK_ARG(out_ndim);
+    TG_CHECK_ARG(out_shape);
     int nd = 0;
     for (int k = 0; k < n; k++) nd = ndims[k] > nd ? ndims[k] : nd;
     for (int j = 1; j <= nd; j++) { /* j-th dim from the end */
@@ -37,6 +43,11 @@ bool tg_broadcast_shapes(int n, const int *ndims, const int64_t *const *shapes, 
 }
 
 int tg_broadcast_tensors(const char *op, int n, const tg_tensor *const *ts, int64_t *out_shape) {
+    TG_CHECK_ARG(op);
+    TG_CHECK_ARG(ts);
+    TG_CHECK_ARG(out_shape);
+    for (int k = 0; k < n; k++)
+        if (!ts[k]) tg_fail("%s: operand %d of the broadcast is NULL", op, k);
     if (n < 1 || n > TG_BCAST_MAX_OPS) tg_fail("%s: %d operands to broadcast", op, n);
     int ndims[TG_BCAST_MAX_OPS], nd = 0, bad = 0;
     const int64_t *shapes[TG_BCAST_MAX_OPS];
@@ -68,6 +79,8 @@ int tg_broadcast_tensors(const char *op, int n, const tg_tensor *const *ts, int6
 }
 
 bool tg_broadcast_fits(int from_ndim, const int64_t *from, int to_ndim, const int64_t *to) {
+    if (from_ndim > 0) TG_CHECK_ARG(from);
+    if (to_ndim > 0) TG_CHECK_ARG(to);
     if (from_ndim > to_ndim) return false;
     for (int j = 1; j <= from_ndim; j++) {
         const int64_t s = from[from_ndim - j];
@@ -78,6 +91,10 @@ bool tg_broadcast_fits(int from_ndim, const int64_t *from, int to_ndim, const in
 
 void tg_bcast_init(tg_bcast *p, int out_ndim, const int64_t *out_shape, int n, const int *ndims,
                    const int64_t *const *shapes) {
+    TG_CHECK_ARG(p);
+    TG_CHECK_ARG(ndims);
+    TG_CHECK_ARG(shapes);
+    if (out_ndim > 0) TG_CHECK_ARG(out_shape);
     if (n < 1 || n > TG_BCAST_MAX_OPS)
         tg_fail("broadcast: %d operands (1 to %d supported)", n, TG_BCAST_MAX_OPS);
     for (int k = 0; k < n; k++)
@@ -127,6 +144,9 @@ void tg_bcast_init(tg_bcast *p, int out_ndim, const int64_t *out_shape, int n, c
 
 void tg_bcast_init_tensors(tg_bcast *p, int out_ndim, const int64_t *out_shape, int n,
                            const tg_tensor *const *ts) {
+    TG_CHECK_ARG(ts);
+    for (int k = 0; k < n && k < TG_BCAST_MAX_OPS; k++)
+        if (!ts[k]) tg_fail("tg_bcast_init_tensors: operand %d is NULL", k);
     int ndims[TG_BCAST_MAX_OPS];
     const int64_t *shapes[TG_BCAST_MAX_OPS];
     for (int k = 0; k < n && k < TG_BCAST_MAX_OPS; k++) {
@@ -137,6 +157,9 @@ void tg_bcast_init_tensors(tg_bcast *p, int out_ndim, const int64_t *out_shape, 
 }
 
 void tg_bcast_row_start(const tg_bcast *p, int64_t r, int64_t *idx, int64_t *off) {
+    TG_CHECK_ARG(p);
+    TG_CHECK_ARG(idx);
+    TG_CHECK_ARG(off);
     for (int k = 0; k < p->n_ops; k++) off[k] = 0;
     for (int d = p->ndim - 2; d >= 0; d--) {
         idx[d] = r % p->size[d];
@@ -265,6 +288,8 @@ static void sum_columns_range(int64_t t0, int64_t t1, void *arg) {
 
 void tg_broadcast_sum_to(tg_real *dx, int x_ndim, const int64_t *x_shape, const tg_real *g,
                          int g_ndim, const int64_t *g_shape, tg_real alpha) {
+    TG_CHECK_ARG(dx);
+    TG_CHECK_ARG(g);
     tg_bcast p;
     tg_bcast_init(&p, g_ndim, g_shape, 1, &x_ndim, &x_shape);
     const int64_t n = p.numel;
@@ -292,6 +317,8 @@ void tg_broadcast_sum_to(tg_real *dx, int x_ndim, const int64_t *x_shape, const 
 
 void tg_broadcast_expand(tg_real *y, int out_ndim, const int64_t *out_shape, const tg_real *x,
                          int x_ndim, const int64_t *x_shape) {
+    TG_CHECK_ARG(y);
+    TG_CHECK_ARG(x);
     tg_bcast p;
     tg_bcast_init(&p, out_ndim, out_shape, 1, &x_ndim, &x_shape);
     const int64_t inner = p.inner;

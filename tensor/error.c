@@ -41,6 +41,14 @@ _Noreturn void tg_fail(const char *fmt, ...) {
     abort(); /* a handler that returns cannot resume the computation */
 }
 
+_Noreturn void tg_fail_null_argument(const char *function, const char *argument) {
+    tg_fail("%s: argument '%s' is NULL", function, argument);
+}
+
+tg_status tg_status_null_argument(const char *function, const char *argument) {
+    return tg_status_set(TG_ERR_ARGUMENT, "%s: argument '%s' is NULL", function, argument);
+}
+
 void *tg_xmalloc(size_t size) {
     void *p = malloc(size ? size : 1);
     if (!p) tg_fail("out of memory allocating %zu bytes", size);

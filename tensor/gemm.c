@@ -506,6 +506,7 @@ static void tg_gemm_run(const tg_gemm_call *g, bool dots, int64_t m0, int64_t m1
 bool tg_gemm_prologue(const char *fn, bool trans_a, int64_t m, int64_t n, int64_t k, tg_real alpha,
                       int64_t lda, tg_real beta, tg_real *c, int64_t ldc) {
     if (m == 0 || n == 0) return false;
+    if (!c) tg_fail_null_argument(fn, "c");
     if (ldc < n) tg_fail("%s: ldc=%lld < n=%lld", fn, (long long)ldc, (long long)n);
     if (k == 0 || alpha == 0) {
         tg_gemm_scale(m, n, beta, c, ldc);
@@ -524,6 +525,8 @@ void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_rea
         tg_fail("tg_gemm: negative size m=%lld n=%lld k=%lld", (long long)m, (long long)n,
                 (long long)k);
     if (!tg_gemm_prologue("tg_gemm", trans_a, m, n, k, alpha, lda, beta, c, ldc)) return;
+    TG_CHECK_ARG(a);
+    TG_CHECK_ARG(b);
     if (ldb < (trans_b ? k : n))
         tg_fail("tg_gemm: ldb=%lld < %lld (trans_b=%d)", (long long)ldb,
                 (long long)(trans_b ? k : n), (int)trans_b);

@@ -95,6 +95,7 @@ void tg_gemm_prepacked(bool trans_a, int64_t m, int64_t n0, int64_t n1, tg_real 
                 "of %lld)",
                 (long long)m, (long long)n0, (long long)n1, (long long)pb->n, (long long)NR);
     if (!tg_gemm_prologue("tg_gemm_prepacked", trans_a, m, nc, k, alpha, lda, beta, c, ldc)) return;
+    if (!a) tg_fail_null_argument("tg_gemm_prepacked", "a");
     /* tg_gemm_tiles reads A in place (apack NULL) and the panels of each k block from
      * bpack; C's column 0 there is n0 here. */
     const tg_gemm_call g = {.kern = kern,

@@ -37,6 +37,7 @@ int tg_get_num_threads(void) {
 
 void tg_parallel_for(int64_t n, int64_t grain, tg_range_fn body, void *ctx) {
     if (n <= 0) return;
+    TG_CHECK_ARG(body);
     int threads = tg_get_num_threads();
     if (grain < 1) grain = 1;
     if (threads > n / grain) threads = (int)(n / grain);

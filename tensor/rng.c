@@ -7,6 +7,7 @@ static tg_rng default_rng;
 static bool default_seeded = false;
 
 void tg_rng_seed(tg_rng *rng, uint64_t seed) {
+    TG_CHECK_ARG(rng);
     /* init_genrand: s[0] = seed, s[i] = 1812433253 * (s[i-1] ^ (s[i-1] >> 30)) + i */
     rng->state[0] = (uint32_t)seed;
     for (int i = 1; i < 624; i++) {
@@ -27,6 +28,7 @@ static void rng_twist(tg_rng *rng) {
 }
 
 uint32_t tg_rng_next_u32(tg_rng *rng) {
+    TG_CHECK_ARG(rng);
     if (rng->index >= 624) rng_twist(rng);
     uint32_t y = rng->state[rng->index++];
     /* tempering */
@@ -38,6 +40,7 @@ uint32_t tg_rng_next_u32(tg_rng *rng) {
 }
 
 double tg_rng_uniform01(tg_rng *rng) {
+    TG_CHECK_ARG(rng);
     return (double)(tg_rng_next_u32(rng) & 0xFFFFFFu) * (1.0 / 16777216.0);
 }
 
@@ -54,14 +57,16 @@ void tg_manual_seed(uint64_t seed) {
     default_seeded = true;
 }
 
-/* PyTorch draws a float32 uniform as fl32(u * (double)fl32(fl32(hi) - fl32(lo)) + (double)fl32(lo)):
- * the range is a float32 subtraction, the product and sum are double, rounded once. */
+/* PyTorch draws a float32 uniform as fl32(u * (double)fl32(fl32(hi) - fl32(lo)) +
+ * (double)fl32(lo)): the range is a float32 subtraction, the product and sum are double, rounded
+ * once. */
 static tg_real uniform_draw(tg_rng *rng, float lo, float range) {
     const double u = tg_rng_uniform01(rng);
     return (tg_real)(float)(u * (double)range + (double)lo);
 }
 
 void tg_init_uniform(tg_tensor *t, tg_real lo, tg_real hi, tg_rng *rng) {
+    TG_CHECK_TENSOR(t);
     if (!rng) rng = tg_rng_default();
     const float flo = (float)lo, range = (float)hi - (float)lo;
     for (int64_t i = 0; i < t->numel; i++) t->data[i] = uniform_draw(rng, flo, range);
@@ -80,6 +85,7 @@ static void normal_block16(tg_real *d, tg_real mean, tg_real std) {
 }
 
 void tg_init_normal(tg_tensor *t, tg_real mean, tg_real std, tg_rng *rng) {
+    TG_CHECK_TENSOR(t);
     if (!rng) rng = tg_rng_default();
     const int64_t n = t->numel;
     tg_real *d = t->data;

@@ -691,7 +691,8 @@ void tg_safetensors_free(tg_safetensors *st) {
 }
 
 const tg_st_entry *tg_safetensors_find(const tg_safetensors *st, const char *name) {
-    if (!st || !name) return NULL;
+    TG_CHECK_ARG(st);
+    TG_CHECK_ARG(name);
     const st_file *f = (const st_file *)st;
     size_t lo = 0, hi = st->count; /* binary search over the name index */
     while (lo < hi) {
@@ -708,7 +709,8 @@ const tg_st_entry *tg_safetensors_find(const tg_safetensors *st, const char *nam
 }
 
 const char *tg_safetensors_meta(const tg_safetensors *st, const char *key) {
-    if (!st || !key) return NULL;
+    TG_CHECK_ARG(st);
+    TG_CHECK_ARG(key);
     for (size_t i = 0; i < st->meta_count; i++)
         if (strcmp(st->meta_keys[i], key) == 0) return st->meta_values[i];
     return NULL;

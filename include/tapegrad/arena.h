@@ -25,7 +25,8 @@ typedef struct tg_arena_mark {
 
 tg_arena *tg_arena_new(size_t first_block_bytes);
 void tg_arena_free(tg_arena *arena);
-/* 64-byte aligned, uninitialised. Never NULL (fails through tg_fail). */
+/* 64-byte aligned, uninitialised. Never NULL (fails through tg_fail). Every function here
+ * but tg_arena_free (NULL is fine) requires a non-NULL arena. */
 void *tg_arena_alloc(tg_arena *arena, size_t bytes);
 void *tg_arena_calloc(tg_arena *arena, size_t bytes); /* zero-filled */
 void tg_arena_reset(tg_arena *arena);
@@ -38,5 +39,8 @@ size_t tg_arena_peak(const tg_arena *arena);     /* the most bytes ever in use a
 size_t tg_arena_capacity(const tg_arena *arena); /* bytes held */
 /* malloc calls the arena has made since it was created (for the zero-malloc check). */
 uint64_t tg_arena_malloc_count(const tg_arena *arena);
+/* How many times the arena was reset (0 when new). A tensor made in the arena records the
+ * generation it was made in, so that one used after a reset is told from a live one. */
+uint32_t tg_arena_generation(const tg_arena *arena);
 
 #endif

@@ -42,8 +42,7 @@ typedef enum tg_status {
 /* The message of the last failed call that returned a tg_status (this thread). */
 const char *tg_error_message(void);
 /* Records a message for tg_error_message() and returns `code`; for library code. */
-tg_status tg_status_set(tg_status code, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+tg_status tg_status_set(tg_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Misuse inside a computation (shape mismatch, index out of range, ...) goes through
  * one handler. The default prints "tapegrad: <message>" to stderr and aborts. A test
@@ -54,6 +53,30 @@ typedef void (*tg_error_handler)(const char *message, void *user);
 tg_error_handler tg_error_set_handler(tg_error_handler handler, void *user);
 /* Formats a message and calls the handler. Does not return. */
 _Noreturn void tg_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- entry checks ----
+ * Every public function checks its pointer arguments on entry, before it reads anything
+ * through them, so that a NULL stops with a message that names the function and the
+ * argument ("tg_add: argument 'a' is NULL") instead of a crash. A NULL that has a documented
+ * meaning (an absent bias, h0 NULL = zeros, an optional mask) is not checked.
+ *   TG_CHECK_ARG(p)         stops through tg_fail, naming the enclosing function (__func__);
+ *   TG_CHECK_ARG_STATUS(p)  for functions that return a tg_status: returns TG_ERR_ARGUMENT
+ *                           with the same message (tg_error_message) instead.
+ * Every _free function accepts NULL.
+ * Where the code's name differs from the header's, the functions are called directly:
+ * if (!p) tg_fail_null_argument(__func__, "params").
+ * Tensor arguments have checks of their own that also see stale tensors: TG_CHECK_TENSOR
+ * (tapegrad/tensor.h) and TG_CHECK_INPUT (tapegrad/tape.h). */
+_Noreturn void tg_fail_null_argument(const char *function, const char *argument);
+tg_status tg_status_null_argument(const char *function, const char *argument);
+#define TG_CHECK_ARG(p)                                                                            \
+    do {                                                                                           \
+        if (!(p)) tg_fail_null_argument(__func__, #p);                                             \
+    } while (0)
+#define TG_CHECK_ARG_STATUS(p)                                                                     \
+    do {                                                                                           \
+        if (!(p)) return tg_status_null_argument(__func__, #p);                                    \
+    } while (0)
 
 /* Allocation that never returns NULL: on failure it calls tg_fail. */
 void *tg_xmalloc(size_t size);

@@ -1,7 +1,10 @@
 /* tapegrad/ops.h — the differentiable ops. Each takes the tape first, returns a new tensor
  * in the tape's arena, and records a node when an input requires grad. Inputs are never
  * modified. Misuse (shapes that do not fit, dims or indices out of range) stops through
- * the error handler with a message naming the op, the shapes and the tensor names.
+ * the error handler with a message naming the op, the shapes and the tensor names; so does
+ * a NULL tensor or tape, or a tensor made before the tape's last reset or on another tape
+ * (checked on entry, before anything is read: tapegrad/tape.h). A NULL is accepted only
+ * where it is documented (a bias, rng, indices, options: "may be NULL", "NULL = ...").
  * Each family's forward and backward live side by side in autograd/<family>.c.
  * Layer: autograd. */
 #ifndef TAPEGRAD_OPS_H
@@ -189,7 +192,8 @@ typedef struct tg_loss_options {
                                  broadcast to the input; no gradient */
     const tg_tensor *pos_weight; /* BCE with logits only, broadcast along the last dim */
 } tg_loss_options;
-/* PyTorch's defaults: mean, ignore_index -100, no smoothing, no weights. */
+/* PyTorch's defaults: mean, ignore_index -100, no smoothing, no weights. An `opts` of NULL
+ * below means these. */
 tg_loss_options tg_loss_defaults(void);
 /* Logits (N, C), (C), or (N, C, d1, ...) with class-index targets (N), (), (N, d1, ...). */
 tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const tg_index *targets);

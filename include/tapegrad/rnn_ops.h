@@ -74,6 +74,14 @@ int64_t tg_cell_weights_check(const char *op, tg_cell_kind kind, const tg_cell_w
 void tg_cell_inputs_check(const char *op, tg_cell_kind kind, const tg_cell_weights *w,
                           const tg_tensor *x, int x_ndim, const tg_tensor *h, const tg_tensor *c);
 
+/* The entry check of the recurrent ops (and modules): the tape, w, w->w_ih, w->w_hh and x
+ * must not be NULL; every tensor given (the biases and states may be NULL) must be of tape
+ * t and its generation, or long-lived (tapegrad/tape.h). `state_names` names h and c in
+ * messages ("h", "c" for a step, "h0", "c0" for a sequence). */
+void tg_cell_entry_check(const tg_tape *t, const char *op, const tg_cell_weights *w,
+                         const tg_tensor *x, const tg_tensor *h, const tg_tensor *c,
+                         const char *const state_names[2]);
+
 /* ---- fused ops (autograd/rnn.c, rnn_gru.c, rnn_lstm.c) ----
  * One step: x (B, in), h (B, H) or NULL (zeros), c (B, H) or NULL (LSTM only). One node. */
 tg_rnn_state tg_cell_step_fused(tg_tape *t, tg_cell_kind kind, const tg_cell_weights *w,

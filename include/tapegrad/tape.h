@@ -5,7 +5,36 @@
  * and, when recording is on and any input requires grad, appends a node: the op's name,
  * its inputs, its outputs and the function that maps output gradients to input gradients.
  * Nodes are appended in execution order, which is a topological order, so backward is a
- * single walk over the nodes in reverse. */
+ * single walk over the nodes in reverse.
+ *
+ * Lifetimes. Every tensor an op makes (and tg_tape_tensor, tg_tape_index) records its tape's
+ * arena and the tape's generation, the number of tg_tape_reset calls so far. Every op, every
+ * module's forward, backward and the tensor functions (tg_item, tg_tensor_fill, ...) check
+ * each tensor argument on entry, in O(1), before reading its data, and stop through tg_fail
+ * with the function, the argument, the tensor's shape and name and what happened:
+ *   "tg_add: argument 'b', tensor (3,) 'y', was made before tg_tape_reset (generation 3, the
+ *    tape is at 4)"                      — a tensor of an earlier step;
+ *   "tg_add: argument 'b', tensor (3,) 'y', was made on another tape" — a tensor of tape A
+ *    given to an op on tape B (so a graph on B never refers to A's memory, whatever
+ *    happens to A later).
+ * Long-lived tensors (tg_tensor_new ..., parameters) belong to no tape and pass anywhere.
+ * What makes the check reliable: tensor headers do not live in the arena (whose memory the
+ * next step reuses at once) but in two header pools that the tape alternates between, one
+ * per generation that made tensors; a reset rewinds the pool of the generation before last.
+ * So the header of a tensor of the previous step is left as it was, its generation stamp
+ * intact, for the whole next step, whatever ops run in it.
+ * What is detected:
+ *  - a tensor of the previous step (made before the last reset, in the last generation that
+ *    made tensors), used at any time before the following reset;
+ *  - a tensor of another tape that is still alive (reset or not);
+ *  - NULL anywhere a tensor is required.
+ * What is not detected:
+ *  - a tensor two or more steps old: its header's pool has been rewound and may hold a new
+ *    tensor's header at that very address, which then passes for it;
+ *  - a tensor of a tape that has been freed (tg_tape_free frees its headers too);
+ *  - reading t->data directly: only the library's functions check.
+ * The pools keep their memory across resets, as the arena does: from the third step on, a
+ * loop that records the same graph each step makes no malloc call. */
 #ifndef TAPEGRAD_TAPE_H
 #define TAPEGRAD_TAPE_H
 
@@ -25,6 +54,9 @@ typedef void (*tg_backward_fn)(tg_tape *tape, tg_node *node);
 
 struct tg_node {
     const char *op; /* "add", "matmul", ... (a string literal) */
+    /* its backward has run in a backward that did not retain the graph: another backward
+     * through it is a misuse (PyTorch frees the graph then) */
+    bool released;
     tg_tensor **in; /* inputs, in the arena */
     int n_in;
     tg_tensor **out; /* outputs, in the arena; most ops have one */
@@ -36,10 +68,14 @@ struct tg_node {
 };
 
 tg_tape *tg_tape_new(void);
-void tg_tape_free(tg_tape *tape);
-/* Forgets every node and recycles the arena: every tensor an op made is gone. Long-lived
- * tensors (parameters) keep their data and their accumulated gradients. */
+void tg_tape_free(tg_tape *tape); /* NULL is fine */
+/* Forgets every node and recycles the arena: every tensor an op made is gone (using one
+ * afterwards is stopped, see above). Long-lived tensors (parameters) keep their data and
+ * their accumulated gradients. */
 void tg_tape_reset(tg_tape *tape);
+/* The number of resets so far (0 for a new tape): the generation new tensors are stamped
+ * with. */
+uint32_t tg_tape_generation(const tg_tape *tape);
 
 /* With recording off (inference) ops still compute, but append no nodes. */
 void tg_tape_set_recording(tg_tape *tape, bool on);
@@ -55,12 +91,23 @@ size_t tg_tape_capacity(const tg_tape *tape);
 uint64_t tg_tape_malloc_count(const tg_tape *tape);
 
 /* Backward from a one-element loss (seed gradient 1). Gradients of intermediates are
- * recycled as soon as the op that made them has run its backward. */
+ * recycled as soon as the op that made them has run its backward.
+ * A backward releases the graph it went through, as PyTorch's does: a second backward that
+ * reaches a node the first went through is a misuse (tg_fail), unless every backward but
+ * the last passes retain_graph. With it, the gradients of the second backward add to those
+ * of the first in every leaf (parameters), as in PyTorch. */
 void tg_tape_backward(tg_tape *tape, tg_tensor *loss);
 /* Backward from any output with a given seed gradient (same numel as `out`). */
 void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed);
+typedef struct tg_backward_options {
+    const tg_real *seed; /* the gradient of `out`, out->numel values; NULL: 1 (one element) */
+    bool retain_graph;   /* keep the graph for another backward (PyTorch's retain_graph) */
+} tg_backward_options;
+/* Both of the above, and more: opts NULL = {NULL, false}, i.e. tg_tape_backward. */
+void tg_tape_backward_ex(tg_tape *tape, tg_tensor *out, const tg_backward_options *opts);
 /* After backward, an intermediate keeps its gradient only if tg_tensor_retain_grad was
- * called on it (leaves always do). Gradients of the last backward; reset clears them. */
+ * called on it (leaves always do). It holds the gradient of the last backward (PyTorch
+ * would add up those of backward calls through a retained graph); reset clears it. */
 void tg_tensor_retain_grad(tg_tensor *t);
 
 /* Zeroes the gradient of a long-lived tensor (no-op if it has none). */
@@ -92,11 +139,50 @@ tg_index *tg_tape_index_zeros(tg_tape *tape, int ndim, const int64_t *shape);
 tg_index *tg_tape_index_arange(tg_tape *tape, int32_t start, int32_t end);
 
 /* ---- for op implementers ---- */
+/* Entry checks: every op checks its tape and its tensor arguments first, before it reads
+ * anything through them (docs/writing-an-op.md):
+ *   TG_CHECK_ARG(t)              the tape, and any pointer that must not be NULL;
+ *   TG_CHECK_INPUT(t, x)         a tensor: not NULL, not made before the tape's last reset,
+ *                                not made on another tape (long-lived tensors pass);
+ *   TG_CHECK_INPUT_OPT(t, bias)  the same for a tensor whose NULL means something;
+ *   TG_CHECK_INDEX_INPUT(t, ids) the same for an index tensor.
+ * They name the enclosing function (__func__) and the argument as written; the functions
+ * take both explicitly (for arrays: "xs[2]"). */
+void tg_tape_check_input(const tg_tape *tape, const char *function, const char *argument,
+                         const tg_tensor *t);
+void tg_tape_check_index(const tg_tape *tape, const char *function, const char *argument,
+                         const tg_index *ix);
+#define TG_CHECK_INPUT(tape, t) tg_tape_check_input(tape, __func__, #t, t)
+#define TG_CHECK_INPUT_OPT(tape, t)                                                                \
+    do {                                                                                           \
+        if (t) tg_tape_check_input(tape, __func__, #t, t);                                         \
+    } while (0)
+#define TG_CHECK_INDEX_INPUT(tape, ix) tg_tape_check_index(tape, __func__, #ix, ix)
+/* An array of n tensors, each checked as TG_CHECK_INPUT does and named "xs[i]". */
+void tg_tape_check_inputs(const tg_tape *tape, const char *function, const char *argument, int n,
+                          const tg_tensor *const *ts);
+#define TG_CHECK_INPUTS(tape, xs, n)                                                               \
+    tg_tape_check_inputs(tape, __func__, #xs, n, (const tg_tensor *const *)(xs))
+/* The usual first line of an op: TG_CHECK_OP(t, a, b) checks the tape (not NULL) and each
+ * tensor as TG_CHECK_INPUT does, in one call. The arguments are named as written. */
+void tg_tape_check_op(const tg_tape *tape, const char *function, const char *tape_name,
+                      const char *names, int n, const tg_tensor *const *ts);
+#define TG_CHECK_OP(tape, ...)                                                                     \
+    tg_tape_check_op(                                                                              \
+        tape, __func__, #tape, #__VA_ARGS__,                                                       \
+        (int)(sizeof((const tg_tensor *const[]){__VA_ARGS__}) / sizeof(const tg_tensor *)),        \
+        (const tg_tensor *const[]){__VA_ARGS__})
 /* The arena of the tensors ops make (gradients have an arena of their own). */
 tg_arena *tg_tape_arena(tg_tape *tape);
+/* A new tensor over `data` that the op already has (a reshape's input, a run's buffer):
+ * no copy. Every tensor an op returns is made by one of the tg_tape_tensor* calls (its
+ * header stamped with the tape's generation). */
+tg_tensor *tg_tape_tensor_view(tg_tape *tape, tg_real *data, int ndim, const int64_t *shape);
 void *tg_tape_alloc(tg_tape *tape, size_t bytes);
 /* Appends a node if recording and any input requires grad, marks the outputs as requiring
- * grad and returns the node (for `saved`/args); otherwise returns NULL. */
+ * grad and returns the node (for `saved`/args); otherwise returns NULL. Inputs may be NULL
+ * (an absent bias); the others must be of this tape and generation (or long-lived), as
+ * the op's entry checks made sure. */
 tg_node *tg_tape_record(tg_tape *tape, const char *op, tg_backward_fn backward, int n_in,
                         tg_tensor *const *in, int n_out, tg_tensor *const *out);
 /* The gradient buffer of `t`, created zero-filled on first use; NULL if t needs no grad. */

@@ -6,7 +6,10 @@
  *  - long-lived tensors (parameters, data a program keeps) are made with tg_tensor_new*
  *    and freed with tg_tensor_free;
  *  - everything an op produces lives in the arena of the tape that made it and is
- *    recycled by tg_tape_reset (never free those). */
+ *    recycled by tg_tape_reset (never free those). Such a tensor records that arena and the
+ *    arena's generation (its count of resets) when it was made: the functions here and every
+ *    op compare the two, so a tensor used after the reset that recycled it is stopped by name
+ *    (what is and is not detected: tapegrad/tape.h). */
 #ifndef TAPEGRAD_TENSOR_H
 #define TAPEGRAD_TENSOR_H
 
@@ -18,7 +21,7 @@ struct tg_arena;
 
 typedef struct tg_tensor {
     tg_real *data;
-    tg_real *grad;          /* dL/d(this); NULL until backward reaches it */
+    tg_real *grad; /* dL/d(this); NULL until backward reaches it */
     int64_t shape[TG_MAX_DIMS];
     int ndim;
     int64_t numel;
@@ -26,6 +29,8 @@ typedef struct tg_tensor {
     bool retain_grad;       /* an intermediate that keeps its gradient after backward */
     bool owned;             /* long-lived (malloc'd data and grad), freed by tg_tensor_free */
     int32_t node;           /* index of the tape node that produced it, -1 for a leaf */
+    uint32_t generation;    /* the arena's generation when the tensor was made */
+    struct tg_arena *arena; /* the arena of the tape that made it; NULL when long-lived */
     char name[TG_NAME_MAX]; /* "" or a name shown in messages, tape listings, checkpoints */
 } tg_tensor;
 
@@ -36,7 +41,20 @@ typedef struct tg_index {
     int ndim;
     int64_t numel;
     bool owned;
+    uint32_t generation;    /* as for tg_tensor */
+    struct tg_arena *arena; /* NULL when long-lived */
 } tg_index;
+
+/* ---- entry checks ----
+ * Stops through tg_fail, naming `function` and `argument`, when t is NULL or was made in a
+ * tape's arena before its last reset ("tg_item: argument 't', tensor (2,) 'y', was made
+ * before tg_tape_reset (generation 3, the tape is at 4)"). TG_CHECK_TENSOR(t) names the
+ * enclosing function and the argument as written. Ops check more (the tape a tensor belongs
+ * to): TG_CHECK_INPUT in tapegrad/tape.h. */
+void tg_tensor_check(const char *function, const char *argument, const tg_tensor *t);
+void tg_index_check(const char *function, const char *argument, const tg_index *ix);
+#define TG_CHECK_TENSOR(t) tg_tensor_check(__func__, #t, t)
+#define TG_CHECK_INDEX(ix) tg_index_check(__func__, #ix, ix)
 
 /* ---- long-lived tensors (caller frees with tg_tensor_free) ---- */
 tg_tensor *tg_tensor_new(int ndim, const int64_t *shape); /* zero-filled */
@@ -54,7 +72,9 @@ void tg_index_free(tg_index *ix);
 
 /* Shape-literal helper: TG_SHAPE(2, 3) expands to (2, (const int64_t[]){2, 3}). */
 #define TG_SHAPE(...)                                                                              \
-    (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[]) { __VA_ARGS__ }
+    (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[]) {           \
+        __VA_ARGS__                                                                                \
+    }
 
 /* ---- shapes ---- */
 int64_t tg_shape_numel(int ndim, const int64_t *shape); /* fails on negative dims or overflow */
