@@ -72,6 +72,7 @@ void *tg_arena_alloc(tg_arena *arena, size_t bytes) {
 }
 
 void *tg_arena_calloc(tg_arena *arena, size_t bytes) {
+    TG_CHECK_ARG(arena);
     void *p = tg_arena_alloc(arena, bytes);
     memset(p, 0, bytes);
     return p;

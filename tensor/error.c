@@ -17,6 +17,7 @@ static _Thread_local char last_message[512];
 const char *tg_error_message(void) { return last_message; }
 
 tg_status tg_status_set(tg_status code, const char *fmt, ...) {
+    TG_CHECK_ARG(fmt);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_message, sizeof last_message, fmt, ap);
@@ -32,6 +33,7 @@ tg_error_handler tg_error_set_handler(tg_error_handler h, void *user) {
 }
 
 _Noreturn void tg_fail(const char *fmt, ...) {
+    TG_CHECK_ARG(fmt);
     char message[1024];
     va_list ap;
     va_start(ap, fmt);
