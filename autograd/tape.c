@@ -24,7 +24,6 @@ struct tg_tape {
     tg_node *nodes;        /* stb_ds dynamic array; keeps its capacity across resets */
     uint64_t node_mallocs; /* times `nodes` grew */
     bool recording;
-    bool training;
     bool anomaly; /* anomaly mode: check values and gradients (autograd/anomaly.c) */
 };
 
@@ -33,7 +32,6 @@ tg_tape *tg_tape_new(void) {
     tape->arena = tg_arena_new((size_t)1 << 20);
     tape->grads = tg_arena_new((size_t)1 << 20);
     tape->recording = true;
-    tape->training = true;
     return tape;
 }
 
@@ -64,8 +62,6 @@ uint64_t tg_tape_malloc_count(const tg_tape *tape) {
 
 void tg_tape_set_recording(tg_tape *tape, bool on) { tape->recording = on; }
 bool tg_tape_is_recording(const tg_tape *tape) { return tape->recording; }
-void tg_tape_set_training(tg_tape *tape, bool on) { tape->training = on; }
-bool tg_tape_is_training(const tg_tape *tape) { return tape->training; }
 tg_arena *tg_tape_arena(tg_tape *tape) { return tape->arena; }
 /* anomaly mode: the flag lives here, the checks in autograd/anomaly.c */
 void tg_tape_set_anomaly_detection(tg_tape *tape, bool on) { tape->anomaly = on; }

@@ -42,8 +42,8 @@ int main(int argc, char **argv) {
     c.cell = tg_gru_cell_new(tg_cell_defaults(I, H));
     c.fc = tg_linear_new(H, C, true);
     c.params = tg_params_new();
-    tg_params_extend(c.params, "cell", c.cell->base.params);
-    tg_params_extend(c.params, "fc", c.fc->params);
+    tg_params_extend(c.params, "cell", tg_module_params(&c.cell->base.module));
+    tg_params_extend(c.params, "fc", tg_module_params(&c.fc->module));
     c.opt = tg_adam_new(c.params, NULL);
     c.tape = tg_tape_new();
     bench_watch_tape(c.tape);
@@ -53,8 +53,8 @@ int main(int argc, char **argv) {
         c.label[b] = bench_random_index(&g, (int32_t)C, TG_SHAPE(1));
     }
 
-    const double fwd = (double)T * (bench_gemm_flops(1, 3 * H, I) + bench_gemm_flops(1, 3 * H, H))
-                       + bench_gemm_flops(1, C, H);
+    const double fwd = (double)T * (bench_gemm_flops(1, 3 * H, I) + bench_gemm_flops(1, 3 * H, H)) +
+                       bench_gemm_flops(1, C, H);
     bench_run("tiny_cell", &a, 3 * fwd, step, &c);
 
     for (int b = 0; b < NBATCH; b++) {
@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
     tg_tape_free(c.tape);
     tg_optim_free(c.opt);
     tg_params_free(c.params);
-    tg_gru_cell_free(c.cell);
-    tg_linear_free(c.fc);
+    tg_module_free(&c.cell->base.module);
+    tg_module_free(&c.fc->module);
     return 0;
 }

@@ -23,6 +23,8 @@ void tg_params_free(tg_params *params);
 /* Appends `t` under `name`; the tensor's own name becomes `name` too. Duplicate names
  * are a misuse (tg_fail). */
 void tg_params_add(tg_params *params, const char *name, tg_tensor *t);
+/* Appends `t` under `name`, leaving the tensor's own name as it is (tg_module_params). */
+void tg_params_add_keep_name(tg_params *params, const char *name, tg_tensor *t);
 /* The same for a tensor of counts (an optimizer's steps, a scheduler's epoch): its values must
  * be non-negative integers, which tg_params_load checks. */
 void tg_params_add_count(tg_params *params, const char *name, tg_tensor *t);
