@@ -9,6 +9,8 @@
  * PyTorch gives it. */
 static const tg_module_type mha_type = {"MultiheadAttention", NULL, NULL};
 static const tg_module_type additive_type = {"AdditiveAttention", NULL, NULL};
+static const tg_module_type out_proj_type = {"NonDynamicallyQuantizableLinear", NULL,
+                                             tg_linear_extra_repr};
 
 tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool bias,
                    bool batch_first) {
@@ -26,11 +28,7 @@ tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool b
     /* PyTorch's draw order: out_proj (a Linear: weight, then bias, later zeroed) is built
      * first; only then is the packed in_proj_weight drawn, xavier-uniform over (3E, E). */
     m->out_proj = tg_linear_new(embed_dim, embed_dim, bias);
-    /* a Linear that prints as PyTorch's class for it */
-    static tg_module_type out_proj_type;
-    out_proj_type = *m->out_proj->module.type;
-    out_proj_type.name = "NonDynamicallyQuantizableLinear";
-    m->out_proj->module.type = &out_proj_type;
+    m->out_proj->module.type = &out_proj_type; /* a Linear under PyTorch's class name */
     m->in_proj_weight =
         tg_tensor_requires_grad(tg_tensor_new(TG_SHAPE(3 * embed_dim, embed_dim)), true);
     tg_init_xavier_uniform(m->in_proj_weight, 1.0, NULL);

@@ -12,12 +12,12 @@ static void py_float(char *buf, size_t size, double v) {
     if (!strpbrk(buf, ".eni")) strncat(buf, ".0", size - strlen(buf) - 1);
 }
 
-static void linear_repr(const tg_module *mod, char *buf, size_t size) {
+void tg_linear_extra_repr(const tg_module *mod, char *buf, size_t size) {
     const tg_linear_layer *m = (const tg_linear_layer *)mod;
     snprintf(buf, size, "in_features=%lld, out_features=%lld, bias=%s", (long long)m->in_features,
              (long long)m->out_features, m->bias ? "True" : "False");
 }
-static const tg_module_type linear_type = {"Linear", NULL, linear_repr};
+static const tg_module_type linear_type = {"Linear", NULL, tg_linear_extra_repr};
 
 tg_linear_layer *tg_linear_new(int64_t in_features, int64_t out_features, bool bias) {
     if (in_features <= 0 || out_features <= 0)

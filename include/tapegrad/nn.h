@@ -30,6 +30,9 @@ typedef struct tg_linear_layer {
 } tg_linear_layer;
 tg_linear_layer *tg_linear_new(int64_t in_features, int64_t out_features, bool bias);
 tg_tensor *tg_linear_forward(tg_linear_layer *m, tg_tape *t, tg_tensor *x);
+/* "in_features=4, out_features=3, bias=True": for a module type that is a Linear by another
+ * name (MultiheadAttention's out_proj). */
+void tg_linear_extra_repr(const tg_module *m, char *buf, size_t size);
 
 /* ---- nn.Embedding(num, dim, padding_idx) ---- */
 typedef struct tg_embedding_layer {
