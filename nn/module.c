@@ -52,6 +52,9 @@ void tg_module_add_param(tg_module *m, const char *name, tg_tensor *t) {
     grow(&m->param_names, (void ***)&m->params, m->num_params);
     m->param_names[m->num_params] = string_copy(name);
     m->params[m->num_params++] = t;
+    /* a fresh parameter gets its attribute name, for tape listings and messages; a named
+     * tensor keeps the name it has */
+    if (!t->name[0]) tg_tensor_set_name(t, name);
 }
 
 /* Own parameters under prefix, then each child's under prefix + child name + ".". */

@@ -70,15 +70,15 @@ static void test_model_repr_count_and_names(void **state) {
     (void)state;
     tg_gru_classifier *m = tg_gru_classifier_new(5000, 128, 256, 10);
     assert_int_equal(tg_module_numel(&m->module), 939018); /* sum(p.numel()) in PyTorch */
-    /* the tensors keep the names they had: listing the tree renames none */
-    const char *before = m->gru->base.weights[0].w_ih->name;
-    char kept[TG_NAME_MAX];
-    snprintf(kept, sizeof kept, "%s", before);
+    /* a parameter is named by its module; listing the tree renames none */
     tg_params *p = tg_module_params(&m->module);
     assert_ptr_equal(tg_module_params(&m->module), p); /* the same list on every call */
     assert_string_equal(p->names[1], "gru.weight_ih_l0");
     assert_ptr_equal(p->tensors[1], m->gru->base.weights[0].w_ih);
-    assert_string_equal(m->gru->base.weights[0].w_ih->name, kept);
+    for (size_t i = 0; i < p->count; i++) {
+        const char *dot = strrchr(p->names[i], '.');
+        assert_string_equal(p->tensors[i]->name, dot + 1); /* "weight_ih_l0", not "gru...." */
+    }
     assert_int_equal(tg_params_numel(p), 939018);
     assert_repr(&m->module, "GRUClassifier(\n"
                             "  (embedding): Embedding(5000, 128)\n"
@@ -173,7 +173,7 @@ static void test_user_module(void **state) {
     tg_module_init(&m->module, &seq2seq_type);
     m->encoder = tg_gru_new(tg_rnn_defaults(3, 4));
     m->head = tg_linear_new(4, 2, false);
-    m->scale = tg_tensor_requires_grad(tg_tensor_ones(TG_SHAPE(2)), true);
+    m->scale = tg_tensor_named(tg_tensor_requires_grad(tg_tensor_ones(TG_SHAPE(2)), true), "s");
     tg_module_add_param(&m->module, "scale", m->scale);
     tg_module_add_child(&m->module, "encoder", &m->encoder->base.module);
     tg_module_add_child(&m->module, "head", &m->head->module);
@@ -187,6 +187,7 @@ static void test_user_module(void **state) {
                                        "head.weight"};
     assert_int_equal(p->count, 6);
     for (size_t i = 0; i < p->count; i++) assert_string_equal(p->names[i], keys[i]);
+    assert_string_equal(m->scale->name, "s"); /* named by its owner: kept */
     assert_int_equal(tg_module_numel(&m->module), 2 + 36 + 48 + 12 + 12 + 8);
     tg_module_eval(&m->module);
     assert_false(m->encoder->base.module.training);

@@ -53,7 +53,8 @@ void tg_module_init(tg_module *m, const tg_module_type *type);
  * NULL children are skipped, as PyTorch lists no None. */
 void tg_module_add_child(tg_module *m, const char *name, tg_module *child);
 /* Registers the long-lived tensor `t` under `name`; the module owns it. NULL is skipped (a
- * Linear without bias), as state_dict lists no None. */
+ * Linear without bias), as state_dict lists no None. An unnamed tensor takes `name` as its
+ * own (tape listings show "weight_ih"); a named one keeps its name. */
 void tg_module_add_param(tg_module *m, const char *name, tg_tensor *t);
 
 /* The parameters of the tree below m under their state_dict names ("encoder.weight_ih_l0"),

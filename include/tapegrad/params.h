@@ -3,8 +3,8 @@
  *
  * A module owns its parameter tensors; a tg_params list only points at them, in
  * registration order, under their state_dict names ("gru.weight_ih_l0", "fc.bias").
- * A model builds its list by extending it with each child's list under the child's
- * attribute name, so the keys and their order equal PyTorch's state_dict. */
+ * tg_module_params (tapegrad/module.h) builds a module tree's list, so the keys and their
+ * order equal PyTorch's state_dict; an optimizer adds its state with tg_params_add_count. */
 #ifndef TAPEGRAD_PARAMS_H
 #define TAPEGRAD_PARAMS_H
 
