@@ -192,7 +192,7 @@ tg_tensor *tg_mha_attention(tg_tape *t, tg_tensor *q, tg_tensor *k, tg_tensor *v
     j.am = am ? am->data : NULL, j.am_bool = am && masks->attn_mask_is_bool;
     j.am_stride = am && am->ndim == 3 ? LS : 0;
     j.kpm = kpm ? kpm->data : NULL, j.kpm_bool = kpm && masks->key_padding_mask_is_bool;
-    j.drop = dropout > 0 && tg_tape_is_training(t);
+    j.drop = dropout > 0; /* the module passes 0 in eval mode */
     if (j.drop) j.key = tg_dropout_key_draw(NULL, (double)dropout);
     tg_tensor *out = tg_tape_tensor(t, TG_SHAPE(q->shape[0], q->shape[1], h * d));
     j.out = out->data;

@@ -24,7 +24,6 @@ tg_tape *tg_tape_new(void) {
     tape->grads = tg_arena_new((size_t)1 << 20);
     tape->generation = tg_arena_generation(tape->arena);
     tape->recording = true;
-    tape->training = true;
     return tape;
 }
 
@@ -67,16 +66,6 @@ void tg_tape_set_recording(tg_tape *tape, bool on) {
 bool tg_tape_is_recording(const tg_tape *tape) {
     TG_CHECK_ARG(tape);
     return tape->recording;
-}
-
-void tg_tape_set_training(tg_tape *tape, bool on) {
-    TG_CHECK_ARG(tape);
-    tape->training = on;
-}
-
-bool tg_tape_is_training(const tg_tape *tape) {
-    TG_CHECK_ARG(tape);
-    return tape->training;
 }
 
 tg_arena *tg_tape_arena(tg_tape *tape) {

@@ -37,7 +37,6 @@ struct tg_tape {
     uint64_t header_mallocs;   /* chunks allocated */
     uint32_t generation;       /* = tg_arena_generation(arena), read by every entry check */
     bool recording;
-    bool training;
     bool anomaly; /* anomaly mode: check values and gradients (autograd/anomaly.c) */
 };
 

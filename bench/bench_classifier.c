@@ -33,8 +33,8 @@ static double step(void *p) {
 }
 
 int main(int argc, char **argv) {
-    static const char *const extra[] = {"--vocab", "--emb", "--hidden", "--classes", "--batch",
-                                        "--seq", NULL};
+    static const char *const extra[] = {"--vocab", "--emb", "--hidden", "--classes",
+                                        "--batch", "--seq", NULL};
     bench_args a;
     bench_parse(argc, argv, &a, "  --config gru_cls|lstm_cls\n", extra);
     const char *config = a.config ? a.config : "gru_cls";
@@ -51,10 +51,10 @@ int main(int argc, char **argv) {
     tg_params *params;
     if (lstm) {
         c.lstm = tg_lstm_classifier_new(V, E, H, C);
-        params = tg_lstm_classifier_params(c.lstm);
+        params = tg_module_params(&c.lstm->module);
     } else {
         c.gru = tg_gru_classifier_new(V, E, H, C);
-        params = tg_gru_classifier_params(c.gru);
+        params = tg_module_params(&c.gru->module);
     }
     c.opt = tg_adam_new(params, NULL);
     c.tape = tg_tape_new();
@@ -77,7 +77,7 @@ int main(int argc, char **argv) {
     }
     tg_tape_free(c.tape);
     tg_optim_free(c.opt);
-    tg_gru_classifier_free(c.gru);
-    tg_lstm_classifier_free(c.lstm);
+    tg_module_free(&c.gru->module);
+    tg_module_free(&c.lstm->module);
     return 0;
 }

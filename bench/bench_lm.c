@@ -35,8 +35,8 @@ static double step(void *p) {
 }
 
 int main(int argc, char **argv) {
-    static const char *const extra[] = {"--vocab", "--emb", "--hidden", "--layers", "--batch",
-                                        "--seq", NULL};
+    static const char *const extra[] = {"--vocab", "--emb", "--hidden", "--layers",
+                                        "--batch", "--seq", NULL};
     bench_args a;
     bench_parse(argc, argv, &a, "  --config gru_lm|char_lm\n", extra);
     const char *config = a.config ? a.config : "gru_lm";
@@ -53,7 +53,7 @@ int main(int argc, char **argv) {
 
     ctx c = {.inference = a.inference, .V = V};
     c.m = tg_gru_lm_new(V, E, H, L);
-    c.opt = tg_adam_new(tg_gru_lm_params(c.m), NULL);
+    c.opt = tg_adam_new(tg_module_params(&c.m->module), NULL);
     c.tape = tg_tape_new();
     bench_watch_tape(c.tape);
     if (a.inference) tg_tape_set_recording(c.tape, false);
@@ -77,6 +77,6 @@ int main(int argc, char **argv) {
     tg_tensor_free(c.hidden);
     tg_tape_free(c.tape);
     tg_optim_free(c.opt);
-    tg_gru_lm_free(c.m);
+    tg_module_free(&c.m->module);
     return 0;
 }

@@ -27,7 +27,7 @@ static double step(void *p) {
     tg_rnn_result r = tg_recurrent_forward(c->m, c->tape, c->x, NULL, NULL);
     tg_tape_backward_with(c->tape, r.output, c->dy->data);
     const double value = (double)r.output->data[r.output->numel - 1] + (double)c->x->grad[0];
-    tg_params_zero_grad(c->m->params);
+    tg_params_zero_grad(tg_module_params(&c->m->module));
     tg_tensor_zero_grad(c->x);
     tg_tape_reset(c->tape);
     return value;
@@ -58,6 +58,6 @@ int main(int argc, char **argv) {
     tg_tensor_free(c.x);
     tg_tensor_free(c.dy);
     tg_tape_free(c.tape);
-    tg_recurrent_free(c.m);
+    tg_module_free(&c.m->module);
     return 0;
 }

@@ -30,8 +30,8 @@ static double step(void *p) {
 }
 
 int main(int argc, char **argv) {
-    static const char *const extra[] = {"--vocab", "--emb", "--hidden", "--attn", "--src",
-                                        "--tgt", "--batch", NULL};
+    static const char *const extra[] = {"--vocab", "--emb", "--hidden", "--attn",
+                                        "--src",   "--tgt", "--batch",  NULL};
     bench_args a;
     bench_parse(argc, argv, &a, "", extra);
     const int64_t V = bench_flag_int(&a, "--vocab", 1000), E = bench_flag_int(&a, "--emb", 128),
@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
 
     ctx c = {.V = V};
     c.m = tg_gru_attention_new(V, V, E, H, A);
-    c.opt = tg_adam_new(tg_gru_attention_params(c.m), NULL);
+    c.opt = tg_adam_new(tg_module_params(&c.m->module), NULL);
     c.tape = tg_tape_new();
     bench_watch_tape(c.tape);
     bench_lcg g = bench_lcg_new(a.seed);
@@ -53,11 +53,12 @@ int main(int argc, char **argv) {
 
     double fwd = bench_rnn_layer_flops(S, N, E, H, 3) /* encoder */
                  + bench_gemm_flops(N * S, A, H);     /* W_a h_t, once */
-    fwd += (double)T * (bench_gemm_flops(N, A, H)         /* U_a s */
-                        + bench_gemm_flops(N * S, 1, A)   /* v^T tanh(.) */
-                        + bench_gemm_flops(N, H, S)       /* context = alpha . enc */
-                        + bench_gemm_flops(N, 3 * H, E + H) + bench_gemm_flops(N, 3 * H, H) /* cell */
-                        + bench_gemm_flops(N, V, 2 * H)); /* fc */
+    fwd +=
+        (double)T * (bench_gemm_flops(N, A, H)       /* U_a s */
+                     + bench_gemm_flops(N * S, 1, A) /* v^T tanh(.) */
+                     + bench_gemm_flops(N, H, S)     /* context = alpha . enc */
+                     + bench_gemm_flops(N, 3 * H, E + H) + bench_gemm_flops(N, 3 * H, H) /* cell */
+                     + bench_gemm_flops(N, V, 2 * H));                                   /* fc */
     bench_run("seq2seq_attn", &a, 3 * fwd, step, &c);
 
     for (int b = 0; b < NBATCH; b++) {
@@ -67,6 +68,6 @@ int main(int argc, char **argv) {
     }
     tg_tape_free(c.tape);
     tg_optim_free(c.opt);
-    tg_gru_attention_free(c.m);
+    tg_module_free(&c.m->module);
     return 0;
 }

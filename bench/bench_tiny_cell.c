@@ -11,7 +11,7 @@
 typedef struct ctx {
     tg_gru_cell *cell;
     tg_linear_layer *fc;
-    tg_params *params;
+    tg_module *model; /* children "cell", "fc" */
     tg_optim *opt;
     tg_tape *tape;
     tg_tensor *x[NBATCH]; /* (T, 1, I) */
@@ -41,10 +41,11 @@ int main(int argc, char **argv) {
     ctx c = {.T = T, .I = I};
     c.cell = tg_gru_cell_new(tg_cell_defaults(I, H));
     c.fc = tg_linear_new(H, C, true);
-    c.params = tg_params_new();
-    tg_params_extend(c.params, "cell", c.cell->base.params);
-    tg_params_extend(c.params, "fc", c.fc->params);
-    c.opt = tg_adam_new(c.params, NULL);
+    static const tg_module_type type = {"TinyCell", NULL, NULL};
+    c.model = tg_module_new(&type);
+    tg_module_add_child(c.model, "cell", &c.cell->base.module);
+    tg_module_add_child(c.model, "fc", &c.fc->module);
+    c.opt = tg_adam_new(tg_module_params(c.model), NULL);
     c.tape = tg_tape_new();
     bench_watch_tape(c.tape);
     bench_lcg g = bench_lcg_new(a.seed);
@@ -53,8 +54,8 @@ int main(int argc, char **argv) {
         c.label[b] = bench_random_index(&g, (int32_t)C, TG_SHAPE(1));
     }
 
-    const double fwd = (double)T * (bench_gemm_flops(1, 3 * H, I) + bench_gemm_flops(1, 3 * H, H))
-                       + bench_gemm_flops(1, C, H);
+    const double fwd = (double)T * (bench_gemm_flops(1, 3 * H, I) + bench_gemm_flops(1, 3 * H, H)) +
+                       bench_gemm_flops(1, C, H);
     bench_run("tiny_cell", &a, 3 * fwd, step, &c);
 
     for (int b = 0; b < NBATCH; b++) {
@@ -63,8 +64,6 @@ int main(int argc, char **argv) {
     }
     tg_tape_free(c.tape);
     tg_optim_free(c.opt);
-    tg_params_free(c.params);
-    tg_gru_cell_free(c.cell);
-    tg_linear_free(c.fc);
+    tg_module_free(c.model);
     return 0;
 }

@@ -1,6 +1,6 @@
 /* bench/bench_transformer.c — the Transformer tutorial's TransformerModel (shared Embedding,
- * encoder and decoder stacks, Linear to the vocabulary; sequence-first, post-norm, relu, dropout 0.1 in
- * training, causal target mask). A training step is forward, cross entropy over all T·N
+ * encoder and decoder stacks, Linear to the vocabulary; sequence-first, post-norm, relu, dropout
+ * 0.1 in training, causal target mask). A training step is forward, cross entropy over all T·N
  * outputs, backward, Adam step.
  *
  *   bench_transformer [--threads N] [--quick] [--vocab V] [--d-model D] [--heads H] [--ff F]
@@ -40,8 +40,9 @@ static double mha_flops(int64_t L, int64_t S, int64_t N, int64_t d, int64_t h) {
 }
 
 int main(int argc, char **argv) {
-    static const char *const extra[] = {"--vocab", "--d-model", "--heads", "--ff", "--enc-layers",
-                                        "--dec-layers", "--src", "--tgt", "--batch", NULL};
+    static const char *const extra[] = {
+        "--vocab",      "--d-model", "--heads", "--ff",    "--enc-layers",
+        "--dec-layers", "--src",     "--tgt",   "--batch", NULL};
     bench_args a;
     bench_parse(argc, argv, &a, "", extra);
     const int64_t V = bench_flag_int(&a, "--vocab", 1000), D = bench_flag_int(&a, "--d-model", 128),
@@ -55,7 +56,7 @@ int main(int argc, char **argv) {
     o.dropout = (tg_real)0.1;
     ctx c = {.V = V};
     c.m = tg_transformer_model_new_ex(V, &o, (int)LE, (int)LD);
-    c.opt = tg_adam_new(tg_transformer_model_params(c.m), NULL);
+    c.opt = tg_adam_new(tg_module_params(&c.m->module), NULL);
     c.tape = tg_tape_new();
     bench_watch_tape(c.tape);
     bench_lcg g = bench_lcg_new(a.seed);
@@ -67,9 +68,9 @@ int main(int argc, char **argv) {
 
     const double ff_s = bench_gemm_flops(S * N, F, D) + bench_gemm_flops(S * N, D, F);
     const double ff_t = bench_gemm_flops(T * N, F, D) + bench_gemm_flops(T * N, D, F);
-    const double fwd = (double)LE * (mha_flops(S, S, N, D, NH) + ff_s)
-                       + (double)LD * (mha_flops(T, T, N, D, NH) + mha_flops(T, S, N, D, NH) + ff_t)
-                       + bench_gemm_flops(T * N, V, D);
+    const double fwd = (double)LE * (mha_flops(S, S, N, D, NH) + ff_s) +
+                       (double)LD * (mha_flops(T, T, N, D, NH) + mha_flops(T, S, N, D, NH) + ff_t) +
+                       bench_gemm_flops(T * N, V, D);
     bench_run("transformer", &a, 3 * fwd, step, &c);
 
     for (int b = 0; b < NBATCH; b++) {
@@ -79,6 +80,6 @@ int main(int argc, char **argv) {
     }
     tg_tape_free(c.tape);
     tg_optim_free(c.opt);
-    tg_transformer_model_free(c.m);
+    tg_module_free(&c.m->module);
     return 0;
 }

@@ -119,7 +119,7 @@ static int64_t evaluate(tg_gru_attention *model, tg_tape *tape, const problem *p
     const int64_t chunk = 250;
     batch b = batch_new(chunk);
     int64_t correct = 0;
-    ex_eval_mode(tape, true);
+    ex_eval_mode(tape, &model->module, true);
     for (int64_t start = 0; start < n; start += chunk) {
         const int64_t m = n - start < chunk ? n - start : chunk;
         batch_fill(&b, problems + start, m);
@@ -131,7 +131,7 @@ static int64_t evaluate(tg_gru_attention *model, tg_tape *tape, const problem *p
         }
         tg_tape_reset(tape);
     }
-    ex_eval_mode(tape, false);
+    ex_eval_mode(tape, &model->module, false);
     batch_free(&b);
     return correct;
 }
@@ -141,7 +141,7 @@ static int64_t evaluate(tg_gru_attention *model, tg_tape *tape, const problem *p
 static void attention_print(tg_gru_attention *model, tg_tape *tape, problem p) {
     batch b = batch_new(1);
     batch_fill(&b, &p, 1);
-    ex_eval_mode(tape, true);
+    ex_eval_mode(tape, &model->module, true);
     tg_tensor *weights = NULL;
     const tg_index *tokens = tg_gru_attention_greedy(model, tape, b.src, BOS, TGT_LEN, &weights);
     printf("\nattention of the decoder over the source, in %%: a row per output character, in the\n"
@@ -159,7 +159,7 @@ static void attention_print(tg_gru_attention *model, tg_tape *tape, problem p) {
         if (c == END) break;
     }
     tg_tape_reset(tape);
-    ex_eval_mode(tape, false);
+    ex_eval_mode(tape, &model->module, false);
     batch_free(&b);
 }
 
@@ -219,7 +219,7 @@ int main(int argc, char **argv) {
     tg_manual_seed((uint64_t)train.seed);
     tg_gru_attention *model =
         tg_gru_attention_new(SRC_VOCAB, TGT_VOCAB, embedding, hidden, attention);
-    tg_params *params = tg_gru_attention_params(model);
+    tg_params *params = tg_module_params(&model->module);
     ex_trainer tr;
     ex_trainer_init(&tr, params, &train, 50);
     const int64_t start = ex_trainer_resume(&tr);
@@ -257,7 +257,7 @@ int main(int argc, char **argv) {
 
     batch_free(&b);
     const int status = ex_trainer_free(&tr);
-    tg_gru_attention_free(model);
+    tg_module_free(&model->module);
     free(answers);
     free(problems);
     free(is_test);

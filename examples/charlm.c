@@ -107,7 +107,7 @@ static double model_bits(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
     tg_tensor *hidden = tg_gru_lm_init_hidden(model, batch);
     const int64_t windows = (c->n_test / batch - 1) / bptt;
     double nats = 0;
-    ex_eval_mode(tape, true);
+    ex_eval_mode(tape, &model->module, true);
     for (int64_t w = 0; w < windows; w++) {
         window_fill(c->test, c->n_test, w * bptt, x, y);
         tg_gru_lm_output out = tg_gru_lm_forward(model, tape, x, hidden);
@@ -116,7 +116,7 @@ static double model_bits(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
         tg_gru_lm_detach(hidden, out.hidden);
         tg_tape_reset(tape);
     }
-    ex_eval_mode(tape, false);
+    ex_eval_mode(tape, &model->module, false);
     tg_tensor_free(hidden);
     tg_index_free(x);
     tg_index_free(y);
@@ -134,7 +134,7 @@ static void sample_print(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
     int32_t id = 0;
     while (id < c->vocab && c->symbol[id] != '\n') id++;
     if (id == c->vocab) id = 0;
-    ex_eval_mode(tape, true);
+    ex_eval_mode(tape, &model->module, true);
     printf("\nsampled text (temperature %g):\n", temperature);
     for (int64_t i = 0; i < n; i++) {
         x->data[0] = id;
@@ -152,7 +152,7 @@ static void sample_print(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
         tg_tape_reset(tape);
     }
     printf("\n");
-    ex_eval_mode(tape, false);
+    ex_eval_mode(tape, &model->module, false);
     free(p);
     tg_tensor_free(hidden);
     tg_index_free(x);
@@ -212,7 +212,7 @@ int main(int argc, char **argv) {
     }
     tg_manual_seed((uint64_t)train.seed);
     tg_gru_lm *model = tg_gru_lm_new(c.vocab, embedding, hidden_size, layers);
-    tg_params *params = tg_gru_lm_params(model);
+    tg_params *params = tg_module_params(&model->module);
     ex_trainer tr;
     ex_trainer_init(&tr, params, &train, 0);
     tg_tensor *hidden = tg_gru_lm_init_hidden(model, train.batch);
@@ -249,7 +249,7 @@ int main(int argc, char **argv) {
     tg_index_free(x);
     const int status = ex_trainer_free(&tr);
     tg_tensor_free(hidden);
-    tg_gru_lm_free(model);
+    tg_module_free(&model->module);
     free(c.train);
     free(c.test);
     return status;

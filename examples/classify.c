@@ -63,7 +63,7 @@ static double evaluate(classifier *m, tg_tape *tape, const tg_index *tokens, con
                        int64_t batch) {
     const int64_t n = labels->numel, length = tokens->shape[1];
     int64_t correct = 0;
-    ex_eval_mode(tape, true);
+    ex_eval_mode(tape, m->lstm ? &m->lstm->module : &m->gru->module, true);
     for (int64_t start = 0; start < n; start += batch) {
         const int64_t m_rows = n - start < batch ? n - start : batch;
         tg_index view = *tokens; /* rows [start, start + m_rows) without copying */
@@ -75,7 +75,7 @@ static double evaluate(classifier *m, tg_tape *tape, const tg_index *tokens, con
             correct += ex_argmax(logits->data + 2 * i, 2) == labels->data[start + i];
         tg_tape_reset(tape);
     }
-    ex_eval_mode(tape, false);
+    ex_eval_mode(tape, m->lstm ? &m->lstm->module : &m->gru->module, false);
     return (double)correct / (double)n;
 }
 
@@ -138,10 +138,10 @@ int main(int argc, char **argv) {
     tg_params *params;
     if (!strcmp(model_name, "lstm")) {
         model.lstm = tg_lstm_classifier_new(k.vocab, embedding, hidden, 2);
-        params = tg_lstm_classifier_params(model.lstm);
+        params = tg_module_params(&model.lstm->module);
     } else {
         model.gru = tg_gru_classifier_new(k.vocab, embedding, hidden, 2);
-        params = tg_gru_classifier_params(model.gru);
+        params = tg_module_params(&model.gru->module);
     }
     ex_trainer tr;
     ex_trainer_init(&tr, params, &train, 0);
@@ -177,7 +177,6 @@ int main(int argc, char **argv) {
     tg_index_free(test_labels);
     tg_index_free(test_tokens);
     const int status = ex_trainer_free(&tr);
-    tg_lstm_classifier_free(model.lstm);
-    tg_gru_classifier_free(model.gru);
+    tg_module_free(model.lstm ? &model.lstm->module : &model.gru->module);
     return status;
 }

@@ -233,8 +233,8 @@ void ex_trainer_finish(ex_trainer *tr);
  * the last checkpoint save failed (the file does not hold the trained model). */
 int ex_trainer_free(ex_trainer *tr);
 
-/* Evaluation mode on (no tape nodes, dropout off) or back to training. */
-void ex_eval_mode(tg_tape *tape, bool on);
+/* Evaluation mode on (no tape nodes, the model's dropout off) or back to training. */
+void ex_eval_mode(tg_tape *tape, tg_module *model, bool on);
 
 /* ---- pictures ---- */
 
@@ -254,9 +254,10 @@ bool ex_render_dot(const char *dot_path, const char *format);
 /* A recurrent layer (tanh RNN, GRU or LSTM) and a Linear on its last state: the sequence
  * classifier the gate-picture programs train (rnn_classifier.c). */
 typedef struct ex_rnn_classifier {
+    tg_module *module; /* the tree: children "rnn", "fc" */
     tg_recurrent *rnn;
     tg_linear_layer *fc;
-    tg_params *params; /* "rnn.*", "fc.*" */
+    tg_params *params; /* its parameters, "rnn.*", "fc.*" */
 } ex_rnn_classifier;
 
 /* kind is TG_CELL_RNN_TANH, TG_CELL_GRU or TG_CELL_LSTM; PyTorch's initialisation from the

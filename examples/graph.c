@@ -55,7 +55,7 @@ static void draw_step(const char *out_dir, const char *name, tg_cell_kind kind) 
         printf("  (install graphviz to render it: dot -Tsvg %s -o %s.svg)\n", path, name);
 
     tg_tape_free(tape);
-    tg_cell_free(cell);
+    tg_module_free(&cell->module);
 }
 
 int main(int argc, char **argv) {

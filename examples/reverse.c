@@ -70,7 +70,7 @@ static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const t
     const int64_t L = src->shape[0], n = src->shape[1];
     tg_index *part = tg_index_new(TG_SHAPE(L, chunk)), *prefix = tg_index_new(TG_SHAPE(L, chunk));
     int64_t correct = 0;
-    ex_eval_mode(tape, true);
+    ex_eval_mode(tape, &r->model->module, true);
     for (int64_t first = 0; first < n; first += chunk) {
         const int64_t m = n - first < chunk ? n - first : chunk;
         for (int64_t t = 0; t < L; t++)
@@ -100,7 +100,7 @@ static int64_t evaluate(reverser *r, tg_tape *tape, const tg_index *src, const t
         }
         tg_tensor_free(memory);
     }
-    ex_eval_mode(tape, false);
+    ex_eval_mode(tape, &r->model->module, false);
     tg_index_free(prefix);
     tg_index_free(part);
     return correct;
@@ -161,7 +161,7 @@ int main(int argc, char **argv) {
     opts.dropout = (tg_real)dropout;
     reverser r = {tg_transformer_model_new_ex(symbols + 1, &opts, (int)layers, (int)layers),
                   tg_positional_encoding(length, d_model), tg_square_subsequent_mask(length)};
-    tg_params *params = tg_transformer_model_params(r.model);
+    tg_params *params = tg_module_params(&r.model->module);
     ex_trainer tr;
     ex_trainer_init(&tr, params, &train, 100);
     const int64_t start = ex_trainer_resume(&tr);
@@ -205,6 +205,6 @@ int main(int argc, char **argv) {
     const int status = ex_trainer_free(&tr);
     tg_tensor_free(r.causal);
     tg_tensor_free(r.position);
-    tg_transformer_model_free(r.model);
+    tg_module_free(&r.model->module);
     return status;
 }

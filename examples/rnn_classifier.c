@@ -21,9 +21,11 @@ ex_rnn_classifier ex_rnn_classifier_new(tg_cell_kind kind, int64_t input, int64_
                 tg_cell_kind_name(kind));
     }
     m.fc = tg_linear_new(hidden, classes, true);
-    m.params = tg_params_new();
-    tg_params_extend(m.params, "rnn", m.rnn->params);
-    tg_params_extend(m.params, "fc", m.fc->params);
+    static const tg_module_type type = {"RNNClassifier", NULL, NULL};
+    m.module = tg_module_new(&type);
+    tg_module_add_child(m.module, "rnn", &m.rnn->module);
+    tg_module_add_child(m.module, "fc", &m.fc->module);
+    m.params = tg_module_params(m.module);
     return m;
 }
 
@@ -34,8 +36,4 @@ tg_tensor *ex_rnn_classifier_forward(ex_rnn_classifier *m, tg_tape *tape, tg_ten
     return tg_linear_forward(m->fc, tape, tg_select(tape, r.output, 0, -1));
 }
 
-void ex_rnn_classifier_free(ex_rnn_classifier *m) {
-    tg_params_free(m->params);
-    tg_recurrent_free(m->rnn); /* the RNN, GRU or LSTM whose base m->rnn is */
-    tg_linear_free(m->fc);
-}
+void ex_rnn_classifier_free(ex_rnn_classifier *m) { tg_module_free(m->module); }

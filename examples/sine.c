@@ -70,7 +70,7 @@ static tg_tensor *model_run(tg_gru_stepwise *model, tg_tape *tape, const double 
 /* The mean squared error of the model's predictions and of the last value on x (n, length). */
 static void evaluate(tg_gru_stepwise *model, tg_tape *tape, const signal_options *o,
                      const double *x, int64_t n, double *mse_model, double *mse_last) {
-    ex_eval_mode(tape, true);
+    ex_eval_mode(tape, &model->module, true);
     const tg_tensor *log_probs = model_run(model, tape, x, n, o->length);
     double se_model = 0, se_last = 0;
     for (int64_t t = 0; t + 1 < o->length; t++)
@@ -83,7 +83,7 @@ static void evaluate(tg_gru_stepwise *model, tg_tape *tape, const signal_options
             se_last += (last - next) * (last - next);
         }
     tg_tape_reset(tape);
-    ex_eval_mode(tape, false);
+    ex_eval_mode(tape, &model->module, false);
     const double count = (double)(n * (o->length - 1));
     *mse_model = se_model / count;
     *mse_last = se_last / count;
@@ -131,7 +131,7 @@ int main(int argc, char **argv) {
 
     tg_manual_seed((uint64_t)train.seed);
     tg_gru_stepwise *model = tg_gru_stepwise_new(1, hidden, o.bins);
-    tg_params *params = tg_gru_stepwise_params(model);
+    tg_params *params = tg_module_params(&model->module);
     ex_trainer tr;
     ex_trainer_init(&tr, params, &train, 0);
     const int64_t start = ex_trainer_resume(&tr);
@@ -178,6 +178,6 @@ int main(int argc, char **argv) {
     free(x);
     free(test);
     const int status = ex_trainer_free(&tr);
-    tg_gru_stepwise_free(model);
+    tg_module_free(&model->module);
     return status;
 }

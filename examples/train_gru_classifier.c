@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
                                                      /*hidden*/ 64, /*classes*/ 2);
     tg_adam_options adam = tg_adam_defaults();
     adam.lr = 3e-3;
-    tg_optim *opt = tg_adam_new(tg_gru_classifier_params(model), &adam);
+    tg_optim *opt = tg_adam_new(tg_module_params(&model->module), &adam);
     tg_tape *tape = tg_tape_new();
     tg_rng rng;
     tg_rng_seed(&rng, 1);
@@ -72,12 +72,12 @@ int main(int argc, char **argv) {
         correct += (logits->data[2 * b + 1] > logits->data[2 * b]) == labels->data[b];
     printf("accuracy on %d new sequences: %d/%d\n", BATCH, correct, BATCH);
     /* it loads in PyTorch too; a file at path that is not a tapegrad checkpoint is kept */
-    const tg_status saved = tg_params_save_with(tg_gru_classifier_params(model), path, &save);
+    const tg_status saved = tg_params_save_with(tg_module_params(&model->module), path, &save);
     if (saved != TG_OK) fprintf(stderr, "not saved: %s\n", tg_error_message());
     tg_index_free(tokens);
     tg_index_free(labels);
     tg_tape_free(tape);
     tg_optim_free(opt);
-    tg_gru_classifier_free(model);
+    tg_module_free(&model->module);
     return saved == TG_OK ? 0 : 1;
 }

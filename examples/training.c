@@ -181,7 +181,7 @@ int ex_trainer_free(ex_trainer *tr) {
     return status;
 }
 
-void ex_eval_mode(tg_tape *tape, bool on) {
+void ex_eval_mode(tg_tape *tape, tg_module *model, bool on) {
     tg_tape_set_recording(tape, !on);
-    tg_tape_set_training(tape, !on);
+    tg_module_train(model, !on);
 }

@@ -71,12 +71,12 @@ static batch batch_draw(tg_tape *tape, tg_rng *rng, int64_t T, int64_t B) {
 static double evaluate(ex_rnn_classifier *m, tg_tape *tape, int64_t T, int64_t seed) {
     tg_rng rng;
     tg_rng_seed(&rng, (uint64_t)seed * 7919 + 17 + (uint64_t)T); /* never a training batch */
-    ex_eval_mode(tape, true);
+    ex_eval_mode(tape, m->module, true);
     tg_tape_reset(tape);
     const batch b = batch_draw(tape, &rng, T, EVAL_N);
     const int64_t right = ex_count_correct(ex_rnn_classifier_forward(m, tape, b.x, false), b.y);
     tg_tape_reset(tape);
-    ex_eval_mode(tape, false);
+    ex_eval_mode(tape, m->module, false);
     return (double)right / EVAL_N;
 }
 

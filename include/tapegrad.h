@@ -31,6 +31,7 @@
 #include "tapegrad/rnn_ops.h"
 
 #include "tapegrad/params.h"
+#include "tapegrad/module.h"
 #include "tapegrad/nn.h"
 #include "tapegrad/attention.h"
 #include "tapegrad/transformer.h"

@@ -26,6 +26,8 @@
  * (tests/fixturegen/models.py holds the class, AdditiveAttention and greedy()). */
 #include "tapegrad/models.h"
 
+static const tg_module_type gru_attention_type = {"GRUAttention", NULL, NULL};
+
 #include <stdlib.h>
 
 tg_gru_attention *tg_gru_attention_new(int64_t src_vocab, int64_t tgt_vocab, int64_t embedding_dim,
@@ -39,13 +41,13 @@ tg_gru_attention *tg_gru_attention_new(int64_t src_vocab, int64_t tgt_vocab, int
     m->attention = tg_additive_attention_new(hidden_size, hidden_size, attn_dim);
     m->decoder = tg_gru_cell_new(tg_cell_defaults(embedding_dim + hidden_size, hidden_size));
     m->fc = tg_linear_new(2 * hidden_size, tgt_vocab, true);
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "src_embedding", m->src_embedding->params);
-    tg_params_extend(m->params, "encoder", m->encoder->base.params);
-    tg_params_extend(m->params, "tgt_embedding", m->tgt_embedding->params);
-    tg_params_extend(m->params, "attention", m->attention->params);
-    tg_params_extend(m->params, "decoder", m->decoder->base.params);
-    tg_params_extend(m->params, "fc", m->fc->params);
+    tg_module_init(&m->module, &gru_attention_type);
+    tg_module_add_child(&m->module, "src_embedding", &m->src_embedding->module);
+    tg_module_add_child(&m->module, "encoder", &m->encoder->base.module);
+    tg_module_add_child(&m->module, "tgt_embedding", &m->tgt_embedding->module);
+    tg_module_add_child(&m->module, "attention", &m->attention->module);
+    tg_module_add_child(&m->module, "decoder", &m->decoder->base.module);
+    tg_module_add_child(&m->module, "fc", &m->fc->module);
     return m;
 }
 
@@ -137,21 +139,4 @@ tg_index *tg_gru_attention_greedy(tg_gru_attention *m, tg_tape *t, const tg_inde
     }
     if (weights) *weights = stack1(t, alphas, max_len);
     return tokens;
-}
-
-tg_params *tg_gru_attention_params(tg_gru_attention *m) {
-    TG_CHECK_ARG(m);
-    return m->params;
-}
-
-void tg_gru_attention_free(tg_gru_attention *m) {
-    if (!m) return;
-    tg_embedding_free(m->src_embedding);
-    tg_gru_free(m->encoder);
-    tg_embedding_free(m->tgt_embedding);
-    tg_additive_attention_free(m->attention);
-    tg_gru_cell_free(m->decoder);
-    tg_linear_free(m->fc);
-    tg_params_free(m->params);
-    free(m);
 }

@@ -18,6 +18,8 @@
  * the keys keep the attribute order (embedding, gru, fc), as state_dict does. */
 #include "tapegrad/models.h"
 
+static const tg_module_type gru_classifier_type = {"GRUClassifier", NULL, NULL};
+
 #include <stdlib.h>
 
 tg_gru_classifier *tg_gru_classifier_new(int64_t vocab_size, int64_t embedding_dim,
@@ -25,13 +27,13 @@ tg_gru_classifier *tg_gru_classifier_new(int64_t vocab_size, int64_t embedding_d
     tg_gru_classifier *m = tg_xcalloc(1, sizeof *m);
     tg_rnn_options gru = tg_rnn_defaults(embedding_dim, hidden_size);
     gru.batch_first = true;
-    m->gru = tg_gru_new(gru);                                              /* gru_layer, first */
+    m->gru = tg_gru_new(gru); /* gru_layer, first */
     m->embedding = tg_embedding_new(vocab_size, embedding_dim, TG_NO_PADDING);
     m->fc = tg_linear_new(hidden_size, num_classes, true);
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "embedding", m->embedding->params);
-    tg_params_extend(m->params, "gru", m->gru->base.params);
-    tg_params_extend(m->params, "fc", m->fc->params);
+    tg_module_init(&m->module, &gru_classifier_type);
+    tg_module_add_child(&m->module, "embedding", &m->embedding->module);
+    tg_module_add_child(&m->module, "gru", &m->gru->base.module);
+    tg_module_add_child(&m->module, "fc", &m->fc->module);
     return m;
 }
 
@@ -40,23 +42,9 @@ tg_tensor *tg_gru_classifier_forward(tg_gru_classifier *m, tg_tape *t, const tg_
     TG_CHECK_ARG(t);
     TG_CHECK_INDEX_INPUT(t, tokens);
     /* x = self.embedding(x) */
-    tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens);  /* (B, T, E) */
+    tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens); /* (B, T, E) */
     /* x, _ = self.gru(x) */
-    x = tg_gru_forward(m->gru, t, x, NULL).output;                 /* (B, T, H) */
+    x = tg_gru_forward(m->gru, t, x, NULL).output; /* (B, T, H) */
     /* x = self.fc(x[:, -1, :]) */
-    return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1));    /* (B, C) */
-}
-
-tg_params *tg_gru_classifier_params(tg_gru_classifier *m) {
-    TG_CHECK_ARG(m);
-    return m->params;
-}
-
-void tg_gru_classifier_free(tg_gru_classifier *m) {
-    if (!m) return;
-    tg_embedding_free(m->embedding);
-    tg_gru_free(m->gru);
-    tg_linear_free(m->fc);
-    tg_params_free(m->params);
-    free(m);
+    return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1)); /* (B, C) */
 }

@@ -17,6 +17,8 @@
  *   hidden = hidden.detach()          # truncated BPTT: the next batch starts from here */
 #include "tapegrad/models.h"
 
+static const tg_module_type gru_lm_type = {"GRULanguageModel", NULL, NULL};
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,10 +30,10 @@ tg_gru_lm *tg_gru_lm_new(int64_t vocab_size, int64_t embedding_dim, int64_t hidd
     gru.num_layers = num_layers;
     m->gru = tg_gru_new(gru);
     m->fc = tg_linear_new(hidden_dim, vocab_size, true);
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "embedding", m->embedding->params);
-    tg_params_extend(m->params, "gru", m->gru->base.params);
-    tg_params_extend(m->params, "fc", m->fc->params);
+    tg_module_init(&m->module, &gru_lm_type);
+    tg_module_add_child(&m->module, "embedding", &m->embedding->module);
+    tg_module_add_child(&m->module, "gru", &m->gru->base.module);
+    tg_module_add_child(&m->module, "fc", &m->fc->module);
     return m;
 }
 
@@ -41,9 +43,9 @@ tg_gru_lm_output tg_gru_lm_forward(tg_gru_lm *m, tg_tape *t, const tg_index *x, 
     TG_CHECK_INDEX_INPUT(t, x);
     TG_CHECK_INPUT_OPT(t, hidden);
     /* embedded = self.embedding(x) */
-    tg_tensor *embedded = tg_embedding_forward(m->embedding, t, x);      /* (T, B, E) */
+    tg_tensor *embedded = tg_embedding_forward(m->embedding, t, x); /* (T, B, E) */
     /* output, hidden = self.gru(embedded, hidden) */
-    tg_rnn_result r = tg_gru_forward(m->gru, t, embedded, hidden);       /* (T, B, H) */
+    tg_rnn_result r = tg_gru_forward(m->gru, t, embedded, hidden); /* (T, B, H) */
     /* output = self.fc(output) */
     return (tg_gru_lm_output){tg_linear_forward(m->fc, t, r.output), r.h_n};
 }
@@ -66,18 +68,4 @@ tg_tensor *tg_gru_lm_detach(tg_tensor *into, const tg_tensor *hidden) {
     memmove(into->data, hidden->data, (size_t)hidden->numel * sizeof(tg_real));
     into->requires_grad = false;
     return into;
-}
-
-tg_params *tg_gru_lm_params(tg_gru_lm *m) {
-    TG_CHECK_ARG(m);
-    return m->params;
-}
-
-void tg_gru_lm_free(tg_gru_lm *m) {
-    if (!m) return;
-    tg_embedding_free(m->embedding);
-    tg_gru_free(m->gru);
-    tg_linear_free(m->fc);
-    tg_params_free(m->params);
-    free(m);
 }

@@ -11,16 +11,19 @@
  *           return output                        # (batch_size, output_size) */
 #include "tapegrad/models.h"
 
+static const tg_module_type gru_seq_classifier_type = {"GRUSeqModel", NULL, NULL};
+
 #include <stdlib.h>
 
 tg_gru_seq_classifier *tg_gru_seq_classifier_new(int64_t input_size, int64_t hidden_size,
                                                  int64_t output_size) {
     tg_gru_seq_classifier *m = tg_xcalloc(1, sizeof *m);
-    m->gru = tg_gru_new(tg_rnn_defaults(input_size, hidden_size)); /* nn.GRU(input_size, hidden_size) */
-    m->fc = tg_linear_new(hidden_size, output_size, true);         /* nn.Linear(hidden_size, output_size) */
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "gru", m->gru->base.params);
-    tg_params_extend(m->params, "fc", m->fc->params);
+    m->gru =
+        tg_gru_new(tg_rnn_defaults(input_size, hidden_size)); /* nn.GRU(input_size, hidden_size) */
+    m->fc = tg_linear_new(hidden_size, output_size, true); /* nn.Linear(hidden_size, output_size) */
+    tg_module_init(&m->module, &gru_seq_classifier_type);
+    tg_module_add_child(&m->module, "gru", &m->gru->base.module);
+    tg_module_add_child(&m->module, "fc", &m->fc->module);
     return m;
 }
 
@@ -31,17 +34,4 @@ tg_tensor *tg_gru_seq_classifier_forward(tg_gru_seq_classifier *m, tg_tape *t, t
     tg_tensor *output = tg_gru_forward(m->gru, t, x, NULL).output;
     /* output = self.fc(output[-1]) */
     return tg_linear_forward(m->fc, t, tg_select(t, output, 0, -1));
-}
-
-tg_params *tg_gru_seq_classifier_params(tg_gru_seq_classifier *m) {
-    TG_CHECK_ARG(m);
-    return m->params;
-}
-
-void tg_gru_seq_classifier_free(tg_gru_seq_classifier *m) {
-    if (!m) return;
-    tg_gru_free(m->gru);
-    tg_linear_free(m->fc);
-    tg_params_free(m->params);
-    free(m);
 }

@@ -18,17 +18,18 @@
  * The tutorial's batch of one is generalised to N rows: view(1, N, -1) and view(N, -1). */
 #include "tapegrad/models.h"
 
+static const tg_module_type gru_stepwise_type = {"GRUStepwise", NULL, NULL};
+
 #include <stdlib.h>
 
-tg_gru_stepwise *tg_gru_stepwise_new(int64_t input_size, int64_t hidden_size,
-                                     int64_t output_size) {
+tg_gru_stepwise *tg_gru_stepwise_new(int64_t input_size, int64_t hidden_size, int64_t output_size) {
     tg_gru_stepwise *m = tg_xcalloc(1, sizeof *m);
     m->hidden_size = hidden_size;
     m->gru = tg_gru_new(tg_rnn_defaults(input_size, hidden_size));
     m->fc = tg_linear_new(hidden_size, output_size, true);
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "gru", m->gru->base.params);
-    tg_params_extend(m->params, "fc", m->fc->params);
+    tg_module_init(&m->module, &gru_stepwise_type);
+    tg_module_add_child(&m->module, "gru", &m->gru->base.module);
+    tg_module_add_child(&m->module, "fc", &m->fc->module);
     return m;
 }
 
@@ -49,17 +50,4 @@ tg_gru_stepwise_output tg_gru_stepwise_forward(tg_gru_stepwise *m, tg_tape *t, t
 tg_tensor *tg_gru_stepwise_init_hidden(const tg_gru_stepwise *m, int64_t batch) {
     TG_CHECK_ARG(m);
     return tg_tensor_zeros(TG_SHAPE(1, batch, m->hidden_size)); /* torch.zeros(1, 1, hidden_size) */
-}
-
-tg_params *tg_gru_stepwise_params(tg_gru_stepwise *m) {
-    TG_CHECK_ARG(m);
-    return m->params;
-}
-
-void tg_gru_stepwise_free(tg_gru_stepwise *m) {
-    if (!m) return;
-    tg_gru_free(m->gru);
-    tg_linear_free(m->fc);
-    tg_params_free(m->params);
-    free(m);
 }

@@ -19,6 +19,8 @@
  *           return x */
 #include "tapegrad/models.h"
 
+static const tg_module_type lstm_classifier_type = {"LSTMClassifier", NULL, NULL};
+
 #include <stdlib.h>
 
 tg_lstm_classifier *tg_lstm_classifier_new(int64_t vocab_size, int64_t embedding_dim,
@@ -29,10 +31,10 @@ tg_lstm_classifier *tg_lstm_classifier_new(int64_t vocab_size, int64_t embedding
     lstm.batch_first = true;
     m->lstm = tg_lstm_new(lstm);
     m->fc = tg_linear_new(hidden_size, num_classes, true);
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "embedding", m->embedding->params);
-    tg_params_extend(m->params, "lstm", m->lstm->base.params);
-    tg_params_extend(m->params, "fc", m->fc->params);
+    tg_module_init(&m->module, &lstm_classifier_type);
+    tg_module_add_child(&m->module, "embedding", &m->embedding->module);
+    tg_module_add_child(&m->module, "lstm", &m->lstm->base.module);
+    tg_module_add_child(&m->module, "fc", &m->fc->module);
     return m;
 }
 
@@ -41,23 +43,9 @@ tg_tensor *tg_lstm_classifier_forward(tg_lstm_classifier *m, tg_tape *t, const t
     TG_CHECK_ARG(t);
     TG_CHECK_INDEX_INPUT(t, tokens);
     /* x = self.embedding(x) */
-    tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens);   /* (B, T, E) */
+    tg_tensor *x = tg_embedding_forward(m->embedding, t, tokens); /* (B, T, E) */
     /* x, _ = self.lstm(x) */
-    x = tg_lstm_forward(m->lstm, t, x, NULL, NULL).output;          /* (B, T, H) */
+    x = tg_lstm_forward(m->lstm, t, x, NULL, NULL).output; /* (B, T, H) */
     /* x = self.fc(x[:, -1, :]) */
-    return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1));     /* (B, C) */
-}
-
-tg_params *tg_lstm_classifier_params(tg_lstm_classifier *m) {
-    TG_CHECK_ARG(m);
-    return m->params;
-}
-
-void tg_lstm_classifier_free(tg_lstm_classifier *m) {
-    if (!m) return;
-    tg_embedding_free(m->embedding);
-    tg_lstm_free(m->lstm);
-    tg_linear_free(m->fc);
-    tg_params_free(m->params);
-    free(m);
+    return tg_linear_forward(m->fc, t, tg_select(t, x, 1, -1)); /* (B, C) */
 }

@@ -25,6 +25,8 @@
  * m->causal for the tutorial's forward as written. */
 #include "tapegrad/models.h"
 
+static const tg_module_type transformer_model_type = {"TransformerModel", NULL, NULL};
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -33,8 +35,9 @@ tg_transformer_model *tg_transformer_model_new_ex(int64_t vocab_size,
                                                   int num_encoder_layers, int num_decoder_layers) {
     TG_CHECK_ARG(opts);
     if (opts->batch_first)
-        tg_fail("tg_transformer_model_new_ex: the model is sequence-first (src (S, N), tgt (T, N)); "
-                "batch_first must be false");
+        tg_fail(
+            "tg_transformer_model_new_ex: the model is sequence-first (src (S, N), tgt (T, N)); "
+            "batch_first must be false");
     tg_transformer_model *m = tg_xcalloc(1, sizeof *m);
     /* nn.TransformerEncoder(nn.TransformerEncoderLayer(d_model, nhead), num_encoder_layers) */
     m->encoder = tg_transformer_encoder_new(opts, num_encoder_layers, false);
@@ -42,11 +45,11 @@ tg_transformer_model *tg_transformer_model_new_ex(int64_t vocab_size,
     m->embedding = tg_embedding_new(vocab_size, opts->d_model, TG_NO_PADDING);
     m->linear = tg_linear_new(opts->d_model, vocab_size, true);
     m->causal = true;
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "encoder", m->encoder->params);
-    tg_params_extend(m->params, "decoder", m->decoder->params);
-    tg_params_extend(m->params, "embedding", m->embedding->params);
-    tg_params_extend(m->params, "linear", m->linear->params);
+    tg_module_init(&m->module, &transformer_model_type);
+    tg_module_add_child(&m->module, "encoder", &m->encoder->module);
+    tg_module_add_child(&m->module, "decoder", &m->decoder->module);
+    tg_module_add_child(&m->module, "embedding", &m->embedding->module);
+    tg_module_add_child(&m->module, "linear", &m->linear->module);
     return m;
 }
 
@@ -73,31 +76,17 @@ tg_tensor *tg_transformer_model_forward(tg_transformer_model *m, tg_tape *t, con
     char a[96], b[96];
     if (src->ndim != 2 || tgt->ndim != 2 || src->shape[1] != tgt->shape[1])
         tg_fail("tg_transformer_model_forward: src %s and tgt %s must be (S, N) and (T, N) token "
-                "ids with the same batch N", tg_shape_format(src->ndim, src->shape, a, sizeof a),
+                "ids with the same batch N",
+                tg_shape_format(src->ndim, src->shape, a, sizeof a),
                 tg_shape_format(tgt->ndim, tgt->shape, b, sizeof b));
     const tg_mha_masks tgt_masks = {.attn_mask = m->causal ? causal_mask(t, tgt->shape[0]) : NULL};
     /* src = self.embedding(src); tgt = self.embedding(tgt) */
-    tg_tensor *x = tg_embedding_forward(m->embedding, t, src);  /* (S, N, d_model) */
-    tg_tensor *y = tg_embedding_forward(m->embedding, t, tgt);  /* (T, N, d_model) */
+    tg_tensor *x = tg_embedding_forward(m->embedding, t, src); /* (S, N, d_model) */
+    tg_tensor *y = tg_embedding_forward(m->embedding, t, tgt); /* (T, N, d_model) */
     /* src = self.encoder(src) */
     x = tg_transformer_encoder_forward(m->encoder, t, x, NULL);
     /* tgt = self.decoder(tgt, src, tgt_mask=tgt_mask) */
     y = tg_transformer_decoder_forward(m->decoder, t, y, x, &tgt_masks, NULL);
     /* output = self.linear(tgt) */
-    return tg_linear_forward(m->linear, t, y);                  /* (T, N, vocab) */
-}
-
-tg_params *tg_transformer_model_params(tg_transformer_model *m) {
-    TG_CHECK_ARG(m);
-    return m->params;
-}
-
-void tg_transformer_model_free(tg_transformer_model *m) {
-    if (!m) return;
-    tg_transformer_encoder_free(m->encoder);
-    tg_transformer_decoder_free(m->decoder);
-    tg_embedding_free(m->embedding);
-    tg_linear_free(m->linear);
-    tg_params_free(m->params);
-    free(m);
+    return tg_linear_forward(m->linear, t, y); /* (T, N, vocab) */
 }

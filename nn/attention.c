@@ -5,6 +5,13 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* PyTorch's MultiheadAttention has no extra repr; its out_proj prints under the class name
+ * PyTorch gives it. */
+static const tg_module_type mha_type = {"MultiheadAttention", NULL, NULL};
+static const tg_module_type additive_type = {"AdditiveAttention", NULL, NULL};
+static const tg_module_type out_proj_type = {"NonDynamicallyQuantizableLinear", NULL,
+                                             tg_linear_extra_repr};
+
 tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool bias,
                    bool batch_first) {
     if (embed_dim <= 0 || num_heads <= 0 || embed_dim % num_heads != 0)
@@ -21,27 +28,19 @@ tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool b
     /* PyTorch's draw order: out_proj (a Linear: weight, then bias, later zeroed) is built
      * first; only then is the packed in_proj_weight drawn, xavier-uniform over (3E, E). */
     m->out_proj = tg_linear_new(embed_dim, embed_dim, bias);
+    m->out_proj->module.type = &out_proj_type; /* a Linear under PyTorch's class name */
     m->in_proj_weight =
         tg_tensor_requires_grad(tg_tensor_new(TG_SHAPE(3 * embed_dim, embed_dim)), true);
     tg_init_xavier_uniform(m->in_proj_weight, 1.0, NULL);
-    m->params = tg_params_new();
-    tg_params_add(m->params, "in_proj_weight", m->in_proj_weight);
+    tg_module_init(&m->module, &mha_type);
+    tg_module_add_param(&m->module, "in_proj_weight", m->in_proj_weight);
     if (bias) {
         m->in_proj_bias = tg_tensor_requires_grad(tg_tensor_zeros(TG_SHAPE(3 * embed_dim)), true);
-        tg_params_add(m->params, "in_proj_bias", m->in_proj_bias);
+        tg_module_add_param(&m->module, "in_proj_bias", m->in_proj_bias);
         tg_tensor_fill(m->out_proj->bias, 0);
     }
-    tg_params_extend(m->params, "out_proj", m->out_proj->params);
+    tg_module_add_child(&m->module, "out_proj", &m->out_proj->module);
     return m;
-}
-
-void tg_mha_free(tg_mha *m) {
-    if (!m) return;
-    tg_tensor_free(m->in_proj_weight);
-    tg_tensor_free(m->in_proj_bias);
-    tg_linear_free(m->out_proj);
-    tg_params_free(m->params);
-    free(m);
 }
 
 tg_tensor *tg_square_subsequent_mask(int64_t size) {
@@ -155,7 +154,8 @@ tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor 
         }
         const tg_mha_layout layout = {
             m->num_heads, m->head_dim, {off[0], off[1], off[2]}, m->batch_first};
-        tg_tensor *o = tg_mha_attention(t, q, k, v, &layout, masks, m->dropout);
+        tg_tensor *o =
+            tg_mha_attention(t, q, k, v, &layout, masks, m->module.training ? m->dropout : 0);
         return (tg_mha_output){.output = tg_linear_forward(m->out_proj, t, o)};
     }
     /* The composite path (the weights are wanted, or a mask needs a gradient):
@@ -167,7 +167,7 @@ tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor 
     q = tg_mul_scalar(t, q, (tg_real)(1.0 / sqrt((double)m->head_dim)));
     tg_tensor *scores = apply_masks(m, t, tg_matmul_t(t, q, k, false, true), N, masks);
     tg_tensor *A = tg_softmax(t, scores, -1);
-    A = tg_dropout(t, A, m->dropout, tg_tape_is_training(t), NULL);
+    A = tg_dropout(t, A, m->dropout, m->module.training, NULL);
     /* heads concatenated, then the output projection */
     tg_tensor *o = merge_heads(m, t, tg_matmul(t, A, v), N);
     tg_mha_output out = {.output = tg_linear_forward(m->out_proj, t, o)};
@@ -183,23 +183,14 @@ tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor 
 tg_additive_attention *tg_additive_attention_new(int64_t enc_dim, int64_t dec_dim,
                                                  int64_t attn_dim) {
     tg_additive_attention *m = tg_xcalloc(1, sizeof *m);
+    tg_module_init(&m->module, &additive_type);
     m->W_a = tg_linear_new(enc_dim, attn_dim, true);
     m->U_a = tg_linear_new(dec_dim, attn_dim, false);
     m->v = tg_linear_new(attn_dim, 1, false);
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "W_a", m->W_a->params);
-    tg_params_extend(m->params, "U_a", m->U_a->params);
-    tg_params_extend(m->params, "v", m->v->params);
+    tg_module_add_child(&m->module, "W_a", &m->W_a->module);
+    tg_module_add_child(&m->module, "U_a", &m->U_a->module);
+    tg_module_add_child(&m->module, "v", &m->v->module);
     return m;
-}
-
-void tg_additive_attention_free(tg_additive_attention *m) {
-    if (!m) return;
-    tg_linear_free(m->W_a);
-    tg_linear_free(m->U_a);
-    tg_linear_free(m->v);
-    tg_params_free(m->params);
-    free(m);
 }
 
 tg_tensor *tg_additive_attention_project(tg_additive_attention *m, tg_tape *t, tg_tensor *enc) {

@@ -2,8 +2,22 @@
 #include "tapegrad/nn.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Python's repr of a float: "0.1", "1e-05", and "0.0" rather than "0". */
+static void py_float(char *buf, size_t size, double v) {
+    snprintf(buf, size, "%g", v);
+    if (!strpbrk(buf, ".eni")) strncat(buf, ".0", size - strlen(buf) - 1);
+}
+
+void tg_linear_extra_repr(const tg_module *mod, char *buf, size_t size) {
+    const tg_linear_layer *m = (const tg_linear_layer *)mod;
+    snprintf(buf, size, "in_features=%lld, out_features=%lld, bias=%s", (long long)m->in_features,
+             (long long)m->out_features, m->bias ? "True" : "False");
+}
+static const tg_module_type linear_type = {"Linear", NULL, tg_linear_extra_repr};
 
 tg_linear_layer *tg_linear_new(int64_t in_features, int64_t out_features, bool bias) {
     if (in_features <= 0 || out_features <= 0)
@@ -12,15 +26,15 @@ tg_linear_layer *tg_linear_new(int64_t in_features, int64_t out_features, bool b
     tg_linear_layer *m = tg_xcalloc(1, sizeof *m);
     m->in_features = in_features;
     m->out_features = out_features;
-    m->params = tg_params_new();
+    tg_module_init(&m->module, &linear_type);
     /* draw order as PyTorch: weight (kaiming_uniform a=√5), then bias U(±1/√in) */
     m->weight = tg_tensor_requires_grad(tg_tensor_new(TG_SHAPE(out_features, in_features)), true);
     tg_init_kaiming_uniform(m->weight, sqrt(5.0), NULL);
-    tg_params_add(m->params, "weight", m->weight);
+    tg_module_add_param(&m->module, "weight", m->weight);
     if (bias) {
         m->bias = tg_tensor_requires_grad(tg_tensor_new(TG_SHAPE(out_features)), true);
         tg_init_uniform_fan(m->bias, in_features, NULL);
-        tg_params_add(m->params, "bias", m->bias);
+        tg_module_add_param(&m->module, "bias", m->bias);
     }
     return m;
 }
@@ -31,13 +45,14 @@ tg_tensor *tg_linear_forward(tg_linear_layer *m, tg_tape *t, tg_tensor *x) {
     return tg_linear(t, x, m->weight, m->bias);
 }
 
-void tg_linear_free(tg_linear_layer *m) {
-    if (!m) return;
-    tg_tensor_free(m->weight);
-    tg_tensor_free(m->bias);
-    tg_params_free(m->params);
-    free(m);
+static void embedding_repr(const tg_module *mod, char *buf, size_t size) {
+    const tg_embedding_layer *m = (const tg_embedding_layer *)mod;
+    const int n = snprintf(buf, size, "%lld, %lld", (long long)m->num_embeddings,
+                           (long long)m->embedding_dim);
+    if (m->padding_idx != TG_NO_PADDING && n >= 0 && (size_t)n < size)
+        snprintf(buf + n, size - (size_t)n, ", padding_idx=%lld", (long long)m->padding_idx);
 }
+static const tg_module_type embedding_type = {"Embedding", NULL, embedding_repr};
 
 tg_embedding_layer *tg_embedding_new(int64_t num_embeddings, int64_t embedding_dim,
                                      int64_t padding_idx) {
@@ -54,14 +69,14 @@ tg_embedding_layer *tg_embedding_new(int64_t num_embeddings, int64_t embedding_d
     m->num_embeddings = num_embeddings;
     m->embedding_dim = embedding_dim;
     m->padding_idx = padding_idx;
-    m->params = tg_params_new();
+    tg_module_init(&m->module, &embedding_type);
     m->weight =
         tg_tensor_requires_grad(tg_tensor_new(TG_SHAPE(num_embeddings, embedding_dim)), true);
     tg_init_normal(m->weight, 0, 1, NULL);
     if (padding_idx != TG_NO_PADDING)
         memset(m->weight->data + padding_idx * embedding_dim, 0,
                (size_t)embedding_dim * sizeof(tg_real));
-    tg_params_add(m->params, "weight", m->weight);
+    tg_module_add_param(&m->module, "weight", m->weight);
     return m;
 }
 
@@ -72,12 +87,18 @@ tg_tensor *tg_embedding_forward(tg_embedding_layer *m, tg_tape *t, const tg_inde
     return tg_embedding(t, m->weight, ids, m->padding_idx);
 }
 
-void tg_embedding_free(tg_embedding_layer *m) {
-    if (!m) return;
-    tg_tensor_free(m->weight);
-    tg_params_free(m->params);
-    free(m);
+static void layernorm_repr(const tg_module *mod, char *buf, size_t size) {
+    const tg_layernorm *m = (const tg_layernorm *)mod;
+    char shape[128] = "(", eps[32];
+    for (int i = 0; i < m->ndim; i++)
+        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%lld", i ? ", " : "",
+                 (long long)m->shape[i]);
+    strcat(shape, m->ndim == 1 ? ",)" : ")");
+    py_float(eps, sizeof eps, (double)m->eps);
+    snprintf(buf, size, "%s, eps=%s, elementwise_affine=%s", shape, eps,
+             m->weight ? "True" : "False");
 }
+static const tg_module_type layernorm_type = {"LayerNorm", NULL, layernorm_repr};
 
 tg_layernorm *tg_layernorm_new(int ndim, const int64_t *normalized_shape, tg_real eps,
                                bool elementwise_affine) {
@@ -88,12 +109,12 @@ tg_layernorm *tg_layernorm_new(int ndim, const int64_t *normalized_shape, tg_rea
     m->ndim = ndim;
     memcpy(m->shape, normalized_shape, (size_t)ndim * sizeof(int64_t));
     m->eps = eps;
-    m->params = tg_params_new();
+    tg_module_init(&m->module, &layernorm_type);
     if (elementwise_affine) {
         m->weight = tg_tensor_requires_grad(tg_tensor_ones(ndim, normalized_shape), true);
         m->bias = tg_tensor_requires_grad(tg_tensor_zeros(ndim, normalized_shape), true);
-        tg_params_add(m->params, "weight", m->weight);
-        tg_params_add(m->params, "bias", m->bias);
+        tg_module_add_param(&m->module, "weight", m->weight);
+        tg_module_add_param(&m->module, "bias", m->bias);
     }
     return m;
 }
@@ -113,16 +134,23 @@ tg_tensor *tg_layernorm_forward(tg_layernorm *m, tg_tape *t, tg_tensor *x) {
     return tg_layer_norm(t, x, m->ndim, m->weight, m->bias, m->eps);
 }
 
-void tg_layernorm_free(tg_layernorm *m) {
-    if (!m) return;
-    tg_tensor_free(m->weight);
-    tg_tensor_free(m->bias);
-    tg_params_free(m->params);
-    free(m);
+static void dropout_repr(const tg_module *mod, char *buf, size_t size) {
+    char p[32];
+    py_float(p, sizeof p, (double)((const tg_dropout_layer *)mod)->p);
+    snprintf(buf, size, "p=%s, inplace=False", p);
+}
+static const tg_module_type dropout_type = {"Dropout", NULL, dropout_repr};
+
+tg_dropout_layer *tg_dropout_new(tg_real p) {
+    if (!(p >= 0 && p <= 1)) tg_fail("dropout_new: p %g must be in [0, 1]", (double)p);
+    tg_dropout_layer *m = tg_xcalloc(1, sizeof *m);
+    tg_module_init(&m->module, &dropout_type);
+    m->p = p;
+    return m;
 }
 
 tg_tensor *tg_dropout_forward(const tg_dropout_layer *m, tg_tape *t, tg_tensor *x) {
     TG_CHECK_ARG(m);
     TG_CHECK_OP(t, x);
-    return tg_dropout(t, x, m->p, tg_tape_is_training(t), m->rng);
+    return tg_dropout(t, x, m->p, m->module.training, m->rng);
 }

@@ -23,7 +23,7 @@ static char *string_copy(const char *s) {
     return memcpy(tg_xmalloc(n), s, n);
 }
 
-static void params_add(tg_params *p, const char *name, tg_tensor *t, bool is_count) {
+static void params_add(tg_params *p, const char *name, tg_tensor *t, bool is_count, bool rename) {
     if (!p) tg_fail_null_argument("tg_params_add", "params");
     tg_tensor_check("tg_params_add", "t", t);
     if (!name || !name[0]) tg_fail("params_add: a parameter needs a name");
@@ -46,13 +46,19 @@ static void params_add(tg_params *p, const char *name, tg_tensor *t, bool is_cou
     p->names[p->count] = string_copy(name);
     p->is_count[p->count] = is_count;
     p->count++;
-    tg_tensor_set_name(t, name);
+    if (rename) tg_tensor_set_name(t, name);
 }
 
-void tg_params_add(tg_params *p, const char *name, tg_tensor *t) { params_add(p, name, t, false); }
+void tg_params_add(tg_params *p, const char *name, tg_tensor *t) {
+    params_add(p, name, t, false, true);
+}
+
+void tg_params_add_keep_name(tg_params *p, const char *name, tg_tensor *t) {
+    params_add(p, name, t, false, false);
+}
 
 void tg_params_add_count(tg_params *p, const char *name, tg_tensor *t) {
-    params_add(p, name, t, true);
+    params_add(p, name, t, true, true);
 }
 
 void tg_params_extend(tg_params *p, const char *prefix, const tg_params *child) {
@@ -61,13 +67,13 @@ void tg_params_extend(tg_params *p, const char *prefix, const tg_params *child) 
     for (size_t i = 0; i < child->count; i++) {
         const bool is_count = child->is_count[i];
         if (!prefix || !prefix[0]) {
-            params_add(p, child->names[i], child->tensors[i], is_count);
+            params_add(p, child->names[i], child->tensors[i], is_count, true);
             continue;
         }
         const size_t n = strlen(prefix) + 1 + strlen(child->names[i]) + 1;
         char *name = tg_xmalloc(n);
         snprintf(name, n, "%s.%s", prefix, child->names[i]);
-        params_add(p, name, child->tensors[i], is_count);
+        params_add(p, name, child->tensors[i], is_count, true);
         free(name);
     }
 }

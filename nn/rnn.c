@@ -43,13 +43,50 @@ static tg_cell_kind family_of(tg_cell_kind kind) {
 
 /* A parameter of `rows` x `cols` (cols 0: a vector), drawn U(±1/√H) now: PyTorch draws
  * every RNN parameter with that bound, in registration order. */
-static tg_tensor *new_param(tg_params *params, const char *name, int64_t rows, int64_t cols,
-                            int64_t H) {
+static tg_tensor *new_param(tg_module *m, const char *name, int64_t rows, int64_t cols, int64_t H) {
     tg_tensor *p = cols ? tg_tensor_new(TG_SHAPE(rows, cols)) : tg_tensor_new(TG_SHAPE(rows));
     tg_tensor_requires_grad(p, true);
     tg_init_uniform_fan(p, H, NULL);
-    tg_params_add(params, name, p);
+    tg_module_add_param(m, name, p);
     return p;
+}
+
+/* PyTorch's repr: "GRU(3, 4, num_layers=2, bias=False, batch_first=True, dropout=0.5,
+ * bidirectional=True)", the options that differ from the defaults. */
+static void recurrent_repr(const tg_module *mod, char *buf, size_t size) {
+    const tg_rnn_options *o = &((const tg_recurrent *)mod)->options;
+    int n = snprintf(buf, size, "%lld, %lld", (long long)o->input_size, (long long)o->hidden_size);
+#define PUT(...)                                                                                   \
+    if (n >= 0 && (size_t)n < size) n += snprintf(buf + n, size - (size_t)n, __VA_ARGS__)
+    if (o->num_layers != 1) PUT(", num_layers=%lld", (long long)o->num_layers);
+    if (!o->bias) PUT(", bias=False");
+    if (o->batch_first) PUT(", batch_first=True");
+    if (o->dropout != 0) PUT(", dropout=%g", (double)o->dropout);
+    if (o->bidirectional) PUT(", bidirectional=True");
+}
+
+static void cell_repr(const tg_module *mod, char *buf, size_t size) {
+    const tg_cell_options *o = &((const tg_cell *)mod)->options;
+    const tg_cell_kind kind = ((const tg_cell *)mod)->kind;
+    int n = snprintf(buf, size, "%lld, %lld", (long long)o->input_size, (long long)o->hidden_size);
+    if (!o->bias) PUT(", bias=False");
+    if (kind == TG_CELL_RNN_RELU) PUT(", nonlinearity=relu");
+#undef PUT
+}
+
+static void recurrent_release(tg_module *m) { free(((tg_recurrent *)m)->weights); }
+
+static const tg_module_type rnn_type = {"RNN", recurrent_release, recurrent_repr};
+static const tg_module_type gru_type = {"GRU", recurrent_release, recurrent_repr};
+static const tg_module_type lstm_type = {"LSTM", recurrent_release, recurrent_repr};
+static const tg_module_type rnn_cell_type = {"RNNCell", NULL, cell_repr};
+static const tg_module_type gru_cell_type = {"GRUCell", NULL, cell_repr};
+static const tg_module_type lstm_cell_type = {"LSTMCell", NULL, cell_repr};
+
+static const tg_module_type *type_of(tg_cell_kind family, bool cell) {
+    if (family == TG_CELL_RNN_TANH) return cell ? &rnn_cell_type : &rnn_type;
+    if (family == TG_CELL_GRU) return cell ? &gru_cell_type : &gru_type;
+    return cell ? &lstm_cell_type : &lstm_type;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -69,7 +106,7 @@ static void *recurrent_new(size_t size, tg_cell_kind family, tg_rnn_options o, c
     m->kind = kind_for(family, o.nonlinearity, o.reset_after, op);
     m->options = o;
     m->num_directions = o.bidirectional ? 2 : 1;
-    m->params = tg_params_new();
+    tg_module_init(&m->module, type_of(family, false));
     m->weights = tg_xcalloc((size_t)(o.num_layers * m->num_directions), sizeof *m->weights);
     const int64_t H = o.hidden_size, GH = tg_cell_gate_count(m->kind) * H;
     for (int64_t l = 0; l < o.num_layers; l++)
@@ -79,14 +116,14 @@ static void *recurrent_new(size_t size, tg_cell_kind family, tg_rnn_options o, c
             char name[64];
             const char *rev = d ? "_reverse" : "";
             snprintf(name, sizeof name, "weight_ih_l%lld%s", (long long)l, rev);
-            w->w_ih = new_param(m->params, name, GH, in, H);
+            w->w_ih = new_param(&m->module, name, GH, in, H);
             snprintf(name, sizeof name, "weight_hh_l%lld%s", (long long)l, rev);
-            w->w_hh = new_param(m->params, name, GH, H, H);
+            w->w_hh = new_param(&m->module, name, GH, H, H);
             if (!o.bias) continue;
             snprintf(name, sizeof name, "bias_ih_l%lld%s", (long long)l, rev);
-            w->b_ih = new_param(m->params, name, GH, 0, H);
+            w->b_ih = new_param(&m->module, name, GH, 0, H);
             snprintf(name, sizeof name, "bias_hh_l%lld%s", (long long)l, rev);
-            w->b_hh = new_param(m->params, name, GH, 0, H);
+            w->b_hh = new_param(&m->module, name, GH, 0, H);
         }
     return m;
 }
@@ -185,7 +222,7 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
         }
         seq = D == 2 ? tg_concat(t, outs, 2, 2) : outs[0]; /* features [forward | reverse] */
         /* dropout on every layer's output but the last, in training only */
-        if (l < L - 1 && o->dropout > 0 && tg_tape_is_training(t))
+        if (l < L - 1 && o->dropout > 0 && m->module.training)
             seq = tg_dropout(t, seq, o->dropout, true, NULL);
     }
     tg_rnn_result res = {seq, DL == 1 ? h_n[0] : tg_concat(t, h_n, (int)DL, 0), NULL};
@@ -224,38 +261,6 @@ tg_rnn_result tg_recurrent_forward(tg_recurrent *m, tg_tape *t, tg_tensor *x, tg
     return recurrent_forward(m, t, "tg_recurrent_forward", family_of(m->kind), x, h0, c0);
 }
 
-tg_params *tg_rnn_params(tg_rnn *m) {
-    TG_CHECK_ARG(m);
-    return m->base.params;
-}
-
-tg_params *tg_gru_params(tg_gru *m) {
-    TG_CHECK_ARG(m);
-    return m->base.params;
-}
-
-tg_params *tg_lstm_params(tg_lstm *m) {
-    TG_CHECK_ARG(m);
-    return m->base.params;
-}
-
-/* m is the first member of its module, so it is also the address recurrent_new allocated. */
-void tg_recurrent_free(tg_recurrent *m) {
-    if (!m) return;
-    for (int64_t k = 0; k < m->options.num_layers * m->num_directions; k++) {
-        tg_tensor_free(m->weights[k].w_ih);
-        tg_tensor_free(m->weights[k].w_hh);
-        tg_tensor_free(m->weights[k].b_ih);
-        tg_tensor_free(m->weights[k].b_hh);
-    }
-    free(m->weights);
-    tg_params_free(m->params);
-    free(m);
-}
-void tg_rnn_free(tg_rnn *m) { tg_recurrent_free(m ? &m->base : NULL); }
-void tg_gru_free(tg_gru *m) { tg_recurrent_free(m ? &m->base : NULL); }
-void tg_lstm_free(tg_lstm *m) { tg_recurrent_free(m ? &m->base : NULL); }
-
 /* ------------------------------------------------------------------------------------------
  * nn.RNNCell / nn.GRUCell / nn.LSTMCell
  * ---------------------------------------------------------------------------------------- */
@@ -270,13 +275,13 @@ static void *cell_new(size_t size, tg_cell_kind family, tg_cell_options o, const
     tg_cell *m = tg_xcalloc(1, size);
     m->kind = kind_for(family, o.nonlinearity, o.reset_after, op);
     m->options = o;
-    m->params = tg_params_new();
+    tg_module_init(&m->module, type_of(family, true));
     const int64_t H = o.hidden_size, GH = tg_cell_gate_count(m->kind) * H;
-    m->weight_ih = new_param(m->params, "weight_ih", GH, o.input_size, H);
-    m->weight_hh = new_param(m->params, "weight_hh", GH, H, H);
+    m->weight_ih = new_param(&m->module, "weight_ih", GH, o.input_size, H);
+    m->weight_hh = new_param(&m->module, "weight_hh", GH, H, H);
     if (o.bias) {
-        m->bias_ih = new_param(m->params, "bias_ih", GH, 0, H);
-        m->bias_hh = new_param(m->params, "bias_hh", GH, 0, H);
+        m->bias_ih = new_param(&m->module, "bias_ih", GH, 0, H);
+        m->bias_hh = new_param(&m->module, "bias_hh", GH, 0, H);
     }
     return m;
 }
@@ -366,32 +371,3 @@ tg_rnn_state tg_cell_forward(tg_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h,
                 tg_cell_kind_name(m->kind));
     return cell_forward(m, t, "tg_cell_forward", family_of(m->kind), x, h, c);
 }
-
-tg_params *tg_rnn_cell_params(tg_rnn_cell *m) {
-    TG_CHECK_ARG(m);
-    return m->base.params;
-}
-
-tg_params *tg_gru_cell_params(tg_gru_cell *m) {
-    TG_CHECK_ARG(m);
-    return m->base.params;
-}
-
-tg_params *tg_lstm_cell_params(tg_lstm_cell *m) {
-    TG_CHECK_ARG(m);
-    return m->base.params;
-}
-
-/* m is the first member of its cell, so it is also the address cell_new allocated. */
-void tg_cell_free(tg_cell *m) {
-    if (!m) return;
-    tg_tensor_free(m->weight_ih);
-    tg_tensor_free(m->weight_hh);
-    tg_tensor_free(m->bias_ih);
-    tg_tensor_free(m->bias_hh);
-    tg_params_free(m->params);
-    free(m);
-}
-void tg_rnn_cell_free(tg_rnn_cell *m) { tg_cell_free(m ? &m->base : NULL); }
-void tg_gru_cell_free(tg_gru_cell *m) { tg_cell_free(m ? &m->base : NULL); }
-void tg_lstm_cell_free(tg_lstm_cell *m) { tg_cell_free(m ? &m->base : NULL); }

@@ -18,12 +18,26 @@ static tg_layernorm *norm_new(const tg_transformer_options *o) {
     return tg_layernorm_new(TG_SHAPE(o->d_model), o->layer_norm_eps, true);
 }
 
+/* The stacks hold their layers in an array besides the ModuleList child that owns them. */
+static void stack_release(tg_module *m) {
+    /* both stack structs start with the module, then num_layers, then layers */
+    free(((tg_transformer_encoder *)m)->layers);
+}
+
+static const tg_module_type encoder_layer_type = {"TransformerEncoderLayer", NULL, NULL};
+static const tg_module_type decoder_layer_type = {"TransformerDecoderLayer", NULL, NULL};
+static const tg_module_type encoder_type = {"TransformerEncoder", stack_release, NULL};
+static const tg_module_type decoder_type = {"TransformerDecoder", stack_release, NULL};
+static const tg_module_type transformer_type = {"Transformer", NULL, NULL};
+
 /* What one sublayer applies: attention (self when mem is NULL) or the feed-forward. */
 typedef struct sublayer_fn {
     tg_mha *attn;
     tg_tensor *mem;
     const tg_mha_masks *masks;
     tg_linear_layer *linear1, *linear2; /* feed-forward when attn is NULL */
+    const tg_dropout_layer *inner;      /* the feed-forward's dropout */
+    const tg_dropout_layer *drop;       /* on the sublayer's output */
 } sublayer_fn;
 
 /* SA(x) = attn(x, x, x), CA(x) = attn(x, mem, mem), FF(x) = linear2(dropout(act(linear1(x)))) */
@@ -35,7 +49,7 @@ static tg_tensor *sublayer_apply(const sublayer_fn *f, const tg_transformer_opti
     }
     tg_tensor *h = tg_linear_forward(f->linear1, t, x);
     h = o->activation == TG_ACTIVATION_GELU ? tg_gelu(t, h, TG_GELU_ERF) : tg_relu(t, h);
-    h = tg_dropout(t, h, o->dropout, tg_tape_is_training(t), NULL);
+    h = tg_dropout_forward(f->inner, t, h);
     return tg_linear_forward(f->linear2, t, h);
 }
 
@@ -43,13 +57,12 @@ static tg_tensor *sublayer_apply(const sublayer_fn *f, const tg_transformer_opti
  * pre-norm  x + dropout(f(norm(x))). */
 static tg_tensor *sublayer(const tg_transformer_options *o, tg_tape *t, tg_layernorm *norm,
                            tg_tensor *x, const sublayer_fn *f) {
-    const bool train = tg_tape_is_training(t);
     if (o->norm_first)
         return tg_add(t, x,
-                      tg_dropout(t, sublayer_apply(f, o, t, tg_layernorm_forward(norm, t, x)),
-                                 o->dropout, train, NULL));
+                      tg_dropout_forward(
+                          f->drop, t, sublayer_apply(f, o, t, tg_layernorm_forward(norm, t, x))));
     return tg_layernorm_forward(
-        norm, t, tg_add(t, x, tg_dropout(t, sublayer_apply(f, o, t, x), o->dropout, train, NULL)));
+        norm, t, tg_add(t, x, tg_dropout_forward(f->drop, t, sublayer_apply(f, o, t, x))));
 }
 
 /* ---- encoder layer ---- */
@@ -64,12 +77,16 @@ tg_encoder_layer *tg_encoder_layer_new(const tg_transformer_options *opts) {
     m->linear2 = tg_linear_new(opts->dim_feedforward, opts->d_model, true);
     m->norm1 = norm_new(opts);
     m->norm2 = norm_new(opts);
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "self_attn", m->self_attn->params);
-    tg_params_extend(m->params, "linear1", m->linear1->params);
-    tg_params_extend(m->params, "linear2", m->linear2->params);
-    tg_params_extend(m->params, "norm1", m->norm1->params);
-    tg_params_extend(m->params, "norm2", m->norm2->params);
+    tg_module *mod = &m->module;
+    tg_module_init(mod, &encoder_layer_type);
+    tg_module_add_child(mod, "self_attn", &m->self_attn->module);
+    tg_module_add_child(mod, "linear1", &m->linear1->module);
+    tg_module_add_child(mod, "dropout", &(m->dropout = tg_dropout_new(opts->dropout))->module);
+    tg_module_add_child(mod, "linear2", &m->linear2->module);
+    tg_module_add_child(mod, "norm1", &m->norm1->module);
+    tg_module_add_child(mod, "norm2", &m->norm2->module);
+    tg_module_add_child(mod, "dropout1", &(m->dropout1 = tg_dropout_new(opts->dropout))->module);
+    tg_module_add_child(mod, "dropout2", &(m->dropout2 = tg_dropout_new(opts->dropout))->module);
     return m;
 }
 
@@ -80,18 +97,12 @@ tg_tensor *tg_encoder_layer_forward(tg_encoder_layer *m, tg_tape *t, tg_tensor *
     tg_tensor *x = src;
     /* x = sublayer1(x, SA);  x = sublayer2(x, FF) */
     x = sublayer(&m->opts, t, m->norm1, x,
-                 &(sublayer_fn){.attn = m->self_attn, .masks = src_masks});
+                 &(sublayer_fn){.attn = m->self_attn, .masks = src_masks, .drop = m->dropout1});
     return sublayer(&m->opts, t, m->norm2, x,
-                    &(sublayer_fn){.linear1 = m->linear1, .linear2 = m->linear2});
-}
-
-void tg_encoder_layer_free(tg_encoder_layer *m) {
-    if (!m) return;
-    tg_mha_free(m->self_attn);
-    tg_linear_free(m->linear1), tg_linear_free(m->linear2);
-    tg_layernorm_free(m->norm1), tg_layernorm_free(m->norm2);
-    tg_params_free(m->params);
-    free(m);
+                    &(sublayer_fn){.linear1 = m->linear1,
+                                   .linear2 = m->linear2,
+                                   .inner = m->dropout,
+                                   .drop = m->dropout2});
 }
 
 /* ---- decoder layer ---- */
@@ -108,14 +119,19 @@ tg_decoder_layer *tg_decoder_layer_new(const tg_transformer_options *opts) {
     m->norm1 = norm_new(opts);
     m->norm2 = norm_new(opts);
     m->norm3 = norm_new(opts);
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "self_attn", m->self_attn->params);
-    tg_params_extend(m->params, "multihead_attn", m->multihead_attn->params);
-    tg_params_extend(m->params, "linear1", m->linear1->params);
-    tg_params_extend(m->params, "linear2", m->linear2->params);
-    tg_params_extend(m->params, "norm1", m->norm1->params);
-    tg_params_extend(m->params, "norm2", m->norm2->params);
-    tg_params_extend(m->params, "norm3", m->norm3->params);
+    tg_module *mod = &m->module;
+    tg_module_init(mod, &decoder_layer_type);
+    tg_module_add_child(mod, "self_attn", &m->self_attn->module);
+    tg_module_add_child(mod, "multihead_attn", &m->multihead_attn->module);
+    tg_module_add_child(mod, "linear1", &m->linear1->module);
+    tg_module_add_child(mod, "dropout", &(m->dropout = tg_dropout_new(opts->dropout))->module);
+    tg_module_add_child(mod, "linear2", &m->linear2->module);
+    tg_module_add_child(mod, "norm1", &m->norm1->module);
+    tg_module_add_child(mod, "norm2", &m->norm2->module);
+    tg_module_add_child(mod, "norm3", &m->norm3->module);
+    tg_module_add_child(mod, "dropout1", &(m->dropout1 = tg_dropout_new(opts->dropout))->module);
+    tg_module_add_child(mod, "dropout2", &(m->dropout2 = tg_dropout_new(opts->dropout))->module);
+    tg_module_add_child(mod, "dropout3", &(m->dropout3 = tg_dropout_new(opts->dropout))->module);
     return m;
 }
 
@@ -128,72 +144,66 @@ tg_tensor *tg_decoder_layer_forward(tg_decoder_layer *m, tg_tape *t, tg_tensor *
     /* x = sublayer1(x, SA);  x = sublayer2(x, CA with the memory);  x = sublayer3(x, FF)
      * (pre-norm normalises x, never the memory) */
     x = sublayer(&m->opts, t, m->norm1, x,
-                 &(sublayer_fn){.attn = m->self_attn, .masks = tgt_masks});
-    x = sublayer(&m->opts, t, m->norm2, x,
-                 &(sublayer_fn){.attn = m->multihead_attn, .mem = mem, .masks = memory_masks});
+                 &(sublayer_fn){.attn = m->self_attn, .masks = tgt_masks, .drop = m->dropout1});
+    x = sublayer(
+        &m->opts, t, m->norm2, x,
+        &(sublayer_fn){
+            .attn = m->multihead_attn, .mem = mem, .masks = memory_masks, .drop = m->dropout2});
     return sublayer(&m->opts, t, m->norm3, x,
-                    &(sublayer_fn){.linear1 = m->linear1, .linear2 = m->linear2});
-}
-
-void tg_decoder_layer_free(tg_decoder_layer *m) {
-    if (!m) return;
-    tg_mha_free(m->self_attn), tg_mha_free(m->multihead_attn);
-    tg_linear_free(m->linear1), tg_linear_free(m->linear2);
-    tg_layernorm_free(m->norm1), tg_layernorm_free(m->norm2), tg_layernorm_free(m->norm3);
-    tg_params_free(m->params);
-    free(m);
+                    &(sublayer_fn){.linear1 = m->linear1,
+                                   .linear2 = m->linear2,
+                                   .inner = m->dropout,
+                                   .drop = m->dropout3});
 }
 
 /* ---- stacks ---- */
 
 /* PyTorch deep-copies the given layer: every layer starts with the first one's values. */
-static void copy_values(const tg_params *from, tg_params *to) {
-    for (size_t i = 0; i < from->count; i++)
-        tg_tensor_copy_from(to->tensors[i], from->tensors[i]->data);
+static void copy_values(tg_module *from, tg_module *to) {
+    const tg_params *src = tg_module_params(from), *dst = tg_module_params(to);
+    for (size_t i = 0; i < src->count; i++)
+        tg_tensor_copy_from(dst->tensors[i], src->tensors[i]->data);
 }
 
-static void add_layer_params(tg_params *all, int i, const tg_params *layer) {
-    char prefix[32];
-    snprintf(prefix, sizeof prefix, "layers.%d", i);
-    tg_params_extend(all, prefix, layer);
-}
-
-/* Builds num_layers layers with make(opts), each a copy of the first (the copies must not
- * consume random draws: the generator is saved and restored around them), and collects
- * their parameters as "layers.{i}.*" and, with final_norm, "norm.*". Returns the layers. */
-static void *stack_new(const char *who, const tg_transformer_options *opts, int num_layers,
-                       bool final_norm, void *(*make)(const tg_transformer_options *),
-                       tg_params *(*params_of)(void *), tg_layernorm **norm, tg_params **all) {
-    if (num_layers < 1) tg_fail("%s: num_layers must be >= 1, got %d", who, num_layers);
-    void **layers = tg_xcalloc((size_t)num_layers, sizeof *layers);
-    *all = tg_params_new();
+/* Builds num_layers layers with make(opts) into the ModuleList child "layers", each a copy
+ * of the first (the copies must not consume random draws: the generator is saved and
+ * restored around them), then, with final_norm, the child "norm". Returns the layers. */
+static void *stack_new(tg_module *stack, const tg_module_type *type,
+                       const tg_transformer_options *opts, int num_layers, bool final_norm,
+                       tg_module *(*make)(const tg_transformer_options *), tg_layernorm **norm) {
+    if (num_layers < 1) tg_fail("%s: num_layers must be >= 1, got %d", type->name, num_layers);
+    tg_module_init(stack, type);
+    tg_module *list = tg_module_list_new();
+    tg_module_add_child(stack, "layers", list);
+    tg_module **layers = tg_xcalloc((size_t)num_layers, sizeof *layers);
     for (int i = 0; i < num_layers; i++) {
         const tg_rng saved = *tg_rng_default();
         layers[i] = make(opts);
         if (i > 0) {
             *tg_rng_default() = saved;
-            copy_values(params_of(layers[0]), params_of(layers[i]));
+            copy_values(layers[0], layers[i]);
         }
-        add_layer_params(*all, i, params_of(layers[i]));
+        char name[16];
+        snprintf(name, sizeof name, "%d", i);
+        tg_module_add_child(list, name, layers[i]);
     }
-    if (final_norm) {
-        *norm = norm_new(opts);
-        tg_params_extend(*all, "norm", (*norm)->params);
-    }
+    if (final_norm) tg_module_add_child(stack, "norm", &(*norm = norm_new(opts))->module);
     return layers;
 }
 
-static void *make_encoder_layer(const tg_transformer_options *o) { return tg_encoder_layer_new(o); }
-static void *make_decoder_layer(const tg_transformer_options *o) { return tg_decoder_layer_new(o); }
-static tg_params *encoder_layer_params(void *m) { return ((tg_encoder_layer *)m)->params; }
-static tg_params *decoder_layer_params(void *m) { return ((tg_decoder_layer *)m)->params; }
+static tg_module *make_encoder_layer(const tg_transformer_options *o) {
+    return &tg_encoder_layer_new(o)->module;
+}
+static tg_module *make_decoder_layer(const tg_transformer_options *o) {
+    return &tg_decoder_layer_new(o)->module;
+}
 
 tg_transformer_encoder *tg_transformer_encoder_new(const tg_transformer_options *opts,
                                                    int num_layers, bool final_norm) {
     TG_CHECK_ARG(opts);
     tg_transformer_encoder *m = tg_xcalloc(1, sizeof *m);
-    m->layers = stack_new("transformer_encoder_new", opts, m->num_layers = num_layers, final_norm,
-                          make_encoder_layer, encoder_layer_params, &m->norm, &m->params);
+    m->layers = stack_new(&m->module, &encoder_type, opts, m->num_layers = num_layers, final_norm,
+                          make_encoder_layer, &m->norm);
     return m;
 }
 
@@ -207,21 +217,12 @@ tg_tensor *tg_transformer_encoder_forward(tg_transformer_encoder *m, tg_tape *t,
     return m->norm ? tg_layernorm_forward(m->norm, t, x) : x;
 }
 
-void tg_transformer_encoder_free(tg_transformer_encoder *m) {
-    if (!m) return;
-    for (int i = 0; i < m->num_layers; i++) tg_encoder_layer_free(m->layers[i]);
-    free(m->layers);
-    tg_layernorm_free(m->norm);
-    tg_params_free(m->params);
-    free(m);
-}
-
 tg_transformer_decoder *tg_transformer_decoder_new(const tg_transformer_options *opts,
                                                    int num_layers, bool final_norm) {
     TG_CHECK_ARG(opts);
     tg_transformer_decoder *m = tg_xcalloc(1, sizeof *m);
-    m->layers = stack_new("transformer_decoder_new", opts, m->num_layers = num_layers, final_norm,
-                          make_decoder_layer, decoder_layer_params, &m->norm, &m->params);
+    m->layers = stack_new(&m->module, &decoder_type, opts, m->num_layers = num_layers, final_norm,
+                          make_decoder_layer, &m->norm);
     return m;
 }
 
@@ -236,30 +237,21 @@ tg_tensor *tg_transformer_decoder_forward(tg_transformer_decoder *m, tg_tape *t,
     return m->norm ? tg_layernorm_forward(m->norm, t, x) : x;
 }
 
-void tg_transformer_decoder_free(tg_transformer_decoder *m) {
-    if (!m) return;
-    for (int i = 0; i < m->num_layers; i++) tg_decoder_layer_free(m->layers[i]);
-    free(m->layers);
-    tg_layernorm_free(m->norm);
-    tg_params_free(m->params);
-    free(m);
-}
-
 /* ---- the full model ---- */
 
 tg_transformer *tg_transformer_new(const tg_transformer_options *opts, int num_encoder_layers,
                                    int num_decoder_layers) {
     TG_CHECK_ARG(opts);
     tg_transformer *m = tg_xcalloc(1, sizeof *m);
+    tg_module_init(&m->module, &transformer_type);
     m->encoder = tg_transformer_encoder_new(opts, num_encoder_layers, true);
     m->decoder = tg_transformer_decoder_new(opts, num_decoder_layers, true);
-    m->params = tg_params_new();
-    tg_params_extend(m->params, "encoder", m->encoder->params);
-    tg_params_extend(m->params, "decoder", m->decoder->params);
+    tg_module_add_child(&m->module, "encoder", &m->encoder->module);
+    tg_module_add_child(&m->module, "decoder", &m->decoder->module);
     /* _reset_parameters: xavier_uniform_ on every parameter with more than one dim, in order */
-    for (size_t i = 0; i < m->params->count; i++)
-        if (m->params->tensors[i]->ndim > 1)
-            tg_init_xavier_uniform(m->params->tensors[i], 1.0, NULL);
+    const tg_params *all = tg_module_params(&m->module);
+    for (size_t i = 0; i < all->count; i++)
+        if (all->tensors[i]->ndim > 1) tg_init_xavier_uniform(all->tensors[i], 1.0, NULL);
     return m;
 }
 
@@ -270,14 +262,6 @@ tg_tensor *tg_transformer_forward(tg_transformer *m, tg_tape *t, tg_tensor *src,
     TG_CHECK_OP(t, src, tgt);
     tg_tensor *memory = tg_transformer_encoder_forward(m->encoder, t, src, src_masks);
     return tg_transformer_decoder_forward(m->decoder, t, tgt, memory, tgt_masks, memory_masks);
-}
-
-void tg_transformer_free(tg_transformer *m) {
-    if (!m) return;
-    tg_transformer_encoder_free(m->encoder);
-    tg_transformer_decoder_free(m->decoder);
-    tg_params_free(m->params);
-    free(m);
 }
 
 tg_tensor *tg_positional_encoding(int64_t max_len, int64_t d_model) {

@@ -39,13 +39,14 @@ static void test_mha_init_matches_torch(void **state) {
     tg_manual_seed(0);
     tg_mha *m = tg_mha_new(8, 2, 0, true, false);
     tg_fixture *fx = tg_fixture_load("init_mha_8_2");
-    for (size_t i = 0; i < m->params->count; i++) {
+    for (size_t i = 0; i < tg_module_params(&m->module)->count; i++) {
         char name[128];
-        snprintf(name, sizeof name, "param.%s", m->params->names[i]);
-        tg_fixture_assert_tensor(fx, name, m->params->tensors[i], 0, 0); /* bit for bit */
+        snprintf(name, sizeof name, "param.%s", tg_module_params(&m->module)->names[i]);
+        tg_fixture_assert_tensor(fx, name, tg_module_params(&m->module)->tensors[i], 0,
+                                 0); /* bit for bit */
     }
     tg_fixture_free(fx);
-    tg_mha_free(m);
+    tg_module_free(&m->module);
 }
 
 static void run_mha_case(const char *case_name) {
@@ -53,7 +54,7 @@ static void run_mha_case(const char *case_name) {
     const bool batch_first = strcmp(tg_fixture_meta(fx, "batch_first"), "1") == 0;
     const bool self = strcmp(tg_fixture_meta(fx, "self_attention"), "1") == 0;
     tg_mha *m = tg_mha_new(8, 2, 0, true, batch_first);
-    tg_fixture_load_params(fx, m->params);
+    tg_fixture_load_params(fx, tg_module_params(&m->module));
     tg_tensor *q = input(fx, self ? "in.x" : "in.query");
     tg_tensor *k = self ? q : input(fx, "in.key"), *v = self ? q : input(fx, "in.value");
     tg_mha_masks masks = {0};
@@ -75,13 +76,13 @@ static void run_mha_case(const char *case_name) {
     else
         assert_grad(fx, "grad.query", q), assert_grad(fx, "grad.key", k),
             assert_grad(fx, "grad.value", v);
-    tg_fixture_assert_param_grads(fx, m->params, TG_PARITY_ATOL, TG_PARITY_RTOL);
+    tg_fixture_assert_param_grads(fx, tg_module_params(&m->module), TG_PARITY_ATOL, TG_PARITY_RTOL);
 
     tg_tape_free(tape);
     tg_tensor_free(q);
     if (!self) tg_tensor_free(k), tg_tensor_free(v);
     tg_tensor_free(am), tg_tensor_free(kpm), tg_tensor_free(g_out), tg_tensor_free(g_w);
-    tg_mha_free(m);
+    tg_module_free(&m->module);
     tg_fixture_free(fx);
 }
 
@@ -126,11 +127,11 @@ static void run_transformer_case(const char *case_name, enum kind kind) {
     // one line per kind
     // clang-format off
     switch (kind) {
-    case ENCODER_LAYER: params = ((tg_encoder_layer *)(m = tg_encoder_layer_new(&o)))->params; break;
-    case DECODER_LAYER: params = ((tg_decoder_layer *)(m = tg_decoder_layer_new(&o)))->params; break;
-    case ENCODER_STACK: params = ((tg_transformer_encoder *)(m = tg_transformer_encoder_new(&o, 2, final_norm)))->params; break;
-    case DECODER_STACK: params = ((tg_transformer_decoder *)(m = tg_transformer_decoder_new(&o, 2, final_norm)))->params; break;
-    case TRANSFORMER: params = ((tg_transformer *)(m = tg_transformer_new(&o, 2, 2)))->params; break;
+    case ENCODER_LAYER: params = tg_module_params(m = tg_encoder_layer_new(&o)); break;
+    case DECODER_LAYER: params = tg_module_params(m = tg_decoder_layer_new(&o)); break;
+    case ENCODER_STACK: params = tg_module_params(m = tg_transformer_encoder_new(&o, 2, final_norm)); break;
+    case DECODER_STACK: params = tg_module_params(m = tg_transformer_decoder_new(&o, 2, final_norm)); break;
+    case TRANSFORMER: params = tg_module_params(m = tg_transformer_new(&o, 2, 2)); break;
     }
     // clang-format on
     tg_fixture_load_params(fx, params);
@@ -172,16 +173,7 @@ static void run_transformer_case(const char *case_name, enum kind kind) {
     tg_tensor_free(src), tg_tensor_free(tgt), tg_tensor_free(memory), tg_tensor_free(gout);
     tg_tensor_free(src_mask), tg_tensor_free(src_kpm), tg_tensor_free(tgt_mask),
         tg_tensor_free(mem_kpm);
-    // one line per kind
-    // clang-format off
-    switch (kind) {
-    case ENCODER_LAYER: tg_encoder_layer_free(m); break;
-    case DECODER_LAYER: tg_decoder_layer_free(m); break;
-    case ENCODER_STACK: tg_transformer_encoder_free(m); break;
-    case DECODER_STACK: tg_transformer_decoder_free(m); break;
-    case TRANSFORMER: tg_transformer_free(m); break;
-    }
-    // clang-format on
+    tg_module_free(m);
     tg_fixture_free(fx);
 }
 
@@ -218,18 +210,20 @@ static void test_stack_layers_start_identical(void **state) {
     o.dim_feedforward = 16;
     tg_manual_seed(1);
     tg_transformer_encoder *enc = tg_transformer_encoder_new(&o, 3, false);
-    const tg_params *l0 = enc->layers[0]->params, *l2 = enc->layers[2]->params;
+    const tg_params *l0 = tg_module_params(&enc->layers[0]->module),
+                    *l2 = tg_module_params(&enc->layers[2]->module);
     for (size_t i = 0; i < l0->count; i++)
         assert_memory_equal(l0->tensors[i]->data, l2->tensors[i]->data,
                             (size_t)l0->tensors[i]->numel * sizeof(tg_real));
-    assert_string_equal(enc->params->names[12], "layers.1.self_attn.in_proj_weight");
+    assert_string_equal(tg_module_params(&enc->module)->names[12],
+                        "layers.1.self_attn.in_proj_weight");
     /* the copies draw nothing: the next draw equals the one after building a single layer */
     const uint32_t after_stack = tg_rng_next_u32(tg_rng_default());
     tg_manual_seed(1);
     tg_encoder_layer *one = tg_encoder_layer_new(&o);
     assert_int_equal(tg_rng_next_u32(tg_rng_default()), after_stack);
-    tg_encoder_layer_free(one);
-    tg_transformer_encoder_free(enc);
+    tg_module_free(&one->module);
+    tg_module_free(&enc->module);
 }
 
 /* ---- forward values ---- */
@@ -283,10 +277,10 @@ static void test_additive_attention_values(void **state) {
         for (int j = 0; j < 3; j++)
             assert_true(fabs((double)out.context->data[n * 3 + j] - context[j]) < 1e-6);
     }
-    assert_string_equal(att->params->names[3], "v.weight");
+    assert_string_equal(tg_module_params(&att->module)->names[3], "v.weight");
     tg_tape_free(tape);
     tg_tensor_free(enc), tg_tensor_free(s);
-    tg_additive_attention_free(att);
+    tg_module_free(&att->module);
 }
 
 /* Luong dot-product attention (Keras Attention) against the formula, in double: with
@@ -338,8 +332,9 @@ static void test_mha_dropout(void **state) {
     tg_mha *m = tg_mha_new(4, 1, (tg_real)0.5, true, false);
     tg_tensor *x = tg_test_rand(1, -1, 1, TG_SHAPE(3, 2, 4)); /* (L, N, E), self-attention */
     tg_tape *eval = tg_tape_new(), *a = tg_tape_new(), *b = tg_tape_new();
-    tg_tape_set_training(eval, false);
+    tg_module_eval(&m->module);
     tg_mha_output e = tg_mha_forward(m, eval, x, x, x, NULL, true);
+    tg_module_train(&m->module, true);
     tg_manual_seed(5);
     tg_mha_output ta = tg_mha_forward(m, a, x, x, x, NULL, true);
     tg_manual_seed(5);
@@ -362,7 +357,7 @@ static void test_mha_dropout(void **state) {
     assert_memory_equal(n.weights->data, e.weights->data, 18 * sizeof(tg_real));
     tg_tape_free(eval), tg_tape_free(a), tg_tape_free(b), tg_tape_free(none);
     tg_tensor_free(x);
-    tg_mha_free(m);
+    tg_module_free(&m->module);
 }
 
 /* ---- gradchecks (float64) ---- */
@@ -431,36 +426,38 @@ static void test_gradchecks(void **state) {
     mha_ctx mc = {
         .mha = tg_mha_new(4, 2, 0, true, false),
         .masks = {.attn_mask = mask34, .key_padding_mask = kpm, .key_padding_mask_is_bool = true}};
-    tg_test_gradcheck_params(NULL, mha_fn, &mc, (tg_tensor *[]){x, mem}, 2, mc.mha->params);
+    tg_test_gradcheck_params(NULL, mha_fn, &mc, (tg_tensor *[]){x, mem}, 2,
+                             tg_module_params(&mc.mha->module));
     mha_ctx md = {.mha = tg_mha_new(4, 2, (tg_real)0.3, true, false)};
     tg_test_gradcheck_params("MHA dropout 0.3", mha_dropout_fn, &md, (tg_tensor *[]){x, mem}, 2,
-                             md.mha->params);
-    tg_mha_free(md.mha);
+                             tg_module_params(&md.mha->module));
+    tg_module_free(&md.mha->module);
 
     tg_transformer_options o = tg_transformer_defaults(4, 2);
     o.dim_feedforward = 6, o.dropout = 0, o.activation = TG_ACTIVATION_GELU;
     for (int norm_first = 0; norm_first < 2; norm_first++) {
         o.norm_first = norm_first;
         tg_encoder_layer *enc = tg_encoder_layer_new(&o);
-        tg_test_gradcheck_params(NULL, encoder_fn, enc, (tg_tensor *[]){x}, 1, enc->params);
-        tg_encoder_layer_free(enc);
+        tg_test_gradcheck_params(NULL, encoder_fn, enc, (tg_tensor *[]){x}, 1,
+                                 tg_module_params(&enc->module));
+        tg_module_free(&enc->module);
         decoder_ctx dc = {.layer = tg_decoder_layer_new(&o), .tgt = {.attn_mask = causal}};
         tg_test_gradcheck_params(NULL, decoder_fn, &dc, (tg_tensor *[]){x, mem}, 2,
-                                 dc.layer->params);
-        tg_decoder_layer_free(dc.layer);
+                                 tg_module_params(&dc.layer->module));
+        tg_module_free(&dc.layer->module);
     }
 
     tg_additive_attention *att = tg_additive_attention_new(3, 2, 4);
     tg_tensor *enc_states = leaf(3, TG_SHAPE(2, 5, 3));
     tg_tensor *s = leaf(4, TG_SHAPE(2, 2));
     tg_test_gradcheck_params(NULL, additive_fn, att, (tg_tensor *[]){enc_states, s}, 2,
-                             att->params);
+                             tg_module_params(&att->module));
     tg_tensor *query = leaf(5, TG_SHAPE(2, 3, 4));
     tg_tensor *value = leaf(6, TG_SHAPE(2, 5, 4));
     tg_test_gradcheck_params(NULL, dot_fn, NULL, (tg_tensor *[]){query, value}, 2, NULL);
 
-    tg_additive_attention_free(att);
-    tg_mha_free(mc.mha);
+    tg_module_free(&att->module);
+    tg_module_free(&mc.mha->module);
     tg_tensor_free(x), tg_tensor_free(mem), tg_tensor_free(causal), tg_tensor_free(kpm);
     tg_tensor_free(mask34), tg_tensor_free(enc_states), tg_tensor_free(s);
     tg_tensor_free(query), tg_tensor_free(value);
@@ -512,33 +509,34 @@ static void test_stack_gradchecks(void **state) {
     o.dim_feedforward = 6, o.dropout = 0, o.activation = TG_ACTIVATION_GELU;
 
     tg_transformer_encoder *enc = tg_transformer_encoder_new(&o, 2, true);
-    perturb(enc->params, 100);
+    perturb(tg_module_params(&enc->module), 100);
     stack_ctx ec = {.model = enc, .src = pad};
     tg_test_gradcheck_params("encoder stack, post-norm, final norm, key padding", encoder_stack_fn,
-                             &ec, (tg_tensor *[]){src}, 1, enc->params);
-    tg_transformer_encoder_free(enc);
+                             &ec, (tg_tensor *[]){src}, 1, tg_module_params(&enc->module));
+    tg_module_free(&enc->module);
 
     o.norm_first = true;
     tg_transformer_decoder *dec = tg_transformer_decoder_new(&o, 2, true);
-    perturb(dec->params, 200);
+    perturb(tg_module_params(&dec->module), 200);
     stack_ctx dc = {.model = dec, .tgt = {.attn_mask = causal}, .mem = pad};
     tg_test_gradcheck_params("decoder stack, pre-norm, final norm, causal, memory padding",
-                             decoder_stack_fn, &dc, (tg_tensor *[]){tgt, src}, 2, dec->params);
-    tg_transformer_decoder_free(dec);
+                             decoder_stack_fn, &dc, (tg_tensor *[]){tgt, src}, 2,
+                             tg_module_params(&dec->module));
+    tg_module_free(&dec->module);
 
     o.norm_first = false;
     tg_transformer *tr = tg_transformer_new(&o, 2, 2);
     stack_ctx tc = {.model = tr, .src = pad, .tgt = {.attn_mask = causal}, .mem = pad};
     tg_test_gradcheck_params("transformer 2+2, post-norm, all masks", transformer_fn, &tc,
-                             (tg_tensor *[]){src, tgt}, 2, tr->params);
-    tg_transformer_free(tr);
+                             (tg_tensor *[]){src, tgt}, 2, tg_module_params(&tr->module));
+    tg_module_free(&tr->module);
 
     o.norm_first = true, o.batch_first = true;
     tr = tg_transformer_new(&o, 1, 2);
     stack_ctx tb = {.model = tr, .tgt = {.attn_mask = causal}};
     tg_test_gradcheck_params("transformer 1+2, pre-norm, batch first, causal", transformer_fn, &tb,
-                             (tg_tensor *[]){src_bf, tgt_bf}, 2, tr->params);
-    tg_transformer_free(tr);
+                             (tg_tensor *[]){src_bf, tgt_bf}, 2, tg_module_params(&tr->module));
+    tg_module_free(&tr->module);
 
     tg_tensor_free(tgt), tg_tensor_free(src), tg_tensor_free(tgt_bf), tg_tensor_free(src_bf);
     tg_tensor_free(causal), tg_tensor_free(kpm);
@@ -560,7 +558,7 @@ static void test_errors(void **state) {
                    "(3, 4)");
     tg_tape_free(tape);
     tg_tensor_free(q), tg_tensor_free(k), tg_tensor_free(q8), tg_tensor_free(bad_mask);
-    tg_mha_free(m);
+    tg_module_free(&m->module);
 }
 
 int main(void) {

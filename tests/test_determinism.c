@@ -45,14 +45,15 @@ static run_result run_gru_classifier(int threads) {
     tg_manual_seed(7);
     enum { V = 500, E = 64, H = 128, C = 10, B = 32, T = 12 };
     tg_gru_classifier *m = tg_gru_classifier_new(V, E, H, C);
-    tg_optim *opt = tg_adam_new(tg_gru_classifier_params(m), NULL);
+    tg_optim *opt = tg_adam_new(tg_module_params(&m->module), NULL);
     tg_tape *tape = tg_tape_new();
     uint64_t state = 1;
     run_result r = {0};
     for (int s = 0; s < STEPS; s++) {
         tg_index *tokens = random_ids(&state, V, TG_SHAPE(B, T));
         tg_index *labels = random_ids(&state, C, TG_SHAPE(B));
-        tg_tensor *loss = tg_cross_entropy(tape, tg_gru_classifier_forward(m, tape, tokens), labels);
+        tg_tensor *loss =
+            tg_cross_entropy(tape, tg_gru_classifier_forward(m, tape, tokens), labels);
         tg_tape_backward(tape, loss);
         tg_optim_step(opt);
         r.loss[s] = tg_item(loss);
@@ -60,10 +61,10 @@ static run_result run_gru_classifier(int threads) {
         tg_index_free(tokens);
         tg_index_free(labels);
     }
-    snapshot(&r, tg_gru_classifier_params(m));
+    snapshot(&r, tg_module_params(&m->module));
     tg_tape_free(tape);
     tg_optim_free(opt);
-    tg_gru_classifier_free(m);
+    tg_module_free(&m->module);
     tg_set_num_threads(0);
     return r;
 }
@@ -76,7 +77,7 @@ static run_result run_transformer(int threads) {
     o.dim_feedforward = 128;
     o.dropout = (tg_real)0.1;
     tg_transformer_model *m = tg_transformer_model_new_ex(V, &o, 2, 2);
-    tg_optim *opt = tg_adam_new(tg_transformer_model_params(m), NULL);
+    tg_optim *opt = tg_adam_new(tg_module_params(&m->module), NULL);
     tg_tape *tape = tg_tape_new();
     uint64_t state = 2;
     run_result r = {0};
@@ -94,10 +95,10 @@ static run_result run_transformer(int threads) {
         tg_index_free(tgt);
         tg_index_free(gold);
     }
-    snapshot(&r, tg_transformer_model_params(m));
+    snapshot(&r, tg_module_params(&m->module));
     tg_tape_free(tape);
     tg_optim_free(opt);
-    tg_transformer_model_free(m);
+    tg_module_free(&m->module);
     tg_set_num_threads(0);
     return r;
 }

@@ -49,13 +49,13 @@ static tg_real *run_mha(tg_mha *m, tg_tensor *q, tg_tensor *k, tg_tensor *v,
                         const tg_mha_masks *masks, bool need_weights, tg_tensor *w,
                         int64_t *count) {
     tg_tensor *ins[3] = {q, k, v};
-    zero_grads(ins, 3, m->params);
+    zero_grads(ins, 3, tg_module_params(&m->module));
     tg_manual_seed(99);
     tg_tape *tape = tg_tape_new();
     tg_mha_output o = tg_mha_forward(m, tape, q, k, v, masks, need_weights);
     tg_tape_backward(tape, tg_sum(tape, tg_mul(tape, o.output, w)));
     int64_t n;
-    tg_real *g = save_grads(ins, 3, m->params, &n);
+    tg_real *g = save_grads(ins, 3, tg_module_params(&m->module), &n);
     tg_real *all = malloc((size_t)(n + o.output->numel) * sizeof *all);
     memcpy(all, o.output->data, (size_t)o.output->numel * sizeof *all);
     memcpy(all + o.output->numel, g, (size_t)n * sizeof *all);
@@ -96,7 +96,7 @@ static void test_fused_mha_matches_composite(void **state) {
             compare_paths("cross-attention, per-head mask and padding", m, x, mem, mem, &cross);
             compare_paths("separate key and value", m, x, mem, val, NULL);
             tg_tensor_free(x), tg_tensor_free(mem), tg_tensor_free(val);
-            tg_mha_free(m);
+            tg_module_free(&m->module);
         }
     tg_tensor_free(causal), tg_tensor_free(kpm), tg_tensor_free(per_head);
 }
@@ -126,7 +126,7 @@ static void test_fused_mha_forward_values(void **state) {
     tg_test_assert_close_f64("query 0", y->data, want, 4, TG_TEST_ATOL, TG_TEST_RTOL);
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(causal);
-    tg_mha_free(m);
+    tg_module_free(&m->module);
 }
 
 typedef struct {
@@ -152,15 +152,15 @@ static void test_fused_mha_gradcheck(void **state) {
     tg_tensor *kpm = tg_tensor_from_array(TG_SHAPE(2, 3), (tg_real[]){0, 0, 1, 0, 1, 0});
     fused_ctx self = {tg_mha_new(4, 2, (tg_real)0.3, true, true), {.attn_mask = causal}, true};
     tg_test_gradcheck_params("fused self-attention, dropout 0.3", fused_fn, &self,
-                             (tg_tensor *[]){x}, 1, self.m->params);
+                             (tg_tensor *[]){x}, 1, tg_module_params(&self.m->module));
     fused_ctx cross = {tg_mha_new(4, 2, 0, true, true),
                        {.key_padding_mask = kpm, .key_padding_mask_is_bool = true},
                        false};
     tg_tensor *xs = leaf(3, TG_SHAPE(2, 3, 4));
     tg_tensor *ms = leaf(4, TG_SHAPE(2, 3, 4));
     tg_test_gradcheck_params("fused cross-attention, padding", fused_fn, &cross,
-                             (tg_tensor *[]){xs, ms}, 2, cross.m->params);
-    tg_mha_free(self.m), tg_mha_free(cross.m);
+                             (tg_tensor *[]){xs, ms}, 2, tg_module_params(&cross.m->module));
+    tg_module_free(&self.m->module), tg_module_free(&cross.m->module);
     tg_tensor_free(x), tg_tensor_free(xs), tg_tensor_free(ms);
     tg_tensor_free(causal), tg_tensor_free(kpm);
 }

@@ -79,18 +79,18 @@ static void test_gru_seq_classifier_parity(void **state) {
     tg_fixture *fx = tg_fixture_load("model_gru_seq_classifier");
     tg_manual_seed(0);
     tg_gru_seq_classifier *m = tg_gru_seq_classifier_new(3, 5, 4);
-    assert_default_init(fx, tg_gru_seq_classifier_params(m));
-    tg_fixture_load_params(fx, tg_gru_seq_classifier_params(m));
+    assert_default_init(fx, tg_module_params(&m->module));
+    tg_fixture_load_params(fx, tg_module_params(&m->module));
     tg_tensor *x = input(fx, "in.x"), *gout = tg_fixture_tensor(fx, "gout");
     tg_tape *tape = tg_tape_new();
     tg_tensor *logits = tg_gru_seq_classifier_forward(m, tape, x);
     compare_tensor(fx, "out", logits);
     tg_tape_backward(tape, weighted(tape, logits, gout));
     compare_grad(fx, "grad.x", x);
-    compare_param_grads(fx, tg_gru_seq_classifier_params(m));
+    compare_param_grads(fx, tg_module_params(&m->module));
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(gout);
-    tg_gru_seq_classifier_free(m);
+    tg_module_free(&m->module);
     tg_fixture_free(fx);
 }
 
@@ -101,7 +101,7 @@ static void token_classifier_parity(bool lstm) {
     tg_manual_seed(0);
     tg_lstm_classifier *lc = lstm ? tg_lstm_classifier_new(11, 4, 5, 3) : NULL;
     tg_gru_classifier *gc = lstm ? NULL : tg_gru_classifier_new(11, 4, 5, 3);
-    tg_params *params = lstm ? tg_lstm_classifier_params(lc) : tg_gru_classifier_params(gc);
+    tg_params *params = lstm ? tg_module_params(&lc->module) : tg_module_params(&gc->module);
     assert_default_init(fx, params);
     tg_fixture_load_params(fx, params);
     tg_index *tokens = tg_fixture_index(fx, "in.x");
@@ -114,8 +114,8 @@ static void token_classifier_parity(bool lstm) {
     compare_param_grads(fx, params);
     tg_tape_free(tape);
     tg_index_free(tokens), tg_tensor_free(gout);
-    if (lc) tg_lstm_classifier_free(lc);
-    if (gc) tg_gru_classifier_free(gc);
+    if (lc) tg_module_free(&lc->module);
+    if (gc) tg_module_free(&gc->module);
     tg_fixture_free(fx);
 }
 
@@ -135,8 +135,8 @@ static void run_stepwise_case(const char *case_name, int64_t batch) {
     tg_fixture *fx = tg_fixture_load(case_name);
     tg_manual_seed(0);
     tg_gru_stepwise *m = tg_gru_stepwise_new(4, 5, 3);
-    assert_default_init(fx, tg_gru_stepwise_params(m));
-    tg_fixture_load_params(fx, tg_gru_stepwise_params(m));
+    assert_default_init(fx, tg_module_params(&m->module));
+    tg_fixture_load_params(fx, tg_module_params(&m->module));
     tg_tensor *x = input(fx, "in.x"); /* (steps, batch, input_size) */
     const bool given_h0 = tg_fixture_has(fx, "in.h0");
     tg_tensor *h0 = given_h0 ? input(fx, "in.h0") : tg_gru_stepwise_init_hidden(m, batch);
@@ -158,10 +158,10 @@ static void run_stepwise_case(const char *case_name, int64_t batch) {
                      tg_add(tape, weighted(tape, output, g_out), weighted(tape, hidden, g_hid)));
     compare_grad(fx, "grad.x", x);
     if (given_h0) compare_grad(fx, "grad.h0", h0);
-    compare_param_grads(fx, tg_gru_stepwise_params(m));
+    compare_param_grads(fx, tg_module_params(&m->module));
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(h0), tg_tensor_free(g_out), tg_tensor_free(g_hid);
-    tg_gru_stepwise_free(m);
+    tg_module_free(&m->module);
     tg_fixture_free(fx);
 }
 
@@ -178,8 +178,8 @@ static void test_gru_attention_parity(void **state) {
     tg_fixture *fx = tg_fixture_load("model_gru_attention");
     tg_manual_seed(0);
     tg_gru_attention *m = tg_gru_attention_new(9, 7, 4, 5, 6);
-    assert_default_init(fx, tg_gru_attention_params(m));
-    tg_fixture_load_params(fx, tg_gru_attention_params(m));
+    assert_default_init(fx, tg_module_params(&m->module));
+    tg_fixture_load_params(fx, tg_module_params(&m->module));
     tg_index *src = tg_fixture_index(fx, "in.src"), *tgt_in = tg_fixture_index(fx, "in.tgt_in");
     tg_tensor *g_logits = tg_fixture_tensor(fx, "gout.logits"),
               *g_w = tg_fixture_tensor(fx, "gout.weights");
@@ -194,7 +194,7 @@ static void test_gru_attention_parity(void **state) {
     }
     tg_tape_backward(
         tape, tg_add(tape, weighted(tape, o.logits, g_logits), weighted(tape, o.weights, g_w)));
-    compare_param_grads(fx, tg_gru_attention_params(m));
+    compare_param_grads(fx, tg_module_params(&m->module));
 
     /* greedy decoding: the same tokens as PyTorch's argmax loop, nothing recorded */
     tg_tape_reset(tape);
@@ -212,19 +212,20 @@ static void test_gru_attention_parity(void **state) {
     tg_tape_free(tape);
     tg_index_free(src), tg_index_free(tgt_in), tg_index_free(want);
     tg_tensor_free(g_logits), tg_tensor_free(g_w);
-    tg_gru_attention_free(m);
+    tg_module_free(&m->module);
     tg_fixture_free(fx);
 }
 
-/* ---- the GRU language model: two batches, the second from the detached hidden of the first ---- */
+/* ---- the GRU language model: two batches, the second from the detached hidden of the first ----
+ */
 
 static void test_gru_lm_parity(void **state) {
     (void)state;
     tg_fixture *fx = tg_fixture_load("model_gru_lm");
     tg_manual_seed(0);
     tg_gru_lm *m = tg_gru_lm_new(7, 4, 5, 2);
-    assert_default_init(fx, tg_gru_lm_params(m));
-    tg_fixture_load_params(fx, tg_gru_lm_params(m));
+    assert_default_init(fx, tg_module_params(&m->module));
+    tg_fixture_load_params(fx, tg_module_params(&m->module));
     tg_index *x1 = tg_fixture_index(fx, "in.x1"), *x2 = tg_fixture_index(fx, "in.x2");
     tg_tensor *h0 = input(fx, "in.h0");
     const char *gnames[4] = {"gout.logits1", "gout.hidden1", "gout.logits2", "gout.hidden2"};
@@ -246,7 +247,7 @@ static void test_gru_lm_parity(void **state) {
     tg_tape_backward(tape, loss);
     compare_grad(fx, "grad.h0", h0); /* batch 1 only: the detach cut batch 2 off */
     assert_null(hidden->grad);
-    compare_param_grads(fx, tg_gru_lm_params(m));
+    compare_param_grads(fx, tg_module_params(&m->module));
 
     /* reusing the buffer: no allocation, survives a tape reset */
     tg_tensor *again = tg_gru_lm_detach(hidden, o2.hidden);
@@ -261,7 +262,7 @@ static void test_gru_lm_parity(void **state) {
     tg_index_free(x1), tg_index_free(x2);
     tg_tensor_free(h0), tg_tensor_free(hidden), tg_tensor_free(zeros);
     for (int i = 0; i < 4; i++) tg_tensor_free(g[i]);
-    tg_gru_lm_free(m);
+    tg_module_free(&m->module);
     tg_fixture_free(fx);
 }
 
@@ -279,18 +280,18 @@ static void run_transformer_case(const char *case_name, bool default_init) {
     tg_fixture *fx = tg_fixture_load(case_name);
     tg_manual_seed(0);
     tg_transformer_model *m = small_transformer(7, 8, 16, 2);
-    if (default_init) assert_default_init(fx, tg_transformer_model_params(m));
-    tg_fixture_load_params(fx, tg_transformer_model_params(m));
+    if (default_init) assert_default_init(fx, tg_module_params(&m->module));
+    tg_fixture_load_params(fx, tg_module_params(&m->module));
     tg_index *src = tg_fixture_index(fx, "in.src"), *tgt = tg_fixture_index(fx, "in.tgt");
     tg_tensor *gout = tg_fixture_tensor(fx, "gout");
     tg_tape *tape = tg_tape_new();
     tg_tensor *logits = tg_transformer_model_forward(m, tape, src, tgt);
     compare_tensor(fx, "out", logits);
     tg_tape_backward(tape, weighted(tape, logits, gout));
-    compare_param_grads(fx, tg_transformer_model_params(m));
+    compare_param_grads(fx, tg_module_params(&m->module));
     tg_tape_free(tape);
     tg_index_free(src), tg_index_free(tgt), tg_tensor_free(gout);
-    tg_transformer_model_free(m);
+    tg_module_free(&m->module);
     tg_fixture_free(fx);
 }
 
@@ -319,7 +320,7 @@ static void test_transformer_is_causal(void **state) {
     assert_true(memcmp(yc->data, yb->data, 7 * sizeof(tg_real)) != 0);
     tg_tape_free(tape);
     tg_index_free(src), tg_index_free(a), tg_index_free(b);
-    tg_transformer_model_free(m);
+    tg_module_free(&m->module);
 }
 
 /* The seed's default sizes: feed-forward 2048, dropout 0.1. */
@@ -330,8 +331,10 @@ static void test_transformer_defaults(void **state) {
     assert_true(fabs((double)m->decoder->layers[0]->opts.dropout - 0.1) < 1e-7);
     assert_null(m->encoder->norm);
     assert_null(m->decoder->norm);
-    assert_string_equal(m->params->names[m->params->count - 3], "embedding.weight");
-    tg_transformer_model_free(m);
+    assert_string_equal(
+        tg_module_params(&m->module)->names[tg_module_params(&m->module)->count - 3],
+        "embedding.weight");
+    tg_module_free(&m->module);
 }
 
 static void test_parity_summary(void **state) {
@@ -398,39 +401,39 @@ static void test_gradchecks(void **state) {
     tg_gru_seq_classifier *sc = tg_gru_seq_classifier_new(2, 3, 2);
     tg_tensor *x = tg_tensor_requires_grad(tg_test_rand(1, -1, 1, TG_SHAPE(3, 2, 2)), true);
     tg_test_gradcheck_params("gru_seq_classifier", seq_classifier_fn, &(model_ctx){sc, NULL, NULL},
-                             (tg_tensor *[]){x}, 1, sc->params);
+                             (tg_tensor *[]){x}, 1, tg_module_params(&sc->module));
 
     tg_gru_classifier *gc = tg_gru_classifier_new(5, 2, 3, 2);
     tg_test_gradcheck_params("gru_classifier", gru_classifier_fn, &(model_ctx){gc, ids_bt, NULL},
-                             NULL, 0, gc->params);
+                             NULL, 0, tg_module_params(&gc->module));
     tg_lstm_classifier *lc = tg_lstm_classifier_new(5, 2, 3, 2);
     tg_test_gradcheck_params("lstm_classifier", lstm_classifier_fn, &(model_ctx){lc, ids_bt, NULL},
-                             NULL, 0, lc->params);
+                             NULL, 0, tg_module_params(&lc->module));
 
     tg_gru_stepwise *sw = tg_gru_stepwise_new(2, 3, 2);
     tg_tensor *steps = tg_tensor_requires_grad(tg_test_rand(2, -1, 1, TG_SHAPE(2, 2, 2)), true);
     tg_tensor *h0 = tg_tensor_requires_grad(tg_test_rand(3, -0.5, 0.5, TG_SHAPE(1, 2, 3)), true);
     tg_test_gradcheck_params("gru_stepwise", stepwise_fn, &(model_ctx){sw, NULL, NULL},
-                             (tg_tensor *[]){steps, h0}, 2, sw->params);
+                             (tg_tensor *[]){steps, h0}, 2, tg_module_params(&sw->module));
 
     tg_gru_attention *ga = tg_gru_attention_new(5, 4, 2, 3, 3);
     tg_test_gradcheck_params("gru_attention", attention_fn, &(model_ctx){ga, ids_bt, ids_b2}, NULL,
-                             0, ga->params);
+                             0, tg_module_params(&ga->module));
 
     tg_gru_lm *lm = tg_gru_lm_new(5, 2, 3, 2);
     tg_tensor *lm_h0 = tg_tensor_requires_grad(tg_test_rand(4, -0.5, 0.5, TG_SHAPE(2, 3, 3)), true);
     tg_test_gradcheck_params("gru_lm", lm_fn, &(model_ctx){lm, ids_bt, NULL},
-                             (tg_tensor *[]){lm_h0}, 1, lm->params);
+                             (tg_tensor *[]){lm_h0}, 1, tg_module_params(&lm->module));
 
     tg_transformer_model *tr = small_transformer(5, 4, 6, 1);
     tg_index *src = tg_index_from_array(TG_SHAPE(3, 2), (int32_t[]){1, 4, 0, 3, 3, 2});
     tg_index *tgt = tg_index_from_array(TG_SHAPE(2, 2), (int32_t[]){0, 0, 2, 1});
     tg_test_gradcheck_params("transformer", transformer_fn, &(model_ctx){tr, src, tgt}, NULL, 0,
-                             tr->params);
+                             tg_module_params(&tr->module));
 
-    tg_gru_seq_classifier_free(sc), tg_gru_classifier_free(gc), tg_lstm_classifier_free(lc);
-    tg_gru_stepwise_free(sw), tg_gru_attention_free(ga), tg_gru_lm_free(lm);
-    tg_transformer_model_free(tr);
+    tg_module_free(&sc->module), tg_module_free(&gc->module), tg_module_free(&lc->module);
+    tg_module_free(&sw->module), tg_module_free(&ga->module), tg_module_free(&lm->module);
+    tg_module_free(&tr->module);
     tg_tensor_free(x), tg_tensor_free(steps), tg_tensor_free(h0), tg_tensor_free(lm_h0);
     tg_index_free(ids_bt), tg_index_free(ids_b2), tg_index_free(src), tg_index_free(tgt);
 }
@@ -446,7 +449,7 @@ static void test_gru_classifier_learns(void **state) {
         tg_index_from_array(TG_SHAPE(4, 3), (int32_t[]){1, 0, 2, 2, 5, 5, 3, 1, 1, 4, 0, 3});
     tg_index *labels = tg_index_from_array(TG_SHAPE(4), (int32_t[]){1, 0, 1, 0});
     tg_tape *tape = tg_tape_new();
-    tg_params *p = tg_gru_classifier_params(m);
+    tg_params *p = tg_module_params(&m->module);
     double first = 0, last = 0;
     for (int step = 0; step < 30; step++) {
         tg_tensor *loss =
@@ -463,7 +466,7 @@ static void test_gru_classifier_learns(void **state) {
     assert_true(last < 0.5 * first);
     tg_tape_free(tape);
     tg_index_free(tokens), tg_index_free(labels);
-    tg_gru_classifier_free(m);
+    tg_module_free(&m->module);
 }
 
 /* ---- error paths ---- */
@@ -506,8 +509,8 @@ static void test_errors(void **state) {
                    "batch_first");
 
     tg_tape_free(tape);
-    tg_gru_classifier_free(gc), tg_gru_lm_free(lm), tg_gru_stepwise_free(sw);
-    tg_gru_attention_free(ga), tg_transformer_model_free(tr);
+    tg_module_free(&gc->module), tg_module_free(&lm->module), tg_module_free(&sw->module);
+    tg_module_free(&ga->module), tg_module_free(&tr->module);
     tg_index_free(bad), tg_index_free(x), tg_index_free(src), tg_index_free(tgt3);
     tg_tensor_free(h1), tg_tensor_free(h2), tg_tensor_free(in3);
 }

@@ -25,21 +25,22 @@ static void test_linear_init_matches_torch(void **state) {
     (void)state;
     tg_manual_seed(0);
     tg_linear_layer *fc = tg_linear_new(7, 5, true);
-    assert_params_equal_fixture("init_linear_7_5", fc->params, 0); /* bit for bit */
-    tg_linear_free(fc);
+    assert_params_equal_fixture("init_linear_7_5", tg_module_params(&fc->module),
+                                0); /* bit for bit */
+    tg_module_free(&fc->module);
 }
 
 static void test_embedding_init_matches_torch(void **state) {
     (void)state;
     tg_manual_seed(0);
     tg_embedding_layer *e = tg_embedding_new(10, 4, TG_NO_PADDING);
-    assert_params_equal_fixture("init_embedding_10_4", e->params, 1e-6);
-    tg_embedding_free(e);
+    assert_params_equal_fixture("init_embedding_10_4", tg_module_params(&e->module), 1e-6);
+    tg_module_free(&e->module);
     tg_manual_seed(0);
     e = tg_embedding_new(10, 4, 1);
     for (int j = 0; j < 4; j++) assert_true(e->weight->data[4 + j] == 0); /* padding row */
-    assert_params_equal_fixture("init_embedding_10_4_pad1", e->params, 1e-6);
-    tg_embedding_free(e);
+    assert_params_equal_fixture("init_embedding_10_4_pad1", tg_module_params(&e->module), 1e-6);
+    tg_module_free(&e->module);
     TG_EXPECT_FAIL(tg_embedding_new(10, 4, 10), "embedding_new", "padding_idx 10");
 }
 
@@ -78,8 +79,8 @@ static void test_linear_parity(void **state) {
     const char *cases[] = {"mod_linear", "mod_linear_3d"};
     for (int c = 0; c < 2; c++) {
         tg_linear_layer *fc = tg_linear_new(5, 3, true);
-        module_parity(cases[c], fc, fc->params, linear_fn);
-        tg_linear_free(fc);
+        module_parity(cases[c], fc, tg_module_params(&fc->module), linear_fn);
+        tg_module_free(&fc->module);
     }
 }
 
@@ -87,18 +88,18 @@ static void test_embedding_parity(void **state) {
     (void)state;
     tg_fixture *fx = tg_fixture_load("mod_embedding_pad1");
     tg_embedding_layer *e = tg_embedding_new(10, 4, 1);
-    tg_fixture_load_params(fx, e->params);
+    tg_fixture_load_params(fx, tg_module_params(&e->module));
     tg_index *ids = tg_fixture_index(fx, "in.ids");
     tg_tensor *gout = tg_fixture_tensor(fx, "gout");
     tg_tape *tape = tg_tape_new();
     tg_tensor *y = tg_embedding_forward(e, tape, ids);
     tg_fixture_assert_tensor(fx, "out", y, 0, 0); /* a gather: exact */
     tg_tape_backward_with(tape, y, gout->data);
-    tg_fixture_assert_param_grads(fx, e->params, TG_PARITY_ATOL, TG_PARITY_RTOL);
+    tg_fixture_assert_param_grads(fx, tg_module_params(&e->module), TG_PARITY_ATOL, TG_PARITY_RTOL);
     for (int j = 0; j < 4; j++) assert_true(e->weight->grad[4 + j] == 0); /* padding row */
     tg_tape_free(tape);
     tg_index_free(ids), tg_tensor_free(gout);
-    tg_embedding_free(e);
+    tg_module_free(&e->module);
     tg_fixture_free(fx);
 }
 
@@ -107,8 +108,8 @@ static void test_layernorm_parity(void **state) {
     const char *cases[] = {"mod_layernorm", "mod_layernorm_affine"};
     for (int c = 0; c < 2; c++) {
         tg_layernorm *ln = tg_layernorm_new(TG_SHAPE(6), (tg_real)1e-5, true);
-        module_parity(cases[c], ln, ln->params, layernorm_fn);
-        tg_layernorm_free(ln);
+        module_parity(cases[c], ln, tg_module_params(&ln->module), layernorm_fn);
+        tg_module_free(&ln->module);
     }
 }
 
@@ -162,13 +163,13 @@ static void test_module_gradchecks(void **state) {
     tg_linear_layer *fc = tg_linear_new(4, 3, true);
     tg_tensor *x = tg_tensor_requires_grad(tg_test_rand(1, -1, 1, TG_SHAPE(2, 3, 4)), true);
     tg_test_gradcheck("Linear", linear_fn, fc, (tg_tensor *[]){x, fc->weight, fc->bias}, 3);
-    tg_linear_free(fc);
+    tg_module_free(&fc->module);
 
     tg_layernorm *ln = tg_layernorm_new(TG_SHAPE(3, 4), (tg_real)1e-5, true);
     tg_init_uniform(ln->weight, (tg_real)0.5, (tg_real)1.5, NULL);
     tg_init_uniform(ln->bias, (tg_real)-0.5, (tg_real)0.5, NULL);
     tg_test_gradcheck("LayerNorm", layernorm_fn, ln, (tg_tensor *[]){x, ln->weight, ln->bias}, 3);
-    tg_layernorm_free(ln);
+    tg_module_free(&ln->module);
     tg_tensor_free(x);
 
     /* Embedding with padding_idx 1 through the module: repeated ids (scatter-add); the padding
@@ -180,7 +181,7 @@ static void test_module_gradchecks(void **state) {
     tg_test_gradcheck("Embedding padding_idx 1", embedding_fn, &ec, (tg_tensor *[]){emb->weight},
                       1);
     tg_index_free(ids);
-    tg_embedding_free(emb);
+    tg_module_free(&emb->module);
 }
 
 static void test_module_errors(void **state) {
@@ -192,22 +193,24 @@ static void test_module_errors(void **state) {
     TG_EXPECT_FAIL(tg_linear_new(0, 3, true), "linear_new", "positive");
     tg_tape_free(tape);
     tg_tensor_free(x);
-    tg_layernorm_free(ln);
+    tg_module_free(&ln->module);
 }
 
 static void test_dropout_module_follows_training_mode(void **state) {
     (void)state;
     tg_tape *tape = tg_tape_new();
     tg_tensor *x = tg_tensor_ones(TG_SHAPE(1000));
-    const tg_dropout_layer drop = {.p = (tg_real)0.5};
-    tg_tape_set_training(tape, false);
-    assert_ptr_equal(tg_dropout_forward(&drop, tape, x), x); /* eval: identity */
-    tg_tape_set_training(tape, true);
-    tg_tensor *y = tg_dropout_forward(&drop, tape, x);
+    tg_dropout_layer *drop = tg_dropout_new((tg_real)0.5);
+    assert_true(drop->module.training); /* PyTorch's default */
+    tg_module_eval(&drop->module);
+    assert_ptr_equal(tg_dropout_forward(drop, tape, x), x); /* eval: identity */
+    tg_module_train(&drop->module, true);
+    tg_tensor *y = tg_dropout_forward(drop, tape, x);
     int kept = 0;
     for (int i = 0; i < 1000; i++) kept += y->data[i] != 0;
     assert_in_range(kept, 400, 600);
     tg_tape_free(tape);
+    tg_module_free(&drop->module);
     tg_tensor_free(x);
 }
 

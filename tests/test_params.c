@@ -361,9 +361,9 @@ static void test_loads_pytorch_state_dict(void **state) {
     tg_gru *gru = tg_gru_new(tg_rnn_defaults(4, 5));
     tg_linear_layer *fc = tg_linear_new(5, 3, true);
     tg_params *model = tg_params_new();
-    tg_params_extend(model, "embedding", embedding->params);
-    tg_params_extend(model, "gru", tg_gru_params(gru));
-    tg_params_extend(model, "fc", fc->params);
+    tg_params_extend(model, "embedding", tg_module_params(&embedding->module));
+    tg_params_extend(model, "gru", tg_module_params(&gru->base.module));
+    tg_params_extend(model, "fc", tg_module_params(&fc->module));
     tg_params *fresh = tg_params_new(); /* what our own init drew, to compare */
     tg_tensor *copies[16];
     for (size_t i = 0; i < model->count; i++) {
@@ -381,7 +381,8 @@ static void test_loads_pytorch_state_dict(void **state) {
         tg_tensor_free(copies[i]);
     }
     tg_params_free(fresh), tg_params_free(model);
-    tg_embedding_free(embedding), tg_gru_free(gru), tg_linear_free(fc);
+    tg_module_free(&embedding->module), tg_module_free(&gru->base.module),
+        tg_module_free(&fc->module);
 }
 
 int main(void) {

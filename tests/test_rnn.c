@@ -327,13 +327,14 @@ static void test_gradcheck_modules(void **state) {
                 in[n++] = c.x;
                 if (c.h0) in[n++] = c.h0;
                 if (c.c0) in[n++] = c.c0;
-                for (size_t p = 0; p < m->params->count; p++) in[n++] = m->params->tensors[p];
+                for (size_t p = 0; p < tg_module_params(&m->module)->count; p++)
+                    in[n++] = tg_module_params(&m->module)->tensors[p];
                 char what[128];
                 snprintf(what, sizeof what, "%s module config %zu %s", tg_cell_kind_name(kind), ci,
                          fused ? "fused" : "composite");
                 tg_test_gradcheck(what, mod_fn, &c, in, n);
                 tg_tensor_free(c.x), tg_tensor_free(c.h0), tg_tensor_free(c.c0);
-                tg_recurrent_free(m);
+                tg_module_free(&m->module);
             }
 }
 
@@ -372,13 +373,14 @@ static void test_gradcheck_cells(void **state) {
                 int n = 0;
                 in[n++] = c.x, in[n++] = c.h;
                 if (c.c) in[n++] = c.c;
-                for (size_t p = 0; p < m->params->count; p++) in[n++] = m->params->tensors[p];
+                for (size_t p = 0; p < tg_module_params(&m->module)->count; p++)
+                    in[n++] = tg_module_params(&m->module)->tensors[p];
                 char what[96];
                 snprintf(what, sizeof what, "%s cell %s batched %d", tg_cell_kind_name(kind),
                          fused ? "fused" : "composite", batched);
                 tg_test_gradcheck(what, cell_fn, &c, in, n);
                 tg_tensor_free(c.x), tg_tensor_free(c.h), tg_tensor_free(c.c);
-                tg_cell_free(m);
+                tg_module_free(&m->module);
             }
 }
 
@@ -449,7 +451,7 @@ static void compare_runs(const char *what, const tg_real *a, const tg_real *b, i
 static tg_real *module_run(tg_recurrent *m, tg_rnn_exec exec, tg_tensor *x, tg_tensor *h0,
                            tg_tensor *c0, uint64_t seed, int64_t *len) {
     tg_tensor *leaves[MAX_LEAVES];
-    const int n = run_leaves(leaves, x, h0, c0, m->params);
+    const int n = run_leaves(leaves, x, h0, c0, tg_module_params(&m->module));
     m->options.exec = exec;
     tg_tape *tape = tg_tape_new();
     tg_manual_seed(seed); /* dropout draws the same masks in both runs */
@@ -489,14 +491,14 @@ static void test_fused_equals_composite_modules(void **state) {
             compare_runs(what, a, b, na);
             free(a), free(b);
             tg_tensor_free(x), tg_tensor_free(h0), tg_tensor_free(c0);
-            tg_recurrent_free(m);
+            tg_module_free(&m->module);
         }
 }
 
 static tg_real *cell_run(tg_cell *m, tg_rnn_exec exec, tg_tensor *x, tg_tensor *h, tg_tensor *c,
                          int steps, uint64_t seed, int64_t *len) {
     tg_tensor *leaves[MAX_LEAVES];
-    const int n = run_leaves(leaves, x, h, c, m->params);
+    const int n = run_leaves(leaves, x, h, c, tg_module_params(&m->module));
     m->options.exec = exec;
     tg_tape *tape = tg_tape_new();
     tg_rnn_state s = {h, c};
@@ -531,7 +533,7 @@ static void test_fused_equals_composite_cells(void **state) {
             compare_runs(what, a, b, na);
             free(a), free(b);
             tg_tensor_free(x), tg_tensor_free(h), tg_tensor_free(c);
-            tg_cell_free(m);
+            tg_module_free(&m->module);
         }
 }
 
@@ -556,21 +558,21 @@ static void test_default_init_matches_torch(void **state) {
     (void)state;
     tg_manual_seed(0);
     tg_gru *gru = tg_gru_new(tg_rnn_defaults(4, 6));
-    assert_params_equal_fixture("init_gru_4_6", tg_gru_params(gru));
-    tg_gru_free(gru);
+    assert_params_equal_fixture("init_gru_4_6", tg_module_params(&gru->base.module));
+    tg_module_free(&gru->base.module);
     tg_rnn_options o = tg_rnn_defaults(4, 6);
     o.num_layers = 2;
     tg_manual_seed(0);
     tg_lstm *lstm = tg_lstm_new(o);
-    assert_params_equal_fixture("init_lstm_4_6_l2", tg_lstm_params(lstm));
-    tg_lstm_free(lstm);
+    assert_params_equal_fixture("init_lstm_4_6_l2", tg_module_params(&lstm->base.module));
+    tg_module_free(&lstm->base.module);
     /* the Cho form keeps the same parameters, drawn the same way */
     o = tg_rnn_defaults(4, 6);
     o.reset_after = false;
     tg_manual_seed(0);
     gru = tg_gru_new(o);
-    assert_params_equal_fixture("init_gru_4_6", tg_gru_params(gru));
-    tg_gru_free(gru);
+    assert_params_equal_fixture("init_gru_4_6", tg_module_params(&gru->base.module));
+    tg_module_free(&gru->base.module);
     /* names of a 2-layer bidirectional module, and of a cell */
     o = tg_rnn_defaults(3, 4);
     o.num_layers = 2, o.bidirectional = true;
@@ -580,20 +582,22 @@ static void test_default_init_matches_torch(void **state) {
         "weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse", "bias_hh_l0_reverse",
         "weight_ih_l1",         "weight_hh_l1",         "bias_ih_l1",         "bias_hh_l1",
         "weight_ih_l1_reverse", "weight_hh_l1_reverse", "bias_ih_l1_reverse", "bias_hh_l1_reverse"};
-    assert_int_equal(tg_rnn_params(rnn)->count, 16);
-    for (int i = 0; i < 16; i++) assert_string_equal(tg_rnn_params(rnn)->names[i], want[i]);
-    assert_int_equal(tg_params_find(tg_rnn_params(rnn), "weight_ih_l1")->shape[1], 8); /* D·H */
-    tg_rnn_free(rnn);
+    assert_int_equal(tg_module_params(&rnn->base.module)->count, 16);
+    for (int i = 0; i < 16; i++)
+        assert_string_equal(tg_module_params(&rnn->base.module)->names[i], want[i]);
+    assert_int_equal(tg_params_find(tg_module_params(&rnn->base.module), "weight_ih_l1")->shape[1],
+                     8); /* D·H */
+    tg_module_free(&rnn->base.module);
     tg_lstm_cell *cell = tg_lstm_cell_new(tg_cell_defaults(3, 4));
-    assert_string_equal(tg_lstm_cell_params(cell)->names[3], "bias_hh");
-    assert_int_equal(tg_lstm_cell_params(cell)->tensors[1]->shape[0], 16);
-    tg_lstm_cell_free(cell);
+    assert_string_equal(tg_module_params(&cell->base.module)->names[3], "bias_hh");
+    assert_int_equal(tg_module_params(&cell->base.module)->tensors[1]->shape[0], 16);
+    tg_module_free(&cell->base.module);
 }
 
 /* ---------------------------------------------------------------------------------------
  * The typed entry points (tg_gru_forward, tg_gru_cell_forward, ...) and the generic ones on
  * the shared base (tg_recurrent_forward, tg_cell_forward) run the same code: the same
- * numbers, bit for bit, and the same parameter lists
+ * numbers, bit for bit; each is a module of its own type name
  * ------------------------------------------------------------------------------------- */
 static void assert_same(const char *what, const tg_tensor *a, const tg_tensor *b) {
     assert_true((a == NULL) == (b == NULL));
@@ -613,9 +617,9 @@ static void test_typed_entry_points(void **state) {
     tg_rnn *rnn = tg_rnn_new(o);
     tg_gru *gru = tg_gru_new(o);
     tg_lstm *lstm = tg_lstm_new(o);
-    assert_ptr_equal(tg_rnn_params(rnn), rnn->base.params);
-    assert_ptr_equal(tg_gru_params(gru), gru->base.params);
-    assert_ptr_equal(tg_lstm_params(lstm), lstm->base.params);
+    assert_string_equal(rnn->base.module.type->name, "RNN");
+    assert_string_equal(gru->base.module.type->name, "GRU");
+    assert_string_equal(lstm->base.module.type->name, "LSTM");
     tg_rnn_result a = tg_rnn_forward(rnn, tape, x, h0);
     tg_rnn_result b = tg_recurrent_forward(&rnn->base, tape, x, h0, NULL);
     assert_same("rnn output", a.output, b.output), assert_same("rnn h_n", a.h_n, b.h_n);
@@ -633,9 +637,9 @@ static void test_typed_entry_points(void **state) {
     tg_rnn_cell *rnn_cell = tg_rnn_cell_new(co);
     tg_gru_cell *gru_cell = tg_gru_cell_new(co);
     tg_lstm_cell *lstm_cell = tg_lstm_cell_new(co);
-    assert_ptr_equal(tg_rnn_cell_params(rnn_cell), rnn_cell->base.params);
-    assert_ptr_equal(tg_gru_cell_params(gru_cell), gru_cell->base.params);
-    assert_ptr_equal(tg_lstm_cell_params(lstm_cell), lstm_cell->base.params);
+    assert_string_equal(rnn_cell->base.module.type->name, "RNNCell");
+    assert_string_equal(gru_cell->base.module.type->name, "GRUCell");
+    assert_string_equal(lstm_cell->base.module.type->name, "LSTMCell");
     tg_tensor *x1 = tg_select(tape, x, 0, 0), *h = tg_select(tape, h0, 0, 0);
     tg_tensor *c = tg_select(tape, c0, 0, 0);
     tg_rnn_state s = tg_cell_forward(&rnn_cell->base, tape, x1, h, NULL);
@@ -650,8 +654,10 @@ static void test_typed_entry_points(void **state) {
 
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(h0), tg_tensor_free(c0);
-    tg_rnn_free(rnn), tg_gru_free(gru), tg_lstm_free(lstm);
-    tg_rnn_cell_free(rnn_cell), tg_gru_cell_free(gru_cell), tg_lstm_cell_free(lstm_cell);
+    tg_module_free(&rnn->base.module), tg_module_free(&gru->base.module),
+        tg_module_free(&lstm->base.module);
+    tg_module_free(&rnn_cell->base.module), tg_module_free(&gru_cell->base.module),
+        tg_module_free(&lstm_cell->base.module);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -762,7 +768,7 @@ static void parity_module(const char *case_name, tg_rnn_exec exec) {
     o.bias = meta_flag(fx, "bias", true);
     o.exec = exec;
     tg_recurrent *m = module_new(kind, o);
-    tg_fixture_load_params(fx, m->params);
+    tg_fixture_load_params(fx, tg_module_params(&m->module));
     tg_tensor *x = fixture_input(fx, "in.x"), *h0 = fixture_input(fx, "in.h0");
     tg_tensor *c0 = fixture_input(fx, "in.c0");
     tg_tape *tape = tg_tape_new();
@@ -773,8 +779,9 @@ static void parity_module(const char *case_name, tg_rnn_exec exec) {
     tg_tensor *flat = result_flat(tape, r);
     tg_real *seed = seed_of(
         fx, (const char *[]){"gout.output", "gout.h_n", r.c_n ? "gout.c_n" : NULL}, 3, flat->numel);
-    backward_and_compare_grads(fx, tape, flat, seed, (tg_tensor *[]){x, h0, c0}, m->params);
-    tg_recurrent_free(m);
+    backward_and_compare_grads(fx, tape, flat, seed, (tg_tensor *[]){x, h0, c0},
+                               tg_module_params(&m->module));
+    tg_module_free(&m->module);
     tg_fixture_free(fx);
     n_parity_cases++;
 }
@@ -822,7 +829,7 @@ static void parity_cell(const char *case_name, tg_rnn_exec exec) {
         tg_cell_defaults(meta_int(fx, "input_size", 0), meta_int(fx, "hidden_size", 0));
     o.exec = exec;
     tg_cell *m = cell_new(kind, o);
-    tg_fixture_load_params(fx, m->params);
+    tg_fixture_load_params(fx, tg_module_params(&m->module));
     tg_tensor *x = fixture_input(fx, "in.x"), *h0 = fixture_input(fx, "in.h0");
     tg_tensor *c0 = fixture_input(fx, "in.c0");
     tg_tape *tape = tg_tape_new();
@@ -851,8 +858,9 @@ static void parity_cell(const char *case_name, tg_rnn_exec exec) {
         seed = s.c ? seed_of(fx, (const char *[]){"gout.h", "gout.c"}, 2, flat->numel)
                    : seed_of(fx, (const char *[]){"gout"}, 1, flat->numel);
     }
-    backward_and_compare_grads(fx, tape, flat, seed, (tg_tensor *[]){x, h0, c0}, m->params);
-    tg_cell_free(m);
+    backward_and_compare_grads(fx, tape, flat, seed, (tg_tensor *[]){x, h0, c0},
+                               tg_module_params(&m->module));
+    tg_module_free(&m->module);
     tg_fixture_free(fx);
     n_parity_cases++;
 }
@@ -897,11 +905,11 @@ static void test_dropout_between_layers(void **state) {
     tg_tensor *x = rand_tensor(-1, 1, true, TG_SHAPE(T, B, I));
     tg_tape *tape = tg_tape_new();
     /* eval: no dropout node, and the same numbers as dropout = 0 */
-    tg_tape_set_training(tape, false);
+    tg_module_eval(&m->base.module);
     tg_rnn_result ev = tg_gru_forward(m, tape, x, NULL);
     assert_int_equal(count_ops(tape, "dropout"), 0);
     m->base.options.dropout = 0;
-    tg_tape_set_training(tape, true);
+    tg_module_train(&m->base.module, true);
     tg_rnn_result nodrop = tg_gru_forward(m, tape, x, NULL);
     tg_test_assert_close("eval = no dropout", ev.output->data, nodrop.output->data, T * B * H, 0,
                          0);
@@ -927,7 +935,7 @@ static void test_dropout_between_layers(void **state) {
     assert_int_equal(count_ops(tape, "dropout"), 0);
     tg_tape_free(tape);
     tg_tensor_free(x);
-    tg_gru_free(m), tg_gru_free(m1);
+    tg_module_free(&m->base.module), tg_module_free(&m1->base.module);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -968,10 +976,10 @@ static void test_fused_tape_nodes_and_inference(void **state) {
     assert_string_equal(h->name, "h");
     assert_non_null(tg_rnn_find_named(tape, "z"));
     assert_true(tg_tape_node_count(tape) > 10);
-    tg_gru_cell_free(cell);
+    tg_module_free(&cell->base.module);
     tg_tape_free(tape);
     tg_tensor_free(x);
-    tg_lstm_free(m);
+    tg_module_free(&m->base.module);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1017,8 +1025,8 @@ static void test_named_gate_gradients(void **state) {
     tg_test_assert_close("dL/df_2", f2->grad, want, B * H, TG_TEST_ATOL, TG_TEST_RTOL);
     tg_tape_free(tape);
     tg_tensor_free(x);
-    tg_gru_free(gru);
-    tg_lstm_free(lstm);
+    tg_module_free(&gru->base.module);
+    tg_module_free(&lstm->base.module);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1049,10 +1057,10 @@ static void test_unbatched(void **state) {
     tg_tensor *h = tg_gru_cell_forward(cell, tape, tg_select(tape, x, 0, 1), NULL);
     assert_int_equal(h->ndim, 1);
     assert_int_equal(h->shape[0], H);
-    tg_gru_cell_free(cell);
+    tg_module_free(&cell->base.module);
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(x3), tg_tensor_free(h0), tg_tensor_free(h03);
-    tg_lstm_free(m);
+    tg_module_free(&m->base.module);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1097,7 +1105,7 @@ static void test_errors(void **state) {
     tg_gru_cell *gru_cell = tg_gru_cell_new(tg_cell_defaults(3, 4));
     TG_EXPECT_FAIL(tg_cell_forward(&gru_cell->base, tape, x2, NULL, h), "tg_cell_forward",
                    "c is for an LSTM cell", "gru");
-    tg_gru_cell_free(gru_cell);
+    tg_module_free(&gru_cell->base.module);
     /* the ops themselves */
     const tg_cell_weights w = {gru->base.weights[0].w_ih, gru->base.weights[0].w_hh, NULL, NULL};
     TG_EXPECT_FAIL(tg_rnn_sequence_fused(tape, TG_CELL_GRU, &w, good, NULL, h, false),
@@ -1113,9 +1121,9 @@ static void test_errors(void **state) {
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(good), tg_tensor_free(h0), tg_tensor_free(flat);
     tg_tensor_free(c0), tg_tensor_free(x2), tg_tensor_free(h);
-    tg_gru_free(gru);
-    tg_lstm_free(lstm);
-    tg_lstm_cell_free(cell);
+    tg_module_free(&gru->base.module);
+    tg_module_free(&lstm->base.module);
+    tg_module_free(&cell->base.module);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -1138,7 +1146,7 @@ static void test_tape_reuse(void **state) {
     assert_int_equal(tg_tape_malloc_count(tape), mallocs);
     tg_tape_free(tape);
     tg_tensor_free(x);
-    tg_gru_free(m);
+    tg_module_free(&m->base.module);
 }
 
 static void test_summary(void **state) {

@@ -11,13 +11,13 @@
 
 /* ---- nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, batch_first) ---- */
 typedef struct tg_mha {
+    tg_module module;
     int64_t embed_dim, num_heads, head_dim;
-    tg_real dropout; /* on the attention weights, in training mode */
+    tg_real dropout; /* on the attention weights, in training mode (m->module.training) */
     bool batch_first;
     tg_tensor *in_proj_weight; /* (3E, E): rows [W_q; W_k; W_v] */
     tg_tensor *in_proj_bias;   /* (3E) or NULL */
-    tg_linear_layer *out_proj; /* E -> E */
-    tg_params *params;         /* in_proj_weight, in_proj_bias, out_proj.weight, out_proj.bias */
+    tg_linear_layer *out_proj; /* E -> E; keys in_proj_weight, in_proj_bias, out_proj.* */
 } tg_mha;
 
 typedef struct tg_mha_output {
@@ -36,7 +36,6 @@ tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool b
  * from the same generator state, the same dropout. */
 tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
                              tg_tensor *value, const tg_mha_masks *masks, bool need_weights);
-void tg_mha_free(tg_mha *m);
 
 /* The causal mask of nn.Transformer.generate_square_subsequent_mask: (size, size) float,
  * 0 on and below the diagonal, -inf above. A long-lived tensor (tg_tensor_free). */
@@ -46,10 +45,10 @@ tg_tensor *tg_square_subsequent_mask(int64_t size);
  *   e_t = vᵀ tanh(W_a h_t + U_a s + b_a),  α = softmax_t(e),  context = Σ_t α_t h_t
  * with h_t the encoder states and s the decoder state. W_a carries b_a. */
 typedef struct tg_additive_attention {
+    tg_module module;     /* keys W_a.weight, W_a.bias, U_a.weight, v.weight */
     tg_linear_layer *W_a; /* enc_dim -> attn_dim, with bias b_a */
     tg_linear_layer *U_a; /* dec_dim -> attn_dim, no bias */
     tg_linear_layer *v;   /* attn_dim -> 1, no bias */
-    tg_params *params;    /* W_a.weight, W_a.bias, U_a.weight, v.weight */
 } tg_additive_attention;
 
 tg_additive_attention *tg_additive_attention_new(int64_t enc_dim, int64_t dec_dim,
@@ -62,6 +61,5 @@ tg_tensor *tg_additive_attention_project(tg_additive_attention *m, tg_tape *t, t
 tg_attention_output tg_additive_attention_forward(tg_additive_attention *m, tg_tape *t,
                                                   tg_tensor *enc, tg_tensor *enc_proj, tg_tensor *s,
                                                   const tg_tensor *source_mask);
-void tg_additive_attention_free(tg_additive_attention *m);
 
 #endif

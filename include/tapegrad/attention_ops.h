@@ -40,8 +40,8 @@ typedef struct tg_mha_layout {
 /* Scaled dot-product attention of every head, one tape node "mha_attention": for batch n and
  * head j, o = dropout(softmax(q kᵀ/√head_dim + masks)) v. q (L, N, Wq), k and v (S, N, Wk),
  * (S, N, Wv) (batch first: (N, L, Wq), ...). Returns the heads concatenated, (L, N, E) or
- * (N, L, E). `dropout` acts on the attention weights in training mode, with a mask drawn from
- * the default generator. masks may be NULL; they get no gradient (tg_mha_forward runs single
+ * (N, L, E). `dropout` acts on the attention weights (the module passes 0 in eval), a mask drawn
+ * from the default generator. masks may be NULL; they get no gradient (tg_mha_forward runs single
  * ops instead when one needs it). */
 tg_tensor *tg_mha_attention(tg_tape *t, tg_tensor *q, tg_tensor *k, tg_tensor *v,
                             const tg_mha_layout *layout, const tg_mha_masks *masks,

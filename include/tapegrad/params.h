@@ -3,8 +3,8 @@
  *
  * A module owns its parameter tensors; a tg_params list only points at them, in
  * registration order, under their state_dict names ("gru.weight_ih_l0", "fc.bias").
- * A model builds its list by extending it with each child's list under the child's
- * attribute name, so the keys and their order equal PyTorch's state_dict. */
+ * tg_module_params (tapegrad/module.h) builds a module tree's list, so the keys and their
+ * order equal PyTorch's state_dict; an optimizer adds its state with tg_params_add_count. */
 #ifndef TAPEGRAD_PARAMS_H
 #define TAPEGRAD_PARAMS_H
 
@@ -23,6 +23,8 @@ void tg_params_free(tg_params *params);
 /* Appends `t` under `name`; the tensor's own name becomes `name` too. Duplicate names
  * are a misuse (tg_fail). */
 void tg_params_add(tg_params *params, const char *name, tg_tensor *t);
+/* Appends `t` under `name`, leaving the tensor's own name as it is (tg_module_params). */
+void tg_params_add_keep_name(tg_params *params, const char *name, tg_tensor *t);
 /* The same for a tensor of counts (an optimizer's steps, a scheduler's epoch): its values must
  * be non-negative integers, which tg_params_load checks. */
 void tg_params_add_count(tg_params *params, const char *name, tg_tensor *t);

@@ -6,7 +6,7 @@
 #ifndef TAPEGRAD_RNN_H
 #define TAPEGRAD_RNN_H
 
-#include "tapegrad/params.h"
+#include "tapegrad/module.h"
 #include "tapegrad/rnn_ops.h"
 
 /* ------------------------------------------------------------------------------------------
@@ -37,13 +37,16 @@ tg_rnn_options tg_rnn_defaults(int64_t input_size, int64_t hidden_size);
 /* What the three modules share: options and parameters, the kind saying which cell.
  * Each module is its own type around it, so that a GRU passed to tg_lstm_forward is a
  * compile error; code that picks the kind at run time holds &m->base and calls
- * tg_recurrent_forward / tg_recurrent_free. */
+ * tg_recurrent_forward. Its first member is the module ("RNN", "GRU", "LSTM"): a model adds
+ * &m->gru->base.module as its child, tg_module_free(&m->base.module) frees the module. */
 typedef struct tg_recurrent {
+    tg_module module;
     tg_cell_kind kind;
     tg_rnn_options options;
     int64_t num_directions;   /* D = 2 if bidirectional */
-    tg_cell_weights *weights; /* num_layers·D entries, index layer·D + direction */
-    tg_params *params;        /* weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, ..._reverse */
+    tg_cell_weights *weights; /* num_layers·D entries, index layer·D + direction; the module's
+                               * parameters weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0,
+                               * ..._reverse */
 } tg_recurrent;
 
 typedef struct tg_rnn {
@@ -66,21 +69,13 @@ tg_lstm *tg_lstm_new(tg_rnn_options options);
  * whatever batch_first is (unbatched: (D·layers, H)), or NULL for zeros.
  * output: (L, N, D·H) (batch_first (N, L, D·H)), features [forward | reverse];
  * h_n, c_n: (D·layers, N, H), index layer·D + direction. Dropout between layers is active
- * when the tape is in training mode. */
+ * when the module is in training mode (tg_module_train). */
 tg_rnn_result tg_rnn_forward(tg_rnn *m, tg_tape *t, tg_tensor *x, tg_tensor *h0);
 tg_rnn_result tg_gru_forward(tg_gru *m, tg_tape *t, tg_tensor *x, tg_tensor *h0);
 tg_rnn_result tg_lstm_forward(tg_lstm *m, tg_tape *t, tg_tensor *x, tg_tensor *h0, tg_tensor *c0);
 /* The forward of whichever module m is the base of; c0 must be NULL unless it is an LSTM. */
 tg_rnn_result tg_recurrent_forward(tg_recurrent *m, tg_tape *t, tg_tensor *x, tg_tensor *h0,
                                    tg_tensor *c0);
-
-tg_params *tg_rnn_params(tg_rnn *m);
-tg_params *tg_gru_params(tg_gru *m);
-tg_params *tg_lstm_params(tg_lstm *m);
-void tg_rnn_free(tg_rnn *m);
-void tg_gru_free(tg_gru *m);
-void tg_lstm_free(tg_lstm *m);
-void tg_recurrent_free(tg_recurrent *m); /* frees the module m is the base of */
 
 /* ------------------------------------------------------------------------------------------
  * Cells: nn.RNNCell, nn.GRUCell, nn.LSTMCell (parameters weight_ih, weight_hh, bias_ih, bias_hh)
@@ -95,12 +90,13 @@ typedef struct tg_cell_options {
 
 tg_cell_options tg_cell_defaults(int64_t input_size, int64_t hidden_size);
 
-/* What the three cells share; each cell is its own type around it, as for the modules. */
+/* What the three cells share; each cell is its own type around it, as for the modules, and
+ * its first member is the module ("RNNCell", "GRUCell", "LSTMCell"). */
 typedef struct tg_cell {
+    tg_module module;
     tg_cell_kind kind;
     tg_cell_options options;
     tg_tensor *weight_ih, *weight_hh, *bias_ih, *bias_hh; /* biases NULL without bias */
-    tg_params *params;
 } tg_cell;
 
 typedef struct tg_rnn_cell {
@@ -126,13 +122,5 @@ tg_rnn_state tg_lstm_cell_forward(tg_lstm_cell *m, tg_tape *t, tg_tensor *x, tg_
                                   tg_tensor *c);
 /* The step of whichever cell m is the base of; c must be NULL unless it is an LSTM cell. */
 tg_rnn_state tg_cell_forward(tg_cell *m, tg_tape *t, tg_tensor *x, tg_tensor *h, tg_tensor *c);
-
-tg_params *tg_rnn_cell_params(tg_rnn_cell *m);
-tg_params *tg_gru_cell_params(tg_gru_cell *m);
-tg_params *tg_lstm_cell_params(tg_lstm_cell *m);
-void tg_rnn_cell_free(tg_rnn_cell *m);
-void tg_gru_cell_free(tg_gru_cell *m);
-void tg_lstm_cell_free(tg_lstm_cell *m);
-void tg_cell_free(tg_cell *m); /* frees the cell m is the base of */
 
 #endif

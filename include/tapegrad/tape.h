@@ -77,13 +77,11 @@ void tg_tape_reset(tg_tape *tape);
  * with. */
 uint32_t tg_tape_generation(const tg_tape *tape);
 
-/* With recording off (inference) ops still compute, but append no nodes. */
+/* With recording off (inference, torch.no_grad) ops still compute, but append no nodes.
+ * Recording is the tape's only mode: training versus evaluation (dropout on or off) is the
+ * modules' flag, tg_module_train / tg_module_eval (tapegrad/module.h), as in PyTorch. */
 void tg_tape_set_recording(tg_tape *tape, bool on);
 bool tg_tape_is_recording(const tg_tape *tape);
-/* Training mode (default on) is what modules read to decide whether dropout is active:
- * PyTorch's module.train()/eval(), set once for a whole forward pass. */
-void tg_tape_set_training(tg_tape *tape, bool on);
-bool tg_tape_is_training(const tg_tape *tape);
 
 /* Bytes the tape holds (its arenas and node list), and the malloc calls it has made: after
  * the first step of a loop that records the same graph each step, the count stays put. */
