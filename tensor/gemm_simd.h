@@ -207,13 +207,16 @@ TGK_INLINE void tgk_tile_body(const int MR_, const bool packed, const bool copy,
     }
 }
 
-static TGK_TARGET void TGK_NAME(tile)(int mr, int nr, int64_t kc, const tg_real *a, int64_t a_rs,
-                                      int64_t a_cs, const tg_real *b, int64_t b_rs, tg_real *b_copy,
-                                      tg_real alpha, tg_real beta, tg_real *c, int64_t ldc) {
-    const bool packed = a_rs == 1 && a_cs == TGK_MR;
-    /* (the driver asks for a copy of B only with a packed A) */
-#define TGK_TILE_CASE(R)                                                                           \
-    case R:                                                                                        \
+/* One function per tile height, each with the three forms of the k loop; the dispatcher
+ * below picks it. Apart, not as one switch in one function: a function that large passes
+ * AddressSanitizer's limit of instrumented accesses (7000), beyond which every access of
+ * it is checked by a call, and a sanitizer build of the fused layers then runs 7x slower. */
+#define TGK_TILE_HEIGHT(R)                                                                         \
+    static TGK_TARGET __attribute__((noinline)) void TGK_NAME(tile_##R)(                           \
+        int nr, int64_t kc, const tg_real *a, int64_t a_rs, int64_t a_cs, const tg_real *b,        \
+        int64_t b_rs, tg_real *b_copy, tg_real alpha, tg_real beta, tg_real *c, int64_t ldc) {     \
+        const bool packed = a_rs == 1 && a_cs == TGK_MR;                                           \
+        /* (the driver asks for a copy of B only with a packed A) */                               \
         if (packed && b_copy)                                                                      \
             tgk_tile_body(R, true, true, nr, kc, a, 1, TGK_MR, b, b_rs, b_copy, alpha, beta, c,    \
                           ldc);                                                                    \
@@ -223,6 +226,32 @@ static TGK_TARGET void TGK_NAME(tile)(int mr, int nr, int64_t kc, const tg_real 
         else                                                                                       \
             tgk_tile_body(R, false, false, nr, kc, a, a_rs, a_cs, b, b_rs, NULL, alpha, beta, c,   \
                           ldc);                                                                    \
+    }
+TGK_TILE_HEIGHT(1)
+TGK_TILE_HEIGHT(2)
+TGK_TILE_HEIGHT(3)
+TGK_TILE_HEIGHT(4)
+TGK_TILE_HEIGHT(5)
+TGK_TILE_HEIGHT(6)
+#if TGK_MR > 6
+TGK_TILE_HEIGHT(7)
+TGK_TILE_HEIGHT(8)
+TGK_TILE_HEIGHT(9)
+TGK_TILE_HEIGHT(10)
+TGK_TILE_HEIGHT(11)
+TGK_TILE_HEIGHT(12)
+#endif
+#if TGK_MR > 12
+#error "add heights up to TGK_MR"
+#endif
+#undef TGK_TILE_HEIGHT
+
+static TGK_TARGET void TGK_NAME(tile)(int mr, int nr, int64_t kc, const tg_real *a, int64_t a_rs,
+                                      int64_t a_cs, const tg_real *b, int64_t b_rs, tg_real *b_copy,
+                                      tg_real alpha, tg_real beta, tg_real *c, int64_t ldc) {
+#define TGK_TILE_CASE(R)                                                                           \
+    case R:                                                                                        \
+        TGK_NAME(tile_##R)(nr, kc, a, a_rs, a_cs, b, b_rs, b_copy, alpha, beta, c, ldc);           \
         break;
     switch (mr) {
         TGK_TILE_CASE(1)
@@ -238,9 +267,6 @@ static TGK_TARGET void TGK_NAME(tile)(int mr, int nr, int64_t kc, const tg_real 
         TGK_TILE_CASE(10)
         TGK_TILE_CASE(11)
         TGK_TILE_CASE(12)
-#endif
-#if TGK_MR > 12
-#error "add cases up to TGK_MR"
 #endif
     default:
         break;
