@@ -266,24 +266,32 @@ tg_tensor *tg_div(tg_tape *t, tg_tensor *a, tg_tensor *b) {
 /* ---------------------------------------------------------------------------------------
  * pow (tensor exponent), maximum, minimum */
 
+/* The backward of a binary op whose local derivatives ∂y/∂a and ∂y/∂b are elementwise
+ * functions of (a, b): each is computed in y's shape into one scratch row, then
+ * d(input) += dy ⊙ local through `mul` (summed back over broadcast dims). */
+static void local_grads_backward(tg_tape *tape, tg_node *node, row_fn local_a, row_fn local_b,
+                                 row_fn mul) {
+    tg_tensor *a = node->in[0], *b = node->in[1];
+    const tg_tensor *y = node->out[0];
+    tg_bcast p;
+    tg_bcast_init_tensors(&p, y->ndim, y->shape, 2, (const tg_tensor *[]){a, b});
+    tg_real *local = tg_tape_alloc(tape, (size_t)y->numel * sizeof(tg_real));
+    if (a->requires_grad) {
+        bcast_binary(local_a, &p, a->data, b->data, local, 0, false);
+        grad_through(tape, a, y, mul, local, y->ndim, y->shape);
+    }
+    if (b->requires_grad) {
+        bcast_binary(local_b, &p, a->data, b->data, local, 0, false);
+        grad_through(tape, b, y, mul, local, y->ndim, y->shape);
+    }
+}
+
 /* y = a^b: da += Σ dy ⊙ b·a^(b-1), 0 where b = 0; db += Σ dy ⊙ a^b·ln a, 0 where a = 0 and
  * b >= 0. These are PyTorch's rules: they keep 0^0 and 0^b (b > 0) free of NaN, while a
  * negative base gives db = NaN (ln a), as in PyTorch. a^b is recomputed with the forward's
  * libm call, so a^b·ln a equals PyTorch's result·ln a. */
 static void pow_backward(tg_tape *tape, tg_node *node) {
-    tg_tensor *a = node->in[0], *b = node->in[1];
-    const tg_tensor *y = node->out[0];
-    tg_bcast p;
-    tg_bcast_init_tensors(&p, y->ndim, y->shape, 2, (const tg_tensor *[]){a, b});
-    tg_real *d = tg_tape_alloc(tape, (size_t)y->numel * sizeof(tg_real));
-    if (a->requires_grad) {
-        bcast_binary(row_pow_dbase, &p, a->data, b->data, d, 0, false);
-        grad_through(tape, a, y, row_mul, d, y->ndim, y->shape);
-    }
-    if (b->requires_grad) {
-        bcast_binary(row_pow_dexp, &p, a->data, b->data, d, 0, false);
-        grad_through(tape, b, y, row_mul, d, y->ndim, y->shape);
-    }
+    local_grads_backward(tape, node, row_pow_dbase, row_pow_dexp, row_mul);
 }
 
 tg_tensor *tg_pow(tg_tape *t, tg_tensor *a, tg_tensor *b) {
@@ -298,19 +306,7 @@ tg_tensor *tg_pow(tg_tape *t, tg_tensor *a, tg_tensor *b) {
  * that treats both alike). A NaN in either operand makes y NaN and passes dy to both. The
  * shares (1, ½, 0) are computed in y's shape; dy·share is exactly 0 where the share is. */
 static void maxmin_backward(tg_tape *tape, tg_node *node, row_fn share_a, row_fn share_b) {
-    tg_tensor *a = node->in[0], *b = node->in[1];
-    const tg_tensor *y = node->out[0];
-    tg_bcast p;
-    tg_bcast_init_tensors(&p, y->ndim, y->shape, 2, (const tg_tensor *[]){a, b});
-    tg_real *share = tg_tape_alloc(tape, (size_t)y->numel * sizeof(tg_real));
-    if (a->requires_grad) {
-        bcast_binary(share_a, &p, a->data, b->data, share, 0, false);
-        grad_through(tape, a, y, row_mul_keep, share, y->ndim, y->shape);
-    }
-    if (b->requires_grad) {
-        bcast_binary(share_b, &p, a->data, b->data, share, 0, false);
-        grad_through(tape, b, y, row_mul_keep, share, y->ndim, y->shape);
-    }
+    local_grads_backward(tape, node, share_a, share_b, row_mul_keep);
 }
 
 /* maximum: a loses where a < b, b loses where a > b */
