@@ -12,35 +12,83 @@ static const tg_module_type additive_type = {"AdditiveAttention", NULL, NULL};
 static const tg_module_type out_proj_type = {"NonDynamicallyQuantizableLinear", NULL,
                                              tg_linear_extra_repr};
 
-tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool bias,
-                   bool batch_first) {
-    if (embed_dim <= 0 || num_heads <= 0 || embed_dim % num_heads != 0)
+tg_mha_options tg_mha_defaults(int64_t embed_dim, int64_t num_heads) {
+    return (tg_mha_options){.embed_dim = embed_dim, .num_heads = num_heads, .bias = true};
+}
+
+/* A long-lived (rows, cols) parameter, drawn xavier-uniform. */
+static tg_tensor *xavier_uniform_param(int64_t rows, int64_t cols) {
+    tg_tensor *w = tg_tensor_requires_grad(tg_tensor_new(TG_SHAPE(rows, cols)), true);
+    tg_init_xavier_uniform(w, 1.0, NULL);
+    return w;
+}
+
+/* A (1, 1, E) parameter drawn with xavier_normal_: torch's fans of a 3-D tensor are
+ * fan_in = size(1)·E and fan_out = size(0)·E (the trailing dims are the receptive field), so
+ * std = sqrt(2/(E + E)). */
+static tg_tensor *xavier_normal_bias(int64_t E) {
+    tg_tensor *b = tg_tensor_requires_grad(tg_tensor_new(TG_SHAPE(1, 1, E)), true);
+    tg_init_normal(b, 0, (tg_real)sqrt(2.0 / (double)(E + E)), NULL);
+    return b;
+}
+
+tg_mha *tg_mha_new_with(const tg_mha_options *opts) {
+    TG_CHECK_ARG(opts);
+    const int64_t E = opts->embed_dim, heads = opts->num_heads;
+    if (E <= 0 || heads <= 0 || E % heads != 0)
         tg_fail("mha_new: embed_dim (%lld) must be a positive multiple of num_heads (%lld)",
-                (long long)embed_dim, (long long)num_heads);
-    if (!(dropout >= 0 && dropout <= 1))
-        tg_fail("mha_new: dropout must be in [0, 1], got %g", (double)dropout);
+                (long long)E, (long long)heads);
+    if (!(opts->dropout >= 0 && opts->dropout <= 1))
+        tg_fail("mha_new: dropout must be in [0, 1], got %g", (double)opts->dropout);
+    if (opts->kdim < 0 || opts->vdim < 0)
+        tg_fail("mha_new: kdim (%lld) and vdim (%lld) must be positive, or 0 for embed_dim",
+                (long long)opts->kdim, (long long)opts->vdim);
     tg_mha *m = tg_xcalloc(1, sizeof *m);
-    m->embed_dim = embed_dim;
-    m->num_heads = num_heads;
-    m->head_dim = embed_dim / num_heads;
-    m->dropout = dropout;
-    m->batch_first = batch_first;
-    /* PyTorch's draw order: out_proj (a Linear: weight, then bias, later zeroed) is built
-     * first; only then is the packed in_proj_weight drawn, xavier-uniform over (3E, E). */
-    m->out_proj = tg_linear_new(embed_dim, embed_dim, bias);
+    m->embed_dim = E;
+    m->num_heads = heads;
+    m->head_dim = E / heads;
+    m->kdim = opts->kdim ? opts->kdim : E;
+    m->vdim = opts->vdim ? opts->vdim : E;
+    m->dropout = opts->dropout;
+    m->batch_first = opts->batch_first;
+    m->add_zero_attn = opts->add_zero_attn;
+    /* PyTorch's draw order: out_proj (a Linear: weight, then bias, later zeroed) is built in
+     * the constructor; _reset_parameters then draws the projection weights (the packed
+     * (3E, E) one, or W_q, W_k, W_v in that order) and last bias_k, bias_v. */
+    m->out_proj = tg_linear_new(E, E, opts->bias);
     m->out_proj->module.type = &out_proj_type; /* a Linear under PyTorch's class name */
-    m->in_proj_weight =
-        tg_tensor_requires_grad(tg_tensor_new(TG_SHAPE(3 * embed_dim, embed_dim)), true);
-    tg_init_xavier_uniform(m->in_proj_weight, 1.0, NULL);
     tg_module_init(&m->module, &mha_type);
-    tg_module_add_param(&m->module, "in_proj_weight", m->in_proj_weight);
-    if (bias) {
-        m->in_proj_bias = tg_tensor_requires_grad(tg_tensor_zeros(TG_SHAPE(3 * embed_dim)), true);
-        tg_module_add_param(&m->module, "in_proj_bias", m->in_proj_bias);
+    if (m->kdim == E && m->vdim == E) {
+        m->in_proj_weight = xavier_uniform_param(3 * E, E);
+    } else {
+        m->q_proj_weight = xavier_uniform_param(E, E);
+        m->k_proj_weight = xavier_uniform_param(E, m->kdim);
+        m->v_proj_weight = xavier_uniform_param(E, m->vdim);
+    }
+    if (opts->bias) {
+        m->in_proj_bias = tg_tensor_requires_grad(tg_tensor_zeros(TG_SHAPE(3 * E)), true);
         tg_tensor_fill(m->out_proj->bias, 0);
     }
+    if (opts->add_bias_kv) {
+        m->bias_k = xavier_normal_bias(E);
+        m->bias_v = xavier_normal_bias(E);
+    }
+    /* registration order = state_dict order; the absent ones (NULL) are not registered */
+    const char *names[] = {"in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                           "in_proj_bias",   "bias_k",        "bias_v"};
+    tg_tensor *params[] = {m->in_proj_weight, m->q_proj_weight, m->k_proj_weight, m->v_proj_weight,
+                           m->in_proj_bias,   m->bias_k,        m->bias_v};
+    for (size_t i = 0; i < sizeof params / sizeof *params; i++)
+        if (params[i]) tg_module_add_param(&m->module, names[i], params[i]);
     tg_module_add_child(&m->module, "out_proj", &m->out_proj->module);
     return m;
+}
+
+tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool bias,
+                   bool batch_first) {
+    tg_mha_options o = tg_mha_defaults(embed_dim, num_heads);
+    o.dropout = dropout, o.bias = bias, o.batch_first = batch_first;
+    return tg_mha_new_with(&o);
 }
 
 tg_tensor *tg_square_subsequent_mask(int64_t size) {
@@ -50,14 +98,77 @@ tg_tensor *tg_square_subsequent_mask(int64_t size) {
     return mask;
 }
 
-/* Rows [block·E, (block+count)·E) of the packed projection (W_q, W_k, W_v) and its bias:
- * x·Wᵀ + b for `count` consecutive blocks at once. */
+/* The projection x·Wᵀ + b of q (block 0), k (1) or v (2). With the packed in_proj_weight,
+ * `count` consecutive blocks at once (rows [block·E, (block+count)·E) of W and b); the
+ * separate q, k, v_proj_weight take one block at a time, with their third of in_proj_bias. */
 static tg_tensor *project(tg_mha *m, tg_tape *t, tg_tensor *x, int block, int count) {
     const int64_t E = m->embed_dim;
-    if (block == 0 && count == 3) return tg_linear(t, x, m->in_proj_weight, m->in_proj_bias);
-    tg_tensor *w = tg_slice(t, m->in_proj_weight, 0, block * E, count * E);
-    tg_tensor *b = m->in_proj_bias ? tg_slice(t, m->in_proj_bias, 0, block * E, count * E) : NULL;
+    tg_tensor *b = m->in_proj_bias;
+    if (b && count != 3) b = tg_slice(t, b, 0, block * E, count * E);
+    if (!m->in_proj_weight) {
+        tg_tensor *const w[3] = {m->q_proj_weight, m->k_proj_weight, m->v_proj_weight};
+        return tg_linear(t, x, w[block], b);
+    }
+    tg_tensor *w = m->in_proj_weight;
+    if (count != 3) w = tg_slice(t, w, 0, block * E, count * E);
     return tg_linear(t, x, w, b);
+}
+
+/* How many keys the module appends to every source sequence: bias_k / bias_v, then the zero
+ * key and value of add_zero_attn. */
+static int64_t appended_keys(const tg_mha *m) {
+    return (m->bias_k ? 1 : 0) + (m->add_zero_attn ? 1 : 0);
+}
+
+/* Appends the appended keys to a projected key or value sequence, (S, N, E) or (N, S, E),
+ * in PyTorch's order: bias (1, 1, E) broadcast over the batch (add_bias_kv), then zeros
+ * (add_zero_attn). PyTorch appends the zeros per head after the head split; a zero
+ * position of all E features is the same thing, so both are appended here, before it. */
+static tg_tensor *append_keys(const tg_mha *m, tg_tape *t, tg_tensor *x, tg_tensor *bias,
+                              int64_t N) {
+    const int64_t E = m->embed_dim;
+    const int seq = m->batch_first ? 1 : 0;
+    const int64_t one[3] = {m->batch_first ? N : 1, m->batch_first ? 1 : N, E};
+    tg_tensor *parts[3] = {x};
+    int n = 1;
+    if (bias) parts[n++] = tg_expand(t, bias, 3, one);
+    if (m->add_zero_attn) parts[n++] = tg_tape_tensor_zeros(t, 3, one);
+    return n == 1 ? x : tg_concat(t, parts, n, seq);
+}
+
+/* A mask with `extra` zero columns after its last (source) dim: PyTorch pads attn_mask and
+ * key_padding_mask with F.pad(mask, (0, 1)) per appended key (0 = allowed, for a bool mask
+ * too). */
+static const tg_tensor *pad_mask(tg_tape *t, const tg_tensor *mask, int64_t extra) {
+    if (!mask || extra == 0) return mask;
+    int64_t shape[3];
+    for (int i = 0; i < mask->ndim; i++) shape[i] = mask->shape[i];
+    shape[mask->ndim - 1] = extra;
+    tg_tensor *parts[2] = {(tg_tensor *)mask, tg_tape_tensor_zeros(t, mask->ndim, shape)};
+    return tg_concat(t, parts, 2, mask->ndim - 1);
+}
+
+/* q, k and v as the attention reads them, keys appended. pack lets self-attention (and
+ * key = value) share one product with the packed weight: then several of q, k, v are the
+ * same tensor, their heads at the column offsets written to off (else all 0). */
+static void project_all(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key, tg_tensor *value,
+                        int64_t N, bool pack, tg_tensor *qkv[3], int64_t off[3]) {
+    const int64_t E = m->embed_dim;
+    off[0] = off[1] = off[2] = 0;
+    pack = pack && m->in_proj_weight && appended_keys(m) == 0;
+    if (pack && query == key && key == value) {
+        qkv[0] = qkv[1] = qkv[2] = project(m, t, query, 0, 3);
+        off[1] = E, off[2] = 2 * E;
+        return;
+    }
+    qkv[0] = project(m, t, query, 0, 1);
+    if (pack && key == value) {
+        qkv[1] = qkv[2] = project(m, t, key, 1, 2);
+        off[2] = E;
+        return;
+    }
+    qkv[1] = append_keys(m, t, project(m, t, key, 1, 1), m->bias_k, N);
+    qkv[2] = append_keys(m, t, project(m, t, value, 2, 1), m->bias_v, N);
 }
 
 /* (L, N, E) seq-first or (N, L, E) batch-first -> (N·heads, L, head_dim), head j of batch n
@@ -81,12 +192,13 @@ static tg_tensor *merge_heads(const tg_mha *m, tg_tape *t, tg_tensor *o, int64_t
     return tg_reshape(t, p, TG_SHAPE(L, N, h * d));
 }
 
-static void check_input(const tg_mha *m, const char *what, const tg_tensor *x) {
-    if (x->ndim != 3 || x->shape[2] != m->embed_dim) {
+/* x is 3-D with `dim` features last (name: "embed_dim", "kdim", "vdim"). */
+static void check_input(const char *what, const tg_tensor *x, const char *layout, const char *name,
+                        int64_t dim) {
+    if (x->ndim != 3 || x->shape[2] != dim) {
         char desc[160];
-        tg_fail("mha_forward: %s %s must be 3-D %s with last dim embed_dim %lld", what,
-                tg_tensor_describe(x, desc, sizeof desc),
-                m->batch_first ? "(N, L, E)" : "(L, N, E)", (long long)m->embed_dim);
+        tg_fail("mha_forward: %s %s must be 3-D %s with last dim %s %lld", what,
+                tg_tensor_describe(x, desc, sizeof desc), layout, name, (long long)dim);
     }
 }
 
@@ -110,17 +222,20 @@ static tg_tensor *apply_masks(const tg_mha *m, tg_tape *t, tg_tensor *scores, in
     return scores;
 }
 
-tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
-                             tg_tensor *value, const tg_mha_masks *masks, bool need_weights) {
-    TG_CHECK_ARG(m);
-    TG_CHECK_OP(t, query, key, value);
-    if (masks) {
-        TG_CHECK_INPUT_OPT(t, masks->attn_mask);
-        TG_CHECK_INPUT_OPT(t, masks->key_padding_mask);
-    }
-    check_input(m, "query", query);
-    check_input(m, "key", key);
-    check_input(m, "value", value);
+/* The forward of both entry points (fn, the one called, names the argument errors). */
+static tg_mha_output mha_forward(const char *fn, tg_mha *m, tg_tape *t, tg_tensor *query,
+                                 tg_tensor *key, tg_tensor *value, const tg_mha_masks *masks,
+                                 bool need_weights, bool average_attn_weights) {
+    if (!m) tg_fail_null_argument(fn, "m");
+    tg_tape_check_op(t, fn, "t", "query, key, value", 3,
+                     (const tg_tensor *const[]){query, key, value});
+    if (masks && masks->attn_mask) tg_tape_check_input(t, fn, "masks->attn_mask", masks->attn_mask);
+    if (masks && masks->key_padding_mask)
+        tg_tape_check_input(t, fn, "masks->key_padding_mask", masks->key_padding_mask);
+    const char *q_layout = m->batch_first ? "(N, L, E)" : "(L, N, E)";
+    check_input("query", query, q_layout, "embed_dim", m->embed_dim);
+    check_input("key", key, m->batch_first ? "(N, S, kdim)" : "(S, N, kdim)", "kdim", m->kdim);
+    check_input("value", value, m->batch_first ? "(N, S, vdim)" : "(S, N, vdim)", "vdim", m->vdim);
     const int bdim = m->batch_first ? 0 : 1;
     const int64_t N = query->shape[bdim];
     if (key->shape[bdim] != N || value->shape[bdim] != N ||
@@ -130,52 +245,57 @@ tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor 
                 tg_tensor_describe(query, q, sizeof q), tg_tensor_describe(key, k, sizeof k),
                 tg_tensor_describe(value, v, sizeof v));
     }
-    const int64_t E = m->embed_dim, L = query->shape[1 - bdim], S = key->shape[1 - bdim];
+    const int64_t L = query->shape[1 - bdim], S = key->shape[1 - bdim];
     tg_mha_masks_check("mha_forward", masks, N, m->num_heads, L, S);
     const bool mask_grad =
         masks && ((masks->attn_mask && masks->attn_mask->requires_grad) ||
                   (masks->key_padding_mask && masks->key_padding_mask->requires_grad));
-    if (!need_weights && !mask_grad) {
-        /* the fused core; the projections as PyTorch packs them: one product for
-         * self-attention, two when key is value */
-        tg_tensor *q, *k, *v;
-        int64_t off[3] = {0, 0, 0};
-        if (query == key && key == value) {
-            q = k = v = project(m, t, query, 0, 3);
-            off[1] = E, off[2] = 2 * E;
-        } else if (key == value) {
-            q = project(m, t, query, 0, 1);
-            k = v = project(m, t, key, 1, 2);
-            off[2] = E;
-        } else {
-            q = project(m, t, query, 0, 1);
-            k = project(m, t, key, 1, 1);
-            v = project(m, t, value, 2, 1);
-        }
+    /* the masks, with a zero column per appended key */
+    const int64_t extra = appended_keys(m);
+    tg_mha_masks padded = masks ? *masks : (tg_mha_masks){0};
+    padded.attn_mask = pad_mask(t, padded.attn_mask, extra);
+    padded.key_padding_mask = pad_mask(t, padded.key_padding_mask, extra);
+    const tg_real p_drop = m->module.training ? m->dropout : 0;
+
+    tg_tensor *qkv[3];
+    int64_t off[3];
+    const bool fused = !need_weights && !mask_grad;
+    project_all(m, t, query, key, value, N, fused, qkv, off);
+    if (fused) {
         const tg_mha_layout layout = {
             m->num_heads, m->head_dim, {off[0], off[1], off[2]}, m->batch_first};
-        tg_tensor *o =
-            tg_mha_attention(t, q, k, v, &layout, masks, m->module.training ? m->dropout : 0);
+        tg_tensor *o = tg_mha_attention(t, qkv[0], qkv[1], qkv[2], &layout, &padded, p_drop);
         return (tg_mha_output){.output = tg_linear_forward(m->out_proj, t, o)};
     }
-    /* The composite path (the weights are wanted, or a mask needs a gradient):
-     * q = query·W_qᵀ + b_q, k = key·W_kᵀ + b_k, v = value·W_vᵀ + b_v, split into heads */
-    tg_tensor *q = split_heads(m, t, project(m, t, query, 0, 1));
-    tg_tensor *k = split_heads(m, t, project(m, t, key, 1, 1));
-    tg_tensor *v = split_heads(m, t, project(m, t, value, 2, 1));
-    /* scores = (q / √d)·kᵀ + mask;  A = softmax over the source positions */
+    /* The composite path (the weights are wanted, or a mask needs a gradient): q, k, v split
+     * into heads; scores = (q / √d)·kᵀ + mask;  A = softmax over the source positions */
+    tg_tensor *q = split_heads(m, t, qkv[0]), *k = split_heads(m, t, qkv[1]);
+    tg_tensor *v = split_heads(m, t, qkv[2]);
     q = tg_mul_scalar(t, q, (tg_real)(1.0 / sqrt((double)m->head_dim)));
-    tg_tensor *scores = apply_masks(m, t, tg_matmul_t(t, q, k, false, true), N, masks);
+    tg_tensor *scores = apply_masks(m, t, tg_matmul_t(t, q, k, false, true), N, &padded);
     tg_tensor *A = tg_softmax(t, scores, -1);
     A = tg_dropout(t, A, m->dropout, m->module.training, NULL);
     /* heads concatenated, then the output projection */
     tg_tensor *o = merge_heads(m, t, tg_matmul(t, A, v), N);
     tg_mha_output out = {.output = tg_linear_forward(m->out_proj, t, o)};
     if (need_weights) {
-        tg_tensor *A4 = tg_reshape(t, A, TG_SHAPE(N, m->num_heads, A->shape[1], A->shape[2]));
-        out.weights = tg_mean_dim(t, A4, 1, false); /* (N, L, S) */
+        out.weights = tg_reshape(t, A, TG_SHAPE(N, m->num_heads, A->shape[1], A->shape[2]));
+        if (average_attn_weights)
+            out.weights = tg_mean_dim(t, out.weights, 1, false); /* (N, L, S) */
     }
     return out;
+}
+
+tg_mha_output tg_mha_forward_with(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
+                                  tg_tensor *value, const tg_mha_masks *masks, bool need_weights,
+                                  bool average_attn_weights) {
+    return mha_forward(__func__, m, t, query, key, value, masks, need_weights,
+                       average_attn_weights);
+}
+
+tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
+                             tg_tensor *value, const tg_mha_masks *masks, bool need_weights) {
+    return mha_forward(__func__, m, t, query, key, value, masks, need_weights, true);
 }
 
 /* ---- additive attention ---- */
