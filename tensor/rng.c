@@ -74,7 +74,11 @@ void tg_init_uniform(tg_tensor *t, tg_real lo, tg_real hi, tg_rng *rng) {
 
 /* Box-Muller over blocks of 16 uniforms (element j pairs with j+8), as torch's vectorised
  * normal_ does for tensors of >= 16 elements; if numel % 16 != 0 the last 16 elements are
- * drawn again and transformed again. Smaller tensors use one pair of uniforms per two values. */
+ * drawn again and transformed again. Smaller tensors take torch's serial path instead: per two
+ * values, two double uniforms of 53 bits, each from a 64-bit word of two draws (the first the
+ * high half); the first gives the angle, the second the radius through log1p(-u); the value,
+ * computed in double, is rounded to float32 once. (Torch keeps
+ * the sine of an odd-sized tensor's last pair for its next small draw; this does not.) */
 static void normal_block16(tg_real *d, tg_real mean, tg_real std) {
     for (int j = 0; j < 8; j++) {
         const double u1 = 1.0 - (double)d[j], u2 = (double)d[j + 8];
@@ -82,6 +86,11 @@ static void normal_block16(tg_real *d, tg_real mean, tg_real std) {
         d[j] = (tg_real)(radius * cos(theta) * std + mean);
         d[j + 8] = (tg_real)(radius * sin(theta) * std + mean);
     }
+}
+
+static double uniform53(tg_rng *rng) {
+    const uint64_t hi = tg_rng_next_u32(rng), lo = tg_rng_next_u32(rng);
+    return (double)(((hi << 32) | lo) & ((UINT64_C(1) << 53) - 1)) * 0x1p-53;
 }
 
 void tg_init_normal(tg_tensor *t, tg_real mean, tg_real std, tg_rng *rng) {
@@ -99,9 +108,9 @@ void tg_init_normal(tg_tensor *t, tg_real mean, tg_real std, tg_rng *rng) {
         return;
     }
     for (int64_t i = 0; i < n; i += 2) {
-        const double u1 = 1.0 - tg_rng_uniform01(rng), u2 = tg_rng_uniform01(rng);
-        const double radius = sqrt(-2.0 * log(u1)), theta = 2.0 * 3.14159265358979323846 * u2;
-        d[i] = (tg_real)(radius * cos(theta) * std + mean);
-        if (i + 1 < n) d[i + 1] = (tg_real)(radius * sin(theta) * std + mean);
+        const double u1 = uniform53(rng), u2 = uniform53(rng);
+        const double radius = sqrt(-2.0 * log1p(-u2)), theta = 2.0 * 3.14159265358979323846 * u1;
+        d[i] = (tg_real)(float)(radius * cos(theta) * std + mean);
+        if (i + 1 < n) d[i + 1] = (tg_real)(float)(radius * sin(theta) * std + mean);
     }
 }

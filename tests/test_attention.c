@@ -32,29 +32,72 @@ static void assert_grad(const tg_fixture *fx, const char *name, const tg_tensor 
     tg_fixture_assert_close(fx, name, x->grad, x->shape, x->ndim, TG_PARITY_ATOL, TG_PARITY_RTOL);
 }
 
+/* The list's names joined by commas, as the fixtures' meta "keys" (a static buffer). */
+static const char *keys_of(const tg_params *ps) {
+    static char buf[512];
+    size_t used = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < ps->count; i++)
+        used += (size_t)snprintf(buf + used, sizeof buf - used, "%s%s", i ? "," : "", ps->names[i]);
+    return buf;
+}
+
 /* ---- MultiheadAttention ---- */
 
-static void test_mha_init_matches_torch(void **state) {
-    (void)state;
-    tg_manual_seed(0);
-    tg_mha *m = tg_mha_new(8, 2, 0, true, false);
-    tg_fixture *fx = tg_fixture_load("init_mha_8_2");
-    for (size_t i = 0; i < tg_module_params(&m->module)->count; i++) {
+static void assert_init_matches(const char *case_name, tg_mha *m) {
+    tg_fixture *fx = tg_fixture_load(case_name);
+    const tg_params *ps = tg_module_params(&m->module);
+    assert_string_equal(tg_fixture_meta(fx, "keys"), keys_of(ps));
+    for (size_t i = 0; i < ps->count; i++) {
         char name[128];
-        snprintf(name, sizeof name, "param.%s", tg_module_params(&m->module)->names[i]);
-        tg_fixture_assert_tensor(fx, name, tg_module_params(&m->module)->tensors[i], 0,
-                                 0); /* bit for bit */
+        snprintf(name, sizeof name, "param.%s", ps->names[i]);
+        /* bit for bit; bias_k and bias_v (normal draws) to one float32 ulp, as the float32
+         * build passes tg_init_normal a std already rounded to float */
+        const bool normal = strncmp(ps->names[i], "bias_", 5) == 0;
+        tg_fixture_assert_tensor(fx, name, ps->tensors[i], 0, normal ? 0x1p-23 : 0);
     }
     tg_fixture_free(fx);
     tg_module_free(&m->module);
 }
 
+static void test_mha_init_matches_torch(void **state) {
+    (void)state;
+    tg_manual_seed(0);
+    assert_init_matches("init_mha_8_2", tg_mha_new(8, 2, 0, true, false));
+    /* separate q, k, v_proj_weight and bias_k, bias_v: their shapes, order and draws */
+    tg_mha_options o = tg_mha_defaults(8, 2);
+    o.add_bias_kv = true, o.kdim = 6, o.vdim = 5;
+    tg_manual_seed(0);
+    assert_init_matches("init_mha_8_2_options", tg_mha_new_with(&o));
+}
+
+static bool meta_flag(const tg_fixture *fx, const char *key, bool absent) {
+    const char *v = tg_fixture_meta(fx, key);
+    return v ? strcmp(v, "1") == 0 : absent;
+}
+
+/* The worst parity error over every MHA case: outputs, input and parameter gradients. */
+static tg_parity_tally mha_tally = {TG_PARITY_ATOL, TG_PARITY_RTOL, 0, 0, 0};
+
+static void compare(const tg_fixture *fx, const char *name, const tg_real *got,
+                    const tg_tensor *like) {
+    tg_parity_tally_compare(&mha_tally, fx, name, like->shape, like->ndim, got);
+}
+
 static void run_mha_case(const char *case_name) {
     tg_fixture *fx = tg_fixture_load(case_name);
-    const bool batch_first = strcmp(tg_fixture_meta(fx, "batch_first"), "1") == 0;
-    const bool self = strcmp(tg_fixture_meta(fx, "self_attention"), "1") == 0;
-    tg_mha *m = tg_mha_new(8, 2, 0, true, batch_first);
-    tg_fixture_load_params(fx, tg_module_params(&m->module));
+    const bool self = meta_flag(fx, "self_attention", false);
+    /* the constructor's options, when the case sets them (PyTorch's defaults otherwise) */
+    tg_mha_options o = tg_mha_defaults(8, 2);
+    o.batch_first = meta_flag(fx, "batch_first", false);
+    o.add_bias_kv = meta_flag(fx, "add_bias_kv", false);
+    o.add_zero_attn = meta_flag(fx, "add_zero_attn", false);
+    const char *kdim = tg_fixture_meta(fx, "kdim"), *vdim = tg_fixture_meta(fx, "vdim");
+    o.kdim = kdim ? atoll(kdim) : 0, o.vdim = vdim ? atoll(vdim) : 0;
+    const bool average = meta_flag(fx, "average_attn_weights", true);
+    tg_mha *m = tg_mha_new_with(&o);
+    tg_params *params = tg_module_params(&m->module);
+    tg_fixture_load_params(fx, params);
     tg_tensor *q = input(fx, self ? "in.x" : "in.query");
     tg_tensor *k = self ? q : input(fx, "in.key"), *v = self ? q : input(fx, "in.value");
     tg_mha_masks masks = {0};
@@ -65,18 +108,23 @@ static void run_mha_case(const char *case_name) {
               *g_w = tg_fixture_tensor(fx, "gout.weights");
 
     tg_tape *tape = tg_tape_new();
-    tg_mha_output out = tg_mha_forward(m, tape, q, k, v, &masks, true);
-    tg_fixture_assert_tensor(fx, "out.output", out.output, TG_PARITY_ATOL, TG_PARITY_RTOL);
-    tg_fixture_assert_tensor(fx, "out.weights", out.weights, TG_PARITY_ATOL, TG_PARITY_RTOL);
+    tg_mha_output out = tg_mha_forward_with(m, tape, q, k, v, &masks, true, average);
+    compare(fx, "out.output", out.output->data, out.output);
+    compare(fx, "out.weights", out.weights->data, out.weights);
     tg_tensor *loss =
         tg_add(tape, weighted_sum(tape, out.output, g_out), weighted_sum(tape, out.weights, g_w));
     tg_tape_backward(tape, loss);
     if (self)
-        assert_grad(fx, "grad.x", q);
+        compare(fx, "grad.x", q->grad, q);
     else
-        assert_grad(fx, "grad.query", q), assert_grad(fx, "grad.key", k),
-            assert_grad(fx, "grad.value", v);
-    tg_fixture_assert_param_grads(fx, tg_module_params(&m->module), TG_PARITY_ATOL, TG_PARITY_RTOL);
+        compare(fx, "grad.query", q->grad, q), compare(fx, "grad.key", k->grad, k),
+            compare(fx, "grad.value", v->grad, v);
+    for (size_t i = 0; i < params->count; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "grad.param.%s", params->names[i]);
+        compare(fx, name, params->tensors[i]->grad, params->tensors[i]);
+    }
+    mha_tally.cases++;
 
     tg_tape_free(tape);
     tg_tensor_free(q);
@@ -97,8 +145,14 @@ static void test_mha_parity(void **state) {
                            "mod_mha_bool_mask",
                            "mod_mha_per_head_mask",
                            "mod_mha_per_head_bool_mask",
-                           "mod_mha_float_key_padding"};
+                           "mod_mha_float_key_padding",
+                           "mod_mha_kdim_vdim",
+                           "mod_mha_per_head_weights",
+                           "mod_mha_bias_kv_masks",
+                           "mod_mha_zero_attn",
+                           "mod_mha_all_options_batch_first"};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_mha_case(cases[i]);
+    tg_parity_tally_print(&mha_tally);
 }
 
 /* ---- Transformer layers, stacks, the full model ---- */

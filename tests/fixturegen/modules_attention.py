@@ -27,8 +27,8 @@ def kpm(n, s, padded):
     return m
 
 
-def _seq(length, bf):
-    return randn(N, length, E) if bf else randn(length, N, E)
+def _seq(length, bf, features=E):
+    return randn(N, length, features) if bf else randn(length, N, features)
 
 
 _MASKS = ("attn_mask", "key_padding_mask", "src_mask", "tgt_mask", "memory_mask",
@@ -38,13 +38,23 @@ _MASKS = ("attn_mask", "key_padding_mask", "src_mask", "tgt_mask", "memory_mask"
 # nn.MultiheadAttention(8, 2)
 
 
-def _mha(self_attn, bf=False, attn_mask=None, key_padding=None, L=3, S=4):
+def _mha(self_attn, bf=False, attn_mask=None, key_padding=None, L=3, S=4, options=None,
+         average=True):
+    """options: the constructor's kdim, vdim, add_bias_kv, add_zero_attn (stored in meta, and
+    then every parameter is perturbed so that the zero-initialised biases are not zero)."""
+    options = options or {}
+
     def make():
-        m = nn.MultiheadAttention(E, H, batch_first=bf).eval()
+        m = nn.MultiheadAttention(E, H, batch_first=bf, **options).eval()
+        if options:
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(randn(*p.shape, std=0.1))
+        kdim, vdim = options.get("kdim") or E, options.get("vdim") or E
         if self_attn:
             inputs = {"x": _seq(L, bf)}
         else:
-            inputs = {"query": _seq(L, bf), "key": _seq(S, bf), "value": _seq(S, bf)}
+            inputs = {"query": _seq(L, bf), "key": _seq(S, bf, kdim), "value": _seq(S, bf, vdim)}
         mask_desc = "none"
         if attn_mask is not None:
             inputs["attn_mask"], mask_desc = attn_mask()
@@ -60,16 +70,21 @@ def _mha(self_attn, bf=False, attn_mask=None, key_padding=None, L=3, S=4):
                 query = key = value = x
             out, w = m(query, key, value, attn_mask=attn_mask,
                        key_padding_mask=key_padding_mask, need_weights=True,
-                       average_attn_weights=True)
+                       average_attn_weights=average)
             return {"output": out, "weights": w}
 
+        extra = {}
+        if options:
+            extra = dict(kdim=kdim, vdim=vdim, add_bias_kv=options.get("add_bias_kv", False),
+                         add_zero_attn=options.get("add_zero_attn", False),
+                         note="every parameter perturbed by N(0, 0.1^2) after construction")
         return module_case(m, fn, inputs, meta_str(
             module="MultiheadAttention", embed_dim=E, num_heads=H, batch_first=bf,
             self_attention=self_attn, attn_mask=mask_desc,
             key_padding_mask=kpm_desc,
-            need_weights=True, average_attn_weights=True,
-            inputs="query=key=value=in.x" if self_attn else "in.query,in.key,in.value"),
-            const=_MASKS)
+            need_weights=True, average_attn_weights=average,
+            inputs="query=key=value=in.x" if self_attn else "in.query,in.key,in.value",
+            **extra), const=_MASKS)
     return make
 
 
@@ -116,6 +131,16 @@ fixture("mod_mha_bool_mask")(_mha(False, attn_mask=_bool_mask))
 fixture("mod_mha_per_head_mask")(_mha(False, attn_mask=_per_head_mask))
 fixture("mod_mha_per_head_bool_mask")(_mha(False, attn_mask=_per_head_bool_mask))
 fixture("mod_mha_float_key_padding")(_mha(False, key_padding=_float_kpm))
+# the constructor's options and per-head weights
+fixture("mod_mha_kdim_vdim")(_mha(False, options=dict(kdim=6, vdim=5)))
+fixture("mod_mha_per_head_weights")(_mha(False, key_padding=(1, 0), average=False))
+fixture("mod_mha_bias_kv_masks")(
+    _mha(False, attn_mask=_bool_mask, key_padding=(1, 2), options=dict(add_bias_kv=True)))
+fixture("mod_mha_zero_attn")(
+    _mha(False, attn_mask=_per_head_mask, key_padding=(0, 1), options=dict(add_zero_attn=True)))
+fixture("mod_mha_all_options_batch_first")(
+    _mha(False, bf=True, attn_mask=_per_head_bool_mask, key_padding=(2, 1), average=False,
+         options=dict(kdim=6, vdim=5, add_bias_kv=True, add_zero_attn=True)))
 
 # ---------------------------------------------------------------------------------------
 # TransformerEncoderLayer / TransformerDecoderLayer (d_model 8, nhead 2, ff 16, dropout 0)

@@ -118,6 +118,8 @@ _INITS = {
     "init_gru_4_6": (lambda: nn.GRU(4, 6), "nn.GRU(4, 6)"),
     "init_lstm_4_6_l2": (lambda: nn.LSTM(4, 6, num_layers=2), "nn.LSTM(4, 6, num_layers=2)"),
     "init_mha_8_2": (lambda: nn.MultiheadAttention(8, 2), "nn.MultiheadAttention(8, 2)"),
+    "init_mha_8_2_options": (lambda: nn.MultiheadAttention(8, 2, add_bias_kv=True, kdim=6, vdim=5),
+                             "nn.MultiheadAttention(8, 2, add_bias_kv=True, kdim=6, vdim=5)"),
     "init_embedding_10_4": (lambda: nn.Embedding(10, 4), "nn.Embedding(10, 4)"),
     "init_embedding_10_4_pad1": (lambda: nn.Embedding(10, 4, padding_idx=1),
                                  "nn.Embedding(10, 4, padding_idx=1)"),
