@@ -596,6 +596,290 @@ static void test_stack_gradchecks(void **state) {
     tg_tensor_free(causal), tg_tensor_free(kpm);
 }
 
+/* ---- MultiheadAttention's options: forward values and gradchecks ---- */
+
+/* A (len, N, w) sequence, or (N, len, w) batch first, uniform in [-1, 1) from seed. */
+static tg_tensor *sequence(uint64_t seed, bool batch_first, int64_t N, int64_t len, int64_t w) {
+    const int64_t shape[3] = {batch_first ? N : len, batch_first ? len : N, w};
+    return tg_test_rand(seed, -1, 1, 3, shape);
+}
+
+/* Row of position p of batch n in a (len, N, w) tensor, or (N, len, w) batch first. */
+static int64_t row_of(bool batch_first, int64_t N, int64_t len, int64_t p, int64_t n) {
+    return batch_first ? n * len + p : p * N + n;
+}
+
+/* y = W x + b for block 0 (q), 1 (k) or 2 (v) of the module's projections, x of `width`. */
+static void reference_project(const tg_mha *m, int block, const tg_real *x, int64_t width,
+                              double *y) {
+    const int64_t E = m->embed_dim;
+    const tg_tensor *sep[3] = {m->q_proj_weight, m->k_proj_weight, m->v_proj_weight};
+    const tg_real *W =
+        m->in_proj_weight ? m->in_proj_weight->data + block * E * E : sep[block]->data;
+    for (int64_t i = 0; i < E; i++) {
+        y[i] = m->in_proj_bias ? (double)m->in_proj_bias->data[block * E + i] : 0;
+        for (int64_t j = 0; j < width; j++) y[i] += (double)W[i * width + j] * (double)x[j];
+    }
+}
+
+/* MultiheadAttention from its definition, in double, for a float attn_mask (L, S) and a bool
+ * key_padding_mask (N, S) (either NULL). For batch n, head j, query l:
+ *   q = W_q x_l + b_q;  keys k_s = W_k key_s + b_k (s < S), then bias_k (add_bias_kv), then 0
+ *   (add_zero_attn), and the values likewise;
+ *   P_s = softmax_s(q_j·k_sj/√d + mask(l, s)), the appended columns unmasked;
+ *   o_j = Σ_s P_s v_sj;  out_l = W_o o + b_o.
+ * Writes out (the output's layout) and weights (N, heads, L, S'). */
+static void mha_reference(const tg_mha *m, const tg_tensor *query, const tg_tensor *key,
+                          const tg_tensor *value, const tg_tensor *am, const tg_tensor *kpm,
+                          double *out, double *weights) {
+    const bool bf = m->batch_first;
+    const int64_t E = m->embed_dim, h = m->num_heads, d = m->head_dim;
+    const int64_t N = query->shape[bf ? 0 : 1], L = query->shape[bf ? 1 : 0],
+                  S = key->shape[bf ? 1 : 0];
+    const int64_t S2 = S + (m->bias_k ? 1 : 0) + (m->add_zero_attn ? 1 : 0);
+    double *k = calloc((size_t)(S2 * E), sizeof *k), *v = calloc((size_t)(S2 * E), sizeof *v);
+    double q[64], o[64], sc[64];
+    assert_true(E <= 64 && S2 <= 64);
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t s = 0; s < S; s++) {
+            reference_project(m, 1, key->data + row_of(bf, N, S, s, n) * m->kdim, m->kdim,
+                              k + s * E);
+            reference_project(m, 2, value->data + row_of(bf, N, S, s, n) * m->vdim, m->vdim,
+                              v + s * E);
+        }
+        for (int64_t i = 0; i < E; i++) { /* bias_k, bias_v at S; the zero row stays 0 */
+            k[S * E + i] = m->bias_k ? (double)m->bias_k->data[i] : 0;
+            v[S * E + i] = m->bias_v ? (double)m->bias_v->data[i] : 0;
+        }
+        for (int64_t l = 0; l < L; l++) {
+            reference_project(m, 0, query->data + row_of(bf, N, L, l, n) * E, E, q);
+            for (int64_t j = 0; j < h; j++) {
+                double mx = -INFINITY, total = 0;
+                for (int64_t s = 0; s < S2; s++) {
+                    double dot = 0;
+                    for (int64_t c = 0; c < d; c++) dot += q[j * d + c] * k[s * E + j * d + c];
+                    sc[s] = dot / sqrt((double)d);
+                    if (s < S && am) sc[s] += (double)am->data[l * S + s];
+                    if (s < S && kpm && kpm->data[n * S + s] != 0) sc[s] = -INFINITY;
+                    mx = fmax(mx, sc[s]);
+                }
+                for (int64_t s = 0; s < S2; s++) total += sc[s] = exp(sc[s] - mx);
+                for (int64_t c = 0; c < d; c++) o[j * d + c] = 0;
+                for (int64_t s = 0; s < S2; s++) {
+                    const double p = sc[s] / total;
+                    weights[((n * h + j) * L + l) * S2 + s] = p;
+                    for (int64_t c = 0; c < d; c++) o[j * d + c] += p * v[s * E + j * d + c];
+                }
+            }
+            double *y = out + row_of(bf, N, L, l, n) * E;
+            for (int64_t i = 0; i < E; i++) {
+                y[i] = m->out_proj->bias ? (double)m->out_proj->bias->data[i] : 0;
+                for (int64_t c = 0; c < E; c++)
+                    y[i] += (double)m->out_proj->weight->data[i * E + c] * o[c];
+            }
+        }
+    }
+    free(k), free(v);
+}
+
+/* Every option at once (kdim 3, vdim 5, bias_k/bias_v, the zero key), seq-first and batch
+ * first, against mha_reference: per-head and averaged weights, and the fused path (no
+ * weights) gives the same output. Row 0 of batch 0 has every real key masked (the attn_mask
+ * and the padding together): its weights then sit on the appended keys, finite. In training
+ * with dropout, both paths draw the same masks from the same generator state. */
+static void test_mha_options_values(void **state) {
+    (void)state;
+    enum { E = 4, H = 2, L = 3, S = 4, N = 2, S2 = S + 2 };
+    tg_tensor *am = tg_tensor_zeros(TG_SHAPE(L, S));
+    am->data[0 * S + 2] = am->data[0 * S + 3] = am->data[1 * S + 3] = -INFINITY;
+    am->data[2 * S + 1] = (tg_real)0.5;
+    tg_tensor *kpm = tg_tensor_from_array(TG_SHAPE(N, S), (tg_real[]){1, 1, 0, 0, 0, 0, 0, 1});
+    const tg_mha_masks masks = {
+        .attn_mask = am, .key_padding_mask = kpm, .key_padding_mask_is_bool = true};
+    for (int bf = 0; bf < 2; bf++) {
+        tg_mha_options o = tg_mha_defaults(E, H);
+        o.kdim = 3, o.vdim = 5, o.add_bias_kv = o.add_zero_attn = true, o.batch_first = bf;
+        o.dropout = (tg_real)0.4;
+        tg_manual_seed(30);
+        tg_mha *m = tg_mha_new_with(&o);
+        perturb(tg_module_params(&m->module), 300);
+        tg_module_eval(&m->module);
+        tg_tensor *q = sequence(31, bf, N, L, E);
+        tg_tensor *k = sequence(32, bf, N, S, 3);
+        tg_tensor *v = sequence(33, bf, N, S, 5);
+        double want_out[L * N * E], want_w[N * H * L * S2], want_avg[N * L * S2];
+        mha_reference(m, q, k, v, am, kpm, want_out, want_w);
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < L * S2; i++)
+                want_avg[n * L * S2 + i] =
+                    (want_w[(n * H) * L * S2 + i] + want_w[(n * H + 1) * L * S2 + i]) / H;
+#ifdef TG_DOUBLE
+        const double tol = 1e-12;
+#else
+        const double tol = 1e-5;
+#endif
+
+        tg_tape *tape = tg_tape_new();
+        tg_mha_output heads = tg_mha_forward_with(m, tape, q, k, v, &masks, true, false);
+        assert_int_equal(heads.weights->ndim, 4);
+        assert_int_equal(heads.weights->shape[1], H), assert_int_equal(heads.weights->shape[3], S2);
+        tg_test_assert_close_f64("output", heads.output->data, want_out, L * N * E, tol, tol);
+        tg_test_assert_close_f64("per-head weights", heads.weights->data, want_w, N * H * L * S2,
+                                 tol, tol);
+        tg_mha_output avg = tg_mha_forward(m, tape, q, k, v, &masks, true);
+        assert_int_equal(avg.weights->ndim, 3), assert_int_equal(avg.weights->shape[2], S2);
+        tg_test_assert_close_f64("averaged weights", avg.weights->data, want_avg, N * L * S2, tol,
+                                 tol);
+        tg_mha_output fused = tg_mha_forward(m, tape, q, k, v, &masks, false);
+        assert_null(fused.weights);
+        tg_test_assert_close_f64("fused output", fused.output->data, want_out, L * N * E, tol, tol);
+
+        tg_module_train(&m->module, true);
+        tg_manual_seed(8);
+        tg_mha_output a = tg_mha_forward_with(m, tape, q, k, v, &masks, true, false);
+        tg_manual_seed(8);
+        tg_mha_output b = tg_mha_forward(m, tape, q, k, v, &masks, false);
+        tg_test_assert_close("dropout: composite and fused", a.output->data, b.output->data,
+                             L * N * E, tol, tol);
+        int zeros = 0; /* dropout hit some weights, and only as 0 or 1/(1-p) times the eval ones */
+        for (int i = 0; i < N * H * L * S2; i++) {
+            const double w = (double)a.weights->data[i];
+            if (w == 0 && want_w[i] != 0)
+                zeros++;
+            else
+                assert_true(fabs(w - want_w[i] / (1 - 0.4)) <= tol * 10);
+        }
+        assert_true(zeros > 0);
+        tg_tape_free(tape);
+        tg_tensor_free(q), tg_tensor_free(k), tg_tensor_free(v);
+        tg_module_free(&m->module);
+    }
+    tg_tensor_free(am), tg_tensor_free(kpm);
+}
+
+typedef struct {
+    tg_mha *mha;
+    tg_mha_masks masks;
+    bool need_weights, average;
+} mha_options_ctx;
+
+/* Σ out² (+ Σ weights²) with query, key and value distinct inputs; a fixed dropout seed. */
+static tg_tensor *mha_options_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    mha_options_ctx *c = ctx;
+    tg_manual_seed(5);
+    tg_mha_output o =
+        tg_mha_forward_with(c->mha, t, in[0], in[1], in[2], &c->masks, c->need_weights, c->average);
+    tg_tensor *loss = tg_sum(t, tg_mul(t, o.output, o.output));
+    if (o.weights) loss = tg_add(t, loss, tg_sum(t, tg_mul(t, o.weights, o.weights)));
+    return loss;
+}
+
+/* Gradchecks of each option, and of all of them together, with respect to query, key, value
+ * and every parameter (perturbed, so that the zero-initialised biases are not zero). E 4,
+ * 2 heads, L 3, S 4, N 2. */
+static void test_mha_options_gradchecks(void **state) {
+    (void)state;
+    TG_TEST_REQUIRE_F64();
+    tg_tensor *mask34 = tg_tensor_zeros(TG_SHAPE(3, 4)); /* float, hides some later keys */
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 2; j < 4; j++) mask34->data[i * 4 + j] = -INFINITY;
+    tg_tensor *bool34 =
+        tg_tensor_from_array(TG_SHAPE(3, 4), (tg_real[]){0, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0});
+    tg_tensor *per_head = tg_test_rand(40, -1, 1, TG_SHAPE(4, 3, 4)); /* (N·heads, L, S) */
+    tg_tensor *kpm = tg_tensor_from_array(TG_SHAPE(2, 4), (tg_real[]){0, 0, 0, 1, 0, 1, 0, 0});
+    struct {
+        const char *what;
+        int64_t kdim, vdim;
+        bool bias_kv, zero_attn, batch_first, need_weights, average;
+        tg_real dropout;
+        tg_mha_masks masks;
+    } cases[] = {
+        {"MHA kdim 3, vdim 5, float mask, key padding",
+         3,
+         5,
+         false,
+         false,
+         false,
+         true,
+         true,
+         0,
+         {.attn_mask = mask34, .key_padding_mask = kpm, .key_padding_mask_is_bool = true}},
+        {"MHA per-head weights, key padding",
+         0,
+         0,
+         false,
+         false,
+         false,
+         true,
+         false,
+         0,
+         {.key_padding_mask = kpm, .key_padding_mask_is_bool = true}},
+        {"MHA add_bias_kv, float mask, key padding",
+         0,
+         0,
+         true,
+         false,
+         false,
+         true,
+         true,
+         0,
+         {.attn_mask = mask34, .key_padding_mask = kpm, .key_padding_mask_is_bool = true}},
+        {"MHA add_zero_attn, bool masks",
+         0,
+         0,
+         false,
+         true,
+         false,
+         true,
+         true,
+         0,
+         {.attn_mask = bool34,
+          .attn_mask_is_bool = true,
+          .key_padding_mask = kpm,
+          .key_padding_mask_is_bool = true}},
+        {"MHA all options, batch first, dropout 0.3, per-head weights",
+         3,
+         5,
+         true,
+         true,
+         true,
+         true,
+         false,
+         (tg_real)0.3,
+         {.attn_mask = per_head, .key_padding_mask = kpm, .key_padding_mask_is_bool = true}},
+        {"MHA all options, batch first, dropout 0.3, fused (no weights)",
+         3,
+         5,
+         true,
+         true,
+         true,
+         false,
+         true,
+         (tg_real)0.3,
+         {.attn_mask = per_head, .key_padding_mask = kpm, .key_padding_mask_is_bool = true}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        tg_mha_options o = tg_mha_defaults(4, 2);
+        o.kdim = cases[i].kdim, o.vdim = cases[i].vdim, o.add_bias_kv = cases[i].bias_kv;
+        o.add_zero_attn = cases[i].zero_attn, o.batch_first = cases[i].batch_first;
+        o.dropout = cases[i].dropout;
+        tg_manual_seed(13);
+        mha_options_ctx c = {tg_mha_new_with(&o), cases[i].masks, cases[i].need_weights,
+                             cases[i].average};
+        perturb(tg_module_params(&c.mha->module), 400 + 10 * i);
+        const int64_t kd = c.mha->kdim, vd = c.mha->vdim;
+        const bool bf = o.batch_first;
+        tg_tensor *q = tg_tensor_requires_grad(sequence(41, bf, 2, 3, 4), true);
+        tg_tensor *k = tg_tensor_requires_grad(sequence(42, bf, 2, 4, kd), true);
+        tg_tensor *v = tg_tensor_requires_grad(sequence(43, bf, 2, 4, vd), true);
+        tg_test_gradcheck_params(cases[i].what, mha_options_fn, &c, (tg_tensor *[]){q, k, v}, 3,
+                                 tg_module_params(&c.mha->module));
+        tg_tensor_free(q), tg_tensor_free(k), tg_tensor_free(v);
+        tg_module_free(&c.mha->module);
+    }
+    tg_tensor_free(mask34), tg_tensor_free(bool34), tg_tensor_free(per_head), tg_tensor_free(kpm);
+}
+
 static void test_errors(void **state) {
     (void)state;
     TG_EXPECT_FAIL(tg_mha_new(8, 3, 0, true, false), "mha_new", "multiple of num_heads");
@@ -629,6 +913,8 @@ int main(void) {
         cmocka_unit_test(test_mha_dropout),
         cmocka_unit_test(test_gradchecks),
         cmocka_unit_test(test_stack_gradchecks),
+        cmocka_unit_test(test_mha_options_values),
+        cmocka_unit_test(test_mha_options_gradchecks),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
