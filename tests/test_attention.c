@@ -3,7 +3,9 @@
 #include "harness.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A mask stored by the fixture script: bool masks are I64 0/1, float masks F32. */
 static tg_tensor *fixture_mask(const tg_fixture *fx, const char *name, bool *is_bool) {
@@ -69,6 +71,42 @@ static void test_mha_init_matches_torch(void **state) {
     o.add_bias_kv = true, o.kdim = 6, o.vdim = 5;
     tg_manual_seed(0);
     assert_init_matches("init_mha_8_2_options", tg_mha_new_with(&o));
+}
+
+/* With every option, the module prints as PyTorch's (MultiheadAttention has no extra_repr),
+ * and its state_dict goes through a checkpoint file into a fresh module of the same options,
+ * but not into one with the packed in_proj_weight (a strict load, as load_state_dict). */
+static void test_mha_options_repr_and_checkpoint(void **state) {
+    (void)state;
+    tg_mha_options o = tg_mha_defaults(8, 2);
+    o.add_bias_kv = o.add_zero_attn = true, o.kdim = 6, o.vdim = 5;
+    tg_manual_seed(1);
+    tg_mha *a = tg_mha_new_with(&o);
+    char *repr = tg_module_repr(&a->module);
+    assert_string_equal(repr, "MultiheadAttention(\n"
+                              "  (out_proj): NonDynamicallyQuantizableLinear(in_features=8, "
+                              "out_features=8, bias=True)\n)");
+    free(repr);
+    char dir[] = "/tmp/tg_mha_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/mha.safetensors", dir);
+    const tg_params *pa = tg_module_params(&a->module);
+    if (tg_params_save(pa, path) != TG_OK) fail_msg("save: %s", tg_error_message());
+    tg_manual_seed(2);
+    tg_mha *b = tg_mha_new_with(&o);
+    tg_params *pb = tg_module_params(&b->module);
+    if (tg_params_load(pb, path, false) != TG_OK) fail_msg("load: %s", tg_error_message());
+    assert_string_equal(keys_of(pb), "q_proj_weight,k_proj_weight,v_proj_weight,in_proj_bias,"
+                                     "bias_k,bias_v,out_proj.weight,out_proj.bias");
+    for (size_t i = 0; i < pa->count; i++)
+        assert_memory_equal(pa->tensors[i]->data, pb->tensors[i]->data,
+                            (size_t)pa->tensors[i]->numel * sizeof(tg_real));
+    tg_mha *packed = tg_mha_new(8, 2, 0, true, false);
+    assert_int_not_equal(tg_params_load(tg_module_params(&packed->module), path, false), TG_OK);
+    remove(path);
+    rmdir(dir);
+    tg_module_free(&a->module), tg_module_free(&b->module), tg_module_free(&packed->module);
 }
 
 static bool meta_flag(const tg_fixture *fx, const char *key, bool absent) {
@@ -903,6 +941,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mha_init_matches_torch),
         cmocka_unit_test(test_mha_parity),
+        cmocka_unit_test(test_mha_options_repr_and_checkpoint),
         cmocka_unit_test(test_encoder_layer_parity),
         cmocka_unit_test(test_decoder_layer_parity),
         cmocka_unit_test(test_stacks_and_transformer_parity),
