@@ -61,14 +61,14 @@ tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool b
 /* PyTorch's forward(query, key, value, key_padding_mask, need_weights, attn_mask,
  * average_attn_weights). query (L, N, E), key (S, N, kdim), value (S, N, vdim) (batch first:
  * (N, L, E), (N, S, kdim), (N, S, vdim)); masks (tg_mha_masks, tapegrad/attention_ops.h) may
- * be NULL and are (L, S)-shaped as given: with add_bias_kv / add_zero_attn they get a zero
- * column per appended key, as PyTorch pads them. The weights are the post-dropout ones, as
+ * be NULL and are shaped for the S keys passed in: with add_bias_kv / add_zero_attn they get
+ * a zero column per appended key, as PyTorch pads them. The weights are the post-dropout ones, as
  * PyTorch returns them, averaged over the heads when average_attn_weights. Without
  * need_weights (and masks that need no gradient) the heads run as one fused tape node,
  * tg_mha_attention (scores, masks, softmax, dropout and the weighted sum, reading q, k, v in
- * place from the projections: one product for self-attention with the packed weight, two
- * when key is value); with it, as single ops. Both give the same numbers and, from the same
- * generator state, the same dropout. */
+ * place from the projections: with the packed weight and no appended key, one product for
+ * self-attention, two when key is value); with it, as single ops. Both give the same numbers and,
+ * from the same generator state, the same dropout. */
 tg_mha_output tg_mha_forward_with(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
                                   tg_tensor *value, const tg_mha_masks *masks, bool need_weights,
                                   bool average_attn_weights);
