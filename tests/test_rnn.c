@@ -30,7 +30,7 @@ static tg_tensor *rand_tensor(tg_real lo, tg_real hi, bool grad, int ndim, const
 static tg_cell_weights make_weights(tg_cell_kind kind, int64_t I, int64_t H, bool bias) {
     const int64_t GH = tg_cell_gate_count(kind) * H;
     tg_cell_weights w = {rand_tensor(-0.6, 0.6, true, TG_SHAPE(GH, I)),
-                         rand_tensor(-0.6, 0.6, true, TG_SHAPE(GH, H)), NULL, NULL};
+                         rand_tensor(-0.6, 0.6, true, TG_SHAPE(GH, H)), NULL, NULL, NULL};
     if (bias) {
         w.b_ih = rand_tensor(-0.4, 0.4, true, TG_SHAPE(GH));
         w.b_hh = rand_tensor(-0.4, 0.4, true, TG_SHAPE(GH));
@@ -230,7 +230,7 @@ typedef struct op_ctx {
 /* inputs: x, h0, c0, w_ih, w_hh[, b_ih, b_hh] (h0 and c0 used only if use_h0 / LSTM) */
 static tg_tensor *op_fn(tg_tape *t, tg_tensor *const *in, void *vctx) {
     const op_ctx *c = vctx;
-    const tg_cell_weights w = {in[3], in[4], c->bias ? in[5] : NULL, c->bias ? in[6] : NULL};
+    const tg_cell_weights w = {in[3], in[4], c->bias ? in[5] : NULL, c->bias ? in[6] : NULL, NULL};
     tg_tensor *h0 = c->use_h0 ? in[1] : NULL;
     tg_tensor *c0 = c->use_h0 && c->kind == TG_CELL_LSTM ? in[2] : NULL;
     if (c->step) {
@@ -1107,7 +1107,8 @@ static void test_errors(void **state) {
                    "c is for an LSTM cell", "gru");
     tg_module_free(&gru_cell->base.module);
     /* the ops themselves */
-    const tg_cell_weights w = {gru->base.weights[0].w_ih, gru->base.weights[0].w_hh, NULL, NULL};
+    const tg_cell_weights w = {gru->base.weights[0].w_ih, gru->base.weights[0].w_hh, NULL, NULL,
+                               NULL};
     TG_EXPECT_FAIL(tg_rnn_sequence_fused(tape, TG_CELL_GRU, &w, good, NULL, h, false),
                    "tg_rnn_sequence_fused", "only for LSTM");
     TG_EXPECT_FAIL(tg_cell_step_fused(tape, TG_CELL_GRU, &w, good, NULL, NULL),
