@@ -60,7 +60,8 @@ typedef struct rnn_run {
     int64_t act_stride;        /* elements of acts per step; 0 = one slot reused (inference) */
     tg_real *work;             /* (B, G·H) scratch for the hidden GEMM(s); packed: one
                                 * (B, G·nr) tile per unit panel (forward and backward each
-                                * take their own) */
+                                * take their own); an LSTM's backward with a projection
+                                * holds a step's dm (B, H) in it */
     int out_seq, out_h, out_c; /* positions of output, h_n, c_n among the node's outputs */
     /* Packed step products (GRU, LSTM over T >= 2 steps); false: the steps use tg_gemm. */
     bool packed;

@@ -71,6 +71,7 @@ static void lstm_forward(const rnn_run *rr, int64_t t) {
  *     dm     = dh · W_hr                          (B, P)·(P, H): ONE GEMM per step
  *     dW_hr += Σ_t dh_tᵀ · m_t                     (P, H): ONE GEMM over all T·B rows,
  *                                                 in the driver, from the dh_t kept in dhs
+ * (per column vector, h_t = W_hr·m_t: dL/dm_t = W_hrᵀ·dh_t and dL/dW_hr = Σ_t dh_t·m_tᵀ)
  * and dm takes the place of dh below (without a projection m is h, and dm is dh):
  *   m = o ⊙ tanh(c):
  *     do  = dh ⊙ tanh(c)
