@@ -1,9 +1,10 @@
 /* nn.LSTM with projections (proj_size P): h_t = W_hr·(o_t ⊙ tanh(c_t)). Forward values
  * against a plain-loop double reference, float64 gradchecks (input, h0, c0 and every
  * parameter, weight_hr included; modules of 1 and 2 layers, uni- and bidirectional, and
- * the ops), fused == composite for outputs and every gradient, PyTorch parity from
- * fixtures (tests/fixturegen/modules_lstm_proj.py), PyTorch's init and state_dict names,
- * the repr, dropout between layers, inference, and the error messages. */
+ * the ops), fused == composite for outputs and every gradient, PyTorch's init and
+ * state_dict names, the repr, dropout between layers, inference, and the error messages.
+ * PyTorch parity of outputs and every gradient, from the fixtures of
+ * tests/fixturegen/modules_lstm_proj.py, is test_rnn.c's (its MODULE_CASES). */
 #include "harness.h"
 
 #include <math.h>
@@ -15,8 +16,10 @@
 #include <tapegrad/params.h>
 #include <tapegrad/rnn.h>
 
-static int n_parity_cases, n_fused_composite;
-static double worst_parity_abs, worst_parity_scaled, worst_fc_abs;
+#include "rnn_test_common.h"
+
+static int n_fused_composite;
+static double worst_fc_abs;
 
 static uint64_t next_seed = 5000;
 
@@ -28,14 +31,6 @@ static tg_lstm *lstm_new(int64_t I, int64_t H, int64_t P, int64_t layers, bool b
     tg_rnn_options o = tg_rnn_defaults(I, H);
     o.proj_size = P, o.num_layers = layers, o.bidirectional = bidir;
     return tg_lstm_new(o);
-}
-
-/* output, h_n and c_n in one vector (one seed, one gradcheck covers all three) */
-static tg_tensor *result_flat(tg_tape *t, tg_rnn_result r) {
-    tg_tensor *parts[3] = {tg_reshape(t, r.output, 1, (int64_t[]){-1}),
-                           tg_reshape(t, r.h_n, 1, (int64_t[]){-1}),
-                           tg_reshape(t, r.c_n, 1, (int64_t[]){-1})};
-    return tg_concat(t, parts, 3, 0);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -142,22 +137,6 @@ static void test_forward_values(void **state) {
 /* ---------------------------------------------------------------------------------------
  * float64 gradchecks: modules, and the ops (sequence forward / reverse, one step)
  * ------------------------------------------------------------------------------------- */
-typedef struct mod_ctx {
-    tg_lstm *m;
-    tg_tensor *x, *h0, *c0;
-} mod_ctx;
-
-static tg_tensor *mod_fn(tg_tape *t, tg_tensor *const *in, void *vctx) {
-    (void)in; /* the same tensors, reached through the context */
-    const mod_ctx *c = vctx;
-    return result_flat(t, tg_lstm_forward(c->m, t, c->x, c->h0, c->c0));
-}
-
-typedef struct mod_config {
-    int64_t layers;
-    bool bidir, batch_first, h0, bias;
-} mod_config;
-
 static const mod_config MOD_CONFIGS[] = {
     {1, false, false, true, true}, {1, true, false, true, true},  {2, false, false, true, true},
     {2, true, false, true, true},  {2, true, true, false, false}, /* batch_first, no bias, zeros */
@@ -177,7 +156,7 @@ static void test_gradcheck_modules(void **state) {
             o.exec = fused ? TG_RNN_FUSED : TG_RNN_COMPOSITE;
             tg_lstm *m = tg_lstm_new(o);
             const int64_t DL = (cf->bidir ? 2 : 1) * cf->layers;
-            mod_ctx c = {m,
+            mod_ctx c = {&m->base,
                          cf->batch_first ? rand_tensor(-1, 1, true, TG_SHAPE(B, T, I))
                                          : rand_tensor(-1, 1, true, TG_SHAPE(T, B, I)),
                          NULL, NULL};
@@ -246,46 +225,6 @@ static void test_gradcheck_ops(void **state) {
 /* ---------------------------------------------------------------------------------------
  * fused == composite: outputs and every gradient, at sizes with several unit panels
  * ------------------------------------------------------------------------------------- */
-#ifdef TG_DOUBLE
-#define FC_ATOL 1e-10
-#define FC_RTOL 0
-#else
-#define FC_ATOL 1e-5
-#define FC_RTOL 1e-4
-#endif
-
-/* The output, then the gradients of x, h0, c0 and every parameter, in one new array. */
-static tg_real *module_run(tg_lstm *m, tg_rnn_exec exec, tg_tensor *x, tg_tensor *h0, tg_tensor *c0,
-                           uint64_t seed, int64_t *len) {
-    tg_params *params = tg_module_params(&m->base.module);
-    tg_tensor *leaves[40] = {x, h0, c0};
-    int n = 3;
-    for (size_t p = 0; p < params->count; p++) leaves[n++] = params->tensors[p];
-    for (int i = 0; i < n; i++)
-        if (leaves[i]) tg_tensor_zero_grad(leaves[i]);
-    m->base.options.exec = exec;
-    tg_tape *tape = tg_tape_new();
-    tg_manual_seed(seed); /* dropout draws the same masks in both runs */
-    tg_tensor *flat = result_flat(tape, tg_lstm_forward(m, tape, x, h0, c0));
-    tg_tensor *g = tg_test_rand(seed, -1, 1, 1, &flat->numel);
-    tg_tape_backward_with(tape, flat, g->data);
-    int64_t total = flat->numel;
-    for (int i = 0; i < n; i++) total += leaves[i] ? leaves[i]->numel : 0;
-    tg_real *buf = malloc((size_t)total * sizeof *buf);
-    memcpy(buf, flat->data, (size_t)flat->numel * sizeof *buf);
-    int64_t at = flat->numel;
-    for (int i = 0; i < n; i++) {
-        if (!leaves[i]) continue;
-        assert_non_null(leaves[i]->grad);
-        memcpy(buf + at, leaves[i]->grad, (size_t)leaves[i]->numel * sizeof *buf);
-        at += leaves[i]->numel;
-    }
-    *len = total;
-    tg_tensor_free(g);
-    tg_tape_free(tape);
-    return buf;
-}
-
 static void test_fused_equals_composite(void **state) {
     (void)state;
     /* H = 40: several unit panels in the packed step products; the last configuration
@@ -305,8 +244,8 @@ static void test_fused_equals_composite(void **state) {
         tg_tensor *h0 = cf.h0 ? rand_tensor(-0.5, 0.5, true, TG_SHAPE(DL, B, P)) : NULL;
         tg_tensor *c0 = cf.h0 ? rand_tensor(-0.5, 0.5, true, TG_SHAPE(DL, B, H)) : NULL;
         int64_t na, nb;
-        tg_real *a = module_run(m, TG_RNN_FUSED, x, h0, c0, 91 + (uint64_t)ci, &na);
-        tg_real *b = module_run(m, TG_RNN_COMPOSITE, x, h0, c0, 91 + (uint64_t)ci, &nb);
+        tg_real *a = module_run(&m->base, TG_RNN_FUSED, x, h0, c0, 91 + (uint64_t)ci, &na);
+        tg_real *b = module_run(&m->base, TG_RNN_COMPOSITE, x, h0, c0, 91 + (uint64_t)ci, &nb);
         assert_int_equal(na, nb);
         for (int64_t i = 0; i < na; i++)
             worst_fc_abs = fmax(worst_fc_abs, fabs((double)a[i] - (double)b[i]));
@@ -317,102 +256,6 @@ static void test_fused_equals_composite(void **state) {
         free(a), free(b);
         tg_tensor_free(x), tg_tensor_free(h0), tg_tensor_free(c0);
         tg_module_free(&m->base.module);
-    }
-}
-
-/* ---------------------------------------------------------------------------------------
- * PyTorch parity (tests/fixturegen/modules_lstm_proj.py)
- * ------------------------------------------------------------------------------------- */
-#define PARITY_ATOL 1e-6
-#define PARITY_RTOL 1e-5
-
-static int64_t meta_int(const tg_fixture *fx, const char *key) {
-    const char *v = tg_fixture_meta(fx, key);
-    assert_non_null(v);
-    return atoll(v);
-}
-
-static void parity_compare(const tg_fixture *fx, const char *name, const tg_tensor *got,
-                           const tg_real *vals) {
-    tg_tensor *want = tg_fixture_tensor(fx, name);
-    assert_int_equal(want->numel, got->numel);
-    double max_err = 0, max_want = 0;
-    for (int64_t i = 0; i < want->numel; i++) {
-        max_err = fmax(max_err, fabs((double)vals[i] - (double)want->data[i]));
-        max_want = fmax(max_want, fabs((double)want->data[i]));
-    }
-    worst_parity_abs = fmax(worst_parity_abs, max_err);
-    if (max_want > 0) worst_parity_scaled = fmax(worst_parity_scaled, max_err / max_want);
-    tg_tensor_free(want);
-    tg_fixture_assert_close(fx, name, vals, got->shape, got->ndim, PARITY_ATOL, PARITY_RTOL);
-}
-
-static tg_tensor *fixture_input(const tg_fixture *fx, const char *name) {
-    return tg_fixture_has(fx, name) ? tg_tensor_requires_grad(tg_fixture_tensor(fx, name), true)
-                                    : NULL;
-}
-
-static void parity_module(const char *case_name, tg_rnn_exec exec) {
-    tg_fixture *fx = tg_fixture_load(case_name);
-    tg_rnn_options o = tg_rnn_defaults(meta_int(fx, "input_size"), meta_int(fx, "hidden_size"));
-    o.proj_size = meta_int(fx, "proj_size");
-    o.num_layers = meta_int(fx, "num_layers");
-    o.bidirectional = meta_int(fx, "bidirectional");
-    o.batch_first = meta_int(fx, "batch_first");
-    o.bias = meta_int(fx, "bias");
-    o.exec = exec;
-    tg_lstm *m = tg_lstm_new(o);
-    tg_params *params = tg_module_params(&m->base.module);
-    tg_fixture_load_params(fx, params); /* by PyTorch's names: param.weight_hr_l0, ... */
-    tg_tensor *x = fixture_input(fx, "in.x"), *h0 = fixture_input(fx, "in.h0");
-    tg_tensor *c0 = fixture_input(fx, "in.c0");
-    tg_tape *tape = tg_tape_new();
-    tg_rnn_result r = tg_lstm_forward(m, tape, x, h0, c0);
-    parity_compare(fx, "out.output", r.output, r.output->data);
-    parity_compare(fx, "out.h_n", r.h_n, r.h_n->data);
-    parity_compare(fx, "out.c_n", r.c_n, r.c_n->data);
-    /* the upstream gradients, laid out as result_flat lays out the outputs */
-    tg_tensor *flat = result_flat(tape, r);
-    tg_real *seed = malloc((size_t)flat->numel * sizeof *seed);
-    int64_t at = 0;
-    for (int i = 0; i < 3; i++) {
-        tg_tensor *g =
-            tg_fixture_tensor(fx, (const char *[]){"gout.output", "gout.h_n", "gout.c_n"}[i]);
-        memcpy(seed + at, g->data, (size_t)g->numel * sizeof *seed);
-        at += g->numel;
-        tg_tensor_free(g);
-    }
-    assert_int_equal(at, flat->numel);
-    tg_tape_backward_with(tape, flat, seed);
-    tg_tensor *in[3] = {x, h0, c0};
-    static const char *const in_names[3] = {"grad.x", "grad.h0", "grad.c0"};
-    for (int i = 0; i < 3; i++)
-        if (in[i]) parity_compare(fx, in_names[i], in[i], in[i]->grad);
-    for (size_t p = 0; p < params->count; p++) {
-        char name[128];
-        snprintf(name, sizeof name, "grad.param.%s", params->names[p]);
-        parity_compare(fx, name, params->tensors[p], params->tensors[p]->grad);
-    }
-    free(seed);
-    tg_tape_free(tape);
-    for (int i = 0; i < 3; i++) tg_tensor_free(in[i]);
-    tg_module_free(&m->base.module);
-    tg_fixture_free(fx);
-    n_parity_cases++;
-}
-
-static const char *const PARITY_CASES[] = {
-    "mod_lstm_proj_l1",           "mod_lstm_proj_l1_h0",
-    "mod_lstm_proj_l2_h0",        "mod_lstm_proj_bidir_l1",
-    "mod_lstm_proj_bidir_l2_h0",  "mod_lstm_proj_batch_first_bidir_l2",
-    "mod_lstm_proj_nobias_l2_h0", "mod_lstm_proj_unbatched_bidir_l2_h0",
-};
-
-static void test_parity(void **state) {
-    (void)state;
-    for (size_t i = 0; i < sizeof PARITY_CASES / sizeof *PARITY_CASES; i++) {
-        parity_module(PARITY_CASES[i], TG_RNN_FUSED);
-        parity_module(PARITY_CASES[i], TG_RNN_COMPOSITE);
     }
 }
 
@@ -490,12 +333,6 @@ static void test_repr(void **state) {
 /* ---------------------------------------------------------------------------------------
  * Dropout between layers, inference, the composite path's names
  * ------------------------------------------------------------------------------------- */
-static size_t count_ops(const tg_tape *t, const char *op) {
-    size_t n = 0;
-    for (size_t i = 0; i < tg_tape_node_count(t); i++) n += strcmp(tg_tape_node(t, i)->op, op) == 0;
-    return n;
-}
-
 static void test_dropout_inference_names(void **state) {
     (void)state;
     const int64_t T = 5, B = 3, I = 3, H = 8, P = 3;
@@ -589,11 +426,9 @@ static void test_errors(void **state) {
 
 static void test_summary(void **state) {
     (void)state;
-    print_message("[ lstm_proj ] " TG_REAL_NAME " build: %d gradchecks; %d PyTorch parity cases, "
-                  "worst |err| %.3g, worst |err|/max|want| %.3g; %d fused==composite checks, "
-                  "worst |diff| %.3g\n",
-                  tg_test_gradchecks, n_parity_cases, worst_parity_abs, worst_parity_scaled,
-                  n_fused_composite, worst_fc_abs);
+    print_message("[ lstm_proj ] " TG_REAL_NAME " build: %d gradchecks; %d fused==composite "
+                  "checks, worst |diff| %.3g\n",
+                  tg_test_gradchecks, n_fused_composite, worst_fc_abs);
 }
 
 int main(void) {
@@ -602,7 +437,6 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_modules),
         cmocka_unit_test(test_gradcheck_ops),
         cmocka_unit_test(test_fused_equals_composite),
-        cmocka_unit_test(test_parity),
         cmocka_unit_test(test_default_init_matches_torch),
         cmocka_unit_test(test_state_dict_save_load),
         cmocka_unit_test(test_repr),
