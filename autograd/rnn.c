@@ -284,10 +284,11 @@ int64_t tg_cell_weights_check(const char *op, tg_cell_kind kind, const tg_cell_w
                 tg_tensor_describe(w->w_hh, d, sizeof d), (long long)G,
                 w->w_hr ? "proj_size" : "H");
     const int64_t H = w->w_hh->shape[0] / G;
-    if (w->w_hr && (w->w_hr->ndim != 2 || w->w_hr->shape[1] != H ||
-                    w->w_hr->shape[0] != w->w_hh->shape[1] || w->w_hr->shape[0] >= H))
+    if (w->w_hr &&
+        (w->w_hr->ndim != 2 || w->w_hr->shape[1] != H || w->w_hr->shape[0] != w->w_hh->shape[1] ||
+         w->w_hr->shape[0] >= H || w->w_hr->shape[0] < 1))
         tg_fail("%s (%s): weight_hr %s should have shape (proj_size, H) = (%lld, %lld) for "
-                "weight_hh %s, with proj_size < H",
+                "weight_hh %s, with 0 < proj_size < H",
                 op, k, tg_tensor_describe(w->w_hr, dr, sizeof dr), (long long)w->w_hh->shape[1],
                 (long long)H, tg_tensor_describe(w->w_hh, d, sizeof d));
     check_matrix(op, kind, "weight_ih", w->w_ih, G * H, -1);
