@@ -20,6 +20,9 @@
  *     dW_ih += DAᵀ·X      dx += DA·W_ih      dW_hh += DA_hᵀ·H_prev      (three GEMMs)
  *     db_ih += Σ_rows DA  db_hh += Σ_rows DA_h
  * where H_prev (T·B, H) stacks h_{t-1} of every step (contiguous, see rnn_internal.h).
+ * An LSTM with projections (rnn_lstm.c) has one more GEMM per step, h_t = m_t·W_hrᵀ, and
+ * one more over all steps in the backward, dW_hr += DHᵀ·M; its states h have P features
+ * where the other cells' have H (r->P; W_hh is (G·H, P)).
  *
  * GRU and LSTM sequences (T >= 2) take the products with a weight from the weight packed
  * ONCE per run (tg_gemm_pack_b: W_hhᵀ for the forward steps, W_hh for the backward steps,
@@ -185,18 +188,18 @@ static void packed_product(const tg_gemm_packed *w, int64_t m, int64_t k, int64_
 }
 
 /* gh = h_prev·W_hhᵀ for unit panel q (units [q·nr, q·nr + nr)) of every gate block, into
- * tile (B, G·nr): gate block g at columns [g·nr, g·nr + nr). */
+ * tile (B, G·nr): gate block g at columns [g·nr, g·nr + nr). h_prev is (B, P). */
 static void rnn_step_product(const rnn_run *r, int64_t q, const tg_real *h_prev, tg_real *tile) {
     const int64_t H = r->H, G = r->G, nr = r->nr, j1 = (q + 1) * nr < H ? (q + 1) * nr : H;
     for (int64_t g = 0; g < G; g++)
-        tg_gemm_prepacked(false, r->B, q * nr, j1, 1, h_prev, H, r->wf[g], 0, tile + g * nr,
+        tg_gemm_prepacked(false, r->B, q * nr, j1, 1, h_prev, r->P, r->wf[g], 0, tile + g * nr,
                           G * nr);
 }
 
 void rnn_step_product_back(const rnn_run *r, int64_t b0, int64_t b1, const tg_real *da_h,
                            tg_real *dh_prev, bool add) {
-    const int64_t H = r->H, GH = r->G * H;
-    tg_gemm_prepacked(false, b1 - b0, 0, H, 1, da_h + b0 * GH, GH, r->wb, add, dh_prev + b0 * H, H);
+    const int64_t P = r->P, GH = r->G * r->H;
+    tg_gemm_prepacked(false, b1 - b0, 0, P, 1, da_h + b0 * GH, GH, r->wb, add, dh_prev + b0 * P, P);
 }
 
 /* Packed: unit panels [q0, q1), each its product (all gate blocks) then its gates. */
@@ -228,22 +231,22 @@ static void gated_rows(int64_t b0, int64_t b1, void *ctx) {
 }
 
 void rnn_forward_gated(const rnn_run *r, int64_t t, rnn_gates_fn *gates) {
-    const int64_t B = r->B, H = r->H, GH = r->G * H;
+    const int64_t B = r->B, H = r->H, P = r->P, GH = r->G * H;
     rnn_step_ctx c = {.r = r, .t = t, .gates = gates};
     if (r->packed) { /* each thread: its unit panels, product and gates, no barrier between */
         tg_parallel_for(r->panels, rnn_step_grain(r, r->panels), gated_panels, &c);
         return;
     }
     /* gh = h_prev·W_hhᵀ for all the gate blocks at once: the step's one GEMM */
-    tg_gemm(false, true, B, GH, H, 1, rnn_h(r, rnn_prev_slot(r, t)), H, r->w_hh, H, 0, r->work, GH);
+    tg_gemm(false, true, B, GH, P, 1, rnn_h(r, rnn_prev_slot(r, t)), P, r->w_hh, P, 0, r->work, GH);
     tg_parallel_for(B, rnn_row_grain(B, H), gated_rows, &c);
 }
 
 void rnn_backward_gated(const rnn_run *r, rnn_step_ctx *ctx, tg_range_fn rows, bool add) {
-    const int64_t B = r->B, H = r->H, GH = r->G * H;
+    const int64_t B = r->B, H = r->H, P = r->P, GH = r->G * H;
     tg_parallel_for(B, r->packed ? rnn_step_grain(r, B) : rnn_row_grain(B, H), rows, ctx);
     if (!r->packed)
-        tg_gemm(false, false, B, H, GH, 1, ctx->da_h, GH, r->w_hh, H, add, ctx->dh_prev, H);
+        tg_gemm(false, false, B, P, GH, 1, ctx->da_h, GH, r->w_hh, P, add, ctx->dh_prev, P);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -269,28 +272,39 @@ static void check_vector(const char *op, tg_cell_kind kind, const char *what, co
 
 /* Checks the weights against each other and returns H. */
 int64_t tg_cell_weights_check(const char *op, tg_cell_kind kind, const tg_cell_weights *w) {
-    char d[160];
+    char d[160], dr[160];
     const int64_t G = tg_cell_gate_count(kind);
-    if (!w || !w->w_ih || !w->w_hh)
-        tg_fail("%s (%s): weight_ih and weight_hh are required", op, tg_cell_kind_name(kind));
+    const char *k = tg_cell_kind_name(kind);
+    if (!w || !w->w_ih || !w->w_hh) tg_fail("%s (%s): weight_ih and weight_hh are required", op, k);
+    if (w->w_hr && kind != TG_CELL_LSTM)
+        tg_fail("%s (%s): weight_hr (a projection, proj_size) is only for LSTM", op, k);
     if (w->w_hh->ndim != 2 || w->w_hh->shape[0] % G != 0 || w->w_hh->shape[0] / G < 1 ||
-        w->w_hh->shape[1] != w->w_hh->shape[0] / G)
-        tg_fail("%s (%s): weight_hh %s should have shape (%lld·H, H)", op, tg_cell_kind_name(kind),
-                tg_tensor_describe(w->w_hh, d, sizeof d), (long long)G);
-    const int64_t H = w->w_hh->shape[1];
+        (!w->w_hr && w->w_hh->shape[1] != w->w_hh->shape[0] / G))
+        tg_fail("%s (%s): weight_hh %s should have shape (%lld·H, %s)", op, k,
+                tg_tensor_describe(w->w_hh, d, sizeof d), (long long)G,
+                w->w_hr ? "proj_size" : "H");
+    const int64_t H = w->w_hh->shape[0] / G;
+    if (w->w_hr &&
+        (w->w_hr->ndim != 2 || w->w_hr->shape[1] != H || w->w_hr->shape[0] != w->w_hh->shape[1] ||
+         w->w_hr->shape[0] >= H || w->w_hr->shape[0] < 1))
+        tg_fail("%s (%s): weight_hr %s should have shape (proj_size, H) = (%lld, %lld) for "
+                "weight_hh %s, with 0 < proj_size < H",
+                op, k, tg_tensor_describe(w->w_hr, dr, sizeof dr), (long long)w->w_hh->shape[1],
+                (long long)H, tg_tensor_describe(w->w_hh, d, sizeof d));
     check_matrix(op, kind, "weight_ih", w->w_ih, G * H, -1);
     check_vector(op, kind, "bias_ih", w->b_ih, G * H);
     check_vector(op, kind, "bias_hh", w->b_hh, G * H);
     return H;
 }
 
+/* `size` names the state's features in the message: "hidden_size" or "proj_size". */
 static void check_state(const char *op, tg_cell_kind kind, const char *what, const tg_tensor *s,
-                        int64_t B, int64_t H) {
+                        int64_t B, int64_t H, const char *size) {
     char d[160];
     if (s && (s->ndim != 2 || s->shape[0] != B || s->shape[1] != H))
-        tg_fail("%s (%s): %s %s should have shape (%lld, %lld) (batch, hidden_size)", op,
+        tg_fail("%s (%s): %s %s should have shape (%lld, %lld) (batch, %s)", op,
                 tg_cell_kind_name(kind), what, tg_tensor_describe(s, d, sizeof d), (long long)B,
-                (long long)H);
+                (long long)H, size);
 }
 
 void tg_cell_inputs_check(const char *op, tg_cell_kind kind, const tg_cell_weights *w,
@@ -311,8 +325,9 @@ void tg_cell_inputs_check(const char *op, tg_cell_kind kind, const tg_cell_weigh
                 tg_tensor_describe(x, d, sizeof d));
     if (c && kind != TG_CELL_LSTM) tg_fail("%s (%s): a cell state c is only for LSTM", op, k);
     const int64_t B = x->shape[x_ndim - 2];
-    check_state(op, kind, x_ndim == 3 ? "h0" : "h", h, B, H);
-    check_state(op, kind, x_ndim == 3 ? "c0" : "c", c, B, H);
+    check_state(op, kind, x_ndim == 3 ? "h0" : "h", h, B, w->w_hh->shape[1],
+                w->w_hr ? "proj_size" : "hidden_size");
+    check_state(op, kind, x_ndim == 3 ? "c0" : "c", c, B, H, "hidden_size");
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -331,11 +346,13 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
     rnn_run *r = tg_tape_alloc(tape, sizeof *r);
     memset(r, 0, sizeof *r);
     r->kind = kind;
-    r->T = T, r->B = B, r->I = w->w_ih->shape[1], r->H = w->w_hh->shape[1];
     r->G = tg_cell_gate_count(kind);
+    r->T = T, r->B = B, r->I = w->w_ih->shape[1], r->H = w->w_hh->shape[0] / r->G;
+    r->P = w->w_hh->shape[1]; /* H, or proj_size */
     r->reverse = reverse;
-    const int64_t H = r->H, GH = r->G * H, BH = B * H;
+    const int64_t H = r->H, P = r->P, GH = r->G * H, BH = B * H, BP = B * P;
     r->w_ih = w->w_ih->data, r->w_hh = w->w_hh->data;
+    r->w_hr = w->w_hr ? w->w_hr->data : NULL;
     r->b_ih = w->b_ih ? w->b_ih->data : arena_zeros(tape, GH);
     r->b_hh = w->b_hh ? w->b_hh->data : arena_zeros(tape, GH);
 
@@ -343,11 +360,11 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
 
     /* What outlives the forward first: the states and the activations the backward reads. */
     const int64_t first = reverse ? T : 0; /* the slot of h0 */
-    r->hs = tg_tape_alloc(tape, (size_t)((T + 1) * BH) * sizeof(tg_real));
+    r->hs = tg_tape_alloc(tape, (size_t)((T + 1) * BP) * sizeof(tg_real));
     if (h0)
-        memcpy(rnn_h(r, first), h0->data, (size_t)BH * sizeof(tg_real));
+        memcpy(rnn_h(r, first), h0->data, (size_t)BP * sizeof(tg_real));
     else
-        memset(rnn_h(r, first), 0, (size_t)BH * sizeof(tg_real));
+        memset(rnn_h(r, first), 0, (size_t)BP * sizeof(tg_real));
     if (kind == TG_CELL_LSTM) {
         r->cs = tg_tape_alloc(tape, (size_t)((T + 1) * BH) * sizeof(tg_real));
         if (c0)
@@ -356,10 +373,9 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
             memset(rnn_c(r, first), 0, (size_t)BH * sizeof(tg_real));
     }
     /* without a backward to come, one slot of activations is reused by every step */
-    r->S = impl->saved;
-    r->act_stride = keep ? impl->saved * BH : 0;
-    r->acts =
-        tg_tape_alloc(tape, (size_t)((keep ? T : 1) * impl->saved * BH + 1) * sizeof(tg_real));
+    r->S = impl->saved + (r->w_hr ? 1 : 0); /* a projection's input m (rnn_lstm.c) */
+    r->act_stride = keep ? r->S * BH : 0;
+    r->acts = tg_tape_alloc(tape, (size_t)((keep ? T : 1) * r->S * BH + 1) * sizeof(tg_real));
     /* The input projections outlive the forward only to become the backward's da_i (the
      * backward reads the saved activations, never gi): without a backward they are scratch,
      * given back below with the packed weights and the work tile. */
@@ -381,7 +397,7 @@ static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weig
     int64_t work = B * GH;
     if (r->packed) {
         for (int64_t g = 0; g < r->G; g++)
-            r->wf[g] = pack_weight(tape, r->w_hh + g * H * H, H, true, H, H);
+            r->wf[g] = pack_weight(tape, r->w_hh + g * H * P, P, true, P, H);
         r->nr = tg_gemm_packed_width(r->wf[0]);
         r->panels = (H + r->nr - 1) / r->nr;
         work = r->panels * B * r->G * r->nr;
@@ -446,7 +462,9 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
     const rnn_cell_impl *impl = impl_of(r->kind);
     tg_tensor *x = node->in[0], *h0 = node->in[1], *c0 = node->in[2];
     tg_tensor *w_ih = node->in[3], *w_hh = node->in[4], *b_ih = node->in[5], *b_hh = node->in[6];
-    const int64_t T = r->T, B = r->B, I = r->I, H = r->H, GH = r->G * H, BH = B * H;
+    tg_tensor *w_hr = node->in[7];
+    const int64_t T = r->T, B = r->B, I = r->I, H = r->H, P = r->P, GH = r->G * H;
+    const int64_t BH = B * H, BP = B * P;
     const tg_real *dout = r->out_seq >= 0 ? node->out[r->out_seq]->grad : NULL;
     const tg_real *dh_n = r->out_h >= 0 ? node->out[r->out_h]->grad : NULL;
     const tg_real *dc_n = r->out_c >= 0 ? node->out[r->out_c]->grad : NULL;
@@ -465,21 +483,22 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
         r->dhn = tg_tape_alloc(tape, (size_t)(T * BH + 1) * sizeof(tg_real));
         da_h = tg_tape_alloc(tape, (size_t)(B * GH + 1) * sizeof(tg_real));
     }
+    if (r->w_hr) r->dhs = tg_tape_alloc(tape, (size_t)(T * BP) * sizeof(tg_real));
     /* what only the steps use, given back before the weight gradients */
     const tg_arena_mark steps = tg_arena_get_mark(arena);
-    tg_real *dh = arena_zeros(tape, BH), *dh_prev = arena_zeros(tape, BH);
+    tg_real *dh = arena_zeros(tape, BP), *dh_prev = arena_zeros(tape, BP);
     tg_real *dc = r->kind == TG_CELL_LSTM ? arena_zeros(tape, BH) : NULL;
-    if (dh_n) memcpy(dh, dh_n, (size_t)BH * sizeof(tg_real));
+    if (dh_n) memcpy(dh, dh_n, (size_t)BP * sizeof(tg_real));
     if (dc && dc_n) memcpy(dc, dc_n, (size_t)BH * sizeof(tg_real));
     r->work = tg_tape_alloc(tape, (size_t)(B * GH + 1) * sizeof(tg_real)); /* the steps' tile */
     if (r->packed) /* W_hh packed for the steps' products da_h·W_hh */
-        r->wb = pack_weight(tape, r->w_hh, H, false, GH, H);
+        r->wb = pack_weight(tape, r->w_hh, P, false, GH, P);
 
     /* reverse processing order: the last step computed comes first */
     for (int64_t s = 0; s < T; s++) {
         const int64_t t = r->reverse ? s : T - 1 - s;
         if (dout)
-            for (int64_t k = 0; k < BH; k++) dh[k] += dout[t * BH + k];
+            for (int64_t k = 0; k < BP; k++) dh[k] += dout[t * BP + k];
         tg_real *da_h_t = impl->separate_da_h ? da_h : da_h + t * B * GH;
         impl->backward_step(r, t, dh, dc, da_i + t * B * GH, da_h_t, dh_prev);
         tg_real *tmp = dh; /* dh_{t-1} becomes the next step's dh */
@@ -487,7 +506,7 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
     }
     tg_real *g;
     if ((g = tg_tape_grad(tape, h0)))
-        for (int64_t k = 0; k < BH; k++) g[k] += dh[k];
+        for (int64_t k = 0; k < BP; k++) g[k] += dh[k];
     if ((g = tg_tape_grad(tape, c0)))
         for (int64_t k = 0; k < BH; k++) g[k] += dc[k];
     tg_arena_rewind(arena, steps);
@@ -505,8 +524,8 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
     const tg_real *h_prev = rnn_h(r, r->reverse ? 1 : 0);
     if ((g = tg_tape_grad(tape, w_hh)) && impl->weight_hh_grad)
         impl->weight_hh_grad(r, da_h, g);
-    else if (g) { /* dW_hh (G·H, H) += DA_hᵀ·H_prev, the n block of the GRU from dhn */
-        tg_gemm(true, false, shared, H, T * B, 1, da_i, GH, h_prev, H, 1, g, H);
+    else if (g) { /* dW_hh (G·H, P) += DA_hᵀ·H_prev, the n block of the GRU from dhn */
+        tg_gemm(true, false, shared, P, T * B, 1, da_i, GH, h_prev, P, 1, g, P);
         if (shared < GH)
             tg_gemm(true, false, H, H, T * B, 1, r->dhn, H, h_prev, H, 1, g + shared * H, H);
     }
@@ -514,7 +533,11 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
         add_column_sums(g, da_i, T * B, shared, GH);
         if (shared < GH) add_column_sums(g + shared, r->dhn, T * B, H, H);
     }
-    r->dhn = NULL;
+    /* dW_hr (P, H) += DHᵀ·M over all steps (rnn_lstm.c derives it): M is the m column
+     * block of the saved activations, rows S·H apart */
+    if ((g = tg_tape_grad(tape, w_hr)))
+        tg_gemm(true, false, P, H, T * B, 1, r->dhs, P, r->acts + 4 * H, r->S * H, 1, g, H);
+    r->dhn = NULL, r->dhs = NULL;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -524,17 +547,17 @@ tg_rnn_state tg_cell_step_fused(tg_tape *tape, tg_cell_kind kind, const tg_cell_
                                 tg_tensor *x, tg_tensor *h, tg_tensor *c) {
     tg_cell_entry_check(tape, __func__, w, x, h, c, (const char *const[]){"h", "c"});
     tg_cell_inputs_check("tg_cell_step_fused", kind, w, x, 2, h, c);
-    const int64_t B = x->shape[0], H = w->w_hh->shape[1];
+    const int64_t B = x->shape[0];
 
-    tg_tensor *in[7] = {x, h, c, w->w_ih, w->w_hh, w->b_ih, w->b_hh};
-    rnn_run *r = run_forward(tape, kind, w, x, 1, B, h, c, false, needs_grad(tape, in, 7));
-    tg_rnn_state st = {view_of(tape, rnn_h(r, 1), 2, (int64_t[]){B, H}), NULL};
-    if (kind == TG_CELL_LSTM) st.c = view_of(tape, rnn_c(r, 1), 2, (int64_t[]){B, H});
+    tg_tensor *in[8] = {x, h, c, w->w_ih, w->w_hh, w->b_ih, w->b_hh, w->w_hr};
+    rnn_run *r = run_forward(tape, kind, w, x, 1, B, h, c, false, needs_grad(tape, in, 8));
+    tg_rnn_state st = {view_of(tape, rnn_h(r, 1), 2, (int64_t[]){B, r->P}), NULL};
+    if (kind == TG_CELL_LSTM) st.c = view_of(tape, rnn_c(r, 1), 2, (int64_t[]){B, r->H});
     r->out_h = 0;
     r->out_c = st.c ? 1 : -1;
     static const char *const names[] = {"rnn_tanh_cell", "rnn_relu_cell", "gru_cell",
                                         "gru_cho_cell", "lstm_cell"};
-    tg_node *node = tg_tape_record(tape, names[kind], rnn_backward, 7, in, st.c ? 2 : 1,
+    tg_node *node = tg_tape_record(tape, names[kind], rnn_backward, 8, in, st.c ? 2 : 1,
                                    (tg_tensor *[]){st.h, st.c});
     if (node) node->saved = r;
     return st;
@@ -544,19 +567,19 @@ tg_rnn_result tg_rnn_sequence_fused(tg_tape *tape, tg_cell_kind kind, const tg_c
                                     tg_tensor *x, tg_tensor *h0, tg_tensor *c0, bool reverse) {
     tg_cell_entry_check(tape, __func__, w, x, h0, c0, (const char *const[]){"h0", "c0"});
     tg_cell_inputs_check("tg_rnn_sequence_fused", kind, w, x, 3, h0, c0);
-    const int64_t T = x->shape[0], B = x->shape[1], H = w->w_hh->shape[1];
+    const int64_t T = x->shape[0], B = x->shape[1];
 
-    tg_tensor *in[7] = {x, h0, c0, w->w_ih, w->w_hh, w->b_ih, w->b_hh};
-    rnn_run *r = run_forward(tape, kind, w, x, T, B, h0, c0, reverse, needs_grad(tape, in, 7));
-    const int64_t last = reverse ? 0 : T; /* the slot of h_n */
+    tg_tensor *in[8] = {x, h0, c0, w->w_ih, w->w_hh, w->b_ih, w->b_hh, w->w_hr};
+    rnn_run *r = run_forward(tape, kind, w, x, T, B, h0, c0, reverse, needs_grad(tape, in, 8));
+    const int64_t last = reverse ? 0 : T, P = r->P; /* the slot of h_n; h's features */
     tg_rnn_result res = {0};
-    res.output = view_of(tape, rnn_h(r, reverse ? 0 : 1), 3, (int64_t[]){T, B, H});
-    res.h_n = view_of(tape, rnn_h(r, last), 2, (int64_t[]){B, H});
-    if (kind == TG_CELL_LSTM) res.c_n = view_of(tape, rnn_c(r, last), 2, (int64_t[]){B, H});
+    res.output = view_of(tape, rnn_h(r, reverse ? 0 : 1), 3, (int64_t[]){T, B, P});
+    res.h_n = view_of(tape, rnn_h(r, last), 2, (int64_t[]){B, P});
+    if (kind == TG_CELL_LSTM) res.c_n = view_of(tape, rnn_c(r, last), 2, (int64_t[]){B, r->H});
     r->out_seq = 0, r->out_h = 1, r->out_c = res.c_n ? 2 : -1;
     static const char *const names[] = {"rnn_tanh_sequence", "rnn_relu_sequence", "gru_sequence",
                                         "gru_cho_sequence", "lstm_sequence"};
-    tg_node *node = tg_tape_record(tape, names[kind], rnn_backward, 7, in, res.c_n ? 3 : 2,
+    tg_node *node = tg_tape_record(tape, names[kind], rnn_backward, 8, in, res.c_n ? 3 : 2,
                                    (tg_tensor *[]){res.output, res.h_n, res.c_n});
     if (node) node->saved = r;
     return res;

@@ -63,7 +63,7 @@ static tg_rnn_state gru_cho_step(tg_tape *t, const tg_cell_weights *w, tg_tensor
 }
 
 /* LSTM: gates [i | f | g | o] of x·W_ihᵀ + b_ih + h·W_hhᵀ + b_hh; c' = f⊙c + i⊙g; h' = o⊙tanh(c')
- */
+ * (with a projection h' = m·W_hrᵀ of m = o⊙tanh(c'), named "m") */
 static tg_rnn_state lstm_step(tg_tape *t, const tg_cell_weights *w, tg_tensor *x, tg_tensor *h,
                               tg_tensor *c, int64_t H, const char *tag) {
     tg_tensor *a[4];
@@ -74,8 +74,9 @@ static tg_rnn_state lstm_step(tg_tape *t, const tg_cell_weights *w, tg_tensor *x
     tg_tensor *g = named(tg_tanh(t, a[2]), "g", tag);
     tg_tensor *o = named(tg_sigmoid(t, a[3]), "o", tag);
     tg_tensor *c_new = named(tg_add(t, tg_mul(t, f, c), tg_mul(t, i, g)), "c", tag);
-    tg_tensor *h_new = named(tg_mul(t, o, tg_tanh(t, c_new)), "h", tag);
-    return (tg_rnn_state){h_new, c_new};
+    tg_tensor *h_new = tg_mul(t, o, tg_tanh(t, c_new));
+    if (w->w_hr) h_new = tg_linear(t, named(h_new, "m", tag), w->w_hr, NULL);
+    return (tg_rnn_state){named(h_new, "h", tag), c_new};
 }
 
 void tg_cell_entry_check(const tg_tape *t, const char *op, const tg_cell_weights *w,
@@ -89,6 +90,7 @@ void tg_cell_entry_check(const tg_tape *t, const char *op, const tg_cell_weights
                      (const tg_tensor *const[]){x, w->w_ih, w->w_hh});
     if (w->b_ih) tg_tape_check_input(t, op, "w->b_ih", w->b_ih);
     if (w->b_hh) tg_tape_check_input(t, op, "w->b_hh", w->b_hh);
+    if (w->w_hr) tg_tape_check_input(t, op, "w->w_hr", w->w_hr);
     if (h) tg_tape_check_input(t, op, state_names[0], h);
     if (c) tg_tape_check_input(t, op, state_names[1], c);
 }
@@ -97,20 +99,23 @@ tg_rnn_state tg_cell_step_composite(tg_tape *t, tg_cell_kind kind, const tg_cell
                                     tg_tensor *x, tg_tensor *h, tg_tensor *c, const char *tag) {
     tg_cell_entry_check(t, __func__, w, x, h, c, (const char *const[]){"h", "c"});
     tg_cell_inputs_check("tg_cell_step_composite", kind, w, x, 2, h, c);
-    const int64_t B = x->shape[0], H = w->w_hh->shape[1];
-    if (!h) h = tg_tape_tensor_zeros(t, 2, (int64_t[]){B, H});
+    /* h has w_hh's column count of features: H, or an LSTM's proj_size P */
+    const int64_t B = x->shape[0], P = w->w_hh->shape[1];
+    if (!h) h = tg_tape_tensor_zeros(t, 2, (int64_t[]){B, P});
     switch (kind) {
     case TG_CELL_RNN_TANH:
         return rnn_step(t, w, x, h, false, tag);
     case TG_CELL_RNN_RELU:
         return rnn_step(t, w, x, h, true, tag);
     case TG_CELL_GRU:
-        return gru_step(t, w, x, h, H, tag);
+        return gru_step(t, w, x, h, P, tag);
     case TG_CELL_GRU_CHO:
-        return gru_cho_step(t, w, x, h, H, tag);
-    case TG_CELL_LSTM:
+        return gru_cho_step(t, w, x, h, P, tag);
+    case TG_CELL_LSTM: {
+        const int64_t H = w->w_hh->shape[0] / 4; /* c's features */
         if (!c) c = tg_tape_tensor_zeros(t, 2, (int64_t[]){B, H});
         return lstm_step(t, w, x, h, c, H, tag);
+    }
     }
     tg_fail("tg_cell_step_composite: unknown cell kind %d", (int)kind);
 }
@@ -120,7 +125,7 @@ tg_rnn_result tg_rnn_sequence_composite(tg_tape *t, tg_cell_kind kind, const tg_
                                         const char *suffix) {
     tg_cell_entry_check(t, __func__, w, x, h0, c0, (const char *const[]){"h0", "c0"});
     tg_cell_inputs_check("tg_rnn_sequence_composite", kind, w, x, 3, h0, c0);
-    const int64_t T = x->shape[0], B = x->shape[1], H = w->w_hh->shape[1];
+    const int64_t T = x->shape[0], B = x->shape[1], P = w->w_hh->shape[1]; /* h's features */
     tg_tensor **steps = tg_tape_alloc(t, (size_t)T * sizeof *steps);
     tg_rnn_state s = {h0, c0};
     for (int64_t k = 0; k < T; k++) {
@@ -128,7 +133,7 @@ tg_rnn_result tg_rnn_sequence_composite(tg_tape *t, tg_cell_kind kind, const tg_
         char tag[TG_NAME_MAX];
         snprintf(tag, sizeof tag, "%lld%s", (long long)step, suffix ? suffix : "");
         s = tg_cell_step_composite(t, kind, w, tg_select(t, x, 0, step), s.h, s.c, tag);
-        steps[step] = tg_reshape(t, s.h, 3, (int64_t[]){1, B, H});
+        steps[step] = tg_reshape(t, s.h, 3, (int64_t[]){1, B, P});
     }
     return (tg_rnn_result){tg_concat(t, steps, (int)T, 0), s.h, s.c};
 }

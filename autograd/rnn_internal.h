@@ -3,7 +3,7 @@
  * A fused run of one layer in one direction over T steps keeps, in the tape's arena:
  *   gi    (T, B, G·H)   x_t·W_ihᵀ for every step: ONE GEMM before the loop (biases are
  *                       added by the gate kernels)
- *   hs    (T+1, B, H)   the states, in time order with one extra slot for h0:
+ *   hs    (T+1, B, P)   the states h, in time order with one extra slot for h0:
  *                       forward  h0 at slot 0, h_t at slot t+1
  *                       reverse  h0 at slot T, h_t at slot t
  *                       so the output sequence is slots [1..T] or [0..T-1], and the
@@ -12,6 +12,10 @@
  *                       one GEMM over all steps.
  *   cs    (T+1, B, H)   LSTM cell states, same layout
  *   acts  (T, B, S·H)   the activations the backward needs (gates, ...), S per cell kind
+ * P is H but for an LSTM with projections (PyTorch's proj_size), whose h_t = m_t·W_hrᵀ
+ * has P features: its acts hold m_t = o_t ⊙ tanh(c_t) too (S = 5), so that M (T·B, H),
+ * rows 5·H apart, is one GEMM operand for dW_hr, and its backward keeps the dh_t of
+ * every step (dhs, (T, B, P)) for the same GEMM.
  * The backward writes the pre-activation gradients of all steps, da (T, B, G·H), over gi
  * (which only the forward reads), then takes dW_ih, dx and dW_hh as GEMMs over all T·B
  * rows. What only the forward's steps use (packed weights, the work tile) is given back to
@@ -46,15 +50,18 @@ static inline tg_real rnn_tanh(tg_real a) { return tg_vtanh(a); }
 typedef struct rnn_run {
     tg_cell_kind kind;
     int64_t T, B, I, H, G; /* steps, batch, input size, hidden size, gate count */
+    int64_t P;             /* features of h: H, or proj_size with a projection */
     bool reverse;
-    const tg_real *w_ih, *w_hh; /* (G·H, I), (G·H, H) */
+    const tg_real *w_ih, *w_hh; /* (G·H, I), (G·H, P) */
+    const tg_real *w_hr;        /* (P, H), or NULL without a projection (LSTM only) */
     const tg_real *b_ih, *b_hh; /* (G·H); zeros when the layer has no bias */
     tg_real *gi, *hs, *cs, *acts;
     int64_t S;                 /* activations kept per batch row, in units of H */
     int64_t act_stride;        /* elements of acts per step; 0 = one slot reused (inference) */
     tg_real *work;             /* (B, G·H) scratch for the hidden GEMM(s); packed: one
                                 * (B, G·nr) tile per unit panel (forward and backward each
-                                * take their own) */
+                                * take their own); an LSTM's backward with a projection
+                                * holds a step's dm (B, H) in it */
     int out_seq, out_h, out_c; /* positions of output, h_n, c_n among the node's outputs */
     /* Packed step products (GRU, LSTM over T >= 2 steps); false: the steps use tg_gemm. */
     bool packed;
@@ -63,6 +70,7 @@ typedef struct rnn_run {
     tg_gemm_packed *wf[4]; /* forward: W_hhᵀ of gate block g (H x H), one per block */
     tg_gemm_packed *wb;    /* backward: W_hh (G·H x H); set by the backward */
     tg_real *dhn;          /* GRU backward: the n block of da_h of every step (T, B, H) */
+    tg_real *dhs;          /* LSTM backward with a projection: dL/dh_t of every step (T, B, P) */
 } rnn_run;
 
 /* A cell kind's forward gate kernel for step t on batch rows [b0, b1) and hidden units
@@ -89,7 +97,7 @@ void rnn_forward_gated(const rnn_run *r, int64_t t, rnn_gates_fn *gates);
  * weights those rows of dh_prev (+)= da_h·W_hh) split by rows; then, not packed,
  * dh_prev (+)= da_h·W_hh with one tg_gemm (add: dh_prev already holds the direct terms). */
 void rnn_backward_gated(const rnn_run *r, rnn_step_ctx *ctx, tg_range_fn rows, bool add);
-/* dh_prev[b0:b1] (+)= da_h[b0:b1]·W_hh, all H columns, from the packed W_hh (wb). */
+/* dh_prev[b0:b1] (+)= da_h[b0:b1]·W_hh, all P columns, from the packed W_hh (wb). */
 void rnn_step_product_back(const rnn_run *r, int64_t b0, int64_t b1, const tg_real *da_h,
                            tg_real *dh_prev, bool add);
 /* The grain for tg_parallel_for over a step's batch rows (gate kernels only): one thread
@@ -98,13 +106,13 @@ static inline int64_t rnn_row_grain(int64_t B, int64_t H) { return B * H >= RNN_
 /* The grain for a step's packed product and gates, over n pieces (panels or rows):
  * one thread when the product is small. */
 static inline int64_t rnn_step_grain(const rnn_run *r, int64_t n) {
-    return r->B * r->G * r->H * r->H >= ((int64_t)1 << 18) ? 1 : n;
+    return r->B * r->G * r->H * r->P >= ((int64_t)1 << 18) ? 1 : n;
 }
 
 /* Slots of hs / cs: the state before step t and the one after it. */
 static inline int64_t rnn_prev_slot(const rnn_run *r, int64_t t) { return r->reverse ? t + 1 : t; }
 static inline int64_t rnn_cur_slot(const rnn_run *r, int64_t t) { return r->reverse ? t : t + 1; }
-static inline tg_real *rnn_h(const rnn_run *r, int64_t slot) { return r->hs + slot * r->B * r->H; }
+static inline tg_real *rnn_h(const rnn_run *r, int64_t slot) { return r->hs + slot * r->B * r->P; }
 static inline tg_real *rnn_c(const rnn_run *r, int64_t slot) { return r->cs + slot * r->B * r->H; }
 static inline tg_real *rnn_acts(const rnn_run *r, int64_t t) { return r->acts + t * r->act_stride; }
 static inline const tg_real *rnn_gi(const rnn_run *r, int64_t t) {
@@ -113,29 +121,31 @@ static inline const tg_real *rnn_gi(const rnn_run *r, int64_t t) {
 
 /* Batch row b of the backward step in ctx: what a gated cell's row kernel reads (the row's
  * saved activations, its states and dh) and writes (its pre-activation gradients, dh_prev
- * and, LSTM, dc). c_prev and c are NULL without cell states, dc without a dc. */
+ * and, LSTM, dc). c_prev and c are NULL without cell states, dc without a dc. dh has H
+ * features (with a projection it is dL/dm, m = o⊙tanh(c)); h_prev and dh_prev have P. */
 typedef struct rnn_row {
     const tg_real *acts, *h_prev, *dh, *c_prev, *c;
     tg_real *dc, *da_i, *da_h, *dh_prev;
 } rnn_row;
 static inline rnn_row rnn_row_at(const rnn_step_ctx *ctx, int64_t b) {
     const rnn_run *r = ctx->r;
-    const int64_t H = r->H, GH = r->G * H;
+    const int64_t H = r->H, P = r->P, GH = r->G * H;
     const int64_t prev = rnn_prev_slot(r, ctx->t), cur = rnn_cur_slot(r, ctx->t);
     return (rnn_row){.acts = rnn_acts(r, ctx->t) + b * r->S * H,
-                     .h_prev = rnn_h(r, prev) + b * H,
+                     .h_prev = rnn_h(r, prev) + b * P,
                      .dh = ctx->dh + b * H,
                      .c_prev = r->cs ? rnn_c(r, prev) + b * H : NULL,
                      .c = r->cs ? rnn_c(r, cur) + b * H : NULL,
                      .dc = ctx->dc ? ctx->dc + b * H : NULL,
                      .da_i = ctx->da_i + b * GH,
                      .da_h = ctx->da_h + b * GH,
-                     .dh_prev = ctx->dh_prev + b * H};
+                     .dh_prev = ctx->dh_prev + b * P};
 }
 
 /* What one cell kind supplies to the shared driver (autograd/rnn.c). */
 typedef struct rnn_cell_impl {
-    int saved;          /* S: activations kept per step, in units of B·H */
+    int saved;          /* S: activations kept per step, in units of B·H (LSTM with a
+                         * projection: one more, m) */
     bool packed;        /* its steps use the packed products (rnn_run.packed) when T >= 2 */
     bool separate_da_h; /* the hidden side's pre-activation gradient differs from the input
                          * side's in its last (n) block (PyTorch GRU: r scales it): the step
@@ -143,11 +153,11 @@ typedef struct rnn_cell_impl {
     /* Step t: from h_prev (and c_prev) and gi_t, the hidden GEMM(s) and the gate kernel
      * write h_t (and c_t) into their slots and the step's activations into acts. */
     void (*forward_step)(const rnn_run *r, int64_t t);
-    /* Step t backward: dh = dL/dh_t (B, H); dc = dL/dc_t in, dL/dc_{t-1} out (LSTM).
+    /* Step t backward: dh = dL/dh_t (B, P); dc = dL/dc_t in, dL/dc_{t-1} out (LSTM).
      * Writes the pre-activation gradients da_i (B, G·H) (input side: gi, b_ih) and
      * da_h (hidden side: the product with W_hh, b_hh; may equal da_i; separate_da_h: a
      * tile every step reuses, its n block also into r->dhn), and
-     * dh_prev = dL/dh_{t-1} (B, H), including the GEMM da_h·W_hh. */
+     * dh_prev = dL/dh_{t-1} (B, P), including the GEMM da_h·W_hh. */
     void (*backward_step)(const rnn_run *r, int64_t t, const tg_real *dh, tg_real *dc,
                           tg_real *da_i, tg_real *da_h, tg_real *dh_prev);
     /* dW_hh += Σ_t da_h,tᵀ·(its hidden operand); NULL = the usual one GEMM over all steps

@@ -7,7 +7,15 @@
  *     h = o ⊙ tanh(c)
  * Saved per step and batch row: [i | f | g | o]  (4H); c itself is in cs, and the backward
  * takes tanh(c) again from it (one tanh per element costs less than the T·B·H values a
- * saved copy would hold for the whole backward). */
+ * saved copy would hold for the whole backward).
+ *
+ * With projections (PyTorch's proj_size P < H, r->w_hr set) the gate kernel's o ⊙ tanh(c)
+ * is not h but m, and one more GEMM per step makes h:
+ *     m = o ⊙ tanh(c)          (B, H)     saved after the gates: [i | f | g | o | m]  (5H)
+ *     h = m · W_hrᵀ            (B, P)     W_hr (P, H), no bias
+ * h (P features) is the state the next step's gh = h·W_hhᵀ reads (W_hh is (4H, P)) and
+ * the output; c keeps H. The projection stays in the fused path: the gates do not change
+ * (they write m where they wrote h), and the step's GEMM is tg_gemm's like the others. */
 #include "rnn_internal.h"
 
 /* Step t for one batch row and `len` units: the gate kernel. gi, b_ih, b_hh, c_prev, h, c
@@ -30,23 +38,42 @@ static void lstm_forward_step(int64_t len, int64_t H, int64_t gs, const tg_real 
     }
 }
 
-/* The gate kernel on rows [b0, b1) and units [j0, j0 + len), gh's rows grs apart. */
+/* The gate kernel on rows [b0, b1) and units [j0, j0 + len), gh's rows grs apart. Its
+ * o ⊙ tanh(c) goes to h's slot, or with a projection to m, the last block of the row's
+ * saved activations. */
 static void lstm_gates(const rnn_run *rr, int64_t t, int64_t b0, int64_t b1, int64_t j0,
                        int64_t len, const tg_real *gh, int64_t gs, int64_t grs) {
-    const int64_t H = rr->H, G4 = 4 * H;
+    const int64_t H = rr->H, G4 = 4 * H, SH = rr->S * H;
     const int64_t prev = rnn_prev_slot(rr, t), cur = rnn_cur_slot(rr, t);
     const tg_real *c_prev = rnn_c(rr, prev), *gi = rnn_gi(rr, t);
-    tg_real *h = rnn_h(rr, cur), *c = rnn_c(rr, cur), *acts = rnn_acts(rr, t);
+    tg_real *c = rnn_c(rr, cur), *acts = rnn_acts(rr, t);
+    tg_real *h = rr->w_hr ? acts + 4 * H : rnn_h(rr, cur);
+    const int64_t hrs = rr->w_hr ? SH : H; /* h's (or m's) rows */
     for (int64_t b = b0; b < b1; b++)
         lstm_forward_step(len, H, gs, gi + b * G4 + j0, gh + b * grs, rr->b_ih + j0, rr->b_hh + j0,
-                          c_prev + b * H + j0, h + b * H + j0, c + b * H + j0,
-                          acts + b * 4 * H + j0);
+                          c_prev + b * H + j0, h + b * hrs + j0, c + b * H + j0,
+                          acts + b * SH + j0);
 }
 
-static void lstm_forward(const rnn_run *rr, int64_t t) { rnn_forward_gated(rr, t, lstm_gates); }
+static void lstm_forward(const rnn_run *rr, int64_t t) {
+    rnn_forward_gated(rr, t, lstm_gates);
+    if (!rr->w_hr) return;
+    /* the projection: h = m·W_hrᵀ, (B, H)·(H, P), m's rows S·H apart in the activations */
+    const int64_t H = rr->H, P = rr->P;
+    tg_gemm(false, true, rr->B, P, H, 1, rnn_acts(rr, t) + 4 * H, rr->S * H, rr->w_hr, H, 0,
+            rnn_h(rr, rnn_cur_slot(rr, t)), P);
+}
 
-/* Backward of one step, given dh = dL/dh_t and dc = dL/dc_t from later steps (and c_n):
- *   h = o ⊙ tanh(c):
+/* Backward of one step, given dh = dL/dh_t and dc = dL/dc_t from later steps (and c_n).
+ * With a projection, h = m·W_hrᵀ with m = o ⊙ tanh(c) first: h_t (P) reaches the loss
+ * through the output at t and through step t+1, both already summed into dh (B, P), and
+ * W_hr through every step's h_t, so
+ *     dm     = dh · W_hr                          (B, P)·(P, H): ONE GEMM per step
+ *     dW_hr += Σ_t dh_tᵀ · m_t                     (P, H): ONE GEMM over all T·B rows,
+ *                                                 in the driver, from the dh_t kept in dhs
+ * (per column vector, h_t = W_hr·m_t: dL/dm_t = W_hrᵀ·dh_t and dL/dW_hr = Σ_t dh_t·m_tᵀ)
+ * and dm takes the place of dh below (without a projection m is h, and dm is dh):
+ *   m = o ⊙ tanh(c):
  *     do  = dh ⊙ tanh(c)
  *     dc += dh ⊙ o ⊙ (1 − tanh²(c))          (c reaches the loss through h and through c_{t+1})
  *   c = f ⊙ c_prev + i ⊙ g:
@@ -72,7 +99,7 @@ static void lstm_backward_rows(int64_t b0, int64_t b1, void *ctx) {
         TG_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real tc = rnn_tanh(c[j]); /* the forward's, recomputed (not saved) */
-            const tg_real d_o = dh[j] * tc;
+            const tg_real d_o = dh[j] * tc;    /* dh: dm with a projection (rnn_row_at) */
             const tg_real d_c = dc[j] + dh[j] * o[j] * (1 - tc * tc);
             const tg_real d_i = d_c * g[j], d_g = d_c * i[j], d_f = d_c * c_prev[j];
             dc[j] = d_c * f[j]; /* becomes dL/dc_{t-1} */
@@ -88,6 +115,12 @@ static void lstm_backward_rows(int64_t b0, int64_t b1, void *ctx) {
 static void lstm_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_all, tg_real *dc_all,
                                tg_real *da_all, tg_real *da_h, tg_real *dh_prev_all) {
     (void)da_h;
+    if (rr->w_hr) { /* dm = dh·W_hr into the backward's work tile (B, H); dh kept for dW_hr */
+        const int64_t B = rr->B, H = rr->H, P = rr->P;
+        memcpy(rr->dhs + t * B * P, dh_all, (size_t)(B * P) * sizeof(tg_real));
+        tg_gemm(false, false, B, H, P, 1, dh_all, P, rr->w_hr, H, 0, rr->work, H);
+        dh_all = rr->work;
+    }
     rnn_step_ctx c = {rr, t, dh_all, dc_all, da_all, da_all, dh_prev_all, false, NULL};
     rnn_backward_gated(rr, &c, lstm_backward_rows, false);
 }

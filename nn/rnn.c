@@ -51,13 +51,14 @@ static tg_tensor *new_param(tg_module *m, const char *name, int64_t rows, int64_
     return p;
 }
 
-/* PyTorch's repr: "GRU(3, 4, num_layers=2, bias=False, batch_first=True, dropout=0.5,
- * bidirectional=True)", the options that differ from the defaults. */
+/* PyTorch's repr: "LSTM(3, 4, proj_size=2, num_layers=2, bias=False, batch_first=True,
+ * dropout=0.5, bidirectional=True)", the options that differ from the defaults. */
 static void recurrent_repr(const tg_module *mod, char *buf, size_t size) {
     const tg_rnn_options *o = &((const tg_recurrent *)mod)->options;
     int n = snprintf(buf, size, "%lld, %lld", (long long)o->input_size, (long long)o->hidden_size);
 #define PUT(...)                                                                                   \
     if (n >= 0 && (size_t)n < size) n += snprintf(buf + n, size - (size_t)n, __VA_ARGS__)
+    if (o->proj_size != 0) PUT(", proj_size=%lld", (long long)o->proj_size);
     if (o->num_layers != 1) PUT(", num_layers=%lld", (long long)o->num_layers);
     if (!o->bias) PUT(", bias=False");
     if (o->batch_first) PUT(", batch_first=True");
@@ -102,6 +103,17 @@ static void *recurrent_new(size_t size, tg_cell_kind family, tg_rnn_options o, c
         tg_fail("%s: dropout %g must be in [0, 1]", op, (double)o.dropout);
     if (o.exec != TG_RNN_FUSED && o.exec != TG_RNN_COMPOSITE)
         tg_fail("%s: exec %d is neither TG_RNN_FUSED nor TG_RNN_COMPOSITE", op, (int)o.exec);
+    /* PyTorch's three checks, in its order */
+    if (o.proj_size < 0)
+        tg_fail("%s: proj_size %lld should be a positive integer, or zero to disable "
+                "projections",
+                op, (long long)o.proj_size);
+    if (o.proj_size >= o.hidden_size)
+        tg_fail("%s: proj_size %lld has to be smaller than hidden_size %lld", op,
+                (long long)o.proj_size, (long long)o.hidden_size);
+    if (o.proj_size != 0 && family != TG_CELL_LSTM)
+        tg_fail("%s: proj_size %lld is only supported for LSTM, not RNN or GRU", op,
+                (long long)o.proj_size);
     tg_recurrent *m = tg_xcalloc(1, size);
     m->kind = kind_for(family, o.nonlinearity, o.reset_after, op);
     m->options = o;
@@ -109,21 +121,27 @@ static void *recurrent_new(size_t size, tg_cell_kind family, tg_rnn_options o, c
     tg_module_init(&m->module, type_of(family, false));
     m->weights = tg_xcalloc((size_t)(o.num_layers * m->num_directions), sizeof *m->weights);
     const int64_t H = o.hidden_size, GH = tg_cell_gate_count(m->kind) * H;
+    const int64_t P = o.proj_size ? o.proj_size : H; /* h's features */
     for (int64_t l = 0; l < o.num_layers; l++)
         for (int64_t d = 0; d < m->num_directions; d++) {
             tg_cell_weights *w = &m->weights[l * m->num_directions + d];
-            const int64_t in = l == 0 ? o.input_size : m->num_directions * H;
+            const int64_t in = l == 0 ? o.input_size : m->num_directions * P;
             char name[64];
             const char *rev = d ? "_reverse" : "";
             snprintf(name, sizeof name, "weight_ih_l%lld%s", (long long)l, rev);
             w->w_ih = new_param(&m->module, name, GH, in, H);
             snprintf(name, sizeof name, "weight_hh_l%lld%s", (long long)l, rev);
-            w->w_hh = new_param(&m->module, name, GH, H, H);
-            if (!o.bias) continue;
-            snprintf(name, sizeof name, "bias_ih_l%lld%s", (long long)l, rev);
-            w->b_ih = new_param(&m->module, name, GH, 0, H);
-            snprintf(name, sizeof name, "bias_hh_l%lld%s", (long long)l, rev);
-            w->b_hh = new_param(&m->module, name, GH, 0, H);
+            w->w_hh = new_param(&m->module, name, GH, P, H);
+            if (o.bias) {
+                snprintf(name, sizeof name, "bias_ih_l%lld%s", (long long)l, rev);
+                w->b_ih = new_param(&m->module, name, GH, 0, H);
+                snprintf(name, sizeof name, "bias_hh_l%lld%s", (long long)l, rev);
+                w->b_hh = new_param(&m->module, name, GH, 0, H);
+            }
+            if (o.proj_size) { /* PyTorch's order: after the biases; no bias of its own */
+                snprintf(name, sizeof name, "weight_hr_l%lld%s", (long long)l, rev);
+                w->w_hr = new_param(&m->module, name, P, H, H);
+            }
         }
     return m;
 }
@@ -148,9 +166,10 @@ static void forward_entry_check(const char *op, tg_tape *t, const tg_tensor *x, 
     if (c) tg_tape_check_input(t, op, c_name, c);
 }
 
-/* An initial state must be (D·layers, N, H) (unbatched: (D·layers, H)). */
+/* An initial state must be (D·layers, N, H) (unbatched: (D·layers, H)); `size` names H in
+ * the message ("hidden_size", or "proj_size" for an LSTM's projected h0). */
 static void check_initial_state(const char *op, const char *what, const tg_tensor *s, bool batched,
-                                int64_t DL, int64_t N, int64_t H) {
+                                int64_t DL, int64_t N, int64_t H, const char *size) {
     if (!s) return;
     const bool ok = batched
                         ? s->ndim == 3 && s->shape[0] == DL && s->shape[1] == N && s->shape[2] == H
@@ -161,8 +180,8 @@ static void check_initial_state(const char *op, const char *what, const tg_tenso
         tg_shape_format(3, (int64_t[]){DL, N, H}, want, sizeof want);
     else
         tg_shape_format(2, (int64_t[]){DL, H}, want, sizeof want);
-    tg_fail("%s: %s %s has the wrong shape, expected %s (num_directions·num_layers, %shidden_size)",
-            op, what, tg_tensor_describe(s, d, sizeof d), want, batched ? "batch, " : "");
+    tg_fail("%s: %s %s has the wrong shape, expected %s (num_directions·num_layers, %s%s)", op,
+            what, tg_tensor_describe(s, d, sizeof d), want, batched ? "batch, " : "", size);
 }
 
 static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *op,
@@ -175,6 +194,10 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
         tg_fail("%s: the module was built as a %s; its options (nonlinearity, reset_after) no "
                 "longer say so",
                 op, tg_cell_kind_name(m->kind));
+    const int64_t built_proj = m->weights[0].w_hr ? m->weights[0].w_hr->shape[0] : 0;
+    if (o->proj_size != built_proj)
+        tg_fail("%s: the module was built with proj_size %lld; its options say %lld", op,
+                (long long)built_proj, (long long)o->proj_size);
     if (!x || (x->ndim != 2 && x->ndim != 3))
         tg_fail("%s: input %s should be 3-D (%s) or 2-D (seq_len, input_size) unbatched", op,
                 x ? tg_tensor_describe(x, d, sizeof d) : "NULL",
@@ -185,17 +208,19 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
                 (long long)o->input_size);
     const bool batched = x->ndim == 3;
     const int64_t D = m->num_directions, L = o->num_layers, H = o->hidden_size, DL = D * L;
+    const int64_t P = o->proj_size ? o->proj_size : H; /* h's features */
     const int64_t N = batched ? x->shape[o->batch_first ? 0 : 1] : 1;
     const int64_t T = batched ? x->shape[o->batch_first ? 1 : 0] : x->shape[0];
     if (T < 1) tg_fail("%s: input %s is an empty sequence", op, tg_tensor_describe(x, d, sizeof d));
-    check_initial_state(op, "h0", h0, batched, DL, N, H);
-    check_initial_state(op, "c0", c0, batched, DL, N, H);
+    check_initial_state(op, "h0", h0, batched, DL, N, P,
+                        o->proj_size ? "proj_size" : "hidden_size");
+    check_initial_state(op, "c0", c0, batched, DL, N, H, "hidden_size");
 
     /* everything below works sequence-first and batched: (T, N, features) */
     tg_tensor *seq = !batched         ? tg_reshape(t, x, 3, (int64_t[]){T, 1, o->input_size})
                      : o->batch_first ? tg_transpose(t, x, 0, 1)
                                       : x;
-    if (!batched && h0) h0 = tg_reshape(t, h0, 3, (int64_t[]){DL, 1, H});
+    if (!batched && h0) h0 = tg_reshape(t, h0, 3, (int64_t[]){DL, 1, P});
     if (!batched && c0) c0 = tg_reshape(t, c0, 3, (int64_t[]){DL, 1, H});
 
     tg_tensor **h_n = tg_tape_alloc(t, (size_t)DL * sizeof *h_n);
@@ -217,7 +242,7 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
                                               suffix);
             }
             outs[dir] = r.output;
-            h_n[k] = tg_reshape(t, r.h_n, 3, (int64_t[]){1, N, H});
+            h_n[k] = tg_reshape(t, r.h_n, 3, (int64_t[]){1, N, P});
             if (r.c_n) c_n[k] = tg_reshape(t, r.c_n, 3, (int64_t[]){1, N, H});
         }
         seq = D == 2 ? tg_concat(t, outs, 2, 2) : outs[0]; /* features [forward | reverse] */
@@ -228,8 +253,8 @@ static tg_rnn_result recurrent_forward(tg_recurrent *m, tg_tape *t, const char *
     tg_rnn_result res = {seq, DL == 1 ? h_n[0] : tg_concat(t, h_n, (int)DL, 0), NULL};
     if (m->kind == TG_CELL_LSTM) res.c_n = DL == 1 ? c_n[0] : tg_concat(t, c_n, (int)DL, 0);
     if (!batched) {
-        res.output = tg_reshape(t, res.output, 2, (int64_t[]){T, D * H});
-        res.h_n = tg_reshape(t, res.h_n, 2, (int64_t[]){DL, H});
+        res.output = tg_reshape(t, res.output, 2, (int64_t[]){T, D * P});
+        res.h_n = tg_reshape(t, res.h_n, 2, (int64_t[]){DL, P});
         if (res.c_n) res.c_n = tg_reshape(t, res.c_n, 2, (int64_t[]){DL, H});
     } else if (o->batch_first) {
         res.output = tg_transpose(t, res.output, 0, 1);
@@ -337,7 +362,7 @@ static tg_rnn_state cell_forward(tg_cell *m, tg_tape *t, const char *op, tg_cell
         if (h) h = tg_reshape(t, h, 2, (int64_t[]){1, H});
         if (c) c = tg_reshape(t, c, 2, (int64_t[]){1, H});
     }
-    const tg_cell_weights w = {m->weight_ih, m->weight_hh, m->bias_ih, m->bias_hh};
+    const tg_cell_weights w = {m->weight_ih, m->weight_hh, m->bias_ih, m->bias_hh, NULL};
     tg_rnn_state s = o->exec == TG_RNN_FUSED
                          ? tg_cell_step_fused(t, m->kind, &w, x, h, c)
                          : tg_cell_step_composite(t, m->kind, &w, x, h, c, NULL);

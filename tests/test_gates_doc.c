@@ -123,7 +123,7 @@ static tg_cell_weights weights_new(tg_cell_kind kind) {
     return (tg_cell_weights){param_from(lstm ? LSTM_W_IH : GRU_W_IH, TG_SHAPE(G, 2)),
                              param_from(lstm ? LSTM_W_HH : GRU_W_HH, TG_SHAPE(G, 2)),
                              param_from(lstm ? LSTM_B_IH : GRU_B_IH, TG_SHAPE(G)),
-                             param_from(lstm ? LSTM_B_HH : GRU_B_HH, TG_SHAPE(G))};
+                             param_from(lstm ? LSTM_B_HH : GRU_B_HH, TG_SHAPE(G)), NULL};
 }
 
 static void weights_free(tg_cell_weights *w) {
@@ -906,7 +906,7 @@ static void trace_run(tg_cell_kind kind, int64_t batch_row, const char *png_pref
     tg_manual_seed(3);
     tg_tensor *w_ih = tg_tensor_requires_grad(tg_test_rand(1, -0.5, 0.5, TG_SHAPE(G * H, I)), true);
     tg_tensor *w_hh = tg_tensor_requires_grad(tg_test_rand(2, -0.5, 0.5, TG_SHAPE(G * H, H)), true);
-    const tg_cell_weights w = {w_ih, w_hh, NULL, NULL};
+    const tg_cell_weights w = {w_ih, w_hh, NULL, NULL, NULL};
     tg_tensor *xs = tg_test_rand(4, -1, 1, TG_SHAPE(T, B, I));
     tg_tensor *V = tg_test_rand(5, -1, 1, TG_SHAPE(B, H));
 

@@ -33,7 +33,7 @@ static tg_cell_weights cell_weights(tg_cell_kind kind, int64_t I, int64_t H) {
         tg_tensor_requires_grad(tg_test_rand(1, -0.5, 0.5, TG_SHAPE(G * H, I)), true),
         tg_tensor_requires_grad(tg_test_rand(2, -0.5, 0.5, TG_SHAPE(G * H, H)), true),
         tg_tensor_requires_grad(tg_test_rand(3, -0.5, 0.5, TG_SHAPE(G * H)), true),
-        tg_tensor_requires_grad(tg_test_rand(4, -0.5, 0.5, TG_SHAPE(G * H)), true)};
+        tg_tensor_requires_grad(tg_test_rand(4, -0.5, 0.5, TG_SHAPE(G * H)), true), NULL};
     return w;
 }
 
@@ -834,7 +834,7 @@ static void test_null_rnn_ops(void **state) {
                    "tg_cell_step_fused: argument 'w' is NULL");
     TG_EXPECT_FAIL(tg_cell_step_fused(tape, TG_CELL_GRU, &w, NULL, NULL, NULL),
                    "tg_cell_step_fused: argument 'x' is NULL");
-    tg_cell_weights no_hh = {w.w_ih, NULL, NULL, NULL};
+    tg_cell_weights no_hh = {w.w_ih, NULL, NULL, NULL, NULL};
     TG_EXPECT_FAIL(
         tg_rnn_sequence_composite(tape, TG_CELL_GRU, &no_hh, xs, NULL, NULL, false, NULL),
         "tg_rnn_sequence_composite: argument 'w->w_hh' is NULL");
@@ -842,7 +842,7 @@ static void test_null_rnn_ops(void **state) {
                    "tg_rnn_sequence_fused: argument 't' is NULL");
     TG_EXPECT_FAIL(tg_rnn_find_named(tape, NULL), "tg_rnn_find_named: argument 'name' is NULL");
     /* h NULL: zeros; biases NULL: none */
-    tg_cell_weights no_bias = {w.w_ih, w.w_hh, NULL, NULL};
+    tg_cell_weights no_bias = {w.w_ih, w.w_hh, NULL, NULL, NULL};
     assert_non_null(tg_cell_step_composite(tape, TG_CELL_GRU, &no_bias, x, NULL, NULL, "0").h);
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(xs);

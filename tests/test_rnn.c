@@ -10,6 +10,8 @@
 
 #include <tapegrad/rnn.h>
 
+#include "rnn_test_common.h"
+
 static const tg_cell_kind ALL_KINDS[] = {TG_CELL_RNN_TANH, TG_CELL_RNN_RELU, TG_CELL_GRU,
                                          TG_CELL_GRU_CHO, TG_CELL_LSTM};
 enum { N_KINDS = 5 };
@@ -30,7 +32,7 @@ static tg_tensor *rand_tensor(tg_real lo, tg_real hi, bool grad, int ndim, const
 static tg_cell_weights make_weights(tg_cell_kind kind, int64_t I, int64_t H, bool bias) {
     const int64_t GH = tg_cell_gate_count(kind) * H;
     tg_cell_weights w = {rand_tensor(-0.6, 0.6, true, TG_SHAPE(GH, I)),
-                         rand_tensor(-0.6, 0.6, true, TG_SHAPE(GH, H)), NULL, NULL};
+                         rand_tensor(-0.6, 0.6, true, TG_SHAPE(GH, H)), NULL, NULL, NULL};
     if (bias) {
         w.b_ih = rand_tensor(-0.4, 0.4, true, TG_SHAPE(GH));
         w.b_hh = rand_tensor(-0.4, 0.4, true, TG_SHAPE(GH));
@@ -41,20 +43,6 @@ static tg_cell_weights make_weights(tg_cell_kind kind, int64_t I, int64_t H, boo
 static void free_weights(tg_cell_weights *w) {
     tg_tensor_free(w->w_ih), tg_tensor_free(w->w_hh);
     tg_tensor_free(w->b_ih), tg_tensor_free(w->b_hh);
-}
-
-/* Several outputs flattened into one vector, so that one backward (one seed) or one
- * gradcheck covers them all. NULL entries are skipped. */
-static tg_tensor *flat_cat(tg_tape *t, tg_tensor *const *xs, int n) {
-    tg_tensor *flat[8];
-    int k = 0;
-    for (int i = 0; i < n; i++)
-        if (xs[i]) flat[k++] = tg_reshape(t, xs[i], 1, (int64_t[]){-1});
-    return k == 1 ? flat[0] : tg_concat(t, flat, k, 0);
-}
-
-static tg_tensor *result_flat(tg_tape *t, tg_rnn_result r) {
-    return flat_cat(t, (tg_tensor *[]){r.output, r.h_n, r.c_n}, 3);
 }
 
 /* A module (cell) of any kind, held by its shared base and run with tg_recurrent_forward
@@ -230,7 +218,7 @@ typedef struct op_ctx {
 /* inputs: x, h0, c0, w_ih, w_hh[, b_ih, b_hh] (h0 and c0 used only if use_h0 / LSTM) */
 static tg_tensor *op_fn(tg_tape *t, tg_tensor *const *in, void *vctx) {
     const op_ctx *c = vctx;
-    const tg_cell_weights w = {in[3], in[4], c->bias ? in[5] : NULL, c->bias ? in[6] : NULL};
+    const tg_cell_weights w = {in[3], in[4], c->bias ? in[5] : NULL, c->bias ? in[6] : NULL, NULL};
     tg_tensor *h0 = c->use_h0 ? in[1] : NULL;
     tg_tensor *c0 = c->use_h0 && c->kind == TG_CELL_LSTM ? in[2] : NULL;
     if (c->step) {
@@ -277,22 +265,6 @@ static void test_gradcheck_ops(void **state) {
 /* ---------------------------------------------------------------------------------------
  * Gradchecks of the modules: inputs, initial states and every parameter
  * ------------------------------------------------------------------------------------- */
-typedef struct mod_ctx {
-    tg_recurrent *m;
-    tg_tensor *x, *h0, *c0;
-} mod_ctx;
-
-static tg_tensor *mod_fn(tg_tape *t, tg_tensor *const *in, void *vctx) {
-    (void)in; /* the same tensors, reached through the context */
-    const mod_ctx *c = vctx;
-    return result_flat(t, tg_recurrent_forward(c->m, t, c->x, c->h0, c->c0));
-}
-
-typedef struct mod_config {
-    int64_t layers;
-    bool bidir, batch_first, h0, bias;
-} mod_config;
-
 static const mod_config MOD_CONFIGS[] = {
     {1, false, false, true, true},
     {2, true, false, true, true},  /* 2 layers, bidirectional, given h0 (c0) */
@@ -387,58 +359,6 @@ static void test_gradcheck_cells(void **state) {
 /* ---------------------------------------------------------------------------------------
  * fused == composite: outputs and every gradient, same inputs, same upstream gradient
  * ------------------------------------------------------------------------------------- */
-#ifdef TG_DOUBLE
-#define FC_ATOL 1e-10
-#define FC_RTOL 0
-#else
-#define FC_ATOL 1e-5
-#define FC_RTOL 1e-4
-#endif
-
-static int64_t append(tg_real *buf, int64_t at, const tg_tensor *t, const tg_real *vals) {
-    if (!t) return at;
-    for (int64_t i = 0; i < t->numel; i++) buf[at + i] = vals ? vals[i] : 0;
-    return at + t->numel;
-}
-
-/* Outputs, then the gradients of x, h0, c0 and every parameter, in one array. */
-static tg_real *collect(tg_tensor *flat, tg_tensor *const *leaves, int n, int64_t *len) {
-    int64_t total = flat->numel;
-    for (int i = 0; i < n; i++) total += leaves[i] ? leaves[i]->numel : 0;
-    tg_real *buf = malloc((size_t)total * sizeof *buf);
-    int64_t at = append(buf, 0, flat, flat->data);
-    for (int i = 0; i < n; i++) at = append(buf, at, leaves[i], leaves[i] ? leaves[i]->grad : NULL);
-    *len = total;
-    return buf;
-}
-
-/* The leaves of a run: x, h, c (NULL where absent) and every parameter, gradients zeroed. */
-enum { MAX_LEAVES = 40 };
-static int run_leaves(tg_tensor **leaves, tg_tensor *x, tg_tensor *h, tg_tensor *c,
-                      const tg_params *params) {
-    int n = 0;
-    leaves[n++] = x, leaves[n++] = h, leaves[n++] = c;
-    for (size_t p = 0; p < params->count; p++) {
-        assert_true(n < MAX_LEAVES);
-        leaves[n++] = params->tensors[p];
-    }
-    for (int i = 0; i < n; i++)
-        if (leaves[i]) tg_tensor_zero_grad(leaves[i]);
-    return n;
-}
-
-/* Backward from `flat` with a seeded random upstream gradient, then the output and every
- * leaf's gradient in one buffer (collect); frees the tape. */
-static tg_real *backward_collect(tg_tape *tape, tg_tensor *flat, tg_tensor *const *leaves, int n,
-                                 uint64_t seed, int64_t *len) {
-    tg_tensor *g = tg_test_rand(seed, -1, 1, 1, &flat->numel);
-    tg_tape_backward_with(tape, flat, g->data);
-    tg_real *buf = collect(flat, leaves, n, len);
-    tg_tensor_free(g);
-    tg_tape_free(tape);
-    return buf;
-}
-
 static void compare_runs(const char *what, const tg_real *a, const tg_real *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         const double d = fabs((double)a[i] - (double)b[i]);
@@ -446,17 +366,6 @@ static void compare_runs(const char *what, const tg_real *a, const tg_real *b, i
     }
     tg_test_assert_close(what, a, b, n, FC_ATOL, FC_RTOL);
     n_fused_composite++;
-}
-
-static tg_real *module_run(tg_recurrent *m, tg_rnn_exec exec, tg_tensor *x, tg_tensor *h0,
-                           tg_tensor *c0, uint64_t seed, int64_t *len) {
-    tg_tensor *leaves[MAX_LEAVES];
-    const int n = run_leaves(leaves, x, h0, c0, tg_module_params(&m->module));
-    m->options.exec = exec;
-    tg_tape *tape = tg_tape_new();
-    tg_manual_seed(seed); /* dropout draws the same masks in both runs */
-    tg_tensor *flat = result_flat(tape, tg_recurrent_forward(m, tape, x, h0, c0));
-    return backward_collect(tape, flat, leaves, n, seed, len);
 }
 
 static void test_fused_equals_composite_modules(void **state) {
@@ -661,7 +570,7 @@ static void test_typed_entry_points(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------------
- * PyTorch parity (tests/fixturegen/modules_rnn.py, modules_rnn_extra.py)
+ * PyTorch parity (tests/fixturegen/modules_rnn.py, modules_rnn_extra.py, modules_lstm_proj.py)
  * ------------------------------------------------------------------------------------- */
 #define PARITY_ATOL 1e-6
 #define PARITY_RTOL 1e-5
@@ -766,6 +675,7 @@ static void parity_module(const char *case_name, tg_rnn_exec exec) {
     o.bidirectional = meta_flag(fx, "bidirectional", false);
     o.batch_first = meta_flag(fx, "batch_first", false);
     o.bias = meta_flag(fx, "bias", true);
+    o.proj_size = meta_int(fx, "proj_size", 0);
     o.exec = exec;
     tg_recurrent *m = module_new(kind, o);
     tg_fixture_load_params(fx, tg_module_params(&m->module));
@@ -812,6 +722,15 @@ static const char *const MODULE_CASES[] = {
     "mod_rnn_relu_l2_h0",
     "mod_lstm_nobias_bidir_l1",
     "mod_gru_unbatched_bidir_l2_h0",
+    /* modules_lstm_proj.py: LSTM with projections (tests/test_lstm_proj.c has the rest) */
+    "mod_lstm_proj_l1",
+    "mod_lstm_proj_l1_h0",
+    "mod_lstm_proj_l2_h0",
+    "mod_lstm_proj_bidir_l1",
+    "mod_lstm_proj_bidir_l2_h0",
+    "mod_lstm_proj_batch_first_bidir_l2",
+    "mod_lstm_proj_nobias_l2_h0",
+    "mod_lstm_proj_unbatched_bidir_l2_h0",
 };
 
 static void test_parity_modules(void **state) {
@@ -890,12 +809,6 @@ static void test_parity_cells(void **state) {
 /* ---------------------------------------------------------------------------------------
  * Dropout between layers, training and eval
  * ------------------------------------------------------------------------------------- */
-static size_t count_ops(const tg_tape *t, const char *op) {
-    size_t n = 0;
-    for (size_t i = 0; i < tg_tape_node_count(t); i++) n += strcmp(tg_tape_node(t, i)->op, op) == 0;
-    return n;
-}
-
 static void test_dropout_between_layers(void **state) {
     (void)state;
     const int64_t T = 5, B = 3, I = 3, H = 8;
@@ -1107,7 +1020,8 @@ static void test_errors(void **state) {
                    "c is for an LSTM cell", "gru");
     tg_module_free(&gru_cell->base.module);
     /* the ops themselves */
-    const tg_cell_weights w = {gru->base.weights[0].w_ih, gru->base.weights[0].w_hh, NULL, NULL};
+    const tg_cell_weights w = {gru->base.weights[0].w_ih, gru->base.weights[0].w_hh, NULL, NULL,
+                               NULL};
     TG_EXPECT_FAIL(tg_rnn_sequence_fused(tape, TG_CELL_GRU, &w, good, NULL, h, false),
                    "tg_rnn_sequence_fused", "only for LSTM");
     TG_EXPECT_FAIL(tg_cell_step_fused(tape, TG_CELL_GRU, &w, good, NULL, NULL),

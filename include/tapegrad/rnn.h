@@ -26,6 +26,8 @@ typedef struct tg_rnn_options {
     bool batch_first;                 /* default false: x is (L, N, in) */
     tg_real dropout;                  /* between layers, in training; default 0 */
     bool bidirectional;               /* default false */
+    int64_t proj_size;                /* LSTM only: 0 < P < hidden_size projects h to P
+                                       * features (h = W_hr·(o⊙tanh c)); default 0: none */
     tg_rnn_nonlinearity nonlinearity; /* RNN only; default tanh */
     bool reset_after;                 /* GRU only; default true = PyTorch; false = Cho 2014 */
     tg_rnn_exec exec;                 /* default fused */
@@ -46,7 +48,7 @@ typedef struct tg_recurrent {
     int64_t num_directions;   /* D = 2 if bidirectional */
     tg_cell_weights *weights; /* num_layers·D entries, index layer·D + direction; the module's
                                * parameters weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0,
-                               * ..._reverse */
+                               * (proj_size: weight_hr_l0), ..._reverse */
 } tg_recurrent;
 
 typedef struct tg_rnn {
@@ -60,7 +62,9 @@ typedef struct tg_lstm {
 } tg_lstm;
 
 /* Parameters are drawn U(±1/√H) from the default generator in registration order, as
- * PyTorch does (bit-exact after the same tg_manual_seed). */
+ * PyTorch does (bit-exact after the same tg_manual_seed). With proj_size P (LSTM only,
+ * 0 <= P < hidden_size) weight_hh_l<k> is (4·H, P) and weight_hr_l<k> (P, H) follows each
+ * layer's and direction's biases; layers after the first take D·P input features. */
 tg_rnn *tg_rnn_new(tg_rnn_options options);
 tg_gru *tg_gru_new(tg_rnn_options options);
 tg_lstm *tg_lstm_new(tg_rnn_options options);
@@ -68,8 +72,9 @@ tg_lstm *tg_lstm_new(tg_rnn_options options);
 /* x: (L, N, in), (N, L, in) with batch_first, or unbatched (L, in). h0 / c0: (D·layers, N, H)
  * whatever batch_first is (unbatched: (D·layers, H)), or NULL for zeros.
  * output: (L, N, D·H) (batch_first (N, L, D·H)), features [forward | reverse];
- * h_n, c_n: (D·layers, N, H), index layer·D + direction. Dropout between layers is active
- * when the module is in training mode (tg_module_train). */
+ * h_n, c_n: (D·layers, N, H), index layer·D + direction. With proj_size P, h0, h_n and
+ * the output have P features where this says H (output D·P); c0 and c_n keep H.
+ * Dropout between layers is active when the module is in training mode (tg_module_train). */
 tg_rnn_result tg_rnn_forward(tg_rnn *m, tg_tape *t, tg_tensor *x, tg_tensor *h0);
 tg_rnn_result tg_gru_forward(tg_gru *m, tg_tape *t, tg_tensor *x, tg_tensor *h0);
 tg_rnn_result tg_lstm_forward(tg_lstm *m, tg_tape *t, tg_tensor *x, tg_tensor *h0, tg_tensor *c0);

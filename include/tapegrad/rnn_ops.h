@@ -16,7 +16,9 @@
  * nn.RNN, nn.GRU, nn.LSTM and their cells, which own the weights, are in tapegrad/rnn.h.
  *
  * Gate order in the stacked weights: GRU [r | z | n], LSTM [i | f | g | o], RNN one block.
- * Weights are (G·H, in) and (G·H, H); biases (G·H); a projection is x·Wᵀ + b. */
+ * Weights are (G·H, in) and (G·H, H); biases (G·H); a projection is x·Wᵀ + b. An LSTM with
+ * projections (PyTorch's proj_size P, 0 < P < H) has weight_hh (4·H, P) and weight_hr
+ * (P, H), and its h (states, output) has P features; c keeps H. */
 #ifndef TAPEGRAD_RNN_OPS_H
 #define TAPEGRAD_RNN_OPS_H
 
@@ -36,6 +38,9 @@
  *       is used and a Keras reset_after=False GRU loads as bias_ih = Keras bias, bias_hh = 0.
  *   LSTM  i = σ(.)  f = σ(.)  g = tanh(.)  o = σ(.)  of gi + gh blocks
  *         c' = f⊙c + i⊙g      h' = o⊙tanh(c')
+ *   LSTM with projections (w_hr given; Sak et al. 2014, PyTorch's proj_size):
+ *         gh = h·W_hhᵀ + b_hh with h of P features, the gates and c' as above, and
+ *         h' = (o⊙tanh(c'))·W_hrᵀ       (no bias), so h' has P features and c' has H
  * ---------------------------------------------------------------------------------------- */
 typedef enum tg_cell_kind {
     TG_CELL_RNN_TANH,
@@ -48,12 +53,15 @@ typedef enum tg_cell_kind {
 int tg_cell_gate_count(tg_cell_kind kind);        /* 1, 1, 3, 3, 4 */
 const char *tg_cell_kind_name(tg_cell_kind kind); /* "rnn_tanh", "gru", "gru_cho", ... */
 
-/* One cell's parameters (borrowed). b_ih and b_hh may be NULL (bias=False). */
+/* One cell's parameters (borrowed). b_ih and b_hh may be NULL (bias=False); w_hr is NULL
+ * but for an LSTM with projections. The state h has w_hh's column count of features:
+ * H, or P with a projection. */
 typedef struct tg_cell_weights {
     tg_tensor *w_ih; /* (G·H, in) */
-    tg_tensor *w_hh; /* (G·H, H) */
+    tg_tensor *w_hh; /* (G·H, H), with a projection (4·H, P) */
     tg_tensor *b_ih; /* (G·H) or NULL */
     tg_tensor *b_hh; /* (G·H) or NULL */
+    tg_tensor *w_hr; /* (P, H), 0 < P < H: LSTM with projections only; else NULL */
 } tg_cell_weights;
 
 /* A cell's new state: h, and c for LSTM (NULL otherwise). */
@@ -69,13 +77,13 @@ typedef struct tg_rnn_result {
 /* Checks the weights' shapes against each other, failing with a message that names `op`,
  * and returns the hidden size H. */
 int64_t tg_cell_weights_check(const char *op, tg_cell_kind kind, const tg_cell_weights *w);
-/* Checks x (x_ndim 2: (B, in); 3: (T, B, in), T >= 1) and the states h, c ((B, H) or NULL;
- * c only for LSTM) against the weights. */
+/* Checks x (x_ndim 2: (B, in); 3: (T, B, in), T >= 1) and the states h ((B, P) with a
+ * projection, else (B, H)) and c ((B, H); LSTM only), either NULL, against the weights. */
 void tg_cell_inputs_check(const char *op, tg_cell_kind kind, const tg_cell_weights *w,
                           const tg_tensor *x, int x_ndim, const tg_tensor *h, const tg_tensor *c);
 
 /* The entry check of the recurrent ops (and modules): the tape, w, w->w_ih, w->w_hh and x
- * must not be NULL; every tensor given (the biases and states may be NULL) must be of tape
+ * must not be NULL; every tensor given (biases, w_hr and states may be NULL) must be of tape
  * t and its generation, or long-lived (tapegrad/tape.h). `state_names` names h and c in
  * messages ("h", "c" for a step, "h0", "c0" for a sequence). */
 void tg_cell_entry_check(const tg_tape *t, const char *op, const tg_cell_weights *w,
@@ -83,7 +91,8 @@ void tg_cell_entry_check(const tg_tape *t, const char *op, const tg_cell_weights
                          const char *const state_names[2]);
 
 /* ---- fused ops (autograd/rnn.c, rnn_gru.c, rnn_lstm.c) ----
- * One step: x (B, in), h (B, H) or NULL (zeros), c (B, H) or NULL (LSTM only). One node. */
+ * One step: x (B, in), h (B, H) or NULL (zeros), c (B, H) or NULL (LSTM only). One node.
+ * With a projection (w->w_hr) h, h0, the output and h_n have P features instead of H. */
 tg_rnn_state tg_cell_step_fused(tg_tape *t, tg_cell_kind kind, const tg_cell_weights *w,
                                 tg_tensor *x, tg_tensor *h, tg_tensor *c);
 /* A whole sequence through one layer in one direction: x (T, B, in) sequence-first,
