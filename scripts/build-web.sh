@@ -14,8 +14,9 @@ set -eu
 cd "$(dirname "$0")/.."
 out=${1:-web/tapegrad.js}
 
-if ! command -v emcc >/dev/null 2>&1; then
-    echo "build-web.sh: emcc not found: install Debian's emscripten (sh scripts/install-deps.sh --web)" >&2
+emcc=${EMCC:-emcc} # another emcc: EMCC=/path/to/emcc
+if ! command -v "$emcc" >/dev/null 2>&1; then
+    echo "build-web.sh: $emcc not found: install Debian's emscripten (sh scripts/install-deps.sh --web)" >&2
     exit 77
 fi
 # Debian's emscripten runs its JavaScript tools with the node on PATH; a node that is not
@@ -42,7 +43,7 @@ start=$(date +%s)
 # -O2 and no -ffast-math: the page's numbers are IEEE float64, as the native library's.
 # The layers' own flags (meson.build): -fno-trapping-math, -ffp-contract=off.
 # shellcheck disable=SC2086
-emcc -std=c11 -O2 -DTG_DOUBLE -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
+"$emcc" -std=c11 -O2 -DTG_DOUBLE -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
     -fno-trapping-math -ffp-contract=off -Wall -Wextra -Werror \
     -Iinclude -I. -Iexamples -isystem /usr/include/stb \
     $sources \
