@@ -145,7 +145,7 @@ function gradBefore(d, t, rank) {
 // ---------------------------------------------------------------------------------------
 // the graph: layers by depth, ordered to keep edges short
 // ---------------------------------------------------------------------------------------
-const BOX_W = 204, LEAF_W = 150, ROW_H = 20, GAP_X = 14, GAP_Y = 34, PAD = 12;
+const BOX_W = 204, LEAF_W = 168, ROW_H = 20, GAP_X = 14, GAP_Y = 34, PAD = 12;
 
 // Visual boxes: one per leaf tensor that a node reads, one per tape node.
 function layout(d) {
@@ -291,7 +291,7 @@ function drawBox(d, b, current) {
     const tensor = d.tensors[t];
     const grad = shownGrad(d, t, state.done);
     const prefix = tensors.length > 1 ? `${k}: ` : '';
-    const limit = b.leaf !== undefined ? 2 : 3; // a leaf's box is narrower
+    const limit = b.leaf !== undefined && tensor.value.length > 3 ? 2 : 3; // a leaf's box is narrower
     lines.push({ text: prefix + '= ' + fmtVec(tensor.value, 3, limit), cls: 'val',
                  tensor: t, value: tensor.value });
     lines.push({ text: prefix + 'd ' + (grad ? fmtVec(grad, 3, limit) : ''), cls: 'grad',
