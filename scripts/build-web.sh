@@ -22,11 +22,10 @@ fi
 # Debian's emscripten runs its JavaScript tools with the node on PATH; a node that is not
 # Debian's own does not look in Debian's module folder for acorn, so name it.
 export NODE_PATH="${NODE_PATH:+$NODE_PATH:}/usr/share/nodejs"
-# Debian's prebuilt system libraries sit in a read-only, frozen cache; anything else emcc
-# wants to cache goes into the build folder, never into the home directory.
-if [ ! -w /usr/share/emscripten/cache ]; then
-    export EM_CACHE="${EM_CACHE:-$PWD/build/em-cache}"
-fi
+# Debian's emscripten comes with its system libraries (libc, libm, ...) prebuilt in a frozen
+# cache, /usr/share/emscripten/cache: the build writes nothing there, builds no library and
+# downloads nothing. (An EM_CACHE pointing anywhere else would be empty, and frozen: leave it.)
+unset EM_CACHE
 
 sources=$(ls tensor/*.c autograd/*.c nn/*.c | grep -v -e '^tensor/safetensors\.c$' -e '^nn/checkpoint\.c$')
 sources="$sources examples/rnn_classifier.c web/tg_web.c web/stb_ds_impl.c"

@@ -20,6 +20,7 @@ emscripten, Chromium, its driver or selenium it says what is missing and exits 7
 meson) — or 1 when TG_WEB_REQUIRED=1 (scripts/test.sh sets it: there they are installed).
 """
 import argparse
+import base64
 import json
 import math
 import os
@@ -216,12 +217,43 @@ def check_training(driver, checks, native):
           f"|diff| {diff:.3g}")
 
 
+def pixels_differing(driver, png_a, png_b):
+    """The fraction of pixels that differ between two PNGs, as the browser decodes them."""
+    return driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const load = (b64) => new Promise((ok, bad) => {
+            const im = new Image(); im.onload = () => ok(im); im.onerror = bad;
+            im.src = 'data:image/png;base64,' + b64; });
+        Promise.all([load(arguments[0]), load(arguments[1])]).then(([a, b]) => {
+            if (a.width !== b.width || a.height !== b.height) return done(1);
+            const px = (im) => { const c = document.createElement('canvas');
+                c.width = im.width; c.height = im.height; const g = c.getContext('2d');
+                g.drawImage(im, 0, 0); return g.getImageData(0, 0, c.width, c.height).data; };
+            const p = px(a), q = px(b);
+            let n = 0;
+            for (let i = 0; i < p.length; i += 4)
+                if (p[i] !== q[i] || p[i + 1] !== q[i + 1] || p[i + 2] !== q[i + 2]) n++;
+            done(n / (p.length / 4));
+        }, () => done(1));""", base64.b64encode(png_a).decode(), base64.b64encode(png_b).decode())
+
+
 def screenshot(driver, path, width, height, anchor):
+    """Writes the screenshot, unless the one already there shows the same picture (PNG bytes
+    differ between runs even when no pixel does): the pictures in docs/img change only when
+    the page does."""
     driver.set_window_size(width, height)
     time.sleep(0.3)
     driver.execute_script("document.getElementById(arguments[0]).scrollIntoView();", anchor)
     time.sleep(0.2)
-    driver.save_screenshot(path)
+    png = driver.get_screenshot_as_png()
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            old = f.read()
+        if pixels_differing(driver, old, png) < 1e-4:
+            print("unchanged", path)
+            return
+    with open(path, "wb") as f:
+        f.write(png)
     print("wrote", path)
 
 

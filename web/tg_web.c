@@ -66,6 +66,20 @@ static void put_real(json *j, double v) {
         put(j, "%.17g", v);
 }
 
+/* A JSON string: the names are the library's ("weight_ih", "z"), but any name is safe. */
+static void put_string(json *j, const char *s) {
+    put(j, "\"");
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            put(j, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            put(j, "\\u%04x", (unsigned)*s);
+        else
+            put(j, "%c", *s);
+    }
+    put(j, "\"");
+}
+
 static void put_reals(json *j, const tg_real *v, int64_t n) {
     if (!v) {
         put(j, "null");
@@ -177,8 +191,9 @@ static void put_tape(json *j, const tg_tape *tape, const backward_log *log) {
     put(j, "],\"tensors\":[");
     for (size_t i = 0; i < l.n; i++) {
         const tg_tensor *t = l.t[i];
-        put(j, "%s{\"id\":%zu,\"name\":\"%s\",\"kind\":\"%s\",\"node\":%d,\"shape\":", i ? "," : "",
-            i, t->name, tensor_kind(t), (int)t->node);
+        put(j, "%s{\"id\":%zu,\"name\":", i ? "," : "", i);
+        put_string(j, t->name);
+        put(j, ",\"kind\":\"%s\",\"node\":%d,\"shape\":", tensor_kind(t), (int)t->node);
         put_shape(j, t);
         put(j, ",\"value\":");
         put_reals(j, t->data, t->numel);
