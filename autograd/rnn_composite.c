@@ -26,7 +26,10 @@ static tg_tensor *named(tg_tensor *t, const char *gate, const char *tag) {
 /* h' = act(x·W_ihᵀ + b_ih + h·W_hhᵀ + b_hh) */
 static tg_rnn_state rnn_step(tg_tape *t, const tg_cell_weights *w, tg_tensor *x, tg_tensor *h,
                              bool relu, const char *tag) {
-    tg_tensor *a = tg_add(t, tg_linear(t, x, w->w_ih, w->b_ih), tg_linear(t, h, w->w_hh, w->b_hh));
+    /* one statement per op: C leaves the order of a call's arguments open, and the tape
+     * records ops in the order they run, so nested calls would give a compiler-dependent tape */
+    tg_tensor *ax = tg_linear(t, x, w->w_ih, w->b_ih);
+    tg_tensor *a = tg_add(t, ax, tg_linear(t, h, w->w_hh, w->b_hh));
     return (tg_rnn_state){named(relu ? tg_relu(t, a) : tg_tanh(t, a), "h", tag), NULL};
 }
 
@@ -67,13 +70,14 @@ static tg_rnn_state gru_cho_step(tg_tape *t, const tg_cell_weights *w, tg_tensor
 static tg_rnn_state lstm_step(tg_tape *t, const tg_cell_weights *w, tg_tensor *x, tg_tensor *h,
                               tg_tensor *c, int64_t H, const char *tag) {
     tg_tensor *a[4];
-    tg_split(t, tg_add(t, tg_linear(t, x, w->w_ih, w->b_ih), tg_linear(t, h, w->w_hh, w->b_hh)), H,
-             -1, a, 4);
+    tg_tensor *ax = tg_linear(t, x, w->w_ih, w->b_ih); /* x first, as in rnn_step */
+    tg_split(t, tg_add(t, ax, tg_linear(t, h, w->w_hh, w->b_hh)), H, -1, a, 4);
     tg_tensor *i = named(tg_sigmoid(t, a[0]), "i", tag);
     tg_tensor *f = named(tg_sigmoid(t, a[1]), "f", tag);
     tg_tensor *g = named(tg_tanh(t, a[2]), "g", tag);
     tg_tensor *o = named(tg_sigmoid(t, a[3]), "o", tag);
-    tg_tensor *c_new = named(tg_add(t, tg_mul(t, f, c), tg_mul(t, i, g)), "c", tag);
+    tg_tensor *fc = tg_mul(t, f, c);
+    tg_tensor *c_new = named(tg_add(t, fc, tg_mul(t, i, g)), "c", tag);
     tg_tensor *h_new = tg_mul(t, o, tg_tanh(t, c_new));
     if (w->w_hr) h_new = tg_linear(t, named(h_new, "m", tag), w->w_hr, NULL);
     return (tg_rnn_state){named(h_new, "h", tag), c_new};

@@ -253,8 +253,9 @@ static _Noreturn void fail_released(const char *function, const tg_tensor *out, 
 }
 
 /* The backward of tg_tape_backward, _with and _ex; `function` is the one called. */
-static void backward(tg_tape *tape, tg_tensor *out, const tg_real *seed, bool retain_graph,
+static void backward(tg_tape *tape, tg_tensor *out, const tg_backward_options *o,
                      const char *function, const char *argument) {
+    const tg_real *seed = o->seed;
     if (!tape) tg_fail_null_argument(function, "tape");
     tg_tape_check_input(tape, function, argument, out);
     char desc[160];
@@ -290,7 +291,8 @@ static void backward(tg_tape *tape, tg_tensor *out, const tg_real *seed, bool re
             node->backward(tape, node);
             if (tape->anomaly) tg_anomaly_check_backward(tape, node, (size_t)i); /* anomaly */
             tg_arena_rewind(tape->arena, scratch);
-            node->released = !retain_graph;
+            node->released = !o->retain_graph;
+            if (o->after_node) o->after_node(tape, (size_t)i, o->ctx);
         }
         /* every reader of these outputs has run: their gradients serve the next ones */
         for (int k = 0; k < node->n_out; k++) {
@@ -303,17 +305,16 @@ static void backward(tg_tape *tape, tg_tensor *out, const tg_real *seed, bool re
 }
 
 void tg_tape_backward(tg_tape *tape, tg_tensor *loss) {
-    backward(tape, loss, NULL, false, __func__, "loss");
+    backward(tape, loss, &(tg_backward_options){0}, __func__, "loss");
 }
 
 void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed) {
     TG_CHECK_ARG(seed);
-    backward(tape, out, seed, false, __func__, "out");
+    backward(tape, out, &(tg_backward_options){.seed = seed}, __func__, "out");
 }
 
 void tg_tape_backward_ex(tg_tape *tape, tg_tensor *out, const tg_backward_options *opts) {
-    const tg_backward_options o = opts ? *opts : (tg_backward_options){0};
-    backward(tape, out, o.seed, o.retain_graph, __func__, "out");
+    backward(tape, out, opts ? opts : &(tg_backward_options){0}, __func__, "out");
 }
 
 /* An input is shown with where it comes from: a parameter or other long-lived leaf,

@@ -13,7 +13,9 @@
  *    matmul(a, b) are not symmetric, and when the producer has several outputs (split) the
  *    output's ("out 2": which gate block). Gradients flow along the same edges, backwards;
  *  - named intermediates (the gates of a composite RNN step: "r", "z_3", "f_0", ...) are
- *    filled, so the gates stand out of the plumbing (splits, adds, reshapes) around them. */
+ *    filled, so the gates stand out of the plumbing (splits, adds, reshapes) around them;
+ *  - with tg_tape_write_dot_ex, the numbers of small tensors: "= " the value and "d " the
+ *    gradient, so a picture of one step shows what the forward and the backward computed. */
 #include "tapegrad/tape.h"
 
 #include <errno.h>
@@ -79,8 +81,25 @@ static void put_escaped(FILE *f, const char *s) {
     }
 }
 
-/* "(2, 3) 'name'" */
-static void put_tensor(FILE *f, const tg_tensor *t) {
+/* "\n= [0.5, -1]" and "\nd [0.1, 0.2]" (on their own lines of a label) for a tensor small
+ * enough, as the options ask; nothing otherwise. A gradient that backward did not reach (or
+ * that was not retained) is left out. */
+static void put_numbers(FILE *f, const tg_tensor *t, const tg_dot_options *o) {
+    if (!o || t->numel > (o->max_numel > 0 ? o->max_numel : 12)) return;
+    const int digits = o->digits > 0 ? o->digits : 4;
+    const tg_real *rows[2] = {o->values ? t->data : NULL, o->grads ? t->grad : NULL};
+    static const char *const marks[2] = {"= ", "d "};
+    for (int r = 0; r < 2; r++) {
+        if (!rows[r]) continue;
+        fprintf(f, "\\n%s%s", marks[r], t->numel == 1 ? "" : "[");
+        for (int64_t i = 0; i < t->numel; i++)
+            fprintf(f, "%s%.*g", i ? ", " : "", digits, (double)rows[r][i]);
+        fputs(t->numel == 1 ? "" : "]", f);
+    }
+}
+
+/* "(2, 3) 'name'", and the numbers the options ask for */
+static void put_tensor(FILE *f, const tg_tensor *t, const tg_dot_options *o) {
     char shape[96];
     tg_shape_format(t->ndim, t->shape, shape, sizeof shape);
     fputs(shape, f);
@@ -89,9 +108,11 @@ static void put_tensor(FILE *f, const tg_tensor *t) {
         put_escaped(f, t->name);
         fputc('\'', f);
     }
+    put_numbers(f, t, o);
 }
 
-static void put_leaf(FILE *f, const tg_tensor *t, size_t id, const char *indent) {
+static void put_leaf(FILE *f, const tg_tensor *t, size_t id, const char *indent,
+                     const tg_dot_options *o) {
     char shape[96];
     tg_shape_format(t->ndim, t->shape, shape, sizeof shape);
     fprintf(f, "%sl%zu [label=\"", indent, id);
@@ -100,6 +121,7 @@ static void put_leaf(FILE *f, const tg_tensor *t, size_t id, const char *indent)
         fputs("\\n", f);
     }
     fputs(shape, f);
+    put_numbers(f, t, o);
     switch (kind_of(t)) {
     case LEAF_PARAM:
         fputs("\", shape=box, style=\"rounded,filled\", fillcolor=\"#ffe08a\"];\n", f);
@@ -113,7 +135,7 @@ static void put_leaf(FILE *f, const tg_tensor *t, size_t id, const char *indent)
     }
 }
 
-static void write_graph(const tg_tape *tape, FILE *f) {
+static void write_graph(const tg_tape *tape, FILE *f, const tg_dot_options *o) {
     const size_t n = tg_tape_node_count(tape);
 
     /* The leaves: every use, sorted by address, keeps the first use of each tensor
@@ -162,11 +184,11 @@ static void write_graph(const tg_tape *tape, FILE *f) {
               "color=\"#d9a400\"; fontcolor=\"#8a6a00\";\n",
               f);
         for (size_t j = 0; j < n_leaves; j++)
-            if (kind_of(leaves[j].t) == LEAF_PARAM) put_leaf(f, leaves[j].t, j, "    ");
+            if (kind_of(leaves[j].t) == LEAF_PARAM) put_leaf(f, leaves[j].t, j, "    ", o);
         fputs("  }\n", f);
     }
     for (size_t j = 0; j < n_leaves; j++)
-        if (kind_of(leaves[j].t) != LEAF_PARAM) put_leaf(f, leaves[j].t, j, "  ");
+        if (kind_of(leaves[j].t) != LEAF_PARAM) put_leaf(f, leaves[j].t, j, "  ", o);
 
     /* the ops */
     for (size_t i = 0; i < n; i++) {
@@ -177,7 +199,7 @@ static void write_graph(const tg_tape *tape, FILE *f) {
         for (int k = 0; k < node->n_out; k++) {
             fputs("\\n", f);
             if (node->n_out > 1) fprintf(f, "out %d: ", k);
-            put_tensor(f, node->out[k]);
+            put_tensor(f, node->out[k], o);
             named |= node->out[k]->name[0] != '\0';
         }
         fprintf(f, "\\nbwd %zu\", shape=box", n - i);
@@ -216,16 +238,26 @@ static void write_graph(const tg_tape *tape, FILE *f) {
     free(leaves);
 }
 
-tg_status tg_tape_write_dot(const tg_tape *tape, const char *path) {
-    TG_CHECK_ARG_STATUS(tape);
-    TG_CHECK_ARG_STATUS(path);
+/* Both writers; `function` names the one called in messages. */
+static tg_status write_dot(const tg_tape *tape, const char *path, const tg_dot_options *o,
+                           const char *function) {
+    if (!tape) return tg_status_null_argument(function, "tape");
+    if (!path) return tg_status_null_argument(function, "path");
     FILE *f = fopen(path, "w");
     if (!f)
-        return tg_status_set(TG_ERR_IO, "tg_tape_write_dot: cannot open '%s' for writing: %s", path,
+        return tg_status_set(TG_ERR_IO, "%s: cannot open '%s' for writing: %s", function, path,
                              strerror(errno));
-    write_graph(tape, f);
+    write_graph(tape, f, o);
     const bool failed = ferror(f) != 0;
     if (fclose(f) != 0 || failed)
-        return tg_status_set(TG_ERR_IO, "tg_tape_write_dot: writing '%s' failed", path);
+        return tg_status_set(TG_ERR_IO, "%s: writing '%s' failed", function, path);
     return TG_OK;
+}
+
+tg_status tg_tape_write_dot(const tg_tape *tape, const char *path) {
+    return write_dot(tape, path, NULL, __func__);
+}
+
+tg_status tg_tape_write_dot_ex(const tg_tape *tape, const char *path, const tg_dot_options *opts) {
+    return write_dot(tape, path, opts, __func__);
 }

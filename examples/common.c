@@ -463,22 +463,3 @@ bool ex_render_dot(const char *dot_path, const char *format) {
     printf("  wrote %s\n", out);
     return true;
 }
-
-/* ------------------------------------------------------------------------------------------
- * small things
- * ---------------------------------------------------------------------------------------- */
-
-int64_t ex_argmax(const tg_real *values, int64_t n) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (values[i] > values[best]) best = i;
-    return best;
-}
-
-int64_t ex_count_correct(const tg_tensor *logits, const tg_index *labels) {
-    const int64_t rows = logits->shape[0], classes = logits->shape[1];
-    int64_t right = 0;
-    for (int64_t i = 0; i < rows; i++)
-        right += ex_argmax(logits->data + i * classes, classes) == labels->data[i];
-    return right;
-}

@@ -270,6 +270,17 @@ tg_tensor *ex_rnn_classifier_forward(ex_rnn_classifier *m, tg_tape *tape, tg_ten
                                      bool composite);
 void ex_rnn_classifier_free(ex_rnn_classifier *m);
 
+/* The vanishing-gradient task (examples/vanishing.c, the page's panel in web/): T tokens,
+ * one-hot over `vocab` symbols, whose answer is the FIRST token (one of `classes` < vocab);
+ * the T − 1 tokens after it are noise over all symbols. x (T, B, vocab) and y (B) live in
+ * the tape's arena. */
+typedef struct ex_recall_batch {
+    tg_tensor *x;
+    tg_index *y;
+} ex_recall_batch;
+ex_recall_batch ex_recall_first_batch(tg_tape *tape, tg_rng *rng, int64_t T, int64_t B,
+                                      int64_t vocab, int64_t classes);
+
 /* ---- small things ---- */
 
 /* Index of the largest of n values (the first on ties). */

@@ -8,6 +8,9 @@
  *
  *   graph --out pics      pics/gru_step.{dot,svg,png}, pics/lstm_step.{dot,svg,png}
  *
+ * Every tensor of up to 6 elements carries its numbers: "= ..." its value, "d ..." its
+ * gradient dL/d(tensor) after backward (the program retains every intermediate's).
+ *
  * Reading the picture: the yellow cluster holds the parameters (the only tensors that keep
  * gradients across steps), grey notes are constants (the input x), the green ellipse is
  * h_prev (a leaf we asked the gradient of), blue boxes are the named gates. Each op carries
@@ -37,6 +40,10 @@ static void draw_step(const char *out_dir, const char *name, tg_cell_kind kind) 
 
     tg_tensor *h = tg_cell_forward(cell, tape, x, h_prev, kind == TG_CELL_LSTM ? c_prev : NULL).h;
     tg_tensor *loss = tg_tensor_named(tg_sum(tape, h), "loss");
+    /* keep every intermediate's gradient, so that the picture can show it */
+    for (size_t i = 0; i < tg_tape_node_count(tape); i++)
+        for (int k = 0; k < tg_tape_node(tape, i)->n_out; k++)
+            tg_tensor_retain_grad(tg_tape_node(tape, i)->out[k]);
     tg_tape_backward(tape, loss);
 
     printf("\n== %s: one step, loss = sum(h') = %.6f ==\n", name, (double)tg_item(loss));
@@ -47,7 +54,9 @@ static void draw_step(const char *out_dir, const char *name, tg_cell_kind kind) 
     char path[1024], file[64];
     snprintf(file, sizeof file, "%s.dot", name);
     ex_path(path, sizeof path, out_dir, file);
-    ex_check(tg_tape_write_dot(tape, path));
+    /* the numbers on the boxes: "= " the value, "d " the gradient dL/d(tensor) */
+    const tg_dot_options numbers = {.values = true, .grads = true, .max_numel = 6, .digits = 3};
+    ex_check(tg_tape_write_dot_ex(tape, path, &numbers));
     printf("  wrote %s\n", path);
     const bool svg = ex_render_dot(path, "svg");
     const bool png = ex_render_dot(path, "png");

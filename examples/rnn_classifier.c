@@ -1,5 +1,7 @@
 /* examples/rnn_classifier.c — a recurrent layer and a Linear on its last state, the model
- * the gate-picture programs train on their recall tasks (see common.h). */
+ * the gate-picture programs (and the browser page, web/) train on their recall tasks, and
+ * the vanishing-gradient task's batches (see common.h). Besides the library it needs only
+ * the C library, so the page's WebAssembly build compiles it too. */
 #include "common.h"
 
 ex_rnn_classifier ex_rnn_classifier_new(tg_cell_kind kind, int64_t input, int64_t hidden,
@@ -37,3 +39,33 @@ tg_tensor *ex_rnn_classifier_forward(ex_rnn_classifier *m, tg_tape *tape, tg_ten
 }
 
 void ex_rnn_classifier_free(ex_rnn_classifier *m) { tg_module_free(m->module); }
+
+ex_recall_batch ex_recall_first_batch(tg_tape *tape, tg_rng *rng, int64_t T, int64_t B,
+                                      int64_t vocab, int64_t classes) {
+    ex_recall_batch b = {tg_tape_tensor_zeros(tape, TG_SHAPE(T, B, vocab)),
+                         tg_tape_index(tape, TG_SHAPE(B))};
+    for (int64_t i = 0; i < B; i++) {
+        const int32_t first = (int32_t)(tg_rng_next_u32(rng) % (uint32_t)classes);
+        b.y->data[i] = first;
+        for (int64_t t = 0; t < T; t++) {
+            const uint32_t tok = t == 0 ? (uint32_t)first : tg_rng_next_u32(rng) % (uint32_t)vocab;
+            b.x->data[(t * B + i) * vocab + tok] = 1;
+        }
+    }
+    return b;
+}
+
+int64_t ex_argmax(const tg_real *values, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (values[i] > values[best]) best = i;
+    return best;
+}
+
+int64_t ex_count_correct(const tg_tensor *logits, const tg_index *labels) {
+    const int64_t rows = logits->shape[0], classes = logits->shape[1];
+    int64_t right = 0;
+    for (int64_t i = 0; i < rows; i++)
+        right += ex_argmax(logits->data + i * classes, classes) == labels->data[i];
+    return right;
+}

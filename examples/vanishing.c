@@ -49,31 +49,12 @@ static ex_rnn_classifier model_new(int kind_index, int64_t hidden, int64_t seed)
     return ex_rnn_classifier_new(MODEL_KINDS[kind_index], VOCAB, hidden, CLASSES);
 }
 
-/* A batch: one-hot tokens (T, B, VOCAB) and the answers (B). */
-typedef struct batch {
-    tg_tensor *x;
-    tg_index *y;
-} batch;
-
-static batch batch_draw(tg_tape *tape, tg_rng *rng, int64_t T, int64_t B) {
-    batch b = {tg_tape_tensor_zeros(tape, TG_SHAPE(T, B, VOCAB)), tg_tape_index(tape, TG_SHAPE(B))};
-    for (int64_t i = 0; i < B; i++) {
-        const int32_t first = (int32_t)(tg_rng_next_u32(rng) % CLASSES);
-        b.y->data[i] = first;
-        for (int64_t t = 0; t < T; t++) {
-            const uint32_t tok = t == 0 ? (uint32_t)first : tg_rng_next_u32(rng) % VOCAB;
-            b.x->data[(t * B + i) * VOCAB + tok] = 1;
-        }
-    }
-    return b;
-}
-
 static double evaluate(ex_rnn_classifier *m, tg_tape *tape, int64_t T, int64_t seed) {
     tg_rng rng;
     tg_rng_seed(&rng, (uint64_t)seed * 7919 + 17 + (uint64_t)T); /* never a training batch */
     ex_eval_mode(tape, m->module, true);
     tg_tape_reset(tape);
-    const batch b = batch_draw(tape, &rng, T, EVAL_N);
+    const ex_recall_batch b = ex_recall_first_batch(tape, &rng, T, EVAL_N, VOCAB, CLASSES);
     const int64_t right = ex_count_correct(ex_rnn_classifier_forward(m, tape, b.x, false), b.y);
     tg_tape_reset(tape);
     ex_eval_mode(tape, m->module, false);
@@ -86,7 +67,7 @@ static void grad_profile(ex_rnn_classifier *m, tg_tape *tape, int64_t T, int64_t
     tg_rng rng;
     tg_rng_seed(&rng, (uint64_t)seed * 104729 + 3);
     tg_tape_reset(tape);
-    const batch b = batch_draw(tape, &rng, T, 256);
+    const ex_recall_batch b = ex_recall_first_batch(tape, &rng, T, 256, VOCAB, CLASSES);
     tg_tensor *loss = tg_cross_entropy(tape, ex_rnn_classifier_forward(m, tape, b.x, true), b.y);
     tg_gate_trace *tr = tg_gate_trace_new(m->rnn->kind, T, hidden, -1);
     tg_gate_trace_capture(tr, tape, "");
@@ -106,7 +87,7 @@ static double train(ex_rnn_classifier *m, tg_optim *opt, tg_tape *tape, int64_t 
     double tail = 0;
     int64_t tail_n = 0;
     for (int64_t step = 0; step < steps; step++) {
-        const batch b = batch_draw(tape, &rng, T, batch_size);
+        const ex_recall_batch b = ex_recall_first_batch(tape, &rng, T, batch_size, VOCAB, CLASSES);
         tg_tensor *loss =
             tg_cross_entropy(tape, ex_rnn_classifier_forward(m, tape, b.x, false), b.y);
         tg_tape_backward(tape, loss);

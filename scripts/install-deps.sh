@@ -1,9 +1,16 @@
 #!/bin/sh
 # Installs, from Debian's packages, what building and testing tapegrad needs and is missing.
 # As root it runs apt-get; otherwise it only names the missing packages (and the caller
-# decides). Usage: scripts/install-deps.sh [extra packages...]
+# decides). Usage: scripts/install-deps.sh [--web] [extra packages...]
+#   --web  also what the browser page needs: emscripten (its WebAssembly build,
+#          scripts/build-web.sh) and, for its test, chromium, chromium-driver, python3-selenium
 set -eu
-need="gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libstb-dev libcjson-dev $*"
+web=""
+if [ "${1:-}" = "--web" ]; then
+    web="emscripten chromium chromium-driver python3-selenium"
+    shift
+fi
+need="gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libstb-dev libcjson-dev $web $*"
 missing=""
 for p in $need; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

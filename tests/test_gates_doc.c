@@ -706,6 +706,56 @@ static void test_dot_lstm_step(void **state) {
     weights_free(&w);
 }
 
+/* Numbers on the boxes (tg_tape_write_dot_ex): the example's values and, with every
+ * intermediate retained, its gradients: the numbers of this document's GRU block. */
+static void test_dot_values_and_grads(void **state) {
+    (void)state;
+    tg_cell_weights w = weights_new(TG_CELL_GRU);
+    tg_tensor_set_name(w.w_ih, "weight_ih");
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *x = row_tensor(tape, EX_X, "x", false);
+    tg_tensor *h_prev = row_tensor(tape, EX_H_PREV, "h_prev", true);
+    tg_tensor *h = tg_cell_step_composite(tape, TG_CELL_GRU, &w, x, h_prev, NULL, NULL).h;
+    tg_tensor *loss = tg_tensor_named(example_loss(tape, h), "loss");
+    for (size_t i = 0; i < tg_tape_node_count(tape); i++)
+        tg_tensor_retain_grad(tg_tape_node(tape, i)->out[0]);
+    tg_tape_backward(tape, loss);
+    const char *path = temp_path("values.dot");
+    const tg_dot_options o = {.values = true, .grads = true, .max_numel = 4, .digits = 6};
+    assert_int_equal(tg_tape_write_dot_ex(tape, path, &o), TG_OK);
+    char *dot = read_text(path);
+    assert_non_null(strstr(dot, "'r'\\n= [0.661503, 0.485004]\\nd [-0.0837"));
+    assert_non_null(strstr(dot, "'n'\\n= [0.436339, -0.582608]\\nd [0.517493, -0.92017]"));
+    assert_non_null(strstr(dot, "'h'\\n= [0.418805, -0.376032]\\nd [1, -2]"));
+    assert_non_null(strstr(dot, "'loss'\\n= 1.17087\\nd 1\\nbwd 1"));
+    assert_non_null(strstr(dot, "h_prev\\n(1, 2)\\n= [0.4, -0.2]\\nd [0.142936, -1.16344]\\nleaf"));
+    assert_non_null(strstr(dot, "x\\n(1, 2)\\n= [1, -0.5]\\nconst")); /* no gradient */
+    assert_non_null(strstr(dot, "label=\"weight_ih\\n(6, 2)\""));     /* 12 > max_numel */
+    free(dot);
+    /* values only, at the default digits */
+    assert_int_equal(tg_tape_write_dot_ex(tape, path, &(tg_dot_options){.values = true}), TG_OK);
+    dot = read_text(path);
+    assert_non_null(strstr(dot, "'r'\\n= [0.6615, 0.485]\\nbwd"));
+    assert_non_null(strstr(dot, "weight_ih\\n(6, 2)\\n= [0.5, -0.3, "));
+    assert_null(strstr(dot, "\\nd "));
+    free(dot);
+    /* NULL options: what tg_tape_write_dot writes */
+    assert_int_equal(tg_tape_write_dot_ex(tape, path, NULL), TG_OK);
+    dot = read_text(path);
+    const char *plain = temp_path("plain.dot");
+    char *copy = strcpy(tg_xmalloc(strlen(dot) + 1), dot);
+    free(dot);
+    assert_int_equal(tg_tape_write_dot(tape, plain), TG_OK);
+    dot = read_text(plain);
+    assert_string_equal(dot, copy);
+    assert_null(strstr(dot, "\\n= "));
+    free(dot), free(copy);
+    assert_int_equal(tg_tape_write_dot_ex(tape, NULL, &o), TG_ERR_ARGUMENT);
+    assert_string_equal(tg_error_message(), "tg_tape_write_dot_ex: argument 'path' is NULL");
+    tg_tape_free(tape);
+    weights_free(&w);
+}
+
 static void test_dot_escapes_and_empty(void **state) {
     (void)state;
     tg_tape *tape = tg_tape_new();
@@ -1031,6 +1081,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_doc_code_pointers),
         cmocka_unit_test(test_dot_gru_step),
         cmocka_unit_test(test_dot_lstm_step),
+        cmocka_unit_test(test_dot_values_and_grads),
         cmocka_unit_test(test_dot_escapes_and_empty),
         cmocka_unit_test(test_anomaly_forward_log_negative),
         cmocka_unit_test(test_anomaly_forward_inf),

@@ -123,6 +123,44 @@ static void test_backward_with_seed(void **state) {
     tg_tensor_free(x);
 }
 
+/* What the after_node hook sees: L = <3x, x> (nodes: #0 scale, #1 dot). After #1, x holds
+ * its first share, 3x, and y = 3x holds dL/dy = x; after #0, x holds the sum, 6x. */
+typedef struct hook_log {
+    int calls;
+    size_t order[4];
+    tg_real x_grad[4][3], y_grad[3];
+    const tg_tensor *x;
+} hook_log;
+
+static void log_after_node(const tg_tape *tape, size_t index, void *ctx) {
+    hook_log *log = ctx;
+    const tg_node *node = tg_tape_node(tape, index);
+    assert_true(log->calls < 4);
+    log->order[log->calls] = index;
+    memcpy(log->x_grad[log->calls], log->x->grad, sizeof log->x_grad[0]);
+    if (index == 0) memcpy(log->y_grad, node->out[0]->grad, sizeof log->y_grad); /* still there */
+    log->calls++;
+}
+
+static void test_backward_after_node_hook(void **state) {
+    (void)state;
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *x =
+        tg_tensor_requires_grad(tg_tensor_from_array(TG_SHAPE(3), (tg_real[]){1, 2, 3}), true);
+    hook_log log = {.x = x};
+    tg_tensor *loss = dot(tape, scale(tape, x, 3), x);
+    tg_tape_backward_ex(tape, loss,
+                        &(tg_backward_options){.after_node = log_after_node, .ctx = &log});
+    assert_int_equal(log.calls, 2);
+    assert_true(log.order[0] == 1 && log.order[1] == 0); /* the tape in reverse */
+    tg_test_assert_close("x after dot", log.x_grad[0], (tg_real[]){3, 6, 9}, 3, 0, 0);
+    tg_test_assert_close("x after scale", log.x_grad[1], (tg_real[]){6, 12, 18}, 3, 0, 0);
+    tg_test_assert_close("dL/dy in the hook", log.y_grad, (tg_real[]){1, 2, 3}, 3, 0, 0);
+    tg_test_assert_close("dL/dx", x->grad, (tg_real[]){6, 12, 18}, 3, 0, 0);
+    tg_tape_free(tape);
+    tg_tensor_free(x);
+}
+
 static void test_reset_recycles_memory(void **state) {
     (void)state;
     tg_tape *tape = tg_tape_new();
@@ -285,6 +323,7 @@ int main(void) {
         cmocka_unit_test(test_recording_off_and_no_grad_inputs),
         cmocka_unit_test(test_retain_grad_and_names),
         cmocka_unit_test(test_backward_with_seed),
+        cmocka_unit_test(test_backward_after_node_hook),
         cmocka_unit_test(test_reset_recycles_memory),
         cmocka_unit_test(test_gradcheck_detects),
         cmocka_unit_test(test_gradcheck_defaults),

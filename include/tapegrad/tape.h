@@ -100,6 +100,13 @@ void tg_tape_backward_with(tg_tape *tape, tg_tensor *out, const tg_real *seed);
 typedef struct tg_backward_options {
     const tg_real *seed; /* the gradient of `out`, out->numel values; NULL: 1 (one element) */
     bool retain_graph;   /* keep the graph for another backward (PyTorch's retain_graph) */
+    /* Called after each node's backward, in backward order, with the node's index: a look
+     * at the gradients as they add up (what a debugger or a step-by-step picture shows).
+     * The node's outputs still hold their gradients and its inputs their sums so far; an
+     * intermediate's gradient outlives this call only if it was retained
+     * (tg_tensor_retain_grad). NULL: none. */
+    void (*after_node)(const tg_tape *tape, size_t index, void *ctx);
+    void *ctx; /* handed to after_node */
 } tg_backward_options;
 /* Both of the above, and more: opts NULL = {NULL, false}, i.e. tg_tape_backward. */
 void tg_tape_backward_ex(tg_tape *tape, tg_tensor *out, const tg_backward_options *opts);
@@ -220,5 +227,16 @@ void tg_anomaly_check_backward(const tg_tape *tape, const tg_node *node, size_t 
  * an edge from each input to the op that reads it. Named intermediates (the gates "z_3",
  * "f_0", ...) are filled, so the gates of a composite RNN step stand out. */
 tg_status tg_tape_write_dot(const tg_tape *tape, const char *path);
+/* What tg_tape_write_dot_ex adds to the picture: the numbers, for small tensors. */
+typedef struct tg_dot_options {
+    bool values;       /* each tensor's values under its shape: "= [0.5, -1]" */
+    bool grads;        /* and its gradient where it has one after backward: "d [0.1, 0.2]"
+                        * (leaves keep theirs; an intermediate only if retained) */
+    int64_t max_numel; /* numbers only for tensors of at most this many elements; 0: 12 */
+    int digits;        /* significant digits; 0: 4 */
+} tg_dot_options;
+/* tg_tape_write_dot with numbers on the boxes: opts NULL writes what tg_tape_write_dot does.
+ * A picture of a small step (examples/graph.c) then shows what backward computed. */
+tg_status tg_tape_write_dot_ex(const tg_tape *tape, const char *path, const tg_dot_options *opts);
 
 #endif
