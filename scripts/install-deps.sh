@@ -3,7 +3,7 @@
 # As root it runs apt-get; otherwise it only names the missing packages (and the caller
 # decides). Usage: scripts/install-deps.sh [extra packages...]
 set -eu
-need="gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libstb-dev libcjson-dev $*"
+need="gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libstb-dev libcjson-dev libdw-dev $*"
 missing=""
 for p in $need; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
