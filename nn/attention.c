@@ -15,10 +15,10 @@ static const tg_module_type out_proj_type = {"NonDynamicallyQuantizableLinear", 
 tg_mha *tg_mha_new(int64_t embed_dim, int64_t num_heads, tg_real dropout, bool bias,
                    bool batch_first) {
     if (embed_dim <= 0 || num_heads <= 0 || embed_dim % num_heads != 0)
-        tg_fail("mha_new: embed_dim (%lld) must be a positive multiple of num_heads (%lld)",
+        tg_fail("tg_mha_new: embed_dim (%lld) must be a positive multiple of num_heads (%lld)",
                 (long long)embed_dim, (long long)num_heads);
     if (!(dropout >= 0 && dropout <= 1))
-        tg_fail("mha_new: dropout must be in [0, 1], got %g", (double)dropout);
+        tg_fail("tg_mha_new: dropout must be in [0, 1], got %g", (double)dropout);
     tg_mha *m = tg_xcalloc(1, sizeof *m);
     m->embed_dim = embed_dim;
     m->num_heads = num_heads;
@@ -84,7 +84,7 @@ static tg_tensor *merge_heads(const tg_mha *m, tg_tape *t, tg_tensor *o, int64_t
 static void check_input(const tg_mha *m, const char *what, const tg_tensor *x) {
     if (x->ndim != 3 || x->shape[2] != m->embed_dim) {
         char desc[160];
-        tg_fail("mha_forward: %s %s must be 3-D %s with last dim embed_dim %lld", what,
+        tg_fail("tg_mha_forward: %s %s must be 3-D %s with last dim embed_dim %lld", what,
                 tg_tensor_describe(x, desc, sizeof desc),
                 m->batch_first ? "(N, L, E)" : "(L, N, E)", (long long)m->embed_dim);
     }
@@ -126,12 +126,12 @@ tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor 
     if (key->shape[bdim] != N || value->shape[bdim] != N ||
         key->shape[1 - bdim] != value->shape[1 - bdim]) {
         char q[160], k[160], v[160];
-        tg_fail("mha_forward: query %s, key %s and value %s disagree on batch or source length",
+        tg_fail("tg_mha_forward: query %s, key %s and value %s disagree on batch or source length",
                 tg_tensor_describe(query, q, sizeof q), tg_tensor_describe(key, k, sizeof k),
                 tg_tensor_describe(value, v, sizeof v));
     }
     const int64_t E = m->embed_dim, L = query->shape[1 - bdim], S = key->shape[1 - bdim];
-    tg_mha_masks_check("mha_forward", masks, N, m->num_heads, L, S);
+    tg_mha_masks_check("tg_mha_forward", masks, N, m->num_heads, L, S);
     const bool mask_grad =
         masks && ((masks->attn_mask && masks->attn_mask->requires_grad) ||
                   (masks->key_padding_mask && masks->key_padding_mask->requires_grad));
@@ -208,7 +208,7 @@ tg_attention_output tg_additive_attention_forward(tg_additive_attention *m, tg_t
     TG_CHECK_INPUT_OPT(t, source_mask);
     char a[160], b[160];
     if (enc->ndim != 3 || s->ndim != 2 || s->shape[0] != enc->shape[0])
-        tg_fail("additive_attention_forward: encoder states %s must be (N, T, enc) and the "
+        tg_fail("tg_additive_attention_forward: encoder states %s must be (N, T, enc) and the "
                 "decoder state %s (N, dec)",
                 tg_tensor_describe(enc, a, sizeof a), tg_tensor_describe(s, b, sizeof b));
     if (!enc_proj) enc_proj = tg_additive_attention_project(m, t, enc);
