@@ -114,10 +114,12 @@ void tg_backtrace_print(FILE *out) {
 #endif
     frame_info frames[MAX_FRAMES];
     int count = 0;
-    for (int i = 0; i < n; i++) {
-        frames[count] = frame_resolve(d, pcs[i]);
+    while (count < n) {
+        const frame_info *f = &frames[count];
+        frames[count] = frame_resolve(d, pcs[count]);
+        count++;
         /* Below main is the C library's start-up code: nothing of the user's. */
-        if (frames[count++].function && strcmp(frames[count - 1].function, "main") == 0) break;
+        if (f->function && strcmp(f->function, "main") == 0) break;
     }
     /* The library's frames are those in the module that holds this code. When that module is
      * a shared object, they are the leading frames in it, and the first frame outside is the
