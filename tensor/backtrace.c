@@ -130,6 +130,8 @@ void tg_backtrace_print(FILE *out) {
     const void *library =
         dladdr((void *)(uintptr_t)&tg_backtrace_print, &self) ? self.dli_fbase : NULL;
     int first = 0;
+    /* frames before the library's own: a sanitizer's interceptor of backtrace() */
+    while (first < count && frames[first].base != library) first++;
     while (first < count && frames[first].base == library) first++;
     if (first == count) {
         first = 0;
