@@ -150,12 +150,14 @@ void tg_anomaly_check_forward(const tg_tape *tape, const char *op, int n_in, tg_
         for (int i = 0; i < n_in; i++) needed = needed || (in[i] && in[i]->requires_grad);
         if (tg_tape_is_recording(tape) && needed)
             say(&m, "\n  (it becomes tape node #%zu)", tg_tape_node_count(tape));
-        tg_fail("%s", m.text);
+        tg_fail("tg_tape_record: %s", m.text); /* the ops record through it */
     }
 }
 
-void tg_anomaly_check_backward(const tg_tape *tape, const tg_node *node, size_t index) {
+void tg_anomaly_check_backward(const tg_tape *tape, const char *function, const tg_node *node,
+                               size_t index) {
     TG_CHECK_ARG(tape);
+    TG_CHECK_ARG(function);
     TG_CHECK_ARG(node);
     for (int k = 0; k < node->n_in; k++) {
         const tg_tensor *x = node->in[k];
@@ -180,6 +182,6 @@ void tg_anomaly_check_backward(const tg_tape *tape, const tg_node *node, size_t 
                 say(&m, "none (zero)");
         }
         say_inputs(&m, node->n_in, node->in);
-        tg_fail("%s", m.text);
+        tg_fail("%s: %s", function, m.text);
     }
 }

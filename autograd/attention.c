@@ -323,11 +323,12 @@ tg_attention_output tg_additive_attention_core(tg_tape *t, tg_tensor *enc, tg_te
     if (enc->ndim != 3 || enc_proj->ndim != 3 || enc_proj->shape[0] != N ||
         enc_proj->shape[1] != T || enc_proj->shape[2] != A || u->numel != N * A ||
         (source_mask && source_mask->numel != N * T))
-        tg_fail("additive_attention_core: encoder states %s, projections %s and U_a s %s must be "
-                "(N, T, enc), (N, T, %lld) and (N, %lld)%s",
-                tg_tensor_describe(enc, a, sizeof a), tg_tensor_describe(enc_proj, b, sizeof b),
-                tg_tensor_describe(u, c, sizeof c), (long long)A, (long long)A,
-                source_mask ? ", the mask (N, T)" : "");
+        tg_fail(
+            "tg_additive_attention_core: encoder states %s, projections %s and U_a s %s must be "
+            "(N, T, enc), (N, T, %lld) and (N, %lld)%s",
+            tg_tensor_describe(enc, a, sizeof a), tg_tensor_describe(enc_proj, b, sizeof b),
+            tg_tensor_describe(u, c, sizeof c), (long long)A, (long long)A,
+            source_mask ? ", the mask (N, T)" : "");
     tg_tensor *ctx = tg_tape_tensor(t, TG_SHAPE(N, enc->shape[2]));
     tg_tensor *alpha = tg_tape_tensor(t, TG_SHAPE(N, T));
     additive_job j = {.enc = enc->data,

@@ -10,7 +10,7 @@
 static tg_tensor *run(tg_tape *tape, tg_gradcheck_fn fn, tg_tensor *const *inputs, void *ctx) {
     tg_tape_reset(tape);
     tg_tensor *y = fn(tape, inputs, ctx);
-    if (!y) tg_fail("gradcheck: the function returned no tensor");
+    if (!y) tg_fail("tg_gradcheck: the function returned no tensor");
     return y;
 }
 

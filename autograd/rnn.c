@@ -52,7 +52,7 @@ int tg_cell_gate_count(tg_cell_kind kind) {
     case TG_CELL_LSTM:
         return 4;
     }
-    tg_fail("rnn: unknown cell kind %d", (int)kind);
+    tg_fail("tg_cell_gate_count: unknown cell kind %d", (int)kind);
 }
 
 const char *tg_cell_kind_name(tg_cell_kind kind) {
@@ -71,7 +71,8 @@ const char *tg_cell_kind_name(tg_cell_kind kind) {
     return "?";
 }
 
-static const rnn_cell_impl *impl_of(tg_cell_kind kind) {
+/* `op`: the public function given the kind, for the message. */
+static const rnn_cell_impl *impl_of(const char *op, tg_cell_kind kind) {
     switch (kind) {
     case TG_CELL_RNN_TANH:
         return &tg_rnn_impl_tanh;
@@ -84,7 +85,7 @@ static const rnn_cell_impl *impl_of(tg_cell_kind kind) {
     case TG_CELL_LSTM:
         return &tg_rnn_impl_lstm;
     }
-    tg_fail("rnn: unknown cell kind %d", (int)kind);
+    tg_fail("%s: unknown cell kind %d", op, (int)kind);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -255,9 +256,9 @@ void rnn_backward_gated(const rnn_run *r, rnn_step_ctx *ctx, tg_range_fn rows, b
 static void check_matrix(const char *op, tg_cell_kind kind, const char *what, const tg_tensor *t,
                          int64_t rows, int64_t cols) {
     char d[160];
-    if (!t) tg_fail("%s (%s): %s is missing", op, tg_cell_kind_name(kind), what);
+    if (!t) tg_fail("%s: %s %s is missing", op, tg_cell_kind_name(kind), what);
     if (t->ndim != 2 || t->shape[0] != rows || (cols >= 0 && t->shape[1] != cols))
-        tg_fail("%s (%s): %s %s should have shape (%lld, %lld)", op, tg_cell_kind_name(kind), what,
+        tg_fail("%s: %s %s %s should have shape (%lld, %lld)", op, tg_cell_kind_name(kind), what,
                 tg_tensor_describe(t, d, sizeof d), (long long)rows,
                 (long long)(cols >= 0 ? cols : t->shape[1]));
 }
@@ -266,28 +267,29 @@ static void check_vector(const char *op, tg_cell_kind kind, const char *what, co
                          int64_t n) {
     char d[160];
     if (t && (t->ndim != 1 || t->shape[0] != n))
-        tg_fail("%s (%s): %s %s should have shape (%lld)", op, tg_cell_kind_name(kind), what,
+        tg_fail("%s: %s %s %s should have shape (%lld)", op, tg_cell_kind_name(kind), what,
                 tg_tensor_describe(t, d, sizeof d), (long long)n);
 }
 
 /* Checks the weights against each other and returns H. */
 int64_t tg_cell_weights_check(const char *op, tg_cell_kind kind, const tg_cell_weights *w) {
     char d[160], dr[160];
+    impl_of(op, kind); /* a kind out of the enum stops here, under the caller's name */
     const int64_t G = tg_cell_gate_count(kind);
     const char *k = tg_cell_kind_name(kind);
-    if (!w || !w->w_ih || !w->w_hh) tg_fail("%s (%s): weight_ih and weight_hh are required", op, k);
+    if (!w || !w->w_ih || !w->w_hh) tg_fail("%s: %s weight_ih and weight_hh are required", op, k);
     if (w->w_hr && kind != TG_CELL_LSTM)
-        tg_fail("%s (%s): weight_hr (a projection, proj_size) is only for LSTM", op, k);
+        tg_fail("%s: weight_hr (a projection, proj_size) is only for LSTM, not %s", op, k);
     if (w->w_hh->ndim != 2 || w->w_hh->shape[0] % G != 0 || w->w_hh->shape[0] / G < 1 ||
         (!w->w_hr && w->w_hh->shape[1] != w->w_hh->shape[0] / G))
-        tg_fail("%s (%s): weight_hh %s should have shape (%lld·H, %s)", op, k,
+        tg_fail("%s: %s weight_hh %s should have shape (%lld·H, %s)", op, k,
                 tg_tensor_describe(w->w_hh, d, sizeof d), (long long)G,
                 w->w_hr ? "proj_size" : "H");
     const int64_t H = w->w_hh->shape[0] / G;
     if (w->w_hr &&
         (w->w_hr->ndim != 2 || w->w_hr->shape[1] != H || w->w_hr->shape[0] != w->w_hh->shape[1] ||
          w->w_hr->shape[0] >= H || w->w_hr->shape[0] < 1))
-        tg_fail("%s (%s): weight_hr %s should have shape (proj_size, H) = (%lld, %lld) for "
+        tg_fail("%s: %s weight_hr %s should have shape (proj_size, H) = (%lld, %lld) for "
                 "weight_hh %s, with 0 < proj_size < H",
                 op, k, tg_tensor_describe(w->w_hr, dr, sizeof dr), (long long)w->w_hh->shape[1],
                 (long long)H, tg_tensor_describe(w->w_hh, d, sizeof d));
@@ -302,7 +304,7 @@ static void check_state(const char *op, tg_cell_kind kind, const char *what, con
                         int64_t B, int64_t H, const char *size) {
     char d[160];
     if (s && (s->ndim != 2 || s->shape[0] != B || s->shape[1] != H))
-        tg_fail("%s (%s): %s %s should have shape (%lld, %lld) (batch, %s)", op,
+        tg_fail("%s: %s %s %s should have shape (%lld, %lld) (batch, %s)", op,
                 tg_cell_kind_name(kind), what, tg_tensor_describe(s, d, sizeof d), (long long)B,
                 (long long)H, size);
 }
@@ -313,17 +315,16 @@ void tg_cell_inputs_check(const char *op, tg_cell_kind kind, const tg_cell_weigh
     const int64_t H = tg_cell_weights_check(op, kind, w);
     const char *k = tg_cell_kind_name(kind);
     if (!x || x->ndim != x_ndim)
-        tg_fail("%s (%s): input %s should be %d-D (%s)", op, k,
+        tg_fail("%s: %s input %s should be %d-D (%s)", op, k,
                 x ? tg_tensor_describe(x, d, sizeof d) : "NULL", x_ndim,
                 x_ndim == 3 ? "steps, batch, input_size" : "batch, input_size");
     if (x->shape[x_ndim - 1] != w->w_ih->shape[1])
-        tg_fail("%s (%s): input %s has %lld features but weight_ih %s expects input_size %lld", op,
-                k, tg_tensor_describe(x, d, sizeof d), (long long)x->shape[x_ndim - 1],
+        tg_fail("%s: %s input %s has %lld features but weight_ih %s expects input_size %lld", op, k,
+                tg_tensor_describe(x, d, sizeof d), (long long)x->shape[x_ndim - 1],
                 tg_tensor_describe(w->w_ih, dw, sizeof dw), (long long)w->w_ih->shape[1]);
     if (x_ndim == 3 && x->shape[0] < 1)
-        tg_fail("%s (%s): input %s is an empty sequence", op, k,
-                tg_tensor_describe(x, d, sizeof d));
-    if (c && kind != TG_CELL_LSTM) tg_fail("%s (%s): a cell state c is only for LSTM", op, k);
+        tg_fail("%s: %s input %s is an empty sequence", op, k, tg_tensor_describe(x, d, sizeof d));
+    if (c && kind != TG_CELL_LSTM) tg_fail("%s: a cell state c is only for LSTM, not %s", op, k);
     const int64_t B = x->shape[x_ndim - 2];
     check_state(op, kind, x_ndim == 3 ? "h0" : "h", h, B, w->w_hh->shape[1],
                 w->w_hr ? "proj_size" : "hidden_size");
@@ -339,10 +340,10 @@ static tg_real *arena_zeros(tg_tape *tape, int64_t n) {
     return p;
 }
 
-static rnn_run *run_forward(tg_tape *tape, tg_cell_kind kind, const tg_cell_weights *w,
-                            const tg_tensor *x, int64_t T, int64_t B, const tg_tensor *h0,
-                            const tg_tensor *c0, bool reverse, bool keep) {
-    const rnn_cell_impl *impl = impl_of(kind);
+static rnn_run *run_forward(const char *op, tg_tape *tape, tg_cell_kind kind,
+                            const tg_cell_weights *w, const tg_tensor *x, int64_t T, int64_t B,
+                            const tg_tensor *h0, const tg_tensor *c0, bool reverse, bool keep) {
+    const rnn_cell_impl *impl = impl_of(op, kind);
     rnn_run *r = tg_tape_alloc(tape, sizeof *r);
     memset(r, 0, sizeof *r);
     r->kind = kind;
@@ -459,7 +460,7 @@ static void add_column_sums(tg_real *db, const tg_real *a, int64_t rows, int64_t
 
 static void rnn_backward(tg_tape *tape, tg_node *node) {
     rnn_run *r = node->saved;
-    const rnn_cell_impl *impl = impl_of(r->kind);
+    const rnn_cell_impl *impl = impl_of("tg_tape_backward", r->kind);
     tg_tensor *x = node->in[0], *h0 = node->in[1], *c0 = node->in[2];
     tg_tensor *w_ih = node->in[3], *w_hh = node->in[4], *b_ih = node->in[5], *b_hh = node->in[6];
     tg_tensor *w_hr = node->in[7];
@@ -550,7 +551,8 @@ tg_rnn_state tg_cell_step_fused(tg_tape *tape, tg_cell_kind kind, const tg_cell_
     const int64_t B = x->shape[0];
 
     tg_tensor *in[8] = {x, h, c, w->w_ih, w->w_hh, w->b_ih, w->b_hh, w->w_hr};
-    rnn_run *r = run_forward(tape, kind, w, x, 1, B, h, c, false, needs_grad(tape, in, 8));
+    rnn_run *r =
+        run_forward(__func__, tape, kind, w, x, 1, B, h, c, false, needs_grad(tape, in, 8));
     tg_rnn_state st = {view_of(tape, rnn_h(r, 1), 2, (int64_t[]){B, r->P}), NULL};
     if (kind == TG_CELL_LSTM) st.c = view_of(tape, rnn_c(r, 1), 2, (int64_t[]){B, r->H});
     r->out_h = 0;
@@ -570,7 +572,8 @@ tg_rnn_result tg_rnn_sequence_fused(tg_tape *tape, tg_cell_kind kind, const tg_c
     const int64_t T = x->shape[0], B = x->shape[1];
 
     tg_tensor *in[8] = {x, h0, c0, w->w_ih, w->w_hh, w->b_ih, w->b_hh, w->w_hr};
-    rnn_run *r = run_forward(tape, kind, w, x, T, B, h0, c0, reverse, needs_grad(tape, in, 8));
+    rnn_run *r =
+        run_forward(__func__, tape, kind, w, x, T, B, h0, c0, reverse, needs_grad(tape, in, 8));
     const int64_t last = reverse ? 0 : T, P = r->P; /* the slot of h_n; h's features */
     tg_rnn_result res = {0};
     res.output = view_of(tape, rnn_h(r, reverse ? 0 : 1), 3, (int64_t[]){T, B, P});

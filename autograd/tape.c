@@ -92,7 +92,7 @@ size_t tg_tape_node_count(const tg_tape *tape) {
 const tg_node *tg_tape_node(const tg_tape *tape, size_t i) {
     TG_CHECK_ARG(tape);
     if (i >= (size_t)arrlen(tape->nodes))
-        tg_fail("tape_node: index %zu out of range (the tape has %zu nodes)", i,
+        tg_fail("tg_tape_node: index %zu out of range (the tape has %zu nodes)", i,
                 (size_t)arrlen(tape->nodes));
     return &tape->nodes[i];
 }
@@ -105,10 +105,9 @@ void *tg_tape_alloc(tg_tape *tape, size_t bytes) {
 /* An input an op did not check on entry, of an earlier generation or another tape. */
 static _Noreturn void fail_unchecked_input(const tg_tape *tape, const char *op, int i,
                                            const tg_tensor *x) {
-    char function[96], argument[32];
-    snprintf(function, sizeof function, "tg_tape_record (op '%s')", op);
-    snprintf(argument, sizeof argument, "in[%d]", i);
-    tg_tape_check_input(tape, function, argument, x);
+    char argument[128];
+    snprintf(argument, sizeof argument, "in[%d] of op '%.64s'", i, op);
+    tg_tape_check_input(tape, "tg_tape_record", argument, x);
     abort(); /* not reached: the check stops */
 }
 
@@ -289,7 +288,8 @@ static void backward(tg_tape *tape, tg_tensor *out, const tg_backward_options *o
             /* what the backward allocates from the arena is scratch: gone when it returns */
             const tg_arena_mark scratch = tg_arena_get_mark(tape->arena);
             node->backward(tape, node);
-            if (tape->anomaly) tg_anomaly_check_backward(tape, node, (size_t)i); /* anomaly */
+            if (tape->anomaly)
+                tg_anomaly_check_backward(tape, function, node, (size_t)i); /* anomaly */
             tg_arena_rewind(tape->arena, scratch);
             node->released = !o->retain_graph;
             if (o->after_node) o->after_node(tape, (size_t)i, o->ctx);

@@ -65,8 +65,7 @@ uint32_t tg_tape_generation(const tg_tape *tape) {
 static tg_tensor *tensor_header(tg_tape *tape, const char *function, int ndim,
                                 const int64_t *shape) {
     if (!tape) tg_fail_null_argument(function, "tape");
-    if (ndim > 0 && !shape) tg_fail_null_argument(function, "shape");
-    const int64_t numel = tg_shape_numel(ndim, shape);
+    const int64_t numel = tg_shape_check(function, ndim, shape);
     if ((uint64_t)numel > SIZE_MAX / sizeof(tg_real)) tg_fail("%s: tensor too large", function);
     tg_tensor *t = &header_take(tape)->tensor;
     if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
@@ -104,8 +103,7 @@ tg_tensor *tg_tape_tensor_like(tg_tape *tape, const tg_tensor *t) {
 
 tg_index *tg_tape_index(tg_tape *tape, int ndim, const int64_t *shape) {
     TG_CHECK_ARG(tape);
-    if (ndim > 0) TG_CHECK_ARG(shape);
-    const int64_t numel = tg_shape_numel(ndim, shape);
+    const int64_t numel = tg_shape_check(__func__, ndim, shape);
     tg_index *ix = &header_take(tape)->index;
     ix->numel = numel;
     if (ndim) memcpy(ix->shape, shape, (size_t)ndim * sizeof(int64_t));

@@ -36,12 +36,12 @@ tg_mha *tg_mha_new_with(const tg_mha_options *opts) {
     TG_CHECK_ARG(opts);
     const int64_t E = opts->embed_dim, heads = opts->num_heads;
     if (E <= 0 || heads <= 0 || E % heads != 0)
-        tg_fail("mha_new: embed_dim (%lld) must be a positive multiple of num_heads (%lld)",
+        tg_fail("tg_mha_new_with: embed_dim (%lld) must be a positive multiple of num_heads (%lld)",
                 (long long)E, (long long)heads);
     if (!(opts->dropout >= 0 && opts->dropout <= 1))
-        tg_fail("mha_new: dropout must be in [0, 1], got %g", (double)opts->dropout);
+        tg_fail("tg_mha_new_with: dropout must be in [0, 1], got %g", (double)opts->dropout);
     if (opts->kdim < 0 || opts->vdim < 0)
-        tg_fail("mha_new: kdim (%lld) and vdim (%lld) must be positive, or 0 for embed_dim",
+        tg_fail("tg_mha_new_with: kdim (%lld) and vdim (%lld) must be positive, or 0 for embed_dim",
                 (long long)opts->kdim, (long long)opts->vdim);
     tg_mha *m = tg_xcalloc(1, sizeof *m);
     m->embed_dim = E;
@@ -79,7 +79,7 @@ tg_mha *tg_mha_new_with(const tg_mha_options *opts) {
     tg_tensor *params[] = {m->in_proj_weight, m->q_proj_weight, m->k_proj_weight, m->v_proj_weight,
                            m->in_proj_bias,   m->bias_k,        m->bias_v};
     for (size_t i = 0; i < sizeof params / sizeof *params; i++)
-        if (params[i]) tg_module_add_param(&m->module, names[i], params[i]);
+        tg_module_add_param(&m->module, names[i], params[i]);
     tg_module_add_child(&m->module, "out_proj", &m->out_proj->module);
     return m;
 }
@@ -197,7 +197,7 @@ static void check_input(const char *what, const tg_tensor *x, const char *layout
                         int64_t dim) {
     if (x->ndim != 3 || x->shape[2] != dim) {
         char desc[160];
-        tg_fail("mha_forward: %s %s must be 3-D %s with last dim %s %lld", what,
+        tg_fail("tg_mha_forward: %s %s must be 3-D %s with last dim %s %lld", what,
                 tg_tensor_describe(x, desc, sizeof desc), layout, name, (long long)dim);
     }
 }
@@ -241,12 +241,12 @@ static tg_mha_output mha_forward(const char *fn, tg_mha *m, tg_tape *t, tg_tenso
     if (key->shape[bdim] != N || value->shape[bdim] != N ||
         key->shape[1 - bdim] != value->shape[1 - bdim]) {
         char q[160], k[160], v[160];
-        tg_fail("mha_forward: query %s, key %s and value %s disagree on batch or source length",
+        tg_fail("tg_mha_forward: query %s, key %s and value %s disagree on batch or source length",
                 tg_tensor_describe(query, q, sizeof q), tg_tensor_describe(key, k, sizeof k),
                 tg_tensor_describe(value, v, sizeof v));
     }
     const int64_t L = query->shape[1 - bdim], S = key->shape[1 - bdim];
-    tg_mha_masks_check("mha_forward", masks, N, m->num_heads, L, S);
+    tg_mha_masks_check("tg_mha_forward", masks, N, m->num_heads, L, S);
     const bool mask_grad =
         masks && ((masks->attn_mask && masks->attn_mask->requires_grad) ||
                   (masks->key_padding_mask && masks->key_padding_mask->requires_grad));
@@ -328,7 +328,7 @@ tg_attention_output tg_additive_attention_forward(tg_additive_attention *m, tg_t
     TG_CHECK_INPUT_OPT(t, source_mask);
     char a[160], b[160];
     if (enc->ndim != 3 || s->ndim != 2 || s->shape[0] != enc->shape[0])
-        tg_fail("additive_attention_forward: encoder states %s must be (N, T, enc) and the "
+        tg_fail("tg_additive_attention_forward: encoder states %s must be (N, T, enc) and the "
                 "decoder state %s (N, dec)",
                 tg_tensor_describe(enc, a, sizeof a), tg_tensor_describe(s, b, sizeof b));
     if (!enc_proj) enc_proj = tg_additive_attention_project(m, t, enc);

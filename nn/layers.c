@@ -21,7 +21,7 @@ static const tg_module_type linear_type = {"Linear", NULL, tg_linear_extra_repr}
 
 tg_linear_layer *tg_linear_new(int64_t in_features, int64_t out_features, bool bias) {
     if (in_features <= 0 || out_features <= 0)
-        tg_fail("linear_new: sizes must be positive (in %lld, out %lld)", (long long)in_features,
+        tg_fail("tg_linear_new: sizes must be positive (in %lld, out %lld)", (long long)in_features,
                 (long long)out_features);
     tg_linear_layer *m = tg_xcalloc(1, sizeof *m);
     m->in_features = in_features;
@@ -57,11 +57,11 @@ static const tg_module_type embedding_type = {"Embedding", NULL, embedding_repr}
 tg_embedding_layer *tg_embedding_new(int64_t num_embeddings, int64_t embedding_dim,
                                      int64_t padding_idx) {
     if (num_embeddings <= 0 || embedding_dim <= 0)
-        tg_fail("embedding_new: sizes must be positive (num %lld, dim %lld)",
+        tg_fail("tg_embedding_new: sizes must be positive (num %lld, dim %lld)",
                 (long long)num_embeddings, (long long)embedding_dim);
     if (padding_idx != TG_NO_PADDING) {
         if (padding_idx < -num_embeddings || padding_idx >= num_embeddings)
-            tg_fail("embedding_new: padding_idx %lld out of range for %lld embeddings",
+            tg_fail("tg_embedding_new: padding_idx %lld out of range for %lld embeddings",
                     (long long)padding_idx, (long long)num_embeddings);
         if (padding_idx < 0) padding_idx += num_embeddings;
     }
@@ -104,7 +104,7 @@ tg_layernorm *tg_layernorm_new(int ndim, const int64_t *normalized_shape, tg_rea
                                bool elementwise_affine) {
     TG_CHECK_ARG(normalized_shape);
     if (ndim < 1 || ndim > TG_MAX_DIMS)
-        tg_fail("layernorm_new: normalized_shape needs 1 to %d dims, got %d", TG_MAX_DIMS, ndim);
+        tg_fail("tg_layernorm_new: normalized_shape needs 1 to %d dims, got %d", TG_MAX_DIMS, ndim);
     tg_layernorm *m = tg_xcalloc(1, sizeof *m);
     m->ndim = ndim;
     memcpy(m->shape, normalized_shape, (size_t)ndim * sizeof(int64_t));
@@ -127,7 +127,7 @@ tg_tensor *tg_layernorm_forward(tg_layernorm *m, tg_tape *t, tg_tensor *x) {
     for (int i = 0; fits && i < m->ndim; i++) fits = x->shape[x->ndim - m->ndim + i] == m->shape[i];
     if (!fits) {
         char desc[160], want[96];
-        tg_fail("layernorm_forward: input %s does not end with normalized_shape %s",
+        tg_fail("tg_layernorm_forward: input %s does not end with normalized_shape %s",
                 tg_tensor_describe(x, desc, sizeof desc),
                 tg_shape_format(m->ndim, m->shape, want, sizeof want));
     }
@@ -142,7 +142,7 @@ static void dropout_repr(const tg_module *mod, char *buf, size_t size) {
 static const tg_module_type dropout_type = {"Dropout", NULL, dropout_repr};
 
 tg_dropout_layer *tg_dropout_new(tg_real p) {
-    if (!(p >= 0 && p <= 1)) tg_fail("dropout_new: p %g must be in [0, 1]", (double)p);
+    if (!(p >= 0 && p <= 1)) tg_fail("tg_dropout_new: p %g must be in [0, 1]", (double)p);
     tg_dropout_layer *m = tg_xcalloc(1, sizeof *m);
     tg_module_init(&m->module, &dropout_type);
     m->p = p;

@@ -18,22 +18,22 @@ static char *string_copy(const char *s) {
 }
 
 /* Grows a (names, items) pair by one slot; items are pointers. */
-static void grow(char ***names, void ***items, size_t count) {
+static void grow(const char *fn, char ***names, void ***items, size_t count) {
     *names = realloc(*names, (count + 1) * sizeof **names);
     void **more = *names ? realloc(*items, (count + 1) * sizeof **items) : NULL;
-    if (!more) tg_fail("module: out of memory");
+    if (!more) tg_fail("%s: out of memory", fn);
     *items = more;
 }
 
-static void check_name(const tg_module *m, const char *what, const char *name) {
+static void check_name(const char *fn, const tg_module *m, const char *what, const char *name) {
     if (!name || !name[0] || strchr(name, '.'))
-        tg_fail("module %s: a %s needs a non-empty name without '.'", m->type->name, what);
+        tg_fail("%s: module %s: a %s needs a non-empty name without '.'", fn, m->type->name, what);
     for (size_t i = 0; i < m->num_children; i++)
         if (strcmp(m->child_names[i], name) == 0)
-            tg_fail("module %s: '%s' is already a child", m->type->name, name);
+            tg_fail("%s: module %s: '%s' is already a child", fn, m->type->name, name);
     for (size_t i = 0; i < m->num_params; i++)
         if (strcmp(m->param_names[i], name) == 0)
-            tg_fail("module %s: '%s' is already a parameter", m->type->name, name);
+            tg_fail("%s: module %s: '%s' is already a parameter", fn, m->type->name, name);
 }
 
 void tg_module_add_child(tg_module *m, const char *name, tg_module *child) {
@@ -41,9 +41,9 @@ void tg_module_add_child(tg_module *m, const char *name, tg_module *child) {
     TG_CHECK_ARG(name);
     TG_CHECK_ARG(child);
     if (!child) return;
-    check_name(m, "child", name);
+    check_name(__func__, m, "child", name);
     tg_params_free(m->state), m->state = NULL; /* the list changes */
-    grow(&m->child_names, (void ***)&m->children, m->num_children);
+    grow(__func__, &m->child_names, (void ***)&m->children, m->num_children);
     m->child_names[m->num_children] = string_copy(name);
     m->children[m->num_children++] = child;
 }
@@ -51,13 +51,14 @@ void tg_module_add_child(tg_module *m, const char *name, tg_module *child) {
 void tg_module_add_param(tg_module *m, const char *name, tg_tensor *t) {
     TG_CHECK_ARG(m);
     TG_CHECK_ARG(name);
+    if (!t) return; /* documented: a missing optional parameter (bias=False) */
     TG_CHECK_TENSOR(t);
-    if (!t) return;
-    check_name(m, "parameter", name);
+    check_name(__func__, m, "parameter", name);
     tg_params_free(m->state), m->state = NULL;
     if (!t->owned)
-        tg_fail("module %s: parameter '%s' must be a long-lived tensor", m->type->name, name);
-    grow(&m->param_names, (void ***)&m->params, m->num_params);
+        tg_fail("%s: module %s: parameter '%s' must be a long-lived tensor", __func__,
+                m->type->name, name);
+    grow(__func__, &m->param_names, (void ***)&m->params, m->num_params);
     m->param_names[m->num_params] = string_copy(name);
     m->params[m->num_params++] = t;
     /* a fresh parameter gets its attribute name, for tape listings and messages; a named
@@ -110,7 +111,7 @@ static void text_put(text *t, const char *s, size_t n) {
     if (t->len + n + 1 > t->cap) {
         t->cap = 2 * (t->len + n + 1);
         t->s = realloc(t->s, t->cap);
-        if (!t->s) tg_fail("module repr: out of memory");
+        if (!t->s) tg_fail("tg_module_repr: out of memory");
     }
     memcpy(t->s + t->len, s, n);
     t->len += n;

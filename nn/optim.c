@@ -82,42 +82,58 @@ tg_adam_options tg_adamw_defaults(void) {
     return o;
 }
 
-/* !(x >= 0) also rejects NaN. */
-tg_status tg_sgd_options_check(const tg_sgd_options *o) {
-    if (!o) return tg_status_set(TG_ERR_ARGUMENT, "SGD: no options given (lr is required)");
+/* What is wrong with the options, PyTorch's words, written into why (NULL: nothing). The
+ * checks and the constructors put the name of the function called in front.
+ * !(x >= 0) also rejects NaN. */
+static const char *sgd_options_problem(const tg_sgd_options *o, char *why, size_t n) {
+    if (!o)
+        snprintf(why, n, "no options given (lr is required)");
+    else if (!(o->lr >= 0))
+        snprintf(why, n, "Invalid learning rate: %g", o->lr);
+    else if (!(o->momentum >= 0))
+        snprintf(why, n, "Invalid momentum value: %g", o->momentum);
+    else if (!isfinite(o->dampening))
+        snprintf(why, n, "Invalid dampening value: %g", o->dampening);
+    else if (!(o->weight_decay >= 0))
+        snprintf(why, n, "Invalid weight_decay value: %g", o->weight_decay);
+    else if (o->nesterov && (o->momentum <= 0 || o->dampening != 0))
+        snprintf(why, n,
+                 "Nesterov momentum requires a momentum and zero dampening (momentum %g, "
+                 "dampening %g)",
+                 o->momentum, o->dampening);
+    else
+        return NULL;
+    return why;
+}
+
+/* NULL options are Adam's defaults: nothing wrong. */
+static const char *adam_options_problem(const tg_adam_options *o, char *why, size_t n) {
+    if (!o) return NULL;
     if (!(o->lr >= 0))
-        return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid learning rate: %g", o->lr);
-    if (!(o->momentum >= 0))
-        return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid momentum value: %g", o->momentum);
-    if (!isfinite(o->dampening))
-        return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid dampening value: %g", o->dampening);
-    if (!(o->weight_decay >= 0))
-        return tg_status_set(TG_ERR_ARGUMENT, "SGD: Invalid weight_decay value: %g",
-                             o->weight_decay);
-    if (o->nesterov && (o->momentum <= 0 || o->dampening != 0))
-        return tg_status_set(TG_ERR_ARGUMENT,
-                             "SGD: Nesterov momentum requires a momentum and zero dampening "
-                             "(momentum %g, dampening %g)",
-                             o->momentum, o->dampening);
-    return TG_OK;
+        snprintf(why, n, "Invalid learning rate: %g", o->lr);
+    else if (!(o->eps >= 0))
+        snprintf(why, n, "Invalid epsilon value: %g", o->eps);
+    else if (!(o->beta1 >= 0 && o->beta1 < 1))
+        snprintf(why, n, "Invalid beta parameter at index 0: %g", o->beta1);
+    else if (!(o->beta2 >= 0 && o->beta2 < 1))
+        snprintf(why, n, "Invalid beta parameter at index 1: %g", o->beta2);
+    else if (!(o->weight_decay >= 0))
+        snprintf(why, n, "Invalid weight_decay value: %g", o->weight_decay);
+    else
+        return NULL;
+    return why;
+}
+
+tg_status tg_sgd_options_check(const tg_sgd_options *o) {
+    char why[160];
+    const char *problem = sgd_options_problem(o, why, sizeof why);
+    return problem ? tg_status_set(TG_ERR_ARGUMENT, "%s: %s", __func__, problem) : TG_OK;
 }
 
 tg_status tg_adam_options_check(const tg_adam_options *o) {
-    if (!o) return TG_OK; /* NULL means the defaults */
-    if (!(o->lr >= 0))
-        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid learning rate: %g", o->lr);
-    if (!(o->eps >= 0))
-        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid epsilon value: %g", o->eps);
-    if (!(o->beta1 >= 0 && o->beta1 < 1))
-        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid beta parameter at index 0: %g",
-                             o->beta1);
-    if (!(o->beta2 >= 0 && o->beta2 < 1))
-        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid beta parameter at index 1: %g",
-                             o->beta2);
-    if (!(o->weight_decay >= 0))
-        return tg_status_set(TG_ERR_ARGUMENT, "Adam/AdamW: Invalid weight_decay value: %g",
-                             o->weight_decay);
-    return TG_OK;
+    char why[160];
+    const char *problem = adam_options_problem(o, why, sizeof why);
+    return problem ? tg_status_set(TG_ERR_ARGUMENT, "%s: %s", __func__, problem) : TG_OK;
 }
 
 /* ---- construction ---- */
@@ -162,7 +178,9 @@ static tg_optim *optim_new(optim_kind kind, const tg_params *params, const char 
 }
 
 tg_optim *tg_sgd_new(const tg_params *params, const tg_sgd_options *opts) {
-    if (tg_sgd_options_check(opts) != TG_OK) tg_fail("tg_sgd_new: %s", tg_error_message());
+    char why[160];
+    const char *problem = sgd_options_problem(opts, why, sizeof why);
+    if (problem) tg_fail("%s: %s", __func__, problem);
     tg_optim *opt = optim_new(OPTIM_SGD, params, "tg_sgd_new");
     opt->sgd = *opts;
     real3_set(opt->lr, opts->lr);
@@ -177,7 +195,9 @@ tg_optim *tg_sgd_new(const tg_params *params, const tg_sgd_options *opts) {
 
 static tg_optim *adam_new(optim_kind kind, const tg_params *params, const tg_adam_options *opts,
                           const char *fn) {
-    if (tg_adam_options_check(opts) != TG_OK) tg_fail("%s: %s", fn, tg_error_message());
+    char why[160];
+    const char *problem = adam_options_problem(opts, why, sizeof why);
+    if (problem) tg_fail("%s: %s", fn, problem);
     tg_optim *opt = optim_new(kind, params, fn);
     opt->adam = opts ? *opts : kind == OPTIM_ADAMW ? tg_adamw_defaults() : tg_adam_defaults();
     real3_set(opt->lr, opt->adam.lr);

@@ -23,13 +23,14 @@ static char *string_copy(const char *s) {
     return memcpy(tg_xmalloc(n), s, n);
 }
 
-static void params_add(tg_params *p, const char *name, tg_tensor *t, bool is_count, bool rename) {
-    if (!p) tg_fail_null_argument("tg_params_add", "params");
-    tg_tensor_check("tg_params_add", "t", t);
-    if (!name || !name[0]) tg_fail("params_add: a parameter needs a name");
-    if (!t->owned)
-        tg_fail("params_add: '%s' must be a long-lived tensor, not an op's output", name);
-    if (tg_params_find(p, name)) tg_fail("params_add: duplicate parameter name '%s'", name);
+/* `fn`: the public function called, for the messages. */
+static void params_add(const char *fn, tg_params *p, const char *name, tg_tensor *t, bool is_count,
+                       bool rename) {
+    if (!p) tg_fail_null_argument(fn, "params");
+    tg_tensor_check(fn, "t", t);
+    if (!name || !name[0]) tg_fail("%s: a parameter needs a name", fn);
+    if (!t->owned) tg_fail("%s: '%s' must be a long-lived tensor, not an op's output", fn, name);
+    if (tg_params_find(p, name)) tg_fail("%s: duplicate parameter name '%s'", fn, name);
     if (p->count == p->capacity) {
         /* every array that did grow is kept, so that a failure leaves the list whole */
         const size_t capacity = p->capacity ? 2 * p->capacity : 16;
@@ -38,7 +39,7 @@ static void params_add(tg_params *p, const char *name, tg_tensor *t, bool is_cou
         char **names = tensors ? realloc(p->names, capacity * sizeof *names) : NULL;
         if (names) p->names = names;
         bool *counts = names ? realloc(p->is_count, capacity * sizeof *counts) : NULL;
-        if (!counts) tg_fail("params_add: out of memory");
+        if (!counts) tg_fail("%s: out of memory", fn);
         p->is_count = counts;
         p->capacity = capacity;
     }
@@ -50,15 +51,15 @@ static void params_add(tg_params *p, const char *name, tg_tensor *t, bool is_cou
 }
 
 void tg_params_add(tg_params *p, const char *name, tg_tensor *t) {
-    params_add(p, name, t, false, true);
+    params_add(__func__, p, name, t, false, true);
 }
 
 void tg_params_add_keep_name(tg_params *p, const char *name, tg_tensor *t) {
-    params_add(p, name, t, false, false);
+    params_add(__func__, p, name, t, false, false);
 }
 
 void tg_params_add_count(tg_params *p, const char *name, tg_tensor *t) {
-    params_add(p, name, t, true, true);
+    params_add(__func__, p, name, t, true, true);
 }
 
 void tg_params_extend(tg_params *p, const char *prefix, const tg_params *child) {
@@ -67,13 +68,13 @@ void tg_params_extend(tg_params *p, const char *prefix, const tg_params *child) 
     for (size_t i = 0; i < child->count; i++) {
         const bool is_count = child->is_count[i];
         if (!prefix || !prefix[0]) {
-            params_add(p, child->names[i], child->tensors[i], is_count, true);
+            params_add(__func__, p, child->names[i], child->tensors[i], is_count, true);
             continue;
         }
         const size_t n = strlen(prefix) + 1 + strlen(child->names[i]) + 1;
         char *name = tg_xmalloc(n);
         snprintf(name, n, "%s.%s", prefix, child->names[i]);
-        params_add(p, name, child->tensors[i], is_count, true);
+        params_add(__func__, p, name, child->tensors[i], is_count, true);
         free(name);
     }
 }

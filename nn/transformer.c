@@ -168,10 +168,10 @@ static void copy_values(tg_module *from, tg_module *to) {
 /* Builds num_layers layers with make(opts) into the ModuleList child "layers", each a copy
  * of the first (the copies must not consume random draws: the generator is saved and
  * restored around them), then, with final_norm, the child "norm". Returns the layers. */
-static void *stack_new(tg_module *stack, const tg_module_type *type,
+static void *stack_new(const char *fn, tg_module *stack, const tg_module_type *type,
                        const tg_transformer_options *opts, int num_layers, bool final_norm,
                        tg_module *(*make)(const tg_transformer_options *), tg_layernorm **norm) {
-    if (num_layers < 1) tg_fail("%s: num_layers must be >= 1, got %d", type->name, num_layers);
+    if (num_layers < 1) tg_fail("%s: num_layers must be >= 1, got %d", fn, num_layers);
     tg_module_init(stack, type);
     tg_module *list = tg_module_list_new();
     tg_module_add_child(stack, "layers", list);
@@ -202,8 +202,8 @@ tg_transformer_encoder *tg_transformer_encoder_new(const tg_transformer_options 
                                                    int num_layers, bool final_norm) {
     TG_CHECK_ARG(opts);
     tg_transformer_encoder *m = tg_xcalloc(1, sizeof *m);
-    m->layers = stack_new(&m->module, &encoder_type, opts, m->num_layers = num_layers, final_norm,
-                          make_encoder_layer, &m->norm);
+    m->layers = stack_new(__func__, &m->module, &encoder_type, opts, m->num_layers = num_layers,
+                          final_norm, make_encoder_layer, &m->norm);
     return m;
 }
 
@@ -221,8 +221,8 @@ tg_transformer_decoder *tg_transformer_decoder_new(const tg_transformer_options 
                                                    int num_layers, bool final_norm) {
     TG_CHECK_ARG(opts);
     tg_transformer_decoder *m = tg_xcalloc(1, sizeof *m);
-    m->layers = stack_new(&m->module, &decoder_type, opts, m->num_layers = num_layers, final_norm,
-                          make_decoder_layer, &m->norm);
+    m->layers = stack_new(__func__, &m->module, &decoder_type, opts, m->num_layers = num_layers,
+                          final_norm, make_decoder_layer, &m->norm);
     return m;
 }
 
@@ -266,7 +266,7 @@ tg_tensor *tg_transformer_forward(tg_transformer *m, tg_tape *t, tg_tensor *src,
 
 tg_tensor *tg_positional_encoding(int64_t max_len, int64_t d_model) {
     if (max_len <= 0 || d_model <= 0 || d_model % 2 != 0)
-        tg_fail("positional_encoding: max_len (%lld) must be positive and d_model (%lld) even",
+        tg_fail("tg_positional_encoding: max_len (%lld) must be positive and d_model (%lld) even",
                 (long long)max_len, (long long)d_model);
     tg_tensor *pe = tg_tensor_zeros(TG_SHAPE(max_len, d_model));
     const float scale = (float)(-log(10000.0) / (double)d_model);

@@ -10,7 +10,7 @@ if [ "${1:-}" = "--web" ]; then
     web="emscripten chromium chromium-driver python3-selenium"
     shift
 fi
-need="gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libstb-dev libcjson-dev $web $*"
+need="gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libstb-dev libcjson-dev libdw-dev $web $*"
 missing=""
 for p in $need; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

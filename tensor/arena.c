@@ -17,12 +17,13 @@ struct tg_arena {
     uint32_t generation; /* resets so far */
 };
 
-static arena_block *block_new(tg_arena *arena, size_t size) {
+/* `function`: the public function that needs the block, for the message. */
+static arena_block *block_new(const char *function, tg_arena *arena, size_t size) {
     arena_block *b = malloc(sizeof *b);
     void *base = NULL;
     if (!b || posix_memalign(&base, TG_ARENA_ALIGN, size) != 0) {
         free(b);
-        tg_fail("arena: out of memory allocating a block of %zu bytes", size);
+        tg_fail("%s: out of memory allocating an arena block of %zu bytes", function, size);
     }
     arena->mallocs += 2;
     b->next = NULL;
@@ -39,7 +40,8 @@ static void block_free(arena_block *b) {
 
 tg_arena *tg_arena_new(size_t first_block_bytes) {
     tg_arena *arena = tg_xcalloc(1, sizeof *arena);
-    arena->head = block_new(arena, first_block_bytes ? first_block_bytes : (size_t)1 << 20);
+    arena->head =
+        block_new("tg_arena_new", arena, first_block_bytes ? first_block_bytes : (size_t)1 << 20);
     return arena;
 }
 
@@ -55,12 +57,12 @@ void tg_arena_free(tg_arena *arena) {
 void *tg_arena_alloc(tg_arena *arena, size_t bytes) {
     TG_CHECK_ARG(arena);
     const size_t need = (bytes + TG_ARENA_ALIGN - 1) & ~(size_t)(TG_ARENA_ALIGN - 1);
-    if (need < bytes) tg_fail("arena: allocation of %zu bytes overflows", bytes);
+    if (need < bytes) tg_fail("tg_arena_alloc: allocation of %zu bytes overflows", bytes);
     arena_block *b = arena->head;
     if (b->size - b->used < need) {
         size_t size = b->size * 2;
         while (size < need) size *= 2;
-        b = block_new(arena, size);
+        b = block_new("tg_arena_alloc", arena, size);
         b->next = arena->head;
         arena->head = b;
     }
@@ -88,7 +90,7 @@ void tg_arena_reset(tg_arena *arena) {
             next = b->next;
             block_free(b);
         }
-        arena->head = block_new(arena, arena->peak);
+        arena->head = block_new("tg_arena_reset", arena, arena->peak);
     }
     arena->head->used = 0;
     arena->used_total = 0;
@@ -103,7 +105,7 @@ void tg_arena_rewind(tg_arena *arena, tg_arena_mark m) {
     TG_CHECK_ARG(arena);
     while (arena->head != m.block) {
         if (!arena->head->next)
-            tg_fail("arena: rewind to a mark of another arena or before a reset");
+            tg_fail("tg_arena_rewind: rewind to a mark of another arena or before a reset");
         arena_block *b = arena->head;
         arena->head = b->next;
         block_free(b);

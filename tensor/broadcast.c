@@ -59,7 +59,7 @@ int tg_broadcast_tensors(const char *op, int n, const tg_tensor *const *ts, int6
 
     /* "shapes A and B" / "shapes A, B and C", then the two sizes that clash */
     char msg[768], desc[160];
-    size_t used = (size_t)snprintf(msg, sizeof msg, "%s: shapes ", op);
+    size_t used = (size_t)snprintf(msg, sizeof msg, "shapes ");
     for (int k = 0; k < n && used < sizeof msg; k++)
         used += (size_t)snprintf(msg + used, sizeof msg - used, "%s%s",
                                  k == 0 ? "" : (k == n - 1 ? " and " : ", "),
@@ -74,8 +74,8 @@ int tg_broadcast_tensors(const char *op, int n, const tg_tensor *const *ts, int6
         else if (s != first && second == 1)
             second = s;
     }
-    tg_fail("%s cannot be broadcast (size %" PRId64 " vs %" PRId64 " at dim %d)", msg, first,
-            second, bad);
+    tg_fail("%s: %s cannot be broadcast (size %" PRId64 " vs %" PRId64 " at dim %d)", op, msg,
+            first, second, bad);
 }
 
 bool tg_broadcast_fits(int from_ndim, const int64_t *from, int to_ndim, const int64_t *to) {
@@ -96,11 +96,11 @@ void tg_bcast_init(tg_bcast *p, int out_ndim, const int64_t *out_shape, int n, c
     TG_CHECK_ARG(shapes);
     if (out_ndim > 0) TG_CHECK_ARG(out_shape);
     if (n < 1 || n > TG_BCAST_MAX_OPS)
-        tg_fail("broadcast: %d operands (1 to %d supported)", n, TG_BCAST_MAX_OPS);
+        tg_fail("tg_bcast_init: %d operands (1 to %d supported)", n, TG_BCAST_MAX_OPS);
     for (int k = 0; k < n; k++)
         if (!tg_broadcast_fits(ndims[k], shapes[k], out_ndim, out_shape)) {
             char s1[96], s2[96];
-            tg_fail("broadcast: shape %s does not broadcast to %s",
+            tg_fail("tg_bcast_init: shape %s does not broadcast to %s",
                     tg_shape_format(ndims[k], shapes[k], s1, sizeof s1),
                     tg_shape_format(out_ndim, out_shape, s2, sizeof s2));
         }

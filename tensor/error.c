@@ -1,13 +1,22 @@
 /* The single error handler, and the last-status message. */
 #include "tapegrad/base.h"
 
+#include "backtrace_internal.h"
+
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+/* The message, where the user's program called the failing function (unless TG_BACKTRACE=0),
+ * then exit status 1. Why _exit and not exit or abort is in tapegrad/base.h. */
 static void default_handler(const char *message, void *user) {
     (void)user;
     fprintf(stderr, "tapegrad: %s\n", message);
-    fflush(stderr);
+    const char *env = getenv("TG_BACKTRACE");
+    if (!env || strcmp(env, "0") != 0) tg_backtrace_print(stderr);
+    fflush(NULL); /* the program's own buffered output (progress lines) up to the failure */
+    _exit(1);
 }
 
 static tg_error_handler handler = default_handler;

@@ -209,13 +209,13 @@ static const char *st_json_describe(const cJSON *item, char *buf, size_t len) {
 }
 
 /* Parses one tensor's {"dtype", "shape", "data_offsets"} object into span. */
-static tg_status st_entry_parse(const char *origin, const cJSON *obj, st_span *span) {
+static tg_status st_entry_parse(const char *fn, const char *origin, const cJSON *obj,
+                                st_span *span) {
     const char *name = obj->string;
     char what[64];
     if (!cJSON_IsObject(obj))
-        return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "' is %s, not an object",
-                             origin, name, st_json_describe(obj, what, sizeof what));
+        return tg_status_set(TG_ERR_FORMAT, "%s: %s: tensor '" ST_MSG_NAME "' is %s, not an object",
+                             fn, origin, name, st_json_describe(obj, what, sizeof what));
     /* Exactly three members, and all three names found: then they are exactly these. */
     size_t members = 0;
     for (const cJSON *c = obj->child; c; c = c->next) members++;
@@ -224,135 +224,134 @@ static tg_status st_entry_parse(const char *origin, const cJSON *obj, st_span *s
     const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(obj, "data_offsets");
     if (members != 3 || !dtype || !shape || !offsets)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "' must have exactly the "
+                             "%s: %s: tensor '" ST_MSG_NAME "' must have exactly the "
                              "keys dtype, shape and data_offsets (it has %zu key%s)",
-                             origin, name, members, members == 1 ? "" : "s");
+                             fn, origin, name, members, members == 1 ? "" : "s");
 
     if (!cJSON_IsString(dtype))
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "': dtype is %s, not a string",
+                             "%s: %s: tensor '" ST_MSG_NAME "': dtype is %s, not a string", fn,
                              origin, name, st_json_describe(dtype, what, sizeof what));
     if (!st_dtype_parse(dtype->valuestring, &span->e.dtype))
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "': unknown dtype '%.32s'",
-                             origin, name, dtype->valuestring);
+                             "%s: %s: tensor '" ST_MSG_NAME "': unknown dtype '%.32s'", fn, origin,
+                             name, dtype->valuestring);
 
     if (!cJSON_IsArray(shape))
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "': shape is %s, not an array",
+                             "%s: %s: tensor '" ST_MSG_NAME "': shape is %s, not an array", fn,
                              origin, name, st_json_describe(shape, what, sizeof what));
     size_t ndim = 0;
     for (const cJSON *c = shape->child; c; c = c->next) ndim++;
     if (ndim > TG_MAX_DIMS)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "' has %zu dimensions, more "
+                             "%s: %s: tensor '" ST_MSG_NAME "' has %zu dimensions, more "
                              "than TG_MAX_DIMS = %d",
-                             origin, name, ndim, TG_MAX_DIMS);
+                             fn, origin, name, ndim, TG_MAX_DIMS);
     span->e.ndim = (int)ndim;
     int i = 0;
     for (const cJSON *c = shape->child; c; c = c->next, i++) {
         const st_num r = st_json_count(c, &span->e.shape[i]);
         if (r != ST_NUM_OK)
             return tg_status_set(TG_ERR_FORMAT,
-                                 "safetensors %s: tensor '" ST_MSG_NAME "': shape[%d] = %s %s "
+                                 "%s: %s: tensor '" ST_MSG_NAME "': shape[%d] = %s %s "
                                  "(dimensions must be non-negative integers)",
-                                 origin, name, i, st_json_describe(c, what, sizeof what),
+                                 fn, origin, name, i, st_json_describe(c, what, sizeof what),
                                  st_num_reason(r));
     }
 
     if (!cJSON_IsArray(offsets))
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets is %s, not "
+                             "%s: %s: tensor '" ST_MSG_NAME "': data_offsets is %s, not "
                              "an array",
-                             origin, name, st_json_describe(offsets, what, sizeof what));
+                             fn, origin, name, st_json_describe(offsets, what, sizeof what));
     size_t noff = 0;
     for (const cJSON *c = offsets->child; c; c = c->next) noff++;
     if (noff != 2)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets has %zu "
+                             "%s: %s: tensor '" ST_MSG_NAME "': data_offsets has %zu "
                              "entries, not 2 [BEGIN, END]",
-                             origin, name, noff);
+                             fn, origin, name, noff);
     int64_t range[2];
     const cJSON *c = offsets->child;
     for (int k = 0; k < 2; k++, c = c->next) {
         const st_num r = st_json_count(c, &range[k]);
         if (r != ST_NUM_OK)
             return tg_status_set(TG_ERR_FORMAT,
-                                 "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets[%d] = "
+                                 "%s: %s: tensor '" ST_MSG_NAME "': data_offsets[%d] = "
                                  "%s %s (offsets must be non-negative integers)",
-                                 origin, name, k, st_json_describe(c, what, sizeof what),
+                                 fn, origin, name, k, st_json_describe(c, what, sizeof what),
                                  st_num_reason(r));
     }
     span->begin = range[0];
     span->end = range[1];
     if (span->end < span->begin)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets [%" PRId64
-                             ", %" PRId64 "] end before they begin",
-                             origin, name, span->begin, span->end);
+                             "%s: %s: tensor '" ST_MSG_NAME "': data_offsets [%" PRId64 ", %" PRId64
+                             "] end before they begin",
+                             fn, origin, name, span->begin, span->end);
 
     int64_t numel, nbytes;
     if (!st_shape_numel(span->e.ndim, span->e.shape, &numel) ||
         __builtin_mul_overflow(numel, (int64_t)tg_dtype_size(span->e.dtype), &nbytes))
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME "': the product of its "
+                             "%s: %s: tensor '" ST_MSG_NAME "': the product of its "
                              "dimensions times the %s item size overflows 64 bits",
-                             origin, name, tg_dtype_name(span->e.dtype));
+                             fn, origin, name, tg_dtype_name(span->e.dtype));
     span->e.numel = numel;
     span->e.nbytes = (size_t)nbytes;
     if (nbytes != span->end - span->begin) {
         char shp[128];
         tg_shape_format(span->e.ndim, span->e.shape, shp, sizeof shp);
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: tensor '" ST_MSG_NAME
-                             "': shape %s of %s needs %" PRId64 " bytes but data_offsets [%" PRId64
-                             ", %" PRId64 "] span %" PRId64,
-                             origin, name, shp, tg_dtype_name(span->e.dtype), nbytes, span->begin,
-                             span->end, span->end - span->begin);
+                             "%s: %s: tensor '" ST_MSG_NAME "': shape %s of %s needs %" PRId64
+                             " bytes but data_offsets [%" PRId64 ", %" PRId64 "] span %" PRId64,
+                             fn, origin, name, shp, tg_dtype_name(span->e.dtype), nbytes,
+                             span->begin, span->end, span->end - span->begin);
     }
     return TG_OK;
 }
 
 /* Copies the __metadata__ object (string values only) into st. */
-static tg_status st_metadata_parse(const char *origin, const cJSON *obj, tg_safetensors *st) {
+static tg_status st_metadata_parse(const char *fn, const char *origin, const cJSON *obj,
+                                   tg_safetensors *st) {
     char what[64];
     if (!cJSON_IsObject(obj))
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: __metadata__ is %s, it must be an object of strings",
+                             "%s: %s: __metadata__ is %s, it must be an object of strings", fn,
                              origin, st_json_describe(obj, what, sizeof what));
     size_t n = 0;
     for (const cJSON *c = obj->child; c; c = c->next) {
         if (!cJSON_IsString(c))
             return tg_status_set(TG_ERR_FORMAT,
-                                 "safetensors %s: __metadata__ value of '" ST_MSG_NAME
+                                 "%s: %s: __metadata__ value of '" ST_MSG_NAME
                                  "' is %s; metadata values must be strings",
-                                 origin, c->string, st_json_describe(c, what, sizeof what));
+                                 fn, origin, c->string, st_json_describe(c, what, sizeof what));
         n++;
     }
     if (n == 0) return TG_OK;
     st->meta_keys = calloc(n, sizeof *st->meta_keys);
     st->meta_values = calloc(n, sizeof *st->meta_values);
     if (!st->meta_keys || !st->meta_values)
-        return tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory for metadata", origin);
+        return tg_status_set(TG_ERR_NOMEM, "%s: %s: out of memory for metadata", fn, origin);
     for (const cJSON *c = obj->child; c; c = c->next) {
         st->meta_keys[st->meta_count] = st_strdup(c->string);
         st->meta_values[st->meta_count] = st_strdup(c->valuestring);
         st->meta_count++; /* counted before the check so that free releases a lone success */
         if (!st->meta_keys[st->meta_count - 1] || !st->meta_values[st->meta_count - 1])
-            return tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory for metadata",
-                                 origin);
+            return tg_status_set(TG_ERR_NOMEM, "%s: %s: out of memory for metadata", fn, origin);
     }
     /* Duplicate keys: cJSON keeps them all, the format forbids them. */
     char **sorted = malloc(n * sizeof *sorted);
     if (!sorted)
-        return tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory for metadata", origin);
+        return tg_status_set(TG_ERR_NOMEM, "%s: %s: out of memory for metadata", fn, origin);
     memcpy(sorted, st->meta_keys, n * sizeof *sorted);
     qsort(sorted, n, sizeof *sorted, st_cmp_str_ptr);
     for (size_t i = 1; i < n; i++) {
         if (strcmp(sorted[i - 1], sorted[i]) == 0) {
-            tg_status s = tg_status_set(
-                TG_ERR_FORMAT, "safetensors %s: duplicate __metadata__ key '" ST_MSG_NAME "'",
-                origin, sorted[i]);
+            tg_status s =
+                tg_status_set(TG_ERR_FORMAT, "%s: %s: duplicate __metadata__ key '" ST_MSG_NAME "'",
+                              fn, origin, sorted[i]);
             free(sorted);
             return s;
         }
@@ -382,8 +381,8 @@ static int st_cmp_named(const void *a, const void *b) {
 /* Parses the JSON header of f->pub.buffer and checks the whole layout against a data buffer
  * of data_size bytes; the entries point into data, or have data NULL when data is NULL (the
  * data was not read). */
-static tg_status st_parse_header(st_file *f, const char *origin, const char *header, size_t n,
-                                 size_t data_size, const unsigned char *data) {
+static tg_status st_parse_header(st_file *f, const char *fn, const char *origin, const char *header,
+                                 size_t n, size_t data_size, const unsigned char *data) {
     tg_safetensors *st = &f->pub;
     const unsigned char *bytes = (const unsigned char *)header;
 
@@ -397,25 +396,25 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
         else
             snprintf(found, sizeof found, "byte 0x%02x", bytes[0]);
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: the JSON header must begin with '{' (found %s)",
-                             origin, found);
+                             "%s: %s: the JSON header must begin with '{' (found %s)", fn, origin,
+                             found);
     }
     const size_t bad = st_utf8_check(bytes, n, true);
     if (bad != n)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: the header is not valid UTF-8 JSON text (byte 0x%02x "
+                             "%s: %s: the header is not valid UTF-8 JSON text (byte 0x%02x "
                              "at offset %zu)",
-                             origin, bytes[bad], bad);
+                             fn, origin, bytes[bad], bad);
     const size_t nul = st_find_nul_escape(header, n);
     if (nul != n)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: the header contains a \\u0000 escape at offset %zu",
+                             "%s: %s: the header contains a \\u0000 escape at offset %zu", fn,
                              origin, nul);
 
     /* cJSON gets its own NUL-terminated copy so that nothing it does can reach the data. */
     char *text = malloc(n + 1);
     if (!text)
-        return tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory for a %zu-byte header",
+        return tg_status_set(TG_ERR_NOMEM, "%s: %s: out of memory for a %zu-byte header", fn,
                              origin, n);
     memcpy(text, header, n);
     text[n] = '\0';
@@ -426,8 +425,8 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
         const size_t at = end ? (size_t)(end - text) : 0;
         free(text);
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: invalid JSON header (parse error near byte %zu)",
-                             origin, at);
+                             "%s: %s: invalid JSON header (parse error near byte %zu)", fn, origin,
+                             at);
     }
     const size_t json_len = (size_t)(end - text);
     free(text);
@@ -439,15 +438,15 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
     for (size_t i = json_len; i < n; i++) {
         if (header[i] != ' ') {
             status = tg_status_set(TG_ERR_FORMAT,
-                                   "safetensors %s: unexpected byte 0x%02x at offset %zu after "
+                                   "%s: %s: unexpected byte 0x%02x at offset %zu after "
                                    "the JSON object (the header may only be padded with spaces)",
-                                   origin, bytes[i], i);
+                                   fn, origin, bytes[i], i);
             goto done;
         }
     }
     if (!cJSON_IsObject(root)) {
-        status = tg_status_set(TG_ERR_FORMAT, "safetensors %s: the JSON header is not an object",
-                               origin);
+        status =
+            tg_status_set(TG_ERR_FORMAT, "%s: %s: the JSON header is not an object", fn, origin);
         goto done;
     }
 
@@ -457,7 +456,7 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
     /* Duplicate names first: cJSON keeps every member, the format forbids repeats. */
     names = malloc((members ? members : 1) * sizeof *names);
     if (!names) {
-        status = tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
+        status = tg_status_set(TG_ERR_NOMEM, "%s: %s: out of memory", fn, origin);
         goto done;
     }
     size_t k = 0;
@@ -466,7 +465,7 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
     for (size_t i = 1; i < members; i++) {
         if (strcmp(names[i - 1], names[i]) == 0) {
             status = tg_status_set(TG_ERR_FORMAT,
-                                   "safetensors %s: duplicate name '" ST_MSG_NAME "' in the header",
+                                   "%s: %s: duplicate name '" ST_MSG_NAME "' in the header", fn,
                                    origin, names[i]);
             goto done;
         }
@@ -474,16 +473,16 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
 
     spans = calloc(members ? members : 1, sizeof *spans);
     if (!spans) {
-        status = tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
+        status = tg_status_set(TG_ERR_NOMEM, "%s: %s: out of memory", fn, origin);
         goto done;
     }
     size_t count = 0;
     for (const cJSON *c = root->child; c; c = c->next) {
         if (strcmp(c->string, "__metadata__") == 0) {
-            status = st_metadata_parse(origin, c, st);
+            status = st_metadata_parse(fn, origin, c, st);
         } else {
             spans[count].e.name = c->string; /* borrowed from cJSON until copied below */
-            status = st_entry_parse(origin, c, &spans[count]);
+            status = st_entry_parse(fn, origin, c, &spans[count]);
             count++;
         }
         if (status != TG_OK) goto done;
@@ -495,10 +494,10 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
         if ((uint64_t)spans[i].end > data_size) {
             status =
                 tg_status_set(TG_ERR_FORMAT,
-                              "safetensors %s: tensor '" ST_MSG_NAME "': data_offsets [%" PRId64
+                              "%s: %s: tensor '" ST_MSG_NAME "': data_offsets [%" PRId64
                               ", %" PRId64 "] go past the end of the %zu-byte data buffer "
                               "(file truncated?)",
-                              origin, spans[i].e.name, spans[i].begin, spans[i].end, data_size);
+                              fn, origin, spans[i].e.name, spans[i].begin, spans[i].end, data_size);
             goto done;
         }
     }
@@ -507,29 +506,29 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
     for (size_t i = 0; i < count; i++) {
         if (spans[i].begin < expected) {
             status = tg_status_set(TG_ERR_FORMAT,
-                                   "safetensors %s: tensor '" ST_MSG_NAME "' (bytes [%" PRId64
-                                   ", %" PRId64 ")) overlaps tensor '" ST_MSG_NAME "' (which ends "
+                                   "%s: %s: tensor '" ST_MSG_NAME "' (bytes [%" PRId64 ", %" PRId64
+                                   ")) overlaps tensor '" ST_MSG_NAME "' (which ends "
                                    "at %" PRId64 ")",
-                                   origin, spans[i].e.name, spans[i].begin, spans[i].end,
+                                   fn, origin, spans[i].e.name, spans[i].begin, spans[i].end,
                                    spans[i - 1].e.name, expected);
             goto done;
         }
         if (spans[i].begin > expected) {
             status = tg_status_set(
                 TG_ERR_FORMAT,
-                "safetensors %s: hole of %" PRId64 " unused bytes before tensor '" ST_MSG_NAME
+                "%s: %s: hole of %" PRId64 " unused bytes before tensor '" ST_MSG_NAME
                 "' (bytes [%" PRId64 ", %" PRId64 ") belong to "
                 "no tensor)",
-                origin, spans[i].begin - expected, spans[i].e.name, expected, spans[i].begin);
+                fn, origin, spans[i].begin - expected, spans[i].e.name, expected, spans[i].begin);
             goto done;
         }
         expected = spans[i].end;
     }
     if ((uint64_t)expected != data_size) {
         status = tg_status_set(TG_ERR_FORMAT,
-                               "safetensors %s: %" PRIu64 " trailing bytes after the last tensor "
+                               "%s: %s: %" PRIu64 " trailing bytes after the last tensor "
                                "(8 + header + data must be the file size exactly)",
-                               origin, (uint64_t)data_size - (uint64_t)expected);
+                               fn, origin, (uint64_t)data_size - (uint64_t)expected);
         goto done;
     }
 
@@ -538,7 +537,7 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
     f->by_name = malloc((count ? count : 1) * sizeof *f->by_name);
     index = malloc((count ? count : 1) * sizeof *index);
     if (!st->entries || !f->by_name || !index) {
-        status = tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
+        status = tg_status_set(TG_ERR_NOMEM, "%s: %s: out of memory", fn, origin);
         goto done;
     }
     for (size_t i = 0; i < count; i++) {
@@ -548,7 +547,7 @@ static tg_status st_parse_header(st_file *f, const char *origin, const char *hea
         e->name = st_strdup(spans[i].e.name);
         st->count = i + 1;
         if (!e->name) {
-            status = tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
+            status = tg_status_set(TG_ERR_NOMEM, "%s: %s: out of memory", fn, origin);
             goto done;
         }
         index[i] = (st_named){e->name, i};
@@ -567,42 +566,42 @@ done:
 /* Validates a file of file_size bytes whose first bytes are in f->pub.buffer (owned by f):
  * all of it, or with header_only its first 8 + N bytes at least, when N is a valid header
  * length (with fewer bytes this fails before it looks further). */
-static tg_status st_parse_buffer(st_file *f, const char *origin, uint64_t file_size,
+static tg_status st_parse_buffer(st_file *f, const char *fn, const char *origin, uint64_t file_size,
                                  bool header_only) {
     const tg_safetensors *st = &f->pub;
     if (file_size < 8)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: the file is %" PRIu64 " bytes long, too short for "
+                             "%s: %s: the file is %" PRIu64 " bytes long, too short for "
                              "the 8-byte header length (truncated file?)",
-                             origin, file_size);
+                             fn, origin, file_size);
     uint64_t n;
     memcpy(&n, st->buffer, sizeof n); /* little-endian, checked at compile time */
     if (n > ST_HEADER_MAX)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: header length %" PRIu64 " is larger than the limit "
+                             "%s: %s: header length %" PRIu64 " is larger than the limit "
                              "of %u bytes",
-                             origin, n, ST_HEADER_MAX);
+                             fn, origin, n, ST_HEADER_MAX);
     if (n > file_size - 8) /* file_size >= 8, so no overflow either way */
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors %s: header length %" PRIu64 " goes beyond the end of "
+                             "%s: %s: header length %" PRIu64 " goes beyond the end of "
                              "the %" PRIu64 "-byte file (truncated file?)",
-                             origin, n, file_size);
+                             fn, origin, n, file_size);
     const unsigned char *bytes = st->buffer;
-    return st_parse_header(f, origin, (const char *)bytes + 8, (size_t)n,
+    return st_parse_header(f, fn, origin, (const char *)bytes + 8, (size_t)n,
                            (size_t)(file_size - 8 - n), header_only ? NULL : bytes + 8 + n);
 }
 
 /* Takes ownership of buffer (even on failure): see st_parse_buffer. */
 static tg_status st_open(void *buffer, size_t size, uint64_t file_size, bool header_only,
-                         const char *origin, tg_safetensors **out) {
+                         const char *fn, const char *origin, tg_safetensors **out) {
     st_file *f = calloc(1, sizeof *f);
     if (!f) {
         free(buffer);
-        return tg_status_set(TG_ERR_NOMEM, "safetensors %s: out of memory", origin);
+        return tg_status_set(TG_ERR_NOMEM, "%s: %s: out of memory", fn, origin);
     }
     f->pub.buffer = buffer;
     f->pub.buffer_size = size;
-    const tg_status s = st_parse_buffer(f, origin, file_size, header_only);
+    const tg_status s = st_parse_buffer(f, fn, origin, file_size, header_only);
     if (s != TG_OK) {
         tg_safetensors_free(&f->pub);
         return s;
@@ -618,10 +617,10 @@ tg_status tg_safetensors_parse(const void *bytes, size_t size, tg_safetensors **
         return tg_status_set(TG_ERR_ARGUMENT, "tg_safetensors_parse: bytes is NULL");
     void *copy = malloc(size ? size : 1);
     if (!copy)
-        return tg_status_set(TG_ERR_NOMEM, "safetensors <memory>: out of memory for %zu bytes",
+        return tg_status_set(TG_ERR_NOMEM, "tg_safetensors_parse: out of memory for %zu bytes",
                              size);
     if (size) memcpy(copy, bytes, size);
-    return st_open(copy, size, size, false, "<memory>", out);
+    return st_open(copy, size, size, false, "tg_safetensors_parse", "<memory>", out);
 }
 
 tg_status tg_safetensors_read(const char *path, tg_safetensors **out) {
@@ -671,7 +670,7 @@ tg_status tg_safetensors_read_with(const char *path, const tg_safetensors_read_o
         free(buffer);
         return s;
     }
-    return st_open(buffer, (size_t)want, size, header_only, origin, out);
+    return st_open(buffer, (size_t)want, size, header_only, fn, origin, out);
 }
 
 void tg_safetensors_free(tg_safetensors *st) {
@@ -741,8 +740,8 @@ tg_status tg_st_entry_to_tensor(const tg_st_entry *e, tg_tensor **out) {
     if (s != TG_OK) return s;
     if (e->dtype != TG_DTYPE_F32 && e->dtype != TG_DTYPE_F64)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors: tensor '" ST_MSG_NAME "' has dtype %s; a float tensor "
-                             "needs F32 or F64",
+                             "tg_st_entry_to_tensor: tensor '" ST_MSG_NAME "' has dtype %s; a "
+                             "float tensor needs F32 or F64",
                              e->name ? e->name : "<unnamed>", tg_dtype_name(e->dtype));
     tg_tensor *t = tg_tensor_new(e->ndim, e->shape);
     const unsigned char *src = e->data; /* may be unaligned: copy element by element */
@@ -824,22 +823,22 @@ static tg_status st_integer_check(const char *fn, const tg_st_entry *e, const ch
     if (s != TG_OK) return s;
     if (!st_dtype_is_integer(e->dtype))
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors: tensor '" ST_MSG_NAME "' has dtype %s; %s needs an "
-                             "integer or BOOL dtype",
-                             e->name ? e->name : "<unnamed>", tg_dtype_name(e->dtype), wanted);
+                             "%s: tensor '" ST_MSG_NAME "' has dtype %s; %s needs an integer "
+                             "or BOOL dtype",
+                             fn, e->name ? e->name : "<unnamed>", tg_dtype_name(e->dtype), wanted);
     return TG_OK;
 }
 
 /* The error for element i of an integer entry that st_integer_at refused or that is out of
  * int32's range (index tensors). */
-static tg_status st_integer_bad(const tg_st_entry *e, int64_t i) {
+static tg_status st_integer_bad(const char *fn, const tg_st_entry *e, int64_t i) {
     const char *name = e->name ? e->name : "<unnamed>";
     const unsigned char *p = (const unsigned char *)e->data + (size_t)i * tg_dtype_size(e->dtype);
     if (e->dtype == TG_DTYPE_BOOL)
         return tg_status_set(TG_ERR_FORMAT,
-                             "safetensors: BOOL tensor '" ST_MSG_NAME "': element %" PRId64
+                             "%s: BOOL tensor '" ST_MSG_NAME "': element %" PRId64
                              " is byte %u, not 0 or 1",
-                             name, i, p[0]);
+                             fn, name, i, p[0]);
     char value[32];
     if (e->dtype == TG_DTYPE_U64) {
         uint64_t u;
@@ -851,9 +850,9 @@ static tg_status st_integer_bad(const tg_st_entry *e, int64_t i) {
         snprintf(value, sizeof value, "%" PRId64, v);
     }
     return tg_status_set(TG_ERR_FORMAT,
-                         "safetensors: index tensor '" ST_MSG_NAME "': element %" PRId64
+                         "%s: index tensor '" ST_MSG_NAME "': element %" PRId64
                          " = %s does not fit in int32",
-                         name, i, value);
+                         fn, name, i, value);
 }
 
 tg_status tg_st_entry_to_index(const tg_st_entry *e, tg_index **out) {
@@ -869,7 +868,7 @@ tg_status tg_st_entry_to_index(const tg_st_entry *e, tg_index **out) {
             int64_t v;
             if (!st_integer_at(e, i, &v) || v < INT32_MIN || v > INT32_MAX) {
                 tg_index_free(ix);
-                return st_integer_bad(e, i);
+                return st_integer_bad("tg_st_entry_to_index", e, i);
             }
             ix->data[i] = (int32_t)v;
         }
@@ -888,7 +887,7 @@ tg_status tg_st_entry_to_mask(const tg_st_entry *e, tg_tensor **out) {
         int64_t v;
         if (!st_integer_at(e, i, &v) && e->dtype == TG_DTYPE_BOOL) {
             tg_tensor_free(t);
-            return st_integer_bad(e, i);
+            return st_integer_bad("tg_st_entry_to_mask", e, i);
         }
         t->data[i] = v != 0 ? 1 : 0; /* a U64 beyond INT64_MAX is nonzero too */
     }
@@ -1105,6 +1104,7 @@ int tg_safetensors_remove_stale_temps(const char *path) {
 tg_status tg_safetensors_write(const char *path, const tg_st_entry *entries, size_t count,
                                const char *const *meta_keys, const char *const *meta_values,
                                size_t meta_count) {
+    const char *fn = "tg_safetensors_write";
     tg_status s = st_write_check(path, entries, count, meta_keys, meta_values, meta_count);
     if (s != TG_OK) return s;
 
@@ -1113,7 +1113,7 @@ tg_status tg_safetensors_write(const char *path, const tg_st_entry *entries, siz
     const char **names = malloc((most ? most : 1) * sizeof *names);
     char *header = NULL;
     if (!order || !names) {
-        s = tg_status_set(TG_ERR_NOMEM, "safetensors '%.300s': out of memory", path);
+        s = tg_status_set(TG_ERR_NOMEM, "%s: '%.300s': out of memory", fn, path);
         goto done;
     }
     for (size_t i = 0; i < count; i++) names[i] = entries[i].name;
@@ -1126,15 +1126,15 @@ tg_status tg_safetensors_write(const char *path, const tg_st_entry *entries, siz
     size_t header_len = 0;
     header = st_header_build(order, count, meta_keys, meta_values, meta_count, &header_len);
     if (!header) {
-        s = tg_status_set(TG_ERR_NOMEM, "safetensors '%.300s': out of memory building the header",
+        s = tg_status_set(TG_ERR_NOMEM, "%s: '%.300s': out of memory building the header", fn,
                           path);
         goto done;
     }
     if (header_len > ST_HEADER_MAX) {
         s = tg_status_set(TG_ERR_ARGUMENT,
-                          "safetensors '%.300s': the header would be %zu bytes, more than readers "
+                          "%s: '%.300s': the header would be %zu bytes, more than readers "
                           "accept (%u)",
-                          path, header_len, ST_HEADER_MAX);
+                          fn, path, header_len, ST_HEADER_MAX);
         goto done;
     }
     tg_safetensors_remove_stale_temps(path);

@@ -38,25 +38,32 @@ void tg_index_check(const char *function, const char *argument, const tg_index *
     }
 }
 
-int64_t tg_shape_numel(int ndim, const int64_t *shape) {
+int64_t tg_shape_check(const char *function, int ndim, const int64_t *shape) {
+    TG_CHECK_ARG(function);
     if (ndim < 0 || ndim > TG_MAX_DIMS)
-        tg_fail("shape: %d dimensions (at most %d are supported)", ndim, TG_MAX_DIMS);
-    if (ndim > 0) TG_CHECK_ARG(shape);
+        tg_fail("%s: shape of %d dimensions (at most %d are supported)", function, ndim,
+                TG_MAX_DIMS);
+    if (ndim > 0 && !shape) tg_fail_null_argument(function, "shape");
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0) tg_fail("shape: dimension %d is negative (%" PRId64 ")", i, shape[i]);
+        if (shape[i] < 0)
+            tg_fail("%s: dimension %d of the shape is negative (%" PRId64 ")", function, i,
+                    shape[i]);
         if (shape[i] != 0 && n > INT64_MAX / shape[i])
-            tg_fail("shape: the number of elements overflows 64 bits");
+            tg_fail("%s: the number of elements of the shape overflows 64 bits", function);
         n *= shape[i];
     }
     return n;
 }
 
+int64_t tg_shape_numel(int ndim, const int64_t *shape) {
+    return tg_shape_check(__func__, ndim, shape);
+}
+
 /* `function` is the public function called, for the message about a NULL shape. */
 static tg_tensor *tensor_alloc(const char *function, int ndim, const int64_t *shape) {
-    if (ndim > 0 && !shape) tg_fail_null_argument(function, "shape");
-    const int64_t numel = tg_shape_numel(ndim, shape);
-    if ((uint64_t)numel > SIZE_MAX / sizeof(tg_real)) tg_fail("tensor too large");
+    const int64_t numel = tg_shape_check(function, ndim, shape);
+    if ((uint64_t)numel > SIZE_MAX / sizeof(tg_real)) tg_fail("%s: tensor too large", function);
     tg_tensor *t = tg_xcalloc(1, sizeof *t);
     if (ndim) memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
     t->ndim = ndim;
@@ -88,7 +95,8 @@ tg_tensor *tg_tensor_ones(int ndim, const int64_t *shape) {
 }
 
 tg_tensor *tg_tensor_from_array(int ndim, const int64_t *shape, const tg_real *values) {
-    if (!values && tg_shape_numel(ndim, shape) > 0) tg_fail_null_argument(__func__, "values");
+    if (!values && tg_shape_check(__func__, ndim, shape) > 0)
+        tg_fail_null_argument(__func__, "values");
     tg_tensor *t = tensor_alloc(__func__, ndim, shape);
     tg_tensor_copy_from(t, values);
     return t;
@@ -96,8 +104,9 @@ tg_tensor *tg_tensor_from_array(int ndim, const int64_t *shape, const tg_real *v
 
 tg_tensor *tg_tensor_arange(tg_real start, tg_real end, tg_real step) {
     if (step == 0 || isnan(step) || isnan(start) || isnan(end))
-        tg_fail("arange: step must be non-zero and bounds finite (start %g, end %g, step %g)",
-                (double)start, (double)end, (double)step);
+        tg_fail(
+            "tg_tensor_arange: step must be non-zero and bounds finite (start %g, end %g, step %g)",
+            (double)start, (double)end, (double)step);
     const double count = ceil(((double)end - (double)start) / (double)step);
     const int64_t n = count > 0 ? (int64_t)count : 0;
     tg_tensor *t = tensor_alloc(__func__, 1, (const int64_t[]){n});
@@ -122,8 +131,7 @@ void tg_tensor_free(tg_tensor *t) {
 }
 
 tg_index *tg_index_new(int ndim, const int64_t *shape) {
-    if (ndim > 0) TG_CHECK_ARG(shape);
-    const int64_t numel = tg_shape_numel(ndim, shape);
+    const int64_t numel = tg_shape_check(__func__, ndim, shape);
     tg_index *ix = tg_xcalloc(1, sizeof *ix);
     if (ndim) memcpy(ix->shape, shape, (size_t)ndim * sizeof(int64_t));
     ix->ndim = ndim;
@@ -135,7 +143,8 @@ tg_index *tg_index_new(int ndim, const int64_t *shape) {
 
 tg_index *tg_index_from_array(int ndim, const int64_t *shape, const int32_t *values) {
     if (ndim > 0) TG_CHECK_ARG(shape);
-    if (!values && tg_shape_numel(ndim, shape) > 0) tg_fail_null_argument(__func__, "values");
+    if (!values && tg_shape_check(__func__, ndim, shape) > 0)
+        tg_fail_null_argument(__func__, "values");
     tg_index *ix = tg_index_new(ndim, shape);
     if (ix->numel) memcpy(ix->data, values, (size_t)ix->numel * sizeof(int32_t));
     return ix;
@@ -216,7 +225,8 @@ tg_tensor *tg_tensor_named(tg_tensor *t, const char *name) {
 tg_tensor *tg_tensor_requires_grad(tg_tensor *t, bool on) {
     TG_CHECK_TENSOR(t);
     if (t->node >= 0 && !on)
-        tg_fail("requires_grad: '%s' is the output of an op; only leaves can be changed", t->name);
+        tg_fail("tg_tensor_requires_grad: '%s' is the output of an op; only leaves can be changed",
+                t->name);
     t->requires_grad = on;
     return t;
 }
@@ -236,7 +246,7 @@ tg_real tg_item(const tg_tensor *t) {
     TG_CHECK_TENSOR(t);
     if (t->numel != 1) {
         char desc[160];
-        tg_fail("item: tensor %s has %" PRId64 " elements, not 1",
+        tg_fail("tg_item: tensor %s has %" PRId64 " elements, not 1",
                 tg_tensor_describe(t, desc, sizeof desc), t->numel);
     }
     return t->data[0];

@@ -22,7 +22,21 @@ void tg_test_catch_begin(void) {
 
 void tg_test_catch_end(void) { tg_error_set_handler(NULL, NULL); }
 
+/* Every message starts with the name of the function called and ": " (the library's own are
+ * "tg_<name>: ", which tests/check_messages.py checks in the sources; an op a program writes
+ * names itself as it likes). This checks every message a test provokes. */
+static bool message_prefixed(const char *m) {
+    const char *p = m;
+    while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+           *p == '_')
+        p++;
+    return p > m && !(*m >= '0' && *m <= '9') && p[0] == ':' && p[1] == ' ';
+}
+
 void tg_test_expect_message(const char *file, int line, const char *const *fragments) {
+    if (!message_prefixed(tg_test_message))
+        fail_msg("%s:%d: error message \"%s\" does not start with \"<function>: \"", file, line,
+                 tg_test_message);
     for (const char *const *f = fragments; *f; f++)
         if (!strstr(tg_test_message, *f))
             fail_msg("%s:%d: error message \"%s\" lacks \"%s\"", file, line, tg_test_message, *f);

@@ -175,6 +175,7 @@ static void test_user_module(void **state) {
     m->head = tg_linear_new(4, 2, false);
     m->scale = tg_tensor_named(tg_tensor_requires_grad(tg_tensor_ones(TG_SHAPE(2)), true), "s");
     tg_module_add_param(&m->module, "scale", m->scale);
+    tg_module_add_param(&m->module, "absent", NULL); /* bias=False: skipped, as state_dict does */
     tg_module_add_child(&m->module, "encoder", &m->encoder->base.module);
     tg_module_add_child(&m->module, "head", &m->head->module);
 
@@ -199,12 +200,40 @@ static void test_user_module(void **state) {
                             ")"); /* frees the tree: ASan sees no leak */
 }
 
+/* TG_MODULE_ADD stores the child in its field and registers it under the field's name, for a
+ * module whose tg_module is its first member and for one whose is its base's. */
+static void test_module_add_macro(void **state) {
+    (void)state;
+    seq2seq *m = tg_xcalloc(1, sizeof *m);
+    tg_module_init(&m->module, &seq2seq_type);
+    m->scale = tg_tensor_requires_grad(tg_tensor_ones(TG_SHAPE(1)), true);
+    tg_module_add_param(&m->module, "scale", m->scale);
+    TG_MODULE_ADD(m, encoder, tg_gru_new(tg_rnn_defaults(3, 4)));
+    TG_MODULE_ADD(m, head, tg_linear_new(4, 2, false));
+    assert_int_equal(m->module.num_children, 2);
+    assert_string_equal(m->module.child_names[0], "encoder");
+    assert_ptr_equal(m->module.children[0], &m->encoder->base.module);
+    assert_string_equal(m->module.child_names[1], "head");
+    assert_ptr_equal(m->module.children[1], &m->head->module);
+    tg_linear_layer *head = m->head;
+    TG_EXPECT_FAIL(TG_MODULE_ADD(m, head, tg_linear_new(4, 2, false)),
+                   "tg_module_add_child: module Seq2Seq: 'head' is already a child");
+    tg_module_free(&m->head->module); /* the refused one (stored, not registered) */
+    m->head = head;
+    assert_repr(&m->module, "Seq2Seq(\n"
+                            "  scale=1\n"
+                            "  (encoder): GRU(3, 4)\n"
+                            "  (head): Linear(in_features=4, out_features=2, bias=False)\n"
+                            ")");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_repr_of_each_builtin_matches_torch),
         cmocka_unit_test(test_model_repr_count_and_names),
         cmocka_unit_test(test_train_eval_switches_transformer_dropout),
         cmocka_unit_test(test_user_module),
+        cmocka_unit_test(test_module_add_macro),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

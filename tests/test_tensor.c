@@ -51,9 +51,11 @@ static void test_arange(void **state) {
 
 static void test_shape_errors(void **state) {
     (void)state;
-    TG_EXPECT_FAIL(tg_tensor_zeros(TG_SHAPE(2, -3)), "dimension 1 is negative");
-    TG_EXPECT_FAIL(tg_tensor_zeros(7, (const int64_t[]){1, 1, 1, 1, 1, 1, 1}), "7 dimensions");
-    TG_EXPECT_FAIL(tg_shape_numel(TG_SHAPE(INT64_MAX / 2, 4)), "overflows");
+    TG_EXPECT_FAIL(tg_tensor_zeros(TG_SHAPE(2, -3)),
+                   "tg_tensor_zeros: dimension 1 of the shape is negative");
+    TG_EXPECT_FAIL(tg_tensor_zeros(7, (const int64_t[]){1, 1, 1, 1, 1, 1, 1}),
+                   "tg_tensor_zeros: shape of 7 dimensions");
+    TG_EXPECT_FAIL(tg_shape_numel(TG_SHAPE(INT64_MAX / 2, 4)), "tg_shape_numel", "overflows");
     tg_tensor *a = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(2, 3)), "x");
     TG_EXPECT_FAIL(tg_tensor_size(a, 2), "size", "dim 2", "(2, 3) 'x'");
     TG_EXPECT_FAIL(tg_item(a), "item", "(2, 3) 'x'", "6 elements");
@@ -233,7 +235,7 @@ static void test_arena_mark_rewind_peak(void **state) {
 
 static void test_error_handler_replaceable(void **state) {
     (void)state;
-    TG_EXPECT_FAIL(tg_fail("custom %d", 42), "custom 42");
+    TG_EXPECT_FAIL(tg_fail("my_check: custom %d", 42), "my_check: custom 42");
     assert_int_equal(tg_status_set(TG_ERR_FORMAT, "bad %s", "file"), TG_ERR_FORMAT);
     assert_string_equal(tg_error_message(), "bad file");
 }

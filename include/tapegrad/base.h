@@ -45,9 +45,25 @@ const char *tg_error_message(void);
 tg_status tg_status_set(tg_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Misuse inside a computation (shape mismatch, index out of range, ...) goes through
- * one handler. The default prints "tapegrad: <message>" to stderr and aborts. A test
- * or an embedding program can install its own; if it returns, the library aborts
- * anyway, so a replacement handler must not return (longjmp, or exit). */
+ * one handler. Every message starts with the name of the public function the program
+ * called ("tg_matmul: inner dimensions differ ..."). The default handler prints
+ * "tapegrad: <message>" to stderr, then where the program made the failing call, one frame a
+ * line, the library's own frames left out:
+ *       called from train_step (train.c:42)
+ *              from main (train.c:97)
+ * (function names and, for code built with -g, file:line, through elfutils' libdw when the
+ * library was built with it; otherwise exported names and module+offset for addr2line).
+ * TG_BACKTRACE=0 in the environment leaves the frames out. It then ends the process with
+ * exit status 1, by _exit after flushing every stdio stream:
+ *  - not abort(): a misuse is the program's error, not a crash, and deserves an exit status
+ *    a shell script can test rather than a SIGABRT and a core dump;
+ *  - not exit(): the failure may happen deep inside an op (or on a worker thread), and
+ *    atexit handlers that use the library (saving a checkpoint, say) would run on a state
+ *    the failing call left half-done; exit() would also run LeakSanitizer, which reports
+ *    every live tensor of the stopped program as a leak. Flushing keeps what the program
+ *    printed before the failure, as exit() would.
+ * A test or an embedding program can install its own handler; if it returns, the library
+ * aborts anyway, so a replacement handler must not return (longjmp, or exit). */
 typedef void (*tg_error_handler)(const char *message, void *user);
 /* Installs `handler` (NULL restores the default); returns the previous one. */
 tg_error_handler tg_error_set_handler(tg_error_handler handler, void *user);

@@ -10,8 +10,10 @@
  *     seq2seq *m = tg_xcalloc(1, sizeof *m);
  *     tg_module_init(&m->module, &seq2seq_type);
  *     m->encoder = tg_gru_new(o);
- *     tg_module_add_child(&m->module, "encoder", &m->encoder->module);
+ *     tg_module_add_child(&m->module, "encoder", &m->encoder->base.module);
  *     tg_module_add_param(&m->module, "weight", m->w = ...);
+ *
+ * (TG_MODULE_ADD(m, encoder, tg_gru_new(o)) does the two encoder lines in one.)
  *
  * The tree owns what is registered: tg_module_free frees the children, the parameter tensors
  * and the struct (allocated with malloc/tg_xcalloc). Names follow state_dict: a module's own
@@ -52,6 +54,13 @@ void tg_module_init(tg_module *m, const tg_module_type *type);
 /* Registers `child` under `name` (a distinct, non-empty name without '.'); the tree owns it.
  * NULL children are skipped, as PyTorch lists no None. */
 void tg_module_add_child(tg_module *m, const char *name, tg_module *child);
+/* PyTorch's `self.encoder = nn.GRU(...)` in one line: TG_MODULE_ADD(m, encoder, tg_gru_new(o))
+ * stores the new module in m->encoder (the compiler checks that the types agree) and registers
+ * it under the field's name, "encoder". m is a pointer to a struct whose first member is its
+ * tg_module, named `module`; the child is any module (its first member, or its base's, is the
+ * tg_module, so the pointer converts). */
+#define TG_MODULE_ADD(m, field, child)                                                             \
+    tg_module_add_child(&(m)->module, #field, (tg_module *)(void *)((m)->field = (child)))
 /* Registers the long-lived tensor `t` under `name`; the module owns it. NULL is skipped (a
  * Linear without bias), as state_dict lists no None. An unnamed tensor takes `name` as its
  * own (tape listings show "weight_ih"); a named one keeps its name. */

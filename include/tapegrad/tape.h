@@ -214,10 +214,12 @@ bool tg_tape_grad_move(tg_tape *tape, tg_tensor *to, tg_tensor *from);
 void tg_tape_set_anomaly_detection(tg_tape *tape, bool on);
 bool tg_tape_anomaly_detection(const tg_tape *tape);
 /* The two checks themselves, called by the tape (tg_tape_record, tg_tape_backward_with);
- * a custom op that computes values without calling tg_tape_record may call the first. */
+ * a custom op that computes values without calling tg_tape_record may call the first. The
+ * backward check's message starts with `function`, the backward the program called. */
 void tg_anomaly_check_forward(const tg_tape *tape, const char *op, int n_in, tg_tensor *const *in,
                               int n_out, tg_tensor *const *out);
-void tg_anomaly_check_backward(const tg_tape *tape, const tg_node *node, size_t index);
+void tg_anomaly_check_backward(const tg_tape *tape, const char *function, const tg_node *node,
+                               size_t index);
 
 /* ---- pictures ---- */
 /* Writes the tape as a Graphviz DOT graph (render with `dot -Tsvg tape.dot -o tape.svg`):

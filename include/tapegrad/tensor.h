@@ -78,6 +78,8 @@ void tg_index_free(tg_index *ix);
 
 /* ---- shapes ---- */
 int64_t tg_shape_numel(int ndim, const int64_t *shape); /* fails on negative dims or overflow */
+/* tg_shape_numel for a function that takes a shape: the messages name `function`. */
+int64_t tg_shape_check(const char *function, int ndim, const int64_t *shape);
 bool tg_shape_equal(const tg_tensor *a, const tg_tensor *b);
 int64_t tg_tensor_size(const tg_tensor *t, int dim); /* dim may be negative, as in PyTorch */
 int tg_dim_normalize(const char *op, const tg_tensor *t, int dim); /* -1 -> ndim-1, checked */
