@@ -12,6 +12,11 @@
 #define _GNU_SOURCE /* dladdr */
 #include "backtrace_internal.h"
 
+#ifdef __EMSCRIPTEN__
+/* WebAssembly has no backtrace(): the browser's console shows the wasm and JavaScript stack. */
+void tg_backtrace_print(FILE *out) { (void)out; }
+#else
+
 #include <dlfcn.h>
 #include <execinfo.h>
 #include <stdint.h>
@@ -147,3 +152,5 @@ void tg_backtrace_print(FILE *out) {
     if (dwfl) dwfl_end(dwfl);
 #endif
 }
+
+#endif /* __EMSCRIPTEN__ */

@@ -920,13 +920,13 @@ static void test_mha_options_gradchecks(void **state) {
 
 static void test_errors(void **state) {
     (void)state;
-    TG_EXPECT_FAIL(tg_mha_new(8, 3, 0, true, false), "mha_new", "multiple of num_heads");
+    TG_EXPECT_FAIL(tg_mha_new(8, 3, 0, true, false), "tg_mha_new", "multiple of num_heads");
     tg_mha *m = tg_mha_new(8, 2, 0, true, false);
     tg_tensor *q = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(3, 2, 6)), "q");
     tg_tensor *k = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(4, 2, 8)), "k");
     tg_tensor *bad_mask = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(3, 3)), "mask");
     tg_tape *tape = tg_tape_new();
-    TG_EXPECT_FAIL(tg_mha_forward(m, tape, q, k, k, NULL, false), "mha_forward",
+    TG_EXPECT_FAIL(tg_mha_forward(m, tape, q, k, k, NULL, false), "tg_mha_forward",
                    "query (3, 2, 6) 'q'", "embed_dim 8");
     tg_tensor *q8 = tg_tensor_zeros(TG_SHAPE(3, 2, 8));
     const tg_mha_masks masks = {.attn_mask = bad_mask};

@@ -410,14 +410,14 @@ static void test_errors(void **state) {
                    "tg_rnn_sequence_fused", "weight_hr", "only for LSTM");
     tg_tensor *h_step = rand_tensor(-1, 1, false, TG_SHAPE(2, 5));
     TG_EXPECT_FAIL(tg_rnn_sequence_fused(tape, TG_CELL_LSTM, &w, xs, h_step, NULL, false),
-                   "tg_rnn_sequence_fused (lstm)", "h0 (2, 5)", "(2, 2)", "proj_size");
+                   "tg_rnn_sequence_fused: lstm", "h0 (2, 5)", "(2, 2)", "proj_size");
     TG_EXPECT_FAIL(tg_cell_step_composite(tape, TG_CELL_LSTM, &w, tg_select(tape, xs, 0, 0), h_step,
                                           NULL, NULL),
-                   "tg_cell_step_composite (lstm)", "h (2, 5)", "proj_size");
+                   "tg_cell_step_composite: lstm", "h (2, 5)", "proj_size");
     tg_tensor *w_hr_t = rand_tensor(-1, 1, false, TG_SHAPE(5, 2)); /* transposed */
     w.w_hr = w_hr_t;
     TG_EXPECT_FAIL(tg_rnn_sequence_fused(tape, TG_CELL_LSTM, &w, xs, NULL, NULL, false),
-                   "tg_rnn_sequence_fused (lstm)", "weight_hr (5, 2)", "(2, 5)");
+                   "tg_rnn_sequence_fused: lstm", "weight_hr (5, 2)", "(2, 5)");
     tg_tape_free(tape);
     tg_tensor_free(x), tg_tensor_free(xs), tg_tensor_free(h_big), tg_tensor_free(h_ok);
     tg_tensor_free(h_step), tg_tensor_free(w_hr_t);

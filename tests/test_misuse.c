@@ -1048,7 +1048,7 @@ static void test_bad_mha_options(void **state) {
     TG_EXPECT_FAIL(tg_mha_new_with(NULL), "tg_mha_new_with: argument 'opts' is NULL");
     tg_mha_options o = tg_mha_defaults(4, 2);
     o.vdim = -5;
-    TG_EXPECT_FAIL(tg_mha_new_with(&o), "mha_new: kdim (0) and vdim (-5) must be positive");
+    TG_EXPECT_FAIL(tg_mha_new_with(&o), "tg_mha_new_with: kdim (0) and vdim (-5) must be positive");
     o.kdim = 3, o.vdim = 5, o.add_bias_kv = o.add_zero_attn = true;
     tg_mha *m = tg_mha_new_with(&o);
     tg_tape *tape = tg_tape_new();
@@ -1058,19 +1058,19 @@ static void test_bad_mha_options(void **state) {
     tg_tensor *x = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(4, 2, 4)), "x"); /* embed_dim wide */
     /* kdim, vdim: a key or value of embed_dim features */
     TG_EXPECT_FAIL(tg_mha_forward(m, tape, q, x, v, NULL, false),
-                   "mha_forward: key (4, 2, 4) 'x' must be 3-D (S, N, kdim) with last dim kdim 3");
+                   "tg_mha_forward: key (4, 2, 4) 'x' must be 3-D (S, N, kdim) with last dim kdim 3");
     TG_EXPECT_FAIL(
         tg_mha_forward(m, tape, q, k, x, NULL, false),
-        "mha_forward: value (4, 2, 4) 'x' must be 3-D (S, N, vdim) with last dim vdim 5");
+        "tg_mha_forward: value (4, 2, 4) 'x' must be 3-D (S, N, vdim) with last dim vdim 5");
     /* add_bias_kv, add_zero_attn: masks are for the S keys passed in (the module pads them);
      * masks already widened to S + 2 are refused */
     tg_tensor *am = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(3, 6)), "am");
     tg_tensor *kpm = tg_tensor_named(tg_tensor_zeros(TG_SHAPE(2, 6)), "kpm");
     const tg_mha_masks wide_am = {.attn_mask = am}, wide_kpm = {.key_padding_mask = kpm};
     TG_EXPECT_FAIL(tg_mha_forward(m, tape, q, k, v, &wide_am, true),
-                   "mha_forward: attn_mask (3, 6) 'am' must be (3, 4) or (4, 3, 4)");
+                   "tg_mha_forward: attn_mask (3, 6) 'am' must be (3, 4) or (4, 3, 4)");
     TG_EXPECT_FAIL(tg_mha_forward(m, tape, q, k, v, &wide_kpm, false),
-                   "mha_forward: key_padding_mask (2, 6) 'kpm' must be (2, 4)");
+                   "tg_mha_forward: key_padding_mask (2, 6) 'kpm' must be (2, 4)");
     /* average_attn_weights: tg_mha_forward_with checks its arguments under its own name */
     TG_EXPECT_FAIL(tg_mha_forward_with(m, tape, q, NULL, v, NULL, true, false),
                    "tg_mha_forward_with: argument 'key' is NULL");
