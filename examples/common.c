@@ -25,7 +25,7 @@ const char *ex_program(void) { return program_name; }
 void ex_file_error(const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
-    fprintf(stderr, "%s: ", program_name);
+    fprintf(stderr, "%s%s: ", ex_rank_prefix(), program_name);
     vfprintf(stderr, fmt, args);
     fprintf(stderr, "\n");
     va_end(args);
@@ -35,7 +35,7 @@ void ex_file_error(const char *fmt, ...) {
 void ex_usage_error(const char *program, const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
-    fprintf(stderr, "%s: ", program);
+    fprintf(stderr, "%s%s: ", ex_rank_prefix(), program);
     vfprintf(stderr, fmt, args);
     fprintf(stderr, "\n(try %s --help)\n", program);
     va_end(args);
@@ -210,6 +210,7 @@ void ex_flags_parse(int argc, char **argv, const char *about, ex_train_options *
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     const char *program = slash ? slash + 1 : argc > 0 ? argv[0] : "example";
     program_name = program;
+    ex_dist_start(); /* under mpirun: MPI, this rank, stdout from rank 0 alone */
     /* the training flags, for a program that trains; without `train` the table below points
      * into a scratch struct and is left out (n_common = 0) */
     ex_train_options none = {0};
