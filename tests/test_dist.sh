@@ -11,6 +11,7 @@
 #             every rank says so, the job exits non-zero
 #     fault   kill -9 of rank 1: the job ends within 30 s naming rank 1, exits non-zero, and
 #             the last checkpoint loads
+#   test_dist.sh examples SINE CLASSIFY CHARLM   the example programs under mpirun
 # mpirun runs as root here only with --allow-run-as-root; shared memory (vader) between the
 # ranks, with its single-copy mechanism off (containers often forbid the ptrace it needs).
 set -u
@@ -124,6 +125,45 @@ fault)
     [ $status -ne 0 ] || fail "exit status 0 after a rank died"
     grep -q "rank 1" "$work/out" || fail "the output does not name rank 1"
     run 1 "$exe" --verify "$c" || fail "the last checkpoint does not load"
+    ;;
+examples)
+    # the example programs, unchanged, under mpirun (stdout is a pipe: plain progress lines)
+    sine=$1 classify=$2 charlm=$3
+    args="--hidden 16 --length 16 --bins 16 --batch 16 --lr 0.01 --test-size 50 --steps 20"
+    run 1 "$sine" $args --checkpoint none >"$work/one" 2>&1 || fail "sine alone"
+    run 2 "$sine" $args --checkpoint none >"$work/two" 2>&1 || fail "sine on 2 ranks"
+    cat "$work/two"
+    # (mpirun gives rank 0 a terminal when it has one: the line is then redrawn with \r)
+    [ "$(grep -o 'step 20/20' "$work/two" | wc -l)" = 1 ] ||
+        fail "not one progress line per step from 2 ranks"
+    grep "model  " "$work/one" >"$work/one.score"
+    grep "model  " "$work/two" >"$work/two.score"
+    cmp -s "$work/one.score" "$work/two.score" || fail "sine: 2 ranks score otherwise than one"
+    run 3 "$classify" --batch 32 --steps 2 --checkpoint none >"$work/out" 2>&1 &&
+        fail "classify took --batch 32 on 3 ranks"
+    cat "$work/out"
+    for r in 0 1 2; do
+        grep -q "\[rank $r/3\] classify: --batch 32 does not divide among 3 processes" "$work/out" ||
+            fail "classify: rank $r did not report the batch"
+    done
+    # charlm: stopped on 2 ranks, resumed on 4 (more processes than cores: oversubscribed),
+    # scores as the uninterrupted run of one process; the text is read mapped: a 160 MB file
+    # under a 120 MB data limit (ulimit -d), which a copy of the text in memory would exceed
+    yes "the quick brown fox jumps over the lazy dog; a stitch in time saves nine, 0123456789." |
+        head -c 160000000 >"$work/big.txt"
+    lm="--data $work/big.txt --max-data-bytes 1000000000 --embedding 8 --hidden 16 --layers 1
+        --bptt 16 --batch 8 --sample 0 --steps 20 --eval-chars 20000 --lr 0.01"
+    (ulimit -d 120000 && run 1 "$charlm" $lm --checkpoint "$work/a.st") >"$work/one" 2>&1 ||
+        { cat "$work/one"; fail "charlm alone under ulimit -d"; }
+    (ulimit -d 120000 && run 2 "$charlm" $lm --checkpoint "$work/b.st" --stop-after 10) \
+        >"$work/two" 2>&1 || { cat "$work/two"; fail "charlm on 2 ranks"; }
+    (ulimit -d 120000 && run 4 "$charlm" $lm --checkpoint "$work/b.st" --resume) >"$work/four" 2>&1 ||
+        { cat "$work/four"; fail "charlm resumed on 4 ranks"; }
+    cat "$work/four"
+    grep "held-out bits" "$work/one" >"$work/one.score"
+    grep "held-out bits" "$work/four" >"$work/four.score"
+    cmp -s "$work/one.score" "$work/four.score" ||
+        fail "charlm: 2 then 4 ranks score otherwise than one process: $(cat "$work/one.score")"
     ;;
 *)
     echo "test_dist.sh: unknown test '$what'"
