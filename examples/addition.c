@@ -224,7 +224,7 @@ int main(int argc, char **argv) {
     ex_trainer_init(&tr, params, &train, 50);
     const int64_t start = ex_trainer_resume(&tr);
     tg_loss_options ce = tg_loss_defaults(); /* ignore_index -100: after the end token */
-    batch b = batch_new(tr.local); /* this rank's rows of each step's problems */
+    batch b = batch_new(tr.local);           /* this rank's rows of each step's problems */
 
     printf("addition: %lld parameters, %lld steps of %lld problems, %d threads\n",
            (long long)tg_params_numel(params), (long long)train.steps, (long long)train.batch,

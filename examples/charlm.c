@@ -26,8 +26,8 @@ typedef struct corpus {
     const unsigned char *bytes; /* the whole file */
     int64_t size, n_train, n_test;
     int64_t vocab;
-    int32_t id_of[256];        /* byte -> id, -1 for bytes the text has not */
-    unsigned char symbol[256]; /* id -> byte */
+    int32_t id_of[256];                       /* byte -> id, -1 for bytes the text has not */
+    unsigned char symbol[256];                /* id -> byte */
     double train_count[256], test_count[256]; /* per byte, for the unigram baseline */
 } corpus;
 
@@ -57,8 +57,7 @@ static corpus corpus_load(const char *path, int64_t max_bytes) {
     corpus c = {0};
     size_t size = 0;
     if (tg_file_map(path, (uint64_t)max_bytes, &c.bytes, &size) != TG_OK) {
-        fprintf(stderr, "%scharlm: cannot read --data: %s\n", ex_rank_prefix(),
-                tg_error_message());
+        fprintf(stderr, "%scharlm: cannot read --data: %s\n", ex_rank_prefix(), tg_error_message());
         if (!strcmp(path, "/usr/share/dict/words"))
             fprintf(stderr,
                     "  The default text is Debian's word list: sudo apt-get install wamerican\n"
@@ -213,8 +212,8 @@ static void sample_print(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
  * each layer the input projections, gates, candidate and state with their gradients (10H),
  * and the logits, log-softmax and gradient (3 per symbol). The text is mapped, not loaded: its
  * pages are the kernel's cache, which it can drop, so they are not counted. */
-static double memory_need(int64_t vocab, int64_t embedding, int64_t hidden,
-                          int64_t layers, int64_t batch, int64_t bptt) {
+static double memory_need(int64_t vocab, int64_t embedding, int64_t hidden, int64_t layers,
+                          int64_t batch, int64_t bptt) {
     const double V = (double)vocab, E = (double)embedding, H = (double)hidden;
     const double L = (double)layers, rows = (double)bptt * (double)(batch > 16 ? batch : 16);
     const double params = V * E + 3 * H * (E + H) + (L - 1) * 3 * H * 2 * H + L * 6 * H + H * V + V;
@@ -253,8 +252,7 @@ int main(int argc, char **argv) {
         &train, flags, (int)(sizeof flags / sizeof flags[0]));
 
     corpus c = corpus_load(data, max_data_bytes);
-    ex_memory_check(memory_need(c.vocab, embedding, hidden_size, layers,
-                                train.batch, bptt),
+    ex_memory_check(memory_need(c.vocab, embedding, hidden_size, layers, train.batch, bptt),
                     "--batch, --bptt, --hidden, --layers, --embedding or the --data file");
     if (c.n_train / train.batch < bptt + 2 || c.n_test / 16 < bptt + 2) {
         fprintf(stderr, "charlm: %s is too short for --batch %lld and --bptt %lld\n", data,

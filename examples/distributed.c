@@ -102,7 +102,8 @@ void ex_index_columns(const tg_index *all, int64_t batch, int64_t first, tg_inde
 int64_t ex_local_batch(int64_t batch, int64_t *first) {
     const int world = ex_world();
     if (batch % world != 0)
-        ex_usage_error(ex_program(), "--batch %lld does not divide among %d processes: give a "
+        ex_usage_error(ex_program(),
+                       "--batch %lld does not divide among %d processes: give a "
                        "multiple of %d",
                        (long long)batch, world, world);
     const int64_t local = batch / world;

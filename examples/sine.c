@@ -157,7 +157,7 @@ int main(int argc, char **argv) {
         ex_step_rng_seed(&rng, train.seed, step);
         signals_draw(&o, &rng, train.batch, x);
         const double *mine = x + tr.first * o.length; /* this rank's signals */
-        for (int64_t t = 0; t + 1 < o.length; t++) /* the next value's bin, step-major */
+        for (int64_t t = 0; t + 1 < o.length; t++)    /* the next value's bin, step-major */
             for (int64_t i = 0; i < tr.local; i++)
                 targets->data[t * tr.local + i] = bin_of(&o, mine[i * o.length + t + 1]);
         tg_tensor *loss =

@@ -146,6 +146,16 @@ examples)
         grep -q "\[rank $r/3\] classify: --batch 32 does not divide among 3 processes" "$work/out" ||
             fail "classify: rank $r did not report the batch"
     done
+    # a checkpoint of another model: every rank says it cannot resume
+    small="--length 8 --marks 3 --embedding 4 --test-size 20 --batch 8 --steps 2"
+    run 2 "$classify" $small --hidden 8 --checkpoint "$work/c8.st" >/dev/null 2>&1 ||
+        fail "classify on 2 ranks"
+    run 2 "$classify" $small --hidden 6 --checkpoint "$work/c8.st" --resume >"$work/out" 2>&1 &&
+        fail "classify resumed from a checkpoint of another model"
+    for r in 0 1; do
+        grep -q "\[rank $r/2\] classify: cannot resume: rank 0: .*shape" "$work/out" ||
+            { cat "$work/out"; fail "classify: rank $r did not report the checkpoint"; }
+    done
     # charlm: stopped on 2 ranks, resumed on 4 (more processes than cores: oversubscribed),
     # scores as the uninterrupted run of one process; the text is read mapped: a 160 MB file
     # under a 120 MB data limit (ulimit -d), which a copy of the text in memory would exceed

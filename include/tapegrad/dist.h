@@ -144,7 +144,8 @@ tg_ddp *tg_ddp_new(tg_params *params, tg_tape *tape, const tg_ddp_options *opts)
 /* The same over tg_module_params(module). */
 tg_ddp *tg_ddp_new_module(tg_module *module, tg_tape *tape, const tg_ddp_options *opts);
 /* Completes what is in flight (as tg_ddp_wait would), removes the tape's hook, frees the
- * wrapper (not the parameters or the tape). NULL is fine. Collective when a step is pending. */
+ * wrapper (not the parameters or the tape): free it before the tape. NULL is fine.
+ * Collective when a step is pending. */
 void tg_ddp_free(tg_ddp *ddp);
 
 /* Gradient accumulation without communication while on (PyTorch's `with ddp.no_sync():`):
