@@ -10,7 +10,9 @@ if [ "${1:-}" = "--web" ]; then
     web="emscripten chromium chromium-driver python3-selenium"
     shift
 fi
-need="gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libstb-dev libcjson-dev libdw-dev $web $*"
+# libopenmpi-dev and openmpi-bin (Open MPI 4.1): the dist layer (data-parallel training
+# across processes, libtapegrad-dist) and mpirun for its tests; without them it is not built.
+need="gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libstb-dev libcjson-dev libdw-dev libopenmpi-dev openmpi-bin $web $*"
 missing=""
 for p in $need; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
