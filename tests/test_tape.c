@@ -336,14 +336,14 @@ static tg_tensor *mul(tg_tape *tape, tg_tensor *a, tg_tensor *b) {
 }
 
 /* What the gradient hook saw: each reported leaf and its gradient at that moment. */
-typedef struct hook_log {
+typedef struct grad_hook_log {
     int count;
     tg_tensor *leaf[8];
     tg_real grad[8][3];
-} hook_log;
+} grad_hook_log;
 
 static void log_leaf(tg_tensor *leaf, void *ctx) {
-    hook_log *log = ctx;
+    grad_hook_log *log = ctx;
     assert_true(log->count < 8);
     log->leaf[log->count] = leaf;
     if (leaf->grad)
@@ -358,7 +358,7 @@ static void test_grad_hook_reports_final_gradients(void **state) {
     for (int k = 0; k < 4; k++)
         p[k] = tg_tensor_requires_grad(tg_test_rand((uint64_t)k + 1, -1, 1, TG_SHAPE(3)), true);
     tg_tensor *a = p[0], *b = p[1], *c = p[2], *unused = p[3];
-    hook_log log = {0};
+    grad_hook_log log = {0};
     tg_tape_set_grad_hook(tape, log_leaf, &log);
     /* #0 u = b ⊙ a, #1 v = 3c, #2 w = v ⊙ b, #3 2·unused (which the loss does not read),
      * #4 L = <u, w>, #5 3a after the loss. b is read by #0 and #2, so the walk (#4 ... #0)
