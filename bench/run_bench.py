@@ -189,6 +189,64 @@ def git_rev(root):
         return "unknown"
 
 
+# The contention row: the addition example (default settings: as many threads as the
+# library picks) timed on the machine as it is, then beside two busy processes (`yes`), which on
+# a 2-core machine keep every core busy. Threads that wait for a descheduled partner by
+# spinning make the second run many times slower; the library's default should only lose the
+# cores the hogs take: at most ~2.5x on 2 cores.
+CONTENTION_HOGS = 2
+
+
+def run_contention(build, steps, timeout):
+    exe = os.path.join(build, "examples", "addition")
+    if not os.path.exists(exe):
+        return {"error": f"{exe} missing (build with -Dexamples=true)"}
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        env.pop(k, None)
+    cmd = [exe, "--steps", str(steps), "--checkpoint", "none"]
+
+    def timed():
+        load0, t0 = loadavg(), time.monotonic()
+        try:
+            res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timeout after {timeout} s"}
+        if res.returncode != 0:
+            return {"error": f"exit {res.returncode}: {res.stderr.strip()[-200:]}"}
+        return {"s": time.monotonic() - t0, "loadavg": load0}
+
+    if WAIT_QUIET_S[0] > 0:
+        wait_quiet()
+    idle = timed()
+    hogs = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(CONTENTION_HOGS)]
+    try:
+        time.sleep(1.0)  # let the scheduler see them
+        loaded = timed()
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    out = {"program": f"examples/addition --steps {steps}", "hogs": CONTENTION_HOGS,
+           "idle": idle, "loaded": loaded}
+    if "s" in idle and "s" in loaded:
+        out["slowdown"] = loaded["s"] / idle["s"]
+    return out
+
+
+def print_contention(c):
+    if not c:
+        return
+    if "slowdown" not in c:
+        print(f"\ncontention: {c.get('error') or c.get('idle', {}).get('error') or c.get('loaded', {}).get('error')}")
+        return
+    print(f"\ncontention ({c['program']}, default threads): {c['idle']['s']:.1f} s as the "
+          f"machine is (load {fmt_load(c['idle']['loadavg'])}), {c['loaded']['s']:.1f} s beside "
+          f"{c['hogs']} busy processes (load {fmt_load(c['loaded']['loadavg'])}): "
+          f"slowdown {c['slowdown']:.2f}x")
+
+
 def fmt(x, spec, width):
     return f"{'-':>{width}}" if x is None else f"{x:{width}{spec}}"
 
@@ -198,8 +256,12 @@ def main():
     ap.add_argument("--build", default="build/release", help="the meson build directory")
     ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (smoke run)")
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
-    ap.add_argument("--only", help="configs to run, comma-separated (default all)")
+    ap.add_argument("--only", help="configs to run, comma-separated (default all; \"contention\": that row)")
     ap.add_argument("--no-gemm", action="store_true", help="skip the GEMM table")
+    ap.add_argument("--no-contention", action="store_true",
+                    help="skip the contention row (addition example, idle and beside 2 busy processes)")
+    ap.add_argument("--contention-steps", type=int, default=500, metavar="N",
+                    help="training steps of the contention row's runs (--quick: 100)")
     ap.add_argument("--no-torch", action="store_true", help="tapegrad (and oneDNN) only")
     ap.add_argument("--cpu-time", action="store_true",
                     help="rank by process CPU time / threads instead of wall-clock time")
@@ -296,6 +358,11 @@ def main():
             with open(args.json, "w") as f:  # partial results survive an interrupted run
                 json.dump(doc, f, indent=1)
 
+    if not args.no_contention and (not only or "contention" in only):
+        doc["contention"] = run_contention(args.build, 100 if args.quick else args.contention_steps,
+                                           args.timeout)
+        print_contention(doc["contention"])
+
     if not args.no_gemm:
         for t in threads:
             doc["gemm"][str(t)] = run_gemm(py, bench_dir, t, args)
@@ -318,6 +385,7 @@ def print_table(doc, rows, cpu_time, tv):
     print_header()
     for row in rows:
         print_row(row, cpu_time)
+    print_contention(doc.get("contention"))
     for t, g in doc.get("gemm", {}).items():
         if g.get("table"):
             print(f"\nGEMM GFLOP/s, {t} thread{'s' if t != '1' else ''} (tapegrad tg_gemm vs torch.mm):")
