@@ -210,7 +210,7 @@ tg_tensor *tg_cross_entropy_ex(tg_tape *t, tg_tensor *logits, const tg_index *ta
  * chunk by chunk). */
 tg_tensor *tg_linear_cross_entropy(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                                    const tg_index *targets, const tg_loss_options *opts);
-/* The same with the rows per chunk given (chunk_rows <= 0: the default, ~8 MB of logits):
+/* The same with the rows per chunk given (chunk_rows <= 0: the default, ~4 MB of logits):
  * fewer rows hold less memory and make smaller GEMMs. The results do not depend on it
  * except for the rounding of dW and db. */
 tg_tensor *tg_linear_cross_entropy_chunked(tg_tape *t, tg_tensor *x, tg_tensor *weight,
