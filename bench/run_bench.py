@@ -308,8 +308,8 @@ def run_contention(build, steps, timeout):
         env.pop(k, None)
     cmd = [exe, "--steps", str(steps), "--checkpoint", "none"]
 
-    def timed():
-        load0, t0 = loadavg(), time.monotonic()
+    def timed():  # wall seconds, and CPU seconds (a thread spinning at a barrier shows here)
+        load0, t0, c0 = loadavg(), time.monotonic(), children_cpu_seconds()
         try:
             res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, timeout=timeout)
@@ -317,7 +317,8 @@ def run_contention(build, steps, timeout):
             return {"error": f"timeout after {timeout} s"}
         if res.returncode != 0:
             return {"error": f"exit {res.returncode}: {res.stderr.strip()[-200:]}"}
-        return {"s": time.monotonic() - t0, "loadavg": load0}
+        return {"s": time.monotonic() - t0, "cpu_s": children_cpu_seconds() - c0,
+                "loadavg": load0}
 
     if WAIT_QUIET_S[0] > 0:
         wait_quiet()
@@ -343,10 +344,11 @@ def print_contention(c):
     if "slowdown" not in c:
         print(f"\ncontention: {c.get('error') or c.get('idle', {}).get('error') or c.get('loaded', {}).get('error')}")
         return
-    print(f"\ncontention ({c['program']}, default threads): {c['idle']['s']:.1f} s as the "
-          f"machine is (load {fmt_load(c['idle']['loadavg'])}), {c['loaded']['s']:.1f} s beside "
-          f"{c['hogs']} busy processes (load {fmt_load(c['loaded']['loadavg'])}): "
-          f"slowdown {c['slowdown']:.2f}x")
+    print(f"\ncontention ({c['program']}, default threads): {c['idle']['s']:.1f} s "
+          f"({c['idle'].get('cpu_s', 0):.1f} s CPU) as the machine is (load "
+          f"{fmt_load(c['idle']['loadavg'])}), {c['loaded']['s']:.1f} s "
+          f"({c['loaded'].get('cpu_s', 0):.1f} s CPU) beside {c['hogs']} busy processes (load "
+          f"{fmt_load(c['loaded']['loadavg'])}): slowdown {c['slowdown']:.2f}x")
 
 
 def fmt(x, spec, width):
