@@ -10,6 +10,7 @@
 #include "tapegrad/broadcast.h"
 #include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
+#include "autograd/loss_internal.h"
 #include "tensor/vmath.h" /* tg_vexp: SIMD exp in float32, libm's in float64 */
 
 #include <math.h>
@@ -28,32 +29,6 @@
 
 tg_loss_options tg_loss_defaults(void) {
     return (tg_loss_options){.reduction = TG_REDUCTION_MEAN, .ignore_index = -100};
-}
-
-static void check_reduction(const char *op, tg_reduction r) {
-    if (r != TG_REDUCTION_MEAN && r != TG_REDUCTION_SUM && r != TG_REDUCTION_NONE)
-        tg_fail("%s: unknown reduction %d (expected TG_REDUCTION_MEAN, _SUM or _NONE)", op, (int)r);
-}
-
-/* The reduced output: a 0-dim tensor holding Σ ℓ / denom, or ℓ itself (shape out_shape). */
-static tg_tensor *reduce_output(tg_tape *t, const double *ell, int64_t n, tg_reduction red,
-                                double denom, int out_ndim, const int64_t *out_shape) {
-    if (red == TG_REDUCTION_NONE) {
-        tg_tensor *y = tg_tape_tensor(t, out_ndim, out_shape);
-        for (int64_t k = 0; k < n; k++) y->data[k] = (tg_real)ell[k];
-        return y;
-    }
-    double total = 0;
-    for (int64_t k = 0; k < n; k++) total += ell[k];
-    tg_tensor *y = tg_tape_tensor(t, 0, NULL);
-    y->data[0] = (tg_real)(red == TG_REDUCTION_MEAN ? total / denom : total);
-    return y;
-}
-
-/* The upstream gradient of sample k. */
-static inline tg_real upstream(const tg_tensor *y, tg_reduction red, double denom, int64_t k) {
-    if (red == TG_REDUCTION_NONE) return y->grad[k];
-    return red == TG_REDUCTION_MEAN ? (tg_real)((double)y->grad[0] / denom) : y->grad[0];
 }
 
 /* ==== class-index losses: cross entropy and NLL ==== */
@@ -202,16 +177,6 @@ static void cross_entropy_backward(tg_tape *tape, tg_node *node) {
     const int64_t K = L->N * L->S;
     ce_ctx c = {.L = L, .x = node->in[0], .out = node->out[0], .dx = dx};
     tg_parallel_for(K, K * L->C >= PARALLEL_MIN ? 1 : K, ce_backward_range, &c);
-}
-
-/* m = max_c x_c (NaN wins) and log Σ_c exp(x_c − m) of one sample, stride S. */
-static inline void ce_sample_lse(const tg_real *x, int64_t C, int64_t S, tg_real *m_out,
-                                 double *ls_out) {
-    tg_real m = -INFINITY;
-    for (int64_t c = 0; c < C; c++) m = (x[c * S] > m || isnan(x[c * S])) ? x[c * S] : m;
-    double se = 0;
-    for (int64_t c = 0; c < C; c++) se += (double)tg_vexp(x[c * S] - m);
-    *m_out = m, *ls_out = log(se);
 }
 
 static void ce_forward_range(int64_t begin, int64_t end, void *p) {

@@ -5,6 +5,9 @@
  *
  *   bench_lm --config gru_lm|char_lm [--inference] [--threads N] [--quick] ...
  *
+ * The output layer and the loss are one op (tg_gru_lm_loss: tg_linear_cross_entropy, no
+ * (T·B, V) logits in memory); --unfused 1 computes logits and tg_cross_entropy instead.
+ *
  * gru_lm:  Embedding(10000, 300) -> 2-layer GRU(512) -> Linear(512 -> 10000); batch 32, seq 35.
  * char_lm: Embedding(65, 64)     -> 2-layer GRU(256) -> Linear(256 -> 65);    batch 32, seq 64.
  * Sizes can be changed with --vocab --emb --hidden --layers --batch --seq. */
@@ -21,22 +24,29 @@ typedef struct ctx {
     tg_index *x[NBATCH], *y[NBATCH]; /* x (T, B), targets (T·B) */
     tg_tensor *hidden;               /* (layers, B, H), long-lived, carried across steps */
     int64_t step, V;
-    bool inference;
+    bool inference, unfused;
 } ctx;
 
 static double step(void *p) {
     ctx *c = p;
     const int b = (int)(c->step++ % NBATCH);
-    tg_gru_lm_output out = tg_gru_lm_forward(c->m, c->tape, c->x[b], c->hidden);
-    tg_tensor *logits = tg_reshape(c->tape, out.logits, TG_SHAPE(-1, c->V));
-    tg_tensor *loss = tg_cross_entropy(c->tape, logits, c->y[b]);
-    tg_gru_lm_detach(c->hidden, out.hidden); /* hidden = hidden.detach() */
+    tg_tensor *loss, *hidden;
+    if (c->unfused) {
+        tg_gru_lm_output out = tg_gru_lm_forward(c->m, c->tape, c->x[b], c->hidden);
+        tg_tensor *logits = tg_reshape(c->tape, out.logits, TG_SHAPE(-1, c->V));
+        loss = tg_cross_entropy(c->tape, logits, c->y[b]), hidden = out.hidden;
+    } else { /* the output layer and the loss fused: no (T·B, V) logits */
+        tg_gru_lm_loss_output out =
+            tg_gru_lm_loss(c->m, c->tape, c->x[b], c->hidden, c->y[b], NULL);
+        loss = out.loss, hidden = out.hidden;
+    }
+    tg_gru_lm_detach(c->hidden, hidden); /* hidden = hidden.detach() */
     return bench_step_end(c->tape, loss, c->inference ? NULL : c->opt);
 }
 
 int main(int argc, char **argv) {
-    static const char *const extra[] = {"--vocab", "--emb", "--hidden", "--layers",
-                                        "--batch", "--seq", NULL};
+    static const char *const extra[] = {"--vocab", "--emb", "--hidden",  "--layers",
+                                        "--batch", "--seq", "--unfused", NULL};
     bench_args a;
     bench_parse(argc, argv, &a, "  --config gru_lm|char_lm\n", extra);
     const char *config = a.config ? a.config : "gru_lm";
@@ -51,7 +61,7 @@ int main(int argc, char **argv) {
                   L = bench_flag_int(&a, "--layers", 2), B = bench_flag_int(&a, "--batch", 32),
                   T = bench_flag_int(&a, "--seq", chr ? 64 : 35);
 
-    ctx c = {.inference = a.inference, .V = V};
+    ctx c = {.inference = a.inference, .V = V, .unfused = bench_flag_int(&a, "--unfused", 0) != 0};
     c.m = tg_gru_lm_new(V, E, H, L);
     c.opt = tg_adam_new(tg_module_params(&c.m->module), NULL);
     c.tape = tg_tape_new();

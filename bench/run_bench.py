@@ -7,6 +7,12 @@ re-run a subset on an existing build:
     /usr/bin/python3 bench/run_bench.py --build build/release [--quick] [--threads 1,2]
         [--only gru_cls,tiny_cell] [--no-gemm] [--cpu-time] [--json bench/results.json]
 
+The JSON keeps one run per CPU model ({"by_cpu": {model name of /proc/cpuinfo: run}}): a run
+replaces its own machine's entry only. --readme README.md writes the run's table, headed by the
+CPU model, between the README's "bench table" markers (--from-json ... --readme: an earlier run's).
+The contention row (--only contention; --no-contention skips it) times examples/addition with the
+default threads on the machine as it is and beside two busy processes, and prints the slowdown.
+
 Every configuration runs in its own process (peak RSS is per config). PyTorch runs in its
 best setting at the thread count (the issue's rule): at 1 thread OMP_NUM_THREADS=1
 OPENBLAS_NUM_THREADS=1; at N > 1 both of
@@ -169,6 +175,10 @@ def machine():
             m = re.search(rf"^{re.escape(key)}:\s*(.+)$", out, re.M)
             if m:
                 info[key] = m.group(1).strip()
+        for key, name in (("CPU family", "cpu family"), ("Model", "model")):
+            m = re.search(rf"^{key}:\s*(\d+)\s*$", out, re.M)
+            if m:
+                info[name] = int(m.group(1))
         flags = re.search(r"^Flags:\s*(.+)$", out, re.M)
         if flags:
             f = flags.group(1).split()
@@ -176,6 +186,98 @@ def machine():
     except OSError:
         pass
     return info
+
+
+def cpu_model():
+    """The CPU's model name as /proc/cpuinfo gives it: the key of this machine's results."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+# bench/results.json holds one run per CPU model: {"by_cpu": {model: run, ...}}, so that a
+# run on one machine replaces that machine's figures and never mixes with another's. (A file
+# from before holds one run at the top level; it is filed under its own model name.)
+def results_load(path):
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return {"by_cpu": {}}
+    if "by_cpu" in doc:
+        return doc
+    model = doc.get("cpu_model") or doc.get("machine", {}).get("Model name", "unknown CPU")
+    return {"by_cpu": {model: doc}}
+
+
+def results_store(path, run):
+    store = results_load(path)
+    store["by_cpu"][run["cpu_model"]] = run
+    store["by_cpu"] = dict(sorted(store["by_cpu"].items()))
+    with open(path, "w") as f:
+        json.dump(store, f, indent=1)
+
+
+def markdown_table(doc):
+    """The README's table of one run: a line naming the CPU, the table, the contention row."""
+    m = doc.get("machine", {})
+    rev = doc.get("git", "?")
+    fam = (f"family {m['cpu family']}, model {m['model']}; " if "cpu family" in m and "model" in m
+           else "")
+    lines = [f"Measured {doc.get('date', '?')[:10]} on **{doc.get('cpu_model', '?')}** "
+             f"({fam}{m.get('nproc', '?')} CPUs; {', '.join(m.get('simd', [])) or 'no AVX'}), "
+             f"commit {rev}, load average {fmt_load(doc.get('loadavg_start'))} -> "
+             f"{fmt_load(doc.get('loadavg_end'))}:", "",
+             "| config | threads | tapegrad ms | PyTorch ms | ratio | GFLOP/s | % peak | "
+             "mallocs/step | RSS MB tg / PyTorch | oneDNN ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    peak = doc.get("peak_gflops_per_core", PEAK_PER_CORE)
+    for row in doc.get("runs", []):
+        t, tg, pt, dn = row["threads"], row.get("tapegrad"), row.get("torch"), row.get("onednn")
+        tgm, ptm = (tg or {}).get("ms"), (pt or {}).get("ms")
+        gf = tg["flops"] / (tgm * 1e-3) / 1e9 if tgm else None
+
+        def num(x, spec):
+            return "–" if x is None else f"{x:{spec}}"
+        def ms(x):  # three significant digits below 10 ms
+            return num(x, ".3f" if x is not None and x < 1 else ".2f" if x is not None and x < 10
+                       else ".1f")
+        lines.append(
+            f"| {row['config']} | {t} | {ms(tgm)} | {ms(ptm)} | "
+            f"{num(ptm / tgm if tgm and ptm else None, '.2f')} | {num(gf, '.0f')} | "
+            f"{num(100 * gf / (peak * t) if gf else None, '.0f')}% | "
+            f"{num((tg or {}).get('mallocs_per_step'), '.0f')} | "
+            f"{num(tg and tg['peak_rss_kb'] / 1024, '.0f')} / "
+            f"{num(pt and pt['peak_rss_kb'] / 1024, '.0f')} | {ms((dn or {}).get('ms'))} |")
+    c = doc.get("contention")
+    if c and "slowdown" in c:
+        lines += ["", f"Contention ({c['program']}, default threads): {c['idle']['s']:.1f} s on "
+                      f"the machine as it was, {c['loaded']['s']:.1f} s beside {c['hogs']} busy "
+                      f"processes: {c['slowdown']:.2f}x."]
+    return "\n".join(lines)
+
+
+README_BEGIN, README_END = "<!-- bench table: begin -->", "<!-- bench table: end -->"
+
+
+def readme_update(path, doc):
+    """Replaces the README's table (between the two markers) with this run's."""
+    with open(path) as f:
+        text = f.read()
+    a, b = text.find(README_BEGIN), text.find(README_END)
+    if a < 0 or b < a:
+        print(f"{path}: no '{README_BEGIN}' ... '{README_END}' markers: table not written",
+              file=sys.stderr)
+        return
+    text = text[:a + len(README_BEGIN)] + "\n" + markdown_table(doc) + "\n" + text[b:]
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"table written into {path}")
 
 
 def git_rev(root):
@@ -189,6 +291,66 @@ def git_rev(root):
         return "unknown"
 
 
+# The contention row: the addition example (default settings: as many threads as the
+# library picks) timed on the machine as it is, then beside two busy processes (`yes`), which on
+# a 2-core machine keep every core busy. Threads that wait for a descheduled partner by
+# spinning make the second run many times slower; the library's default should only lose the
+# cores the hogs take: at most ~2.5x on 2 cores.
+CONTENTION_HOGS = 2
+
+
+def run_contention(build, steps, timeout):
+    exe = os.path.join(build, "examples", "addition")
+    if not os.path.exists(exe):
+        return {"error": f"{exe} missing (build with -Dexamples=true)"}
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        env.pop(k, None)
+    cmd = [exe, "--steps", str(steps), "--checkpoint", "none"]
+
+    def timed():  # wall seconds, and CPU seconds (a thread spinning at a barrier shows here)
+        load0, t0, c0 = loadavg(), time.monotonic(), children_cpu_seconds()
+        try:
+            res = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timeout after {timeout} s"}
+        if res.returncode != 0:
+            return {"error": f"exit {res.returncode}: {res.stderr.strip()[-200:]}"}
+        return {"s": time.monotonic() - t0, "cpu_s": children_cpu_seconds() - c0,
+                "loadavg": load0}
+
+    if WAIT_QUIET_S[0] > 0:
+        wait_quiet()
+    idle = timed()
+    hogs = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(CONTENTION_HOGS)]
+    try:
+        time.sleep(1.0)  # let the scheduler see them
+        loaded = timed()
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    out = {"program": f"examples/addition --steps {steps}", "hogs": CONTENTION_HOGS,
+           "idle": idle, "loaded": loaded}
+    if "s" in idle and "s" in loaded:
+        out["slowdown"] = loaded["s"] / idle["s"]
+    return out
+
+
+def print_contention(c):
+    if not c:
+        return
+    if "slowdown" not in c:
+        print(f"\ncontention: {c.get('error') or c.get('idle', {}).get('error') or c.get('loaded', {}).get('error')}")
+        return
+    print(f"\ncontention ({c['program']}, default threads): {c['idle']['s']:.1f} s "
+          f"({c['idle'].get('cpu_s', 0):.1f} s CPU) as the machine is (load "
+          f"{fmt_load(c['idle']['loadavg'])}), {c['loaded']['s']:.1f} s "
+          f"({c['loaded'].get('cpu_s', 0):.1f} s CPU) beside {c['hogs']} busy processes (load "
+          f"{fmt_load(c['loaded']['loadavg'])}): slowdown {c['slowdown']:.2f}x")
+
+
 def fmt(x, spec, width):
     return f"{'-':>{width}}" if x is None else f"{x:{width}{spec}}"
 
@@ -198,8 +360,12 @@ def main():
     ap.add_argument("--build", default="build/release", help="the meson build directory")
     ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (smoke run)")
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
-    ap.add_argument("--only", help="configs to run, comma-separated (default all)")
+    ap.add_argument("--only", help="configs to run, comma-separated (default all; \"contention\": that row)")
     ap.add_argument("--no-gemm", action="store_true", help="skip the GEMM table")
+    ap.add_argument("--no-contention", action="store_true",
+                    help="skip the contention row (addition example, idle and beside 2 busy processes)")
+    ap.add_argument("--contention-steps", type=int, default=500, metavar="N",
+                    help="training steps of the contention row's runs (--quick: 100)")
     ap.add_argument("--no-torch", action="store_true", help="tapegrad (and oneDNN) only")
     ap.add_argument("--cpu-time", action="store_true",
                     help="rank by process CPU time / threads instead of wall-clock time")
@@ -209,13 +375,26 @@ def main():
                     help="before each run wait up to S seconds for other processes to use "
                          f"< {QUIET_CPUS} CPU (a shared machine; 0 = do not wait)")
     ap.add_argument("--from-json", metavar="PATH",
-                    help="print the table of an earlier run's JSON (with --cpu-time: by CPU time)")
+                    help="print the tables of an earlier run's JSON, one per CPU model (with "
+                         "--cpu-time: by CPU time; with --readme: write that CPU's into the README)")
+    ap.add_argument("--cpu", metavar="MODEL",
+                    help="with --from-json: only this CPU model's run (default: all; --readme: "
+                         "this machine's)")
+    ap.add_argument("--readme", metavar="PATH",
+                    help="write the run's table (markdown, naming the CPU model) into PATH between "
+                         f"the markers {README_BEGIN} and {README_END}")
     args = ap.parse_args()
     if args.from_json:
-        with open(args.from_json) as f:
-            doc = json.load(f)
-        doc["metric"] = "cpu_ms/threads" if args.cpu_time else "wall ms (best round)"
-        print_table(doc, doc["runs"], args.cpu_time, doc.get("torch_version", "?"))
+        store = results_load(args.from_json)
+        want = args.cpu or (cpu_model() if args.readme else None)
+        for model, doc in store["by_cpu"].items():
+            if want and model != want:
+                continue
+            doc["metric"] = "cpu_ms/threads" if args.cpu_time else "wall ms (best round)"
+            print_table(doc, doc["runs"], args.cpu_time, doc.get("torch_version", "?"))
+            if args.readme:
+                doc.setdefault("cpu_model", model)
+                readme_update(args.readme, doc)
         return
 
     WAIT_QUIET_S[0] = args.wait_quiet
@@ -236,7 +415,7 @@ def main():
         if len(out) >= 3 and out[0] == "peak_gflops" and float(out[1]) > 0:
             PEAK_PER_CORE, peak_source = float(out[1]), "measured by bench/peak_flops, " + out[2]
     doc = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-           "git": git_rev(os.path.dirname(HERE)), "machine": machine(),
+           "git": git_rev(os.path.dirname(HERE)), "cpu_model": cpu_model(), "machine": machine(),
            "peak_gflops_per_core": PEAK_PER_CORE, "peak_source": peak_source, "quick": args.quick,
            "metric": "cpu_ms/threads" if args.cpu_time else "wall ms (best round)",
            "loadavg_start": loadavg(), "runs": [], "gemm": {}}
@@ -293,8 +472,12 @@ def main():
             rows.append(row)
             print_row(row, args.cpu_time, progress=True)
             doc["runs"].append(row)
-            with open(args.json, "w") as f:  # partial results survive an interrupted run
-                json.dump(doc, f, indent=1)
+            results_store(args.json, doc)  # partial results survive an interrupted run
+
+    if not args.no_contention and (not only or "contention" in only):
+        doc["contention"] = run_contention(args.build, 100 if args.quick else args.contention_steps,
+                                           args.timeout)
+        print_contention(doc["contention"])
 
     if not args.no_gemm:
         for t in threads:
@@ -302,15 +485,16 @@ def main():
 
     doc["loadavg_end"] = loadavg()
     doc["torch_version"] = torch_version(py)
-    with open(args.json, "w") as f:
-        json.dump(doc, f, indent=1)
+    results_store(args.json, doc)
     print_table(doc, rows, args.cpu_time, doc["torch_version"])
-    print(f"\nresults written to {args.json}")
+    print(f"\nresults written to {args.json} (entry \"{doc['cpu_model']}\")")
+    if args.readme:
+        readme_update(args.readme, doc)
 
 
 def print_table(doc, rows, cpu_time, tv):
     print()
-    print(f"tapegrad vs PyTorch {tv} — {doc['machine'].get('Model name', '?')}, "
+    print(f"tapegrad vs PyTorch {tv} — {doc.get('cpu_model') or doc['machine'].get('Model name', '?')}, "
           f"{doc['machine'].get('nproc')} CPUs, {doc['date']}, git {doc['git']}")
     print(f"time = {doc['metric']}; ratio = PyTorch/tapegrad (>1: tapegrad faster); "
           f"% peak of {PEAK_PER_CORE:.0f} GFLOP/s per thread ({doc['peak_source']}); load average "
@@ -318,6 +502,7 @@ def print_table(doc, rows, cpu_time, tv):
     print_header()
     for row in rows:
         print_row(row, cpu_time)
+    print_contention(doc.get("contention"))
     for t, g in doc.get("gemm", {}).items():
         if g.get("table"):
             print(f"\nGEMM GFLOP/s, {t} thread{'s' if t != '1' else ''} (tapegrad tg_gemm vs torch.mm):")

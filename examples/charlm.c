@@ -131,9 +131,8 @@ static double model_bits(tg_gru_lm *model, tg_tape *tape, const corpus *c, int64
     ex_eval_mode(tape, &model->module, true);
     for (int64_t w = 0; w < windows; w++) {
         window_fill(c, test_id, chars, batch, 0, w * bptt, x, y);
-        tg_gru_lm_output out = tg_gru_lm_forward(model, tape, x, hidden);
-        tg_tensor *logits = tg_reshape(tape, out.logits, TG_SHAPE(-1, c->vocab));
-        nats += (double)tg_item(tg_cross_entropy(tape, logits, y)) * (double)(bptt * batch);
+        tg_gru_lm_loss_output out = tg_gru_lm_loss(model, tape, x, hidden, y, NULL);
+        nats += (double)tg_item(out.loss) * (double)(bptt * batch);
         tg_gru_lm_detach(hidden, out.hidden);
         tg_tape_reset(tape);
     }
@@ -285,13 +284,12 @@ int main(int argc, char **argv) {
         /* the step's window follows from the step alone (wrapping at the end of a stream) */
         window_fill(&c, train_id, c.n_train, train.batch, tr.first,
                     (step * bptt) % (c.n_train / train.batch - bptt - 1), x, y);
-        tg_gru_lm_output out = tg_gru_lm_forward(model, tr.tape, x, hidden);
-        tg_tensor *loss =
-            tg_cross_entropy(tr.tape, tg_reshape(tr.tape, out.logits, TG_SHAPE(-1, c.vocab)), y);
-        ex_trainer_update(&tr, step, loss);
+        /* the output layer and the loss in one op: no (T·B, V) logits */
+        tg_gru_lm_loss_output out = tg_gru_lm_loss(model, tr.tape, x, hidden, y, NULL);
+        ex_trainer_update(&tr, step, out.loss);
         tg_gru_lm_detach(hidden, out.hidden); /* hidden = hidden.detach(), saved with the step */
         hidden_rows(all_hidden, hidden, tr.first, true);
-        ex_trainer_step_done(&tr, step, loss, bptt * tr.local);
+        ex_trainer_step_done(&tr, step, out.loss, bptt * tr.local);
     }
     ex_trainer_finish(&tr);
 

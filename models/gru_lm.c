@@ -37,17 +37,34 @@ tg_gru_lm *tg_gru_lm_new(int64_t vocab_size, int64_t embedding_dim, int64_t hidd
     return m;
 }
 
+/* embedded = self.embedding(x); output, hidden = self.gru(embedded, hidden) */
+static tg_rnn_result gru_lm_body(tg_gru_lm *m, tg_tape *t, const tg_index *x, tg_tensor *hidden) {
+    tg_tensor *embedded = tg_embedding_forward(m->embedding, t, x); /* (T, B, E) */
+    return tg_gru_forward(m->gru, t, embedded, hidden);             /* (T, B, H) */
+}
+
 tg_gru_lm_output tg_gru_lm_forward(tg_gru_lm *m, tg_tape *t, const tg_index *x, tg_tensor *hidden) {
     TG_CHECK_ARG(m);
     TG_CHECK_ARG(t);
     TG_CHECK_INDEX_INPUT(t, x);
     TG_CHECK_INPUT_OPT(t, hidden);
-    /* embedded = self.embedding(x) */
-    tg_tensor *embedded = tg_embedding_forward(m->embedding, t, x); /* (T, B, E) */
-    /* output, hidden = self.gru(embedded, hidden) */
-    tg_rnn_result r = tg_gru_forward(m->gru, t, embedded, hidden); /* (T, B, H) */
+    tg_rnn_result r = gru_lm_body(m, t, x, hidden);
     /* output = self.fc(output) */
     return (tg_gru_lm_output){tg_linear_forward(m->fc, t, r.output), r.h_n};
+}
+
+tg_gru_lm_loss_output tg_gru_lm_loss(tg_gru_lm *m, tg_tape *t, const tg_index *x, tg_tensor *hidden,
+                                     const tg_index *targets, const tg_loss_options *opts) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_ARG(t);
+    TG_CHECK_INDEX_INPUT(t, x);
+    TG_CHECK_INPUT_OPT(t, hidden);
+    TG_CHECK_INDEX_INPUT(t, targets);
+    tg_rnn_result r = gru_lm_body(m, t, x, hidden);
+    /* F.cross_entropy(self.fc(output).view(-1, V), targets), without the logits */
+    tg_tensor *loss =
+        tg_linear_cross_entropy(t, r.output, m->fc->weight, m->fc->bias, targets, opts);
+    return (tg_gru_lm_loss_output){loss, r.h_n};
 }
 
 tg_tensor *tg_gru_lm_init_hidden(const tg_gru_lm *m, int64_t batch) {

@@ -19,7 +19,8 @@
 #endif
 
 #include "tapegrad/optim.h"
-#include "tapegrad/tape.h" /* tg_tensor_zero_grad */
+#include "tapegrad/kernels.h" /* tg_parallel_for */
+#include "tapegrad/tape.h"    /* tg_tensor_zero_grad */
 
 #include "real3.h" /* the lr as three reals */
 
@@ -53,6 +54,18 @@ struct tg_optim {
     tg_tensor **sq;     /* Adam exp_avg_sq */
     tg_tensor **max_sq; /* Adam max_exp_avg_sq (amsgrad) */
     tg_params *state;
+    /* The fused pass over all parameters: where each starts in the concatenation of all
+     * (count + 1 offsets), and what a step computes for it (see "updates"). */
+    int64_t *offset;
+    struct param_step *per_param;
+};
+
+/* What one step does to one parameter, decided before the pass over the elements: whether
+ * it is updated at all (it has a gradient), SGD's first-step flag, Adam's bias-corrected
+ * step size and sqrt(1 - β2^t). */
+struct param_step {
+    bool active, first;
+    tg_real neg_step_size, bc2_sqrt;
 };
 
 /* ---- options ---- */
@@ -170,7 +183,12 @@ static tg_optim *optim_new(optim_kind kind, const tg_params *params, const char 
     opt->buf = tg_xcalloc(n, sizeof *opt->buf);
     opt->sq = tg_xcalloc(n, sizeof *opt->sq);
     opt->max_sq = tg_xcalloc(n, sizeof *opt->max_sq);
-    for (size_t i = 0; i < opt->count; i++) opt->params[i] = params->tensors[i];
+    opt->offset = tg_xcalloc(n + 1, sizeof *opt->offset);
+    opt->per_param = tg_xcalloc(n, sizeof *opt->per_param);
+    for (size_t i = 0; i < opt->count; i++) {
+        opt->params[i] = params->tensors[i];
+        opt->offset[i + 1] = opt->offset[i] + params->tensors[i]->numel;
+    }
     opt->state = tg_params_new();
     opt->lr = tg_tensor_zeros(TG_SHAPE(3));
     tg_params_add(opt->state, "optim.lr", opt->lr);
@@ -229,6 +247,8 @@ void tg_optim_free(tg_optim *opt) {
     free(opt->buf);
     free(opt->sq);
     free(opt->max_sq);
+    free(opt->offset);
+    free(opt->per_param);
     free(opt);
 }
 
@@ -265,16 +285,19 @@ static bool cpu_has_fma(void) { return __builtin_cpu_supports("fma"); }
 /* SGD, per element, with g the gradient (negated if maximize):
  *   g = g + wd·p;  buf = g on the first step, else buf = mom·buf + (1-damp)·g;
  *   g = g + mom·buf (nesterov) or buf;  p = p - lr·g.
- * Rounded as PyTorch's ops: add(alpha) is a fused multiply-add, mul_ rounds on its own. */
+ * Rounded as PyTorch's ops: add(alpha) is a fused multiply-add, mul_ rounds on its own.
+ * Every kernel below zeroes the gradient it has read when `zero` is set (tg_optim_step):
+ * the update and zero_grad in one pass over the memory instead of two. */
 typedef struct sgd_consts {
     tg_real wd, mom, keep, neg_lr; /* wd, momentum, 1 - dampening, -lr, rounded once */
     bool decay, momentum, nesterov, maximize;
 } sgd_consts;
 
-KERNEL void sgd_tensor_kernel(const sgd_consts *c, tg_real *p, const tg_real *grad, tg_real *buf,
-                              bool first, int64_t n) {
+KERNEL void sgd_tensor_kernel(const sgd_consts *c, tg_real *p, tg_real *grad, tg_real *buf,
+                              bool first, int64_t n, bool zero) {
     for (int64_t i = 0; i < n; i++) {
         tg_real g = c->maximize ? -grad[i] : grad[i];
+        if (zero) grad[i] = 0;
         if (c->decay) g = FMA(c->wd, p[i], g);
         if (c->momentum) {
             if (first) {
@@ -289,30 +312,9 @@ KERNEL void sgd_tensor_kernel(const sgd_consts *c, tg_real *p, const tg_real *gr
     }
 }
 KERNEL_DISPATCH(sgd_tensor,
-                (const sgd_consts *c, tg_real *p, const tg_real *grad, tg_real *buf, bool first,
-                 int64_t n),
-                (c, p, grad, buf, first, n))
-
-static void sgd_update(tg_optim *opt, double lr) {
-    const tg_sgd_options *o = &opt->sgd;
-    const sgd_consts c = {.wd = (tg_real)o->weight_decay,
-                          .mom = (tg_real)o->momentum,
-                          .keep = (tg_real)(1.0 - o->dampening),
-                          .neg_lr = (tg_real)(-lr),
-                          .decay = o->weight_decay != 0,
-                          .momentum = o->momentum != 0,
-                          .nesterov = o->nesterov,
-                          .maximize = o->maximize};
-    for (size_t k = 0; k < opt->count; k++) {
-        tg_tensor *param = opt->params[k];
-        if (!param->grad) continue;
-        tg_real *step = opt->step[k]->data;
-        const bool first = !(*step > 0); /* no momentum buffer yet */
-        sgd_tensor(&c, param->data, param->grad, opt->buf[k] ? opt->buf[k]->data : NULL, first,
-                   param->numel);
-        *step += 1;
-    }
-}
+                (const sgd_consts *c, tg_real *p, tg_real *grad, tg_real *buf, bool first,
+                 int64_t n, bool zero),
+                (c, p, grad, buf, first, n, zero))
 
 /* Adam / AdamW, at step t of this parameter:
  *   AdamW: p = p·(1 - lr·wd);   Adam: g = g + wd·p;
@@ -322,14 +324,15 @@ static void sgd_update(tg_optim *opt, double lr) {
  * code does; eps is added after dividing sqrt(v̂) by sqrt(bc2), not before. */
 typedef struct adam_consts {
     tg_real wd, decay, b1, one_minus_b1, b2, one_minus_b2, eps; /* rounded once */
-    tg_real neg_step_size, bc2_sqrt;                            /* per parameter and step */
     bool decoupled, l2, maximize;
 } adam_consts;
 
-KERNEL void adam_tensor_kernel(const adam_consts *c, tg_real *p, const tg_real *grad, tg_real *m,
-                               tg_real *v, tg_real *vmax, int64_t n) {
+KERNEL void adam_tensor_kernel(const adam_consts *c, tg_real neg_step_size, tg_real bc2_sqrt,
+                               tg_real *p, tg_real *grad, tg_real *m, tg_real *v, tg_real *vmax,
+                               int64_t n, bool zero) {
     for (int64_t i = 0; i < n; i++) {
         tg_real g = c->maximize ? -grad[i] : grad[i];
+        if (zero) grad[i] = 0;
         if (c->decoupled)
             p[i] = p[i] * c->decay;
         else if (c->l2)
@@ -345,50 +348,120 @@ KERNEL void adam_tensor_kernel(const adam_consts *c, tg_real *p, const tg_real *
                                                       : v[i];
             vhat = vmax[i];
         }
-        const tg_real denom = SQRT(vhat) / c->bc2_sqrt + c->eps;
-        const tg_real delta = c->neg_step_size * m[i];
+        const tg_real denom = SQRT(vhat) / bc2_sqrt + c->eps;
+        const tg_real delta = neg_step_size * m[i];
         p[i] = p[i] + delta / denom;
     }
 }
 KERNEL_DISPATCH(adam_tensor,
-                (const adam_consts *c, tg_real *p, const tg_real *grad, tg_real *m, tg_real *v,
-                 tg_real *vmax, int64_t n),
-                (c, p, grad, m, v, vmax, n))
+                (const adam_consts *c, tg_real neg_step_size, tg_real bc2_sqrt, tg_real *p,
+                 tg_real *grad, tg_real *m, tg_real *v, tg_real *vmax, int64_t n, bool zero),
+                (c, neg_step_size, bc2_sqrt, p, grad, m, v, vmax, n, zero))
 
-static void adam_update(tg_optim *opt, double lr) {
-    const tg_adam_options *o = &opt->adam;
-    adam_consts c = {.wd = (tg_real)o->weight_decay,
-                     .decay = (tg_real)(1.0 - lr * o->weight_decay),
-                     .b1 = (tg_real)o->beta1,
-                     .one_minus_b1 = (tg_real)(1.0 - o->beta1),
-                     .b2 = (tg_real)o->beta2,
-                     .one_minus_b2 = (tg_real)(1.0 - o->beta2),
-                     .eps = (tg_real)o->eps,
-                     .decoupled = opt->kind == OPTIM_ADAMW,
-                     .l2 = o->weight_decay != 0,
-                     .maximize = o->maximize};
-    for (size_t k = 0; k < opt->count; k++) {
+/* ---- the pass ----
+ * A step first decides, parameter by parameter, what it does (step counts, bias
+ * corrections: struct param_step); then one pass goes over the elements of all parameters
+ * as if they were one array, split between the threads (tg_parallel_for) at any element:
+ * every element's update reads and writes only that element, so the split changes no bit. */
+typedef struct pass_ctx {
+    tg_optim *opt;
+    sgd_consts sgd;
+    adam_consts adam;
+    bool zero;
+} pass_ctx;
+
+/* Elements per thread below which the pass stays on one thread. */
+#define PASS_GRAIN 32768
+
+static void pass_range(int64_t begin, int64_t end, void *p) {
+    const pass_ctx *c = p;
+    const tg_optim *opt = c->opt;
+    /* the first parameter that ends after `begin` (binary search on the offsets) */
+    size_t lo = 0, hi = opt->count;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (opt->offset[mid + 1] <= begin)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t k = lo; k < opt->count && opt->offset[k] < end; k++) {
+        const struct param_step *ps = &opt->per_param[k];
+        if (!ps->active) continue;
+        const int64_t i0 = (begin > opt->offset[k] ? begin : opt->offset[k]) - opt->offset[k];
+        const int64_t i1 = (end < opt->offset[k + 1] ? end : opt->offset[k + 1]) - opt->offset[k];
         tg_tensor *param = opt->params[k];
-        if (!param->grad) continue;
+        tg_real *pd = param->data + i0, *g = param->grad + i0;
+        if (opt->kind == OPTIM_SGD) {
+            sgd_tensor(&c->sgd, pd, g, opt->buf[k] ? opt->buf[k]->data + i0 : NULL, ps->first,
+                       i1 - i0, c->zero);
+        } else {
+            adam_tensor(&c->adam, ps->neg_step_size, ps->bc2_sqrt, pd, g, opt->buf[k]->data + i0,
+                        opt->sq[k]->data + i0, opt->max_sq[k] ? opt->max_sq[k]->data + i0 : NULL,
+                        i1 - i0, c->zero);
+        }
+    }
+}
+
+static void sgd_prepare(tg_optim *opt, double lr, pass_ctx *c) {
+    const tg_sgd_options *o = &opt->sgd;
+    c->sgd = (sgd_consts){.wd = (tg_real)o->weight_decay,
+                          .mom = (tg_real)o->momentum,
+                          .keep = (tg_real)(1.0 - o->dampening),
+                          .neg_lr = (tg_real)(-lr),
+                          .decay = o->weight_decay != 0,
+                          .momentum = o->momentum != 0,
+                          .nesterov = o->nesterov,
+                          .maximize = o->maximize};
+    for (size_t k = 0; k < opt->count; k++) {
+        struct param_step *ps = &opt->per_param[k];
+        ps->active = opt->params[k]->grad != NULL;
+        if (!ps->active) continue;
+        tg_real *step = opt->step[k]->data;
+        ps->first = !(*step > 0); /* no momentum buffer yet */
+        *step += 1;
+    }
+}
+
+static void adam_prepare(tg_optim *opt, double lr, pass_ctx *c) {
+    const tg_adam_options *o = &opt->adam;
+    c->adam = (adam_consts){.wd = (tg_real)o->weight_decay,
+                            .decay = (tg_real)(1.0 - lr * o->weight_decay),
+                            .b1 = (tg_real)o->beta1,
+                            .one_minus_b1 = (tg_real)(1.0 - o->beta1),
+                            .b2 = (tg_real)o->beta2,
+                            .one_minus_b2 = (tg_real)(1.0 - o->beta2),
+                            .eps = (tg_real)o->eps,
+                            .decoupled = opt->kind == OPTIM_ADAMW,
+                            .l2 = o->weight_decay != 0,
+                            .maximize = o->maximize};
+    for (size_t k = 0; k < opt->count; k++) {
+        struct param_step *ps = &opt->per_param[k];
+        ps->active = opt->params[k]->grad != NULL;
+        if (!ps->active) continue;
         tg_real *step_t = opt->step[k]->data;
         *step_t += 1; /* a float tensor in PyTorch too: same rounding beyond 2^24 */
         const double step = (double)*step_t;
         const double bc1 = 1.0 - pow(o->beta1, step);
         const double bc2 = 1.0 - pow(o->beta2, step);
-        c.neg_step_size = (tg_real)(-(lr / bc1));
-        c.bc2_sqrt = (tg_real)sqrt(bc2);
-        adam_tensor(&c, param->data, param->grad, opt->buf[k]->data, opt->sq[k]->data,
-                    o->amsgrad ? opt->max_sq[k]->data : NULL, param->numel);
+        ps->neg_step_size = (tg_real)(-(lr / bc1));
+        ps->bc2_sqrt = (tg_real)sqrt(bc2);
     }
+}
+
+static void optim_pass(tg_optim *opt, bool zero) {
+    const double lr = real3_get(opt->lr);
+    pass_ctx c = {.opt = opt, .zero = zero};
+    if (opt->kind == OPTIM_SGD)
+        sgd_prepare(opt, lr, &c);
+    else
+        adam_prepare(opt, lr, &c);
+    tg_parallel_for(opt->offset[opt->count], PASS_GRAIN, pass_range, &c);
 }
 
 void tg_optim_update(tg_optim *opt) {
     TG_CHECK_ARG(opt);
-    const double lr = real3_get(opt->lr);
-    if (opt->kind == OPTIM_SGD)
-        sgd_update(opt, lr);
-    else
-        adam_update(opt, lr);
+    optim_pass(opt, false);
 }
 
 void tg_optim_zero_grad(tg_optim *opt) {
@@ -398,8 +471,7 @@ void tg_optim_zero_grad(tg_optim *opt) {
 
 void tg_optim_step(tg_optim *opt) {
     TG_CHECK_ARG(opt);
-    tg_optim_update(opt);
-    tg_optim_zero_grad(opt);
+    optim_pass(opt, true); /* = tg_optim_update, then tg_optim_zero_grad, in one pass */
 }
 
 double tg_optim_lr(const tg_optim *opt) {

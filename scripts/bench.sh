@@ -2,7 +2,7 @@
 # The one benchmark command: builds tapegrad in release mode (build/release), runs every
 # tapegrad benchmark and its PyTorch twin (Debian's python3-torch, in its best thread
 # setting) at 1 and 2 threads, plus oneDNN's fused RNN layers and the GEMM table, prints one
-# table and writes bench/results.json.
+# table, writes this CPU model's entry of bench/results.json and its table into README.md.
 #
 #   scripts/bench.sh [--quick] [--threads 1,2] [--only cfg1,cfg2] [--cpu-time] [--no-gemm]
 #
@@ -42,4 +42,4 @@ if [ ! -x "$dir/bench/bench_classifier" ]; then
     exit 1
 fi
 
-exec /usr/bin/python3 bench/run_bench.py --build "$dir" --json bench/results.json "$@"
+exec /usr/bin/python3 bench/run_bench.py --build "$dir" --json bench/results.json --readme README.md "$@"

@@ -406,16 +406,17 @@ static void test_prepacked_kernel_and_misuse(void **state) {
 
 static void test_thread_count(void **state) {
     (void)state;
+    /* The default follows the load: between 1 and one per core, never the number set. */
     const int def = tg_get_num_threads();
     assert_true(def >= 1);
-    tg_set_num_threads(3);
+    tg_set_num_threads(64);
 #ifdef _OPENMP
-    assert_int_equal(tg_get_num_threads(), 3);
+    assert_int_equal(tg_get_num_threads(), 64);
 #endif
     tg_set_num_threads(0);
-    assert_int_equal(tg_get_num_threads(), def);
+    assert_true(tg_get_num_threads() >= 1 && tg_get_num_threads() < 64);
     tg_set_num_threads(-5);
-    assert_int_equal(tg_get_num_threads(), def);
+    assert_true(tg_get_num_threads() >= 1 && tg_get_num_threads() < 64);
 }
 
 int main(void) {

@@ -5,6 +5,7 @@
 #include "harness.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- comparing with a fixture, keeping the worst error for the summary ---- */
@@ -218,6 +219,54 @@ static void test_gru_attention_parity(void **state) {
 
 /* ---- the GRU language model: two batches, the second from the detached hidden of the first ----
  */
+
+/* tg_gru_lm_loss (the fused output layer) against the logits path: the same loss bits,
+ * the same gradients to rounding, and the same new hidden. */
+static void test_gru_lm_loss_fused(void **state) {
+    (void)state;
+    enum { V = 300, T = 6, B = 4 };
+    tg_manual_seed(3);
+    tg_gru_lm *m = tg_gru_lm_new(V, 8, 16, 2);
+    const tg_params *ps = tg_module_params(&m->module);
+    tg_index *x = tg_index_new(TG_SHAPE(T, B)), *y = tg_index_new(TG_SHAPE(T * B));
+    for (int64_t k = 0; k < T * B; k++)
+        x->data[k] = (int32_t)((k * 37 + 5) % V),
+        y->data[k] = k % 7 == 3 ? -100 : (int32_t)((k * 91) % V);
+    tg_tape *tape = tg_tape_new();
+    tg_gru_lm_output o = tg_gru_lm_forward(m, tape, x, NULL);
+    tg_tensor *want = tg_cross_entropy(tape, tg_reshape(tape, o.logits, TG_SHAPE(-1, V)), y);
+    tg_tape_backward(tape, want);
+    const tg_real want_loss = tg_item(want);
+    tg_real *want_grads[16];
+    assert_true(ps->count <= 16);
+    for (size_t i = 0; i < ps->count; i++) {
+        const tg_tensor *p = ps->tensors[i];
+        want_grads[i] = malloc((size_t)p->numel * sizeof(tg_real));
+        memcpy(want_grads[i], p->grad, (size_t)p->numel * sizeof(tg_real));
+    }
+    tg_tensor *want_hidden = tg_gru_lm_detach(NULL, o.hidden);
+    tg_tape_reset(tape);
+    tg_params_zero_grad(ps);
+    tg_gru_lm_loss_output f = tg_gru_lm_loss(m, tape, x, NULL, y, NULL);
+    assert_memory_equal(f.hidden->data, want_hidden->data,
+                        (size_t)want_hidden->numel * sizeof(tg_real));
+    assert_true(tg_item(f.loss) == want_loss);
+    /* the loss is one node, and no tensor on the tape holds T·B·V logits */
+    const size_t nodes = tg_tape_node_count(tape);
+    assert_string_equal(tg_tape_node(tape, nodes - 1)->op, "linear_cross_entropy");
+    for (size_t i = 0; i < nodes; i++)
+        assert_true(tg_tape_node(tape, i)->out[0]->numel < T * B * V);
+    tg_tape_backward(tape, f.loss);
+    for (size_t i = 0; i < ps->count; i++) {
+        tg_test_assert_close(ps->names[i], ps->tensors[i]->grad, want_grads[i],
+                             ps->tensors[i]->numel, TG_TEST_ATOL, 1e-5);
+        free(want_grads[i]);
+    }
+    tg_tensor_free(want_hidden);
+    tg_tape_free(tape);
+    tg_index_free(x), tg_index_free(y);
+    tg_module_free(&m->module);
+}
 
 static void test_gru_lm_parity(void **state) {
     (void)state;
@@ -523,6 +572,7 @@ int main(void) {
         cmocka_unit_test(test_gru_stepwise_parity),
         cmocka_unit_test(test_gru_attention_parity),
         cmocka_unit_test(test_gru_lm_parity),
+        cmocka_unit_test(test_gru_lm_loss_fused),
         cmocka_unit_test(test_transformer_parity),
         cmocka_unit_test(test_parity_summary),
         cmocka_unit_test(test_transformer_is_causal),

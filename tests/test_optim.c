@@ -4,6 +4,8 @@
  * 20 steps with clip_grad_norm_(0.5), or clip_grad_value_ in two cases, before each step). */
 #include "harness.h"
 
+#include <tapegrad/kernels.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -493,6 +495,54 @@ static void assert_same_params(const char *what, const tg_params *a, const tg_pa
         if (memcmp(a->tensors[i]->data, b->tensors[i]->data,
                    (size_t)a->tensors[i]->numel * sizeof(tg_real)) != 0)
             fail_msg("%s: '%s' differs", what, a->names[i]);
+}
+
+/* tg_optim_step is tg_optim_update then tg_optim_zero_grad in one pass over all parameters,
+ * split between threads at any element: the same bits at 1 and 2 threads as the two calls,
+ * for every kind, on parameters big enough to be split (and one without a gradient). */
+static void test_fused_step_matches_update_then_zero(void **state) {
+    (void)state;
+    optim_case cs[8];
+    const size_t n_cases = make_cases(cs);
+    for (size_t ci = 0; ci < n_cases; ci++) {
+        tg_params *ps[3];
+        tg_optim *opt[3];
+        for (int r = 0; r < 3; r++) {
+            ps[r] = tg_params_new();
+            tg_params_add(
+                ps[r], "big",
+                tg_tensor_requires_grad(tg_test_rand(21, -1, 1, TG_SHAPE(300, 170)), true));
+            tg_params_add(ps[r], "idle",
+                          tg_tensor_requires_grad(tg_test_rand(22, -1, 1, TG_SHAPE(7)), true));
+            tg_params_add(ps[r], "small",
+                          tg_tensor_requires_grad(tg_test_rand(23, -1, 1, TG_SHAPE(40001)), true));
+            opt[r] = case_new(&cs[ci], ps[r]);
+        }
+        for (int step = 0; step < 3; step++) {
+            for (int r = 0; r < 3; r++) {
+                fill_grads(ps[r], step);
+                free(ps[r]->tensors[1]->grad), ps[r]->tensors[1]->grad = NULL;
+            }
+            tg_optim_update(opt[0]); /* reference: two passes, serial */
+            tg_optim_zero_grad(opt[0]);
+            for (int r = 1; r < 3; r++) {
+                tg_set_num_threads(r);
+                tg_optim_step(opt[r]);
+            }
+            tg_set_num_threads(0);
+            for (int r = 1; r < 3; r++) {
+                assert_same_params(cs[ci].name, ps[0], ps[r]);
+                assert_same_params(cs[ci].name, tg_optim_state(opt[0]), tg_optim_state(opt[r]));
+                for (size_t k = 0; k < ps[r]->count; k += 2)
+                    for (int64_t i = 0; i < ps[r]->tensors[k]->numel; i++)
+                        assert_true(ps[r]->tensors[k]->grad[i] == 0);
+            }
+        }
+        for (int r = 0; r < 3; r++) {
+            tg_optim_free(opt[r]);
+            free_params(ps[r]);
+        }
+    }
 }
 
 /* Run A for `split` steps; build B, copy A's parameters, optimizer state and scheduler state
@@ -1141,6 +1191,7 @@ static void test_optim_parity(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_fused_step_matches_update_then_zero),
         cmocka_unit_test(test_option_errors),
         cmocka_unit_test(test_sgd_by_hand),
         cmocka_unit_test(test_adam_by_hand),

@@ -138,6 +138,17 @@ typedef struct tg_gru_lm_output {
 tg_gru_lm *tg_gru_lm_new(int64_t vocab_size, int64_t embedding_dim, int64_t hidden_dim,
                          int64_t num_layers);
 tg_gru_lm_output tg_gru_lm_forward(tg_gru_lm *m, tg_tape *t, const tg_index *x, tg_tensor *hidden);
+/* The training loss without the logits: cross entropy of the output layer against
+ * `targets` (one id per position, T·B of them, any shape; ignore_index counts for nothing),
+ * as tg_cross_entropy_ex on tg_gru_lm_forward's logits viewed (T·B, V) computes it, through
+ * tg_linear_cross_entropy, which never holds the T·B·V logits nor their gradient (90 MB for
+ * a 10,000-word vocabulary at T = 35, B = 32). opts NULL: mean, ignore_index -100. */
+typedef struct tg_gru_lm_loss_output {
+    tg_tensor *loss, *hidden;
+} tg_gru_lm_loss_output;
+tg_gru_lm_loss_output tg_gru_lm_loss(tg_gru_lm *m, tg_tape *t, const tg_index *x,
+                                     tg_tensor *hidden, const tg_index *targets,
+                                     const tg_loss_options *opts);
 /* torch.zeros(num_layers, batch, H), long-lived. */
 tg_tensor *tg_gru_lm_init_hidden(const tg_gru_lm *m, int64_t batch);
 /* hidden.detach(): copies the values of `hidden` into `into` (same shape; NULL = a new

@@ -199,6 +199,23 @@ tg_loss_options tg_loss_defaults(void);
 tg_tensor *tg_cross_entropy(tg_tape *t, tg_tensor *logits, const tg_index *targets);
 tg_tensor *tg_cross_entropy_ex(tg_tape *t, tg_tensor *logits, const tg_index *targets,
                                const tg_loss_options *opts);
+/* Linear then cross entropy in one op, for an output layer over a large vocabulary:
+ * F.cross_entropy(F.linear(x, weight, bias).view(-1, V), targets.view(-1), ...) with x
+ * (..., in), weight (V, in), bias (V) or NULL, and one target per row of x (targets of any
+ * shape with that many elements; reduction NONE gives the targets' shape). opts: reduction
+ * and ignore_index as PyTorch's (NULL: mean, -100); class weights and label smoothing are
+ * not supported. The N × V logits are never held: the rows go in chunks of a few MB, the
+ * backward computes each chunk's logits again (autograd/linear_ce.c). The loss has the bits
+ * of tg_linear + tg_cross_entropy_ex; the gradients agree to rounding (dW and db are summed
+ * chunk by chunk). */
+tg_tensor *tg_linear_cross_entropy(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                                   const tg_index *targets, const tg_loss_options *opts);
+/* The same with the rows per chunk given (chunk_rows <= 0: the default, ~4 MB of logits):
+ * fewer rows hold less memory and make smaller GEMMs. The results do not depend on it
+ * except for the rounding of dW and db. */
+tg_tensor *tg_linear_cross_entropy_chunked(tg_tape *t, tg_tensor *x, tg_tensor *weight,
+                                           tg_tensor *bias, const tg_index *targets,
+                                           const tg_loss_options *opts, int64_t chunk_rows);
 /* Log-probabilities in, same shapes as cross entropy. */
 tg_tensor *tg_nll_loss(tg_tape *t, tg_tensor *log_probs, const tg_index *targets);
 tg_tensor *tg_nll_loss_ex(tg_tape *t, tg_tensor *log_probs, const tg_index *targets,

@@ -72,7 +72,12 @@ tg_optim *tg_adam_new(const tg_params *params, const tg_adam_options *opts);
 tg_optim *tg_adamw_new(const tg_params *params, const tg_adam_options *opts);
 void tg_optim_free(tg_optim *opt); /* frees its state tensors too; NULL is fine */
 
-/* One update of every parameter that has a gradient, then the gradients are zeroed. */
+/* One update of every parameter that has a gradient, then the gradients are zeroed: PyTorch's
+ * optimizer.step() followed by optimizer.zero_grad(set_to_none=False), in one pass over the
+ * memory. Every element's gradient is zeroed as soon as its update has read it, and the
+ * parameters are gone through as one array, split between the library's threads; the bits
+ * are those of tg_optim_update followed by tg_optim_zero_grad (two passes) at any thread
+ * count. */
 void tg_optim_step(tg_optim *opt);
 /* Only the update, the gradients are left as they are (for inspection; most code wants
  * tg_optim_step). */
