@@ -205,18 +205,9 @@ static void gated_panels(int64_t q0, int64_t q1, void *ctx) {
     const rnn_run *r = c->r;
     const int64_t B = r->B, H = r->H, G = r->G, nr = r->nr;
     const tg_real *h_prev = rnn_h(r, rnn_prev_slot(r, c->t));
-    const tg_real *gi = rnn_gi(r, c->t);
-    const int64_t line = 64 / (int64_t)sizeof(tg_real);
     for (int64_t q = q0; q < q1; q++) {
         tg_real *tile = r->work + q * B * G * nr;
-#if defined(__GNUC__)
-        /* The gates read this panel's columns of gi, written long before (out of cache):
-         * fetch them while the product runs. */
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t g = 0; g < G; g++)
-                for (int64_t j = q * nr; j < q * nr + nr && j < H; j += line)
-                    __builtin_prefetch(gi + (b * G + g) * H + j);
-#endif
+        /* (the gates fetch their gi ahead themselves: rnn_prefetch_blocks) */
         rnn_step_product(r, q, h_prev, tile);
         c->gates(r, c->t, 0, B, q * nr, H - q * nr < nr ? H - q * nr : nr, tile, nr, G * nr);
     }

@@ -37,6 +37,29 @@
 static inline tg_real rnn_sigmoid(tg_real a) { return tg_vsigmoid(a); }
 static inline tg_real rnn_tanh(tg_real a) { return tg_vtanh(a); }
 
+/* The forward gate kernels read a unit panel's columns of gi (written by the input GEMM
+ * long before, so out in L3 or memory) and write the step's activations and states (last
+ * touched a whole pass ago); on a core whose L2 the packed W_hh of the step's product
+ * fills (1 MiB for an LSTM of H = 256: all of Zen 4's or Zen 5's L2), a prefetch issued
+ * before the product is evicted again by it. So the kernels ask for the lines of the row
+ * RNN_ROW_AHEAD rows ahead as they go: len values from p, count blocks `stride` apart. */
+#define RNN_ROW_AHEAD 4
+static inline void rnn_prefetch_blocks(const tg_real *p, int64_t count, int64_t stride, int64_t len,
+                                       bool write) {
+#if defined(__GNUC__)
+    const int64_t line = 64 / (int64_t)sizeof(tg_real);
+    for (int64_t g = 0; g < count; g++)
+        for (int64_t j = 0; j < len; j += line) {
+            if (write)
+                __builtin_prefetch(p + g * stride + j, 1, 3);
+            else
+                __builtin_prefetch(p + g * stride + j, 0, 3);
+        }
+#else
+    (void)p, (void)count, (void)stride, (void)len, (void)write;
+#endif
+}
+
 /* ---- the step products from W_hh packed once per run (autograd/rnn.c) ----
  * tg_gemm packs its operands on every call, and a step's product is small enough (B rows)
  * that packing W_hh each time costs about as much as the product itself. So a sequence run

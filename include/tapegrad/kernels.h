@@ -91,6 +91,20 @@ void tg_gemm_prepacked(bool trans_a, int64_t m, int64_t n0, int64_t n1, tg_real 
 /* Which micro-kernel tg_gemm uses: "avx512", "avx2" (AVX2 + FMA) or "portable",
  * picked once at run time from the CPU's features. */
 const char *tg_gemm_kernel_name(void);
+/* The choice made for this CPU, for benchmarks' logs: kernel, register tile, cache blocks,
+ * thread threshold and what they were chosen from, e.g. "avx512 tile 12x32 kc=256 mc=252
+ * nc=4096 threads above 1048576 FMAs (AuthenticAMD family 19h model 11h, zen4: 512-bit
+ * split; L1d 32K L2 1024K L3 32M)". The tile, mc, nc and the thread split vary with the
+ * CPU; kc does not, so neither do the bits of a kernel's results (tensor/gemm_tune.c).
+ * The environment variable TAPEGRAD_GEMM=portable|avx2|avx512 forces a choice. */
+const char *tg_gemm_config_describe(void);
+/* Multiply-adds below which tg_gemm runs a product on the calling thread (per CPU). */
+int64_t tg_gemm_parallel_min(void);
+/* For tests and benchmarks: use the kernel named ("portable", "avx2", "avx512"; NULL:
+ * back to this CPU's choice). False, and no change,
+ * when this CPU cannot run it. Operands packed before keep the kernel they were packed
+ * for. Not meant to be called while another thread is inside tg_gemm. */
+bool tg_gemm_select(const char *choice);
 /* For tests and benchmarks: on = use the portable C kernels whatever the CPU has.
  * Not meant to be toggled while another thread is inside tg_gemm. */
 void tg_gemm_force_portable(bool on);
