@@ -106,7 +106,8 @@ static void gru_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_al
     rnn_backward_gated(rr, &c, gru_backward_rows, true);
 }
 
-const rnn_cell_impl tg_rnn_impl_gru = {4, true, true, gru_forward, gru_backward_step, NULL};
+const rnn_cell_impl tg_rnn_impl_gru = {
+    4, true, true, gru_forward, gru_backward_step, NULL, gru_gates, gru_backward_rows};
 
 /* =======================================================================================
  * Cho et al. 2014 (Keras reset_after=False): the reset gate scales h_prev before W_hn
@@ -254,4 +255,4 @@ static void gru_cho_weight_hh_grad(const rnn_run *rr, const tg_real *da, tg_real
 }
 
 const rnn_cell_impl tg_rnn_impl_gru_cho = {
-    4, false, false, gru_cho_forward, gru_cho_backward_step, gru_cho_weight_hh_grad};
+    4, false, false, gru_cho_forward, gru_cho_backward_step, gru_cho_weight_hh_grad, NULL, NULL};

@@ -105,4 +105,5 @@ static void lstm_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_a
     rnn_backward_gated(rr, &c, lstm_backward_rows, false);
 }
 
-const rnn_cell_impl tg_rnn_impl_lstm = {4, true, false, lstm_forward, lstm_backward_step, NULL};
+const rnn_cell_impl tg_rnn_impl_lstm = {
+    4, true, false, lstm_forward, lstm_backward_step, NULL, lstm_gates, lstm_backward_rows};

@@ -80,6 +80,10 @@ tg_gemm_packed *tg_gemm_pack_b(bool trans_b, int64_t k, int64_t n, const tg_real
 /* The columns of one packed panel: a column range [n0, n1) starts at a multiple of it
  * (n1 may be any column up to n). */
 int64_t tg_gemm_packed_width(const tg_gemm_packed *pb);
+/* The rows of the register tile of the kernel it was packed for: a product with at least
+ * this many rows runs whole tiles (callers splitting rows between threads give each at
+ * least this many). */
+int64_t tg_gemm_packed_tile_rows(const tg_gemm_packed *pb);
 /* C (m x (n1 - n0), row stride ldc; c points at C's column n0) = alpha * op(A) *
  * op(B)[:, n0:n1] + beta * C, with op(A) m x k as in tg_gemm (trans_a: A stored k x m)
  * and op(B) the packed operand. beta == 0: C is write-only. Runs on the calling thread
