@@ -29,11 +29,13 @@
  * Memory: DA is written over gi (the forward's input projections, which the backward never
  * reads); the GRU keeps of DA_h only its n block; what only one pass uses (the packed
  * weights, the work tiles, gi without a backward to come) goes back to the arena when that
- * pass is done. Threads: a forward step
- * splits the hidden units (each thread: the product for its units, then their gates: no
- * barrier inside a step); a backward step splits the batch rows (gates, then those rows of
- * dh_prev); the whole-sequence products split rows of the result. Every element is computed
- * by one thread in a fixed order, so results do not depend on the thread count. */
+ * pass is done. Threads: with packed weights and a batch of at least a register tile per
+ * thread, one parallel region per pass, each thread its batch rows through every step with
+ * no barrier (the rows are independent sequences; see "one parallel region per sequence");
+ * otherwise a forward step splits the hidden units (each thread: the product for its units,
+ * then their gates) and a backward step the batch rows. The whole-sequence products split
+ * rows of the result. Every element is computed by one thread in a fixed order, so results
+ * do not depend on the thread count. */
 #include "rnn_internal.h"
 
 #include <string.h>

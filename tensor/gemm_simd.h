@@ -29,7 +29,9 @@
 #include <stdbool.h>
 
 /* Cache blocks: kc x NR B panel in L1 (16 KiB for AVX2 floats, 32 KiB for AVX-512), the
- * mc x kc A block (144 KiB of floats) well inside L2, the kc x nc B block in L3. */
+ * mc x kc A block (144 KiB of floats) well inside L2, the kc x nc B block in L3. mc and nc
+ * here are only the defaults: gemm_tune.c sets them from this CPU's cache sizes at run
+ * time. kc is fixed: it decides the bits (see gemm_tune.c). */
 #ifndef TGK_KC
 #define TGK_KC 256
 #endif

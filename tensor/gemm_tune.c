@@ -48,10 +48,10 @@ typedef struct tg_cpu_info {
     char vendor[13];
     char brand[49];
     unsigned family, model;
-    int64_t l1d, l2, l3; /* bytes per core (L3: per cache); 0 = unknown */
-    bool avx2_fma, avx512;
-    bool split512;    /* AVX-512 executed as two 256-bit halves */
-    const char *arch; /* "zen4", "zen5", ... or NULL */
+    int64_t l1d, l2, l3;   /* bytes per core (L3: per cache); 0 = unknown */
+    bool avx2_fma, avx512; /* AVX2 and FMA; AVX-512F */
+    bool split512;         /* AVX-512 executed as two 256-bit halves */
+    const char *arch;      /* "zen4", "zen5", ... or NULL */
 } tg_cpu_info;
 
 #ifdef TG_TUNE_X86
@@ -93,7 +93,7 @@ static void tg_cpu_detect(tg_cpu_info *cpu) {
     }
     __builtin_cpu_init();
     cpu->avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    cpu->avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+    cpu->avx512 = __builtin_cpu_supports("avx512f");
     const bool amd = strcmp(cpu->vendor, "AuthenticAMD") == 0;
     if (amd && max_ext >= 0x8000001D)
         tg_cpu_caches(0x8000001D, cpu);
