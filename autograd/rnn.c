@@ -32,14 +32,20 @@
  * Memory: DA is written over gi (the forward's input projections, which the backward never
  * reads); the GRU keeps of DA_h only its n block; what only one pass uses (the packed
  * weights, the work tiles, gi without a backward to come) goes back to the arena when that
- * pass is done. Threads: a forward step
- * splits the hidden units (each thread: the product for its units, then their gates: no
- * barrier inside a step); a backward step splits the batch rows (gates, then those rows of
- * dh_prev); the whole-sequence products split rows of the result. Every element is computed
- * by one thread in a fixed order, so results do not depend on the thread count. */
+ * pass is done. Threads: with packed weights and a batch of at least a register tile per
+ * thread, one parallel region per pass, each thread its batch rows through every step with
+ * no barrier (the rows are independent sequences; see "one parallel region per sequence");
+ * otherwise a forward step splits the hidden units (each thread: the product for its units,
+ * then their gates) and a backward step the batch rows. The whole-sequence products split
+ * rows of the result. Every element is computed by one thread in a fixed order, so results
+ * do not depend on the thread count. */
 #include "rnn_internal.h"
 
 #include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 int tg_cell_gate_count(tg_cell_kind kind) {
     switch (kind) {
@@ -150,10 +156,10 @@ static void rnn_relu_backward_step(const rnn_run *r, int64_t t, const tg_real *d
 }
 
 /* h_t itself is all the backward needs, and it is in hs: nothing saved per step. */
-const rnn_cell_impl tg_rnn_impl_tanh = {0,   false, false, rnn_tanh_forward, rnn_tanh_backward_step,
-                                        NULL};
-const rnn_cell_impl tg_rnn_impl_relu = {0,   false, false, rnn_relu_forward, rnn_relu_backward_step,
-                                        NULL};
+const rnn_cell_impl tg_rnn_impl_tanh = {
+    0, false, false, rnn_tanh_forward, rnn_tanh_backward_step, NULL, NULL, NULL};
+const rnn_cell_impl tg_rnn_impl_relu = {
+    0, false, false, rnn_relu_forward, rnn_relu_backward_step, NULL, NULL, NULL};
 
 /* ---------------------------------------------------------------------------------------
  * The products from weights packed once per run (rnn_internal.h)
@@ -188,13 +194,15 @@ static void packed_product(const tg_gemm_packed *w, int64_t m, int64_t k, int64_
     tg_parallel_for(m, m * n * k >= ((int64_t)1 << 20) ? 48 : m, product_rows, &p);
 }
 
-/* gh = h_prev·W_hhᵀ for unit panel q (units [q·nr, q·nr + nr)) of every gate block, into
- * tile (B, G·nr): gate block g at columns [g·nr, g·nr + nr). h_prev is (B, P). */
-static void rnn_step_product(const rnn_run *r, int64_t q, const tg_real *h_prev, tg_real *tile) {
+/* gh = h_prev·W_hhᵀ for batch rows [b0, b1) and unit panel q (units [q·nr, q·nr + nr)) of
+ * every gate block, into those rows of tile (B, G·nr): gate block g at columns
+ * [g·nr, g·nr + nr). h_prev is (B, P). */
+static void rnn_step_product(const rnn_run *r, int64_t q, int64_t b0, int64_t b1,
+                             const tg_real *h_prev, tg_real *tile) {
     const int64_t H = r->H, G = r->G, nr = r->nr, j1 = (q + 1) * nr < H ? (q + 1) * nr : H;
     for (int64_t g = 0; g < G; g++)
-        tg_gemm_prepacked(false, r->B, q * nr, j1, 1, h_prev, r->P, r->wf[g], 0, tile + g * nr,
-                          G * nr);
+        tg_gemm_prepacked(false, b1 - b0, q * nr, j1, 1, h_prev + b0 * r->P, r->P, r->wf[g], 0,
+                          tile + b0 * G * nr + g * nr, G * nr);
 }
 
 void rnn_step_product_back(const rnn_run *r, int64_t b0, int64_t b1, const tg_real *da_h,
@@ -203,27 +211,23 @@ void rnn_step_product_back(const rnn_run *r, int64_t b0, int64_t b1, const tg_re
     tg_gemm_prepacked(false, b1 - b0, 0, P, 1, da_h + b0 * GH, GH, r->wb, add, dh_prev + b0 * P, P);
 }
 
-/* Packed: unit panels [q0, q1), each its product (all gate blocks) then its gates. */
+/* Packed: batch rows [b0, b1) and unit panels [q0, q1), each panel its product (all gate
+ * blocks) then its gates. One (B, G·nr) tile for all the panels of a call, the first
+ * panel's slot of work: it stays in L1 from product to gates to the next panel. */
+static void gated_block(const rnn_run *r, int64_t t, rnn_gates_fn *gates, int64_t b0, int64_t b1,
+                        int64_t q0, int64_t q1) {
+    const int64_t B = r->B, H = r->H, G = r->G, nr = r->nr;
+    const tg_real *h_prev = rnn_h(r, rnn_prev_slot(r, t));
+    tg_real *tile = r->work + q0 * B * G * nr;
+    for (int64_t q = q0; q < q1; q++) {
+        rnn_step_product(r, q, b0, b1, h_prev, tile);
+        gates(r, t, b0, b1, q * nr, H - q * nr < nr ? H - q * nr : nr, tile, nr, G * nr);
+    }
+}
+
 static void gated_panels(int64_t q0, int64_t q1, void *ctx) {
     const rnn_step_ctx *c = ctx;
-    const rnn_run *r = c->r;
-    const int64_t B = r->B, H = r->H, G = r->G, nr = r->nr;
-    const tg_real *h_prev = rnn_h(r, rnn_prev_slot(r, c->t));
-    const tg_real *gi = rnn_gi(r, c->t);
-    const int64_t line = 64 / (int64_t)sizeof(tg_real);
-    for (int64_t q = q0; q < q1; q++) {
-        tg_real *tile = r->work + q * B * G * nr;
-#if defined(__GNUC__)
-        /* The gates read this panel's columns of gi, written long before (out of cache):
-         * fetch them while the product runs. */
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t g = 0; g < G; g++)
-                for (int64_t j = q * nr; j < q * nr + nr && j < H; j += line)
-                    __builtin_prefetch(gi + (b * G + g) * H + j);
-#endif
-        rnn_step_product(r, q, h_prev, tile);
-        c->gates(r, c->t, 0, B, q * nr, H - q * nr < nr ? H - q * nr : nr, tile, nr, G * nr);
-    }
+    gated_block(c->r, c->t, c->gates, 0, c->r->B, q0, q1);
 }
 
 static void gated_rows(int64_t b0, int64_t b1, void *ctx) {
@@ -248,6 +252,84 @@ void rnn_backward_gated(const rnn_run *r, rnn_step_ctx *ctx, tg_range_fn rows, b
     tg_parallel_for(B, r->packed ? rnn_step_grain(r, B) : rnn_row_grain(B, H), rows, ctx);
     if (!r->packed)
         tg_gemm(false, false, B, P, GH, 1, ctx->da_h, GH, r->w_hh, P, add, ctx->dh_prev, P);
+}
+
+/* ---- one parallel region per sequence ----
+ * The batch rows of a recurrent layer are independent sequences: row b of h_t needs only
+ * row b of h_{t-1} (times all of W_hh), and in the backward row b of dh_{t-1} only row b
+ * of da_t. So threads that each take whole rows can run every step of the sequence with
+ * no barrier between steps — one region per pass instead of a fork and a join per step
+ * (two per step on a busy machine are where 2 threads lost to 1: a descheduled thread
+ * holds the other at every join). The price: each thread reads all of the packed W_hh
+ * every step (the unit-panel split, the per-step fallback, reads only its share), from L2
+ * or, when the weights outgrow it, from L3; a step's product does B/threads·G·H·H
+ * multiply-adds per G·H·H·4 bytes streamed, which at 16 or more rows per thread is over
+ * 16 FMAs per byte: the FMA units, not the L3 (32 bytes a cycle on Zen 4 and 5), set the
+ * pace on either core, at 16 or 32 FMA lanes a cycle.
+ * Each thread needs full register tiles to keep its FMA chains busy, so rows are split
+ * only when every thread gets at least a tile's height (the packed kernel's, per CPU:
+ * tg_gemm_packed_tile_rows) and the step's product is above the per-CPU threshold for a
+ * team; otherwise the per-step split (forward: unit panels, backward: rows). Either way
+ * every element is computed by one thread in a fixed order: the same bits at any count. */
+static int rnn_row_threads(const rnn_run *r) {
+    /* a projection's per-step GEMM (lstm_forward, lstm's backward step) spans all rows */
+    if (!r->packed || r->w_hr) return 1;
+    int64_t threads = tg_get_num_threads();
+    if (threads > r->B / r->mr) threads = r->B / r->mr;
+    if (rnn_step_grain(r, 2) > 1) threads = 1;
+    return threads < 2 ? 1 : (int)threads;
+}
+
+/* The forward steps of a packed run, `threads` threads over the rows. */
+static void rnn_forward_rows_region(const rnn_run *r, const rnn_cell_impl *impl, int threads) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t th = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t b0 = r->B * th / nt, b1 = r->B * (th + 1) / nt;
+        for (int64_t s = 0; s < r->T; s++)
+            gated_block(r, r->reverse ? r->T - 1 - s : s, impl->gates, b0, b1, 0, r->panels);
+    }
+#else
+    (void)threads;
+    for (int64_t s = 0; s < r->T; s++)
+        gated_block(r, r->reverse ? r->T - 1 - s : s, impl->gates, 0, r->B, 0, r->panels);
+#endif
+}
+
+/* The backward steps of a packed run on rows [b0, b1): dh += the output's gradient, the
+ * cell's row kernel, dh_{t-1} becomes dh (each thread swaps its own pointers; all swap T
+ * times). da_h: the cell's (B, G·H) tile (separate_da_h) or NULL (da_h is da_i). */
+static void rnn_backward_row_steps(const rnn_run *r, const rnn_cell_impl *impl, int64_t b0,
+                                   int64_t b1, const tg_real *dout, tg_real *dh, tg_real *dh_prev,
+                                   tg_real *dc, tg_real *da_i, tg_real *da_h) {
+    const int64_t T = r->T, B = r->B, H = r->H, GH = r->G * H, BH = B * H;
+    for (int64_t s = 0; s < T; s++) {
+        const int64_t t = r->reverse ? s : T - 1 - s;
+        if (dout)
+            for (int64_t k = b0 * H; k < b1 * H; k++) dh[k] += dout[t * BH + k];
+        tg_real *da_t = da_i + t * B * GH;
+        rnn_step_ctx c = {r, t, dh, dc, da_t, da_h ? da_h : da_t, dh_prev, false, NULL};
+        impl->backward_rows(b0, b1, &c);
+        tg_real *tmp = dh;
+        dh = dh_prev, dh_prev = tmp;
+    }
+}
+
+static void rnn_backward_rows_region(const rnn_run *r, const rnn_cell_impl *impl, int threads,
+                                     const tg_real *dout, tg_real *dh, tg_real *dh_prev,
+                                     tg_real *dc, tg_real *da_i, tg_real *da_h) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t th = omp_get_thread_num(), nt = omp_get_num_threads();
+        rnn_backward_row_steps(r, impl, r->B * th / nt, r->B * (th + 1) / nt, dout, dh, dh_prev, dc,
+                               da_i, da_h);
+    }
+#else
+    (void)threads;
+    rnn_backward_row_steps(r, impl, 0, r->B, dout, dh, dh_prev, dc, da_i, da_h);
+#endif
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -400,12 +482,17 @@ static rnn_run *run_forward(const char *op, tg_tape *tape, tg_cell_kind kind,
         for (int64_t g = 0; g < r->G; g++)
             r->wf[g] = pack_weight(tape, r->w_hh + g * H * P, P, true, P, H);
         r->nr = tg_gemm_packed_width(r->wf[0]);
+        r->mr = tg_gemm_packed_tile_rows(r->wf[0]);
         r->panels = (H + r->nr - 1) / r->nr;
         work = r->panels * B * r->G * r->nr;
     }
     r->work = tg_tape_alloc(tape, (size_t)(work + 1) * sizeof(tg_real));
 
-    for (int64_t s = 0; s < T; s++) impl->forward_step(r, reverse ? T - 1 - s : s);
+    const int row_threads = rnn_row_threads(r);
+    if (row_threads > 1)
+        rnn_forward_rows_region(r, impl, row_threads);
+    else
+        for (int64_t s = 0; s < T; s++) impl->forward_step(r, reverse ? T - 1 - s : s);
     /* the forward's scratch goes back to the arena: the backward packs what it needs */
     tg_arena_rewind(arena, scratch);
     memset(r->wf, 0, sizeof r->wf);
@@ -496,14 +583,24 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
         r->wb = pack_weight(tape, r->w_hh, P, false, GH, P);
 
     /* reverse processing order: the last step computed comes first */
-    for (int64_t s = 0; s < T; s++) {
-        const int64_t t = r->reverse ? s : T - 1 - s;
-        if (dout)
-            for (int64_t k = 0; k < BP; k++) dh[k] += dout[t * BP + k];
-        tg_real *da_h_t = impl->separate_da_h ? da_h : da_h + t * B * GH;
-        impl->backward_step(r, t, dh, dc, da_i + t * B * GH, da_h_t, dh_prev);
-        tg_real *tmp = dh; /* dh_{t-1} becomes the next step's dh */
-        dh = dh_prev, dh_prev = tmp;
+    const int row_threads = rnn_row_threads(r);
+    if (row_threads > 1) { /* one region, rows through every step */
+        rnn_backward_rows_region(r, impl, row_threads, dout, dh, dh_prev, dc, da_i,
+                                 impl->separate_da_h ? da_h : NULL);
+        if (T % 2) { /* where the steps left dh_{-1} */
+            tg_real *tmp = dh;
+            dh = dh_prev, dh_prev = tmp;
+        }
+    } else {
+        for (int64_t s = 0; s < T; s++) {
+            const int64_t t = r->reverse ? s : T - 1 - s;
+            if (dout)
+                for (int64_t k = 0; k < BP; k++) dh[k] += dout[t * BP + k];
+            tg_real *da_h_t = impl->separate_da_h ? da_h : da_h + t * B * GH;
+            impl->backward_step(r, t, dh, dc, da_i + t * B * GH, da_h_t, dh_prev);
+            tg_real *tmp = dh; /* dh_{t-1} becomes the next step's dh */
+            dh = dh_prev, dh_prev = tmp;
+        }
     }
     tg_real *g;
     if ((g = tg_tape_grad(tape, h0)))

@@ -14,21 +14,32 @@
  *     h = n + z ⊙ (h_prev − n)                     (PyTorch's evaluation order)
  * Saved per step and batch row: [r | z | n | hn]  (4H)
  * ===================================================================================== */
-/* Step t for one batch row and `len` units: the gate kernel. gi, b_ih, b_hh, h_prev, h and
- * a (the row's saved [r | z | n | hn]) start at the first unit, with gate blocks H apart;
- * gh (the step's product) has its gate blocks gs apart. */
+/* Step t for `rows` batch rows and `len` units: the gate kernel. gi, b_ih, b_hh, h_prev, h
+ * and a (the rows' saved [r | z | n | hn]) start at the first unit, with gate blocks H apart
+ * and rows G3 (gi), H (h_prev, h) and 4H (a) apart; gh (the step's product) has its gate
+ * blocks gs and its rows grs apart. The rows are a loop inside the kernel, not a call each:
+ * a unit panel's rows are short (nr units), and per call the kernel's dispatch and the
+ * broadcasts of its polynomials' constants cost as much as the gates of one such row. */
 TG_VEC_KERNEL
-static void gru_forward_step(int64_t len, int64_t H, int64_t gs, const tg_real *gi,
-                             const tg_real *gh, const tg_real *b_ih, const tg_real *b_hh,
-                             const tg_real *h_prev, tg_real *h, tg_real *a) {
-    tg_real *r = a, *z = a + H, *n = a + 2 * H, *hn = a + 3 * H;
-    TG_SIMD
-    for (int64_t j = 0; j < len; j++) {
-        r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
-        z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[gs + j] + b_hh[H + j]));
-        hn[j] = gh[2 * gs + j] + b_hh[2 * H + j];
-        n[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + r[j] * hn[j]);
-        h[j] = n[j] + z[j] * (h_prev[j] - n[j]);
+static void gru_forward_step(int64_t rows, int64_t len, int64_t H, int64_t gs, int64_t grs,
+                             const tg_real *gi0, const tg_real *gh0, const tg_real *b_ih,
+                             const tg_real *b_hh, const tg_real *h_prev0, tg_real *h0, tg_real *a) {
+    for (int64_t b = 0; b < rows; b++) {
+        const tg_real *gi = gi0 + b * 3 * H, *gh = gh0 + b * grs, *h_prev = h_prev0 + b * H;
+        tg_real *h = h0 + b * H, *r = a + b * 4 * H, *z = r + H, *n = r + 2 * H, *hn = r + 3 * H;
+        if (b + RNN_ROW_AHEAD < rows) {
+            rnn_prefetch_blocks(gi + RNN_ROW_AHEAD * 3 * H, 3, H, len, false);
+            rnn_prefetch_blocks(r + RNN_ROW_AHEAD * 4 * H, 4, H, len, true);
+            rnn_prefetch_blocks(h + RNN_ROW_AHEAD * H, 1, H, len, true);
+        }
+        TG_SIMD
+        for (int64_t j = 0; j < len; j++) {
+            r[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
+            z[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[gs + j] + b_hh[H + j]));
+            hn[j] = gh[2 * gs + j] + b_hh[2 * H + j];
+            n[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + r[j] * hn[j]);
+            h[j] = n[j] + z[j] * (h_prev[j] - n[j]);
+        }
     }
 }
 
@@ -38,9 +49,8 @@ static void gru_gates(const rnn_run *rr, int64_t t, int64_t b0, int64_t b1, int6
     const int64_t H = rr->H, G3 = 3 * H;
     const tg_real *h_prev = rnn_h(rr, rnn_prev_slot(rr, t)), *gi = rnn_gi(rr, t);
     tg_real *h = rnn_h(rr, rnn_cur_slot(rr, t)), *acts = rnn_acts(rr, t);
-    for (int64_t b = b0; b < b1; b++)
-        gru_forward_step(len, H, gs, gi + b * G3 + j0, gh + b * grs, rr->b_ih + j0, rr->b_hh + j0,
-                         h_prev + b * H + j0, h + b * H + j0, acts + b * 4 * H + j0);
+    gru_forward_step(b1 - b0, len, H, gs, grs, gi + b0 * G3 + j0, gh + b0 * grs, rr->b_ih + j0,
+                     rr->b_hh + j0, h_prev + b0 * H + j0, h + b0 * H + j0, acts + b0 * 4 * H + j0);
 }
 
 static void gru_forward(const rnn_run *rr, int64_t t) { rnn_forward_gated(rr, t, gru_gates); }
@@ -96,7 +106,8 @@ static void gru_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_al
     rnn_backward_gated(rr, &c, gru_backward_rows, true);
 }
 
-const rnn_cell_impl tg_rnn_impl_gru = {4, true, true, gru_forward, gru_backward_step, NULL};
+const rnn_cell_impl tg_rnn_impl_gru = {
+    4, true, true, gru_forward, gru_backward_step, NULL, gru_gates, gru_backward_rows};
 
 /* =======================================================================================
  * Cho et al. 2014 (Keras reset_after=False): the reset gate scales h_prev before W_hn
@@ -244,4 +255,4 @@ static void gru_cho_weight_hh_grad(const rnn_run *rr, const tg_real *da, tg_real
 }
 
 const rnn_cell_impl tg_rnn_impl_gru_cho = {
-    4, false, false, gru_cho_forward, gru_cho_backward_step, gru_cho_weight_hh_grad};
+    4, false, false, gru_cho_forward, gru_cho_backward_step, gru_cho_weight_hh_grad, NULL, NULL};

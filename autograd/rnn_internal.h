@@ -41,6 +41,29 @@
 static inline tg_real rnn_sigmoid(tg_real a) { return tg_vsigmoid(a); }
 static inline tg_real rnn_tanh(tg_real a) { return tg_vtanh(a); }
 
+/* The forward gate kernels read a unit panel's columns of gi (written by the input GEMM
+ * long before, so out in L3 or memory) and write the step's activations and states (last
+ * touched a whole pass ago); on a core whose L2 the packed W_hh of the step's product
+ * fills (1 MiB for an LSTM of H = 256: all of Zen 4's or Zen 5's L2), a prefetch issued
+ * before the product is evicted again by it. So the kernels ask for the lines of the row
+ * RNN_ROW_AHEAD rows ahead as they go: len values from p, count blocks `stride` apart. */
+#define RNN_ROW_AHEAD 4
+static inline void rnn_prefetch_blocks(const tg_real *p, int64_t count, int64_t stride, int64_t len,
+                                       bool write) {
+#if defined(__GNUC__)
+    const int64_t line = 64 / (int64_t)sizeof(tg_real);
+    for (int64_t g = 0; g < count; g++)
+        for (int64_t j = 0; j < len; j += line) {
+            if (write)
+                __builtin_prefetch(p + g * stride + j, 1, 3);
+            else
+                __builtin_prefetch(p + g * stride + j, 0, 3);
+        }
+#else
+    (void)p, (void)count, (void)stride, (void)len, (void)write;
+#endif
+}
+
 /* ---- the step products from W_hh packed once per run (autograd/rnn.c) ----
  * tg_gemm packs its operands on every call, and a step's product is small enough (B rows)
  * that packing W_hh each time costs about as much as the product itself. So a sequence run
@@ -66,6 +89,7 @@ typedef struct rnn_run {
     /* Packed step products (GRU, LSTM over T >= 2 steps); false: the steps use tg_gemm. */
     bool packed;
     int64_t nr;            /* a unit panel: the packed operands' width (tg_gemm_packed_width) */
+    int64_t mr;            /* the packed operands' tile rows (tg_gemm_packed_tile_rows) */
     int64_t panels;        /* ⌈H / nr⌉ */
     tg_gemm_packed *wf[4]; /* forward: W_hhᵀ of gate block g (H x H), one per block */
     tg_gemm_packed *wb;    /* backward: W_hh (G·H x H); set by the backward */
@@ -104,9 +128,10 @@ void rnn_step_product_back(const rnn_run *r, int64_t b0, int64_t b1, const tg_re
  * below RNN_PAR_MIN elements. */
 static inline int64_t rnn_row_grain(int64_t B, int64_t H) { return B * H >= RNN_PAR_MIN ? 1 : B; }
 /* The grain for a step's packed product and gates, over n pieces (panels or rows):
- * one thread when the product is small. */
+ * one thread when the product is small (a quarter of tg_gemm's per-CPU threshold: no
+ * packing to share, the team's start is the whole overhead). */
 static inline int64_t rnn_step_grain(const rnn_run *r, int64_t n) {
-    return r->B * r->G * r->H * r->P >= ((int64_t)1 << 18) ? 1 : n;
+    return r->B * r->G * r->H * r->P >= tg_gemm_parallel_min() / 4 ? 1 : n;
 }
 
 /* Slots of hs / cs: the state before step t and the one after it. */
@@ -163,6 +188,11 @@ typedef struct rnn_cell_impl {
     /* dW_hh += Σ_t da_h,tᵀ·(its hidden operand); NULL = the usual one GEMM over all steps
      * with h_{t-1}. (Cho's GRU multiplies W_hn by r⊙h_{t-1}, not h_{t-1}.) */
     void (*weight_hh_grad)(const rnn_run *r, const tg_real *da_h, tg_real *dw_hh);
+    /* Packed cells: the forward gate kernel and the backward row kernel (ctx: rnn_step_ctx;
+     * the gates, then those rows of dh_prev (+)= da_h·W_hh), which the driver runs on a
+     * range of batch rows through every step in one parallel region (rnn.c). */
+    rnn_gates_fn *gates;
+    tg_range_fn backward_rows;
 } rnn_cell_impl;
 
 extern const rnn_cell_impl tg_rnn_impl_tanh, tg_rnn_impl_relu;   /* autograd/rnn.c */

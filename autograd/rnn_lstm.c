@@ -18,23 +18,38 @@
  * (they write m where they wrote h), and the step's GEMM is tg_gemm's like the others. */
 #include "rnn_internal.h"
 
-/* Step t for one batch row and `len` units: the gate kernel. gi, b_ih, b_hh, c_prev, h, c
- * and a (the row's saved [i | f | g | o]) start at the first unit, with gate
- * blocks H apart; gh (the step's product) has its gate blocks gs apart. */
+/* Step t for `rows` batch rows and `len` units: the gate kernel. gi, b_ih, b_hh, c_prev, h,
+ * c and a (the rows' saved [i | f | g | o], and m with a projection) start at the first
+ * unit, with gate blocks H apart and rows 4H (gi), ars (a), hrs (h, or m) and H (c_prev, c)
+ * apart; gh (the step's product) has its gate blocks gs and its rows grs apart. The rows loop
+ * inside the kernel (as the GRU's). */
 TG_VEC_KERNEL
-static void lstm_forward_step(int64_t len, int64_t H, int64_t gs, const tg_real *gi,
-                              const tg_real *gh, const tg_real *b_ih, const tg_real *b_hh,
-                              const tg_real *c_prev, tg_real *h, tg_real *c, tg_real *a) {
-    tg_real *i = a, *f = a + H, *g = a + 2 * H, *o = a + 3 * H;
-    TG_SIMD
-    for (int64_t j = 0; j < len; j++) {
-        i[j] = rnn_sigmoid((gi[j] + b_ih[j]) + (gh[j] + b_hh[j]));
-        f[j] = rnn_sigmoid((gi[H + j] + b_ih[H + j]) + (gh[gs + j] + b_hh[H + j]));
-        g[j] = rnn_tanh((gi[2 * H + j] + b_ih[2 * H + j]) + (gh[2 * gs + j] + b_hh[2 * H + j]));
-        o[j] = rnn_sigmoid((gi[3 * H + j] + b_ih[3 * H + j]) + (gh[3 * gs + j] + b_hh[3 * H + j]));
-        c[j] = f[j] * c_prev[j] + i[j] * g[j];
-        const tg_real tc = rnn_tanh(c[j]);
-        h[j] = o[j] * tc;
+static void lstm_forward_step(int64_t rows, int64_t len, int64_t H, int64_t gs, int64_t grs,
+                              int64_t ars, int64_t hrs, const tg_real *gi, const tg_real *gh,
+                              const tg_real *b_ih, const tg_real *b_hh, const tg_real *c_prev,
+                              tg_real *h, tg_real *c, tg_real *a) {
+    for (int64_t b = 0; b < rows; b++) {
+        const tg_real *gib = gi + b * 4 * H, *ghb = gh + b * grs, *cp = c_prev + b * H;
+        tg_real *hb = h + b * hrs, *cb = c + b * H;
+        tg_real *i = a + b * ars, *f = i + H, *g = i + 2 * H, *o = i + 3 * H;
+        if (b + RNN_ROW_AHEAD < rows) {
+            rnn_prefetch_blocks(gib + RNN_ROW_AHEAD * 4 * H, 4, H, len, false);
+            rnn_prefetch_blocks(i + RNN_ROW_AHEAD * ars, 4, H, len, true);
+            rnn_prefetch_blocks(hb + RNN_ROW_AHEAD * hrs, 1, H, len, true);
+            rnn_prefetch_blocks(cb + RNN_ROW_AHEAD * H, 1, H, len, true);
+        }
+        TG_SIMD
+        for (int64_t j = 0; j < len; j++) {
+            i[j] = rnn_sigmoid((gib[j] + b_ih[j]) + (ghb[j] + b_hh[j]));
+            f[j] = rnn_sigmoid((gib[H + j] + b_ih[H + j]) + (ghb[gs + j] + b_hh[H + j]));
+            g[j] =
+                rnn_tanh((gib[2 * H + j] + b_ih[2 * H + j]) + (ghb[2 * gs + j] + b_hh[2 * H + j]));
+            o[j] = rnn_sigmoid((gib[3 * H + j] + b_ih[3 * H + j]) +
+                               (ghb[3 * gs + j] + b_hh[3 * H + j]));
+            cb[j] = f[j] * cp[j] + i[j] * g[j];
+            const tg_real tc = rnn_tanh(cb[j]);
+            hb[j] = o[j] * tc;
+        }
     }
 }
 
@@ -49,10 +64,9 @@ static void lstm_gates(const rnn_run *rr, int64_t t, int64_t b0, int64_t b1, int
     tg_real *c = rnn_c(rr, cur), *acts = rnn_acts(rr, t);
     tg_real *h = rr->w_hr ? acts + 4 * H : rnn_h(rr, cur);
     const int64_t hrs = rr->w_hr ? SH : H; /* h's (or m's) rows */
-    for (int64_t b = b0; b < b1; b++)
-        lstm_forward_step(len, H, gs, gi + b * G4 + j0, gh + b * grs, rr->b_ih + j0, rr->b_hh + j0,
-                          c_prev + b * H + j0, h + b * hrs + j0, c + b * H + j0,
-                          acts + b * SH + j0);
+    lstm_forward_step(b1 - b0, len, H, gs, grs, SH, hrs, gi + b0 * G4 + j0, gh + b0 * grs,
+                      rr->b_ih + j0, rr->b_hh + j0, c_prev + b0 * H + j0, h + b0 * hrs + j0,
+                      c + b0 * H + j0, acts + b0 * SH + j0);
 }
 
 static void lstm_forward(const rnn_run *rr, int64_t t) {
@@ -125,4 +139,5 @@ static void lstm_backward_step(const rnn_run *rr, int64_t t, const tg_real *dh_a
     rnn_backward_gated(rr, &c, lstm_backward_rows, false);
 }
 
-const rnn_cell_impl tg_rnn_impl_lstm = {4, true, false, lstm_forward, lstm_backward_step, NULL};
+const rnn_cell_impl tg_rnn_impl_lstm = {
+    4, true, false, lstm_forward, lstm_backward_step, NULL, lstm_gates, lstm_backward_rows};

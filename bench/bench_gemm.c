@@ -117,6 +117,7 @@ int main(int argc, char **argv) {
     }
     tg_set_num_threads(threads);
     if (bench_clock == CLOCK_PROCESS_CPUTIME_ID) bench_clock_div = tg_get_num_threads();
+    printf("# gemm: %s\n", tg_gemm_config_describe()); /* the per-CPU choice */
     printf("# tapegrad tg_gemm %s, kernel %s, threads %d\n", TG_REAL_NAME, tg_gemm_kernel_name(),
            tg_get_num_threads());
     for (int s = 0; s < n_shapes; s++)

@@ -52,6 +52,7 @@ int main(int argc, char **argv) {
     c.x = tg_tensor_requires_grad(bench_random_tensor(&g, TG_SHAPE(T, B, I)), true);
     c.dy = bench_random_tensor(&g, TG_SHAPE(T, B, H));
 
+    printf("# gemm: %s\n", tg_gemm_config_describe()); /* the per-CPU choice */
     bench_run(a.config ? a.config : "gru_cls_layer", &a,
               3 * bench_rnn_layer_flops(T, B, I, H, lstm ? 4 : 3), step, &c);
 

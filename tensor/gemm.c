@@ -121,38 +121,22 @@ static const tg_gemm_kernel tg_gemm_portable = {
     .dot = tg_gemm_portable_dot,
     .pack_bt = NULL,
     .pack_a = NULL,
+    .pack_at = NULL,
 };
 
 /* ---- which kernel ---- */
 
 static atomic_bool tg_gemm_portable_forced = false;
-
-/* The best kernel this CPU runs; decided once. TAPEGRAD_GEMM=portable|avx2|avx512 in
- * the environment picks a lower one (for comparisons); an unavailable one is ignored. */
-static const tg_gemm_kernel *tg_gemm_kernel_detect(void) {
-    const tg_gemm_kernel *best = &tg_gemm_portable;
-    const char *want = getenv("TAPEGRAD_GEMM");
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    __builtin_cpu_init();
-    const tg_gemm_kernel *k2 = tg_gemm_avx2_kernel_get();
-    const tg_gemm_kernel *k5 = tg_gemm_avx512_kernel_get();
-    if (k2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = k2;
-    if (k5 && __builtin_cpu_supports("avx512f") && !(want && strcmp(want, "avx2") == 0)) best = k5;
-#endif
-    if (want && strcmp(want, "portable") == 0) best = &tg_gemm_portable;
-    return best;
-}
+/* tg_gemm_select's choice; NULL: the tuned one (gemm_tune.c) */
+static _Atomic(const tg_gemm_kernel *) tg_gemm_selected = NULL;
 
 const tg_gemm_kernel *tg_gemm_kernel_current(void) {
-    static _Atomic(const tg_gemm_kernel *) chosen = NULL;
     if (atomic_load_explicit(&tg_gemm_portable_forced, memory_order_relaxed))
         return &tg_gemm_portable;
-    const tg_gemm_kernel *k = atomic_load_explicit(&chosen, memory_order_acquire);
-    if (!k) {
-        k = tg_gemm_kernel_detect(); /* idempotent: racing threads store the same value */
-        atomic_store_explicit(&chosen, k, memory_order_release);
-    }
-    return k;
+    const tg_gemm_kernel *k = atomic_load_explicit(&tg_gemm_selected, memory_order_acquire);
+    if (k) return k;
+    k = tg_gemm_tuned_kernel();
+    return k ? k : &tg_gemm_portable;
 }
 
 const char *tg_gemm_kernel_name(void) {
@@ -160,6 +144,24 @@ const char *tg_gemm_kernel_name(void) {
     if (!atomic_load(&tg_gemm_portable_forced)) return "openblas";
 #endif
     return tg_gemm_kernel_current()->name;
+}
+
+const char *tg_gemm_config_describe(void) {
+#ifdef TG_USE_CBLAS
+    if (!atomic_load(&tg_gemm_portable_forced)) return "openblas";
+#endif
+    const char *d = tg_gemm_tuned_describe(tg_gemm_kernel_current());
+    return d ? d : "portable tile 4x8 kc=256 mc=128 nc=2048";
+}
+
+bool tg_gemm_select(const char *choice) {
+    const tg_gemm_kernel *k = NULL;
+    if (choice && strcmp(choice, "portable") == 0)
+        k = &tg_gemm_portable;
+    else if (choice && !(k = tg_gemm_tuned_choice(choice)))
+        return false;
+    atomic_store_explicit(&tg_gemm_selected, k, memory_order_release);
+    return true;
 }
 
 void tg_gemm_force_portable(bool on) { atomic_store(&tg_gemm_portable_forced, on); }
@@ -214,7 +216,12 @@ static void tg_gemm_pack_a(const tg_gemm_call *g, int64_t i0, int64_t p0, int64_
          * Read each row segment once, in order, and deal it out to the panels: reading it
          * panel by panel instead walks kc rows (each on its own page when lda is a few KiB)
          * once per panel with every load a miss. The segment a few rows ahead is
-         * requested explicitly (the prefetchers start afresh on each page). */
+         * requested explicitly (the prefetchers start afresh on each page). The SIMD
+         * kernels do it with masked vector moves (pack_at). */
+        if (g->kern->pack_at) {
+            g->kern->pack_at(kc, g->a + p0 * g->lda + i0, g->lda, h, tiles, out);
+            return;
+        }
         int64_t mc = 0;
         for (int t = 0; t < tiles; t++) mc += h[t];
         for (int64_t p = 0; p < kc; p++) {
@@ -475,9 +482,8 @@ static void tg_gemm_dots(const tg_gemm_call *g, int64_t m0, int64_t m1, int64_t 
     }
 }
 
-/* ---- tuning knobs (measured on a 2-core Zen 3; see bench/bench_gemm.c) ---- */
-/* Below this many multiply-adds one thread does it all. */
-#define TG_GEMM_PARALLEL_MIN (1 << 20)
+/* ---- tuning knobs (measured on a 2-core Zen 3; see bench/bench_gemm.c; the thread
+ * threshold is per CPU: tg_gemm_parallel_min, gemm_tune.c) ---- */
 /* Below this many multiply-adds nothing is packed (A and row-major B read in place). */
 #define TG_GEMM_TINY (1 << 15)
 /* With at most this many rows of C, C = A B^T is done as dot products. */
@@ -563,7 +569,7 @@ void tg_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, tg_rea
     g.direct_a = tiny;
     g.direct_b = !trans_b && tiny;
 
-    int threads = work >= TG_GEMM_PARALLEL_MIN ? tg_get_num_threads() : 1;
+    int threads = work >= (double)tg_gemm_parallel_min() ? tg_get_num_threads() : 1;
 #ifndef _OPENMP
     threads = 1;
 #endif

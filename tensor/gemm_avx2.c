@@ -7,7 +7,8 @@
  *
  * Tile 6 x 16 floats (float32 build) or 6 x 8 doubles (float64 build): 12 ymm
  * accumulators + 2 B vectors + 1 broadcast of the 16 registers. Cache blocks for a core
- * with 32 KiB L1d and 512 KiB - 1 MiB L2 (Zen 3 / Zen 4; fine on Intel parts too):
+ * with 32 KiB L1d and 512 KiB - 1 MiB L2 (Zen 3 / Zen 4; fine on Intel parts too; mc
+ * and nc are then set from the CPU's own caches at run time, gemm_tune.c):
  * kc = 256 so that one packed B panel (256 x 16 floats = 16 KiB, or 256 x 8 doubles)
  * sits in L1 next to the A panel streaming through it; mc so that the packed A block
  * (mc x kc: 144 KiB of floats) takes well under half of L2; nc so that the packed B

@@ -5,7 +5,9 @@
  * vectors + 1 broadcast. The B panel per p is a whole 64-byte cache line per vector, so
  * kc = 256 makes one packed panel 32 KiB (floats): it fits a 48 KiB L1d (Zen 5, Ice Lake
  * and later) with room for the A panel (12 KiB); the A block (mc x kc) stays near a
- * fifth of a 1-2 MiB L2. Selected at run time only when __builtin_cpu_supports("avx512f"). */
+ * fifth of a 1-2 MiB L2 (mc and nc set from the CPU's caches at run time: gemm_tune.c).
+ * Selected at run time only when the CPU has AVX-512F and VL, split 512-bit datapaths
+ * (Zen 4) included: gemm_tune.c says why. */
 #include "gemm_internal.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

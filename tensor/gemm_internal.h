@@ -50,6 +50,12 @@ typedef void tg_gemm_pack_bt_fn(int64_t kc, const tg_real *b, int64_t ldb, tg_re
  * after the last one. */
 typedef void tg_gemm_pack_a_fn(int h, int64_t kc, const tg_real *a, int64_t lda, tg_real *out);
 
+/* Packs the tiles of a transposed A (stored k x m, op(A) = A^T): for p < kc, the row
+ * a + p*lda holds h[0] values of tile 0, then h[1] of tile 1, ...; tile t's values go to
+ * out[(t*kc + p)*MR + i] for i < h[t], zero for h[t] <= i < MR. */
+typedef void tg_gemm_pack_at_fn(int64_t kc, const tg_real *a, int64_t lda, const int *h, int tiles,
+                                tg_real *out);
+
 typedef struct tg_gemm_kernel {
     const char *name;
     int mr, nr;         /* register tile of `tile` */
@@ -60,11 +66,22 @@ typedef struct tg_gemm_kernel {
     tg_gemm_dot_fn *dot;
     tg_gemm_pack_bt_fn *pack_bt; /* NULL: the generic loop */
     tg_gemm_pack_a_fn *pack_a;   /* NULL: the generic loop */
+    tg_gemm_pack_at_fn *pack_at; /* NULL: the generic loop */
 } tg_gemm_kernel;
 
 /* NULL when the compiler could not build them (not x86-64, or no target attribute). */
 TG_INTERNAL const tg_gemm_kernel *tg_gemm_avx2_kernel_get(void);
 TG_INTERNAL const tg_gemm_kernel *tg_gemm_avx512_kernel_get(void);
+
+/* ---- the per-CPU choice (gemm_tune.c) ---- */
+/* This CPU's kernel with its blocks set for its caches (TAPEGRAD_GEMM may force another);
+ * NULL: the portable one. Decided once. */
+TG_INTERNAL const tg_gemm_kernel *tg_gemm_tuned_kernel(void);
+/* The tuned kernel of a choice name ("avx512", "avx2"), NULL when this CPU (or the
+ * compiler) has none. */
+TG_INTERNAL const tg_gemm_kernel *tg_gemm_tuned_choice(const char *name);
+/* "avx512 tile 12x32 ... (the CPU)" for a tuned kernel, NULL for another. */
+TG_INTERNAL const char *tg_gemm_tuned_describe(const tg_gemm_kernel *k);
 
 /* ---- what the pre-packed entry (gemm_packed.c) shares with the driver (gemm.c) ---- */
 

@@ -84,6 +84,8 @@ tg_gemm_packed *tg_gemm_pack_b(bool trans_b, int64_t k, int64_t n, const tg_real
 
 int64_t tg_gemm_packed_width(const tg_gemm_packed *pb) { return pb->kern->nr; }
 
+int64_t tg_gemm_packed_tile_rows(const tg_gemm_packed *pb) { return pb->kern->mr; }
+
 void tg_gemm_prepacked(bool trans_a, int64_t m, int64_t n0, int64_t n1, tg_real alpha,
                        const tg_real *a, int64_t lda, const tg_gemm_packed *pb, tg_real beta,
                        tg_real *c, int64_t ldc) {

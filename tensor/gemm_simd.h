@@ -29,7 +29,9 @@
 #include <stdbool.h>
 
 /* Cache blocks: kc x NR B panel in L1 (16 KiB for AVX2 floats, 32 KiB for AVX-512), the
- * mc x kc A block (144 KiB of floats) well inside L2, the kc x nc B block in L3. */
+ * mc x kc A block (144 KiB of floats) well inside L2, the kc x nc B block in L3. mc and nc
+ * here are only the defaults: gemm_tune.c sets them from this CPU's cache sizes at run
+ * time. kc is fixed: it decides the bits (see gemm_tune.c). */
 #ifndef TGK_KC
 #define TGK_KC 256
 #endif
@@ -437,6 +439,69 @@ static TGK_TARGET void TGK_NAME(pack_a)(int h, int64_t kc, const tg_real *a, int
         tgk_pack_a_body(h, kc, a, lda, out); /* edge tiles: the row test per load */
 }
 
+/* ---- packing a transposed A ----
+ * op(A) = A^T with A stored k x m: row p of A holds a block's values of every tile for
+ * that p, contiguous. Each row segment is read once, in order, and dealt out to the
+ * panels: tile t's h[t] values go to its panel's slot p as MR values, zero past h[t] —
+ * masked vector loads and stores (ceil(MR / VL) of each), where the scalar loop moved
+ * one value per instruction. (The weight gradients dW = dY^T X of every layer pack their
+ * dY^T so.) Masked loads do not touch the lanes they leave out, so the last tile's read
+ * stays inside A. */
+#define TGK_AT_VECS  ((TGK_MR + TGK_VL - 1) / TGK_VL)
+#define TGK_AT_AHEAD 4 /* rows of A requested ahead of the copy (each on its own page) */
+#if TGK_BITS == 512
+#ifdef TG_DOUBLE
+#define TGK_MASK(n) ((__mmask8)((1u << (n)) - 1))
+#else
+#define TGK_MASK(n) ((__mmask16)((1u << (n)) - 1))
+#endif
+TGK_INLINE tgk_vec tgk_load_n(const tg_real *p, int n) {
+    return TGK_OP(maskz_loadu)(TGK_MASK(n), p);
+}
+TGK_INLINE void tgk_store_n(tg_real *p, tgk_vec v, int n) {
+    TGK_OP(mask_storeu)(p, TGK_MASK(n), v);
+}
+#else
+/* lanes below n all ones */
+TGK_INLINE __m256i tgk_lanes_below(int n) {
+#ifdef TG_DOUBLE
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+#else
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#endif
+}
+TGK_INLINE tgk_vec tgk_load_n(const tg_real *p, int n) {
+    return TGK_OP(maskload)(p, tgk_lanes_below(n));
+}
+TGK_INLINE void tgk_store_n(tg_real *p, tgk_vec v, int n) {
+    TGK_OP(maskstore)(p, tgk_lanes_below(n), v);
+}
+#endif
+
+static TGK_TARGET void TGK_NAME(pack_at)(int64_t kc, const tg_real *a, int64_t lda, const int *h,
+                                         int tiles, tg_real *out) {
+    int64_t mc = 0;
+    for (int t = 0; t < tiles; t++) mc += h[t];
+    for (int64_t p = 0; p < kc; p++) {
+        const tg_real *src = a + p * lda;
+        if (p + TGK_AT_AHEAD < kc)
+            for (int64_t j = 0; j < mc; j += 64 / (int64_t)sizeof(tg_real))
+                __builtin_prefetch(src + TGK_AT_AHEAD * lda + j, 0, 3);
+        for (int t = 0; t < tiles; t++) {
+            tg_real *dst = out + ((int64_t)t * kc + p) * TGK_MR;
+            const int ht = h[t];
+#pragma GCC unroll 2
+            for (int v = 0; v < TGK_AT_VECS; v++) {
+                const int left = ht - v * TGK_VL, width = TGK_MR - v * TGK_VL;
+                const int n_in = left < 0 ? 0 : left < TGK_VL ? left : TGK_VL;
+                tgk_store_n(dst + v * TGK_VL, tgk_load_n(src + v * TGK_VL, n_in),
+                            width < TGK_VL ? width : TGK_VL);
+            }
+            src += ht;
+        }
+    }
+}
+
 static const tg_gemm_kernel TGK_NAME(kernel) = {
     .name = TGK_LABEL,
     .mr = TGK_MR,
@@ -450,6 +515,7 @@ static const tg_gemm_kernel TGK_NAME(kernel) = {
     .dot = TGK_NAME(dot),
     .pack_bt = TGK_NAME(pack_bt),
     .pack_a = TGK_NAME(pack_a),
+    .pack_at = TGK_NAME(pack_at),
 };
 
 const tg_gemm_kernel *TGK_NAME(kernel_get)(void) { return &TGK_NAME(kernel); }

@@ -1,8 +1,9 @@
 /* Determinism: the same seed and the same data give bit-identical losses,
  * and bit-identical parameters after the steps, at 1 and at 2 threads — for a few training
  * steps (forward, cross entropy, backward, Adam) of a GRU classifier and of a small
- * Transformer with dropout. The sizes are chosen so that the GEMMs are large enough to be
- * split across threads (tg_gemm keeps one thread below about a million multiply-adds). */
+ * Transformer with dropout, and for an LSTM layer's forward and backward. The sizes are chosen so
+ * that the GEMMs are large enough to be split across threads (tg_gemm keeps one thread below about
+ * a million multiply-adds). */
 #include "harness.h"
 
 #include <string.h>
@@ -135,6 +136,66 @@ static void test_transformer_1_vs_2_threads(void **state) {
     assert_identical("Transformer", one, two);
 }
 
+/* One LSTM layer, forward and backward from a fixed output gradient, at 1 and 2 threads:
+ * the output, h_n, c_n and every gradient bit-identical. B = 32 takes the fused layer's
+ * one parallel region over batch rows, B = 8 (under a register tile per thread) its
+ * per-step split of the hidden units. */
+static void lstm_layer_run(int threads, int64_t B, tg_real *out, int64_t n_out) {
+    enum { I = 24, H = 128, T = 6 };
+    tg_set_num_threads(threads);
+    tg_manual_seed(5);
+    tg_lstm *m = tg_lstm_new(tg_rnn_defaults(I, H));
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *x = tg_tensor_new(TG_SHAPE(T, B, I));
+    uint64_t st = 3;
+    for (int64_t i = 0; i < x->numel; i++) {
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        x->data[i] = (tg_real)((double)(st >> 40) / (double)(1 << 24) - 0.5);
+    }
+    tg_tensor_requires_grad(x, true);
+    tg_rnn_result r = tg_recurrent_forward(&m->base, tape, x, NULL, NULL);
+    tg_real *seed = malloc((size_t)r.output->numel * sizeof(tg_real));
+    assert_non_null(seed);
+    for (int64_t i = 0; i < r.output->numel; i++) seed[i] = (tg_real)((i % 7) - 3) / 8;
+    int64_t k = 0;
+    for (int64_t i = 0; i < r.output->numel; i++) out[k++] = r.output->data[i];
+    for (int64_t i = 0; i < r.c_n->numel; i++) out[k++] = r.c_n->data[i];
+    tg_tape_backward_with(tape, r.output, seed);
+    for (int64_t i = 0; i < x->numel; i++) out[k++] = x->grad[i];
+    const tg_params *params = tg_module_params(&m->base.module);
+    for (size_t p = 0; p < params->count; p++)
+        for (int64_t i = 0; i < params->tensors[p]->numel; i++)
+            out[k++] = params->tensors[p]->grad[i];
+    assert_int_equal(k, n_out);
+    free(seed);
+    tg_tensor_free(x);
+    tg_tape_free(tape);
+    tg_module_free(&m->base.module);
+    tg_set_num_threads(0);
+}
+
+static void test_lstm_layer_1_vs_2_threads(void **state) {
+    (void)state;
+    enum { I = 24, H = 128, T = 6 };
+    const int64_t batches[2] = {32, 8};
+    for (int c = 0; c < 2; c++) {
+        const int64_t B = batches[c];
+        const int64_t n = T * B * H + B * H + T * B * I + 4 * H * (I + H) + 2 * 4 * H;
+        tg_real *one = malloc((size_t)n * sizeof(tg_real)),
+                *two = malloc((size_t)n * sizeof(tg_real));
+        assert_non_null(one);
+        assert_non_null(two);
+        lstm_layer_run(1, B, one, n);
+        lstm_layer_run(2, B, two, n);
+        for (int64_t i = 0; i < n; i++)
+            if (memcmp(&one[i], &two[i], sizeof(tg_real)) != 0)
+                fail_msg("LSTM layer B=%lld: value %lld is %.17g at 1 thread, %.17g at 2",
+                         (long long)B, (long long)i, (double)one[i], (double)two[i]);
+        free(one);
+        free(two);
+    }
+}
+
 /* The same thread count twice gives the same bits too (nothing depends on timing). */
 static void test_gru_classifier_repeatable_at_2_threads(void **state) {
     (void)state;
@@ -147,6 +208,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gru_classifier_1_vs_2_threads),
         cmocka_unit_test(test_transformer_1_vs_2_threads),
+        cmocka_unit_test(test_lstm_layer_1_vs_2_threads),
         cmocka_unit_test(test_gru_classifier_repeatable_at_2_threads),
     };
     return cmocka_run_group_tests_name("determinism (" TG_REAL_NAME ")", tests, NULL, NULL);

@@ -404,6 +404,54 @@ static void test_prepacked_kernel_and_misuse(void **state) {
                    "lda");
 }
 
+/* The per-CPU choice: tg_gemm_select switches kernels (an unknown or unavailable one is
+ * refused), the description names the kernel and kc, and the AVX-512 (12 x 32) and
+ * AVX2 (6 x 16) tiles, with their own mc, give the same bits on every product that does
+ * not take the dot form (C = A B^T with at most 8 rows, whose lanes run over k): each
+ * element is one lane's FMAs in k order, in k blocks of the same kc. */
+static void test_select_and_tile_bits(void **state) {
+    (void)state;
+    const char *name = tg_gemm_kernel_name();
+    assert_false(tg_gemm_select("no-such-kernel"));
+    assert_string_equal(tg_gemm_kernel_name(), name);
+    assert_true(tg_gemm_select("portable"));
+    assert_string_equal(tg_gemm_kernel_name(), "portable");
+    assert_true(tg_gemm_select(NULL));
+    assert_string_equal(tg_gemm_kernel_name(), name);
+    const char *d = tg_gemm_config_describe();
+    print_message("gemm: %s\n", d);
+#ifndef TG_USE_CBLAS
+    assert_true(strncmp(d, name, strlen(name)) == 0 && strstr(d, "kc=256") != NULL);
+#endif
+    assert_true(tg_gemm_parallel_min() > 0);
+    if (!tg_gemm_select("avx2") || !tg_gemm_select("avx512")) {
+        tg_gemm_select(NULL);
+        skip();
+    }
+    rng_state = 8;
+    static const int64_t shapes[][3] = {{300, 260, 270}, {64, 768, 256}, {13, 100, 600},
+                                        {700, 20, 100},  {5, 33, 9},     {257, 129, 513}};
+    for (int t = 0; t < 4; t++)
+        for (int s = 0; s < 6; s++) {
+            const bool ta = t & 1, tb = t & 2;
+            const int64_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+            if (tb && !ta && m <= 8) continue; /* the dot form */
+            const int64_t lda = ta ? m : k, ldb = tb ? k : n;
+            tg_real *a = matrix_new(m * k, 1, 1), *b = matrix_new(k * n, 1, 1);
+            tg_real *c1 = matrix_new(m * n, 1, 1), *c2 = matrix_new(m * n, 1, 1);
+            memcpy(c2, c1, (size_t)(m * n) * sizeof(tg_real));
+            tg_gemm_select("avx512");
+            tg_gemm(ta, tb, m, n, k, (tg_real)1.5, a, lda, b, ldb, (tg_real)0.5, c1, n);
+            tg_gemm_select("avx2");
+            tg_gemm(ta, tb, m, n, k, (tg_real)1.5, a, lda, b, ldb, (tg_real)0.5, c2, n);
+            if (memcmp(c1, c2, (size_t)(m * n) * sizeof(tg_real)) != 0)
+                fail_msg("gemm %c%c %lldx%lldx%lld: the avx512 and avx2 tiles differ",
+                         ta ? 'T' : 'N', tb ? 'T' : 'N', (long long)m, (long long)n, (long long)k);
+            free(a), free(b), free(c1), free(c2);
+        }
+    tg_gemm_select(NULL);
+}
+
 static void test_thread_count(void **state) {
     (void)state;
     /* The default follows the load: between 1 and one per core, never the number set. */
@@ -423,6 +471,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernel_name),
         cmocka_unit_test(test_thread_count),
+        cmocka_unit_test(test_select_and_tile_bits),
         cmocka_unit_test(test_degenerate),
         cmocka_unit_test(test_misuse),
         cmocka_unit_test(test_shapes_all_cases),

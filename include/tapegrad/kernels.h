@@ -80,6 +80,10 @@ tg_gemm_packed *tg_gemm_pack_b(bool trans_b, int64_t k, int64_t n, const tg_real
 /* The columns of one packed panel: a column range [n0, n1) starts at a multiple of it
  * (n1 may be any column up to n). */
 int64_t tg_gemm_packed_width(const tg_gemm_packed *pb);
+/* The rows of the register tile of the kernel it was packed for: a product with at least
+ * this many rows runs whole tiles (callers splitting rows between threads give each at
+ * least this many). */
+int64_t tg_gemm_packed_tile_rows(const tg_gemm_packed *pb);
 /* C (m x (n1 - n0), row stride ldc; c points at C's column n0) = alpha * op(A) *
  * op(B)[:, n0:n1] + beta * C, with op(A) m x k as in tg_gemm (trans_a: A stored k x m)
  * and op(B) the packed operand. beta == 0: C is write-only. Runs on the calling thread
@@ -91,6 +95,20 @@ void tg_gemm_prepacked(bool trans_a, int64_t m, int64_t n0, int64_t n1, tg_real 
 /* Which micro-kernel tg_gemm uses: "avx512", "avx2" (AVX2 + FMA) or "portable",
  * picked once at run time from the CPU's features. */
 const char *tg_gemm_kernel_name(void);
+/* The choice made for this CPU, for benchmarks' logs: kernel, register tile, cache blocks,
+ * thread threshold and what they were chosen from, e.g. "avx512 tile 12x32 kc=256 mc=252
+ * nc=4096 threads above 1048576 FMAs (AuthenticAMD family 19h model 11h, zen4: 512-bit
+ * split; L1d 32K L2 1024K L3 32M)". The tile, mc, nc and the thread split vary with the
+ * CPU; kc does not, so neither do the bits of a kernel's results (tensor/gemm_tune.c).
+ * The environment variable TAPEGRAD_GEMM=portable|avx2|avx512 forces a choice. */
+const char *tg_gemm_config_describe(void);
+/* Multiply-adds below which tg_gemm runs a product on the calling thread (per CPU). */
+int64_t tg_gemm_parallel_min(void);
+/* For tests and benchmarks: use the kernel named ("portable", "avx2", "avx512"; NULL:
+ * back to this CPU's choice). False, and no change,
+ * when this CPU cannot run it. Operands packed before keep the kernel they were packed
+ * for. Not meant to be called while another thread is inside tg_gemm. */
+bool tg_gemm_select(const char *choice);
 /* For tests and benchmarks: on = use the portable C kernels whatever the CPU has.
  * Not meant to be toggled while another thread is inside tg_gemm. */
 void tg_gemm_force_portable(bool on);
