@@ -252,6 +252,58 @@ static _Noreturn void fail_released(const char *function, const tg_tensor *out, 
             function, tg_tensor_describe(out, desc, sizeof desc), i, node->op);
 }
 
+void tg_tape_set_grad_hook(tg_tape *tape, tg_grad_hook_fn fn, void *ctx) {
+    TG_CHECK_ARG(tape);
+    tape->grad_hook = fn;
+    tape->grad_hook_ctx = fn ? ctx : NULL;
+}
+
+/* A leaf read by node `node` as its input number `slot`. */
+typedef struct leaf_use {
+    tg_tensor *leaf;
+    ptrdiff_t node;
+    int slot;
+} leaf_use;
+
+/* By leaf, then node and slot ascending: a leaf's first reader comes first. */
+static int by_leaf(const void *pa, const void *pb) {
+    const leaf_use *a = pa, *b = pb;
+    const uintptr_t la = (uintptr_t)a->leaf, lb = (uintptr_t)b->leaf;
+    if (la != lb) return la < lb ? -1 : 1;
+    if (a->node != b->node) return a->node < b->node ? -1 : 1;
+    return (a->slot > b->slot) - (a->slot < b->slot);
+}
+
+/* In the walk's order: node descending, then slot ascending. */
+static int by_walk(const void *pa, const void *pb) {
+    const leaf_use *a = pa, *b = pb;
+    if (a->node != b->node) return a->node > b->node ? -1 : 1;
+    return (a->slot > b->slot) - (a->slot < b->slot);
+}
+
+/* For the gradient hook: each leaf requiring grad that nodes 0..last read, with the first
+ * node that reads it, in the order the walk passes them (from the arena; *count of them).
+ * The walk goes from `last` down to 0, and only a node that reads a leaf adds to its
+ * gradient, so once the walk is past a leaf's first reader its gradient is final. */
+static leaf_use *final_leaves(tg_tape *tape, ptrdiff_t last, size_t *count) {
+    size_t n = 0;
+    for (ptrdiff_t i = 0; i <= last; i++) n += (size_t)tape->nodes[i].n_in;
+    leaf_use *uses = tg_arena_alloc(tape->arena, (n ? n : 1) * sizeof *uses);
+    n = 0;
+    for (ptrdiff_t i = 0; i <= last; i++)
+        for (int k = 0; k < tape->nodes[i].n_in; k++) {
+            tg_tensor *x = tape->nodes[i].in[k];
+            if (x && x->node < 0 && x->requires_grad) uses[n++] = (leaf_use){x, i, k};
+        }
+    qsort(uses, n, sizeof *uses, by_leaf);
+    size_t m = 0;
+    for (size_t j = 0; j < n; j++)
+        if (m == 0 || uses[m - 1].leaf != uses[j].leaf) uses[m++] = uses[j];
+    qsort(uses, m, sizeof *uses, by_walk);
+    *count = m;
+    return uses;
+}
+
 /* The backward of tg_tape_backward, _with and _ex; `function` is the one called. */
 static void backward(tg_tape *tape, tg_tensor *out, const tg_real *seed, bool retain_graph,
                      const char *function, const char *argument) {
@@ -279,6 +331,10 @@ static void backward(tg_tape *tape, tg_tensor *out, const tg_real *seed, bool re
     for (int64_t i = 0; i < out->numel; i++) g[i] += seed ? seed[i] : 1;
 
     const ptrdiff_t last = out->node >= 0 ? out->node : -1;
+    const tg_arena_mark before_hook = tg_arena_get_mark(tape->arena);
+    size_t n_final = 0, next_final = 0;
+    const leaf_use *finals = tape->grad_hook ? final_leaves(tape, last, &n_final) : NULL;
+    if (tape->grad_hook && out->node < 0) tape->grad_hook(out, tape->grad_hook_ctx);
     for (ptrdiff_t i = last; i >= 0; i--) {
         tg_node *node = &tape->nodes[i];
         bool any = false;
@@ -299,7 +355,10 @@ static void backward(tg_tape *tape, tg_tensor *out, const tg_real *seed, bool re
             if (!o->owned && o->numel) spare_give(tape, o->grad, grad_bytes(o));
             o->grad = NULL;
         }
+        for (; next_final < n_final && finals[next_final].node == i; next_final++)
+            tape->grad_hook(finals[next_final].leaf, tape->grad_hook_ctx);
     }
+    tg_arena_rewind(tape->arena, before_hook);
 }
 
 void tg_tape_backward(tg_tape *tape, tg_tensor *loss) {

@@ -38,6 +38,8 @@ struct tg_tape {
     uint32_t generation;       /* = tg_arena_generation(arena), read by every entry check */
     bool recording;
     bool anomaly; /* anomaly mode: check values and gradients (autograd/anomaly.c) */
+    tg_grad_hook_fn grad_hook; /* tg_tape_set_grad_hook, and its context */
+    void *grad_hook_ctx;
 };
 
 /* tape_lifetime.c, for tape.c: free both pools; at a reset, keep the headers of the

@@ -224,7 +224,7 @@ int main(int argc, char **argv) {
     ex_trainer_init(&tr, params, &train, 50);
     const int64_t start = ex_trainer_resume(&tr);
     tg_loss_options ce = tg_loss_defaults(); /* ignore_index -100: after the end token */
-    batch b = batch_new(train.batch);
+    batch b = batch_new(tr.local);           /* this rank's rows of each step's problems */
 
     printf("addition: %lld parameters, %lld steps of %lld problems, %d threads\n",
            (long long)tg_params_numel(params), (long long)train.steps, (long long)train.batch,
@@ -237,12 +237,12 @@ int main(int argc, char **argv) {
             do problems[i] = problem_draw(&rng);
             while (is_test[problems[i].a * MAX_VALUE + problems[i].b]);
         }
-        batch_fill(&b, problems, train.batch);
+        batch_fill(&b, problems + tr.first, tr.local);
         tg_tensor *logits = tg_gru_attention_forward(model, tr.tape, b.src, b.tgt_in).logits;
         tg_tensor *loss = tg_cross_entropy_ex(
             tr.tape, tg_reshape(tr.tape, logits, TG_SHAPE(-1, TGT_VOCAB)), b.tgt_out, &ce);
         ex_trainer_update(&tr, step, loss);
-        ex_trainer_step_done(&tr, step, loss, train.batch * (SRC_LEN + TGT_LEN));
+        ex_trainer_step_done(&tr, step, loss, tr.local * (SRC_LEN + TGT_LEN));
     }
     ex_trainer_finish(&tr);
 

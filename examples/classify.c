@@ -154,6 +154,9 @@ int main(int argc, char **argv) {
     batch_draw(&k, &rng, test_tokens, test_labels);
     tg_index *tokens = tg_index_new(TG_SHAPE(train.batch, k.length));
     tg_index *labels = tg_index_new(TG_SHAPE(train.batch));
+    /* this rank's rows of them (all of them alone) */
+    tg_index *my_tokens = tg_index_new(TG_SHAPE(tr.local, k.length));
+    tg_index *my_labels = tg_index_new(TG_SHAPE(tr.local));
 
     printf("classify: %s classifier, %lld parameters, sequences of %lld tokens from %lld, "
            "%lld steps of %lld, %d threads\n",
@@ -163,15 +166,19 @@ int main(int argc, char **argv) {
     for (int64_t step = start; step < train.steps; step++) {
         ex_step_rng_seed(&rng, train.seed, step);
         batch_draw(&k, &rng, tokens, labels);
-        tg_tensor *logits = classifier_forward(&model, tr.tape, tokens);
-        tg_tensor *loss = tg_cross_entropy(tr.tape, logits, labels);
+        ex_index_rows(tokens, tr.first, my_tokens);
+        ex_index_rows(labels, tr.first, my_labels);
+        tg_tensor *logits = classifier_forward(&model, tr.tape, my_tokens);
+        tg_tensor *loss = tg_cross_entropy(tr.tape, logits, my_labels);
         ex_trainer_update(&tr, step, loss);
-        ex_trainer_step_done(&tr, step, loss, train.batch * k.length);
+        ex_trainer_step_done(&tr, step, loss, tr.local * k.length);
     }
     ex_trainer_finish(&tr);
     printf("held-out accuracy (%lld sequences, chance 50%%): %.2f%%\n", (long long)test_size,
            100.0 * evaluate(&model, tr.tape, test_tokens, test_labels, 500));
 
+    tg_index_free(my_labels);
+    tg_index_free(my_tokens);
     tg_index_free(labels);
     tg_index_free(tokens);
     tg_index_free(test_labels);

@@ -22,12 +22,19 @@ static const char *program_name = "example";
 
 const char *ex_program(void) { return program_name; }
 
+/* "[rank r/N] program: message" and `tail` on stderr in one write, so that the lines of
+ * ranks that fail at once do not interleave. */
+static void error_say(const char *program, const char *tail, const char *fmt, va_list args) {
+    char message[1200];
+    const int n = snprintf(message, sizeof message, "%s%s: ", ex_rank_prefix(), program);
+    vsnprintf(message + n, sizeof message - (size_t)n, fmt, args);
+    fprintf(stderr, "%s\n%s", message, tail);
+}
+
 void ex_file_error(const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
-    fprintf(stderr, "%s: ", program_name);
-    vfprintf(stderr, fmt, args);
-    fprintf(stderr, "\n");
+    error_say(program_name, "", fmt, args);
     va_end(args);
     exit(1);
 }
@@ -35,9 +42,9 @@ void ex_file_error(const char *fmt, ...) {
 void ex_usage_error(const char *program, const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
-    fprintf(stderr, "%s: ", program);
-    vfprintf(stderr, fmt, args);
-    fprintf(stderr, "\n(try %s --help)\n", program);
+    char tail[300];
+    snprintf(tail, sizeof tail, "(try %s --help)\n", program);
+    error_say(program, tail, fmt, args);
     va_end(args);
     exit(2);
 }
@@ -210,6 +217,7 @@ void ex_flags_parse(int argc, char **argv, const char *about, ex_train_options *
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     const char *program = slash ? slash + 1 : argc > 0 ? argv[0] : "example";
     program_name = program;
+    ex_dist_start(); /* under mpirun: MPI, this rank, stdout from rank 0 alone */
     /* the training flags, for a program that trains; without `train` the table below points
      * into a scratch struct and is left out (n_common = 0) */
     ex_train_options none = {0};

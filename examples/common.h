@@ -25,6 +25,44 @@
 #include <tapegrad/kernels.h>
 #include <tapegrad/models.h>
 
+/* ---- processes (distributed.c) ----
+ *
+ * Every training program trains data-parallel when launched with mpirun -np N, with the same
+ * flags: --batch is the global batch, and each of the N processes (ranks) trains on its B/N
+ * rows of every step's batch (the rows [first, first + B/N) of what one process would draw:
+ * ex_local_batch), with the gradients averaged over the ranks before the optimizer step
+ * (tapegrad/dist.h's tg_ddp, set up by the trainer). The loss is a mean over the rows, so the
+ * average of the ranks' gradients is the gradient of the global batch's mean loss (for losses
+ * that ignore some targets, the mean of the ranks' means). Rank 0 alone saves checkpoints
+ * (every rank resumes from them, with any N) and writes to stdout: the progress line shows
+ * the mean loss over all ranks and the tokens of all ranks per second. Errors go to stderr on
+ * every rank, prefixed with "[rank r/N] ". Built without MPI (no dist layer), these calls
+ * describe one process, and mpirun would start N independent copies.
+ *
+ * ex_flags_parse starts MPI (ex_dist_start) when a launcher started the process (alone, MPI
+ * is not started: a world of 1), and MPI ends at exit. An error that every rank
+ * finds (a bad flag, a --batch N does not divide, a checkpoint of another model) makes every
+ * rank exit with the same status; a rank that dies makes mpirun end the others. */
+void ex_dist_start(void);
+int ex_rank(void);  /* 0 .. N-1; 0 without mpirun */
+int ex_world(void); /* N; 1 without mpirun */
+/* "[rank r/N] " in a world of N > 1, "" alone: for messages on stderr. */
+const char *ex_rank_prefix(void);
+/* This rank's rows of a global batch of `batch`: returns B/N, and *first = rank·B/N (first may
+ * be NULL). Exits 2 on every rank, saying so, when N does not divide `batch`. */
+int64_t ex_local_batch(int64_t batch, int64_t *first);
+/* Sums values[0..n) over the ranks in rank order (collective); nothing alone. */
+void ex_dist_sum(double *values, int n);
+/* The data-parallel wrapper of `params` with backward on `tape` (NULL alone); its wait before
+ * the optimizer step; freeing it. */
+void *ex_dist_wrap(tg_params *params, tg_tape *tape);
+void ex_dist_wait(void *wrapper);
+void ex_dist_unwrap(void *wrapper);
+/* tg_params_save_with by rank 0, every rank getting its status; tg_params_load_with on every
+ * rank, failing on all if it fails on any (collective). */
+tg_status ex_dist_save(const tg_params *state, const char *path, const tg_save_options *opts);
+tg_status ex_dist_load(tg_params *state, const char *path, const tg_load_options *opts);
+
 /* ---- exit statuses ----
  *
  *   0  done (also: --help, and --resume of a checkpoint already at --steps: nothing to do);
@@ -208,10 +246,16 @@ typedef struct ex_trainer {
     tg_tape *tape;
     ex_progress progress;
     int64_t warmup; /* steps of linear warm-up before the cosine decay of the learning rate */
+    int64_t local;  /* this rank's rows of every step's batch: [first, first + local) */
+    int64_t first;
+    void *ddp; /* the data-parallel wrapper under mpirun (ex_dist_wrap), NULL alone */
 } ex_trainer;
 
-/* Adam over `params`, the checkpoint of both at --checkpoint, a tape. State of the program's
- * own to save goes in with ex_checkpoint_add(tr->checkpoint, ...) before resuming. */
+/* Adam over `params`, the checkpoint of both at --checkpoint, a tape, and under mpirun the
+ * data-parallel wrapper (rank 0's parameters broadcast to every rank) and this rank's share
+ * of the batch (tr->first, tr->local; exits 2 when the world does not divide --batch). State
+ * of the program's own to save goes in with ex_checkpoint_add(tr->checkpoint, ...) before
+ * resuming. */
 void ex_trainer_init(ex_trainer *tr, tg_params *params, const ex_train_options *train,
                      int64_t warmup);
 /* With --resume, loads the checkpoint and returns the number of steps already done; without
@@ -221,11 +265,13 @@ void ex_trainer_init(ex_trainer *tr, tg_params *params, const ex_train_options *
 int64_t ex_trainer_resume(ex_trainer *tr);
 /* Starts the progress line; `start` is the first step this process runs. */
 void ex_trainer_start(ex_trainer *tr, int64_t start);
-/* One optimizer step from `loss`: the step's learning rate (warm-up, then a cosine decay to
- * --lr / 20), backward, the gradient norm clipped to 1, Adam. */
+/* One optimizer step from `loss` (the mean over this rank's rows): the step's learning rate
+ * (warm-up, then a cosine decay to --lr / 20), backward, the gradients averaged over the
+ * ranks, the gradient norm clipped to 1, Adam. */
 void ex_trainer_update(ex_trainer *tr, int64_t step, tg_tensor *loss);
-/* After the update: the progress line (the loss, `tokens` consumed), the tape reset, and
- * the checkpoint when it is due (at --stop-after it saves and exits). */
+/* After the update: the progress line (the loss averaged over the ranks, `tokens` consumed
+ * by this rank, times N), the tape reset, and the checkpoint when it is due (at --stop-after
+ * it saves and exits). Collective under mpirun. */
 void ex_trainer_step_done(ex_trainer *tr, int64_t step, const tg_tensor *loss, int64_t tokens);
 /* Ends the progress line and says where the checkpoint is, or that its last save failed. */
 void ex_trainer_finish(ex_trainer *tr);
@@ -269,6 +315,13 @@ ex_rnn_classifier ex_rnn_classifier_new(tg_cell_kind kind, int64_t input, int64_
 tg_tensor *ex_rnn_classifier_forward(ex_rnn_classifier *m, tg_tape *tape, tg_tensor *x,
                                      bool composite);
 void ex_rnn_classifier_free(ex_rnn_classifier *m);
+
+/* This rank's share of a batch drawn whole (ex_local_batch: `local` rows from `first`):
+ * rows [first, first + local) of a batch-major `all` (B, ...) into `part` (local, ...), or the
+ * columns of a time-major `all` (T, B) or (T·B,) into `part` (T, local) or (T·local,). */
+void ex_index_rows(const tg_index *all, int64_t first, tg_index *part);
+void ex_index_columns(const tg_index *all, int64_t batch, int64_t first, tg_index *part,
+                      int64_t local);
 
 /* ---- small things ---- */
 

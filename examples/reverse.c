@@ -175,6 +175,10 @@ int main(int argc, char **argv) {
     tg_index *src = tg_index_new(TG_SHAPE(length, train.batch));
     tg_index *tgt_in = tg_index_new(TG_SHAPE(length, train.batch));
     tg_index *tgt_out = tg_index_new(TG_SHAPE(length * train.batch));
+    /* this rank's columns of them (all of them alone) */
+    tg_index *my_src = tg_index_new(TG_SHAPE(length, tr.local));
+    tg_index *my_in = tg_index_new(TG_SHAPE(length, tr.local));
+    tg_index *my_out = tg_index_new(TG_SHAPE(length * tr.local));
 
     printf("reverse: %lld parameters, sequences of %lld tokens from %lld, %lld steps of %lld, "
            "%d threads\n",
@@ -184,11 +188,14 @@ int main(int argc, char **argv) {
     for (int64_t step = start; step < train.steps; step++) {
         ex_step_rng_seed(&rng, train.seed, step); /* also seeds dropout */
         batch_draw(&rng, symbols, src, tgt_in, tgt_out);
-        tg_tensor *logits = decode(&r, tr.tape, tgt_in, encode(&r, tr.tape, src));
+        ex_index_columns(src, train.batch, tr.first, my_src, tr.local);
+        ex_index_columns(tgt_in, train.batch, tr.first, my_in, tr.local);
+        ex_index_columns(tgt_out, train.batch, tr.first, my_out, tr.local);
+        tg_tensor *logits = decode(&r, tr.tape, my_in, encode(&r, tr.tape, my_src));
         tg_tensor *loss = tg_cross_entropy(
-            tr.tape, tg_reshape(tr.tape, logits, TG_SHAPE(-1, symbols + 1)), tgt_out);
+            tr.tape, tg_reshape(tr.tape, logits, TG_SHAPE(-1, symbols + 1)), my_out);
         ex_trainer_update(&tr, step, loss);
-        ex_trainer_step_done(&tr, step, loss, 2 * length * train.batch);
+        ex_trainer_step_done(&tr, step, loss, 2 * length * tr.local);
     }
     ex_trainer_finish(&tr);
 
@@ -196,6 +203,9 @@ int main(int argc, char **argv) {
     printf("exact match on %d held-out sequences: %lld/%d = %.1f%%\n", HELD_OUT, (long long)correct,
            HELD_OUT, 100.0 * (double)correct / HELD_OUT);
 
+    tg_index_free(my_out);
+    tg_index_free(my_in);
+    tg_index_free(my_src);
     tg_index_free(tgt_out);
     tg_index_free(tgt_in);
     tg_index_free(src);

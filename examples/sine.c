@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     tg_rng_seed(&rng, ex_step_seed(train.seed, -1)); /* the held-out set has its own seed */
     double *test = malloc((size_t)(test_size * o.length) * sizeof *test);
     double *x = malloc((size_t)(train.batch * o.length) * sizeof *x);
-    tg_index *targets = tg_index_new(TG_SHAPE((o.length - 1) * train.batch));
+    tg_index *targets = tg_index_new(TG_SHAPE((o.length - 1) * tr.local)); /* this rank's */
     if (!test || !x) {
         fprintf(stderr, "out of memory\n");
         return 1;
@@ -156,13 +156,14 @@ int main(int argc, char **argv) {
     for (int64_t step = start; step < train.steps; step++) {
         ex_step_rng_seed(&rng, train.seed, step);
         signals_draw(&o, &rng, train.batch, x);
-        for (int64_t t = 0; t + 1 < o.length; t++) /* the next value's bin, step-major */
-            for (int64_t i = 0; i < train.batch; i++)
-                targets->data[t * train.batch + i] = bin_of(&o, x[i * o.length + t + 1]);
+        const double *mine = x + tr.first * o.length; /* this rank's signals */
+        for (int64_t t = 0; t + 1 < o.length; t++)    /* the next value's bin, step-major */
+            for (int64_t i = 0; i < tr.local; i++)
+                targets->data[t * tr.local + i] = bin_of(&o, mine[i * o.length + t + 1]);
         tg_tensor *loss =
-            tg_nll_loss(tr.tape, model_run(model, tr.tape, x, train.batch, o.length), targets);
+            tg_nll_loss(tr.tape, model_run(model, tr.tape, mine, tr.local, o.length), targets);
         ex_trainer_update(&tr, step, loss);
-        ex_trainer_step_done(&tr, step, loss, train.batch * (o.length - 1));
+        ex_trainer_step_done(&tr, step, loss, tr.local * (o.length - 1));
     }
     ex_trainer_finish(&tr);
 

@@ -42,12 +42,12 @@ bool ex_checkpoint_save(ex_checkpoint *c, int64_t steps_done) {
     /* --force lets the first save replace a file that is not a checkpoint; later saves find
      * ours there, and must not replace whatever else may have taken its place meanwhile */
     const tg_save_options opts = {.force = c->force && !c->saved};
-    c->last_failed = tg_params_save_with(c->state, c->path, &opts) != TG_OK;
+    c->last_failed = ex_dist_save(c->state, c->path, &opts) != TG_OK; /* by rank 0 */
     if (c->last_failed) {
         c->failed = steps_done;
-        fprintf(stderr, "%s%s: the checkpoint after step %lld was not saved: %s\n",
-                isatty(STDOUT_FILENO) == 1 ? "\n" : "", ex_program(), (long long)steps_done,
-                tg_error_message());
+        fprintf(stderr, "%s%s%s: the checkpoint after step %lld was not saved: %s\n",
+                isatty(STDOUT_FILENO) == 1 ? "\n" : "", ex_rank_prefix(), ex_program(),
+                (long long)steps_done, tg_error_message());
         return false;
     }
     c->on_disk = steps_done;
@@ -104,9 +104,11 @@ void ex_checkpoint_free(ex_checkpoint *c) {
 void ex_trainer_init(ex_trainer *tr, tg_params *params, const ex_train_options *train,
                      int64_t warmup) {
     *tr = (ex_trainer){.train = train, .params = params, .warmup = warmup};
+    tr->local = ex_local_batch(train->batch, &tr->first);
     tr->opt = ex_adam_new(params, train->lr);
     tr->checkpoint = ex_checkpoint_new(train->checkpoint, train->force, params, tr->opt);
     tr->tape = tg_tape_new();
+    tr->ddp = ex_dist_wrap(params, tr->tape);
 }
 
 int64_t ex_trainer_resume(ex_trainer *tr) {
@@ -115,7 +117,7 @@ int64_t ex_trainer_resume(ex_trainer *tr) {
     /* NaN or infinite weights are refused (a run that diverged is not worth continuing),
      * and train.step must hold non-negative integers: the library names the bad tensor */
     const tg_load_options opts = {0};
-    if (tg_params_load_with(c->state, c->path, &opts) != TG_OK)
+    if (ex_dist_load(c->state, c->path, &opts) != TG_OK) /* on every rank, any N */
         ex_file_error("cannot resume: %s", tg_error_message());
     const double hi = c->step->data[0], lo = c->step->data[1];
     if (!(lo < STEP_SPLIT && hi < 16777216.0)) /* 2^24: a float32 holds every integer below */
@@ -145,12 +147,15 @@ void ex_trainer_update(ex_trainer *tr, int64_t step, tg_tensor *loss) {
     const ex_train_options *o = tr->train;
     tg_optim_set_lr(tr->opt, ex_lr_cosine(o->lr, o->lr / 20, step, o->steps, tr->warmup));
     tg_tape_backward(tr->tape, loss);
+    ex_dist_wait(tr->ddp); /* the gradients averaged over the ranks */
     tg_clip_grad_norm(tr->params, 1.0, 2.0);
     tg_optim_step(tr->opt);
 }
 
 void ex_trainer_step_done(ex_trainer *tr, int64_t step, const tg_tensor *loss, int64_t tokens) {
-    ex_progress_update(&tr->progress, step, tg_item(loss), tokens);
+    double mean = tg_item(loss);
+    ex_dist_sum(&mean, 1); /* the ranks' losses, for the line: their mean */
+    ex_progress_update(&tr->progress, step, mean / ex_world(), tokens * ex_world());
     tg_tape_reset(tr->tape);
     ex_checkpoint_after_step(tr->checkpoint, step + 1, tr->train);
 }
@@ -175,6 +180,7 @@ int ex_trainer_free(ex_trainer *tr) {
     if (status) /* again at the end, under the results, where one looks */
         fprintf(stderr, "%s: exit status 1: the checkpoint after step %lld was not saved\n",
                 ex_program(), (long long)tr->checkpoint->failed);
+    ex_dist_unwrap(tr->ddp); /* before the tape whose hook it holds */
     tg_tape_free(tr->tape);
     ex_checkpoint_free(tr->checkpoint);
     tg_optim_free(tr->opt);

@@ -3,7 +3,9 @@
 # As root it runs apt-get; otherwise it only names the missing packages (and the caller
 # decides). Usage: scripts/install-deps.sh [extra packages...]
 set -eu
-need="gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libstb-dev libcjson-dev $*"
+# libopenmpi-dev and openmpi-bin (Open MPI 4.1): the dist layer (data-parallel training
+# across processes, libtapegrad-dist) and mpirun for its tests; without them it is not built.
+need="gcc libc6-dev meson ninja-build pkg-config libcmocka-dev libstb-dev libcjson-dev libopenmpi-dev openmpi-bin $*"
 missing=""
 for p in $need; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -130,6 +131,36 @@ tg_status tg_file_read(const char *path, uint64_t max_bytes, char **data, size_t
     *data = buf;
     *size = (size_t)n;
     return TG_OK;
+}
+
+tg_status tg_file_map(const char *path, uint64_t max_bytes, const unsigned char **data,
+                      size_t *size) {
+    const char *fn = "tg_file_map";
+    if (!data || !size) return tg_status_set(TG_ERR_ARGUMENT, "%s: data or size is NULL", fn);
+    *data = NULL;
+    *size = 0;
+    int fd;
+    uint64_t n;
+    const tg_status s = tg_file_open_regular(fn, path, max_bytes, &fd, &n);
+    if (s != TG_OK) return s;
+    if (n == 0) { /* mmap refuses a length of 0; an empty file maps to an empty array */
+        close(fd);
+        static const unsigned char empty[1];
+        *data = empty;
+        return TG_OK;
+    }
+    void *map = n < SIZE_MAX ? mmap(NULL, (size_t)n, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    const int err = errno;
+    close(fd); /* the mapping keeps the file */
+    if (map == MAP_FAILED)
+        return tg_status_set(TG_ERR_IO, "%s: cannot map " PATH_FMT ": %s", fn, path, strerror(err));
+    *data = map;
+    *size = (size_t)n;
+    return TG_OK;
+}
+
+void tg_file_unmap(const unsigned char *data, size_t size) {
+    if (data && size) munmap((void *)(uintptr_t)data, size);
 }
 
 bool tg_file_same(const char *path_a, const char *path_b) {

@@ -279,6 +279,83 @@ static void test_gradcheck_needs_an_input_with_grad(void **state) {
     tg_tensor_free(a), tg_tensor_free(b);
 }
 
+/* y = a ⊙ b (same shapes)  ->  da += dy ⊙ b, db += dy ⊙ a */
+static void mul_backward(tg_tape *tape, tg_node *node) {
+    const tg_real *dy = node->out[0]->grad;
+    tg_tensor *a = node->in[0], *b = node->in[1];
+    tg_real *da = tg_tape_grad(tape, a), *db = tg_tape_grad(tape, b);
+    for (int64_t i = 0; i < a->numel; i++) {
+        if (da) da[i] += dy[i] * b->data[i];
+        if (db) db[i] += dy[i] * a->data[i];
+    }
+}
+
+static tg_tensor *mul(tg_tape *tape, tg_tensor *a, tg_tensor *b) {
+    tg_tensor *y = tg_tape_tensor_like(tape, a);
+    for (int64_t i = 0; i < a->numel; i++) y->data[i] = a->data[i] * b->data[i];
+    tg_tape_record(tape, "mul", mul_backward, 2, (tg_tensor *[]){a, b}, 1, (tg_tensor *[]){y});
+    return y;
+}
+
+/* What the gradient hook saw: each reported leaf and its gradient at that moment. */
+typedef struct hook_log {
+    int count;
+    tg_tensor *leaf[8];
+    tg_real grad[8][3];
+} hook_log;
+
+static void log_leaf(tg_tensor *leaf, void *ctx) {
+    hook_log *log = ctx;
+    assert_true(log->count < 8);
+    log->leaf[log->count] = leaf;
+    if (leaf->grad)
+        memcpy(log->grad[log->count], leaf->grad, (size_t)leaf->numel * sizeof(tg_real));
+    log->count++;
+}
+
+static void test_grad_hook_reports_final_gradients(void **state) {
+    (void)state;
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *p[4];
+    for (int k = 0; k < 4; k++)
+        p[k] = tg_tensor_requires_grad(tg_test_rand((uint64_t)k + 1, -1, 1, TG_SHAPE(3)), true);
+    tg_tensor *a = p[0], *b = p[1], *c = p[2], *unused = p[3];
+    hook_log log = {0};
+    tg_tape_set_grad_hook(tape, log_leaf, &log);
+    /* #0 u = b ⊙ a, #1 v = 3c, #2 w = v ⊙ b, #3 2·unused (which the loss does not read),
+     * #4 L = <u, w>, #5 3a after the loss. b is read by #0 and #2, so the walk (#4 ... #0)
+     * finishes `unused` after #3 (with no gradient), c after #1, then b and a after #0 (in
+     * input order); #5 is not walked. */
+    tg_tensor *u = mul(tape, b, a), *v = scale(tape, c, 3), *w = mul(tape, v, b);
+    (void)scale(tape, unused, 2);
+    tg_tensor *loss = dot(tape, u, w);
+    (void)scale(tape, a, 3);
+    tg_tape_backward(tape, loss);
+    assert_int_equal(log.count, 4);
+    assert_ptr_equal(log.leaf[0], unused);
+    assert_ptr_equal(log.leaf[1], c);
+    assert_ptr_equal(log.leaf[2], b);
+    assert_ptr_equal(log.leaf[3], a);
+    assert_null(unused->grad);
+    for (int k = 1; k < 4; k++) /* what the hook saw is the gradient backward ends with */
+        tg_test_assert_close("reported gradient", log.leaf[k]->grad, log.grad[k], 3, 0, 0);
+
+    /* a leaf read twice by one node, made in the arena, is reported once; no hook, no calls */
+    tg_tape_reset(tape);
+    log.count = 0;
+    tg_tensor *x = tg_tape_tensor_full(tape, TG_SHAPE(3), 2);
+    x->requires_grad = true;
+    tg_tape_backward(tape, dot(tape, x, x));
+    assert_int_equal(log.count, 1);
+    assert_ptr_equal(log.leaf[0], x);
+    tg_test_assert_close("d<x,x>/dx", log.grad[0], (tg_real[]){4, 4, 4}, 3, 0, 0);
+    tg_tape_set_grad_hook(tape, NULL, &log);
+    tg_tape_backward(tape, dot(tape, scale(tape, a, 2), b));
+    assert_int_equal(log.count, 1);
+    tg_tape_free(tape);
+    for (int k = 0; k < 4; k++) tg_tensor_free(p[k]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backward_chain_and_accumulation),
@@ -289,6 +366,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_detects),
         cmocka_unit_test(test_gradcheck_defaults),
         cmocka_unit_test(test_gradcheck_needs_an_input_with_grad),
+        cmocka_unit_test(test_grad_hook_reports_final_gradients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,6 +22,15 @@
  * tg_error_message() says why. Free *data with free(). */
 tg_status tg_file_read(const char *path, uint64_t max_bytes, char **data, size_t *size);
 
+/* Maps the whole regular file at path read-only (mmap), opened and checked as tg_file_read
+ * does: its pages are read when first touched and, being the file's own, the kernel may drop
+ * them again under memory pressure, so a file larger than memory can be read through it. An
+ * empty file gives *size 0 and a valid (empty) *data. On failure *data is NULL, *size 0 and
+ * tg_error_message() says why. Release with tg_file_unmap(*data, *size). */
+tg_status tg_file_map(const char *path, uint64_t max_bytes, const unsigned char **data,
+                      size_t *size);
+void tg_file_unmap(const unsigned char *data, size_t size); /* NULL or size 0: no-op */
+
 /* True when both paths exist and name the same file (same device and inode, symbolic links
  * followed): e.g. for refusing a checkpoint path that is one of the program's inputs. */
 bool tg_file_same(const char *path_a, const char *path_b);

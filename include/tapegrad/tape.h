@@ -103,6 +103,23 @@ typedef struct tg_backward_options {
 } tg_backward_options;
 /* Both of the above, and more: opts NULL = {NULL, false}, i.e. tg_tape_backward. */
 void tg_tape_backward_ex(tg_tape *tape, tg_tensor *out, const tg_backward_options *opts);
+/* A gradient hook: fn(leaf, ctx) is called during every backward on this tape, once for
+ * each leaf (a tensor no node of the tape produced: a parameter, or a tape tensor the user
+ * set requires_grad on) that requires grad and is an input of a node the backward walks
+ * through, as soon as its gradient is final for this backward: right after the walk has
+ * passed the first node (in recording order) that reads it, since no node before that one
+ * can add to it. Leaves are reported in the order the walk finishes them (for a node, in
+ * the order of its inputs). The walk covers every node recorded up to `out`'s, so a leaf
+ * they read is reported even if `out` does not depend on it (its gradient is then left as
+ * it was); a leaf read only by nodes recorded after `out` is not. `out` itself, if it is a
+ * leaf, is reported first. The hook may read and change leaf->grad (NULL: none yet) and
+ * do work of its own (start a communication); it must not record on this tape or run a
+ * backward. Data-parallel training starts a bucket's all-reduce from it while backward goes
+ * on (tapegrad/dist.h). One hook per tape: setting one replaces the previous; fn NULL removes
+ * it. Without a hook, backward does no extra work. */
+typedef void (*tg_grad_hook_fn)(tg_tensor *leaf, void *ctx);
+void tg_tape_set_grad_hook(tg_tape *tape, tg_grad_hook_fn fn, void *ctx);
+
 /* After backward, an intermediate keeps its gradient only if tg_tensor_retain_grad was
  * called on it (leaves always do). It holds the gradient of the last backward (PyTorch
  * would add up those of backward calls through a retained graph); reset clears it. */

@@ -1,0 +1,330 @@
+/* The data-parallel wrapper: buckets of gradients, all-reduced while backward runs, averaged
+ * at tg_ddp_wait. The scheme and the deterministic reduction are described in tapegrad/dist.h. */
+#include "dist_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum bucket_state {
+    BUCKET_WAITING, /* some of its parameters' gradients are not final yet */
+    BUCKET_GATHER,  /* ORDERED: the all-to-all of the chunks is in flight */
+    BUCKET_SCATTER, /* ORDERED: the all-gather of the summed chunks; MPI: the all-reduce */
+    BUCKET_REDUCED, /* every rank's sum is in the buffer */
+} bucket_state;
+
+typedef struct bucket {
+    size_t *entries; /* list entries, in the bucket's order (descending) */
+    size_t n_entries;
+    int pending; /* entries whose gradient is not final yet in this step */
+    int64_t numel;
+    tg_real *buffer;      /* the gradients, then their sum over the ranks */
+    tg_real *chunks;      /* ORDERED: every rank's copy of this rank's chunk, rank after rank */
+    int *counts, *displs; /* chunk r: counts[r] values at buffer + displs[r] */
+    int *recv_counts, *recv_displs; /* counts[me] values from each rank, rank after rank */
+    bucket_state state;
+    MPI_Request request;
+} bucket;
+
+/* A parameter's address and its list entry. */
+typedef struct param_ref {
+    uintptr_t address;
+    size_t entry;
+} param_ref;
+
+struct tg_ddp {
+    tg_params *params;
+    tg_tape *tape;
+    tg_ddp_options opts;
+    /* Copies of MPI_COMM_WORLD, so the buckets' collectives keep to themselves: one for the
+     * first phase (the all-to-all, or MPI's all-reduce), one for the all-gathers. Every rank
+     * must issue the collectives of a communicator in the same order: the first phases start
+     * in bucket order, and so do the second (a bucket's waits for the bucket before it),
+     * whatever order the first phases complete in on each rank. */
+    MPI_Comm comm, comm_share;
+    int rank, world;
+    bucket *buckets;
+    size_t n_buckets, next_start; /* buckets start in order: the next one to start */
+    size_t *bucket_of;            /* list entry -> bucket (SIZE_MAX: no gradient) */
+    bool *ready;                  /* list entry -> its gradient is final in this step */
+    param_ref *by_address;        /* the parameters by address, to find the hook's leaf */
+    bool no_sync;
+    bool started; /* a bucket of this step has started */
+    tg_ddp_stats stats;
+};
+
+/* ---- finding a parameter from the hook's tensor ---- */
+
+static int by_address(const void *pa, const void *pb) {
+    const uintptr_t a = ((const param_ref *)pa)->address, b = ((const param_ref *)pb)->address;
+    return (a > b) - (a < b);
+}
+
+/* The list entry of `t`, or SIZE_MAX if it is not one of the wrapper's parameters. */
+static size_t entry_of(const tg_ddp *d, const tg_tensor *t) {
+    const param_ref key = {(uintptr_t)t, 0};
+    const param_ref *found =
+        bsearch(&key, d->by_address, d->params->count, sizeof *d->by_address, by_address);
+    return found ? found->entry : SIZE_MAX;
+}
+
+/* ---- one bucket's reduction ---- */
+
+static void bucket_copy_in(const tg_ddp *d, bucket *b) {
+    tg_real *at = b->buffer;
+    for (size_t k = 0; k < b->n_entries; k++) {
+        const tg_tensor *t = d->params->tensors[b->entries[k]];
+        const size_t bytes = (size_t)t->numel * sizeof(tg_real);
+        if (t->grad)
+            memcpy(at, t->grad, bytes);
+        else
+            memset(at, 0, bytes);
+        at += t->numel;
+    }
+}
+
+/* Starts the bucket's reduction (or, in a world of one, has nothing to do). */
+static void bucket_start(tg_ddp *d, bucket *b) {
+    bucket_copy_in(d, b);
+    if (d->world == 1) {
+        b->state = BUCKET_REDUCED;
+    } else if (d->opts.reduce == TG_DIST_REDUCE_MPI) {
+        MPI_Iallreduce(MPI_IN_PLACE, b->buffer, (int)b->numel, TG_MPI_REAL, MPI_SUM, d->comm,
+                       &b->request);
+        b->state = BUCKET_SCATTER;
+    } else {
+        MPI_Ialltoallv(b->buffer, b->counts, b->displs, TG_MPI_REAL, b->chunks, b->recv_counts,
+                       b->recv_displs, TG_MPI_REAL, d->comm, &b->request);
+        b->state = BUCKET_GATHER;
+    }
+    d->started = true;
+}
+
+/* ORDERED, once the all-to-all is done: this rank's chunk summed in rank order, then shared. */
+static void bucket_sum_and_share(tg_ddp *d, bucket *b) {
+    const int n = b->counts[d->rank];
+    tg_real *out = b->buffer + b->displs[d->rank];
+    for (int j = 0; j < n; j++) {
+        tg_real s = b->chunks[j];
+        for (int r = 1; r < d->world; r++) s += b->chunks[(size_t)r * (size_t)n + (size_t)j];
+        out[j] = s;
+    }
+    MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b->buffer, b->counts, b->displs,
+                    TG_MPI_REAL, d->comm_share, &b->request);
+    b->state = BUCKET_SCATTER;
+}
+
+/* Moves the bucket's reduction on: with `block`, until it is done; otherwise as far as it
+ * goes without waiting (MPI's non-blocking collectives progress inside MPI calls). Called for
+ * the buckets in order, and never for one whose predecessor is still in its first phase. */
+static void bucket_advance(tg_ddp *d, bucket *b, bool block) {
+    while (b->state == BUCKET_GATHER || b->state == BUCKET_SCATTER) {
+        int done = 0;
+        if (block)
+            MPI_Wait(&b->request, MPI_STATUS_IGNORE), done = 1;
+        else
+            MPI_Test(&b->request, &done, MPI_STATUS_IGNORE);
+        if (!done) return;
+        if (b->state == BUCKET_GATHER)
+            bucket_sum_and_share(d, b);
+        else
+            b->state = BUCKET_REDUCED;
+    }
+}
+
+/* The average over the ranks back into the parameters' gradients. */
+static void bucket_copy_out(const tg_ddp *d, const bucket *b) {
+    const tg_real n = (tg_real)d->world;
+    const tg_real *at = b->buffer;
+    for (size_t k = 0; k < b->n_entries; k++) {
+        tg_tensor *t = d->params->tensors[b->entries[k]];
+        if (!t->grad) t->grad = tg_xcalloc((size_t)t->numel, sizeof(tg_real));
+        for (int64_t i = 0; i < t->numel; i++) t->grad[i] = at[i] / n;
+        at += t->numel;
+    }
+}
+
+/* ---- the hook and the step ---- */
+
+static void start_ready_buckets(tg_ddp *d, bool from_hook) {
+    while (d->next_start < d->n_buckets && d->buckets[d->next_start].pending == 0) {
+        bucket_start(d, &d->buckets[d->next_start++]);
+        if (from_hook)
+            d->stats.started_in_backward++;
+        else
+            d->stats.started_at_wait++;
+    }
+}
+
+static void grad_final(tg_tensor *leaf, void *ctx) {
+    tg_ddp *d = ctx;
+    if (d->no_sync) return;
+    const size_t e = entry_of(d, leaf);
+    if (e == SIZE_MAX || d->bucket_of[e] == SIZE_MAX) return;
+    if (d->ready[e])
+        tg_fail("tg_ddp: parameter '%s' got a second gradient before tg_ddp_wait: one "
+                "synchronised backward per step (accumulate under tg_ddp_set_no_sync)",
+                d->params->names[e]);
+    d->ready[e] = true;
+    d->buckets[d->bucket_of[e]].pending--;
+    start_ready_buckets(d, true);
+    for (size_t k = 0; k < d->next_start; k++) {
+        bucket_advance(d, &d->buckets[k], false);
+        if (d->buckets[k].state == BUCKET_GATHER) break; /* the second phases go in order */
+    }
+}
+
+void tg_ddp_wait(tg_ddp *d) {
+    TG_CHECK_ARG(d);
+    if (d->no_sync)
+        tg_fail("tg_ddp_wait: called with no_sync on: gradients are being accumulated "
+                "locally; turn it off and run the step's backward first");
+    const double t0 = MPI_Wtime();
+    for (size_t k = d->next_start; k < d->n_buckets; k++) d->buckets[k].pending = 0;
+    start_ready_buckets(d, false);
+    for (size_t k = 0; k < d->n_buckets; k++) {
+        bucket_advance(d, &d->buckets[k], true);
+        bucket_copy_out(d, &d->buckets[k]);
+    }
+    /* the next step */
+    for (size_t k = 0; k < d->n_buckets; k++) {
+        d->buckets[k].pending = (int)d->buckets[k].n_entries;
+        d->buckets[k].state = BUCKET_WAITING;
+    }
+    memset(d->ready, 0, d->params->count * sizeof *d->ready);
+    d->next_start = 0;
+    d->started = false;
+    d->stats.syncs++;
+    d->stats.wait_seconds += MPI_Wtime() - t0;
+}
+
+/* ---- building and freeing ---- */
+
+static void bucket_init(tg_ddp *d, bucket *b, const size_t *entries, size_t n) {
+    b->entries = tg_xmalloc(n * sizeof *b->entries);
+    memcpy(b->entries, entries, n * sizeof *entries);
+    b->n_entries = n;
+    b->pending = (int)n;
+    for (size_t k = 0; k < n; k++) b->numel += d->params->tensors[entries[k]]->numel;
+    if (b->numel > INT32_MAX)
+        tg_fail("tg_ddp_new: parameter '%s' has %lld values, more than an MPI count holds",
+                d->params->names[entries[0]], (long long)b->numel);
+    b->buffer = tg_xcalloc((size_t)b->numel + 1, sizeof(tg_real));
+    const size_t w = (size_t)d->world;
+    b->counts = tg_xmalloc(w * sizeof(int));
+    b->displs = tg_xmalloc(w * sizeof(int));
+    b->recv_counts = tg_xmalloc(w * sizeof(int));
+    b->recv_displs = tg_xmalloc(w * sizeof(int));
+    int64_t begin = 0, end = 0;
+    for (int r = 0; r < d->world; r++) {
+        tg_dist_shard_range(b->numel, r, d->world, &begin, &end);
+        b->counts[r] = (int)(end - begin);
+        b->displs[r] = (int)begin;
+    }
+    const int mine = b->counts[d->rank];
+    for (int r = 0; r < d->world; r++) {
+        b->recv_counts[r] = mine;
+        b->recv_displs[r] = r * mine;
+    }
+    b->chunks = tg_xcalloc((size_t)mine * w + 1, sizeof(tg_real));
+    b->state = BUCKET_WAITING;
+}
+
+tg_ddp *tg_ddp_new(tg_params *params, tg_tape *tape, const tg_ddp_options *opts) {
+    tg_dist_require(__func__);
+    TG_CHECK_ARG(params);
+    TG_CHECK_ARG(tape);
+    tg_ddp *d = tg_xcalloc(1, sizeof *d);
+    d->params = params;
+    d->tape = tape;
+    d->opts = opts ? *opts : (tg_ddp_options){0};
+    if (!d->opts.bucket_bytes) d->opts.bucket_bytes = TG_DDP_BUCKET_BYTES_DEFAULT;
+    if (d->opts.reduce != TG_DIST_REDUCE_ORDERED && d->opts.reduce != TG_DIST_REDUCE_MPI)
+        tg_fail("tg_ddp_new: unknown reduction %d", (int)d->opts.reduce);
+    MPI_Comm_dup(MPI_COMM_WORLD, &d->comm);
+    MPI_Comm_dup(MPI_COMM_WORLD, &d->comm_share);
+    MPI_Comm_rank(d->comm, &d->rank);
+    MPI_Comm_size(d->comm, &d->world);
+    if (!d->opts.no_broadcast) tg_dist_broadcast_params(params, 0);
+
+    const size_t n = params->count;
+    d->bucket_of = tg_xmalloc((n + 1) * sizeof *d->bucket_of);
+    d->ready = tg_xcalloc(n + 1, sizeof *d->ready);
+    d->by_address = tg_xmalloc((n + 1) * sizeof *d->by_address);
+    for (size_t i = 0; i < n; i++) {
+        d->bucket_of[i] = SIZE_MAX;
+        d->by_address[i] = (param_ref){(uintptr_t)params->tensors[i], i};
+    }
+    qsort(d->by_address, n, sizeof *d->by_address, by_address);
+
+    /* Buckets over the list in reverse (the order backward finishes the layers, roughly):
+     * a bucket is closed when the next parameter would take it past bucket_bytes. */
+    size_t *group = tg_xmalloc((n + 1) * sizeof *group), in_group = 0, bytes = 0;
+    d->buckets = tg_xcalloc(n + 1, sizeof *d->buckets);
+    for (size_t i = n; i-- > 0;) {
+        const tg_tensor *t = params->tensors[i];
+        if (!t->requires_grad) continue;
+        const size_t tb = (size_t)t->numel * sizeof(tg_real);
+        if (in_group && bytes + tb > d->opts.bucket_bytes) {
+            bucket_init(d, &d->buckets[d->n_buckets++], group, in_group);
+            in_group = 0, bytes = 0;
+        }
+        group[in_group++] = i;
+        bytes += tb;
+    }
+    if (in_group) bucket_init(d, &d->buckets[d->n_buckets++], group, in_group);
+    free(group);
+    for (size_t k = 0; k < d->n_buckets; k++)
+        for (size_t j = 0; j < d->buckets[k].n_entries; j++)
+            d->bucket_of[d->buckets[k].entries[j]] = k;
+
+    d->stats.buckets = d->n_buckets;
+    for (size_t k = 0; k < d->n_buckets; k++) d->stats.params += d->buckets[k].numel;
+    tg_tape_set_grad_hook(tape, grad_final, d);
+    return d;
+}
+
+tg_ddp *tg_ddp_new_module(tg_module *module, tg_tape *tape, const tg_ddp_options *opts) {
+    TG_CHECK_ARG(module);
+    return tg_ddp_new(tg_module_params(module), tape, opts);
+}
+
+void tg_ddp_free(tg_ddp *d) {
+    if (!d) return;
+    if (d->started && !d->no_sync) tg_ddp_wait(d);
+    tg_tape_set_grad_hook(d->tape, NULL, NULL);
+    for (size_t k = 0; k < d->n_buckets; k++) {
+        bucket *b = &d->buckets[k];
+        free(b->entries), free(b->buffer), free(b->chunks);
+        free(b->counts), free(b->displs), free(b->recv_counts), free(b->recv_displs);
+    }
+    free(d->buckets);
+    free(d->bucket_of), free(d->ready), free(d->by_address);
+    MPI_Comm_free(&d->comm);
+    MPI_Comm_free(&d->comm_share);
+    free(d);
+}
+
+void tg_ddp_set_no_sync(tg_ddp *d, bool on) {
+    TG_CHECK_ARG(d);
+    d->no_sync = on;
+}
+
+bool tg_ddp_no_sync(const tg_ddp *d) {
+    TG_CHECK_ARG(d);
+    return d->no_sync;
+}
+
+tg_ddp_stats tg_ddp_get_stats(const tg_ddp *d) {
+    TG_CHECK_ARG(d);
+    return d->stats;
+}
+
+void tg_ddp_bucket_range(const tg_ddp *d, size_t b, size_t *first, size_t *last) {
+    TG_CHECK_ARG(d);
+    TG_CHECK_ARG(first);
+    TG_CHECK_ARG(last);
+    if (b >= d->n_buckets) tg_fail("tg_ddp_bucket_range: bucket %zu of %zu", b, d->n_buckets);
+    const bucket *k = &d->buckets[b];
+    *last = k->entries[0];
+    *first = k->entries[k->n_entries - 1];
+}
