@@ -1051,6 +1051,34 @@ static void test_file_read(void **state) {
     assert_int_equal(tg_file_read(NULL, 0, &data, &size), TG_ERR_ARGUMENT);
 }
 
+/* tg_file_map: the file's bytes, by the same rules as tg_file_read. */
+static void test_file_map(void **state) {
+    (void)state;
+    char path[512];
+    tmp_path(path, sizeof path, "mapped.txt");
+    write_bytes(path, "hello\nworld", 11);
+    const unsigned char *data = NULL;
+    size_t size = 0;
+    assert_int_equal(tg_file_map(path, 0, &data, &size), TG_OK);
+    assert_int_equal(size, 11);
+    assert_memory_equal(data, "hello\nworld", 11);
+    tg_file_unmap(data, size);
+    expect_io_error(tg_file_map(path, 10, &data, &size), "tg_file_map: '",
+                    "mapped.txt' is 11 bytes, more than the limit of 10 bytes");
+    assert_null(data);
+    assert_int_equal(size, 0);
+    write_bytes(path, "", 0);
+    assert_int_equal(tg_file_map(path, 0, &data, &size), TG_OK);
+    assert_non_null(data);
+    assert_int_equal(size, 0);
+    tg_file_unmap(data, size);
+    unlink(path);
+    expect_io_error(tg_file_map(path, 0, &data, &size), "tg_file_map: cannot open '",
+                    "No such file or directory");
+    expect_io_error(tg_file_map(tmp_root, 0, &data, &size), "is a directory", NULL);
+    assert_int_equal(tg_file_map(path, 0, NULL, &size), TG_ERR_ARGUMENT);
+}
+
 /* Same device and inode: the path itself, a hard link, a symbolic link; not another file,
  * nor a path that does not exist. */
 static void test_file_same(void **state) {
@@ -1224,6 +1252,7 @@ int main(void) {
         cmocka_unit_test(test_save_read_only_folder),
         cmocka_unit_test(test_save_removes_stale_temps),
         cmocka_unit_test(test_save_killed_mid_save),
+        cmocka_unit_test(test_file_map),
     };
     return cmocka_run_group_tests(tests, suite_setup, suite_teardown);
 }

@@ -35,7 +35,9 @@
  * examples of the step: (1/N) sum_r (N/B) sum_{i in shard r} g_i = (1/B) sum_i g_i. So N
  * ranks with B/N each follow, step by step, one process with batch B, up to the rounding of
  * the sums (they add the same terms in another order): tests/test_dist.sh checks 20 Adam
- * steps against one process to 1e-6 relative in float32 and 1e-12 in float64.
+ * steps against one process to 1e-6 relative in float32 and 1e-12 in float64 (the losses, and
+ * each parameter tensor's largest difference relative to its largest value; element by
+ * element, a weight that crosses zero can differ by more, relative to its tiny self).
  *
  * Buckets and overlap. The parameters are grouped into buckets of about bucket_bytes (25 MiB
  * by default, as PyTorch's bucket_cap_mb), filled in reverse order of the list (the order
