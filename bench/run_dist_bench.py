@@ -4,7 +4,7 @@ and the MPI all-reduce bandwidth; prints one table and writes bench/results_dist
 scripts/bench.sh runs it after bench/run_bench.py; directly:
 
     /usr/bin/python3 bench/run_dist_bench.py --build build/release [--quick] [--world 2]
-        [--only gru_cls,char_lm,transformer] [--no-bandwidth] [--wait-quiet S]
+        [--only gru_cls,char_lm,transformer] [--bucket-mb M] [--no-bandwidth] [--wait-quiet S]
 
 Per config (bench/bench_ddp.c and bench/torch_ddp.py: the same models, data, global batch
 and Adam, one thread per process) four runs: each side with one process and the whole
@@ -20,6 +20,8 @@ Columns:
                   of all gradients) — an estimate;
   ar ms           that whole all-reduce's time (tapegrad: tg_ddp_wait alone; PyTorch: a flat
                   all_reduce of every gradient value).
+--bucket-mb M sets both sides' bucket size (default: each its own default, 25 MiB; PyTorch's
+first bucket is 1 MiB); these models' gradients are 2.5 to 4.5 MiB, one bucket by default.
 Then MPI_Allreduce time and bus bandwidth for 1 KB..64 MB (bench/allreduce_bw.c) over shared
 memory (--mca btl self,vader) and over TCP on the loopback (--mca btl tcp,self).
 busy: how many CPUs other processes kept busy meanwhile (see run_bench.py; 2 processes on
@@ -70,6 +72,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--world", type=int, default=2)
     ap.add_argument("--only")
+    ap.add_argument("--bucket-mb", type=float, help="bucket size of both sides (MiB)")
     ap.add_argument("--no-bandwidth", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", default=os.path.join(HERE, "results_dist.json"))
@@ -88,19 +91,21 @@ def main():
     n = args.world
     doc = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "git": run_bench.git_rev(os.path.dirname(HERE)), "machine": run_bench.machine(),
-           "world": n, "quick": args.quick, "loadavg_start": run_bench.loadavg(),
+           "world": n, "quick": args.quick, "bucket_mb": args.bucket_mb, "loadavg_start": run_bench.loadavg(),
            "runs": [], "bandwidth": {}}
     only = set(args.only.split(",")) if args.only else None
     for c in CONFIGS:
         if only and c not in only:
             continue
         row = {"config": c}
+        tgb = ["--bucket-kb", str(int(args.bucket_mb * 1024))] if args.bucket_mb else []
+        ptb = ["--bucket-mb", str(args.bucket_mb)] if args.bucket_mb else []
         cmds = {"tg1": ([exe, "--config", c] + q, MPI_ENV),
-                "tgN": (mpirun(n) + [exe, "--config", c] + q, MPI_ENV)}
+                "tgN": (mpirun(n) + [exe, "--config", c] + tgb + q, MPI_ENV)}
         if not args.no_torch:
             t = [py, os.path.join(HERE, "torch_ddp.py"), "--config", c] + q
             cmds["pt1"] = (t + ["--world", "1"], MPI_ENV)
-            cmds["ptN"] = (t + ["--world", str(n)], MPI_ENV)
+            cmds["ptN"] = (t + ["--world", str(n)] + ptb, MPI_ENV)
         for key, (cmd, env) in cmds.items():
             r, err = run_bench.run(cmd, env, args.timeout)
             row[key], row[key + "_error"] = r, err
@@ -152,7 +157,8 @@ def print_row(row, n, header=False):
 
 def print_all(doc):
     m = doc["machine"]
-    print(f"\ndata-parallel training, {doc['world']} processes x 1 thread — "
+    bucket = f"{doc['bucket_mb']:g} MiB buckets" if doc.get("bucket_mb") else "default buckets"
+    print(f"\ndata-parallel training, {doc['world']} processes x 1 thread, {bucket} — "
           f"{m.get('Model name', '?')}, {m.get('nproc')} CPUs, {doc['date']}, git {doc['git']}, "
           f"load average {run_bench.fmt_load(doc['loadavg_start'])} -> "
           f"{run_bench.fmt_load(doc['loadavg_end'])}")
