@@ -9,9 +9,9 @@ all-reduce times measured over throttled links by bench/netns_check.sh.
 
 The model. One process per node, each with the config's batch (weak scaling: the global
 batch grows with N, as data-parallel training on a cluster is run), so a node's compute per
-step stays T_c, measured: the one-process, one-thread step of tapegrad (bench_ddp's baseline
-in results_dist.json; gru_lm, which that benchmark does not run, from results.json's
-bench_lm at 1 thread). Backward is T_b = 2/3 T_c (it does two of every three matrix
+step stays T_c, measured: tapegrad's one-thread training step in results.json (the main
+benchmark, which waits for a quiet machine), else bench_ddp's one-process baseline in
+results_dist.json. Backward is T_b = 2/3 T_c (it does two of every three matrix
 products' FLOPs). Every step all-reduces S = 4 · params bytes of gradients, in a ring:
 
     T_ar(N) = 2 (N-1)/N · S / BW  +  2 (N-1) · alpha
@@ -90,17 +90,21 @@ def load(path):
 
 
 def compute_times(dist, main):
-    """config -> (T_c ms, hidden h, where from), from the measured results."""
-    out = {}
+    """config -> (T_c ms, hidden h, where from). T_c from the main benchmark's one-thread
+    tapegrad step (results.json: run_bench.py waits for a quiet machine before each run),
+    else from bench_ddp's one-process baseline; h from the data-parallel run."""
+    hidden, out = {}, {}
     for row in (dist or {}).get("runs", []):
-        tg1, tgn = row.get("tg1"), row.get("tgN")
-        if tg1:
-            out[row["config"]] = (tg1["ms"], (tgn or {}).get("hidden", 0.0),
-                                  "bench_ddp, 1 process")
+        if row.get("tgN"):
+            hidden[row["config"]] = row["tgN"].get("hidden", 0.0)
     for row in (main or {}).get("runs", []):
         c = row["config"]
-        if c in PARAMS and c not in out and row["threads"] == 1 and row.get("tapegrad"):
-            out[c] = (row["tapegrad"]["ms"], 0.0, "results.json, 1 thread")
+        if c in PARAMS and row["threads"] == 1 and row.get("tapegrad"):
+            out[c] = (row["tapegrad"]["ms"], hidden.get(c, 0.0), "results.json, 1 thread")
+    for row in (dist or {}).get("runs", []):
+        if row["config"] not in out and row.get("tg1"):
+            out[row["config"]] = (row["tg1"]["ms"], hidden.get(row["config"], 0.0),
+                                  "results_dist.json, 1 process")
     return out
 
 
@@ -109,11 +113,8 @@ def table(args):
     times = compute_times(dist, main)
     nodes = [int(x) for x in args.nodes.split(",")]
     links = [tuple(float(v) for v in l.split(":")) for l in args.links.split(",")]
-    load_note = ""
-    if dist:
-        load_note = f", load average {dist.get('loadavg_start')} -> {dist.get('loadavg_end')}"
-    print(f"Predicted scaling efficiency E(N) = T_c / T_step, weak scaling (the config's batch "
-          f"per node), ring all-reduce{load_note}")
+    print("Predicted scaling efficiency E(N) = T_c / T_step, weak scaling (the config's batch "
+          "per node), ring all-reduce")
     print("each cell: with the measured hidden share h / with a perfect overlap (bound)\n")
     for c in MODEL_CONFIGS:
         if c not in times:
