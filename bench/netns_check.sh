@@ -21,6 +21,8 @@
 # binding is off (every daemon would pick core 0).
 # The result lines go to --out (and stdout), each prefixed with "link=RATE:DELAY"; bench/
 # dist_model.py --check OUT prints them beside the model's predictions.
+# With --ranks 3, give --configs "" (or configs whose batch 3 divides: bench_ddp refuses the
+# others on every rank, and the run goes on with the next link).
 # Whatever it created (namespaces, devices, netwire, the temporary directory) is removed on
 # exit, also on error or Ctrl-C. Skipped, with the reason, when not root, without network
 # namespaces or TUN, or without MPI or the programs.
