@@ -220,6 +220,11 @@ int main(int argc, char **argv) {
             tg_dist_exit(1, "dist_train: checkpoint '%s': %s", o.verify, tg_error_message());
         if (rank == 0)
             printf("checkpoint '%s' is whole: step %.0f\n", o.verify, (double)step_count->data[0]);
+        tg_params_free(state);
+        tg_optim_free(opt);
+        tg_tensor_free(step_count);
+        tg_tape_free(tape);
+        tg_module_free(m.root);
         tg_dist_finalize();
         return 0;
     }
