@@ -72,13 +72,32 @@ def rand_tensor(torch, g, *shape):
 NBATCH = 4
 
 
-def build(torch, name, seed):
-    """Returns step() -> loss (a float) for config `name`."""
+def build(torch, name, seed, shard=None, wrap=None):
+    """Returns step() -> loss (a float) for config `name`, with the model as step.model.
+
+    Data parallelism (bench/torch_ddp.py; gru_cls, char_lm and transformer): shard=(r, N)
+    keeps rank r's contiguous B/N of each batch of the same global data (the batch dimension:
+    rows of (B, T) tokens, columns of sequence-first (T, B)); wrap(model) returns the module
+    the forward goes through (a DistributedDataParallel)."""
     from torch import nn
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
     g = LCG(seed)
+    rank, world = shard if shard else (0, 1)
+
+    def rows(t):
+        """Rank `rank`'s share of the first (batch) dimension."""
+        n = t.shape[0] // world
+        return t[rank * n:(rank + 1) * n].contiguous()
+
+    def cols(t, steps):
+        """Rank `rank`'s share of the batch dimension of sequence-first (steps, B) data, given
+        as (steps, B) or flattened (steps·B)."""
+        m = t.reshape(steps, -1)
+        n = m.shape[1] // world
+        part = m[:, rank * n:(rank + 1) * n].contiguous()
+        return part.reshape(-1) if t.dim() == 1 else part
 
     def training(model, forward_loss):
         opt = torch.optim.Adam(model.parameters())
@@ -92,6 +111,7 @@ def build(torch, name, seed):
             loss.backward()
             opt.step()
             return loss.item()
+        step.model = model
         return step
 
     def inference(forward_loss):
@@ -136,13 +156,14 @@ def build(torch, name, seed):
                 return self.fc(x[:, -1, :])
 
         model = GRUModel004() if base == "gru_cls" else LSTMModel004()
+        net = wrap(model) if wrap else model
         tokens, labels = [], []
         for _ in range(NBATCH):
-            tokens.append(rand_index(torch, g, V, B, T))
-            labels.append(rand_index(torch, g, C, B))
+            tokens.append(rows(rand_index(torch, g, V, B, T)))
+            labels.append(rows(rand_index(torch, g, C, B)))
 
         def fl(b):
-            return F.cross_entropy(model(tokens[b]), labels[b])
+            return F.cross_entropy(net(tokens[b]), labels[b])
         return inference(fl) if infer else training(model, fl)
 
     if base in ("gru_lm", "char_lm"):
@@ -163,14 +184,15 @@ def build(torch, name, seed):
                 return self.fc(output), hidden
 
         model = GRU003()
+        net = wrap(model) if wrap else model
         xs, ys = [], []
         for _ in range(NBATCH):
-            xs.append(rand_index(torch, g, V, T, B))
-            ys.append(rand_index(torch, g, V, T * B))
-        hid = {"h": torch.zeros(L, B, H)}
+            xs.append(cols(rand_index(torch, g, V, T, B), T))
+            ys.append(cols(rand_index(torch, g, V, T * B), T))
+        hid = {"h": torch.zeros(L, B // world, H)}
 
         def fl(b):
-            logits, hidden = model(xs[b], hid["h"])
+            logits, hidden = net(xs[b], hid["h"])
             hid["h"] = hidden.detach()
             return F.cross_entropy(logits.reshape(-1, V), ys[b])
         return inference(fl) if infer else training(model, fl)
@@ -247,14 +269,15 @@ def build(torch, name, seed):
                 return self.linear(tgt)
 
         model = TransformerModel()
+        net = wrap(model) if wrap else model
         srcs, tins, touts = [], [], []
         for _ in range(NBATCH):
-            srcs.append(rand_index(torch, g, V, S, N))
-            tins.append(rand_index(torch, g, V, T, N))
-            touts.append(rand_index(torch, g, V, T * N))
+            srcs.append(cols(rand_index(torch, g, V, S, N), S))
+            tins.append(cols(rand_index(torch, g, V, T, N), T))
+            touts.append(cols(rand_index(torch, g, V, T * N), T))
 
         def fl(b):
-            return F.cross_entropy(model(srcs[b], tins[b]).reshape(-1, V), touts[b])
+            return F.cross_entropy(net(srcs[b], tins[b]).reshape(-1, V), touts[b])
         return training(model, fl)
 
     if base == "tiny_cell":
