@@ -49,7 +49,7 @@ static int openmp_default_threads(void) {
 }
 #endif
 
-#ifdef __linux__
+#if defined(_OPENMP) && defined(__linux__) /* only a thread team needs the free CPUs */
 /* The whole of a small /proc file into buf (NUL-terminated); its length, or -1. */
 static ssize_t read_small_file(const char *path, char *buf, size_t size) {
     const int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -126,7 +126,7 @@ static int cpus_free(int ceiling) {
     const int free_cpus = atomic_load(&free_estimate);
     return free_cpus < 1 ? 1 : free_cpus > ceiling ? ceiling : free_cpus;
 }
-#else
+#elif defined(_OPENMP)
 static int cpus_free(int ceiling) { return ceiling; }
 #endif
 
