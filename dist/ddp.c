@@ -44,6 +44,8 @@ struct tg_ddp {
     int rank, world;
     bucket *buckets;
     size_t n_buckets, next_start; /* buckets start in order: the next one to start */
+    size_t next_done;             /* buckets before it are reduced (<= next_start) */
+    double progress_s, next_poll; /* the node hook polls at most every progress_s seconds */
     size_t *bucket_of;            /* list entry -> bucket (SIZE_MAX: no gradient) */
     bool *ready;                  /* list entry -> its gradient is final in this step */
     param_ref *by_address;        /* the parameters by address, to find the hook's leaf */
@@ -143,7 +145,20 @@ static void bucket_copy_out(const tg_ddp *d, const bucket *b) {
     }
 }
 
-/* ---- the hook and the step ---- */
+/* ---- the hooks and the step ---- */
+
+/* Moves the started buckets on as far as they go without waiting: each all-to-all that is
+ * done gets its sums and its all-gather at once. One MPI_Test is usually all it takes, since
+ * any MPI call drives every request in flight; it stops at the first bucket still in its
+ * first phase, as the second phases must start in bucket order. */
+static void advance_started(tg_ddp *d) {
+    while (d->next_done < d->next_start) {
+        bucket *b = &d->buckets[d->next_done];
+        bucket_advance(d, b, false);
+        if (b->state != BUCKET_REDUCED) return;
+        d->next_done++;
+    }
+}
 
 static void start_ready_buckets(tg_ddp *d, bool from_hook) {
     while (d->next_start < d->n_buckets && d->buckets[d->next_start].pending == 0) {
@@ -167,10 +182,22 @@ static void grad_final(tg_tensor *leaf, void *ctx) {
     d->ready[e] = true;
     d->buckets[d->bucket_of[e]].pending--;
     start_ready_buckets(d, true);
-    for (size_t k = 0; k < d->next_start; k++) {
-        bucket_advance(d, &d->buckets[k], false);
-        if (d->buckets[k].state == BUCKET_GATHER) break; /* the second phases go in order */
-    }
+    advance_started(d);
+}
+
+/* After each node of backward: with reductions in flight, and progress_s after the last
+ * poll, poll them. Without it a reduction would move only when the next bucket's gradients
+ * become final, and its all-gather, which can start only once its all-to-all is seen done,
+ * would mostly start at tg_ddp_wait: the reduction would not overlap backward at all. */
+static void node_done(const tg_tape *tape, size_t index, void *ctx) {
+    (void)tape, (void)index;
+    tg_ddp *d = ctx;
+    if (d->next_done == d->next_start || d->progress_s < 0) return;
+    const double now = MPI_Wtime();
+    if (now < d->next_poll) return;
+    d->next_poll = now + d->progress_s;
+    d->stats.polls++;
+    advance_started(d);
 }
 
 void tg_ddp_wait(tg_ddp *d) {
@@ -179,6 +206,7 @@ void tg_ddp_wait(tg_ddp *d) {
         tg_fail("tg_ddp_wait: called with no_sync on: gradients are being accumulated "
                 "locally; turn it off and run the step's backward first");
     const double t0 = MPI_Wtime();
+    d->stats.reduced_before_wait += d->next_done;
     for (size_t k = d->next_start; k < d->n_buckets; k++) d->buckets[k].pending = 0;
     start_ready_buckets(d, false);
     for (size_t k = 0; k < d->n_buckets; k++) {
@@ -192,6 +220,7 @@ void tg_ddp_wait(tg_ddp *d) {
     }
     memset(d->ready, 0, d->params->count * sizeof *d->ready);
     d->next_start = 0;
+    d->next_done = 0;
     d->started = false;
     d->stats.syncs++;
     d->stats.wait_seconds += MPI_Wtime() - t0;
@@ -279,7 +308,10 @@ tg_ddp *tg_ddp_new(tg_params *params, tg_tape *tape, const tg_ddp_options *opts)
 
     d->stats.buckets = d->n_buckets;
     for (size_t k = 0; k < d->n_buckets; k++) d->stats.params += d->buckets[k].numel;
+    d->progress_s = d->opts.progress_us == 0 ? TG_DDP_PROGRESS_US_DEFAULT * 1e-6
+                                             : (double)d->opts.progress_us * 1e-6;
     tg_tape_set_grad_hook(tape, grad_final, d);
+    tg_tape_set_node_hook(tape, node_done, d);
     return d;
 }
 
@@ -292,6 +324,7 @@ void tg_ddp_free(tg_ddp *d) {
     if (!d) return;
     if (d->started && !d->no_sync) tg_ddp_wait(d);
     tg_tape_set_grad_hook(d->tape, NULL, NULL);
+    tg_tape_set_node_hook(d->tape, NULL, NULL);
     for (size_t k = 0; k < d->n_buckets; k++) {
         bucket *b = &d->buckets[k];
         free(b->entries), free(b->buffer), free(b->chunks);
