@@ -219,7 +219,7 @@ int main(int argc, char **argv) {
     tg_ddp_options o = {.bucket_bytes = (size_t)bench_flag_int(&a, "--bucket-kb", 0) << 10,
                         .reduce = strcmp(reduce, "mpi") == 0 ? TG_DIST_REDUCE_MPI
                                                              : TG_DIST_REDUCE_ORDERED,
-                        .progress_us = (int)bench_flag_int(&a, "--progress-us", 0)};
+                        .progress_us = atoi(bench_flag_str(&a, "--progress-us", "0"))};
     if (world > 1) c.ddp = tg_ddp_new_module(c.module, c.tape, &o);
 
     double loss0 = step(&c) / world, loss = 0;

@@ -180,10 +180,10 @@ static void test_ddp_broadcasts_and_averages(void **state) {
         const tg_ddp_stats s0 = tg_ddp_get_stats(ddp);
         assert_int_equal(s0.buckets, 3);
         assert_int_equal(s0.params, 15);
-        size_t first, last;
-        tg_ddp_bucket_range(ddp, 0, &first, &last);
-        assert_int_equal(first, 2);
-        assert_int_equal(last, 2);
+        size_t count = 0;
+        const size_t *entries = tg_ddp_bucket_entries(ddp, 0, &count);
+        assert_int_equal(count, 1);
+        assert_int_equal(entries[0], 2);
         /* no backward: wait averages the gradients as they are (none on `c`: zeros) */
         for (int i = 0; i < 2; i++) {
             t[i]->grad = tg_xcalloc((size_t)t[i]->numel, sizeof(tg_real));
@@ -309,6 +309,42 @@ static void test_ddp_reductions_progress_during_backward(void **state) {
     free_three(p, t);
 }
 
+static void test_ddp_buckets_follow_the_backward_order(void **state) {
+    (void)state;
+    tg_tensor *t[3];
+    tg_params *p = three_params(t);
+    tg_tape *tape = tg_tape_new();
+    tg_ddp *ddp = tg_ddp_new(p, tape, &(tg_ddp_options){.bucket_bytes = 12 * sizeof(tg_real)});
+    size_t count = 0;
+    const size_t *entries = tg_ddp_bucket_entries(ddp, 0, &count); /* the list reversed */
+    assert_true(count == 2 && entries[0] == 2 && entries[1] == 1); /* c (3) + b (7), then a */
+    /* a wait with no backward shows no order: the buckets stay */
+    tg_ddp_wait(ddp);
+    assert_int_equal(tg_ddp_get_stats(ddp).buckets, 2);
+    for (int step = 0; step < 2; step++) {
+        /* L = sum (2 + rank) c + sum (1 + rank) b + sum (rank) a: backward finishes a, b, c */
+        tg_tensor *s = tg_sum(tape, tg_mul_scalar(tape, t[2], (tg_real)(rank_ + 2)));
+        for (int i = 1; i >= 0; i--)
+            s = tg_add(tape, s, tg_sum(tape, tg_mul_scalar(tape, t[i], (tg_real)(rank_ + i))));
+        tg_tape_backward(tape, s);
+        tg_tape_reset(tape);
+        tg_ddp_wait(ddp);
+        for (int i = 0; i < 3; i++)
+            assert_true(t[i]->grad[0] == (tg_real)(world_ - 1) / 2 + (tg_real)i);
+        for (int i = 0; i < 3; i++) tg_tensor_zero_grad(t[i]);
+        /* from the first such step on: a (5) + b (7), then c */
+        assert_int_equal(tg_ddp_get_stats(ddp).buckets, 2);
+        entries = tg_ddp_bucket_entries(ddp, 0, &count);
+        assert_true(count == 2 && entries[0] == 0 && entries[1] == 1);
+        entries = tg_ddp_bucket_entries(ddp, 1, &count);
+        assert_true(count == 1 && entries[0] == 2);
+    }
+    assert_int_equal(tg_ddp_get_stats(ddp).started_in_backward, 4);
+    tg_ddp_free(ddp);
+    tg_tape_free(tape);
+    free_three(p, t);
+}
+
 /* ---- checkpoints ---- */
 
 static void test_params_save_and_load(void **state) {
@@ -361,6 +397,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_ddp_broadcasts_and_averages),
         cmocka_unit_test(test_ddp_overlap_and_no_sync),
         cmocka_unit_test(test_ddp_reductions_progress_during_backward),
+        cmocka_unit_test(test_ddp_buckets_follow_the_backward_order),
         cmocka_unit_test(test_params_save_and_load),
     };
     const int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -41,7 +41,11 @@
  *
  * Buckets and overlap. The parameters are grouped into buckets of about bucket_bytes (25 MiB
  * by default, as PyTorch's bucket_cap_mb), filled in reverse order of the list (the order
- * backward reaches them, roughly: the last layer's gradients are final first). tg_ddp_new
+ * backward reaches them, roughly: the last layer's gradients are final first) and, from the
+ * end of the first step whose backward reported gradients, in the order rank 0's backward
+ * made them final (as PyTorch rebuilds its buckets after the first step): in list order one
+ * parameter final only at the very end of backward (an embedding) would hold back its bucket
+ * and, since buckets start in order, every later one. tg_ddp_new
  * registers a hook on the tape (tg_tape_set_grad_hook): as soon as backward has finished
  * with every parameter of a bucket, the bucket's gradients are copied into its buffer and its
  * non-blocking all-reduce starts, while backward goes on with the earlier layers. Buckets
@@ -187,9 +191,11 @@ typedef struct tg_ddp_stats {
     double wait_seconds;          /* time spent inside tg_ddp_wait */
 } tg_ddp_stats;
 tg_ddp_stats tg_ddp_get_stats(const tg_ddp *ddp);
-/* The parameters of bucket `b` (< stats.buckets) are list entries [*first, *last] walked
- * from *last down to *first (buckets hold the list in reverse order). */
-void tg_ddp_bucket_range(const tg_ddp *ddp, size_t b, size_t *first, size_t *last);
+/* The list entries of bucket `b` (< stats.buckets), *count of them, in the order they fill
+ * its buffer: at first the list's in reverse, from the end of the first step whose backward
+ * reported gradients on in the order that backward made them final (see above). Valid until
+ * the next tg_ddp_wait. */
+const size_t *tg_ddp_bucket_entries(const tg_ddp *ddp, size_t b, size_t *count);
 
 /* ---- sharded sampling (DistributedSampler) ----
  *
