@@ -257,6 +257,12 @@ void tg_tape_set_grad_hook(tg_tape *tape, tg_grad_hook_fn fn, void *ctx) {
     tape->grad_hook_ctx = fn ? ctx : NULL;
 }
 
+void tg_tape_set_node_hook(tg_tape *tape, tg_node_hook_fn fn, void *ctx) {
+    TG_CHECK_ARG(tape);
+    tape->node_hook = fn;
+    tape->node_hook_ctx = fn ? ctx : NULL;
+}
+
 /* A leaf read by node `node` as its input number `slot`. */
 typedef struct leaf_use {
     tg_tensor *leaf;
@@ -359,6 +365,7 @@ static void backward(tg_tape *tape, tg_tensor *out, const tg_backward_options *o
         }
         for (; next_final < n_final && finals[next_final].node == i; next_final++)
             tape->grad_hook(finals[next_final].leaf, tape->grad_hook_ctx);
+        if (any && tape->node_hook) tape->node_hook(tape, (size_t)i, tape->node_hook_ctx);
     }
     tg_arena_rewind(tape->arena, before_hook);
 }

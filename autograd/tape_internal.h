@@ -37,9 +37,11 @@ struct tg_tape {
     uint64_t header_mallocs;   /* chunks allocated */
     uint32_t generation;       /* = tg_arena_generation(arena), read by every entry check */
     bool recording;
-    bool anomaly; /* anomaly mode: check values and gradients (autograd/anomaly.c) */
+    bool anomaly;              /* anomaly mode: check values and gradients (autograd/anomaly.c) */
     tg_grad_hook_fn grad_hook; /* tg_tape_set_grad_hook, and its context */
     void *grad_hook_ctx;
+    tg_node_hook_fn node_hook; /* tg_tape_set_node_hook, and its context */
+    void *node_hook_ctx;
 };
 
 /* tape_lifetime.c, for tape.c: free both pools; at a reset, keep the headers of the

@@ -3,7 +3,8 @@
  * twin, bench/run_dist_bench.py runs both.
  *
  *   mpirun -np 2 --bind-to core build/release/bench/bench_ddp --config gru_cls [--quick]
- *       [--bucket-kb K] [--reduce ordered|mpi] [--warmup N] [--rounds N] [--round-s S]
+ *       [--bucket-kb K] [--reduce ordered|mpi] [--progress-us U] [--warmup N] [--rounds N]
+ *       [--round-s S]
  *   build/release/bench/bench_ddp --config gru_cls        (one process: the baseline)
  *
  * The models, sizes, data and initialisation of bench_classifier / bench_lm /
@@ -26,6 +27,9 @@
  *                   whole reduction's time (median of several);
  *   hidden          1 - wait_ms / allreduce_ms (in [0, 1]): the share of the reduction's
  *                   time that backward hid;
+ *   reduced_before_wait, polls   per step: buckets whose reduction was complete when
+ *                   tg_ddp_wait was called, and polls of the reductions from the node hook
+ *                   (--progress-us: tg_ddp_options.progress_us, -1 for none);
  *   samples_per_s   B / ms; loss0: the first step's loss over the global batch (the mean of
  *                   the ranks' losses), equal to the one-process loss0 up to rounding. */
 #include "bench_common.h"
@@ -199,12 +203,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_ddp: %s\n", tg_error_message());
         return 1;
     }
-    static const char *const extra[] = {"--bucket-kb", "--reduce", NULL};
+    static const char *const extra[] = {"--bucket-kb", "--reduce", "--progress-us", NULL};
     bench_args a;
     bench_parse(argc, argv, &a,
                 "  --config gru_cls|char_lm|transformer\n"
                 "  --bucket-kb K  bucket size (default 25 MiB)\n"
-                "  --reduce ordered|mpi\n",
+                "  --reduce ordered|mpi\n"
+                "  --progress-us U  poll the reductions during backward every U us (-1: never)\n",
                 extra);
     const int world = tg_dist_world_size(), rank = tg_dist_rank();
     ctx c = {0};
@@ -213,7 +218,8 @@ int main(int argc, char **argv) {
     const char *reduce = bench_flag_str(&a, "--reduce", "ordered");
     tg_ddp_options o = {.bucket_bytes = (size_t)bench_flag_int(&a, "--bucket-kb", 0) << 10,
                         .reduce = strcmp(reduce, "mpi") == 0 ? TG_DIST_REDUCE_MPI
-                                                             : TG_DIST_REDUCE_ORDERED};
+                                                             : TG_DIST_REDUCE_ORDERED,
+                        .progress_us = atoi(bench_flag_str(&a, "--progress-us", "0"))};
     if (world > 1) c.ddp = tg_ddp_new_module(c.module, c.tape, &o);
 
     double loss0 = step(&c) / world, loss = 0;
@@ -230,6 +236,8 @@ int main(int argc, char **argv) {
         const double syncs = (double)(s1.syncs - s0.syncs);
         const double wait = 1e3 * (s1.wait_seconds - s0.wait_seconds) / syncs;
         const double in_bw = (double)(s1.started_in_backward - s0.started_in_backward) / syncs;
+        const double early = (double)(s1.reduced_before_wait - s0.reduced_before_wait) / syncs;
+        const double polls = (double)(s1.polls - s0.polls) / syncs;
         tg_ddp_set_no_sync(c.ddp, true);
         timed_rounds(&c, &a, ms_nosync, &loss);
         tg_ddp_set_no_sync(c.ddp, false);
@@ -238,8 +246,10 @@ int main(int argc, char **argv) {
         hidden = hidden < 0 ? 0 : hidden > 1 ? 1 : hidden;
         snprintf(extra_out, sizeof extra_out,
                  " ms_nosync=%.4f allreduce_ms=%.4f wait_ms=%.4f exposed_ms=%.4f hidden=%.3f "
-                 "buckets=%zu started_in_backward=%.2f bucket_mb=%g reduce=%s",
-                 ms_nosync[0], whole, wait, ms[0] - ms_nosync[0], hidden, s1.buckets, in_bw,
+                 "buckets=%zu started_in_backward=%.2f reduced_before_wait=%.2f polls=%.1f "
+                 "bucket_mb=%g reduce=%s",
+                 ms_nosync[0], whole, wait, ms[0] - ms_nosync[0], hidden, s1.buckets, in_bw, early,
+                 polls,
                  (double)(o.bucket_bytes ? o.bucket_bytes : TG_DDP_BUCKET_BYTES_DEFAULT) /
                      1048576.0,
                  reduce);

@@ -13,7 +13,7 @@ typedef enum bucket_state {
 } bucket_state;
 
 typedef struct bucket {
-    size_t *entries; /* list entries, in the bucket's order (descending) */
+    size_t *entries; /* list entries, in the order they fill the buffer */
     size_t n_entries;
     int pending; /* entries whose gradient is not final yet in this step */
     int64_t numel;
@@ -44,9 +44,14 @@ struct tg_ddp {
     int rank, world;
     bucket *buckets;
     size_t n_buckets, next_start; /* buckets start in order: the next one to start */
+    size_t next_done;             /* buckets before it are reduced (<= next_start) */
+    double progress_s, next_poll; /* the node hook polls at most every progress_s seconds */
     size_t *bucket_of;            /* list entry -> bucket (SIZE_MAX: no gradient) */
     bool *ready;                  /* list entry -> its gradient is final in this step */
     param_ref *by_address;        /* the parameters by address, to find the hook's leaf */
+    size_t *final_order;          /* list entries in the order the hook reported them, this step */
+    size_t n_final;
+    bool rebuilt; /* the buckets follow the order of a step's backward (see tg_ddp_wait) */
     bool no_sync;
     bool started; /* a bucket of this step has started */
     tg_ddp_stats stats;
@@ -143,7 +148,22 @@ static void bucket_copy_out(const tg_ddp *d, const bucket *b) {
     }
 }
 
-/* ---- the hook and the step ---- */
+/* ---- the hooks and the step ---- */
+
+static void buckets_rebuild(tg_ddp *d); /* with the building, below */
+
+/* Moves the started buckets on as far as they go without waiting: each all-to-all that is
+ * done gets its sums and its all-gather at once. One MPI_Test is usually all it takes, since
+ * any MPI call drives every request in flight; it stops at the first bucket still in its
+ * first phase, as the second phases must start in bucket order. */
+static void advance_started(tg_ddp *d) {
+    while (d->next_done < d->next_start) {
+        bucket *b = &d->buckets[d->next_done];
+        bucket_advance(d, b, false);
+        if (b->state != BUCKET_REDUCED) return;
+        d->next_done++;
+    }
+}
 
 static void start_ready_buckets(tg_ddp *d, bool from_hook) {
     while (d->next_start < d->n_buckets && d->buckets[d->next_start].pending == 0) {
@@ -165,12 +185,25 @@ static void grad_final(tg_tensor *leaf, void *ctx) {
                 "synchronised backward per step (accumulate under tg_ddp_set_no_sync)",
                 d->params->names[e]);
     d->ready[e] = true;
+    if (!d->rebuilt) d->final_order[d->n_final++] = e;
     d->buckets[d->bucket_of[e]].pending--;
     start_ready_buckets(d, true);
-    for (size_t k = 0; k < d->next_start; k++) {
-        bucket_advance(d, &d->buckets[k], false);
-        if (d->buckets[k].state == BUCKET_GATHER) break; /* the second phases go in order */
-    }
+    advance_started(d);
+}
+
+/* After each node of backward: with reductions in flight, and progress_s after the last
+ * poll, poll them. Without it a reduction would move only when the next bucket's gradients
+ * become final, and its all-gather, which can start only once its all-to-all is seen done,
+ * would mostly start at tg_ddp_wait: the reduction would not overlap backward at all. */
+static void node_done(const tg_tape *tape, size_t index, void *ctx) {
+    (void)tape, (void)index;
+    tg_ddp *d = ctx;
+    if (d->next_done == d->next_start || d->progress_s < 0) return;
+    const double now = MPI_Wtime();
+    if (now < d->next_poll) return;
+    d->next_poll = now + d->progress_s;
+    d->stats.polls++;
+    advance_started(d);
 }
 
 void tg_ddp_wait(tg_ddp *d) {
@@ -179,6 +212,7 @@ void tg_ddp_wait(tg_ddp *d) {
         tg_fail("tg_ddp_wait: called with no_sync on: gradients are being accumulated "
                 "locally; turn it off and run the step's backward first");
     const double t0 = MPI_Wtime();
+    d->stats.reduced_before_wait += d->next_done;
     for (size_t k = d->next_start; k < d->n_buckets; k++) d->buckets[k].pending = 0;
     start_ready_buckets(d, false);
     for (size_t k = 0; k < d->n_buckets; k++) {
@@ -191,7 +225,9 @@ void tg_ddp_wait(tg_ddp *d) {
         d->buckets[k].state = BUCKET_WAITING;
     }
     memset(d->ready, 0, d->params->count * sizeof *d->ready);
+    if (!d->rebuilt) buckets_rebuild(d);
     d->next_start = 0;
+    d->next_done = 0;
     d->started = false;
     d->stats.syncs++;
     d->stats.wait_seconds += MPI_Wtime() - t0;
@@ -229,6 +265,71 @@ static void bucket_init(tg_ddp *d, bucket *b, const size_t *entries, size_t n) {
     b->state = BUCKET_WAITING;
 }
 
+/* Buckets over the entries order[0..m) in that order: a bucket is closed when the next
+ * parameter would take it past bucket_bytes. */
+static void buckets_build(tg_ddp *d, const size_t *order, size_t m) {
+    d->buckets = tg_xcalloc(m + 1, sizeof *d->buckets);
+    d->n_buckets = 0;
+    size_t first = 0, bytes = 0;
+    for (size_t j = 0; j < m; j++) {
+        const size_t tb = (size_t)d->params->tensors[order[j]]->numel * sizeof(tg_real);
+        if (j > first && bytes + tb > d->opts.bucket_bytes) {
+            bucket_init(d, &d->buckets[d->n_buckets++], order + first, j - first);
+            first = j, bytes = 0;
+        }
+        bytes += tb;
+    }
+    if (m > first) bucket_init(d, &d->buckets[d->n_buckets++], order + first, m - first);
+    for (size_t k = 0; k < d->n_buckets; k++)
+        for (size_t j = 0; j < d->buckets[k].n_entries; j++)
+            d->bucket_of[d->buckets[k].entries[j]] = k;
+    d->stats.buckets = d->n_buckets;
+}
+
+static void buckets_free(tg_ddp *d) {
+    for (size_t k = 0; k < d->n_buckets; k++) {
+        bucket *b = &d->buckets[k];
+        free(b->entries), free(b->buffer), free(b->chunks);
+        free(b->counts), free(b->displs), free(b->recv_counts), free(b->recv_displs);
+    }
+    free(d->buckets);
+    d->buckets = NULL, d->n_buckets = 0;
+}
+
+/* At the end of the first step whose backward reported gradients: the buckets again, filled
+ * in the order rank 0's backward made the gradients final (PyTorch's DDP rebuilds its
+ * buckets so after its first step), then the entries it did not report, in the old order.
+ * In list order, a bucket could hold a parameter that is final only at the very end of
+ * backward (an embedding, listed last or first): the buckets start in order, so none would
+ * start before it. Rank 0's order is broadcast, so every rank builds the same buckets.
+ * Which rank adds which value changes; the sums do not: every value is still added over the
+ * ranks in rank order. Collective, at a tg_ddp_wait. */
+static void buckets_rebuild(tg_ddp *d) {
+    const size_t n = d->params->count;
+    unsigned long long *sent = tg_xmalloc((n + 1) * sizeof *sent);
+    unsigned long long m = d->n_final;
+    MPI_Bcast(&m, 1, MPI_UNSIGNED_LONG_LONG, 0, d->comm);
+    d->n_final = 0;
+    if (m == 0 || m > n) { /* no backward yet: look again at the next wait */
+        free(sent);
+        return;
+    }
+    for (size_t j = 0; j < m; j++) sent[j] = d->final_order[j];
+    MPI_Bcast(sent, (int)m, MPI_UNSIGNED_LONG_LONG, 0, d->comm);
+    bool *taken = tg_xcalloc(n + 1, sizeof *taken);
+    size_t *order = tg_xmalloc((n + 1) * sizeof *order), k = 0;
+    for (size_t j = 0; j < m; j++)
+        if (sent[j] < n && d->bucket_of[sent[j]] != SIZE_MAX && !taken[sent[j]])
+            taken[sent[j]] = true, order[k++] = (size_t)sent[j];
+    for (size_t b = 0; b < d->n_buckets; b++)
+        for (size_t j = 0; j < d->buckets[b].n_entries; j++)
+            if (!taken[d->buckets[b].entries[j]]) order[k++] = d->buckets[b].entries[j];
+    buckets_free(d);
+    buckets_build(d, order, k);
+    d->rebuilt = true;
+    free(order), free(taken), free(sent);
+}
+
 tg_ddp *tg_ddp_new(tg_params *params, tg_tape *tape, const tg_ddp_options *opts) {
     tg_dist_require(__func__);
     TG_CHECK_ARG(params);
@@ -256,30 +357,19 @@ tg_ddp *tg_ddp_new(tg_params *params, tg_tape *tape, const tg_ddp_options *opts)
     }
     qsort(d->by_address, n, sizeof *d->by_address, by_address);
 
-    /* Buckets over the list in reverse (the order backward finishes the layers, roughly):
-     * a bucket is closed when the next parameter would take it past bucket_bytes. */
-    size_t *group = tg_xmalloc((n + 1) * sizeof *group), in_group = 0, bytes = 0;
-    d->buckets = tg_xcalloc(n + 1, sizeof *d->buckets);
-    for (size_t i = n; i-- > 0;) {
-        const tg_tensor *t = params->tensors[i];
-        if (!t->requires_grad) continue;
-        const size_t tb = (size_t)t->numel * sizeof(tg_real);
-        if (in_group && bytes + tb > d->opts.bucket_bytes) {
-            bucket_init(d, &d->buckets[d->n_buckets++], group, in_group);
-            in_group = 0, bytes = 0;
-        }
-        group[in_group++] = i;
-        bytes += tb;
-    }
-    if (in_group) bucket_init(d, &d->buckets[d->n_buckets++], group, in_group);
-    free(group);
-    for (size_t k = 0; k < d->n_buckets; k++)
-        for (size_t j = 0; j < d->buckets[k].n_entries; j++)
-            d->bucket_of[d->buckets[k].entries[j]] = k;
-
-    d->stats.buckets = d->n_buckets;
+    /* Until a backward shows the order, buckets over the list in reverse (the order backward
+     * finishes the layers, roughly). */
+    size_t *order = tg_xmalloc((n + 1) * sizeof *order), m = 0;
+    for (size_t i = n; i-- > 0;)
+        if (params->tensors[i]->requires_grad) order[m++] = i;
+    d->final_order = tg_xmalloc((n + 1) * sizeof *d->final_order);
+    buckets_build(d, order, m);
+    free(order);
     for (size_t k = 0; k < d->n_buckets; k++) d->stats.params += d->buckets[k].numel;
+    d->progress_s = d->opts.progress_us == 0 ? TG_DDP_PROGRESS_US_DEFAULT * 1e-6
+                                             : (double)d->opts.progress_us * 1e-6;
     tg_tape_set_grad_hook(tape, grad_final, d);
+    tg_tape_set_node_hook(tape, node_done, d);
     return d;
 }
 
@@ -292,13 +382,9 @@ void tg_ddp_free(tg_ddp *d) {
     if (!d) return;
     if (d->started && !d->no_sync) tg_ddp_wait(d);
     tg_tape_set_grad_hook(d->tape, NULL, NULL);
-    for (size_t k = 0; k < d->n_buckets; k++) {
-        bucket *b = &d->buckets[k];
-        free(b->entries), free(b->buffer), free(b->chunks);
-        free(b->counts), free(b->displs), free(b->recv_counts), free(b->recv_displs);
-    }
-    free(d->buckets);
-    free(d->bucket_of), free(d->ready), free(d->by_address);
+    tg_tape_set_node_hook(d->tape, NULL, NULL);
+    buckets_free(d);
+    free(d->bucket_of), free(d->ready), free(d->by_address), free(d->final_order);
     MPI_Comm_free(&d->comm);
     MPI_Comm_free(&d->comm_share);
     free(d);
@@ -319,12 +405,10 @@ tg_ddp_stats tg_ddp_get_stats(const tg_ddp *d) {
     return d->stats;
 }
 
-void tg_ddp_bucket_range(const tg_ddp *d, size_t b, size_t *first, size_t *last) {
+const size_t *tg_ddp_bucket_entries(const tg_ddp *d, size_t b, size_t *count) {
     TG_CHECK_ARG(d);
-    TG_CHECK_ARG(first);
-    TG_CHECK_ARG(last);
-    if (b >= d->n_buckets) tg_fail("tg_ddp_bucket_range: bucket %zu of %zu", b, d->n_buckets);
-    const bucket *k = &d->buckets[b];
-    *last = k->entries[0];
-    *first = k->entries[k->n_entries - 1];
+    TG_CHECK_ARG(count);
+    if (b >= d->n_buckets) tg_fail("tg_ddp_bucket_entries: bucket %zu of %zu", b, d->n_buckets);
+    *count = d->buckets[b].n_entries;
+    return d->buckets[b].entries;
 }

@@ -180,10 +180,10 @@ static void test_ddp_broadcasts_and_averages(void **state) {
         const tg_ddp_stats s0 = tg_ddp_get_stats(ddp);
         assert_int_equal(s0.buckets, 3);
         assert_int_equal(s0.params, 15);
-        size_t first, last;
-        tg_ddp_bucket_range(ddp, 0, &first, &last);
-        assert_int_equal(first, 2);
-        assert_int_equal(last, 2);
+        size_t count = 0;
+        const size_t *entries = tg_ddp_bucket_entries(ddp, 0, &count);
+        assert_int_equal(count, 1);
+        assert_int_equal(entries[0], 2);
         /* no backward: wait averages the gradients as they are (none on `c`: zeros) */
         for (int i = 0; i < 2; i++) {
             t[i]->grad = tg_xcalloc((size_t)t[i]->numel, sizeof(tg_real));
@@ -249,6 +249,102 @@ static void test_ddp_overlap_and_no_sync(void **state) {
     free_three(p, t);
 }
 
+/* Three parameters read only at the end of the graph, after a long chain of matmuls on a
+ * leaf of the tape that the wrapper does not own: backward finishes the three at once (one
+ * bucket each), then computes the chain for a while with nothing for the gradient hook. */
+static tg_tensor *late_params_loss(tg_tape *tape, tg_tensor **t, const tg_tensor *w, int n) {
+    tg_tensor *x = tg_tape_tensor_full(tape, TG_SHAPE(64, 64), (tg_real)(rank_ + 1) / 64);
+    x->requires_grad = true;
+    for (int k = 0; k < n; k++) x = tg_matmul(tape, x, (tg_tensor *)w);
+    tg_tensor *s = tg_sum(tape, x);
+    for (int i = 0; i < 3; i++)
+        s = tg_add(tape, s, tg_sum(tape, tg_mul_scalar(tape, t[i], (tg_real)(rank_ + i))));
+    return s;
+}
+
+static void test_ddp_reductions_progress_during_backward(void **state) {
+    (void)state;
+    tg_tensor *t[3];
+    tg_params *p = three_params(t);
+    tg_tape *tape = tg_tape_new();
+    /* a permutation matrix keeps the chain's values and gradients in range */
+    tg_tensor *w = tg_tensor_new(TG_SHAPE(64, 64));
+    for (int64_t i = 0; i < 64; i++) w->data[i * 64 + (i * 5 + 3) % 64] = 1;
+    /* Polled from the node hook, each bucket's two phases complete while the chain's
+     * backward runs, so more than one is done before tg_ddp_wait. Without the polls only
+     * the gradient hook, called for the three parameters back to back, would move them.
+     * The ranks start together; one may still be held up (a busy machine), so a few tries
+     * are allowed, and the ranks agree on how many they make. */
+    bool hidden = false;
+    uint64_t polls = 0;
+    for (int attempt = 0; attempt < 5 && !hidden; attempt++) {
+        tg_ddp *ddp = tg_ddp_new(p, tape, &(tg_ddp_options){.bucket_bytes = 1});
+        tg_tensor *loss = late_params_loss(tape, t, w, 400);
+        tg_dist_barrier();
+        tg_tape_backward(tape, loss);
+        tg_tape_reset(tape);
+        assert_int_equal(tg_ddp_get_stats(ddp).started_in_backward, 3);
+        tg_ddp_wait(ddp);
+        const tg_ddp_stats s = tg_ddp_get_stats(ddp);
+        assert_true(s.reduced_before_wait <= 3);
+        polls += s.polls;
+        /* dL/dt_i = rank + i, averaged: (world - 1) / 2 + i, whatever overlapped */
+        for (int i = 0; i < 3; i++)
+            assert_true(t[i]->grad[0] == (tg_real)(world_ - 1) / 2 + (tg_real)i);
+        hidden = tg_dist_all(world_ == 1 || s.reduced_before_wait >= 2);
+        tg_ddp_free(ddp);
+        for (int i = 0; i < 3; i++) tg_tensor_zero_grad(t[i]);
+    }
+    assert_true(hidden);
+    if (world_ > 1) assert_true(polls > 0);
+    /* progress_us < 0: no polls (the reductions move only in the gradient hook and the wait) */
+    tg_ddp *off = tg_ddp_new(p, tape, &(tg_ddp_options){.bucket_bytes = 1, .progress_us = -1});
+    tg_tape_backward(tape, late_params_loss(tape, t, w, 20));
+    tg_tape_reset(tape);
+    tg_ddp_wait(off);
+    assert_int_equal(tg_ddp_get_stats(off).polls, 0);
+    tg_ddp_free(off);
+    tg_tensor_free(w);
+    tg_tape_free(tape);
+    free_three(p, t);
+}
+
+static void test_ddp_buckets_follow_the_backward_order(void **state) {
+    (void)state;
+    tg_tensor *t[3];
+    tg_params *p = three_params(t);
+    tg_tape *tape = tg_tape_new();
+    tg_ddp *ddp = tg_ddp_new(p, tape, &(tg_ddp_options){.bucket_bytes = 12 * sizeof(tg_real)});
+    size_t count = 0;
+    const size_t *entries = tg_ddp_bucket_entries(ddp, 0, &count); /* the list reversed */
+    assert_true(count == 2 && entries[0] == 2 && entries[1] == 1); /* c (3) + b (7), then a */
+    /* a wait with no backward shows no order: the buckets stay */
+    tg_ddp_wait(ddp);
+    assert_int_equal(tg_ddp_get_stats(ddp).buckets, 2);
+    for (int step = 0; step < 2; step++) {
+        /* L = sum (2 + rank) c + sum (1 + rank) b + sum (rank) a: backward finishes a, b, c */
+        tg_tensor *s = tg_sum(tape, tg_mul_scalar(tape, t[2], (tg_real)(rank_ + 2)));
+        for (int i = 1; i >= 0; i--)
+            s = tg_add(tape, s, tg_sum(tape, tg_mul_scalar(tape, t[i], (tg_real)(rank_ + i))));
+        tg_tape_backward(tape, s);
+        tg_tape_reset(tape);
+        tg_ddp_wait(ddp);
+        for (int i = 0; i < 3; i++)
+            assert_true(t[i]->grad[0] == (tg_real)(world_ - 1) / 2 + (tg_real)i);
+        for (int i = 0; i < 3; i++) tg_tensor_zero_grad(t[i]);
+        /* from the first such step on: a (5) + b (7), then c */
+        assert_int_equal(tg_ddp_get_stats(ddp).buckets, 2);
+        entries = tg_ddp_bucket_entries(ddp, 0, &count);
+        assert_true(count == 2 && entries[0] == 0 && entries[1] == 1);
+        entries = tg_ddp_bucket_entries(ddp, 1, &count);
+        assert_true(count == 1 && entries[0] == 2);
+    }
+    assert_int_equal(tg_ddp_get_stats(ddp).started_in_backward, 4);
+    tg_ddp_free(ddp);
+    tg_tape_free(tape);
+    free_three(p, t);
+}
+
 /* ---- checkpoints ---- */
 
 static void test_params_save_and_load(void **state) {
@@ -300,6 +396,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_sampler_orders),
         cmocka_unit_test(test_ddp_broadcasts_and_averages),
         cmocka_unit_test(test_ddp_overlap_and_no_sync),
+        cmocka_unit_test(test_ddp_reductions_progress_during_backward),
+        cmocka_unit_test(test_ddp_buckets_follow_the_backward_order),
         cmocka_unit_test(test_params_save_and_load),
     };
     const int failed = cmocka_run_group_tests(tests, NULL, NULL);

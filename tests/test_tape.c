@@ -394,6 +394,63 @@ static void test_grad_hook_reports_final_gradients(void **state) {
     for (int k = 0; k < 4; k++) tg_tensor_free(p[k]);
 }
 
+/* What the node hook saw: the nodes in the order it was called, and how many leaves the
+ * gradient hook had reported by then. */
+typedef struct node_hook_log {
+    int count;
+    size_t index[8];
+    int leaves_reported[8];
+    const grad_hook_log *leaves;
+    const tg_tape *tape;
+} node_hook_log;
+
+static void log_node(const tg_tape *tape, size_t index, void *ctx) {
+    node_hook_log *log = ctx;
+    assert_ptr_equal(tape, log->tape);
+    assert_true(log->count < 8);
+    log->index[log->count] = index;
+    log->leaves_reported[log->count] = log->leaves->count;
+    log->count++;
+}
+
+static void test_node_hook_beats_through_backward(void **state) {
+    (void)state;
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *p[3];
+    for (int k = 0; k < 3; k++)
+        p[k] = tg_tensor_requires_grad(tg_test_rand((uint64_t)k + 1, -1, 1, TG_SHAPE(3)), true);
+    tg_tensor *a = p[0], *b = p[1], *unused = p[2];
+    grad_hook_log leaves = {0};
+    node_hook_log log = {.leaves = &leaves, .tape = tape};
+    tg_tape_set_grad_hook(tape, log_leaf, &leaves);
+    tg_tape_set_node_hook(tape, log_node, &log);
+    /* #0 u = 3a, #1 2·unused (no gradient reaches it: its backward does not run), #2 w = u ⊙ b,
+     * #3 L = sum w, #4 2b after the loss (not walked). The plain tg_tape_backward drives the
+     * hook: after #3, #2 (b final: 1 leaf reported), #0 (after `unused` and a: 3). */
+    tg_tensor *u = scale(tape, a, 3);
+    (void)scale(tape, unused, 2);
+    tg_tensor *loss = tg_sum(tape, mul(tape, u, b));
+    (void)scale(tape, b, 2);
+    tg_tape_backward(tape, loss);
+    assert_int_equal(log.count, 3);
+    assert_true(log.index[0] == 3 && log.index[1] == 2 && log.index[2] == 0);
+    assert_int_equal(log.leaves_reported[0], 0);
+    assert_int_equal(log.leaves_reported[1], 1);
+    assert_int_equal(log.leaves_reported[2], 3);
+    assert_ptr_equal(leaves.leaf[0], b);
+    /* after_node of the same call runs too; removing the hook stops the calls */
+    tg_tape_reset(tape);
+    log.count = 0, leaves.count = 0;
+    tg_tape_backward_ex(tape, tg_sum(tape, scale(tape, a, 2)), NULL);
+    assert_int_equal(log.count, 2);
+    tg_tape_set_node_hook(tape, NULL, &log);
+    tg_tape_reset(tape);
+    tg_tape_backward(tape, tg_sum(tape, scale(tape, a, 2)));
+    assert_int_equal(log.count, 2);
+    tg_tape_free(tape);
+    for (int k = 0; k < 3; k++) tg_tensor_free(p[k]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backward_chain_and_accumulation),
@@ -406,6 +463,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_defaults),
         cmocka_unit_test(test_gradcheck_needs_an_input_with_grad),
         cmocka_unit_test(test_grad_hook_reports_final_gradients),
+        cmocka_unit_test(test_node_hook_beats_through_backward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,7 +41,11 @@
  *
  * Buckets and overlap. The parameters are grouped into buckets of about bucket_bytes (25 MiB
  * by default, as PyTorch's bucket_cap_mb), filled in reverse order of the list (the order
- * backward reaches them, roughly: the last layer's gradients are final first). tg_ddp_new
+ * backward reaches them, roughly: the last layer's gradients are final first) and, from the
+ * end of the first step whose backward reported gradients, in the order rank 0's backward
+ * made them final (as PyTorch rebuilds its buckets after the first step): in list order one
+ * parameter final only at the very end of backward (an embedding) would hold back its bucket
+ * and, since buckets start in order, every later one. tg_ddp_new
  * registers a hook on the tape (tg_tape_set_grad_hook): as soon as backward has finished
  * with every parameter of a bucket, the bucket's gradients are copied into its buffer and its
  * non-blocking all-reduce starts, while backward goes on with the earlier layers. Buckets
@@ -50,6 +54,11 @@
  * a parameter that this step's graph does not reach counts as zero gradient, and its bucket
  * starts at tg_ddp_wait. tg_ddp_wait completes every bucket, divides by the world size and
  * writes the averages back into the parameters' gradients.
+ * A non-blocking MPI collective moves only inside MPI calls (Open MPI has no progress thread
+ * for it), so the wrapper also sets the tape's node hook (tg_tape_set_node_hook): after a
+ * node of backward, while reductions are in flight and progress_us has passed since the last
+ * poll, it tests them, and starts a bucket's second phase (below) as soon as its first is
+ * done. That keeps each reduction moving while backward computes the layers below it.
  *
  * Deterministic sums. MPI_Iallreduce leaves the order of the additions to the MPI library,
  * and Open MPI picks its algorithm by message size and process count. The default reduction,
@@ -127,6 +136,7 @@ typedef enum tg_dist_reduce {
 } tg_dist_reduce;
 
 #define TG_DDP_BUCKET_BYTES_DEFAULT ((size_t)25 << 20) /* 25 MiB, PyTorch's bucket_cap_mb */
+#define TG_DDP_PROGRESS_US_DEFAULT  20 /* µs between polls of the reductions during backward */
 
 typedef struct tg_ddp_options {
     size_t bucket_bytes;   /* 0: TG_DDP_BUCKET_BYTES_DEFAULT; one parameter larger than this
@@ -134,6 +144,10 @@ typedef struct tg_ddp_options {
     tg_dist_reduce reduce; /* how buckets are summed (TG_DIST_REDUCE_ORDERED by default) */
     bool no_broadcast;     /* skip the broadcast from rank 0 at creation (the parameters are
                               known to be equal already: loaded from one checkpoint) */
+    int progress_us;       /* while reductions are in flight, poll them after a node of
+                              backward at most this often (µs); 0: TG_DDP_PROGRESS_US_DEFAULT;
+                              negative: never (they then move only when another bucket's
+                              gradients become final: for comparison) */
 } tg_ddp_options;
 
 typedef struct tg_ddp tg_ddp;
@@ -171,12 +185,17 @@ typedef struct tg_ddp_stats {
     uint64_t syncs;               /* tg_ddp_wait calls */
     uint64_t started_in_backward; /* bucket all-reduces started by the hook, during backward */
     uint64_t started_at_wait;     /* bucket all-reduces started by tg_ddp_wait */
+    uint64_t reduced_before_wait; /* bucket all-reduces complete when tg_ddp_wait was called:
+                                     wholly hidden behind backward */
+    uint64_t polls;               /* polls of the reductions from the tape's node hook */
     double wait_seconds;          /* time spent inside tg_ddp_wait */
 } tg_ddp_stats;
 tg_ddp_stats tg_ddp_get_stats(const tg_ddp *ddp);
-/* The parameters of bucket `b` (< stats.buckets) are list entries [*first, *last] walked
- * from *last down to *first (buckets hold the list in reverse order). */
-void tg_ddp_bucket_range(const tg_ddp *ddp, size_t b, size_t *first, size_t *last);
+/* The list entries of bucket `b` (< stats.buckets), *count of them, in the order they fill
+ * its buffer: at first the list's in reverse, from the end of the first step whose backward
+ * reported gradients on in the order that backward made them final (see above). Valid until
+ * the next tg_ddp_wait. */
+const size_t *tg_ddp_bucket_entries(const tg_ddp *ddp, size_t b, size_t *count);
 
 /* ---- sharded sampling (DistributedSampler) ----
  *

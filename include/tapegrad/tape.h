@@ -126,6 +126,18 @@ void tg_tape_backward_ex(tg_tape *tape, tg_tensor *out, const tg_backward_option
  * it. Without a hook, backward does no extra work. */
 typedef void (*tg_grad_hook_fn)(tg_tensor *leaf, void *ctx);
 void tg_tape_set_grad_hook(tg_tape *tape, tg_grad_hook_fn fn, void *ctx);
+/* A node hook: fn(tape, index, ctx) is called during every backward on this tape (whichever
+ * of the calls above runs it) after each node whose backward ran, with the node's index, once
+ * the gradient hooks of the leaves that node finished have run: a regular beat through the
+ * whole backward, for work that has to be moved on while backward computes (a non-blocking
+ * communication advances only when its library is called: data-parallel training polls its
+ * in-flight reductions from it, tapegrad/dist.h). The same rules as the gradient hook's: it
+ * must not record on this tape or run a backward; one per tape, setting one replaces the
+ * previous, fn NULL removes it. It is called once per node, however small, so one that
+ * costs more than a few nanoseconds should look at a clock and return early. tg_backward_
+ * options.after_node (for one call) runs right after the node's backward, before this. */
+typedef void (*tg_node_hook_fn)(const tg_tape *tape, size_t index, void *ctx);
+void tg_tape_set_node_hook(tg_tape *tape, tg_node_hook_fn fn, void *ctx);
 
 /* After backward, an intermediate keeps its gradient only if tg_tensor_retain_grad was
  * called on it (leaves always do). It holds the gradient of the last backward (PyTorch
