@@ -25,8 +25,10 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 TOL = 1e-9
@@ -44,7 +46,6 @@ def missing(why):
 
 try:
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 except ImportError:
     # Debian's python3-selenium is in the system Python; a python3 of one's own (pyenv, a
@@ -257,6 +258,69 @@ def screenshot(driver, path, width, height, anchor):
     print("wrote", path)
 
 
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, what, proc):
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not open 127.0.0.1:{port}")
+
+
+class Browser:
+    """Headless Chromium started here and driven through chromedriver, both on 127.0.0.1:
+    selenium's own launcher reaches both as "localhost", which a bare container without an
+    /etc/hosts cannot resolve."""
+
+    def __init__(self, chromium, chromedriver):
+        self.profile = tempfile.mkdtemp(prefix="tg_web_chromium.")
+        cdp, wd = free_port(), free_port()
+        self.procs = []
+        self.driver = None
+        try:
+            self.procs.append(subprocess.Popen(
+                [chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-dev-shm-usage", "--window-size=1280,800", "--hide-scrollbars",
+                 "--force-device-scale-factor=1", "--no-first-run",
+                 "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={cdp}",
+                 f"--user-data-dir={self.profile}", "about:blank"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_for_port(cdp, "chromium", self.procs[-1])
+            self.procs.append(subprocess.Popen([chromedriver, f"--port={wd}"],
+                                               stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL))
+            wait_for_port(wd, "chromedriver", self.procs[-1])
+            opts = webdriver.ChromeOptions()
+            opts.debugger_address = f"127.0.0.1:{cdp}"
+            opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+            self.driver = webdriver.Remote(command_executor=f"http://127.0.0.1:{wd}",
+                                           options=opts)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        if self.driver:
+            self.driver.quit()
+        for p in reversed(self.procs):
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--native", required=True, help="web/tg_web_native, built against tapegrad64")
@@ -281,12 +345,8 @@ def main():
     if not os.path.exists(chromedriver):
         missing("Debian's chromium-driver is not installed")
 
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1280,800", "--hide-scrollbars", "--force-device-scale-factor=1"):
-        opts.add_argument(a)
-    opts.binary_location = chromium
-    driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
+    browser = Browser(chromium, chromedriver)
+    driver = browser.driver
     checks = Checks()
     try:
         driver.get("file://" + os.path.join(src, "web", "index.html"))  # from disk, no server
@@ -316,7 +376,7 @@ def main():
         errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
         checks.ok(not errors, f"no errors in the browser's console: {errors}")
     finally:
-        driver.quit()
+        browser.close()
     print(f"max |web - native| over every value and gradient shown: {checks.max_diff:.3g} "
           f"(bound {TOL:g}); build {t_build:.1f} s, total {time.time() - t0:.1f} s")
     print(f"{checks.passed} passed, {checks.failed} failed")
