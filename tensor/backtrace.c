@@ -19,6 +19,7 @@ void tg_backtrace_print(FILE *out) { (void)out; }
 
 #include <dlfcn.h>
 #include <execinfo.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
