@@ -23,18 +23,20 @@
  * grad (and only when the tape records: no-grad and inference forwards save nothing). The
  * backward then adds them to the inputs' gradients (hands dX over when x has no gradient
  * yet): no second Z = X_c·Wᵀ, a third of the op's arithmetic. Same GEMMs, same order, into
- * zeroed buffers: the bits of recomputing.
+ * zeroed buffers: the bits of recomputing. (A recorded forward that no backward follows
+ * pays for the gradient; an evaluation runs with recording off.)
  *
  * The backward recomputes Z per chunk (the column on the right, in a scratch R × V buffer)
  * instead when the saved gradient does not apply: an upstream gradient other than exactly 1
  * (a scaled loss, a seed), reduction none, a second backward through a retained graph (the
- * saved one was used), or an input gradient that already holds something (accumulating
- * into it through the GEMMs is what gives today's bits; a sum of two totals would not).
+ * saved one was used), or an input gradient that already holds something (the GEMMs
+ * accumulating into it round otherwise than adding a finished sum to it would).
  *
  * Memory: R·V reals for the chunk (scratch, in the forward and in a recomputing backward)
  * and 2N for m and ls, instead of 2·N·V (logits and their gradient); the eager gradient
  * adds one V × in buffer (dW, the size of the weight) plus N × in for dX, which becomes
- * x's gradient instead of one the backward would allocate. */
+ * x's gradient instead of one the backward would allocate (bench/bench_lm's gru_lm, a
+ * 10,000-word vocabulary from 512 features: 20 MB for a step a quarter shorter). */
 #include "autograd/loss_internal.h"
 #include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
