@@ -40,17 +40,28 @@ typedef struct sublayer_fn {
     const tg_dropout_layer *drop;       /* on the sublayer's output */
 } sublayer_fn;
 
-/* SA(x) = attn(x, x, x), CA(x) = attn(x, mem, mem), FF(x) = linear2(dropout(act(linear1(x)))) */
+/* SA(x) = attn(x, x, x), CA(x) = attn(x, mem, mem), FF(x) = linear2(dropout(act(linear1(x)))).
+ * With relu, linear1, relu and dropout are one fused op that keeps only its output. */
 static tg_tensor *sublayer_apply(const sublayer_fn *f, const tg_transformer_options *o, tg_tape *t,
                                  tg_tensor *x) {
     if (f->attn) {
         tg_tensor *kv = f->mem ? f->mem : x;
         return tg_mha_forward(f->attn, t, x, kv, kv, f->masks, false).output;
     }
-    tg_tensor *h = tg_linear_forward(f->linear1, t, x);
-    h = o->activation == TG_ACTIVATION_GELU ? tg_gelu(t, h, TG_GELU_ERF) : tg_relu(t, h);
-    h = tg_dropout_forward(f->inner, t, h);
+    tg_tensor *h;
+    if (o->activation == TG_ACTIVATION_GELU) {
+        h = tg_gelu(t, tg_linear_forward(f->linear1, t, x), TG_GELU_ERF);
+        h = tg_dropout_forward(f->inner, t, h);
+    } else {
+        h = tg_linear_relu_dropout(t, x, f->linear1->weight, f->linear1->bias, f->inner->p,
+                                   f->inner->module.training, f->inner->rng);
+    }
     return tg_linear_forward(f->linear2, t, h);
+}
+
+/* x + dropout(y), fused: the dropped y is never stored */
+static tg_tensor *residual(const tg_dropout_layer *drop, tg_tape *t, tg_tensor *x, tg_tensor *y) {
+    return tg_dropout_add(t, x, y, drop->p, drop->module.training, drop->rng);
 }
 
 /* One sublayer with its residual and norm: post-norm  norm(x + dropout(f(x))),
@@ -58,11 +69,8 @@ static tg_tensor *sublayer_apply(const sublayer_fn *f, const tg_transformer_opti
 static tg_tensor *sublayer(const tg_transformer_options *o, tg_tape *t, tg_layernorm *norm,
                            tg_tensor *x, const sublayer_fn *f) {
     if (o->norm_first)
-        return tg_add(t, x,
-                      tg_dropout_forward(
-                          f->drop, t, sublayer_apply(f, o, t, tg_layernorm_forward(norm, t, x))));
-    return tg_layernorm_forward(
-        norm, t, tg_add(t, x, tg_dropout_forward(f->drop, t, sublayer_apply(f, o, t, x))));
+        return residual(f->drop, t, x, sublayer_apply(f, o, t, tg_layernorm_forward(norm, t, x)));
+    return tg_layernorm_forward(norm, t, residual(f->drop, t, x, sublayer_apply(f, o, t, x)));
 }
 
 /* ---- encoder layer ---- */
