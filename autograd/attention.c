@@ -78,7 +78,14 @@ static void sdpa_heads_of(const sdpa_job *j, int64_t w, int64_t *b0, int64_t *b1
 TG_VEC_KERNEL static void sdpa_drop(const sdpa_job *j, int64_t b, const tg_real *restrict src,
                                     tg_real *restrict dst) {
     const int64_t LS = j->L * j->S, base = b * LS;
-    for (int64_t i = 0; i < LS; i++) dst[i] = src[i] * tg_dropout_factor(&j->key, base + i);
+    const tg_dropout_key key = j->key;
+    for (int64_t p0 = base; p0 < base + LS;) {
+        const int64_t end = tg_dropout_piece_end(p0, base + LS);
+        const uint32_t k1 = tg_dropout_piece_k1(&key, p0);
+        for (int64_t i = p0; i < end; i++)
+            dst[i - base] = src[i - base] * tg_dropout_factor_lo(&key, k1, (uint32_t)i);
+        p0 = end;
+    }
 }
 
 TG_VEC_KERNEL static void sdpa_forward_heads(int64_t w0, int64_t w1, void *ctx) {

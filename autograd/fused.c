@@ -46,17 +46,29 @@ TG_VEC_KERNEL static void lrd_forward_range(int64_t i0, int64_t i1, void *ctx) {
     const lrd_job *j = ctx;
     tg_real *restrict y = j->y;
     for (int64_t i = i0; i < i1; i++) y[i] = y[i] < 0 ? (tg_real)0 : y[i]; /* tg_relu's */
-    if (j->drop)
-        for (int64_t i = i0; i < i1; i++) y[i] = y[i] * tg_dropout_factor(&j->key, i);
+    const tg_dropout_key key = j->key;
+    for (int64_t p0 = i0; j->drop && p0 < i1;) {
+        const int64_t end = tg_dropout_piece_end(p0, i1);
+        const uint32_t k1 = tg_dropout_piece_k1(&key, p0);
+        for (int64_t i = p0; i < end; i++)
+            y[i] = y[i] * tg_dropout_factor_lo(&key, k1, (uint32_t)i);
+        p0 = end;
+    }
 }
 
 TG_VEC_KERNEL static void lrd_backward_range(int64_t i0, int64_t i1, void *ctx) {
     const lrd_job *j = ctx;
     const tg_real *restrict y = j->y, *restrict g = j->g;
     tg_real *restrict dh = j->dh;
+    const tg_dropout_key key = j->key;
     if (j->drop)
-        for (int64_t i = i0; i < i1; i++)
-            dh[i] = y[i] > 0 ? g[i] * tg_dropout_factor(&j->key, i) : (tg_real)0;
+        for (int64_t p0 = i0; p0 < i1;) {
+            const int64_t end = tg_dropout_piece_end(p0, i1);
+            const uint32_t k1 = tg_dropout_piece_k1(&key, p0);
+            for (int64_t i = p0; i < end; i++)
+                dh[i] = y[i] > 0 ? g[i] * tg_dropout_factor_lo(&key, k1, (uint32_t)i) : (tg_real)0;
+            p0 = end;
+        }
     else
         for (int64_t i = i0; i < i1; i++) dh[i] = y[i] > 0 ? g[i] : (tg_real)0;
 }
@@ -126,8 +138,15 @@ TG_VEC_KERNEL static void dadd_forward_range(int64_t i0, int64_t i1, void *ctx) 
     const dadd_job *j = ctx;
     const tg_real *restrict x = j->x, *restrict r = j->r;
     tg_real *restrict y = j->y;
+    const tg_dropout_key key = j->key;
     if (j->drop)
-        for (int64_t i = i0; i < i1; i++) y[i] = x[i] + r[i] * tg_dropout_factor(&j->key, i);
+        for (int64_t p0 = i0; p0 < i1;) {
+            const int64_t end = tg_dropout_piece_end(p0, i1);
+            const uint32_t k1 = tg_dropout_piece_k1(&key, p0);
+            for (int64_t i = p0; i < end; i++)
+                y[i] = x[i] + r[i] * tg_dropout_factor_lo(&key, k1, (uint32_t)i);
+            p0 = end;
+        }
     else
         for (int64_t i = i0; i < i1; i++) y[i] = x[i] + r[i];
 }
