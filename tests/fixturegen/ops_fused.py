@@ -1,6 +1,7 @@
 """The fused transformer-layer ops without dropout (PyTorch's dropout masks cannot be
 matched): F.relu(F.linear(x, weight, bias)) as tg_linear_relu_dropout computes it, and the
-residual x + r of tg_dropout_add. x is (T, B, in) as a sequence-first layer's input."""
+residual x + F.linear(a, weight, bias) of tg_linear_dropout_add. x (and a) are (T, B, features)
+as a sequence-first layer's input."""
 
 import torch.nn.functional as F
 
@@ -19,8 +20,14 @@ for _bias in (True, False):
     fixture(f"op_linear_relu_dropout_{'bias' if _bias else 'nobias'}")(_lrd)
 
 
-@fixture("op_dropout_add")
-def _dropout_add():
-    def fn(x, r):
-        return x + F.dropout(r, p=0.0)
-    return op_case(fn, {"x": randn(3, 4, 5), "r": randn(3, 4, 5)}, meta_str(op="dropout_add"))
+for _bias in (True, False):
+    def _lda(bias=_bias):
+        T, B, IN, OUT = 3, 4, 6, 5
+        inputs = {"x": randn(T, B, OUT), "a": randn(T, B, IN), "weight": randn(OUT, IN, std=0.5)}
+        if bias:
+            inputs["bias"] = randn(OUT, std=0.5)
+
+        def fn(x, a, weight, bias=None):
+            return x + F.dropout(F.linear(a, weight, bias), p=0.0)
+        return op_case(fn, inputs, meta_str(op="linear_dropout_add", bias=bias))
+    fixture(f"op_linear_dropout_add_{'bias' if _bias else 'nobias'}")(_lda)
