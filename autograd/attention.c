@@ -43,18 +43,21 @@ void tg_mha_masks_check(const char *op, const tg_mha_masks *masks, int64_t N, in
  * Backward, from do_b:
  *   dv_b += A_bᵀ do_b,  dA_b = do_b v_bᵀ,  dP_b = dA_b ⊙ M_b,
  *   dS_b = P_b ⊙ (dP_b − rowsum(dP_b ⊙ P_b)),  dq_b += α dS_b k_b,  dk_b += α dS_bᵀ q_b.
- * Threads split the heads b; every head writes only its own columns, so results do not
- * depend on the thread count. P (and A when dropout is on) are kept for the backward. */
+ * Only P is kept for the backward (B·L·S values): S_b, A_b, dA_b and dS_b live one head at
+ * a time in a worker's scratch, A_b recomputed from P_b and the dropout key (a pure
+ * function of the element index). The heads are split into one contiguous range per
+ * worker; every head writes only its own columns, so results do not depend on the split. */
 typedef struct sdpa_job {
     const tg_real *q, *k, *v, *am, *kpm;
     int64_t off[3], w[3];             /* column offsets of q, k, v; row widths of their tensors */
     int64_t N, L, S, h, d, am_stride; /* am_stride: L·S for a per-head mask, else 0 */
+    int64_t workers;                  /* head ranges, each with `per_worker`·L·S of scratch */
     bool batch_first, am_bool, kpm_bool, drop;
     tg_real alpha;
     tg_dropout_key key;
-    tg_real *scores, *P, *A, *out;   /* forward */
-    const tg_real *dout;             /* backward */
-    tg_real *dq, *dk, *dv, *dA, *dS; /* (dA, dS: scratch, like P) */
+    tg_real *P, *out, *scratch; /* forward (scratch: the workers', rewound with the arena) */
+    const tg_real *dout;        /* backward */
+    tg_real *dq, *dk, *dv;
 } sdpa_job;
 
 /* Offset of position 0 of batch n, and the stride between positions, in a tensor with
@@ -64,63 +67,97 @@ static int64_t sdpa_base(const sdpa_job *j, int64_t n, int64_t len, int64_t w) {
 }
 static int64_t sdpa_ld(const sdpa_job *j, int64_t w) { return j->batch_first ? w : j->N * w; }
 
-TG_VEC_KERNEL static void sdpa_forward_heads(int64_t b0, int64_t b1, void *ctx) {
-    const sdpa_job *j = ctx;
-    const int64_t L = j->L, S = j->S, d = j->d, E = j->h * d;
-    for (int64_t b = b0; b < b1; b++) {
-        const int64_t n = b / j->h, c = (b % j->h) * d;
-        const tg_real *q = j->q + sdpa_base(j, n, L, j->w[0]) + j->off[0] + c;
-        const tg_real *k = j->k + sdpa_base(j, n, S, j->w[1]) + j->off[1] + c;
-        const tg_real *v = j->v + sdpa_base(j, n, S, j->w[2]) + j->off[2] + c;
-        tg_real *sc = j->scores + b * L * S, *P = j->P + b * L * S, *A = j->A + b * L * S;
-        tg_gemm(false, true, L, S, d, j->alpha, q, sdpa_ld(j, j->w[0]), k, sdpa_ld(j, j->w[1]), 0,
-                sc, S);
-        for (int64_t l = 0; l < L; l++) {
-            tg_real *row = sc + l * S;
-            if (j->am) {
-                const tg_real *m = j->am + (j->am_stride ? b * j->am_stride : 0) + l * S;
-                for (int64_t s = 0; s < S; s++)
-                    row[s] = j->am_bool ? (m[s] != 0 ? -INFINITY : row[s]) : row[s] + m[s];
-            }
-            if (j->kpm) {
-                const tg_real *m = j->kpm + n * S;
-                for (int64_t s = 0; s < S; s++)
-                    row[s] = j->kpm_bool ? (m[s] != 0 ? -INFINITY : row[s]) : row[s] + m[s];
-            }
-            tg_vsoftmax_row(row, P + l * S, S);
-        }
-        if (j->drop) tg_dropout_apply(&j->key, j->P, j->A, b * L * S, (b + 1) * L * S, false);
-        tg_gemm(false, false, L, d, S, 1, A, S, v, sdpa_ld(j, j->w[2]), 0,
-                j->out + sdpa_base(j, n, L, E) + c, sdpa_ld(j, E));
+/* Worker w's heads [b0, b1): an even split of the N·heads heads. */
+static void sdpa_heads_of(const sdpa_job *j, int64_t w, int64_t *b0, int64_t *b1) {
+    const int64_t B = j->N * j->h;
+    *b0 = B * w / j->workers, *b1 = B * (w + 1) / j->workers;
+}
+
+/* dst = src ⊙ M for the L·S elements of head b (the mask at flat indices b·L·S + i, as the
+ * forward drew it). */
+TG_VEC_KERNEL static void sdpa_drop(const sdpa_job *j, int64_t b, const tg_real *restrict src,
+                                    tg_real *restrict dst) {
+    const int64_t LS = j->L * j->S, base = b * LS;
+    const tg_dropout_key key = j->key;
+    for (int64_t p0 = base; p0 < base + LS;) {
+        const int64_t end = tg_dropout_piece_end(p0, base + LS);
+        const uint32_t k1 = tg_dropout_piece_k1(&key, p0);
+        for (int64_t i = p0; i < end; i++)
+            dst[i - base] = src[i - base] * tg_dropout_factor_lo(&key, k1, (uint32_t)i);
+        p0 = end;
     }
 }
 
-TG_VEC_KERNEL static void sdpa_backward_heads(int64_t b0, int64_t b1, void *ctx) {
+TG_VEC_KERNEL static void sdpa_forward_heads(int64_t w0, int64_t w1, void *ctx) {
+    const sdpa_job *j = ctx;
+    const int64_t L = j->L, S = j->S, d = j->d, E = j->h * d;
+    for (int64_t w = w0; w < w1; w++) {
+        int64_t b0, b1;
+        sdpa_heads_of(j, w, &b0, &b1);
+        tg_real *sc = j->scratch + w * 2 * L * S, *A = sc + L * S;
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t n = b / j->h, c = (b % j->h) * d;
+            const tg_real *q = j->q + sdpa_base(j, n, L, j->w[0]) + j->off[0] + c;
+            const tg_real *k = j->k + sdpa_base(j, n, S, j->w[1]) + j->off[1] + c;
+            const tg_real *v = j->v + sdpa_base(j, n, S, j->w[2]) + j->off[2] + c;
+            tg_real *P = j->P + b * L * S;
+            tg_gemm(false, true, L, S, d, j->alpha, q, sdpa_ld(j, j->w[0]), k, sdpa_ld(j, j->w[1]),
+                    0, sc, S);
+            for (int64_t l = 0; l < L; l++) {
+                tg_real *row = sc + l * S;
+                if (j->am) {
+                    const tg_real *m = j->am + (j->am_stride ? b * j->am_stride : 0) + l * S;
+                    for (int64_t s = 0; s < S; s++)
+                        row[s] = j->am_bool ? (m[s] != 0 ? -INFINITY : row[s]) : row[s] + m[s];
+                }
+                if (j->kpm) {
+                    const tg_real *m = j->kpm + n * S;
+                    for (int64_t s = 0; s < S; s++)
+                        row[s] = j->kpm_bool ? (m[s] != 0 ? -INFINITY : row[s]) : row[s] + m[s];
+                }
+                tg_vsoftmax_row(row, P + l * S, S);
+            }
+            if (j->drop) sdpa_drop(j, b, P, A);
+            tg_gemm(false, false, L, d, S, 1, j->drop ? A : P, S, v, sdpa_ld(j, j->w[2]), 0,
+                    j->out + sdpa_base(j, n, L, E) + c, sdpa_ld(j, E));
+        }
+    }
+}
+
+TG_VEC_KERNEL static void sdpa_backward_heads(int64_t w0, int64_t w1, void *ctx) {
     const sdpa_job *j = ctx;
     const int64_t L = j->L, S = j->S, d = j->d, E = j->h * d;
     const int64_t ldq = sdpa_ld(j, j->w[0]), ldk = sdpa_ld(j, j->w[1]), ldv = sdpa_ld(j, j->w[2]);
-    for (int64_t b = b0; b < b1; b++) {
-        const int64_t n = b / j->h, c = (b % j->h) * d;
-        const int64_t qo = sdpa_base(j, n, L, j->w[0]) + j->off[0] + c,
-                      ko = sdpa_base(j, n, S, j->w[1]) + j->off[1] + c,
-                      vo = sdpa_base(j, n, S, j->w[2]) + j->off[2] + c;
-        const tg_real *dout = j->dout + sdpa_base(j, n, L, E) + c;
-        const tg_real *P = j->P + b * L * S, *A = j->A + b * L * S;
-        tg_real *dA = j->dA + b * L * S, *dS = j->dS + b * L * S;
-        if (j->dv) tg_gemm(true, false, S, d, L, 1, A, S, dout, sdpa_ld(j, E), 1, j->dv + vo, ldv);
-        if (!j->dq && !j->dk) continue;
-        tg_gemm(false, true, L, S, d, 1, dout, sdpa_ld(j, E), j->v + vo, ldv, 0, dA, S);
-        tg_real *dP = dA, *g = dS; /* dP = dA ⊙ M, then g = dS */
-        if (j->drop) {
-            tg_dropout_apply(&j->key, j->dA, j->dS, b * L * S, (b + 1) * L * S, false);
-            dP = dS, g = dA;
+    for (int64_t w = w0; w < w1; w++) {
+        int64_t b0, b1;
+        sdpa_heads_of(j, w, &b0, &b1);
+        tg_real *A = j->scratch + w * 3 * L * S, *dA = A + L * S, *dS = dA + L * S;
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t n = b / j->h, c = (b % j->h) * d;
+            const int64_t qo = sdpa_base(j, n, L, j->w[0]) + j->off[0] + c,
+                          ko = sdpa_base(j, n, S, j->w[1]) + j->off[1] + c,
+                          vo = sdpa_base(j, n, S, j->w[2]) + j->off[2] + c;
+            const tg_real *dout = j->dout + sdpa_base(j, n, L, E) + c;
+            const tg_real *P = j->P + b * L * S;
+            if (j->dv) {
+                if (j->drop) sdpa_drop(j, b, P, A);
+                tg_gemm(true, false, S, d, L, 1, j->drop ? A : P, S, dout, sdpa_ld(j, E), 1,
+                        j->dv + vo, ldv);
+            }
+            if (!j->dq && !j->dk) continue;
+            tg_gemm(false, true, L, S, d, 1, dout, sdpa_ld(j, E), j->v + vo, ldv, 0, dA, S);
+            tg_real *dP = dA, *g = dS; /* dP = dA ⊙ M, then g = dS */
+            if (j->drop) {
+                sdpa_drop(j, b, dA, dS);
+                dP = dS, g = dA;
+            }
+            for (int64_t l = 0; l < L; l++)
+                tg_vsoftmax_row_backward(P + l * S, dP + l * S, g + l * S, S, false);
+            if (j->dq)
+                tg_gemm(false, false, L, d, S, j->alpha, g, S, j->k + ko, ldk, 1, j->dq + qo, ldq);
+            if (j->dk)
+                tg_gemm(true, false, S, d, L, j->alpha, g, S, j->q + qo, ldq, 1, j->dk + ko, ldk);
         }
-        for (int64_t l = 0; l < L; l++)
-            tg_vsoftmax_row_backward(P + l * S, dP + l * S, g + l * S, S, false);
-        if (j->dq)
-            tg_gemm(false, false, L, d, S, j->alpha, g, S, j->k + ko, ldk, 1, j->dq + qo, ldq);
-        if (j->dk)
-            tg_gemm(true, false, S, d, L, j->alpha, g, S, j->q + qo, ldq, 1, j->dk + ko, ldk);
     }
 }
 static void sdpa_backward(tg_tape *tape, tg_node *node) {
@@ -129,10 +166,8 @@ static void sdpa_backward(tg_tape *tape, tg_node *node) {
     j.dq = tg_tape_grad(tape, node->in[0]);
     j.dk = tg_tape_grad(tape, node->in[1]);
     j.dv = tg_tape_grad(tape, node->in[2]);
-    const int64_t B = j.N * j.h, LS = j.L * j.S;
-    j.dA = tg_tape_alloc(tape, (size_t)(2 * B * LS) * sizeof(tg_real));
-    j.dS = j.dA + B * LS;
-    tg_parallel_for(B, B * LS * j.d >= (1 << 16) ? 1 : B, sdpa_backward_heads, &j);
+    j.scratch = tg_tape_alloc(tape, (size_t)(3 * j.workers * j.L * j.S) * sizeof(tg_real));
+    tg_parallel_for(j.workers, 1, sdpa_backward_heads, &j);
 }
 
 /* q, k, v are 3-D, agree on the batch (and k, v on the source length), and hold their heads'
@@ -196,14 +231,19 @@ tg_tensor *tg_mha_attention(tg_tape *t, tg_tensor *q, tg_tensor *k, tg_tensor *v
     if (j.drop) j.key = tg_dropout_key_draw(NULL, (double)dropout);
     tg_tensor *out = tg_tape_tensor(t, TG_SHAPE(q->shape[0], q->shape[1], h * d));
     j.out = out->data;
-    j.scores = tg_tape_alloc(t, (size_t)((j.drop ? 3 : 2) * B * LS) * sizeof(tg_real));
-    j.P = j.scores + B * LS;
-    j.A = j.drop ? j.P + B * LS : j.P;
-    tg_parallel_for(B, B * LS * d >= (1 << 16) ? 1 : B, sdpa_forward_heads, &j);
+    j.P = tg_tape_alloc(t, (size_t)(B * LS) * sizeof(tg_real));
+    /* one worker per thread (at most one per head), when the heads are worth threads */
+    const int64_t threads = tg_get_num_threads();
+    j.workers = B * LS * d < (1 << 16) ? 1 : threads < B ? threads : B;
+    tg_arena *arena = tg_tape_arena(t);
+    const tg_arena_mark mark = tg_arena_get_mark(arena);
+    j.scratch = tg_tape_alloc(t, (size_t)(2 * j.workers * LS) * sizeof(tg_real));
+    tg_parallel_for(j.workers, 1, sdpa_forward_heads, &j);
+    tg_arena_rewind(arena, mark);
     tg_node *node = tg_tape_record(t, "mha_attention", sdpa_backward, 3, (tg_tensor *[]){q, k, v},
                                    1, (tg_tensor *[]){out});
     if (node) {
-        j.scores = NULL, j.out = NULL;
+        j.scratch = NULL, j.out = NULL;
         node->saved = tg_tape_alloc(t, sizeof j);
         memcpy(node->saved, &j, sizeof j);
     }

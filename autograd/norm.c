@@ -3,7 +3,11 @@
  * x is seen as R rows of M elements (M = the product of the last norm_ndim dims). Per row:
  *   μ = (1/M) Σ x_j,  σ² = (1/M) Σ (x_j − μ)²  (biased),  r = 1/sqrt(σ² + eps),
  *   x̂_j = (x_j − μ)·r,  y_j = x̂_j·γ_j + β_j   (γ = 1, β = 0 when weight/bias are NULL).
- * Forward keeps μ and r per row; backward recomputes x̂ from them. */
+ * Forward keeps μ and r per row; backward recomputes x̂ from them. The row sums run in
+ * float64, in TG_VLANES interleaved lanes combined in lane order (a fixed order, whatever
+ * the thread count, that vectorises). */
+#include "tensor/vmath.h"
+
 #include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
 
@@ -27,18 +31,57 @@ typedef struct norm_ctx {
     double eps;
 } norm_ctx;
 
-static void dx_rows(int64_t begin, int64_t end, void *p) {
+/* Σ_l lanes[l] in lane order */
+static inline double lanes_total(const double *lanes) {
+    double s = lanes[0];
+    for (int l = 1; l < TG_VLANES; l++) s += lanes[l];
+    return s;
+}
+
+/* Σ_j x_j and Σ_j (x_j − mean)² of a row with the mean taken from the first sum. */
+static inline void row_moments(const tg_real *restrict x, int64_t M, double *mean, double *ss) {
+    enum { L = TG_VLANES };
+    double s[L] = {0}, q[L] = {0};
+    int64_t j = 0;
+    for (; j + L <= M; j += L)
+        for (int l = 0; l < L; l++) s[l] += (double)x[j + l];
+    for (int l = 0; j + l < M; l++) s[l] += (double)x[j + l];
+    const double m = lanes_total(s) / (double)M;
+    for (j = 0; j + L <= M; j += L)
+        for (int l = 0; l < L; l++) q[l] += ((double)x[j + l] - m) * ((double)x[j + l] - m);
+    for (int l = 0; j + l < M; l++) q[l] += ((double)x[j + l] - m) * ((double)x[j + l] - m);
+    *mean = m, *ss = lanes_total(q);
+}
+
+/* Σ_j g_j and Σ_j g_j x̂_j of a row, g = dy ⊙ γ (γ NULL: 1), x̂ = (x − μ)·r. */
+static inline void row_grad_sums(const tg_real *restrict x, const tg_real *restrict dy,
+                                 const tg_real *restrict gamma, tg_real mu, tg_real r, int64_t M,
+                                 double *sg, double *sgx) {
+    enum { L = TG_VLANES };
+    double a[L] = {0}, b[L] = {0};
+    int64_t j = 0;
+    for (; j + L <= M; j += L)
+        for (int l = 0; l < L; l++) {
+            const tg_real g = gamma ? dy[j + l] * gamma[j + l] : dy[j + l];
+            a[l] += (double)g;
+            b[l] += (double)g * (double)((x[j + l] - mu) * r);
+        }
+    for (int l = 0; j + l < M; l++) {
+        const tg_real g = gamma ? dy[j + l] * gamma[j + l] : dy[j + l];
+        a[l] += (double)g;
+        b[l] += (double)g * (double)((x[j + l] - mu) * r);
+    }
+    *sg = lanes_total(a), *sgx = lanes_total(b);
+}
+
+TG_VEC_KERNEL static void dx_rows(int64_t begin, int64_t end, void *p) {
     const norm_ctx *c = p;
     const int64_t M = c->M;
     for (int64_t row = begin; row < end; row++) {
-        const tg_real *xr = c->x + row * M, *dyr = c->dy + row * M;
+        const tg_real *restrict xr = c->x + row * M, *restrict dyr = c->dy + row * M;
         const tg_real mu = c->sv->mu[row], r = c->sv->r[row];
-        double sg = 0, sgx = 0;
-        for (int64_t j = 0; j < M; j++) {
-            const tg_real g = c->gamma ? dyr[j] * c->gamma[j] : dyr[j];
-            sg += (double)g;
-            sgx += (double)g * (double)((xr[j] - mu) * r);
-        }
+        double sg, sgx;
+        row_grad_sums(xr, dyr, c->gamma, mu, r, M, &sg, &sgx);
         const tg_real a = (tg_real)(sg / (double)M), b = (tg_real)(sgx / (double)M);
         tg_real *dxr = c->dx + row * M;
         for (int64_t j = 0; j < M; j++) {
@@ -49,7 +92,7 @@ static void dx_rows(int64_t begin, int64_t end, void *p) {
 }
 
 /* column sums over all R rows (in order), COL_CHUNK columns per task */
-static void affine_grad_chunks(int64_t begin, int64_t end, void *p) {
+TG_VEC_KERNEL static void affine_grad_chunks(int64_t begin, int64_t end, void *p) {
     const norm_ctx *c = p;
     const int64_t M = c->M, R = c->R;
     for (int64_t k = begin; k < end; k++) {
@@ -93,15 +136,13 @@ static void layer_norm_backward(tg_tape *tape, tg_node *node) {
     }
 }
 
-static void forward_rows(int64_t begin, int64_t end, void *p) {
+TG_VEC_KERNEL static void forward_rows(int64_t begin, int64_t end, void *p) {
     const norm_ctx *c = p;
     const int64_t M = c->M;
     for (int64_t row = begin; row < end; row++) {
         const tg_real *xr = c->x + row * M;
-        double s = 0, ss = 0;
-        for (int64_t j = 0; j < M; j++) s += (double)xr[j];
-        const double mean = s / (double)M;
-        for (int64_t j = 0; j < M; j++) ss += ((double)xr[j] - mean) * ((double)xr[j] - mean);
+        double mean, ss;
+        row_moments(xr, M, &mean, &ss);
         const tg_real mu = (tg_real)mean, r = (tg_real)(1.0 / sqrt(ss / (double)M + c->eps));
         c->sv->mu[row] = mu, c->sv->r[row] = r;
         tg_real *yr = c->y + row * M;

@@ -1,7 +1,8 @@
 /* bench/bench_transformer.c — the Transformer tutorial's TransformerModel (shared Embedding,
  * encoder and decoder stacks, Linear to the vocabulary; sequence-first, post-norm, relu, dropout
  * 0.1 in training, causal target mask). A training step is forward, cross entropy over all T·N
- * outputs, backward, Adam step.
+ * outputs (the output layer and the loss as one op, tg_transformer_model_loss), backward, Adam
+ * step.
  *
  *   bench_transformer [--threads N] [--quick] [--vocab V] [--d-model D] [--heads H] [--ff F]
  *                     [--enc-layers L] [--dec-layers L] [--src S] [--tgt T] [--batch N]
@@ -23,9 +24,8 @@ typedef struct ctx {
 static double step(void *p) {
     ctx *c = p;
     const int b = (int)(c->step++ % NBATCH);
-    tg_tensor *out = tg_transformer_model_forward(c->m, c->tape, c->src[b], c->tgt_in[b]);
-    tg_tensor *logits = tg_reshape(c->tape, out, TG_SHAPE(-1, c->V));
-    tg_tensor *loss = tg_cross_entropy(c->tape, logits, c->tgt_out[b]);
+    tg_tensor *loss =
+        tg_transformer_model_loss(c->m, c->tape, c->src[b], c->tgt_in[b], c->tgt_out[b], NULL);
     return bench_step_end(c->tape, loss, c->opt);
 }
 

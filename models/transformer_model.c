@@ -67,17 +67,13 @@ static tg_tensor *causal_mask(tg_tape *t, int64_t n) {
     return mask;
 }
 
-tg_tensor *tg_transformer_model_forward(tg_transformer_model *m, tg_tape *t, const tg_index *src,
-                                        const tg_index *tgt) {
-    TG_CHECK_ARG(m);
-    TG_CHECK_ARG(t);
-    TG_CHECK_INDEX_INPUT(t, src);
-    TG_CHECK_INDEX_INPUT(t, tgt);
+/* The forward up to the decoder's output (T, N, d_model): everything but self.linear. */
+static tg_tensor *transformer_body(const char *fn, tg_transformer_model *m, tg_tape *t,
+                                   const tg_index *src, const tg_index *tgt) {
     char a[96], b[96];
     if (src->ndim != 2 || tgt->ndim != 2 || src->shape[1] != tgt->shape[1])
-        tg_fail("tg_transformer_model_forward: src %s and tgt %s must be (S, N) and (T, N) token "
-                "ids with the same batch N",
-                tg_shape_format(src->ndim, src->shape, a, sizeof a),
+        tg_fail("%s: src %s and tgt %s must be (S, N) and (T, N) token ids with the same batch N",
+                fn, tg_shape_format(src->ndim, src->shape, a, sizeof a),
                 tg_shape_format(tgt->ndim, tgt->shape, b, sizeof b));
     const tg_mha_masks tgt_masks = {.attn_mask = m->causal ? causal_mask(t, tgt->shape[0]) : NULL};
     /* src = self.embedding(src); tgt = self.embedding(tgt) */
@@ -86,7 +82,29 @@ tg_tensor *tg_transformer_model_forward(tg_transformer_model *m, tg_tape *t, con
     /* src = self.encoder(src) */
     x = tg_transformer_encoder_forward(m->encoder, t, x, NULL);
     /* tgt = self.decoder(tgt, src, tgt_mask=tgt_mask) */
-    y = tg_transformer_decoder_forward(m->decoder, t, y, x, &tgt_masks, NULL);
+    return tg_transformer_decoder_forward(m->decoder, t, y, x, &tgt_masks, NULL);
+}
+
+tg_tensor *tg_transformer_model_forward(tg_transformer_model *m, tg_tape *t, const tg_index *src,
+                                        const tg_index *tgt) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_ARG(t);
+    TG_CHECK_INDEX_INPUT(t, src);
+    TG_CHECK_INDEX_INPUT(t, tgt);
+    tg_tensor *y = transformer_body(__func__, m, t, src, tgt);
     /* output = self.linear(tgt) */
     return tg_linear_forward(m->linear, t, y); /* (T, N, vocab) */
+}
+
+tg_tensor *tg_transformer_model_loss(tg_transformer_model *m, tg_tape *t, const tg_index *src,
+                                     const tg_index *tgt, const tg_index *targets,
+                                     const tg_loss_options *opts) {
+    TG_CHECK_ARG(m);
+    TG_CHECK_ARG(t);
+    TG_CHECK_INDEX_INPUT(t, src);
+    TG_CHECK_INDEX_INPUT(t, tgt);
+    TG_CHECK_INDEX_INPUT(t, targets);
+    tg_tensor *y = transformer_body(__func__, m, t, src, tgt);
+    /* F.cross_entropy(self.linear(tgt).view(-1, V), targets), without the logits */
+    return tg_linear_cross_entropy(t, y, m->linear->weight, m->linear->bias, targets, opts);
 }

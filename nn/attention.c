@@ -222,10 +222,12 @@ static tg_tensor *apply_masks(const tg_mha *m, tg_tape *t, tg_tensor *scores, in
     return scores;
 }
 
-/* The forward of both entry points (fn, the one called, names the argument errors). */
-static tg_mha_output mha_forward(const char *fn, tg_mha *m, tg_tape *t, tg_tensor *query,
-                                 tg_tensor *key, tg_tensor *value, const tg_mha_masks *masks,
-                                 bool need_weights, bool average_attn_weights) {
+/* The forward of every entry point up to the out_proj: the heads concatenated, (L, N, E) or
+ * (N, L, E), and with need_weights the weights into *weights (fn, the one called, names the
+ * argument errors). */
+static tg_tensor *mha_heads(const char *fn, tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
+                            tg_tensor *value, const tg_mha_masks *masks, bool need_weights,
+                            bool average_attn_weights, tg_tensor **weights) {
     if (!m) tg_fail_null_argument(fn, "m");
     tg_tape_check_op(t, fn, "t", "query, key, value", 3,
                      (const tg_tensor *const[]){query, key, value});
@@ -264,8 +266,7 @@ static tg_mha_output mha_forward(const char *fn, tg_mha *m, tg_tape *t, tg_tenso
     if (fused) {
         const tg_mha_layout layout = {
             m->num_heads, m->head_dim, {off[0], off[1], off[2]}, m->batch_first};
-        tg_tensor *o = tg_mha_attention(t, qkv[0], qkv[1], qkv[2], &layout, &padded, p_drop);
-        return (tg_mha_output){.output = tg_linear_forward(m->out_proj, t, o)};
+        return tg_mha_attention(t, qkv[0], qkv[1], qkv[2], &layout, &padded, p_drop);
     }
     /* The composite path (the weights are wanted, or a mask needs a gradient): q, k, v split
      * into heads; scores = (q / √d)·kᵀ + mask;  A = softmax over the source positions */
@@ -275,15 +276,28 @@ static tg_mha_output mha_forward(const char *fn, tg_mha *m, tg_tape *t, tg_tenso
     tg_tensor *scores = apply_masks(m, t, tg_matmul_t(t, q, k, false, true), N, &padded);
     tg_tensor *A = tg_softmax(t, scores, -1);
     A = tg_dropout(t, A, m->dropout, m->module.training, NULL);
-    /* heads concatenated, then the output projection */
-    tg_tensor *o = merge_heads(m, t, tg_matmul(t, A, v), N);
-    tg_mha_output out = {.output = tg_linear_forward(m->out_proj, t, o)};
+    tg_tensor *o = merge_heads(m, t, tg_matmul(t, A, v), N); /* the heads concatenated */
     if (need_weights) {
-        out.weights = tg_reshape(t, A, TG_SHAPE(N, m->num_heads, A->shape[1], A->shape[2]));
-        if (average_attn_weights)
-            out.weights = tg_mean_dim(t, out.weights, 1, false); /* (N, L, S) */
+        *weights = tg_reshape(t, A, TG_SHAPE(N, m->num_heads, A->shape[1], A->shape[2]));
+        if (average_attn_weights) *weights = tg_mean_dim(t, *weights, 1, false); /* (N, L, S) */
     }
+    return o;
+}
+
+/* The heads, then the output projection. */
+static tg_mha_output mha_forward(const char *fn, tg_mha *m, tg_tape *t, tg_tensor *query,
+                                 tg_tensor *key, tg_tensor *value, const tg_mha_masks *masks,
+                                 bool need_weights, bool average_attn_weights) {
+    tg_mha_output out = {0};
+    tg_tensor *o = mha_heads(fn, m, t, query, key, value, masks, need_weights, average_attn_weights,
+                             &out.weights);
+    out.output = tg_linear_forward(m->out_proj, t, o);
     return out;
+}
+
+tg_tensor *tg_mha_forward_heads(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
+                                tg_tensor *value, const tg_mha_masks *masks) {
+    return mha_heads(__func__, m, t, query, key, value, masks, false, false, NULL);
 }
 
 tg_mha_output tg_mha_forward_with(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,

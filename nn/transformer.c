@@ -40,29 +40,41 @@ typedef struct sublayer_fn {
     const tg_dropout_layer *drop;       /* on the sublayer's output */
 } sublayer_fn;
 
-/* SA(x) = attn(x, x, x), CA(x) = attn(x, mem, mem), FF(x) = linear2(dropout(act(linear1(x)))) */
+/* The sublayer functions up to their last linear, which `last` is set to:
+ *   SA(x) = out_proj(attn(x, x, x)),  CA(x) = out_proj(attn(x, mem, mem)),
+ *   FF(x) = linear2(dropout(act(linear1(x)))).
+ * With relu, linear1, relu and dropout are one fused op that keeps only its output. */
 static tg_tensor *sublayer_apply(const sublayer_fn *f, const tg_transformer_options *o, tg_tape *t,
-                                 tg_tensor *x) {
+                                 tg_tensor *x, tg_linear_layer **last) {
     if (f->attn) {
         tg_tensor *kv = f->mem ? f->mem : x;
-        return tg_mha_forward(f->attn, t, x, kv, kv, f->masks, false).output;
+        *last = f->attn->out_proj;
+        return tg_mha_forward_heads(f->attn, t, x, kv, kv, f->masks);
     }
-    tg_tensor *h = tg_linear_forward(f->linear1, t, x);
-    h = o->activation == TG_ACTIVATION_GELU ? tg_gelu(t, h, TG_GELU_ERF) : tg_relu(t, h);
-    h = tg_dropout_forward(f->inner, t, h);
-    return tg_linear_forward(f->linear2, t, h);
+    *last = f->linear2;
+    if (o->activation == TG_ACTIVATION_GELU)
+        return tg_dropout_forward(f->inner, t,
+                                  tg_gelu(t, tg_linear_forward(f->linear1, t, x), TG_GELU_ERF));
+    return tg_linear_relu_dropout(t, x, f->linear1->weight, f->linear1->bias, f->inner->p,
+                                  f->inner->module.training, f->inner->rng);
+}
+
+/* x + dropout(f(in)), the last linear of f fused with the residual: neither its output nor
+ * the dropped one is stored. */
+static tg_tensor *residual(const sublayer_fn *f, const tg_transformer_options *o, tg_tape *t,
+                           tg_tensor *x, tg_tensor *in) {
+    tg_linear_layer *last;
+    tg_tensor *a = sublayer_apply(f, o, t, in, &last);
+    return tg_linear_dropout_add(t, x, a, last->weight, last->bias, f->drop->p,
+                                 f->drop->module.training, f->drop->rng);
 }
 
 /* One sublayer with its residual and norm: post-norm  norm(x + dropout(f(x))),
  * pre-norm  x + dropout(f(norm(x))). */
 static tg_tensor *sublayer(const tg_transformer_options *o, tg_tape *t, tg_layernorm *norm,
                            tg_tensor *x, const sublayer_fn *f) {
-    if (o->norm_first)
-        return tg_add(t, x,
-                      tg_dropout_forward(
-                          f->drop, t, sublayer_apply(f, o, t, tg_layernorm_forward(norm, t, x))));
-    return tg_layernorm_forward(
-        norm, t, tg_add(t, x, tg_dropout_forward(f->drop, t, sublayer_apply(f, o, t, x))));
+    if (o->norm_first) return residual(f, o, t, x, tg_layernorm_forward(norm, t, x));
+    return tg_layernorm_forward(norm, t, residual(f, o, t, x, x));
 }
 
 /* ---- encoder layer ---- */

@@ -184,36 +184,40 @@ static inline tg_dropout_key tg_dropout_key_draw(tg_rng *rng, double p) {
     return key;
 }
 
-/* The factor (scale or 0) element i is multiplied by, with hi = i >> 32 (constant over
- * the long ranges the kernels walk, which keeps their loops vectorisable). */
-static inline tg_real tg_dropout_factor(const tg_dropout_key *key, int64_t i) {
-    const uint32_t h =
-        tg_mix32(tg_mix32((uint32_t)i ^ key->k0) + ((uint32_t)((uint64_t)i >> 32) ^ key->k1));
+/* Loops over [i0, i1) walk it in pieces in which hi = i >> 32 is constant (which keeps them
+ * vectorisable): tg_dropout_piece_end gives the end of the piece starting at i0, and
+ * tg_dropout_piece_k1 the key word of its elements, for tg_dropout_factor_lo. */
+static inline int64_t tg_dropout_piece_end(int64_t i0, int64_t i1) {
+    const int64_t block_end = (int64_t)(((uint64_t)i0 >> 32) + 1) << 32;
+    return i1 < block_end ? i1 : block_end;
+}
+static inline uint32_t tg_dropout_piece_k1(const tg_dropout_key *key, int64_t i0) {
+    return (uint32_t)((uint64_t)i0 >> 32) ^ key->k1;
+}
+/* The factor (scale or 0) element i is multiplied by, from the low 32 bits of i and the
+ * key word k1 of its piece. */
+static inline tg_real tg_dropout_factor_lo(const tg_dropout_key *key, uint32_t k1, uint32_t ilo) {
+    const uint32_t h = tg_mix32(tg_mix32(ilo ^ key->k0) + k1);
     return (int32_t)(h >> 8) < key->threshold ? key->scale : (tg_real)0;
+}
+static inline tg_real tg_dropout_factor(const tg_dropout_key *key, int64_t i) {
+    return tg_dropout_factor_lo(key, tg_dropout_piece_k1(key, i), (uint32_t)i);
 }
 
 /* out[i] = x[i]·m_i (acc: out[i] += x[i]·m_i) for i in [i0, i1): a dropout forward, or
  * its backward with x = dy. */
 static inline void tg_dropout_apply(const tg_dropout_key *key, const tg_real *restrict x,
                                     tg_real *restrict out, int64_t i0, int64_t i1, bool acc) {
-    const uint32_t k0 = key->k0;
-    const int32_t thr = key->threshold;
-    const tg_real scale = key->scale;
+    const tg_dropout_key kk = *key;
     while (i0 < i1) {
-        /* the largest piece in which i >> 32 is constant */
-        const int64_t block_end = (int64_t)(((uint64_t)i0 >> 32) + 1) << 32;
-        const int64_t end = i1 < block_end ? i1 : block_end;
-        const uint32_t k1 = (uint32_t)((uint64_t)i0 >> 32) ^ key->k1;
+        const int64_t end = tg_dropout_piece_end(i0, i1);
+        const uint32_t k1 = tg_dropout_piece_k1(&kk, i0);
         if (acc)
-            for (int64_t i = i0; i < end; i++) {
-                const uint32_t h = tg_mix32(tg_mix32((uint32_t)i ^ k0) + k1);
-                out[i] += x[i] * ((int32_t)(h >> 8) < thr ? scale : (tg_real)0);
-            }
+            for (int64_t i = i0; i < end; i++)
+                out[i] += x[i] * tg_dropout_factor_lo(&kk, k1, (uint32_t)i);
         else
-            for (int64_t i = i0; i < end; i++) {
-                const uint32_t h = tg_mix32(tg_mix32((uint32_t)i ^ k0) + k1);
-                out[i] = x[i] * ((int32_t)(h >> 8) < thr ? scale : (tg_real)0);
-            }
+            for (int64_t i = i0; i < end; i++)
+                out[i] = x[i] * tg_dropout_factor_lo(&kk, k1, (uint32_t)i);
         i0 = end;
     }
 }

@@ -325,6 +325,50 @@ static tg_transformer_model *small_transformer(int64_t vocab, int64_t d_model, i
     return tg_transformer_model_new_ex(vocab, &o, layers, layers);
 }
 
+/* tg_transformer_model_loss (the fused output layer) against the logits path: the same loss
+ * bits and the same gradients to rounding, without a T·N·V tensor on the tape. */
+static void test_transformer_loss_fused(void **state) {
+    (void)state;
+    enum { V = 50, S = 5, T = 4, N = 3 };
+    tg_manual_seed(4);
+    tg_transformer_model *m = small_transformer(V, 8, 16, 1);
+    const tg_params *ps = tg_module_params(&m->module);
+    tg_index *src = tg_index_new(TG_SHAPE(S, N)), *tgt = tg_index_new(TG_SHAPE(T, N));
+    tg_index *y = tg_index_new(TG_SHAPE(T * N));
+    for (int64_t k = 0; k < S * N; k++) src->data[k] = (int32_t)((k * 37 + 5) % V);
+    for (int64_t k = 0; k < T * N; k++)
+        tgt->data[k] = (int32_t)((k * 13 + 1) % V), y->data[k] = (int32_t)((k * 91) % V);
+    tg_tape *tape = tg_tape_new();
+    tg_tensor *logits = tg_transformer_model_forward(m, tape, src, tgt);
+    tg_tensor *want = tg_cross_entropy(tape, tg_reshape(tape, logits, TG_SHAPE(-1, V)), y);
+    tg_tape_backward(tape, want);
+    const tg_real want_loss = tg_item(want);
+    tg_real **want_grads = malloc(ps->count * sizeof *want_grads);
+    for (size_t i = 0; i < ps->count; i++) {
+        const tg_tensor *p = ps->tensors[i];
+        want_grads[i] = malloc((size_t)p->numel * sizeof(tg_real));
+        memcpy(want_grads[i], p->grad, (size_t)p->numel * sizeof(tg_real));
+    }
+    tg_tape_reset(tape);
+    tg_params_zero_grad(ps);
+    tg_tensor *loss = tg_transformer_model_loss(m, tape, src, tgt, y, NULL);
+    assert_true(tg_item(loss) == want_loss);
+    const size_t nodes = tg_tape_node_count(tape);
+    assert_string_equal(tg_tape_node(tape, nodes - 1)->op, "linear_cross_entropy");
+    for (size_t i = 0; i < nodes; i++)
+        assert_true(tg_tape_node(tape, i)->out[0]->numel < T * N * V);
+    tg_tape_backward(tape, loss);
+    for (size_t i = 0; i < ps->count; i++) {
+        tg_test_assert_close(ps->names[i], ps->tensors[i]->grad, want_grads[i],
+                             ps->tensors[i]->numel, TG_TEST_ATOL, 1e-5);
+        free(want_grads[i]);
+    }
+    free(want_grads);
+    tg_tape_free(tape);
+    tg_index_free(src), tg_index_free(tgt), tg_index_free(y);
+    tg_module_free(&m->module);
+}
+
 static void run_transformer_case(const char *case_name, bool default_init) {
     tg_fixture *fx = tg_fixture_load(case_name);
     tg_manual_seed(0);
@@ -573,6 +617,7 @@ int main(void) {
         cmocka_unit_test(test_gru_attention_parity),
         cmocka_unit_test(test_gru_lm_parity),
         cmocka_unit_test(test_gru_lm_loss_fused),
+        cmocka_unit_test(test_transformer_loss_fused),
         cmocka_unit_test(test_transformer_parity),
         cmocka_unit_test(test_parity_summary),
         cmocka_unit_test(test_transformer_is_causal),

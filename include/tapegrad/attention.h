@@ -75,6 +75,11 @@ tg_mha_output tg_mha_forward_with(tg_mha *m, tg_tape *t, tg_tensor *query, tg_te
 /* tg_mha_forward_with(..., need_weights, true): PyTorch's default averaged weights. */
 tg_mha_output tg_mha_forward(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
                              tg_tensor *value, const tg_mha_masks *masks, bool need_weights);
+/* The forward without need_weights up to the output projection: the heads concatenated,
+ * (L, N, E) or (N, L, E), for a caller that applies m->out_proj itself (fused with what
+ * follows it: tg_linear_dropout_add in the transformer layers). */
+tg_tensor *tg_mha_forward_heads(tg_mha *m, tg_tape *t, tg_tensor *query, tg_tensor *key,
+                                tg_tensor *value, const tg_mha_masks *masks);
 
 /* The causal mask of nn.Transformer.generate_square_subsequent_mask: (size, size) float,
  * 0 on and below the diagonal, -inf above. A long-lived tensor (tg_tensor_free). */

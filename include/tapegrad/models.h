@@ -183,5 +183,12 @@ tg_transformer_model *tg_transformer_model_new_ex(int64_t vocab_size,
                                                   int num_encoder_layers, int num_decoder_layers);
 tg_tensor *tg_transformer_model_forward(tg_transformer_model *m, tg_tape *t, const tg_index *src,
                                         const tg_index *tgt);
+/* The training loss without the logits: cross entropy of the output layer against
+ * `targets` (T·N ids, any shape), as tg_cross_entropy_ex on the forward's logits viewed
+ * (T·N, V) computes it, through tg_linear_cross_entropy (neither the T·N·V logits nor their
+ * gradient are held). opts NULL: mean, ignore_index -100. */
+tg_tensor *tg_transformer_model_loss(tg_transformer_model *m, tg_tape *t, const tg_index *src,
+                                     const tg_index *tgt, const tg_index *targets,
+                                     const tg_loss_options *opts);
 
 #endif

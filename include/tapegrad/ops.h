@@ -106,6 +106,15 @@ tg_tensor *tg_matmul(tg_tape *t, tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_matmul_t(tg_tape *t, tg_tensor *a, tg_tensor *b, bool trans_a, bool trans_b);
 /* y = x·Wᵀ + b over any leading dims of x (PyTorch's F.linear); bias may be NULL. */
 tg_tensor *tg_linear(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tensor *bias);
+/* Fusions (autograd/fused.c), each one node that gives the bits of the chain of single ops
+ * and keeps only what its backward needs (dropout masks are recomputed), the dropout as
+ * tg_dropout's (p, training, rng): dropout(relu(linear(x, weight, bias))), keeping only its
+ * output; and x + dropout(linear(a, weight, bias)), a residual after a linear, keeping
+ * nothing (x has the linear's output shape). */
+tg_tensor *tg_linear_relu_dropout(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                                  tg_real p, bool training, tg_rng *rng);
+tg_tensor *tg_linear_dropout_add(tg_tape *t, tg_tensor *x, tg_tensor *a, tg_tensor *weight,
+                                 tg_tensor *bias, tg_real p, bool training, tg_rng *rng);
 
 /* ---- shapes (autograd/shape.c) ---- */
 /* Same data, new shape (one dim may be -1). Free: no copy. */
