@@ -1,5 +1,5 @@
 /* The fused LSTM cell, forward and backward. The driver (rnn.c) does the input projections
- * of all steps and the weight gradients over all steps; here is one step.
+ * and the weight gradients, a chunk of steps at a time; here is one step.
  *
  *     i = σ(a_i)   f = σ(a_f)   g = tanh(a_g)   o = σ(a_o)
  *         with [a_i | a_f | a_g | a_o] = gi + b_ih + gh + b_hh,  gh = h_prev·W_hhᵀ

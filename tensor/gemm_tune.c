@@ -219,3 +219,14 @@ const tg_gemm_kernel *tg_gemm_tuned_choice(const char *name) {
 }
 
 int64_t tg_gemm_parallel_min(void) { return tg_tuning_get()->parallel_min; }
+
+/* Rows per thread read the whole operand every step; columns per thread read 1/threads of
+ * it but need a barrier per step. Rows win while the operand stays in each core's L2 (a
+ * GRU's W_hh of H = 256, 768 KiB, in Zen 4's 1 MiB), and each thread keeps a register tile
+ * of rows busy; an operand that fills L2 or more (an LSTM's of H = 256: 1 MiB; H = 512:
+ * 3-4 MiB) would stream from L3 once per thread per step instead of once per step. */
+bool tg_gemm_packed_split_rows(size_t bytes, int64_t rows, int threads) {
+    const tg_gemm_tuning *t = tg_tuning_get();
+    const int64_t mr = t->best < 0 ? 4 : t->kern[t->best].mr;
+    return threads > 1 && rows / threads >= mr && (int64_t)bytes < t->cpu.l2;
+}
