@@ -47,9 +47,10 @@
 static inline tg_real rnn_sigmoid(tg_real a) { return tg_vsigmoid(a); }
 static inline tg_real rnn_tanh(tg_real a) { return tg_vtanh(a); }
 
-/* The forward gate kernels read a unit panel's columns of gi (written by the input GEMM
- * long before, so out in L3 or memory) and write the step's activations and states (last
- * touched a whole pass ago); on a core whose L2 the packed W_hh of the step's product
+/* The forward gate kernels read a unit panel's columns of gi (written by the chunk's input
+ * GEMM some steps before) and of the LSTM's c_{t-1} (written a step before, but a whole
+ * W_hh ago), and write the step's activations and states (last touched a whole pass ago);
+ * all of them out in L3 or memory. On a core whose L2 the packed W_hh of the step's product
  * fills (1 MiB for an LSTM of H = 256: all of Zen 4's or Zen 5's L2), a prefetch issued
  * before the product is evicted again by it. So the kernels ask for the lines of the row
  * RNN_ROW_AHEAD rows ahead as they go: len values from p, count blocks `stride` apart. */

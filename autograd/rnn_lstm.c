@@ -34,6 +34,7 @@ static void lstm_forward_step(int64_t rows, int64_t len, int64_t H, int64_t gs, 
         tg_real *i = a + b * ars, *f = i + H, *g = i + 2 * H, *o = i + 3 * H;
         if (b + RNN_ROW_AHEAD < rows) {
             rnn_prefetch_blocks(gib + RNN_ROW_AHEAD * 4 * H, 4, H, len, false);
+            rnn_prefetch_blocks(cp + RNN_ROW_AHEAD * H, 1, H, len, false);
             rnn_prefetch_blocks(i + RNN_ROW_AHEAD * ars, 4, H, len, true);
             rnn_prefetch_blocks(hb + RNN_ROW_AHEAD * hrs, 1, H, len, true);
             rnn_prefetch_blocks(cb + RNN_ROW_AHEAD * H, 1, H, len, true);
