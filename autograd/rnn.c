@@ -230,6 +230,8 @@ const char *tg_rnn_threads_describe(tg_cell_kind kind, int64_t hidden_size, int6
     const int64_t G = tg_cell_gate_count(kind), H = hidden_size;
     const size_t bytes = (size_t)G * tg_gemm_packed_size(H, H);
     if (threads < 2) return "1 thread";
+    if (batch * G * H * H < tg_gemm_parallel_min() / 4) /* rnn_step_grain */
+        return "1 thread (the step's product is too small for a team)";
     if (kind != TG_CELL_GRU && kind != TG_CELL_LSTM) return "per step: rows";
     return tg_gemm_packed_split_rows(bytes, batch, threads)
                ? "forward: rows (W_hh in L2), backward: rows"
