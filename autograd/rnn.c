@@ -1,13 +1,16 @@
 /* Fused recurrent ops: one tape node per cell step (tg_cell_step_fused) or per layer and
  * direction over a whole sequence (tg_rnn_sequence_fused), forward and backward side by side.
- * This file holds the driver every cell kind shares, and the plain RNN (tanh / relu) cell;
- * the GRU gates live in rnn_gru.c and the LSTM gates in rnn_lstm.c.
+ * This file holds the driver every cell kind shares; the plain RNN (tanh / relu) cell lives
+ * in rnn_plain.c, the GRU gates in rnn_gru.c and the LSTM gates in rnn_lstm.c.
  *
- * Forward (per layer and direction):
- *     gi = X·W_ihᵀ                          all T steps in ONE GEMM, X = (T·B, I)
- *     for each step t (t = 0..T-1, or T-1..0 in reverse):
- *         gh = h_{t-1}·W_hhᵀ                ONE GEMM (B, G·H)
- *         h_t (, c_t) = gates(gi_t + b_ih, gh + b_hh, h_{t-1} (, c_{t-1}))   ONE kernel
+ * Forward (per layer and direction), in chunks of C steps (C·B ≈ 256 rows, rnn_chunk_steps):
+ *     for each chunk (in processing order):
+ *         gi = X_c·W_ihᵀ                    the chunk's steps in ONE GEMM, X_c = (C·B, I)
+ *         for each step t of the chunk (t increasing, or decreasing in reverse):
+ *             gh = h_{t-1}·W_hhᵀ            ONE GEMM (B, G·H)
+ *             h_t (, c_t) = gates(gi_t + b_ih, gh + b_hh, h_{t-1} (, c_{t-1}))   ONE kernel
+ * (the projections of all T steps in one GEMM before the loop would be out in memory by the
+ * time the later steps' gates read them; a chunk's are still in L2 / L3).
  *
  * Backward (backpropagation through time). h_t feeds two consumers: the output at t and
  * step t+1 (in processing order), so its gradient is the sum
@@ -15,11 +18,13 @@
  * Walking the steps in reverse, each step turns dh_t (and dc_t) into the gradients of its
  * gate pre-activations da_t (one kernel, derived per cell kind) and then
  *     dh_{t-1} = (direct terms) + da_h,t·W_hh                 ONE GEMM (B, H)
- * Every weight gradient is a sum over steps of an outer product, so with the da_t of all
- * steps stacked into DA (T·B, G·H):
- *     dW_ih += DAᵀ·X      dx += DA·W_ih      dW_hh += DA_hᵀ·H_prev      (three GEMMs)
- *     db_ih += Σ_rows DA  db_hh += Σ_rows DA_h
- * where H_prev (T·B, H) stacks h_{t-1} of every step (contiguous, see rnn_internal.h).
+ * Every weight gradient is a sum over steps of an outer product, so with the da_t of a
+ * chunk's steps stacked into DA (C·B, G·H), after the chunk's steps:
+ *     dW_ih += DAᵀ·X_c    dx_c += DA·W_ih    dW_hh += DA_hᵀ·H_prev      (three GEMMs)
+ *     db_ih += Σ_rows DA  db_hh += Σ_rows DA_h                       (one pass: they share
+ *                                                                   all but the GRU's n)
+ * where H_prev (C·B, H) stacks h_{t-1} of the chunk's steps (contiguous, rnn_internal.h).
+ * The chunks' sums add up in a fixed order (C does not depend on the thread count).
  * An LSTM with projections (rnn_lstm.c) has one more GEMM per step, h_t = m_t·W_hrᵀ, and
  * one more over all steps in the backward, dW_hr += DHᵀ·M; its states h have P features
  * where the other cells' have H (r->P; W_hh is (G·H, P)).
@@ -29,16 +34,16 @@
  * W_ihᵀ, W_ih) with tg_gemm_prepacked, which reads the other operand in place: tg_gemm would
  * pack W_hh again at every step. The weight gradients are tg_gemm's.
  *
- * Memory: DA is written over gi (the forward's input projections, which the backward never
- * reads); the GRU keeps of DA_h only its n block; what only one pass uses (the packed
- * weights, the work tiles, gi without a backward to come) goes back to the arena when that
- * pass is done. Threads: with packed weights and a batch of at least a register tile per
- * thread, one parallel region per pass, each thread its batch rows through every step with
- * no barrier (the rows are independent sequences; see "one parallel region per sequence");
- * otherwise a forward step splits the hidden units (each thread: the product for its units,
- * then their gates) and a backward step the batch rows. The whole-sequence products split
- * rows of the result. Every element is computed by one thread in a fixed order, so results
- * do not depend on the thread count. */
+ * Memory: only one chunk of gi / DA exists at a time; the GRU keeps of DA_h only its n
+ * block; what only one pass uses (the chunk buffer, the packed weights, the work tiles)
+ * goes back to the arena when that pass is done. Threads: with packed weights and a batch
+ * of at least a register tile per thread, one parallel region per pass (forward) or chunk
+ * (backward), each thread its batch rows through every step with no barrier (the rows are
+ * independent sequences; see "one parallel region per sequence"); otherwise, or in the
+ * forward when W_hh outgrows L2, a forward step splits the hidden units (each thread: the
+ * product for its units, then their gates) and a backward step the batch rows. The
+ * products over a chunk split rows of the result. Every element is computed by one thread
+ * in a fixed order, so results do not depend on the thread count. */
 #include "rnn_internal.h"
 
 #include <string.h>
@@ -93,73 +98,6 @@ static const rnn_cell_impl *impl_of(const char *op, tg_cell_kind kind) {
     }
     tg_fail("%s: unknown cell kind %d", op, (int)kind);
 }
-
-/* ---------------------------------------------------------------------------------------
- * The plain RNN cell:  h_t = act(a),  a = gi_t + b_ih + h_{t-1}·W_hhᵀ + b_hh
- * ------------------------------------------------------------------------------------- */
-/* Step t for one batch row: the gate kernel (rnn_forward runs it on every row). */
-TG_VEC_KERNEL
-static void rnn_forward_step(int64_t H, const tg_real *gi, const tg_real *gh, const tg_real *b_ih,
-                             const tg_real *b_hh, tg_real *h, bool relu) {
-    TG_SIMD
-    for (int64_t j = 0; j < H; j++) {
-        const tg_real a = (gi[j] + b_ih[j]) + (gh[j] + b_hh[j]);
-        h[j] = relu ? (a > 0 ? a : 0) : rnn_tanh(a);
-    }
-}
-
-/* The gate kernel on batch rows [b0, b1) (ctx: rnn_step_ctx). */
-static void rnn_forward_rows(int64_t b0, int64_t b1, void *ctx) {
-    const rnn_step_ctx *c = ctx;
-    const rnn_run *r = c->r;
-    const int64_t H = r->H;
-    const tg_real *gi = rnn_gi(r, c->t), *gh = r->work;
-    tg_real *h = rnn_h(r, rnn_cur_slot(r, c->t));
-    for (int64_t b = b0; b < b1; b++)
-        rnn_forward_step(H, gi + b * H, gh + b * H, r->b_ih, r->b_hh, h + b * H, c->relu);
-}
-
-static void rnn_forward(const rnn_run *r, int64_t t, bool relu) {
-    const int64_t B = r->B, H = r->H;
-    const tg_real *h_prev = rnn_h(r, rnn_prev_slot(r, t));
-    tg_gemm(false, true, B, H, H, 1, h_prev, H, r->w_hh, H, 0, r->work, H); /* the step's GEMM */
-    rnn_step_ctx c = {.r = r, .t = t, .relu = relu};
-    tg_parallel_for(B, rnn_row_grain(B, H), rnn_forward_rows, &c);
-}
-
-static void rnn_tanh_forward(const rnn_run *r, int64_t t) { rnn_forward(r, t, false); }
-static void rnn_relu_forward(const rnn_run *r, int64_t t) { rnn_forward(r, t, true); }
-
-/* h = tanh(a):  dh/da = 1 − tanh²(a) = 1 − h²,   so  da = dh ⊙ (1 − h²)
- * h = relu(a):  dh/da = 1 where a > 0 (⇔ h > 0), else 0 (PyTorch's choice at a = 0)
- * a = gi + b_ih + h_prev·W_hhᵀ + b_hh:  dh_prev = da·W_hh; the same da feeds both sides. */
-static void rnn_backward_step(const rnn_run *r, int64_t t, const tg_real *dh, tg_real *da,
-                              tg_real *dh_prev, bool relu) {
-    const int64_t B = r->B, H = r->H;
-    const tg_real *h = rnn_h(r, rnn_cur_slot(r, t));
-    TG_SIMD
-    for (int64_t k = 0; k < B * H; k++)
-        da[k] = relu ? (h[k] > 0 ? dh[k] : 0) : dh[k] * (1 - h[k] * h[k]);
-    tg_gemm(false, false, B, H, H, 1, da, H, r->w_hh, H, 0, dh_prev, H);
-}
-
-static void rnn_tanh_backward_step(const rnn_run *r, int64_t t, const tg_real *dh, tg_real *dc,
-                                   tg_real *da_i, tg_real *da_h, tg_real *dh_prev) {
-    (void)dc, (void)da_h;
-    rnn_backward_step(r, t, dh, da_i, dh_prev, false);
-}
-
-static void rnn_relu_backward_step(const rnn_run *r, int64_t t, const tg_real *dh, tg_real *dc,
-                                   tg_real *da_i, tg_real *da_h, tg_real *dh_prev) {
-    (void)dc, (void)da_h;
-    rnn_backward_step(r, t, dh, da_i, dh_prev, true);
-}
-
-/* h_t itself is all the backward needs, and it is in hs: nothing saved per step. */
-const rnn_cell_impl tg_rnn_impl_tanh = {
-    0, false, false, rnn_tanh_forward, rnn_tanh_backward_step, NULL, NULL, NULL};
-const rnn_cell_impl tg_rnn_impl_relu = {
-    0, false, false, rnn_relu_forward, rnn_relu_backward_step, NULL, NULL, NULL};
 
 /* ---------------------------------------------------------------------------------------
  * The products from weights packed once per run (rnn_internal.h)
@@ -271,13 +209,88 @@ void rnn_backward_gated(const rnn_run *r, rnn_step_ctx *ctx, tg_range_fn rows, b
  * tg_gemm_packed_tile_rows) and the step's product is above the per-CPU threshold for a
  * team; otherwise the per-step split (forward: unit panels, backward: rows). Either way
  * every element is computed by one thread in a fixed order: the same bits at any count. */
-static int rnn_row_threads(const rnn_run *r) {
+static int rnn_row_threads(const rnn_run *r, bool forward) {
     /* a projection's per-step GEMM (lstm_forward, lstm's backward step) spans all rows */
     if (!r->packed || r->w_hr) return 1;
     int64_t threads = tg_get_num_threads();
     if (threads > r->B / r->mr) threads = r->B / r->mr;
     if (rnn_step_grain(r, 2) > 1) threads = 1;
+    /* The forward's other split, unit panels, reads only its share of W_hh: better once
+     * W_hh outgrows L2 (per CPU: tg_gemm_packed_split_rows). The backward's other split
+     * is by rows too, each thread reading all of W_hh, with a fork and a join per step. */
+    if (forward && threads > 1 &&
+        !tg_gemm_packed_split_rows((size_t)r->G * tg_gemm_packed_size(r->P, r->H), r->B,
+                                   (int)threads))
+        threads = 1;
     return threads < 2 ? 1 : (int)threads;
+}
+
+const char *tg_rnn_threads_describe(tg_cell_kind kind, int64_t hidden_size, int64_t batch,
+                                    int threads) {
+    const int64_t G = tg_cell_gate_count(kind), H = hidden_size;
+    const size_t bytes = (size_t)G * tg_gemm_packed_size(H, H);
+    if (threads < 2) return "1 thread";
+    if (batch * G * H * H < tg_gemm_parallel_min() / 4) /* rnn_step_grain */
+        return "1 thread (the step's product is too small for a team)";
+    if (kind != TG_CELL_GRU && kind != TG_CELL_LSTM) return "per step: rows";
+    return tg_gemm_packed_split_rows(bytes, batch, threads)
+               ? "forward: rows (W_hh in L2), backward: rows"
+               : "forward: unit panels per step (W_hh outgrows L2), backward: rows";
+}
+
+/* ---- chunks of steps ----
+ * The input projections gi = x_t·W_ihᵀ are made a chunk of steps at a time, just before
+ * the chunk's steps read them (rnn_internal.h), and the backward takes the weight
+ * gradients a chunk at a time from the chunk's da. RNN_CHUNK_ROWS rows (C·B) per chunk: a
+ * multiple of kc = 256 for power-of-two batches, so that the k blocks of the chunks' dW
+ * GEMMs fall where one GEMM over all rows would put them; the buffer, C·B·G·H values
+ * (768 KiB for a GRU of H = 256), stays within a 1 MiB L2 with the step's tile. */
+#define RNN_CHUNK_ROWS 256
+static int64_t rnn_chunk_steps(int64_t T, int64_t B) {
+    const int64_t c = RNN_CHUNK_ROWS / B;
+    return c < 1 ? 1 : c > T ? T : c;
+}
+
+/* Chunk k (0, 1, ...) in the order a pass takes them (the backward walks the forward's
+ * order backwards): returns its first time; *n its steps. */
+static int64_t chunk_at(const rnn_run *r, int64_t k, bool backward, int64_t *n) {
+    const int64_t count = (r->T + r->chunk - 1) / r->chunk;
+    const int64_t t0 = (r->reverse != backward ? count - 1 - k : k) * r->chunk;
+    *n = r->T - t0 < r->chunk ? r->T - t0 : r->chunk;
+    return t0;
+}
+
+/* The time of step s (0..n-1) of the chunk from t0 in the pass's order. */
+static int64_t step_at(const rnn_run *r, int64_t t0, int64_t n, int64_t s, bool backward) {
+    return r->reverse == backward ? t0 + s : t0 + n - 1 - s;
+}
+
+/* gi of the chunk's n steps from t0 on batch rows [b0, b1): x_t·W_ihᵀ. All rows: one GEMM
+ * over the chunk (its own threads); some rows (a thread of a row region): one product per
+ * step, on the calling thread. Each element is one product: the same bits either way. */
+static void chunk_inputs(const rnn_run *r, int64_t t0, int64_t n, int64_t b0, int64_t b1) {
+    const int64_t B = r->B, I = r->I, GH = r->G * r->H;
+    tg_real *gi = rnn_gi(r, t0); /* the chunk's first slot */
+    if (b1 - b0 < B) {
+        for (int64_t t = t0; t < t0 + n; t++)
+            tg_gemm_prepacked(false, b1 - b0, 0, GH, 1, r->x + (t * B + b0) * I, I, r->wi, 0,
+                              gi + ((t - t0) * B + b0) * GH, GH);
+    } else if (r->packed) { /* X read in place, W_ih packed once */
+        packed_product(r->wi, n * B, I, GH, r->x + t0 * B * I, gi, false);
+    } else {
+        tg_gemm(false, true, n * B, GH, I, 1, r->x + t0 * B * I, I, r->w_ih, I, 0, gi, GH);
+    }
+}
+
+/* The forward steps of a packed run on rows [b0, b1), a chunk's inputs before its steps. */
+static void rnn_forward_row_steps(const rnn_run *r, const rnn_cell_impl *impl, int64_t b0,
+                                  int64_t b1) {
+    for (int64_t k = 0, n; k * r->chunk < r->T; k++) {
+        const int64_t t0 = chunk_at(r, k, false, &n);
+        chunk_inputs(r, t0, n, b0, b1);
+        for (int64_t s = 0; s < n; s++)
+            gated_block(r, step_at(r, t0, n, s, false), impl->gates, b0, b1, 0, r->panels);
+    }
 }
 
 /* The forward steps of a packed run, `threads` threads over the rows. */
@@ -286,29 +299,27 @@ static void rnn_forward_rows_region(const rnn_run *r, const rnn_cell_impl *impl,
 #pragma omp parallel num_threads(threads)
     {
         const int64_t th = omp_get_thread_num(), nt = omp_get_num_threads();
-        const int64_t b0 = r->B * th / nt, b1 = r->B * (th + 1) / nt;
-        for (int64_t s = 0; s < r->T; s++)
-            gated_block(r, r->reverse ? r->T - 1 - s : s, impl->gates, b0, b1, 0, r->panels);
+        rnn_forward_row_steps(r, impl, r->B * th / nt, r->B * (th + 1) / nt);
     }
 #else
     (void)threads;
-    for (int64_t s = 0; s < r->T; s++)
-        gated_block(r, r->reverse ? r->T - 1 - s : s, impl->gates, 0, r->B, 0, r->panels);
+    rnn_forward_row_steps(r, impl, 0, r->B);
 #endif
 }
 
-/* The backward steps of a packed run on rows [b0, b1): dh += the output's gradient, the
- * cell's row kernel, dh_{t-1} becomes dh (each thread swaps its own pointers; all swap T
- * times). da_h: the cell's (B, G·H) tile (separate_da_h) or NULL (da_h is da_i). */
-static void rnn_backward_row_steps(const rnn_run *r, const rnn_cell_impl *impl, int64_t b0,
-                                   int64_t b1, const tg_real *dout, tg_real *dh, tg_real *dh_prev,
-                                   tg_real *dc, tg_real *da_i, tg_real *da_h) {
-    const int64_t T = r->T, B = r->B, H = r->H, GH = r->G * H, BH = B * H;
-    for (int64_t s = 0; s < T; s++) {
-        const int64_t t = r->reverse ? s : T - 1 - s;
+/* The backward steps of the chunk's n steps from t0 on rows [b0, b1): dh += the output's
+ * gradient, the cell's row kernel, dh_{t-1} becomes dh (each thread swaps its own
+ * pointers; all swap n times). da_h: the cell's (B, G·H) tile (separate_da_h) or NULL
+ * (da_h is da_i). */
+static void rnn_backward_row_steps(const rnn_run *r, const rnn_cell_impl *impl, int64_t t0,
+                                   int64_t n, int64_t b0, int64_t b1, const tg_real *dout,
+                                   tg_real *dh, tg_real *dh_prev, tg_real *dc, tg_real *da_h) {
+    const int64_t H = r->H, BH = r->B * H;
+    for (int64_t s = 0; s < n; s++) {
+        const int64_t t = step_at(r, t0, n, s, true);
         if (dout)
             for (int64_t k = b0 * H; k < b1 * H; k++) dh[k] += dout[t * BH + k];
-        tg_real *da_t = da_i + t * B * GH;
+        tg_real *da_t = rnn_gi(r, t);
         rnn_step_ctx c = {r, t, dh, dc, da_t, da_h ? da_h : da_t, dh_prev, false, NULL};
         impl->backward_rows(b0, b1, &c);
         tg_real *tmp = dh;
@@ -317,18 +328,18 @@ static void rnn_backward_row_steps(const rnn_run *r, const rnn_cell_impl *impl, 
 }
 
 static void rnn_backward_rows_region(const rnn_run *r, const rnn_cell_impl *impl, int threads,
-                                     const tg_real *dout, tg_real *dh, tg_real *dh_prev,
-                                     tg_real *dc, tg_real *da_i, tg_real *da_h) {
+                                     int64_t t0, int64_t n, const tg_real *dout, tg_real *dh,
+                                     tg_real *dh_prev, tg_real *dc, tg_real *da_h) {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
     {
         const int64_t th = omp_get_thread_num(), nt = omp_get_num_threads();
-        rnn_backward_row_steps(r, impl, r->B * th / nt, r->B * (th + 1) / nt, dout, dh, dh_prev, dc,
-                               da_i, da_h);
+        rnn_backward_row_steps(r, impl, t0, n, r->B * th / nt, r->B * (th + 1) / nt, dout, dh,
+                               dh_prev, dc, da_h);
     }
 #else
     (void)threads;
-    rnn_backward_row_steps(r, impl, 0, r->B, dout, dh, dh_prev, dc, da_i, da_h);
+    rnn_backward_row_steps(r, impl, t0, n, 0, r->B, dout, dh, dh_prev, dc, da_h);
 #endif
 }
 
@@ -459,26 +470,21 @@ static rnn_run *run_forward(const char *op, tg_tape *tape, tg_cell_kind kind,
     r->S = impl->saved + (r->w_hr ? 1 : 0); /* a projection's input m (rnn_lstm.c) */
     r->act_stride = keep ? r->S * BH : 0;
     r->acts = tg_tape_alloc(tape, (size_t)((keep ? T : 1) * r->S * BH + 1) * sizeof(tg_real));
-    /* The input projections outlive the forward only to become the backward's da_i (the
-     * backward reads the saved activations, never gi): without a backward they are scratch,
-     * given back below with the packed weights and the work tile. */
+
+    /* What only the steps use, given back below: one chunk's input projections (the
+     * backward reads the saved activations, never gi), the packed weights, the work tile. */
     tg_arena *arena = tg_tape_arena(tape);
-    tg_arena_mark scratch = tg_arena_get_mark(arena);
-    r->gi = tg_tape_alloc(tape, (size_t)(T * B * GH + 1) * sizeof(tg_real));
-    if (keep) scratch = tg_arena_get_mark(arena);
+    const tg_arena_mark scratch = tg_arena_get_mark(arena);
+    r->x = x->data;
+    r->chunk = rnn_chunk_steps(T, B);
+    r->gi = tg_tape_alloc(tape, (size_t)(r->chunk * B * GH + 1) * sizeof(tg_real));
 
-    /* the input projections of every step: ONE GEMM, (T·B, I)·(G·H, I)ᵀ */
-    if (r->packed) /* X read in place, W_ih packed once */
-        packed_product(pack_weight(tape, r->w_ih, r->I, true, r->I, GH), T * B, r->I, GH, x->data,
-                       r->gi, false);
-    else
-        tg_gemm(false, true, T * B, GH, r->I, 1, x->data, r->I, r->w_ih, r->I, 0, r->gi, GH);
-
-    /* W_hh packed once for all the steps (a single step: tg_gemm's own packing is as cheap),
-     * each gate block's W_hhᵀ on its own, so a unit panel's columns of every block can be
-     * taken together (rnn_step_product) */
+    /* W_ih and W_hh packed once for all the steps (a single step: tg_gemm's own packing is
+     * as cheap), each gate block's W_hhᵀ on its own, so a unit panel's columns of every
+     * block can be taken together (rnn_step_product) */
     int64_t work = B * GH;
     if (r->packed) {
+        r->wi = pack_weight(tape, r->w_ih, r->I, true, r->I, GH);
         for (int64_t g = 0; g < r->G; g++)
             r->wf[g] = pack_weight(tape, r->w_hh + g * H * P, P, true, P, H);
         r->nr = tg_gemm_packed_width(r->wf[0]);
@@ -488,16 +494,19 @@ static rnn_run *run_forward(const char *op, tg_tape *tape, tg_cell_kind kind,
     }
     r->work = tg_tape_alloc(tape, (size_t)(work + 1) * sizeof(tg_real));
 
-    const int row_threads = rnn_row_threads(r);
-    if (row_threads > 1)
+    const int row_threads = rnn_row_threads(r, true);
+    if (row_threads > 1) {
         rnn_forward_rows_region(r, impl, row_threads);
-    else
-        for (int64_t s = 0; s < T; s++) impl->forward_step(r, reverse ? T - 1 - s : s);
-    /* the forward's scratch goes back to the arena: the backward packs what it needs */
+    } else {
+        for (int64_t k = 0, n; k * r->chunk < T; k++) {
+            const int64_t t0 = chunk_at(r, k, false, &n);
+            chunk_inputs(r, t0, n, 0, B);
+            for (int64_t s = 0; s < n; s++) impl->forward_step(r, step_at(r, t0, n, s, false));
+        }
+    }
     tg_arena_rewind(arena, scratch);
     memset(r->wf, 0, sizeof r->wf);
-    r->work = NULL;
-    if (!keep) r->gi = NULL;
+    r->work = NULL, r->gi = NULL, r->wi = NULL;
     r->out_seq = r->out_h = r->out_c = -1;
     return r;
 }
@@ -545,6 +554,38 @@ static void add_column_sums(tg_real *db, const tg_real *a, int64_t rows, int64_t
     tg_parallel_for(units, rows * cols >= ((int64_t)1 << 18) ? 1 : units, column_sum_blocks, &c);
 }
 
+/* The gradients of the weights, the input and the biases that a chunk's steps contribute
+ * (the n steps from t0, their da in the chunk buffer), as products over its n·B rows. */
+typedef struct rnn_grads {
+    tg_real *w_ih, *x, *w_hh;
+    tg_real *bias; /* Σ_rows of da (G·H), then of dhn (H): for b_ih and b_hh; or NULL */
+} rnn_grads;
+
+static void chunk_grads(const rnn_run *r, const rnn_cell_impl *impl, int64_t t0, int64_t n,
+                        const rnn_grads *g) {
+    const int64_t rows = n * r->B, I = r->I, H = r->H, P = r->P, GH = r->G * H;
+    const int64_t shared = impl->separate_da_h ? GH - H : GH; /* columns da_h shares with da */
+    const tg_real *da = rnn_gi(r, t0), *x = r->x + t0 * r->B * I;
+    if (g->w_ih) /* dW_ih (G·H, I) += DAᵀ·X */
+        tg_gemm(true, false, GH, I, rows, 1, da, GH, x, I, 1, g->w_ih, I);
+    if (g->x && r->packed) /* dX (rows, I) += DA·W_ih, DA read in place */
+        packed_product(r->wi, rows, GH, I, da, g->x + t0 * r->B * I, true);
+    else if (g->x)
+        tg_gemm(false, false, rows, I, GH, 1, da, GH, r->w_ih, I, 1, g->x + t0 * r->B * I, I);
+    if (g->bias) { /* one pass over da for both biases (the driver adds them) */
+        add_column_sums(g->bias, da, rows, GH, GH);
+        if (shared < GH) add_column_sums(g->bias + GH, r->dhn, rows, H, H);
+    }
+    if (g->w_hh && impl->weight_hh_grad) {
+        impl->weight_hh_grad(r, da, t0, n, g->w_hh);
+    } else if (g->w_hh) { /* dW_hh (G·H, P) += DA_hᵀ·H_prev, the n block of the GRU from dhn */
+        const tg_real *h_prev = rnn_h(r, rnn_prev_slot(r, t0)); /* the chunk's, time order */
+        tg_gemm(true, false, shared, P, rows, 1, da, GH, h_prev, P, 1, g->w_hh, P);
+        if (shared < GH)
+            tg_gemm(true, false, H, H, rows, 1, r->dhn, H, h_prev, H, 1, g->w_hh + shared * H, H);
+    }
+}
+
 static void rnn_backward(tg_tape *tape, tg_node *node) {
     rnn_run *r = node->saved;
     const rnn_cell_impl *impl = impl_of("tg_tape_backward", r->kind);
@@ -558,84 +599,73 @@ static void rnn_backward(tg_tape *tape, tg_node *node) {
     const tg_real *dc_n = r->out_c >= 0 ? node->out[r->out_c]->grad : NULL;
     tg_arena *arena = tg_tape_arena(tape);
 
-    /* The steps write da_i over gi: the gates were computed from gi in the forward, and the
-     * backward reads only the saved activations and states (a second backward of the same
-     * tape overwrites it again, with the same values). */
-    tg_real *da_i = r->gi;
-    /* GRU: da_h equals da_i but in its last (n) block. Each step writes its whole da_h into
-     * one (B, G·H) tile for its product with W_hh, and keeps only the n block of every step
-     * (r->dhn, T·B·H) for dW_hh and db_hh: the other blocks are da_i's. */
-    const int64_t shared = impl->separate_da_h ? GH - H : GH; /* columns da_h shares with da_i */
-    tg_real *da_h = da_i;
+    if (r->w_hr) r->dhs = tg_tape_alloc(tape, (size_t)(T * BP) * sizeof(tg_real));
+    /* what only the steps use, given back at the end */
+    const tg_arena_mark steps = tg_arena_get_mark(arena);
+    /* The steps write their pre-activation gradients da_i into the chunk buffer. GRU: da_h
+     * equals da_i but in its last (n) block. Each step writes its whole da_h into one
+     * (B, G·H) tile for its product with W_hh, and keeps only the n block of the chunk's
+     * steps (r->dhn) for dW_hh and db_hh: the other blocks are da_i's. */
+    const int64_t shared = impl->separate_da_h ? GH - H : GH;
+    r->gi = tg_tape_alloc(tape, (size_t)(r->chunk * B * GH + 1) * sizeof(tg_real));
+    tg_real *da_h = NULL;
     if (impl->separate_da_h) {
-        r->dhn = tg_tape_alloc(tape, (size_t)(T * BH + 1) * sizeof(tg_real));
+        r->dhn = tg_tape_alloc(tape, (size_t)(r->chunk * BH + 1) * sizeof(tg_real));
         da_h = tg_tape_alloc(tape, (size_t)(B * GH + 1) * sizeof(tg_real));
     }
-    if (r->w_hr) r->dhs = tg_tape_alloc(tape, (size_t)(T * BP) * sizeof(tg_real));
-    /* what only the steps use, given back before the weight gradients */
-    const tg_arena_mark steps = tg_arena_get_mark(arena);
     tg_real *dh = arena_zeros(tape, BP), *dh_prev = arena_zeros(tape, BP);
     tg_real *dc = r->kind == TG_CELL_LSTM ? arena_zeros(tape, BH) : NULL;
     if (dh_n) memcpy(dh, dh_n, (size_t)BP * sizeof(tg_real));
     if (dc && dc_n) memcpy(dc, dc_n, (size_t)BH * sizeof(tg_real));
     r->work = tg_tape_alloc(tape, (size_t)(B * GH + 1) * sizeof(tg_real)); /* the steps' tile */
-    if (r->packed) /* W_hh packed for the steps' products da_h·W_hh */
+    rnn_grads g = {tg_tape_grad(tape, w_ih), tg_tape_grad(tape, x), tg_tape_grad(tape, w_hh), NULL};
+    tg_real *g_bih = tg_tape_grad(tape, b_ih), *g_bhh = tg_tape_grad(tape, b_hh);
+    if (g_bih || g_bhh) g.bias = arena_zeros(tape, GH + H);
+    if (r->packed) { /* W_hh for the steps' products da_h·W_hh, W_ih for dX */
         r->wb = pack_weight(tape, r->w_hh, P, false, GH, P);
-
-    /* reverse processing order: the last step computed comes first */
-    const int row_threads = rnn_row_threads(r);
-    if (row_threads > 1) { /* one region, rows through every step */
-        rnn_backward_rows_region(r, impl, row_threads, dout, dh, dh_prev, dc, da_i,
-                                 impl->separate_da_h ? da_h : NULL);
-        if (T % 2) { /* where the steps left dh_{-1} */
-            tg_real *tmp = dh;
-            dh = dh_prev, dh_prev = tmp;
-        }
-    } else {
-        for (int64_t s = 0; s < T; s++) {
-            const int64_t t = r->reverse ? s : T - 1 - s;
-            if (dout)
-                for (int64_t k = 0; k < BP; k++) dh[k] += dout[t * BP + k];
-            tg_real *da_h_t = impl->separate_da_h ? da_h : da_h + t * B * GH;
-            impl->backward_step(r, t, dh, dc, da_i + t * B * GH, da_h_t, dh_prev);
-            tg_real *tmp = dh; /* dh_{t-1} becomes the next step's dh */
-            dh = dh_prev, dh_prev = tmp;
-        }
+        if (g.x) r->wi = pack_weight(tape, r->w_ih, I, false, GH, I);
     }
-    tg_real *g;
-    if ((g = tg_tape_grad(tape, h0)))
-        for (int64_t k = 0; k < BP; k++) g[k] += dh[k];
-    if ((g = tg_tape_grad(tape, c0)))
-        for (int64_t k = 0; k < BH; k++) g[k] += dc[k];
+
+    /* the chunks and their steps in reverse processing order: the last computed first */
+    const int row_threads = rnn_row_threads(r, false);
+    for (int64_t k = 0, n; k * r->chunk < T; k++) {
+        const int64_t t0 = chunk_at(r, k, true, &n);
+        if (row_threads > 1) { /* one region per chunk, rows through its steps */
+            rnn_backward_rows_region(r, impl, row_threads, t0, n, dout, dh, dh_prev, dc, da_h);
+            if (n % 2) { /* where the steps left the next dh */
+                tg_real *tmp = dh;
+                dh = dh_prev, dh_prev = tmp;
+            }
+        } else {
+            for (int64_t s = 0; s < n; s++) {
+                const int64_t t = step_at(r, t0, n, s, true);
+                if (dout)
+                    for (int64_t q = 0; q < BP; q++) dh[q] += dout[t * BP + q];
+                impl->backward_step(r, t, dh, dc, rnn_gi(r, t), da_h ? da_h : rnn_gi(r, t),
+                                    dh_prev);
+                tg_real *tmp = dh; /* dh_{t-1} becomes the next step's dh */
+                dh = dh_prev, dh_prev = tmp;
+            }
+        }
+        chunk_grads(r, impl, t0, n, &g);
+    }
+    tg_real *gs;
+    if ((gs = tg_tape_grad(tape, h0)))
+        for (int64_t q = 0; q < BP; q++) gs[q] += dh[q];
+    if ((gs = tg_tape_grad(tape, c0)))
+        for (int64_t q = 0; q < BH; q++) gs[q] += dc[q];
+    for (int64_t j = 0; g.bias && j < GH; j++) { /* the sums of da: both biases but n (GRU) */
+        if (g_bih) g_bih[j] += g.bias[j];
+        if (g_bhh) g_bhh[j] += j < shared ? g.bias[j] : g.bias[GH + j - shared];
+    }
     tg_arena_rewind(arena, steps);
-    r->work = NULL, r->wb = NULL;
+    r->work = NULL, r->wb = NULL, r->wi = NULL, r->gi = NULL, r->dhn = NULL;
 
-    /* the gradients that sum over steps, as products over all T·B rows */
-    if ((g = tg_tape_grad(tape, w_ih))) /* dW_ih (G·H, I) += DAᵀ·X */
-        tg_gemm(true, false, GH, I, T * B, 1, da_i, GH, x->data, I, 1, g, I);
-    if ((g = tg_tape_grad(tape, x)) && r->packed) /* dX (T·B, I) += DA·W_ih, DA read in place */
-        packed_product(pack_weight(tape, r->w_ih, I, false, GH, I), T * B, GH, I, da_i, g, true);
-    else if (g) /* dX (T·B, I) += DA·W_ih */
-        tg_gemm(false, false, T * B, I, GH, 1, da_i, GH, r->w_ih, I, 1, g, I);
-    if ((g = tg_tape_grad(tape, b_ih))) add_column_sums(g, da_i, T * B, GH, GH);
-    /* H_prev = the T slots of hs before each step (rnn_internal.h) */
-    const tg_real *h_prev = rnn_h(r, r->reverse ? 1 : 0);
-    if ((g = tg_tape_grad(tape, w_hh)) && impl->weight_hh_grad)
-        impl->weight_hh_grad(r, da_h, g);
-    else if (g) { /* dW_hh (G·H, P) += DA_hᵀ·H_prev, the n block of the GRU from dhn */
-        tg_gemm(true, false, shared, P, T * B, 1, da_i, GH, h_prev, P, 1, g, P);
-        if (shared < GH)
-            tg_gemm(true, false, H, H, T * B, 1, r->dhn, H, h_prev, H, 1, g + shared * H, H);
-    }
-    if ((g = tg_tape_grad(tape, b_hh))) {
-        add_column_sums(g, da_i, T * B, shared, GH);
-        if (shared < GH) add_column_sums(g + shared, r->dhn, T * B, H, H);
-    }
     /* dW_hr (P, H) += DHᵀ·M over all steps (rnn_lstm.c derives it): M is the m column
      * block of the saved activations, rows S·H apart */
-    if ((g = tg_tape_grad(tape, w_hr)))
-        tg_gemm(true, false, P, H, T * B, 1, r->dhs, P, r->acts + 4 * H, r->S * H, 1, g, H);
-    r->dhn = NULL, r->dhs = NULL;
+    if ((gs = tg_tape_grad(tape, w_hr)))
+        tg_gemm(true, false, P, H, T * B, 1, r->dhs, P, r->acts + 4 * H, r->S * H, 1, gs, H);
+    r->dhs = NULL;
 }
 
 /* ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 /* The fused GRU cell, forward and backward: PyTorch's form (reset after the hidden matmul)
- * and Cho et al. 2014's (reset before). The driver (rnn.c) does the input projections of all
- * steps and the weight gradients over all steps; here is one step of each.
+ * and Cho et al. 2014's (reset before). The driver (rnn.c) does the input projections and
+ * the weight gradients, a chunk of steps at a time; here is one step of each.
  *
  * Letters: x_t the input, h_prev = h_{t-1}, gate blocks [r | z | n] of width H in the
  * projections gi = x_t·W_ihᵀ (+ b_ih) and gh = h_prev·W_hhᵀ (+ b_hh). */
@@ -70,6 +70,7 @@ static void gru_forward(const rnn_run *rr, int64_t t) { rnn_forward_gated(rr, t,
  * Hidden side (gh, b_hh):  da_h = [da_r | da_z | dhn]   — differs only in the n block,
  *                          so only dhn is kept for every step (the driver's dhn)
  *   dh_prev += da_h · W_hh                    (ONE GEMM, all three blocks)
+ * (so the chunk's dW_hh and db_hh read da_i but in its n block, where they read dhn)
  * gru_backward_rows does it on a range of batch rows: the gates, then (packed) those rows
  * of dh_prev += da_h·W_hh — rows are independent, so a thread needs no other's da_h. */
 TG_VEC_KERNEL
@@ -82,7 +83,7 @@ static void gru_backward_rows(int64_t b0, int64_t b1, void *ctx) {
         const tg_real *r = w.acts, *z = r + H, *n = r + 2 * H, *hn = r + 3 * H;
         const tg_real *h_prev = w.h_prev, *dh = w.dh;
         tg_real *da_i = w.da_i, *da_h = w.da_h, *dh_prev = w.dh_prev;
-        tg_real *dhn = rr->dhn + (c->t * rr->B + b) * H; /* kept for dW_hn, db_hn */
+        tg_real *dhn = rr->dhn + (c->t % rr->chunk * rr->B + b) * H; /* for dW_hn, db_hn */
         TG_SIMD
         for (int64_t j = 0; j < H; j++) {
             const tg_real dn = dh[j] * (1 - z[j]);
@@ -244,14 +245,16 @@ static void gru_cho_backward_step(const rnn_run *rr, int64_t t, const tg_real *d
     tg_gemm(false, false, B, H, 2 * H, 1, da_all, G3, rr->w_hh, H, 1, dh_prev_all, H);
 }
 
-/* dW_h[rz] += [DA_r | DA_z]ᵀ · H_prev   and   dW_hn += DA_nᵀ · RH, over all steps */
-static void gru_cho_weight_hh_grad(const rnn_run *rr, const tg_real *da, tg_real *dw_hh) {
-    const int64_t TB = rr->T * rr->B, H = rr->H, G3 = 3 * H;
-    const tg_real *h_prev = rnn_h(rr, rr->reverse ? 1 : 0);
-    tg_gemm(true, false, 2 * H, H, TB, 1, da, G3, h_prev, H, 1, dw_hh, H);
-    /* rh of every step: column block 3H of acts, rows of stride 4H, steps contiguous */
-    tg_gemm(true, false, H, H, TB, 1, da + 2 * H, G3, rr->acts + 3 * H, 4 * H, 1, dw_hh + 2 * H * H,
-            H);
+/* dW_h[rz] += [DA_r | DA_z]ᵀ · H_prev   and   dW_hn += DA_nᵀ · RH, over the n steps of a
+ * chunk from time t0 (da: the chunk's) */
+static void gru_cho_weight_hh_grad(const rnn_run *rr, const tg_real *da, int64_t t0, int64_t n,
+                                   tg_real *dw_hh) {
+    const int64_t rows = n * rr->B, H = rr->H, G3 = 3 * H;
+    const tg_real *h_prev = rnn_h(rr, rnn_prev_slot(rr, t0)); /* times t0.. in order */
+    tg_gemm(true, false, 2 * H, H, rows, 1, da, G3, h_prev, H, 1, dw_hh, H);
+    /* rh of those steps: column block 3H of acts, rows of stride 4H, steps contiguous */
+    tg_gemm(true, false, H, H, rows, 1, da + 2 * H, G3, rnn_acts(rr, t0) + 3 * H, 4 * H, 1,
+            dw_hh + 2 * H * H, H);
 }
 
 const rnn_cell_impl tg_rnn_impl_gru_cho = {

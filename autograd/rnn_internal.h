@@ -1,25 +1,31 @@
 /* autograd/rnn_internal.h — what the fused recurrent ops share (not installed).
  *
  * A fused run of one layer in one direction over T steps keeps, in the tape's arena:
- *   gi    (T, B, G·H)   x_t·W_ihᵀ for every step: ONE GEMM before the loop (biases are
- *                       added by the gate kernels)
  *   hs    (T+1, B, P)   the states h, in time order with one extra slot for h0:
  *                       forward  h0 at slot 0, h_t at slot t+1
  *                       reverse  h0 at slot T, h_t at slot t
  *                       so the output sequence is slots [1..T] or [0..T-1], and the
  *                       previous states of all steps, in time order, are the other T
  *                       slots — both contiguous: the output is a view, and dW_hh is
- *                       one GEMM over all steps.
+ *                       one GEMM per chunk of steps.
  *   cs    (T+1, B, H)   LSTM cell states, same layout
  *   acts  (T, B, S·H)   the activations the backward needs (gates, ...), S per cell kind
+ * and, only while a pass runs, the input projections of one chunk of steps:
+ *   gi    (C, B, G·H)   x_t·W_ihᵀ for the C steps of a chunk (times [c·C, c·C + C)), one
+ *                       GEMM just before the chunk's steps (biases are added by the gate
+ *                       kernels): the gate kernels find them in L2 / L3, where the
+ *                       projections of all T steps, made before the loop, were out in
+ *                       memory by the time a step read them. Step t's are at slot t mod C.
  * P is H but for an LSTM with projections (PyTorch's proj_size), whose h_t = m_t·W_hrᵀ
  * has P features: its acts hold m_t = o_t ⊙ tanh(c_t) too (S = 5), so that M (T·B, H),
  * rows 5·H apart, is one GEMM operand for dW_hr, and its backward keeps the dh_t of
  * every step (dhs, (T, B, P)) for the same GEMM.
- * The backward writes the pre-activation gradients of all steps, da (T, B, G·H), over gi
- * (which only the forward reads), then takes dW_ih, dx and dW_hh as GEMMs over all T·B
- * rows. What only the forward's steps use (packed weights, the work tile) is given back to
- * the arena when the forward ends; the backward takes its own. */
+ * The backward walks the same chunks in the other order: each chunk's steps write their
+ * pre-activation gradients da (C, B, G·H) into the chunk buffer, then dW_ih, dx, dW_hh
+ * and the biases take the chunk as GEMMs over its C·B rows. What only one pass uses
+ * (packed weights, the work tile, the chunk buffer) is given back to the arena when it
+ * ends. The chunk's steps C come from the batch alone (rnn_chunk_steps), never from the
+ * thread count, so the sums over chunks have the same bits at any count. */
 #ifndef TAPEGRAD_RNN_INTERNAL_H
 #define TAPEGRAD_RNN_INTERNAL_H
 
@@ -41,9 +47,10 @@
 static inline tg_real rnn_sigmoid(tg_real a) { return tg_vsigmoid(a); }
 static inline tg_real rnn_tanh(tg_real a) { return tg_vtanh(a); }
 
-/* The forward gate kernels read a unit panel's columns of gi (written by the input GEMM
- * long before, so out in L3 or memory) and write the step's activations and states (last
- * touched a whole pass ago); on a core whose L2 the packed W_hh of the step's product
+/* The forward gate kernels read a unit panel's columns of gi (written by the chunk's input
+ * GEMM some steps before) and of the LSTM's c_{t-1} (written a step before, but a whole
+ * W_hh ago), and write the step's activations and states (last touched a whole pass ago);
+ * all of them out in L3 or memory. On a core whose L2 the packed W_hh of the step's product
  * fills (1 MiB for an LSTM of H = 256: all of Zen 4's or Zen 5's L2), a prefetch issued
  * before the product is evicted again by it. So the kernels ask for the lines of the row
  * RNN_ROW_AHEAD rows ahead as they go: len values from p, count blocks `stride` apart. */
@@ -75,17 +82,19 @@ typedef struct rnn_run {
     int64_t T, B, I, H, G; /* steps, batch, input size, hidden size, gate count */
     int64_t P;             /* features of h: H, or proj_size with a projection */
     bool reverse;
-    const tg_real *w_ih, *w_hh; /* (G·H, I), (G·H, P) */
-    const tg_real *w_hr;        /* (P, H), or NULL without a projection (LSTM only) */
-    const tg_real *b_ih, *b_hh; /* (G·H); zeros when the layer has no bias */
-    tg_real *gi, *hs, *cs, *acts;
-    int64_t S;                 /* activations kept per batch row, in units of H */
-    int64_t act_stride;        /* elements of acts per step; 0 = one slot reused (inference) */
-    tg_real *work;             /* (B, G·H) scratch for the hidden GEMM(s); packed: one
-                                * (B, G·nr) tile per unit panel (forward and backward each
-                                * take their own); an LSTM's backward with a projection
-                                * holds a step's dm (B, H) in it */
-    int out_seq, out_h, out_c; /* positions of output, h_n, c_n among the node's outputs */
+    const tg_real *w_ih, *w_hh;   /* (G·H, I), (G·H, P) */
+    const tg_real *w_hr;          /* (P, H), or NULL without a projection (LSTM only) */
+    const tg_real *b_ih, *b_hh;   /* (G·H); zeros when the layer has no bias */
+    const tg_real *x;             /* the input (T, B, I) */
+    tg_real *gi, *hs, *cs, *acts; /* gi: one chunk's input projections, or its da */
+    int64_t chunk;                /* C: steps per chunk of gi (rnn_chunk_steps) */
+    int64_t S;                    /* activations kept per batch row, in units of H */
+    int64_t act_stride;           /* elements of acts per step; 0 = one slot reused (inference) */
+    tg_real *work;                /* (B, G·H) scratch for the hidden GEMM(s); packed: one
+                                   * (B, G·nr) tile per unit panel (forward and backward each
+                                   * take their own); an LSTM's backward with a projection
+                                   * holds a step's dm (B, H) in it */
+    int out_seq, out_h, out_c;    /* positions of output, h_n, c_n among the node's outputs */
     /* Packed step products (GRU, LSTM over T >= 2 steps); false: the steps use tg_gemm. */
     bool packed;
     int64_t nr;            /* a unit panel: the packed operands' width (tg_gemm_packed_width) */
@@ -93,7 +102,8 @@ typedef struct rnn_run {
     int64_t panels;        /* ⌈H / nr⌉ */
     tg_gemm_packed *wf[4]; /* forward: W_hhᵀ of gate block g (H x H), one per block */
     tg_gemm_packed *wb;    /* backward: W_hh (G·H x H); set by the backward */
-    tg_real *dhn;          /* GRU backward: the n block of da_h of every step (T, B, H) */
+    tg_gemm_packed *wi;    /* W_ihᵀ (forward) or W_ih (backward), packed for the chunks */
+    tg_real *dhn;          /* GRU backward: the n block of da_h of a chunk's steps (C, B, H) */
     tg_real *dhs;          /* LSTM backward with a projection: dL/dh_t of every step (T, B, P) */
 } rnn_run;
 
@@ -140,8 +150,9 @@ static inline int64_t rnn_cur_slot(const rnn_run *r, int64_t t) { return r->reve
 static inline tg_real *rnn_h(const rnn_run *r, int64_t slot) { return r->hs + slot * r->B * r->P; }
 static inline tg_real *rnn_c(const rnn_run *r, int64_t slot) { return r->cs + slot * r->B * r->H; }
 static inline tg_real *rnn_acts(const rnn_run *r, int64_t t) { return r->acts + t * r->act_stride; }
-static inline const tg_real *rnn_gi(const rnn_run *r, int64_t t) {
-    return r->gi + t * r->B * r->G * r->H;
+/* Step t's rows of the chunk buffer: its input projections (forward) or da (backward). */
+static inline tg_real *rnn_gi(const rnn_run *r, int64_t t) {
+    return r->gi + t % r->chunk * r->B * r->G * r->H;
 }
 
 /* Batch row b of the backward step in ctx: what a gated cell's row kernel reads (the row's
@@ -185,9 +196,11 @@ typedef struct rnn_cell_impl {
      * dh_prev = dL/dh_{t-1} (B, P), including the GEMM da_h·W_hh. */
     void (*backward_step)(const rnn_run *r, int64_t t, const tg_real *dh, tg_real *dc,
                           tg_real *da_i, tg_real *da_h, tg_real *dh_prev);
-    /* dW_hh += Σ_t da_h,tᵀ·(its hidden operand); NULL = the usual one GEMM over all steps
-     * with h_{t-1}. (Cho's GRU multiplies W_hn by r⊙h_{t-1}, not h_{t-1}.) */
-    void (*weight_hh_grad)(const rnn_run *r, const tg_real *da_h, tg_real *dw_hh);
+    /* dW_hh += Σ_t da_h,tᵀ·(its hidden operand) over the n steps from time t0 (da_h: the
+     * chunk's, from its first row); NULL = the usual one GEMM over the chunk's steps with
+     * h_{t-1}. (Cho's GRU multiplies W_hn by r⊙h_{t-1}, not h_{t-1}.) */
+    void (*weight_hh_grad)(const rnn_run *r, const tg_real *da_h, int64_t t0, int64_t n,
+                           tg_real *dw_hh);
     /* Packed cells: the forward gate kernel and the backward row kernel (ctx: rnn_step_ctx;
      * the gates, then those rows of dh_prev (+)= da_h·W_hh), which the driver runs on a
      * range of batch rows through every step in one parallel region (rnn.c). */
@@ -195,7 +208,7 @@ typedef struct rnn_cell_impl {
     tg_range_fn backward_rows;
 } rnn_cell_impl;
 
-extern const rnn_cell_impl tg_rnn_impl_tanh, tg_rnn_impl_relu;   /* autograd/rnn.c */
+extern const rnn_cell_impl tg_rnn_impl_tanh, tg_rnn_impl_relu;   /* autograd/rnn_plain.c */
 extern const rnn_cell_impl tg_rnn_impl_gru, tg_rnn_impl_gru_cho; /* autograd/rnn_gru.c */
 extern const rnn_cell_impl tg_rnn_impl_lstm;                     /* autograd/rnn_lstm.c */
 

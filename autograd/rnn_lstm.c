@@ -1,5 +1,5 @@
 /* The fused LSTM cell, forward and backward. The driver (rnn.c) does the input projections
- * of all steps and the weight gradients over all steps; here is one step.
+ * and the weight gradients, a chunk of steps at a time; here is one step.
  *
  *     i = σ(a_i)   f = σ(a_f)   g = tanh(a_g)   o = σ(a_o)
  *         with [a_i | a_f | a_g | a_o] = gi + b_ih + gh + b_hh,  gh = h_prev·W_hhᵀ
@@ -34,6 +34,7 @@ static void lstm_forward_step(int64_t rows, int64_t len, int64_t H, int64_t gs, 
         tg_real *i = a + b * ars, *f = i + H, *g = i + 2 * H, *o = i + 3 * H;
         if (b + RNN_ROW_AHEAD < rows) {
             rnn_prefetch_blocks(gib + RNN_ROW_AHEAD * 4 * H, 4, H, len, false);
+            rnn_prefetch_blocks(cp + RNN_ROW_AHEAD * H, 1, H, len, false);
             rnn_prefetch_blocks(i + RNN_ROW_AHEAD * ars, 4, H, len, true);
             rnn_prefetch_blocks(hb + RNN_ROW_AHEAD * hrs, 1, H, len, true);
             rnn_prefetch_blocks(cb + RNN_ROW_AHEAD * H, 1, H, len, true);

@@ -53,6 +53,8 @@ int main(int argc, char **argv) {
     c.dy = bench_random_tensor(&g, TG_SHAPE(T, B, H));
 
     printf("# gemm: %s\n", tg_gemm_config_describe()); /* the per-CPU choice */
+    printf("# threads: %s\n",
+           tg_rnn_threads_describe(lstm ? TG_CELL_LSTM : TG_CELL_GRU, H, B, a.threads));
     bench_run(a.config ? a.config : "gru_cls_layer", &a,
               3 * bench_rnn_layer_flops(T, B, I, H, lstm ? 4 : 3), step, &c);
 

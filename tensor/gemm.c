@@ -459,8 +459,10 @@ static void tg_gemm_blocked(const tg_gemm_call *g, int64_t m0, int64_t m1, int64
             const int64_t kc = g->k - pc < KC ? g->k - pc : KC;
             const tg_real beta = pc == 0 ? g->beta : 1;
             const tg_real *bpack = tg_gemm_b_block(g, pc, kc, jc, nc);
-            for (int64_t ic = m0; ic < m1; ic += MC) {
-                const int64_t mc = m1 - ic < MC ? m1 - ic : MC;
+            const int64_t blocks = tg_gemm_row_blocks(m1 - m0, MC);
+            for (int64_t bi = 0; bi < blocks; bi++) {
+                const int64_t ic = m0 + tg_gemm_row_block_start(m1 - m0, blocks, bi);
+                const int64_t mc = m0 + tg_gemm_row_block_start(m1 - m0, blocks, bi + 1) - ic;
                 const int tiles = tg_gemm_row_tiles(mc, kern->mr, heights, TG_GEMM_MAX_TILES);
                 const tg_real *apack = tg_gemm_a_block(g, ic, pc, kc, heights, tiles);
                 tg_gemm_tiles(g, pc, kc, beta, jc, nc, bpack, ic, heights, tiles, apack, NULL);

@@ -106,6 +106,14 @@ typedef struct tg_gemm_call {
 /* Splits mc rows into as few register tiles as MR allows, of heights as even as possible
  * (in h); returns the tile count. */
 TG_INTERNAL int tg_gemm_row_tiles(int64_t mc, int mr, int *h, int max_tiles);
+/* Row blocks of at most mc rows over m rows, as few as mc allows and of even heights (256
+ * rows with mc = 252: 128 + 128, not 252 + 4, whose 4-row tile runs at a third of the
+ * speed): block i of `blocks` starts at row m·i / blocks. Rows never mix: the split does
+ * not change a bit. */
+static inline int64_t tg_gemm_row_blocks(int64_t m, int64_t mc) { return (m + mc - 1) / mc; }
+static inline int64_t tg_gemm_row_block_start(int64_t m, int64_t blocks, int64_t i) {
+    return m * i / blocks;
+}
 /* Packs op(B)[p0 : p0+kc, j0 : j0+nr] (nr <= NR) into one kc x NR panel, zero-padded
  * (reads g's kern, trans_b, b, ldb). */
 TG_INTERNAL void tg_gemm_pack_b_panel(const tg_gemm_call *g, int64_t p0, int64_t kc, int64_t j0,

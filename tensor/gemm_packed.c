@@ -112,8 +112,10 @@ void tg_gemm_prepacked(bool trans_a, int64_t m, int64_t n0, int64_t n1, tg_real 
                             .ldc = ldc,
                             .c = c};
     int heights[TG_GEMM_MAX_TILES];
-    for (int64_t ic = 0; ic < m; ic += kern->mc) {
-        const int64_t mc = m - ic < kern->mc ? m - ic : kern->mc;
+    const int64_t blocks = tg_gemm_row_blocks(m, kern->mc);
+    for (int64_t bi = 0; bi < blocks; bi++) {
+        const int64_t ic = tg_gemm_row_block_start(m, blocks, bi);
+        const int64_t mc = tg_gemm_row_block_start(m, blocks, bi + 1) - ic;
         const int tiles = tg_gemm_row_tiles(mc, kern->mr, heights, TG_GEMM_MAX_TILES);
         for (int64_t pc = 0; pc < k; pc += kern->kc) {
             const int64_t kc = k - pc < kern->kc ? k - pc : kern->kc;

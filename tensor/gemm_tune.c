@@ -28,8 +28,8 @@
  * agree to the bit too; their dot forms, whose lanes run over k, do not).
  *
  * TAPEGRAD_GEMM=portable|avx2|avx512 forces a kernel (an unavailable one is ignored);
- * TAPEGRAD_GEMM_MC, TAPEGRAD_GEMM_NC and TAPEGRAD_GEMM_PARALLEL_MIN force the blocks and
- * the threshold (for measurements). */
+ * TAPEGRAD_GEMM_MC, TAPEGRAD_GEMM_NC, TAPEGRAD_GEMM_PARALLEL_MIN and
+ * TAPEGRAD_GEMM_ROWS_MAX_BYTES force the blocks and the thresholds (for measurements). */
 #include "gemm_internal.h"
 
 #include <pthread.h>
@@ -122,9 +122,10 @@ typedef struct tg_gemm_tuning {
     tg_cpu_info cpu;
     tg_gemm_kernel kern[2]; /* 0 avx512, 1 avx2 */
     bool have[2];
-    int best;              /* index into kern, -1: portable */
-    int64_t parallel_min;  /* multiply-adds below which one thread does a product */
-    char describe[2][256]; /* per kernel */
+    int best;               /* index into kern, -1: portable */
+    int64_t parallel_min;   /* multiply-adds below which one thread does a product */
+    int64_t rows_max_bytes; /* packed operands up to this size are split by rows: L2 */
+    char describe[2][256];  /* per kernel */
 } tg_gemm_tuning;
 
 static tg_gemm_tuning tg_tuning;
@@ -175,6 +176,7 @@ static void tg_tuning_init(void) {
      * (measured on Zen 3 and Zen 4); full-width 512-bit FMAs do that work in half the time */
     const bool wide = t->best == 0 && !cpu->split512;
     t->parallel_min = tg_env_int("TAPEGRAD_GEMM_PARALLEL_MIN", (int64_t)1 << (wide ? 21 : 20));
+    t->rows_max_bytes = tg_env_int("TAPEGRAD_GEMM_ROWS_MAX_BYTES", cpu->l2);
 
     char where[160];
     snprintf(where, sizeof where, "%s family %xh model %xh%s%s%s; L1d %lldK L2 %lldK L3 %lldM",
@@ -219,3 +221,14 @@ const tg_gemm_kernel *tg_gemm_tuned_choice(const char *name) {
 }
 
 int64_t tg_gemm_parallel_min(void) { return tg_tuning_get()->parallel_min; }
+
+/* Rows per thread read the whole operand every step; columns per thread read 1/threads of
+ * it but need a barrier per step. Rows win while the operand stays in each core's L2 (a
+ * GRU's W_hh of H = 256, 768 KiB, in Zen 4's 1 MiB), and each thread keeps a register tile
+ * of rows busy; an operand that fills L2 or more (an LSTM's of H = 256: 1 MiB; H = 512:
+ * 3-4 MiB) would stream from L3 once per thread per step instead of once per step. */
+bool tg_gemm_packed_split_rows(size_t bytes, int64_t rows, int threads) {
+    const tg_gemm_tuning *t = tg_tuning_get();
+    const int64_t mr = t->best < 0 ? 4 : t->kern[t->best].mr;
+    return threads > 1 && rows / threads >= mr && (int64_t)bytes < t->rows_max_bytes;
+}

@@ -104,6 +104,11 @@ const char *tg_gemm_kernel_name(void);
 const char *tg_gemm_config_describe(void);
 /* Multiply-adds below which tg_gemm runs a product on the calling thread (per CPU). */
 int64_t tg_gemm_parallel_min(void);
+/* Whether `threads` threads that multiply `rows` rows, step after step, by one packed
+ * operand of `bytes` bytes should each take whole rows (and read ALL of the operand each
+ * time: it must stay in the thread's L2) rather than each a share of its columns (per CPU:
+ * L2 size, register tile height). */
+bool tg_gemm_packed_split_rows(size_t bytes, int64_t rows, int threads);
 /* For tests and benchmarks: use the kernel named ("portable", "avx2", "avx512"; NULL:
  * back to this CPU's choice). False, and no change,
  * when this CPU cannot run it. Operands packed before keep the kernel they were packed

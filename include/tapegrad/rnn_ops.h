@@ -100,6 +100,10 @@ tg_rnn_state tg_cell_step_fused(tg_tape *t, tg_cell_kind kind, const tg_cell_wei
  * t = T−1 down to 0 (its output at t has consumed x_{T−1} .. x_t). One node. */
 tg_rnn_result tg_rnn_sequence_fused(tg_tape *t, tg_cell_kind kind, const tg_cell_weights *w,
                                     tg_tensor *x, tg_tensor *h0, tg_tensor *c0, bool reverse);
+/* How tg_rnn_sequence_fused splits a layer of that kind, hidden size (no projection) and
+ * batch between `threads` threads on this CPU, for benchmarks' logs. */
+const char *tg_rnn_threads_describe(tg_cell_kind kind, int64_t hidden_size, int64_t batch,
+                                    int threads);
 
 /* ---- composite path (autograd/rnn_composite.c): the same, from primitive ops ----
  * `tag` names the step's intermediates "<gate>_<tag>" ("z_3"); NULL names them "<gate>". */
