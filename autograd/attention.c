@@ -312,12 +312,13 @@ TG_VEC_KERNEL static void additive_backward_rows(int64_t n0, int64_t n1, void *c
                 const int64_t na = A - a0 < TH_TILE ? A - a0 : TH_TILE;
                 const tg_real *restrict v = j->v + a0;
                 attention_tanh(p + a0, u + a0, th, na);
-                if (dp)
-                    for (int64_t a = 0; a < na; a++) dp[a0 + a] += det * v[a] * (1 - th[a] * th[a]);
-                if (du)
-                    for (int64_t a = 0; a < na; a++) du[a0 + a] += det * v[a] * (1 - th[a] * th[a]);
                 if (dvn)
                     for (int64_t a = 0; a < na; a++) dvn[a0 + a] += det * th[a];
+                for (int64_t a = 0; a < na; a++) th[a] = det * v[a] * (1 - th[a] * th[a]); /* g */
+                if (dp)
+                    for (int64_t a = 0; a < na; a++) dp[a0 + a] += th[a];
+                if (du)
+                    for (int64_t a = 0; a < na; a++) du[a0 + a] += th[a];
             }
         }
     }
@@ -337,17 +338,22 @@ static void additive_backward(tg_tape *tape, tg_node *node) {
                       .T = T,
                       .H = enc->shape[2],
                       .A = v->numel};
-    j.de = tg_tape_alloc(tape, (size_t)(2 * N * T) * sizeof(tg_real));
-    j.scratch = j.de + N * T;
     j.denc = tg_tape_grad(tape, enc);
     j.dproj = tg_tape_grad(tape, proj);
     j.du = tg_tape_grad(tape, u);
     tg_real *dv = tg_tape_grad(tape, v);
+    /* the scratch below is this step's only: given back at the end (a decoder has a node
+     * per step, and their scratch would otherwise add up) */
+    tg_arena *arena = tg_tape_arena(tape);
+    const tg_arena_mark scratch = tg_arena_get_mark(arena);
+    j.de = tg_tape_alloc(tape, (size_t)(2 * N * T) * sizeof(tg_real));
+    j.scratch = j.de + N * T;
     if (dv) j.dv_rows = tg_tape_alloc(tape, (size_t)(N * j.A) * sizeof(tg_real));
     tg_parallel_for(N, N * T * j.A >= (1 << 15) ? 1 : N, additive_backward_rows, &j);
     if (dv) /* dv += Σ_n dv_rows[n], the rows in order */
         for (int64_t n = 0; n < N; n++)
             for (int64_t a = 0; a < j.A; a++) dv[a] += j.dv_rows[n * j.A + a];
+    tg_arena_rewind(arena, scratch);
 }
 
 tg_attention_output tg_additive_attention_core(tg_tape *t, tg_tensor *enc, tg_tensor *enc_proj,
@@ -379,8 +385,10 @@ tg_attention_output tg_additive_attention_core(tg_tape *t, tg_tensor *enc, tg_te
                       .T = T,
                       .H = enc->shape[2],
                       .A = A};
+    const tg_arena_mark scratch = tg_arena_get_mark(tg_tape_arena(t));
     j.scratch = tg_tape_alloc(t, (size_t)(N * T) * sizeof(tg_real));
     tg_parallel_for(N, N * T * A >= (1 << 15) ? 1 : N, additive_forward_rows, &j);
+    tg_arena_rewind(tg_tape_arena(t), scratch);
     /* nothing saved: the backward reads only the node's inputs and outputs */
     tg_tape_record(t, "additive_attention", additive_backward, 4,
                    (tg_tensor *[]){enc, enc_proj, u, v}, 2, (tg_tensor *[]){ctx, alpha});
