@@ -127,17 +127,17 @@ static decoded decode(tg_gru_attention *m, tg_tape *t, const tg_index *src, cons
         fc_in[2 * i + 1] = step(m, t, tg_select(t, y, 1, i), &e.s, &e, &weights[i]);
         fc_in[2 * i] = e.s;
     }
-    return (decoded){stack1(t, fc_in, T * 2), stack1(t, weights, T)};
+    const int64_t N = src->shape[0];
+    return (decoded){tg_reshape(t, stack1(t, fc_in, 2 * T), TG_SHAPE(N, T, -1)),
+                     stack1(t, weights, T)};
 }
 
 tg_gru_attention_output tg_gru_attention_forward(tg_gru_attention *m, tg_tape *t,
                                                  const tg_index *src, const tg_index *tgt_in) {
     decoded d = decode(m, t, src, tgt_in, __func__);
-    const int64_t N = d.fc_in->shape[0], T = d.weights->shape[1];
     /* return torch.stack(logits, 1), torch.stack(weights, 1): fc applied once to the stacked
      * (N, T, 2·hidden) inputs, the same numbers as T products of N rows, in one GEMM */
-    tg_tensor *fc_in = tg_reshape(t, d.fc_in, TG_SHAPE(N, T, -1));
-    return (tg_gru_attention_output){tg_linear_forward(m->fc, t, fc_in), d.weights};
+    return (tg_gru_attention_output){tg_linear_forward(m->fc, t, d.fc_in), d.weights};
 }
 
 tg_gru_attention_loss_output tg_gru_attention_loss(tg_gru_attention *m, tg_tape *t,
@@ -145,9 +145,8 @@ tg_gru_attention_loss_output tg_gru_attention_loss(tg_gru_attention *m, tg_tape 
                                                    const tg_index *targets,
                                                    const tg_loss_options *opts) {
     decoded d = decode(m, t, src, tgt_in, __func__);
-    const int64_t N = d.fc_in->shape[0], T = d.weights->shape[1];
     /* F.cross_entropy(logits.view(-1, V), targets.view(-1)), without the logits */
-    tg_tensor *fc_in = tg_reshape(t, d.fc_in, TG_SHAPE(N * T, -1));
+    tg_tensor *fc_in = tg_reshape(t, d.fc_in, TG_SHAPE(-1, d.fc_in->shape[2]));
     tg_tensor *loss = tg_linear_cross_entropy_chunked(t, fc_in, m->fc->weight, m->fc->bias, targets,
                                                       opts, LOSS_CHUNK_ROWS);
     return (tg_gru_attention_loss_output){loss, d.weights};
