@@ -5,21 +5,38 @@
  * without ever holding the N × V logits (N = the rows of x, V = the vocabulary). The rows
  * are taken in chunks of R; the chunk's logits Z = X_c·Wᵀ + b live in one R × V buffer.
  *
- * Forward, per chunk: Z by tg_gemm as tg_linear computes it, then each row's m = max_j z_j
- * and ls = log Σ_j exp(z_j − m) as tg_cross_entropy computes them (the same code:
- * loss_internal.h), so the loss has the same bits as the unfused pair's. Kept for backward:
- * m and ls per row (two numbers a row instead of V), and the targets.
+ *   forward, per chunk                          backward, per chunk
+ *   Z = X_c·Wᵀ + b          (tg_gemm)           D = ∂ℓ/∂Z = g·(softmax(Z) − onehot(y)) in Z
+ *   m = max_j z_j, ls = log Σ_j exp(z_j − m)    dX_c += D·W
+ *   ℓ = m + ls − z_y                            dW += Dᵀ·X_c,   db += Σ_rows D
  *
- * Backward, per chunk: Z again (the same GEMM: the same bits), then in place
- *     D = ∂ℓ/∂Z = g·(softmax(Z) − onehot(y)),   softmax_j = exp((z_j − m) − ls),
- * with g the row's upstream gradient (0 for ignored rows, 1/Σ v for mean), and
- *     dX_c += D·W,     dW += Dᵀ·X_c,     db += Σ_rows D.
- * dW and db gather the chunks in order; R depends only on V (never on the thread count),
- * so the result is the same at any thread count. Recomputing Z costs one GEMM of the three
- * the unfused backward has, about a third more arithmetic than Linear + cross entropy.
- * Memory: R·V reals for the chunk (the backward reuses the forward's buffer) and 2N for m
- * and ls, instead of 2·N·V (logits and their gradient): bench/bench_lm's 10,000-word model
- * peaks at 232 MB instead of 320. */
+ * with softmax_j = exp((z_j − m) − ls) and g the row's upstream gradient: 0 for an ignored
+ * row, else ∂loss/∂ℓ times 1/Σ v for mean (v = 1 for the rows not ignored). Z and m, ls are
+ * computed by the code of tg_linear and tg_cross_entropy (loss_internal.h), so the loss has
+ * the bits of the unfused pair. dW and db gather the chunks in order and R depends only on
+ * V (never on the thread count), so the gradients are the same at any thread count.
+ *
+ * The backward needs the chunk's Z, which the forward had and dropped. In a training step
+ * the loss is a scalar and backward starts from it with ∂loss/∂loss = 1, so g is known in
+ * the forward already. The forward therefore computes the backward column too, while Z is
+ * in the buffer, into saved dX (N × in), dW (V × in) and db (V) for the inputs that require
+ * grad (and only when the tape records: no-grad and inference forwards save nothing). The
+ * backward then adds them to the inputs' gradients (hands dX over when x has no gradient
+ * yet): no second Z = X_c·Wᵀ, a third of the op's arithmetic. Same GEMMs, same order, into
+ * zeroed buffers: the bits of recomputing. (A recorded forward that no backward follows
+ * pays for the gradient; an evaluation runs with recording off.)
+ *
+ * The backward recomputes Z per chunk (the column on the right, in a scratch R × V buffer)
+ * instead when the saved gradient does not apply: an upstream gradient other than exactly 1
+ * (a scaled loss, a seed), reduction none, a second backward through a retained graph (the
+ * saved one was used), or an input gradient that already holds something (the GEMMs
+ * accumulating into it round otherwise than adding a finished sum to it would).
+ *
+ * Memory: R·V reals for the chunk (scratch, in the forward and in a recomputing backward)
+ * and 2N for m and ls, instead of 2·N·V (logits and their gradient); the eager gradient
+ * adds one V × in buffer (dW, the size of the weight) plus N × in for dX, which becomes
+ * x's gradient instead of one the backward would allocate (bench/bench_lm's gru_lm, a
+ * 10,000-word vocabulary from 512 features: 20 MB for a step a quarter shorter). */
 #include "autograd/loss_internal.h"
 #include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
@@ -37,10 +54,12 @@ typedef struct lce_saved {
     int64_t N, V, in, R;
     int32_t *y;
     tg_real *m, *ls;
-    tg_real *Z; /* the chunk's logits: the forward's buffer, which the backward uses again */
     double denom; /* rows not ignored */
     int64_t ignore;
     tg_reduction red;
+    /* The gradient for ∂loss/∂loss = 1, per input (NULL: not computed), while `eager`. */
+    tg_real *grad[3];
+    bool eager;
 } lce_saved;
 
 /* Z (rows r0..r0+n) = X·Wᵀ + b, as tg_linear computes it (rows start as the bias). */
@@ -54,42 +73,48 @@ static void chunk_logits(const lce_saved *S, const tg_tensor *x, const tg_tensor
 
 typedef struct chunk_ctx {
     const lce_saved *S;
-    const tg_tensor *out;
+    const tg_tensor *out; /* backward: the output, whose gradient is the upstream one */
     tg_real *Z;
     int64_t r0;
-    double *ell;
+    double *ell; /* forward: the rows' losses */
+    bool eager;  /* forward: D in place of Z too, for an upstream gradient of 1 */
 } chunk_ctx;
+
+/* D = g·(softmax(z) − onehot(y)) in place of the row z of sample k (g = 0 when ignored). */
+static void row_delta(const chunk_ctx *c, tg_real *restrict z, int64_t k) {
+    const lce_saved *S = c->S;
+    const int64_t V = S->V, yk = S->y[k];
+    if (yk == S->ignore) {
+        memset(z, 0, (size_t)V * sizeof(tg_real));
+        return;
+    }
+    /* the eager gradient is upstream()'s for a gradient of 1 */
+    const tg_real g = c->out                        ? upstream(c->out, S->red, S->denom, k)
+                      : S->red == TG_REDUCTION_MEAN ? (tg_real)(1.0 / S->denom)
+                                                    : 1;
+    const tg_real m = S->m[k], ls = S->ls[k];
+    for (int64_t j = 0; j < V; j++) z[j] = g * tg_vexp((z[j] - m) - ls);
+    z[yk] -= g;
+}
 
 static void forward_rows(int64_t begin, int64_t end, void *p) {
     const chunk_ctx *c = p;
     const lce_saved *S = c->S;
     for (int64_t i = begin; i < end; i++) {
         const int64_t k = c->r0 + i, yk = S->y[k];
-        const tg_real *z = c->Z + i * S->V;
+        tg_real *z = c->Z + i * S->V;
         tg_real m;
         double ls;
         ce_sample_lse(z, S->V, 1, &m, &ls);
         S->m[k] = m, S->ls[k] = (tg_real)ls;
         c->ell[k] = yk == S->ignore ? 0 : ((double)m + ls) - (double)z[yk];
+        if (c->eager) row_delta(c, z, k);
     }
 }
 
-/* D = g·(softmax(Z) − onehot(y)) in place of Z, row by row. */
 static void backward_rows(int64_t begin, int64_t end, void *p) {
     const chunk_ctx *c = p;
-    const lce_saved *S = c->S;
-    const int64_t V = S->V;
-    for (int64_t i = begin; i < end; i++) {
-        const int64_t k = c->r0 + i, yk = S->y[k];
-        tg_real *restrict z = c->Z + i * V;
-        if (yk == S->ignore) {
-            memset(z, 0, (size_t)V * sizeof(tg_real));
-            continue;
-        }
-        const tg_real g = upstream(c->out, S->red, S->denom, k), m = S->m[k], ls = S->ls[k];
-        for (int64_t j = 0; j < V; j++) z[j] = g * tg_vexp((z[j] - m) - ls);
-        z[yk] -= g;
-    }
+    for (int64_t i = begin; i < end; i++) row_delta(c, c->Z + i * c->S->V, c->r0 + i);
 }
 
 typedef struct bias_ctx {
@@ -107,26 +132,73 @@ static void bias_columns(int64_t begin, int64_t end, void *p) {
     }
 }
 
+/* dX_c += D·W, dW += Dᵀ·X_c, db += Σ_rows D for the chunk of n rows at r0 whose D is in Z
+ * (each gradient NULL: not wanted). The forward's eager column and the backward share it. */
+static void chunk_grads(const lce_saved *S, const tg_tensor *x, const tg_tensor *W, int64_t r0,
+                        int64_t n, const tg_real *Z, tg_real *const grad[3]) {
+    const int64_t V = S->V, in = S->in;
+    if (grad[0]) tg_gemm(false, false, n, in, V, 1, Z, V, W->data, in, 1, grad[0] + r0 * in, in);
+    if (grad[1]) tg_gemm(true, false, V, in, n, 1, Z, V, x->data + r0 * in, in, 1, grad[1], in);
+    if (grad[2]) {
+        bias_ctx bc = {.D = Z, .db = grad[2], .n = n, .V = V};
+        tg_parallel_for(V, n * V >= PARALLEL_MIN ? 64 : V, bias_columns, &bc);
+    }
+}
+
+static bool all_zero(const tg_real *p, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (p[i] != 0) return false;
+    return true;
+}
+
+/* The backward from the gradient the forward saved: false (nothing done) if an input's
+ * gradient already holds something. A gradient that starts at zero gets the saved one's
+ * bits either way: 0 + s = s. x's gradient, when it has none yet, is the saved buffer itself
+ * (handed over through a tensor that carries it, as a reshape hands its output's over). */
+static bool eager_backward(tg_tape *tape, tg_node *node, lce_saved *S) {
+    tg_real *dst[3] = {NULL, NULL, NULL};
+    bool move[3] = {false, false, false};
+    for (int i = 0; i < 3; i++) {
+        tg_tensor *t = node->in[i];
+        if (!S->grad[i]) continue;
+        move[i] = !t->grad && !t->owned && !t->retain_grad;
+        if (move[i]) continue;
+        dst[i] = tg_tape_grad(tape, t);
+        if (dst[i] && !all_zero(dst[i], t->numel)) return false;
+    }
+    for (int i = 0; i < 3; i++) {
+        tg_tensor *t = node->in[i];
+        tg_real *restrict s = S->grad[i];
+        if (!s) continue;
+        if (move[i]) {
+            tg_tensor *carrier = tg_tape_tensor_view(tape, s, t->ndim, t->shape);
+            carrier->grad = s;
+            if (tg_tape_grad_move(tape, t, carrier)) continue;
+            dst[i] = tg_tape_grad(tape, t);
+        }
+        tg_real *restrict d = dst[i];
+        if (d)
+            for (int64_t j = 0; j < t->numel; j++) d[j] += s[j];
+    }
+    S->eager = false; /* used: a second backward recomputes */
+    return true;
+}
+
 static void linear_ce_backward(tg_tape *tape, tg_node *node) {
     const tg_tensor *x = node->in[0], *W = node->in[1], *b = node->in[2], *out = node->out[0];
     if (!out->grad) return;
-    const lce_saved *S = node->saved;
-    tg_real *dx = tg_tape_grad(tape, node->in[0]);
-    tg_real *dW = tg_tape_grad(tape, node->in[1]);
-    tg_real *db = tg_tape_grad(tape, node->in[2]);
-    const int64_t V = S->V, in = S->in;
-    tg_real *Z = S->Z;
+    lce_saved *S = node->saved;
+    if (S->eager && out->grad[0] == 1 && eager_backward(tape, node, S)) return;
+    tg_real *grad[3];
+    for (int i = 0; i < 3; i++) grad[i] = tg_tape_grad(tape, node->in[i]);
+    const int64_t V = S->V;
+    tg_real *Z = tg_tape_alloc(tape, (size_t)(S->R * V + 1) * sizeof(tg_real)); /* scratch */
     for (int64_t r0 = 0; r0 < S->N; r0 += S->R) {
         const int64_t n = S->N - r0 < S->R ? S->N - r0 : S->R;
         chunk_logits(S, x, W, b, r0, n, Z);
         chunk_ctx c = {.S = S, .out = out, .Z = Z, .r0 = r0};
         tg_parallel_for(n, n * V >= PARALLEL_MIN ? 1 : n, backward_rows, &c);
-        if (dx) tg_gemm(false, false, n, in, V, 1, Z, V, W->data, in, 1, dx + r0 * in, in);
-        if (dW) tg_gemm(true, false, V, in, n, 1, Z, V, x->data + r0 * in, in, 1, dW, in);
-        if (db) {
-            bias_ctx bc = {.D = Z, .db = db, .n = n, .V = V};
-            tg_parallel_for(V, n * V >= PARALLEL_MIN ? 64 : V, bias_columns, &bc);
-        }
+        chunk_grads(S, x, W, r0, n, Z, grad);
     }
 }
 
@@ -176,7 +248,7 @@ tg_tensor *tg_linear_cross_entropy_chunked(tg_tape *t, tg_tensor *x, tg_tensor *
     check_args(x, weight, bias, targets, &o);
 
     lce_saved *S = tg_tape_alloc(t, sizeof *S);
-    S->V = weight->shape[0], S->in = weight->shape[1], S->N = targets->numel;
+    *S = (lce_saved){.V = weight->shape[0], .in = weight->shape[1], .N = targets->numel};
     if (chunk_rows <= 0) {
         chunk_rows = CHUNK_BYTES / (S->V * (int64_t)sizeof(tg_real));
         if (chunk_rows < 16) chunk_rows = 16;
@@ -189,17 +261,33 @@ tg_tensor *tg_linear_cross_entropy_chunked(tg_tape *t, tg_tensor *x, tg_tensor *
     S->ignore = o.ignore_index, S->red = o.reduction, S->denom = 0;
     for (int64_t k = 0; k < S->N; k++) S->denom += S->y[k] != S->ignore;
 
+    /* the eager gradient: only where the tape records a node and a backward can start at 1 */
+    tg_tensor *const in[3] = {x, weight, bias};
+    if (tg_tape_is_recording(t) && S->red != TG_REDUCTION_NONE)
+        for (int i = 0; i < 3; i++)
+            if (in[i] && in[i]->requires_grad) {
+                const size_t bytes = (size_t)in[i]->numel * sizeof(tg_real);
+                S->grad[i] = tg_tape_alloc(t, bytes + 1);
+                memset(S->grad[i], 0, bytes);
+                S->eager = true;
+            }
+
     double *ell = tg_tape_alloc(t, (size_t)(S->N + 1) * sizeof(double));
-    tg_real *Z = S->Z = tg_tape_alloc(t, (size_t)(S->R * S->V + 1) * sizeof(tg_real));
+    /* the chunk buffer is scratch: given back before the output is made */
+    tg_arena *arena = tg_tape_arena(t);
+    const tg_arena_mark scratch = tg_arena_get_mark(arena);
+    tg_real *Z = tg_arena_alloc(arena, (size_t)(S->R * S->V + 1) * sizeof(tg_real));
     for (int64_t r0 = 0; r0 < S->N; r0 += S->R) {
         const int64_t n = S->N - r0 < S->R ? S->N - r0 : S->R;
         chunk_logits(S, x, weight, bias, r0, n, Z);
-        chunk_ctx c = {.S = S, .Z = Z, .r0 = r0, .ell = ell};
+        chunk_ctx c = {.S = S, .Z = Z, .r0 = r0, .ell = ell, .eager = S->eager};
         tg_parallel_for(n, n * S->V >= PARALLEL_MIN ? 1 : n, forward_rows, &c);
+        if (S->eager) chunk_grads(S, x, weight, r0, n, Z, S->grad);
     }
+    tg_arena_rewind(arena, scratch);
     tg_tensor *y = reduce_output(t, ell, S->N, S->red, S->denom, targets->ndim, targets->shape);
-    tg_node *node = tg_tape_record(t, "linear_cross_entropy", linear_ce_backward, 3,
-                                   (tg_tensor *[]){x, weight, bias}, 1, (tg_tensor *[]){y});
+    tg_node *node =
+        tg_tape_record(t, "linear_cross_entropy", linear_ce_backward, 3, in, 1, (tg_tensor *[]){y});
     if (node) node->saved = S;
     return y;
 }

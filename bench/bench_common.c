@@ -218,6 +218,7 @@ void bench_parse(int argc, char **argv, bench_args *a, const char *usage,
                 tg_get_num_threads());
     tg_manual_seed(a->seed);
     trace_setup();
+    bench_mem_mark("arguments parsed");
 }
 
 static const char *find_flag(const bench_args *a, const char *name) {
@@ -253,6 +254,7 @@ static int cmp_double(const void *x, const void *y) {
 
 void bench_run(const char *config, const bench_args *a, double flops, bench_step_fn step,
                void *ctx) {
+    bench_mem_mark("before the first step");
     /* step 1: what a first step allocates (arena blocks, gradient buffers, ...) */
     const uint64_t m0 = bench_malloc_calls();
     const double loss0 = step(ctx);
@@ -360,11 +362,49 @@ bool bench_rnn_layer_shape(const bench_args *a, const char *program, bench_rnn_s
     return true;
 }
 
+/* BENCH_MEM=1: where the memory of the first steps goes, on stderr (see bench_mem_mark). */
+static int mem_steps = -1;
+
+static long status_kb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    const size_t n = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, key, n) == 0 && line[n] == ':') {
+            kb = atol(line + n + 1);
+            break;
+        }
+    if (f) fclose(f);
+    return kb;
+}
+
+void bench_mem_mark(const char *where) {
+    if (mem_steps < 0) {
+        const char *s = getenv("BENCH_MEM");
+        mem_steps = s ? atoi(s) : 0;
+    }
+    if (mem_steps <= 0) return;
+    fprintf(stderr, "mem %-22s rss_mb=%.1f hwm_mb=%.1f", where, status_kb("VmRSS") / 1024.0,
+            status_kb("VmHWM") / 1024.0);
+    if (watched_tape) {
+        const tg_arena *a = tg_tape_arena(watched_tape);
+        fprintf(stderr, " arena_used_mb=%.1f arena_peak_mb=%.1f arena_cap_mb=%.1f tape_cap_mb=%.1f",
+                tg_arena_used(a) / 1048576.0, tg_arena_peak(a) / 1048576.0,
+                tg_arena_capacity(a) / 1048576.0, tg_tape_capacity(watched_tape) / 1048576.0);
+    }
+    fputc('\n', stderr);
+}
+
 double bench_step_end(tg_tape *tape, tg_tensor *loss, tg_optim *opt) {
+    bench_mem_mark("forward done");
     if (opt) {
         tg_tape_backward(tape, loss);
+        bench_mem_mark("backward done");
         tg_optim_step(opt);
+        bench_mem_mark("optimizer step done");
     }
+    if (mem_steps > 0) mem_steps--;
     const double value = tg_item(loss);
     tg_tape_reset(tape);
     return value;

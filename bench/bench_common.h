@@ -65,6 +65,11 @@ void bench_watch_tape(tg_tape *tape);
  * NULL: inference), then the loss's value, and the tape reset for the next step. */
 double bench_step_end(tg_tape *tape, tg_tensor *loss, tg_optim *opt);
 
+/* BENCH_MEM=N: the first N steps print, at their marks (before the first step, forward done,
+ * backward done, optimizer step done, and wherever a program calls this), the process's
+ * resident and peak memory and the watched tape's arena (in use, peak, held) to stderr. */
+void bench_mem_mark(const char *where);
+
 /* Times `step` and prints the result line. `flops` = useful FLOPs of one step. */
 void bench_run(const char *config, const bench_args *a, double flops, bench_step_fn step,
                void *ctx);

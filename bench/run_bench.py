@@ -7,7 +7,7 @@ re-run a subset on an existing build:
     /usr/bin/python3 bench/run_bench.py --build build/release [--quick] [--threads 1,2]
         [--only gru_cls,tiny_cell] [--no-gemm] [--cpu-time] [--json bench/results.json]
 
-The JSON keeps one run per CPU model ({"by_cpu": {model name of /proc/cpuinfo: run}}): a run
+The JSON keeps one run per CPU model ({"by_cpu": {"model name (family F, model M)" of /proc/cpuinfo: run}}): a run
 replaces its own machine's entry only. --readme README.md writes the run's table, headed by the
 CPU model, between the README's "bench table" markers (--from-json ... --readme: an earlier run's).
 The contention row (--only contention; --no-contention skips it) times examples/addition with the
@@ -188,16 +188,30 @@ def machine():
     return info
 
 
+def cpu_key(name, info):
+    """The key of a machine's results: its model name, with the CPU family and model when the
+    name alone does not tell CPUs apart (a KVM guest shows a bare "AMD EPYC" on Zen 4 and
+    Zen 5 alike)."""
+    if "cpu family" in info and "model" in info:
+        return f"{name} (family {info['cpu family']}, model {info['model']})"
+    return name
+
+
 def cpu_model():
-    """The CPU's model name as /proc/cpuinfo gives it: the key of this machine's results."""
+    """This machine's key: /proc/cpuinfo's model name, family and model."""
+    name, info = None, {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "model name" and name is None:
+                    name = value
+                elif key in ("cpu family", "model") and key not in info and value.isdigit():
+                    info[key] = int(value)
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    return cpu_key(name or platform.processor() or "unknown CPU", info)
 
 
 # bench/results.json holds one run per CPU model: {"by_cpu": {model: run, ...}}, so that a
@@ -209,10 +223,21 @@ def results_load(path):
             doc = json.load(f)
     except (OSError, ValueError):
         return {"by_cpu": {}}
-    if "by_cpu" in doc:
-        return doc
-    model = doc.get("cpu_model") or doc.get("machine", {}).get("Model name", "unknown CPU")
-    return {"by_cpu": {model: doc}}
+    runs = doc["by_cpu"].values() if "by_cpu" in doc else [doc]
+    # Runs filed under a bare model name before the key carried family and model are filed
+    # again under the full key when they recorded family and model; one that did not keeps
+    # its name with its measured peak, which tells Zen 4 (117 GFLOP/s) from Zen 5 (~278).
+    store = {"by_cpu": {}}
+    for run in runs:
+        m = run.get("machine", {})
+        name = run.get("cpu_model") or m.get("Model name", "unknown CPU")
+        if "(family" not in name:
+            name = cpu_key(name, m)
+        if "(family" not in name and "peak_gflops_per_core" in run:
+            name += f" (family not recorded; {run['peak_gflops_per_core']:.0f} GFLOP/s per core)"
+        run["cpu_model"] = name
+        store["by_cpu"][name] = run
+    return store
 
 
 def results_store(path, run):
@@ -493,12 +518,14 @@ def main():
 
 
 def print_table(doc, rows, cpu_time, tv):
+    global PEAK_PER_CORE
+    PEAK_PER_CORE = doc.get("peak_gflops_per_core", PEAK_PER_CORE)  # an earlier run's own peak
     print()
     print(f"tapegrad vs PyTorch {tv} — {doc.get('cpu_model') or doc['machine'].get('Model name', '?')}, "
           f"{doc['machine'].get('nproc')} CPUs, {doc['date']}, git {doc['git']}")
     print(f"time = {doc['metric']}; ratio = PyTorch/tapegrad (>1: tapegrad faster); "
-          f"% peak of {PEAK_PER_CORE:.0f} GFLOP/s per thread ({doc['peak_source']}); load average "
-          f"{fmt_load(doc['loadavg_start'])} -> {fmt_load(doc['loadavg_end'])}")
+          f"% peak of {PEAK_PER_CORE:.0f} GFLOP/s per thread ({doc.get('peak_source', '?')}); load average "
+          f"{fmt_load(doc.get('loadavg_start'))} -> {fmt_load(doc.get('loadavg_end'))}")
     print_header()
     for row in rows:
         print_row(row, cpu_time)

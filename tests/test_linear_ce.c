@@ -60,9 +60,10 @@ static tg_tensor *copy_grad(const tg_tensor *t) {
     return c;
 }
 
-/* Forward and backward (seed: ones of the output's shape), fused with `chunk` rows
- * (chunk < 0: the unfused pair tg_linear + tg_cross_entropy_ex). */
-static result run(layer *l, const tg_loss_options *o, int64_t chunk) {
+/* Forward and backward (seed: the output's shape filled with `up`), fused with `chunk` rows
+ * (chunk < 0: the unfused pair tg_linear + tg_cross_entropy_ex). An upstream gradient of 1
+ * (reduction mean or sum) takes the gradient the forward computed; any other recomputes. */
+static result run_seeded(layer *l, const tg_loss_options *o, int64_t chunk, tg_real up) {
     zero_grads(l);
     tg_tape *t = tg_tape_new();
     tg_tensor *loss;
@@ -77,7 +78,7 @@ static result run(layer *l, const tg_loss_options *o, int64_t chunk) {
         memcpy(y->data, l->y->data, (size_t)l->y->numel * sizeof(int32_t));
         loss = tg_linear_cross_entropy_chunked(t, l->x, l->W, l->b, y, o, chunk);
     }
-    tg_tensor *seed = tg_tensor_full(loss->ndim, loss->shape, 1);
+    tg_tensor *seed = tg_tensor_full(loss->ndim, loss->shape, up);
     tg_tape_backward_with(t, loss, seed->data);
     result r = {tg_tensor_new(loss->ndim, loss->shape), copy_grad(l->x), copy_grad(l->W),
                 copy_grad(l->b)};
@@ -85,6 +86,10 @@ static result run(layer *l, const tg_loss_options *o, int64_t chunk) {
     tg_tensor_free(seed);
     tg_tape_free(t);
     return r;
+}
+
+static result run(layer *l, const tg_loss_options *o, int64_t chunk) {
+    return run_seeded(l, o, chunk, 1);
 }
 
 static void result_free(result *r) {
@@ -185,6 +190,143 @@ static void test_thread_count_invariance(void **state) {
     assert_same_bits(one.dW, two.dW);
     assert_same_bits(one.db, two.db);
     result_free(&one), result_free(&two);
+    /* the recomputing backward (upstream 2) too */
+    tg_set_num_threads(1);
+    one = run_seeded(&l, &o, 40, 2);
+    tg_set_num_threads(2);
+    two = run_seeded(&l, &o, 40, 2);
+    tg_set_num_threads(0);
+    assert_same_bits(one.dx, two.dx);
+    assert_same_bits(one.dW, two.dW);
+    assert_same_bits(one.db, two.db);
+    result_free(&one), result_free(&two);
+    layer_free(&l);
+}
+
+static result grads_of(const layer *l) {
+    return (result){NULL, copy_grad(l->x), copy_grad(l->W), copy_grad(l->b)};
+}
+
+static void assert_same_grads(const result *a, const result *b) {
+    assert_same_bits(a->dx, b->dx);
+    assert_same_bits(a->dW, b->dW);
+    assert_same_bits(a->db, b->db);
+}
+
+/* `a` = 2·`b`, bit for bit: scaling by 2 commutes with every rounding of the backward. */
+static void assert_twice(const tg_tensor *a, const tg_tensor *b) {
+    if (!a || !b) {
+        assert_true(a == b);
+        return;
+    }
+    for (int64_t i = 0; i < a->numel; i++) assert_true(a->data[i] == 2 * b->data[i]);
+}
+
+/* The gradient the forward computes (a backward from 1) against the backward that computes
+ * the logits again: bit for bit, at every chunk size, with and without bias, with ignored
+ * rows (-100, and an ignore_index that is a class). A retained graph's second backward
+ * recomputes; so do an upstream gradient of 2 (a seed, or a loss scaled by 2, giving twice
+ * the bits) and a backward into gradients that already hold something. */
+static void test_eager_matches_recompute(void **state) {
+    (void)state;
+    for (int bias = 0; bias < 2; bias++)
+        for (int ign = 0; ign < 2; ign++) {
+            layer l = layer_new(70 + (uint64_t)(2 * bias + ign), 5, 4, 7, 13, bias);
+            if (ign) { /* no -100 targets; the first row's class is the ignore_index */
+                tg_index_free(l.y);
+                l.y = targets(75, TG_SHAPE(5, 4), 13, 0, -100);
+            }
+            const int32_t ignore = ign ? l.y->data[0] : -100;
+            for (int red = 0; red < 2; red++) {
+                tg_loss_options o = tg_loss_defaults();
+                o.reduction = red ? TG_REDUCTION_SUM : TG_REDUCTION_MEAN;
+                o.ignore_index = ignore;
+                const int64_t chunks[] = {1, 3, 7, 0};
+                for (int c = 0; c < 4; c++) {
+                    result eager = run(&l, &o, chunks[c]);
+                    /* the same graph twice: the saved gradient, then recomputed */
+                    zero_grads(&l);
+                    tg_tape *t = tg_tape_new();
+                    tg_tensor *loss =
+                        tg_linear_cross_entropy_chunked(t, l.x, l.W, l.b, l.y, &o, chunks[c]);
+                    const tg_backward_options keep = {.retain_graph = true};
+                    tg_tape_backward_ex(t, loss, &keep);
+                    result first = grads_of(&l);
+                    zero_grads(&l);
+                    tg_tape_backward_ex(t, loss, &keep);
+                    result second = grads_of(&l);
+                    assert_same_grads(&first, &eager);
+                    assert_same_grads(&second, &eager);
+                    /* a third backward accumulates: into non-zero gradients, recomputed */
+                    tg_tape_backward(t, loss);
+                    result third = grads_of(&l);
+                    /* the same from two fresh graphs: the second one's saved gradient does
+                     * not apply (a sum of totals would not have these bits) */
+                    zero_grads(&l);
+                    for (int k = 0; k < 2; k++) {
+                        tg_tape_reset(t);
+                        loss =
+                            tg_linear_cross_entropy_chunked(t, l.x, l.W, l.b, l.y, &o, chunks[c]);
+                        tg_tape_backward(t, loss);
+                    }
+                    result fresh = grads_of(&l);
+                    assert_same_grads(&fresh, &third);
+                    /* upstream 2: as a seed, and through loss · 2 */
+                    result seeded = run_seeded(&l, &o, chunks[c], 2);
+                    assert_twice(seeded.dx, eager.dx);
+                    assert_twice(seeded.dW, eager.dW);
+                    assert_twice(seeded.db, eager.db);
+                    zero_grads(&l);
+                    tg_tape_reset(t);
+                    loss = tg_linear_cross_entropy_chunked(t, l.x, l.W, l.b, l.y, &o, chunks[c]);
+                    tg_tape_backward(t, tg_mul_scalar(t, loss, 2));
+                    result scaled = grads_of(&l);
+                    assert_same_grads(&scaled, &seeded);
+                    tg_tape_free(t);
+                    result_free(&eager), result_free(&first), result_free(&second);
+                    result_free(&third), result_free(&fresh), result_free(&seeded);
+                    result_free(&scaled);
+                }
+            }
+            layer_free(&l);
+        }
+}
+
+/* Bytes of the tape's arena one forward of the op takes (bias included). */
+static size_t forward_bytes(layer *l, bool recording, tg_reduction red) {
+    tg_tape *t = tg_tape_new();
+    tg_tape_set_recording(t, recording);
+    tg_loss_options o = tg_loss_defaults();
+    o.reduction = red;
+    const size_t before = tg_arena_used(tg_tape_arena(t));
+    tg_linear_cross_entropy(t, l->x, l->W, l->b, l->y, &o);
+    const size_t bytes = tg_arena_used(tg_tape_arena(t)) - before;
+    tg_tape_free(t);
+    return bytes;
+}
+
+/* The eager gradient costs its three buffers only where a backward from 1 can come: a tape
+ * that records, an input that requires grad, a reduced loss. */
+static void test_no_grad_forward_saves_no_gradient(void **state) {
+    (void)state;
+    layer l = layer_new(80, 6, 5, 16, 40, true);
+    const size_t grad_bytes = (size_t)(l.x->numel + l.W->numel + l.b->numel) * sizeof(tg_real);
+    const size_t no_grad = forward_bytes(&l, false, TG_REDUCTION_MEAN);
+    const size_t with_grad = forward_bytes(&l, true, TG_REDUCTION_MEAN);
+    assert_true(with_grad >= no_grad + grad_bytes);
+    assert_true(forward_bytes(&l, true, TG_REDUCTION_NONE) <
+                forward_bytes(&l, false, TG_REDUCTION_NONE) + grad_bytes / 2);
+    /* inputs that need no gradient: the same bytes as not recording */
+    tg_tensor_requires_grad(l.x, false), tg_tensor_requires_grad(l.W, false);
+    tg_tensor_requires_grad(l.b, false);
+    assert_int_equal(forward_bytes(&l, true, TG_REDUCTION_MEAN), no_grad);
+    /* and only W's (V × in; the node's records and rounding take a few hundred bytes more)
+     * when only W requires grad */
+    tg_tensor_requires_grad(l.W, true);
+    const size_t w_only = forward_bytes(&l, true, TG_REDUCTION_MEAN) - no_grad,
+                 w_bytes = (size_t)l.W->numel * sizeof(tg_real);
+    assert_in_range(w_only, w_bytes, w_bytes + 512);
+    assert_null(l.x->grad), assert_null(l.W->grad), assert_null(l.b->grad);
     layer_free(&l);
 }
 
@@ -218,6 +360,27 @@ static void test_gradcheck(void **state) {
     a.o.ignore_index = y->data[0];
     tg_test_gradcheck(NULL, fn_lce, &a, in, 3);
     tg_index_free(y);
+    layer_free(&l);
+}
+
+/* The loss times 3: the op's backward sees an upstream gradient of 3 and recomputes. */
+static tg_tensor *fn_lce_scaled(tg_tape *t, tg_tensor *const *in, void *ctx) {
+    return tg_mul_scalar(t, fn_lce(t, in, ctx), 3);
+}
+
+/* Mean and sum reach the op with a gradient of 1 (the forward's gradient), none and a scaled
+ * loss with others (recomputed): both backwards are checked. */
+static void test_gradcheck_recompute(void **state) {
+    (void)state;
+    TG_TEST_REQUIRE_F64();
+    layer l = layer_new(55, 3, 2, 3, 5, true);
+    tg_tensor *in[] = {l.x, l.W, l.b};
+    for (int red = 0; red < 2; red++)
+        for (int bias = 0; bias < 2; bias++) {
+            lce_arg a = {l.y, tg_loss_defaults(), 2, bias};
+            a.o.reduction = (tg_reduction)red;
+            tg_test_gradcheck(NULL, fn_lce_scaled, &a, in, bias ? 3 : 2);
+        }
     layer_free(&l);
 }
 
@@ -308,10 +471,16 @@ static int report(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matches_unfused), cmocka_unit_test(test_values),
-        cmocka_unit_test(test_all_ignored),     cmocka_unit_test(test_thread_count_invariance),
-        cmocka_unit_test(test_gradcheck),       cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_matches_unfused),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_all_ignored),
+        cmocka_unit_test(test_thread_count_invariance),
+        cmocka_unit_test(test_gradcheck),
+        cmocka_unit_test(test_errors),
         cmocka_unit_test(test_parity),
+        cmocka_unit_test(test_eager_matches_recompute),
+        cmocka_unit_test(test_no_grad_forward_saves_no_gradient),
+        cmocka_unit_test(test_gradcheck_recompute),
     };
     return cmocka_run_group_tests(tests, NULL, report);
 }

@@ -204,10 +204,14 @@ tg_tensor *tg_cross_entropy_ex(tg_tape *t, tg_tensor *logits, const tg_index *ta
  * (..., in), weight (V, in), bias (V) or NULL, and one target per row of x (targets of any
  * shape with that many elements; reduction NONE gives the targets' shape). opts: reduction
  * and ignore_index as PyTorch's (NULL: mean, -100); class weights and label smoothing are
- * not supported. The N × V logits are never held: the rows go in chunks of a few MB, the
- * backward computes each chunk's logits again (autograd/linear_ce.c). The loss has the bits
- * of tg_linear + tg_cross_entropy_ex; the gradients agree to rounding (dW and db are summed
- * chunk by chunk). */
+ * not supported. The N × V logits are never held: the rows go in chunks of a few MB. When
+ * the tape records and an input requires grad (reduction mean or sum), the forward also
+ * computes the gradient for a backward that starts at this loss with 1, while each chunk's
+ * logits are at hand, into a saved buffer the size of weight (plus x's and bias's); a
+ * backward with any other upstream gradient, a second backward through a retained graph,
+ * or reduction none computes each chunk's logits again (autograd/linear_ce.c). Both give the
+ * same bits. The loss has the bits of tg_linear + tg_cross_entropy_ex; the gradients agree
+ * to rounding (dW and db are summed chunk by chunk). */
 tg_tensor *tg_linear_cross_entropy(tg_tape *t, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                                    const tg_index *targets, const tg_loss_options *opts);
 /* The same with the rows per chunk given (chunk_rows <= 0: the default, ~4 MB of logits):
