@@ -9,8 +9,7 @@
  * target length 20, batch 64. The encoder projection W_a h_t + b_a is computed once per
  * sequence (tg_additive_attention_project); the PyTorch twin does the same. The loss is
  * tg_gru_attention_loss: the output layer and cross entropy in chunks of rows, without the
- * N·T·V logits (the backward computes each chunk's logits again; the FLOPs counted below are
- * the model's, without that extra product). */
+ * N·T·V logits (tg_linear_cross_entropy). */
 #include "bench_common.h"
 
 #define NBATCH 4
