@@ -258,13 +258,25 @@ tg_tensor *tg_mha_attention(tg_tape *t, tg_tensor *q, tg_tensor *k, tg_tensor *v
  *   dα_t = dα'_t + dc·h_t,   dh_t += α_t dc,
  *   de = α ⊙ (dα − α·dα)                          (softmax Jacobian),
  *   g_ta = de_t v_a (1 − th_ta²),  dP_t += g_t,  du += Σ_t g_t,  dv += Σ_{n,t} de_t th_t.
+ * th is (N, T, A), as large as P: a decoder stepping T' times would keep T' of them (26 MB
+ * for 20 steps of 64 × 20 × 256), so it is not kept. The backward computes it again from P
+ * and u, which the node holds anyway (P is one tensor shared by every step), with the same
+ * code as the forward, so it has the forward's bits: one tanh per element more, and no
+ * write and read of th through memory.
  * Threads split the batch rows n (each writes only its own rows); dv, a sum over rows, is
- * one GEMM afterwards, so the order of every sum is fixed. th is kept for the backward. */
+ * summed per row into an (N, A) scratch and then over the rows in order, so the order of
+ * every sum is fixed whatever the thread count. */
 typedef struct additive_job {
     const tg_real *enc, *proj, *u, *v, *mask, *alpha, *dalpha, *dctx;
-    tg_real *th, *ctx, *alpha_out, *scratch, *de, *denc, *dproj, *du; /* scratch (N, T) */
+    tg_real *ctx, *alpha_out, *scratch, *de, *denc, *dproj, *du, *dv_rows; /* scratch (N, T) */
     int64_t T, H, A;
 } additive_job;
+
+/* th = tanh(p + u), the one place it is computed (forward and backward). */
+static inline void attention_tanh(const tg_real *restrict p, const tg_real *restrict u,
+                                  tg_real *restrict th, int64_t A) {
+    for (int64_t a = 0; a < A; a++) th[a] = tg_vtanh(p[a] + u[a]);
+}
 
 /* Σ_i a_i b_i over TG_VLANES interleaved lanes (a fixed order that vectorises). */
 static inline tg_real lane_dot(const tg_real *restrict a, const tg_real *restrict b, int64_t n) {
@@ -278,17 +290,29 @@ static inline tg_real lane_dot(const tg_real *restrict a, const tg_real *restric
     return s;
 }
 
+/* Rows of th at a time: a few KB on the stack, reused for every t. */
+#define TH_TILE 512
+
 TG_VEC_KERNEL static void additive_forward_rows(int64_t n0, int64_t n1, void *ctx) {
     const additive_job *j = ctx;
     const int64_t T = j->T, H = j->H, A = j->A;
+    tg_real th[TH_TILE];
     for (int64_t n = n0; n < n1; n++) {
         tg_real *alpha = j->alpha_out + n * T, *c = j->ctx + n * H, *e = j->scratch + n * T;
         const tg_real *u = j->u + n * A, *h = j->enc + n * T * H;
         for (int64_t t = 0; t < T; t++) {
             const tg_real *p = j->proj + (n * T + t) * A;
-            tg_real *th = j->th + (n * T + t) * A;
-            for (int64_t a = 0; a < A; a++) th[a] = tg_vtanh(p[a] + u[a]);
-            e[t] = j->mask && j->mask[n * T + t] != 0 ? -INFINITY : lane_dot(j->v, th, A);
+            if (j->mask && j->mask[n * T + t] != 0) {
+                e[t] = -INFINITY;
+                continue;
+            }
+            /* v·th in tiles of TH_TILE (one tile for A <= TH_TILE), summed in order */
+            e[t] = 0;
+            for (int64_t a0 = 0; a0 < A; a0 += TH_TILE) {
+                const int64_t na = A - a0 < TH_TILE ? A - a0 : TH_TILE;
+                attention_tanh(p + a0, u + a0, th, na);
+                e[t] += lane_dot(j->v + a0, th, na);
+            }
         }
         tg_vsoftmax_row(e, alpha, T);
         for (int64_t k = 0; k < H; k++) c[k] = 0;
@@ -300,6 +324,7 @@ TG_VEC_KERNEL static void additive_forward_rows(int64_t n0, int64_t n1, void *ct
 TG_VEC_KERNEL static void additive_backward_rows(int64_t n0, int64_t n1, void *ctx) {
     const additive_job *j = ctx;
     const int64_t T = j->T, H = j->H, A = j->A;
+    tg_real th[TH_TILE];
     for (int64_t n = n0; n < n1; n++) {
         const tg_real *alpha = j->alpha + n * T, *h = j->enc + n * T * H;
         const tg_real *dc = j->dctx ? j->dctx + n * H : NULL;
@@ -314,16 +339,27 @@ TG_VEC_KERNEL static void additive_backward_rows(int64_t n0, int64_t n1, void *c
                 for (int64_t k = 0; k < H; k++) dh[k] += alpha[t] * dc[k];
             }
         tg_vsoftmax_row_backward(alpha, da, de, T, false);
-        const tg_real *restrict v = j->v;
+        const tg_real *restrict u = j->u + n * A;
         tg_real *restrict du = j->du ? j->du + n * A : NULL;
+        tg_real *restrict dvn = j->dv_rows ? j->dv_rows + n * A : NULL;
+        if (dvn)
+            for (int64_t a = 0; a < A; a++) dvn[a] = 0;
         for (int64_t t = 0; t < T; t++) {
-            const tg_real *restrict th = j->th + (n * T + t) * A;
-            tg_real *restrict dp = j->dproj ? j->dproj + (n * T + t) * A : NULL;
             const tg_real det = de[t];
-            if (dp)
-                for (int64_t a = 0; a < A; a++) dp[a] += det * v[a] * (1 - th[a] * th[a]);
-            if (du)
-                for (int64_t a = 0; a < A; a++) du[a] += det * v[a] * (1 - th[a] * th[a]);
+            const tg_real *p = j->proj + (n * T + t) * A;
+            tg_real *restrict dp = j->dproj ? j->dproj + (n * T + t) * A : NULL;
+            for (int64_t a0 = 0; a0 < A; a0 += TH_TILE) {
+                const int64_t na = A - a0 < TH_TILE ? A - a0 : TH_TILE;
+                const tg_real *restrict v = j->v + a0;
+                attention_tanh(p + a0, u + a0, th, na);
+                if (dvn)
+                    for (int64_t a = 0; a < na; a++) dvn[a0 + a] += det * th[a];
+                for (int64_t a = 0; a < na; a++) th[a] = det * v[a] * (1 - th[a] * th[a]); /* g */
+                if (dp)
+                    for (int64_t a = 0; a < na; a++) dp[a0 + a] += th[a];
+                if (du)
+                    for (int64_t a = 0; a < na; a++) du[a0 + a] += th[a];
+            }
         }
     }
 }
@@ -333,23 +369,31 @@ static void additive_backward(tg_tape *tape, tg_node *node) {
     const tg_tensor *ctx = node->out[0], *alpha = node->out[1];
     const int64_t N = enc->shape[0], T = enc->shape[1];
     additive_job j = {.enc = enc->data,
+                      .proj = proj->data,
+                      .u = u->data,
                       .v = v->data,
                       .alpha = alpha->data,
                       .dalpha = alpha->grad,
                       .dctx = ctx->grad,
-                      .th = node->saved,
                       .T = T,
                       .H = enc->shape[2],
                       .A = v->numel};
-    j.de = tg_tape_alloc(tape, (size_t)(2 * N * T) * sizeof(tg_real));
-    j.scratch = j.de + N * T;
     j.denc = tg_tape_grad(tape, enc);
     j.dproj = tg_tape_grad(tape, proj);
     j.du = tg_tape_grad(tape, u);
-    tg_parallel_for(N, N * T * j.A >= (1 << 15) ? 1 : N, additive_backward_rows, &j);
     tg_real *dv = tg_tape_grad(tape, v);
-    if (dv) /* dv (1, A) += deᵀ (1, N·T) · th (N·T, A) */
-        tg_gemm(true, false, 1, j.A, N * T, 1, j.de, 1, j.th, j.A, 1, dv, j.A);
+    /* the scratch below is this step's only: given back at the end (a decoder has a node
+     * per step, and their scratch would otherwise add up) */
+    tg_arena *arena = tg_tape_arena(tape);
+    const tg_arena_mark scratch = tg_arena_get_mark(arena);
+    j.de = tg_tape_alloc(tape, (size_t)(2 * N * T) * sizeof(tg_real));
+    j.scratch = j.de + N * T;
+    if (dv) j.dv_rows = tg_tape_alloc(tape, (size_t)(N * j.A) * sizeof(tg_real));
+    tg_parallel_for(N, N * T * j.A >= (1 << 15) ? 1 : N, additive_backward_rows, &j);
+    if (dv) /* dv += Σ_n dv_rows[n], the rows in order */
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t a = 0; a < j.A; a++) dv[a] += j.dv_rows[n * j.A + a];
+    tg_arena_rewind(arena, scratch);
 }
 
 tg_attention_output tg_additive_attention_core(tg_tape *t, tg_tensor *enc, tg_tensor *enc_proj,
@@ -381,13 +425,13 @@ tg_attention_output tg_additive_attention_core(tg_tape *t, tg_tensor *enc, tg_te
                       .T = T,
                       .H = enc->shape[2],
                       .A = A};
-    j.th = tg_tape_alloc(t, (size_t)(N * T * A) * sizeof(tg_real));
+    const tg_arena_mark scratch = tg_arena_get_mark(tg_tape_arena(t));
     j.scratch = tg_tape_alloc(t, (size_t)(N * T) * sizeof(tg_real));
     tg_parallel_for(N, N * T * A >= (1 << 15) ? 1 : N, additive_forward_rows, &j);
-    tg_node *node =
-        tg_tape_record(t, "additive_attention", additive_backward, 4,
-                       (tg_tensor *[]){enc, enc_proj, u, v}, 2, (tg_tensor *[]){ctx, alpha});
-    if (node) node->saved = j.th;
+    tg_arena_rewind(tg_tape_arena(t), scratch);
+    /* nothing saved: the backward reads only the node's inputs and outputs */
+    tg_tape_record(t, "additive_attention", additive_backward, 4,
+                   (tg_tensor *[]){enc, enc_proj, u, v}, 2, (tg_tensor *[]){ctx, alpha});
     return (tg_attention_output){.context = ctx, .weights = alpha};
 }
 

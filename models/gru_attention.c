@@ -30,6 +30,12 @@ static const tg_module_type gru_attention_type = {"GRUAttention", NULL, NULL};
 
 #include <stdlib.h>
 
+/* Rows per chunk of tg_gru_attention_loss's output layer: 128 rows of a 1000-word vocabulary
+ * hold 0.5 MB of logits (the default chunk, ~4 MB, is nearly all 1280 rows of the benchmark's
+ * batch and saves little over the logits themselves); 128 and 256 rows ran the benchmark's
+ * step in the same time. */
+#define LOSS_CHUNK_ROWS 128
+
 tg_gru_attention *tg_gru_attention_new(int64_t src_vocab, int64_t tgt_vocab, int64_t embedding_dim,
                                        int64_t hidden_size, int64_t attn_dim) {
     tg_gru_attention *m = tg_xcalloc(1, sizeof *m);
@@ -65,8 +71,9 @@ static encoded encode(tg_gru_attention *m, tg_tape *t, const tg_index *src) {
                      tg_select(t, r.h_n, 0, 0)};
 }
 
-/* One decoder step from the embedded input y (N, E); updates *s, returns the input of fc,
- * torch.cat([s, context], dim=1) (N, 2·hidden). */
+/* One decoder step from the embedded input y (N, E); updates *s and returns the context, the
+ * rest of fc's input torch.cat([s, context], dim=1), which the caller assembles for all
+ * steps at once. */
 static tg_tensor *step(tg_gru_attention *m, tg_tape *t, tg_tensor *y, tg_tensor **s,
                        const encoded *e, tg_tensor **alpha) {
     /* context, alpha = self.attention(enc, s) */
@@ -75,8 +82,8 @@ static tg_tensor *step(tg_gru_attention *m, tg_tape *t, tg_tensor *y, tg_tensor 
     /* s = self.decoder(torch.cat([y, context], dim=1), s) */
     *s = tg_gru_cell_forward(m->decoder, t, tg_concat(t, (tg_tensor *[]){y, a.context}, 2, 1), *s);
     *alpha = a.weights;
-    /* return self.fc(torch.cat([s, context], dim=1)), s, alpha  (fc: by the caller) */
-    return tg_concat(t, (tg_tensor *[]){*s, a.context}, 2, 1);
+    /* return self.fc(torch.cat([s, context], dim=1)), s, alpha  (the cat and fc: the caller) */
+    return a.context;
 }
 
 /* torch.stack(xs, 1) of n tensors (N, K) -> (N, n, K): the rows of a concat along dim 1. */
@@ -94,26 +101,56 @@ static void check_src(const char *op, const tg_index *src, const tg_index *tgt) 
                 tgt ? tg_shape_format(tgt->ndim, tgt->shape, b, sizeof b) : "-");
 }
 
-tg_gru_attention_output tg_gru_attention_forward(tg_gru_attention *m, tg_tape *t,
-                                                 const tg_index *src, const tg_index *tgt_in) {
-    TG_CHECK_ARG(m);
-    TG_CHECK_ARG(t);
-    TG_CHECK_INDEX_INPUT(t, src);
-    TG_CHECK_INDEX_INPUT(t, tgt_in);
-    check_src("tg_gru_attention_forward", src, tgt_in);
+/* The teacher-forced decoder: fc's inputs torch.cat([s_i, context_i], dim=1) of every step
+ * stacked (N, T, 2·hidden), and the attention weights stacked (N, T, S). */
+typedef struct decoded {
+    tg_tensor *fc_in, *weights;
+} decoded;
+
+static decoded decode(tg_gru_attention *m, tg_tape *t, const tg_index *src, const tg_index *tgt_in,
+                      const char *op) {
+    if (!m) tg_fail_null_argument(op, "m"); /* the entry checks, in the caller's name */
+    if (!t) tg_fail_null_argument(op, "t");
+    tg_tape_check_index(t, op, "src", src);
+    tg_tape_check_index(t, op, "tgt_in", tgt_in);
+    check_src(op, src, tgt_in);
     const int64_t T = tgt_in->shape[1];
     encoded e = encode(m, t, src);
     /* y = self.tgt_embedding(tgt_in) */
     tg_tensor *y = tg_embedding_forward(m->tgt_embedding, t, tgt_in); /* (N, T, E) */
-    tg_tensor **hidden = tg_tape_alloc(t, (size_t)T * sizeof *hidden);
+    /* [s_0, context_0, s_1, context_1, ...]: the stacked torch.cat([s, context], dim=1) of
+     * every step is their one concat along dim 1 viewed (N, T, 2·hidden), one copy instead of
+     * a cat per step and a stack */
+    tg_tensor **fc_in = tg_tape_alloc(t, (size_t)(2 * T) * sizeof *fc_in);
     tg_tensor **weights = tg_tape_alloc(t, (size_t)T * sizeof *weights);
     /* for i in range(tgt_in.size(1)): out, s, alpha = self.step(y[:, i], s, enc) */
-    for (int64_t i = 0; i < T; i++)
-        hidden[i] = step(m, t, tg_select(t, y, 1, i), &e.s, &e, &weights[i]);
+    for (int64_t i = 0; i < T; i++) {
+        fc_in[2 * i + 1] = step(m, t, tg_select(t, y, 1, i), &e.s, &e, &weights[i]);
+        fc_in[2 * i] = e.s;
+    }
+    const int64_t N = src->shape[0];
+    return (decoded){tg_reshape(t, stack1(t, fc_in, 2 * T), TG_SHAPE(N, T, -1)),
+                     stack1(t, weights, T)};
+}
+
+tg_gru_attention_output tg_gru_attention_forward(tg_gru_attention *m, tg_tape *t,
+                                                 const tg_index *src, const tg_index *tgt_in) {
+    decoded d = decode(m, t, src, tgt_in, __func__);
     /* return torch.stack(logits, 1), torch.stack(weights, 1): fc applied once to the stacked
      * (N, T, 2·hidden) inputs, the same numbers as T products of N rows, in one GEMM */
-    tg_tensor *logits = tg_linear_forward(m->fc, t, stack1(t, hidden, T));
-    return (tg_gru_attention_output){logits, stack1(t, weights, T)};
+    return (tg_gru_attention_output){tg_linear_forward(m->fc, t, d.fc_in), d.weights};
+}
+
+tg_gru_attention_loss_output tg_gru_attention_loss(tg_gru_attention *m, tg_tape *t,
+                                                   const tg_index *src, const tg_index *tgt_in,
+                                                   const tg_index *targets,
+                                                   const tg_loss_options *opts) {
+    decoded d = decode(m, t, src, tgt_in, __func__);
+    /* F.cross_entropy(logits.view(-1, V), targets.view(-1)), without the logits */
+    tg_tensor *fc_in = tg_reshape(t, d.fc_in, TG_SHAPE(-1, d.fc_in->shape[2]));
+    tg_tensor *loss = tg_linear_cross_entropy_chunked(t, fc_in, m->fc->weight, m->fc->bias, targets,
+                                                      opts, LOSS_CHUNK_ROWS);
+    return (tg_gru_attention_loss_output){loss, d.weights};
 }
 
 tg_index *tg_gru_attention_greedy(tg_gru_attention *m, tg_tape *t, const tg_index *src, int32_t bos,
@@ -131,9 +168,11 @@ tg_index *tg_gru_attention_greedy(tg_gru_attention *m, tg_tape *t, const tg_inde
     for (int64_t n = 0; n < N; n++) y->data[n] = bos;
     tg_tensor **alphas = tg_tape_alloc(t, (size_t)max_len * sizeof *alphas);
     for (int64_t i = 0; i < max_len; i++) {
-        tg_tensor *h =
+        tg_tensor *c =
             step(m, t, tg_embedding_forward(m->tgt_embedding, t, y), &e.s, &e, &alphas[i]);
-        tg_tensor *logits = tg_linear_forward(m->fc, t, h);
+        /* out = self.fc(torch.cat([s, context], dim=1)) */
+        tg_tensor *logits =
+            tg_linear_forward(m->fc, t, tg_concat(t, (tg_tensor *[]){e.s, c}, 2, 1));
         tg_max_dim(t, logits, 1, false, &y); /* y = out.argmax(dim=1) */
         for (int64_t n = 0; n < N; n++) tokens->data[n * max_len + i] = y->data[n];
     }

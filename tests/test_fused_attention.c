@@ -313,6 +313,48 @@ static void test_additive_core_matches_ops(void **state) {
     tg_tensor_free(mask), tg_tensor_free(gc), tg_tensor_free(ga);
 }
 
+/* An attention width of two tiles of the kernels' th buffer (512 + 88) and enough rows to be
+ * split between threads: the single ops' values and gradients (float64), and the same bits
+ * at 1 and 2 threads (the backward computes th again and sums dv over rows in order). */
+static void test_additive_core_wide_threads(void **state) {
+    (void)state;
+    enum { N = 16, T = 9, H = 5, A = 600 };
+    tg_tensor *enc = leaf(11, TG_SHAPE(N, T, H)), *proj = leaf(12, TG_SHAPE(N, T, A));
+    tg_tensor *u = leaf(13, TG_SHAPE(N, A)), *v = leaf(14, TG_SHAPE(A));
+    tg_tensor *gc = tg_test_rand(15, -1, 1, TG_SHAPE(N, H)),
+              *ga = tg_test_rand(16, -1, 1, TG_SHAPE(N, T));
+    tg_tensor *ins[4] = {enc, proj, u, v};
+    const tg_params none = {0};
+    tg_real *got[3], *out[3];
+    int64_t n = 0;
+    for (int run = 0; run < 3; run++) { /* fused at 1 and 2 threads, then the single ops */
+        tg_set_num_threads(run == 1 ? 2 : 1);
+        zero_grads(ins, 4, &none);
+        tg_tape *tape = tg_tape_new();
+        tg_attention_output o = run < 2 ? tg_additive_attention_core(tape, enc, proj, u, v, NULL)
+                                        : additive_composite(tape, enc, proj, u, v, NULL);
+        out[run] = malloc((N * H + N * T) * sizeof(tg_real));
+        memcpy(out[run], o.context->data, N * H * sizeof(tg_real));
+        memcpy(out[run] + N * H, o.weights->data, N * T * sizeof(tg_real));
+        tg_tape_backward(tape, tg_add(tape, tg_sum(tape, tg_mul(tape, o.context, gc)),
+                                      tg_sum(tape, tg_mul(tape, o.weights, ga))));
+        got[run] = save_grads(ins, 4, &none, &n);
+        tg_tape_free(tape);
+    }
+    tg_set_num_threads(0);
+    assert_memory_equal(out[0], out[1], (N * H + N * T) * sizeof(tg_real));
+    assert_memory_equal(got[0], got[1], (size_t)n * sizeof(tg_real));
+    /* in float32 dv's 144-term sums round differently from the matmul's (1e-5 apart): the
+     * values are compared in float64, where the paths agree to 1e-12 */
+    if (sizeof(tg_real) == sizeof(double)) {
+        tg_test_assert_close("additive forward, wide", out[0], out[2], N * H + N * T, TIGHT, TIGHT);
+        tg_test_assert_close("additive gradients, wide", got[0], got[2], n, TIGHT, TIGHT);
+    }
+    for (int r = 0; r < 3; r++) free(got[r]), free(out[r]);
+    tg_tensor_free(enc), tg_tensor_free(proj), tg_tensor_free(u), tg_tensor_free(v);
+    tg_tensor_free(gc), tg_tensor_free(ga);
+}
+
 static tg_tensor *additive_core_fn(tg_tape *t, tg_tensor *const *in, void *ctx) {
     tg_attention_output o = tg_additive_attention_core(t, in[0], in[1], in[2], in[3], ctx);
     return tg_add(t, tg_sum(t, tg_mul(t, o.context, o.context)),
@@ -370,6 +412,7 @@ int main(void) {
         cmocka_unit_test(test_mha_attention_op),
         cmocka_unit_test(test_additive_core_matches_ops),
         cmocka_unit_test(test_additive_core_gradcheck),
+        cmocka_unit_test(test_additive_core_wide_threads),
         cmocka_unit_test(test_dropout_threads_and_independence),
     };
     return cmocka_run_group_tests_name("fused_attention", tests, NULL, NULL);

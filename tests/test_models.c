@@ -217,6 +217,67 @@ static void test_gru_attention_parity(void **state) {
     tg_fixture_free(fx);
 }
 
+/* The fused-loss tests: the parameters' gradients of the logits path, kept (then zeroed) to
+ * compare with the fused path's, to rounding. */
+static tg_real **take_grads(const tg_params *ps) {
+    tg_real **g = calloc(ps->count, sizeof *g);
+    for (size_t i = 0; i < ps->count; i++) {
+        const tg_tensor *p = ps->tensors[i];
+        g[i] = malloc((size_t)p->numel * sizeof(tg_real));
+        memcpy(g[i], p->grad, (size_t)p->numel * sizeof(tg_real));
+    }
+    tg_params_zero_grad(ps);
+    return g;
+}
+static void assert_grads_close(const tg_params *ps, tg_real **want) {
+    for (size_t i = 0; i < ps->count; i++) {
+        tg_test_assert_close(ps->names[i], ps->tensors[i]->grad, want[i], ps->tensors[i]->numel,
+                             TG_TEST_ATOL, 1e-5);
+        free(want[i]);
+    }
+    free(want);
+}
+
+/* tg_gru_attention_loss (the fused output layer, in chunks of rows: 300 rows here, more
+ * than one chunk) against the logits path: the same loss bits, the same weights, the same
+ * gradients to rounding. */
+static void test_gru_attention_loss_fused(void **state) {
+    (void)state;
+    enum { V = 50, N = 20, S = 7, T = 15 };
+    tg_manual_seed(5);
+    tg_gru_attention *m = tg_gru_attention_new(V, V, 6, 8, 5);
+    const tg_params *ps = tg_module_params(&m->module);
+    tg_index *src = tg_index_new(TG_SHAPE(N, S)), *tgt_in = tg_index_new(TG_SHAPE(N, T)),
+             *y = tg_index_new(TG_SHAPE(N * T));
+    for (int64_t k = 0; k < N * S; k++) src->data[k] = (int32_t)((k * 13 + 2) % V);
+    for (int64_t k = 0; k < N * T; k++)
+        tgt_in->data[k] = (int32_t)((k * 37 + 5) % V),
+        y->data[k] = k % 7 == 3 ? -100 : (int32_t)((k * 91) % V);
+    tg_tape *tape = tg_tape_new();
+    tg_gru_attention_output o = tg_gru_attention_forward(m, tape, src, tgt_in);
+    tg_tensor *want = tg_cross_entropy(tape, tg_reshape(tape, o.logits, TG_SHAPE(-1, V)), y);
+    tg_tape_backward(tape, want);
+    const tg_real want_loss = tg_item(want);
+    tg_real *want_w = malloc((size_t)o.weights->numel * sizeof(tg_real));
+    memcpy(want_w, o.weights->data, (size_t)o.weights->numel * sizeof(tg_real));
+    tg_real **want_grads = take_grads(ps);
+    tg_tape_reset(tape);
+    tg_gru_attention_loss_output f = tg_gru_attention_loss(m, tape, src, tgt_in, y, NULL);
+    assert_true(tg_item(f.loss) == want_loss);
+    assert_memory_equal(f.weights->data, want_w, (size_t)N * T * S * sizeof(tg_real));
+    /* no tensor on the tape holds the N·T·V logits */
+    const size_t nodes = tg_tape_node_count(tape);
+    assert_string_equal(tg_tape_node(tape, nodes - 1)->op, "linear_cross_entropy");
+    for (size_t i = 0; i < nodes; i++)
+        assert_true(tg_tape_node(tape, i)->out[0]->numel < N * T * V);
+    tg_tape_backward(tape, f.loss);
+    assert_grads_close(ps, want_grads);
+    free(want_w);
+    tg_tape_free(tape);
+    tg_index_free(src), tg_index_free(tgt_in), tg_index_free(y);
+    tg_module_free(&m->module);
+}
+
 /* ---- the GRU language model: two batches, the second from the detached hidden of the first ----
  */
 
@@ -237,16 +298,9 @@ static void test_gru_lm_loss_fused(void **state) {
     tg_tensor *want = tg_cross_entropy(tape, tg_reshape(tape, o.logits, TG_SHAPE(-1, V)), y);
     tg_tape_backward(tape, want);
     const tg_real want_loss = tg_item(want);
-    tg_real *want_grads[16];
-    assert_true(ps->count <= 16);
-    for (size_t i = 0; i < ps->count; i++) {
-        const tg_tensor *p = ps->tensors[i];
-        want_grads[i] = malloc((size_t)p->numel * sizeof(tg_real));
-        memcpy(want_grads[i], p->grad, (size_t)p->numel * sizeof(tg_real));
-    }
+    tg_real **want_grads = take_grads(ps);
     tg_tensor *want_hidden = tg_gru_lm_detach(NULL, o.hidden);
     tg_tape_reset(tape);
-    tg_params_zero_grad(ps);
     tg_gru_lm_loss_output f = tg_gru_lm_loss(m, tape, x, NULL, y, NULL);
     assert_memory_equal(f.hidden->data, want_hidden->data,
                         (size_t)want_hidden->numel * sizeof(tg_real));
@@ -257,11 +311,7 @@ static void test_gru_lm_loss_fused(void **state) {
     for (size_t i = 0; i < nodes; i++)
         assert_true(tg_tape_node(tape, i)->out[0]->numel < T * B * V);
     tg_tape_backward(tape, f.loss);
-    for (size_t i = 0; i < ps->count; i++) {
-        tg_test_assert_close(ps->names[i], ps->tensors[i]->grad, want_grads[i],
-                             ps->tensors[i]->numel, TG_TEST_ATOL, 1e-5);
-        free(want_grads[i]);
-    }
+    assert_grads_close(ps, want_grads);
     tg_tensor_free(want_hidden);
     tg_tape_free(tape);
     tg_index_free(x), tg_index_free(y);
@@ -615,6 +665,7 @@ int main(void) {
         cmocka_unit_test(test_lstm_classifier_parity),
         cmocka_unit_test(test_gru_stepwise_parity),
         cmocka_unit_test(test_gru_attention_parity),
+        cmocka_unit_test(test_gru_attention_loss_fused),
         cmocka_unit_test(test_gru_lm_parity),
         cmocka_unit_test(test_gru_lm_loss_fused),
         cmocka_unit_test(test_transformer_loss_fused),

@@ -115,6 +115,18 @@ tg_gru_attention *tg_gru_attention_new(int64_t src_vocab, int64_t tgt_vocab, int
 /* Teacher forcing: src (N, S), tgt_in (N, T) = the targets shifted right (BOS first). */
 tg_gru_attention_output tg_gru_attention_forward(tg_gru_attention *m, tg_tape *t,
                                                  const tg_index *src, const tg_index *tgt_in);
+/* The training loss without the logits: cross entropy of every step's output against
+ * `targets` (N·T ids, any shape), as tg_cross_entropy_ex on tg_gru_attention_forward's
+ * logits viewed (N·T, tgt_vocab) computes it, through tg_linear_cross_entropy (the N·T·V
+ * logits and their gradient are never held). opts NULL: mean, ignore_index -100. */
+typedef struct tg_gru_attention_loss_output {
+    tg_tensor *loss;
+    tg_tensor *weights; /* (N, T, S) */
+} tg_gru_attention_loss_output;
+tg_gru_attention_loss_output tg_gru_attention_loss(tg_gru_attention *m, tg_tape *t,
+                                                   const tg_index *src, const tg_index *tgt_in,
+                                                   const tg_index *targets,
+                                                   const tg_loss_options *opts);
 /* Greedy decoding from `bos`, max_len steps, each step's input the previous argmax.
  * Returns the tokens (N, max_len) in the tape's arena; *weights (may be NULL) receives the
  * attention (N, max_len, S). Run it with recording off (tg_tape_set_recording). */
@@ -146,9 +158,8 @@ tg_gru_lm_output tg_gru_lm_forward(tg_gru_lm *m, tg_tape *t, const tg_index *x, 
 typedef struct tg_gru_lm_loss_output {
     tg_tensor *loss, *hidden;
 } tg_gru_lm_loss_output;
-tg_gru_lm_loss_output tg_gru_lm_loss(tg_gru_lm *m, tg_tape *t, const tg_index *x,
-                                     tg_tensor *hidden, const tg_index *targets,
-                                     const tg_loss_options *opts);
+tg_gru_lm_loss_output tg_gru_lm_loss(tg_gru_lm *m, tg_tape *t, const tg_index *x, tg_tensor *hidden,
+                                     const tg_index *targets, const tg_loss_options *opts);
 /* torch.zeros(num_layers, batch, H), long-lived. */
 tg_tensor *tg_gru_lm_init_hidden(const tg_gru_lm *m, int64_t batch);
 /* hidden.detach(): copies the values of `hidden` into `into` (same shape; NULL = a new
