@@ -252,7 +252,8 @@ def markdown_table(doc):
     """The README's table of one run: a line naming the CPU, the table, the contention row."""
     m = doc.get("machine", {})
     rev = doc.get("git", "?")
-    fam = (f"family {m['cpu family']}, model {m['model']}; " if "cpu family" in m and "model" in m
+    fam = (f"family {m['cpu family']}, model {m['model']}; "
+           if "cpu family" in m and "model" in m and "(family" not in doc.get("cpu_model", "")
            else "")
     lines = [f"Measured {doc.get('date', '?')[:10]} on **{doc.get('cpu_model', '?')}** "
              f"({fam}{m.get('nproc', '?')} CPUs; {', '.join(m.get('simd', [])) or 'no AVX'}), "
