@@ -30,7 +30,6 @@ struct tg_arena {
     uint32_t generation; /* resets so far */
 };
 
-/* `function`: the public function that needs the block, for the message. */
 /* size bytes, TG_ARENA_ALIGN-aligned (a mapping is page-aligned); NULL when out of memory. */
 static void *block_memory(size_t size) {
 #ifdef ARENA_MMAP
@@ -56,6 +55,7 @@ static void block_drop_tail(arena_block *b) {
 #endif
 }
 
+/* `function`: the public function that needs the block, for the message. */
 static arena_block *block_new(const char *function, tg_arena *arena, size_t size) {
     arena_block *b = malloc(sizeof *b);
     void *base = b ? block_memory(size) : NULL;
