@@ -139,9 +139,11 @@ static void test_transformer_1_vs_2_threads(void **state) {
 /* One LSTM layer, forward and backward from a fixed output gradient, at 1 and 2 threads:
  * the output, h_n, c_n and every gradient bit-identical. B = 32 takes the fused layer's
  * one parallel region over batch rows, B = 8 (under a register tile per thread) its
- * per-step split of the hidden units. */
+ * per-step split of the hidden units. T = 40 steps are several chunks of the fused layer's
+ * input projections and weight gradients (about 256 rows a chunk: 8 steps of B = 32, 32 of
+ * B = 8), the last one short. */
 static void lstm_layer_run(int threads, int64_t B, tg_real *out, int64_t n_out) {
-    enum { I = 24, H = 128, T = 6 };
+    enum { I = 24, H = 128, T = 40 };
     tg_set_num_threads(threads);
     tg_manual_seed(5);
     tg_lstm *m = tg_lstm_new(tg_rnn_defaults(I, H));
@@ -176,7 +178,7 @@ static void lstm_layer_run(int threads, int64_t B, tg_real *out, int64_t n_out) 
 
 static void test_lstm_layer_1_vs_2_threads(void **state) {
     (void)state;
-    enum { I = 24, H = 128, T = 6 };
+    enum { I = 24, H = 128, T = 40 };
     const int64_t batches[2] = {32, 8};
     for (int c = 0; c < 2; c++) {
         const int64_t B = batches[c];
