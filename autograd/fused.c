@@ -6,12 +6,11 @@
  * Both give the bits of the chain of single ops (the same arithmetic in the same order, and
  * the same draws from the generator: one dropout key per call, drawn at the dropout), and
  * both recompute the dropout mask from its key in the backward (tensor/vmath.h). */
+#include "autograd/linear_internal.h"
 #include "tensor/vmath.h"
 
 #include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
-
-#include <string.h>
 
 #define CHUNK ((int64_t)1 << 14)
 
@@ -28,52 +27,12 @@ static tg_dropout_key key_load(const tg_node *node) {
                             (int32_t)node->iarg[2], keep == 0 ? 0 : (tg_real)1 / (tg_real)keep};
 }
 
-/* ---- the linear part both share: h = x·Wᵀ + b written into y, and its gradients ---- */
-
-static void check_linear(const char *op, const tg_tensor *x, const tg_tensor *weight,
-                         const tg_tensor *bias, tg_real p) {
-    char xd[160], wd[160], bd[160];
-    const bool w_ok = weight->ndim == 2;
-    const int64_t out = w_ok ? weight->shape[0] : -1, in = w_ok ? weight->shape[1] : -1;
-    if (!w_ok || x->ndim < 1 || x->shape[x->ndim - 1] != in ||
-        (bias && (bias->ndim != 1 || bias->shape[0] != out)))
-        tg_fail("%s: weight %s must be (out_features, in_features), input %s end in in_features "
-                "and bias %s be (out_features,)",
-                op, tg_tensor_describe(weight, wd, sizeof wd), tg_tensor_describe(x, xd, sizeof xd),
-                bias ? tg_tensor_describe(bias, bd, sizeof bd) : "NULL");
+/* The linear part both share (h = x·Wᵀ + b written into y, and its gradients) is tg_linear's:
+ * autograd/linear_internal.h. */
+static void check_fused_args(const char *op, const tg_tensor *x, const tg_tensor *weight,
+                             const tg_tensor *bias, tg_real p) {
+    linear_check(op, x, weight, bias);
     if (!(p >= 0 && p <= 1)) tg_fail("%s: p must be in [0, 1], got %g", op, (double)p);
-}
-
-/* A new tensor holding x·Wᵀ + b, computed as tg_linear does (rows start as the bias and the
- * GEMM adds to them), so the bits are tg_linear's. */
-static tg_tensor *linear_out(tg_tape *t, const tg_tensor *x, const tg_tensor *W,
-                             const tg_tensor *b) {
-    const int64_t out = W->shape[0], in = W->shape[1];
-    int64_t shape[TG_MAX_DIMS];
-    memcpy(shape, x->shape, (size_t)x->ndim * sizeof *shape);
-    shape[x->ndim - 1] = out;
-    tg_tensor *y = tg_tape_tensor(t, x->ndim, shape);
-    const int64_t R = out ? y->numel / out : 0;
-    if (b)
-        for (int64_t r = 0; r < R; r++)
-            memcpy(y->data + r * out, b->data, (size_t)out * sizeof(tg_real));
-    tg_gemm(false, true, R, out, in, 1, x->data, in, W->data, in, b ? 1 : 0, y->data, out);
-    return y;
-}
-
-/* From dh (R, out): dx += dh·W,  dW += dhᵀ·x,  db += Σ_rows dh  (tg_linear's backward). */
-static void linear_grads(tg_tape *tape, tg_tensor *x, tg_tensor *W, tg_tensor *b,
-                         const tg_real *dh) {
-    const int64_t out = W->shape[0], in = W->shape[1], R = out ? x->numel / in : 0;
-    tg_real *dx = tg_tape_grad(tape, x), *dW = tg_tape_grad(tape, W), *db = tg_tape_grad(tape, b);
-    if (out == 0) return;
-    if (dx) tg_gemm(false, false, R, in, out, 1, dh, out, W->data, in, 1, dx, in);
-    if (dW) tg_gemm(true, false, out, in, R, 1, dh, out, x->data, in, 1, dW, in);
-    if (db)
-        for (int64_t r = 0; r < R; r++) {
-            const tg_real *restrict g = dh + r * out;
-            for (int64_t c = 0; c < out; c++) db[c] += g[c];
-        }
 }
 
 /* Some input from in[first] on needs a gradient. */
@@ -141,8 +100,8 @@ tg_tensor *tg_linear_relu_dropout(tg_tape *t, tg_tensor *x, tg_tensor *weight, t
                                   tg_real p, bool training, tg_rng *rng) {
     TG_CHECK_OP(t, x, weight);
     TG_CHECK_INPUT_OPT(t, bias);
-    check_linear("tg_linear_relu_dropout", x, weight, bias, p);
-    tg_tensor *y = linear_out(t, x, weight, bias);
+    check_fused_args("tg_linear_relu_dropout", x, weight, bias, p);
+    tg_tensor *y = linear_output(t, x, weight, bias);
     lrd_job j = {.drop = training && p > 0, .y = y->data};
     if (j.drop) j.key = tg_dropout_key_draw(rng, (double)p);
     tg_parallel_for(y->numel, CHUNK, lrd_forward_range, &j);
@@ -208,7 +167,7 @@ tg_tensor *tg_linear_dropout_add(tg_tape *t, tg_tensor *x, tg_tensor *a, tg_tens
                                  tg_tensor *bias, tg_real p, bool training, tg_rng *rng) {
     TG_CHECK_OP(t, x, a, weight);
     TG_CHECK_INPUT_OPT(t, bias);
-    check_linear("tg_linear_dropout_add", a, weight, bias, p);
+    check_fused_args("tg_linear_dropout_add", a, weight, bias, p);
     bool same = x->ndim == a->ndim && x->shape[x->ndim - 1] == weight->shape[0];
     for (int i = 0; same && i < x->ndim - 1; i++) same = x->shape[i] == a->shape[i];
     if (!same) {
@@ -218,7 +177,7 @@ tg_tensor *tg_linear_dropout_add(tg_tape *t, tg_tensor *x, tg_tensor *a, tg_tens
                 tg_tensor_describe(x, xd, sizeof xd), tg_tensor_describe(a, ad, sizeof ad),
                 (long long)weight->shape[0]);
     }
-    tg_tensor *y = linear_out(t, a, weight, bias);
+    tg_tensor *y = linear_output(t, a, weight, bias);
     lda_job j = {.drop = training && p > 0, .x = x->data, .y = y->data};
     if (j.drop) j.key = tg_dropout_key_draw(rng, (double)p);
     tg_parallel_for(y->numel, CHUNK, lda_forward_range, &j);

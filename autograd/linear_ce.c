@@ -37,6 +37,7 @@
  * adds one V × in buffer (dW, the size of the weight) plus N × in for dX, which becomes
  * x's gradient instead of one the backward would allocate (bench/bench_lm's gru_lm, a
  * 10,000-word vocabulary from 512 features: 20 MB for a step a quarter shorter). */
+#include "autograd/linear_internal.h"
 #include "autograd/loss_internal.h"
 #include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
@@ -61,15 +62,6 @@ typedef struct lce_saved {
     tg_real *grad[3];
     bool eager;
 } lce_saved;
-
-/* Z (rows r0..r0+n) = X·Wᵀ + b, as tg_linear computes it (rows start as the bias). */
-static void chunk_logits(const lce_saved *S, const tg_tensor *x, const tg_tensor *W,
-                         const tg_tensor *b, int64_t r0, int64_t n, tg_real *Z) {
-    const int64_t V = S->V, in = S->in;
-    if (b)
-        for (int64_t r = 0; r < n; r++) memcpy(Z + r * V, b->data, (size_t)V * sizeof(tg_real));
-    tg_gemm(false, true, n, V, in, 1, x->data + r0 * in, in, W->data, in, b ? 1 : 0, Z, V);
-}
 
 typedef struct chunk_ctx {
     const lce_saved *S;
@@ -195,7 +187,7 @@ static void linear_ce_backward(tg_tape *tape, tg_node *node) {
     tg_real *Z = tg_tape_alloc(tape, (size_t)(S->R * V + 1) * sizeof(tg_real)); /* scratch */
     for (int64_t r0 = 0; r0 < S->N; r0 += S->R) {
         const int64_t n = S->N - r0 < S->R ? S->N - r0 : S->R;
-        chunk_logits(S, x, W, b, r0, n, Z);
+        linear_rows(n, x->data + r0 * S->in, W, b, Z); /* Z = X_c·Wᵀ + b */
         chunk_ctx c = {.S = S, .out = out, .Z = Z, .r0 = r0};
         tg_parallel_for(n, n * V >= PARALLEL_MIN ? 1 : n, backward_rows, &c);
         chunk_grads(S, x, W, r0, n, Z, grad);
@@ -205,7 +197,7 @@ static void linear_ce_backward(tg_tape *tape, tg_node *node) {
 static void check_args(const tg_tensor *x, const tg_tensor *W, const tg_tensor *b,
                        const tg_index *y, const tg_loss_options *o) {
     static const char *op = "tg_linear_cross_entropy";
-    char xd[160], wd[160], bd[160], yd[96];
+    char xd[160], wd[160], yd[96];
     check_reduction(op, o->reduction);
     if (o->weight || o->pos_weight || o->label_smoothing != 0)
         tg_fail("%s: class weights, pos_weight and label_smoothing are not supported (use "
@@ -214,15 +206,8 @@ static void check_args(const tg_tensor *x, const tg_tensor *W, const tg_tensor *
     if (W->ndim != 2 || W->shape[0] < 1)
         tg_fail("%s: weight %s must be 2-D (out_features >= 1, in_features)", op,
                 tg_tensor_describe(W, wd, sizeof wd));
-    const int64_t V = W->shape[0], in = W->shape[1];
-    if (x->ndim < 1 || x->shape[x->ndim - 1] != in)
-        tg_fail("%s: input %s does not end in in_features = %lld of weight %s", op,
-                tg_tensor_describe(x, xd, sizeof xd), (long long)in,
-                tg_tensor_describe(W, wd, sizeof wd));
-    if (b && (b->ndim != 1 || b->shape[0] != V))
-        tg_fail("%s: bias %s must have shape (%lld,) = (out_features,) of weight %s", op,
-                tg_tensor_describe(b, bd, sizeof bd), (long long)V,
-                tg_tensor_describe(W, wd, sizeof wd));
+    linear_check(op, x, W, b);
+    const int64_t V = W->shape[0];
     int64_t N = 1; /* the rows: x's leading dims */
     for (int i = 0; i < x->ndim - 1; i++) N *= x->shape[i];
     if (y->numel != N)
@@ -279,7 +264,7 @@ tg_tensor *tg_linear_cross_entropy_chunked(tg_tape *t, tg_tensor *x, tg_tensor *
     tg_real *Z = tg_arena_alloc(arena, (size_t)(S->R * S->V + 1) * sizeof(tg_real));
     for (int64_t r0 = 0; r0 < S->N; r0 += S->R) {
         const int64_t n = S->N - r0 < S->R ? S->N - r0 : S->R;
-        chunk_logits(S, x, weight, bias, r0, n, Z);
+        linear_rows(n, x->data + r0 * S->in, weight, bias, Z); /* Z = X_c·Wᵀ + b */
         chunk_ctx c = {.S = S, .Z = Z, .r0 = r0, .ell = ell, .eager = S->eager};
         tg_parallel_for(n, n * S->V >= PARALLEL_MIN ? 1 : n, forward_rows, &c);
         if (S->eager) chunk_grads(S, x, weight, r0, n, Z, S->grad);

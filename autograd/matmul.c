@@ -10,6 +10,7 @@
  * All gradients are accumulated (beta = 1): a tensor used twice receives both. */
 #include <string.h>
 
+#include "autograd/linear_internal.h"
 #include "tapegrad/kernels.h"
 #include "tapegrad/ops.h"
 
@@ -142,13 +143,11 @@ tg_tensor *tg_matmul_t(tg_tape *t, tg_tensor *a, tg_tensor *b, bool trans_a, boo
 /* linear: the leading dims of x flatten to R rows, so y (R, out) = x (R, in)·Wᵀ + b:
  *     dx = dy·W          dW = dyᵀ·x (one GEMM over all R rows)          db = Σ_rows dy */
 
-static void linear_backward(tg_tape *tape, tg_node *node) {
-    const tg_tensor *x = node->in[0], *W = node->in[1], *y = node->out[0];
-    const int64_t out = W->shape[0], in = W->shape[1], R = y->numel / (out ? out : 1);
-    const tg_real *dy = y->grad;
-    tg_real *dx = tg_tape_grad(tape, node->in[0]);
-    tg_real *dW = tg_tape_grad(tape, node->in[1]);
-    tg_real *db = tg_tape_grad(tape, node->in[2]);
+void linear_grads(tg_tape *tape, tg_tensor *x, tg_tensor *W, tg_tensor *b, const tg_real *dy) {
+    const int64_t out = W->shape[0], in = W->shape[1];
+    int64_t R = 1; /* x's leading dims */
+    for (int i = 0; i < x->ndim - 1; i++) R *= x->shape[i];
+    tg_real *dx = tg_tape_grad(tape, x), *dW = tg_tape_grad(tape, W), *db = tg_tape_grad(tape, b);
     if (out == 0) return;
     if (dx) tg_gemm(false, false, R, in, out, 1, dy, out, W->data, in, 1, dx, in);
     if (dW) tg_gemm(true, false, out, in, R, 1, dy, out, x->data, in, 1, dW, in);
@@ -159,35 +158,52 @@ static void linear_backward(tg_tape *tape, tg_node *node) {
         }
 }
 
-tg_tensor *tg_linear(tg_tape *tape, tg_tensor *x, tg_tensor *weight, tg_tensor *bias) {
-    TG_CHECK_OP(tape, x, weight);
-    TG_CHECK_INPUT_OPT(tape, bias);
+static void linear_backward(tg_tape *tape, tg_node *node) {
+    linear_grads(tape, node->in[0], node->in[1], node->in[2], node->out[0]->grad);
+}
+
+void linear_check(const char *op, const tg_tensor *x, const tg_tensor *weight,
+                  const tg_tensor *bias) {
     char xd[160], wd[160], bd[160];
     if (weight->ndim != 2)
-        tg_fail("tg_linear: weight %s must be 2-D (out_features, in_features)",
+        tg_fail("%s: weight %s must be 2-D (out_features, in_features)", op,
                 tg_tensor_describe(weight, wd, sizeof wd));
     const int64_t out = weight->shape[0], in = weight->shape[1];
     if (x->ndim < 1 || x->shape[x->ndim - 1] != in)
-        tg_fail("tg_linear: input %s does not end in in_features = %lld of weight %s",
+        tg_fail("%s: input %s does not end in in_features = %lld of weight %s", op,
                 tg_tensor_describe(x, xd, sizeof xd), (long long)in,
                 tg_tensor_describe(weight, wd, sizeof wd));
     if (bias && (bias->ndim != 1 || bias->shape[0] != out))
-        tg_fail("tg_linear: bias %s must have shape (%lld,) = (out_features,) of weight %s",
+        tg_fail("%s: bias %s must have shape (%lld,) = (out_features,) of weight %s", op,
                 tg_tensor_describe(bias, bd, sizeof bd), (long long)out,
                 tg_tensor_describe(weight, wd, sizeof wd));
+}
 
+void linear_rows(int64_t R, const tg_real *x, const tg_tensor *weight, const tg_tensor *bias,
+                 tg_real *y) {
+    const int64_t out = weight->shape[0], in = weight->shape[1];
+    if (bias)
+        for (int64_t r = 0; r < R; r++)
+            memcpy(y + r * out, bias->data, (size_t)out * sizeof(tg_real));
+    tg_gemm(false, true, R, out, in, 1, x, in, weight->data, in, bias ? 1 : 0, y, out);
+}
+
+tg_tensor *linear_output(tg_tape *t, const tg_tensor *x, const tg_tensor *weight,
+                         const tg_tensor *bias) {
+    const int64_t out = weight->shape[0];
     int64_t shape[TG_MAX_DIMS];
     memcpy(shape, x->shape, (size_t)x->ndim * sizeof *shape);
     shape[x->ndim - 1] = out;
-    tg_tensor *y = tg_tape_tensor(tape, x->ndim, shape);
-    const int64_t R = y->numel / (out ? out : 1);
-    if (bias) { /* y = b + x·Wᵀ: rows start as the bias, the GEMM adds to them */
-        for (int64_t r = 0; r < R; r++)
-            memcpy(y->data + r * out, bias->data, (size_t)out * sizeof(tg_real));
-        tg_gemm(false, true, R, out, in, 1, x->data, in, weight->data, in, 1, y->data, out);
-    } else {
-        tg_gemm(false, true, R, out, in, 1, x->data, in, weight->data, in, 0, y->data, out);
-    }
+    tg_tensor *y = tg_tape_tensor(t, x->ndim, shape);
+    linear_rows(out ? y->numel / out : 0, x->data, weight, bias, y->data);
+    return y;
+}
+
+tg_tensor *tg_linear(tg_tape *tape, tg_tensor *x, tg_tensor *weight, tg_tensor *bias) {
+    TG_CHECK_OP(tape, x, weight);
+    TG_CHECK_INPUT_OPT(tape, bias);
+    linear_check("tg_linear", x, weight, bias);
+    tg_tensor *y = linear_output(tape, x, weight, bias);
     tg_tape_record(tape, "linear", linear_backward, 3, (tg_tensor *[]){x, weight, bias}, 1,
                    (tg_tensor *[]){y});
     return y;

@@ -238,6 +238,14 @@ static void assert_grads_close(const tg_params *ps, tg_real **want) {
     free(want);
 }
 
+/* The tape of a fused loss: it ends in linear_cross_entropy and no node's output holds the
+ * `logits` values of the unfused path. */
+static void assert_no_logits(const tg_tape *tape, int64_t logits) {
+    const size_t nodes = tg_tape_node_count(tape);
+    assert_string_equal(tg_tape_node(tape, nodes - 1)->op, "linear_cross_entropy");
+    for (size_t i = 0; i < nodes; i++) assert_true(tg_tape_node(tape, i)->out[0]->numel < logits);
+}
+
 /* tg_gru_attention_loss (the fused output layer, in chunks of rows: 300 rows here, more
  * than one chunk) against the logits path: the same loss bits, the same weights, the same
  * gradients to rounding. */
@@ -265,11 +273,7 @@ static void test_gru_attention_loss_fused(void **state) {
     tg_gru_attention_loss_output f = tg_gru_attention_loss(m, tape, src, tgt_in, y, NULL);
     assert_true(tg_item(f.loss) == want_loss);
     assert_memory_equal(f.weights->data, want_w, (size_t)N * T * S * sizeof(tg_real));
-    /* no tensor on the tape holds the N·T·V logits */
-    const size_t nodes = tg_tape_node_count(tape);
-    assert_string_equal(tg_tape_node(tape, nodes - 1)->op, "linear_cross_entropy");
-    for (size_t i = 0; i < nodes; i++)
-        assert_true(tg_tape_node(tape, i)->out[0]->numel < N * T * V);
+    assert_no_logits(tape, N * T * V);
     tg_tape_backward(tape, f.loss);
     assert_grads_close(ps, want_grads);
     free(want_w);
@@ -306,10 +310,7 @@ static void test_gru_lm_loss_fused(void **state) {
                         (size_t)want_hidden->numel * sizeof(tg_real));
     assert_true(tg_item(f.loss) == want_loss);
     /* the loss is one node, and no tensor on the tape holds T·B·V logits */
-    const size_t nodes = tg_tape_node_count(tape);
-    assert_string_equal(tg_tape_node(tape, nodes - 1)->op, "linear_cross_entropy");
-    for (size_t i = 0; i < nodes; i++)
-        assert_true(tg_tape_node(tape, i)->out[0]->numel < T * B * V);
+    assert_no_logits(tape, T * B * V);
     tg_tape_backward(tape, f.loss);
     assert_grads_close(ps, want_grads);
     tg_tensor_free(want_hidden);
@@ -393,27 +394,13 @@ static void test_transformer_loss_fused(void **state) {
     tg_tensor *want = tg_cross_entropy(tape, tg_reshape(tape, logits, TG_SHAPE(-1, V)), y);
     tg_tape_backward(tape, want);
     const tg_real want_loss = tg_item(want);
-    tg_real **want_grads = malloc(ps->count * sizeof *want_grads);
-    for (size_t i = 0; i < ps->count; i++) {
-        const tg_tensor *p = ps->tensors[i];
-        want_grads[i] = malloc((size_t)p->numel * sizeof(tg_real));
-        memcpy(want_grads[i], p->grad, (size_t)p->numel * sizeof(tg_real));
-    }
+    tg_real **want_grads = take_grads(ps);
     tg_tape_reset(tape);
-    tg_params_zero_grad(ps);
     tg_tensor *loss = tg_transformer_model_loss(m, tape, src, tgt, y, NULL);
     assert_true(tg_item(loss) == want_loss);
-    const size_t nodes = tg_tape_node_count(tape);
-    assert_string_equal(tg_tape_node(tape, nodes - 1)->op, "linear_cross_entropy");
-    for (size_t i = 0; i < nodes; i++)
-        assert_true(tg_tape_node(tape, i)->out[0]->numel < T * N * V);
+    assert_no_logits(tape, T * N * V);
     tg_tape_backward(tape, loss);
-    for (size_t i = 0; i < ps->count; i++) {
-        tg_test_assert_close(ps->names[i], ps->tensors[i]->grad, want_grads[i],
-                             ps->tensors[i]->numel, TG_TEST_ATOL, 1e-5);
-        free(want_grads[i]);
-    }
-    free(want_grads);
+    assert_grads_close(ps, want_grads);
     tg_tape_free(tape);
     tg_index_free(src), tg_index_free(tgt), tg_index_free(y);
     tg_module_free(&m->module);
