@@ -73,7 +73,7 @@ typedef struct chunk_ctx {
 } chunk_ctx;
 
 /* D = g·(softmax(z) − onehot(y)) in place of the row z of sample k (g = 0 when ignored). */
-static void row_delta(const chunk_ctx *c, tg_real *restrict z, int64_t k) {
+static inline void row_delta(const chunk_ctx *c, tg_real *restrict z, int64_t k) {
     const lce_saved *S = c->S;
     const int64_t V = S->V, yk = S->y[k];
     if (yk == S->ignore) {
@@ -89,7 +89,7 @@ static void row_delta(const chunk_ctx *c, tg_real *restrict z, int64_t k) {
     z[yk] -= g;
 }
 
-static void forward_rows(int64_t begin, int64_t end, void *p) {
+TG_VEC_KERNEL static void forward_rows(int64_t begin, int64_t end, void *p) {
     const chunk_ctx *c = p;
     const lce_saved *S = c->S;
     for (int64_t i = begin; i < end; i++) {
@@ -104,7 +104,7 @@ static void forward_rows(int64_t begin, int64_t end, void *p) {
     }
 }
 
-static void backward_rows(int64_t begin, int64_t end, void *p) {
+TG_VEC_KERNEL static void backward_rows(int64_t begin, int64_t end, void *p) {
     const chunk_ctx *c = p;
     for (int64_t i = begin; i < end; i++) row_delta(c, c->Z + i * c->S->V, c->r0 + i);
 }

@@ -151,7 +151,7 @@ typedef struct ce_ctx {
     double *ell;
 } ce_ctx;
 
-static void ce_backward_range(int64_t begin, int64_t end, void *p) {
+TG_VEC_KERNEL static void ce_backward_range(int64_t begin, int64_t end, void *p) {
     const ce_ctx *c = p;
     const class_loss *L = c->L;
     const int64_t C = L->C, S = L->S;
@@ -179,7 +179,7 @@ static void cross_entropy_backward(tg_tape *tape, tg_node *node) {
     tg_parallel_for(K, K * L->C >= PARALLEL_MIN ? 1 : K, ce_backward_range, &c);
 }
 
-static void ce_forward_range(int64_t begin, int64_t end, void *p) {
+TG_VEC_KERNEL static void ce_forward_range(int64_t begin, int64_t end, void *p) {
     const ce_ctx *c = p;
     const class_loss *L = c->L;
     const int64_t C = L->C, S = L->S;

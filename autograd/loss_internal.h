@@ -38,14 +38,18 @@ static inline tg_real upstream(const tg_tensor *y, tg_reduction red, double deno
     return red == TG_REDUCTION_MEAN ? (tg_real)((double)y->grad[0] / denom) : y->grad[0];
 }
 
-/* m = max_c x_c (NaN wins) and log Σ_c exp(x_c − m) of one sample, stride S. */
+/* m = max_c x_c (NaN wins) and log Σ_c exp(x_c − m) of one sample, stride S. The sum is in
+ * double, in TG_VLANES interleaved lanes (as the softmax's): an order fixed by C alone that
+ * vectorises, where one running sum would make every add wait for the one before. */
 static inline void ce_sample_lse(const tg_real *x, int64_t C, int64_t S, tg_real *m_out,
                                  double *ls_out) {
-    tg_real m = -INFINITY;
-    for (int64_t c = 0; c < C; c++) m = (x[c * S] > m || isnan(x[c * S])) ? x[c * S] : m;
-    double se = 0;
-    for (int64_t c = 0; c < C; c++) se += (double)tg_vexp(x[c * S] - m);
-    *m_out = m, *ls_out = log(se);
+    const tg_real m = tg_vmax_row(x, C, S);
+    double s[TG_VLANES] = {0};
+    int64_t c = 0;
+    for (; c + TG_VLANES <= C; c += TG_VLANES)
+        for (int l = 0; l < TG_VLANES; l++) s[l] += (double)tg_vexp(x[(c + l) * S] - m);
+    for (int l = 0; c + l < C; l++) s[l] += (double)tg_vexp(x[(c + l) * S] - m);
+    *m_out = m, *ls_out = log(tg_vlanes_total(s));
 }
 
 #endif

@@ -99,34 +99,45 @@ static inline tg_real tg_vtanh(tg_real a) { return tg_vtanhf(a); }
  * (m = −inf, x − m = NaN), as PyTorch. */
 #define TG_VLANES 8
 
-static inline void tg_vsoftmax_row(const tg_real *restrict x, tg_real *restrict y, int64_t n) {
+/* max_j x[j·stride] over n > 0 elements, NaN when one of them is NaN, in lanes. */
+static inline tg_real tg_vmax_row(const tg_real *restrict x, int64_t n, int64_t stride) {
     tg_real mx[TG_VLANES];
     int nan[TG_VLANES];
     for (int l = 0; l < TG_VLANES; l++) mx[l] = -INFINITY, nan[l] = 0;
     int64_t j = 0;
     for (; j + TG_VLANES <= n; j += TG_VLANES)
         for (int l = 0; l < TG_VLANES; l++) {
-            const tg_real v = x[j + l];
+            const tg_real v = x[(j + l) * stride];
             mx[l] = v > mx[l] ? v : mx[l];
             nan[l] |= v != v;
         }
     for (int l = 0; j + l < n; l++) {
-        const tg_real v = x[j + l];
+        const tg_real v = x[(j + l) * stride];
         mx[l] = v > mx[l] ? v : mx[l];
         nan[l] |= v != v;
     }
     tg_real m = mx[0];
     int any_nan = nan[0];
     for (int l = 1; l < TG_VLANES; l++) m = mx[l] > m ? mx[l] : m, any_nan |= nan[l];
-    if (any_nan) m = NAN;
-    for (int64_t i = 0; i < n; i++) y[i] = tg_vexp(x[i] - m);
-    double s[TG_VLANES] = {0};
-    for (j = 0; j + TG_VLANES <= n; j += TG_VLANES)
-        for (int l = 0; l < TG_VLANES; l++) s[l] += (double)y[j + l];
-    for (int l = 0; j + l < n; l++) s[l] += (double)y[j + l];
+    return any_nan ? NAN : m;
+}
+
+/* The lanes' partial sums added in lane order. */
+static inline double tg_vlanes_total(const double s[TG_VLANES]) {
     double total = s[0];
     for (int l = 1; l < TG_VLANES; l++) total += s[l];
-    const tg_real r = (tg_real)(1.0 / total);
+    return total;
+}
+
+static inline void tg_vsoftmax_row(const tg_real *restrict x, tg_real *restrict y, int64_t n) {
+    const tg_real m = tg_vmax_row(x, n, 1);
+    for (int64_t i = 0; i < n; i++) y[i] = tg_vexp(x[i] - m);
+    double s[TG_VLANES] = {0};
+    int64_t j = 0;
+    for (; j + TG_VLANES <= n; j += TG_VLANES)
+        for (int l = 0; l < TG_VLANES; l++) s[l] += (double)y[j + l];
+    for (int l = 0; j + l < n; l++) s[l] += (double)y[j + l];
+    const tg_real r = (tg_real)(1.0 / tg_vlanes_total(s));
     for (int64_t i = 0; i < n; i++) y[i] *= r;
 }
 
@@ -139,9 +150,7 @@ static inline void tg_vsoftmax_row_backward(const tg_real *restrict y, const tg_
     for (; j + TG_VLANES <= n; j += TG_VLANES)
         for (int l = 0; l < TG_VLANES; l++) s[l] += (double)dy[j + l] * (double)y[j + l];
     for (int l = 0; j + l < n; l++) s[l] += (double)dy[j + l] * (double)y[j + l];
-    double total = s[0];
-    for (int l = 1; l < TG_VLANES; l++) total += s[l];
-    const tg_real sr = (tg_real)total;
+    const tg_real sr = (tg_real)tg_vlanes_total(s);
     if (acc)
         for (int64_t i = 0; i < n; i++) dx[i] += y[i] * (dy[i] - sr);
     else
