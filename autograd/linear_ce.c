@@ -10,10 +10,11 @@
  *   m = max_j z_j, ls = log Σ_j exp(z_j − m)    dX_c += D·W
  *   ℓ = m + ls − z_y                            dW += Dᵀ·X_c,   db += Σ_rows D
  *
- * with softmax_j = exp((z_j − m) − ls) and g the row's upstream gradient: 0 for an ignored
- * row, else ∂loss/∂ℓ times 1/Σ v for mean (v = 1 for the rows not ignored). Z and m, ls are
- * computed by the code of tg_linear and tg_cross_entropy (loss_internal.h), so the loss has
- * the bits of the unfused pair. dW and db gather the chunks in order and R depends only on
+ * with softmax_j = exp(z_j − m)·(1/Σ_j exp(z_j − m)) and g the row's upstream gradient: 0 for
+ * an ignored row, else ∂loss/∂ℓ times 1/Σ v for mean (v = 1 for the rows not ignored). Z is
+ * computed by tg_linear's code and m, ls by the lanes of tg_cross_entropy's (loss_internal.h,
+ * tensor/vmath.h), so the loss has the bits of the unfused pair; the exponentials of the sum
+ * stay in Z for the softmax (one exp per logit). dW and db gather the chunks in order and R depends only on
  * V (never on the thread count), so the gradients are the same at any thread count.
  *
  * The backward needs the chunk's Z, which the forward had and dropped. In a training step
@@ -33,7 +34,7 @@
  * accumulating into it round otherwise than adding a finished sum to it would).
  *
  * Memory: R·V reals for the chunk (scratch, in the forward and in a recomputing backward)
- * and 2N for m and ls, instead of 2·N·V (logits and their gradient); the eager gradient
+ * and 2N for m and 1/Σ, instead of 2·N·V (logits and their gradient); the eager gradient
  * adds one V × in buffer (dW, the size of the weight) plus N × in for dX, which becomes
  * x's gradient instead of one the backward would allocate (bench/bench_lm's gru_lm, a
  * 10,000-word vocabulary from 512 features: 20 MB for a step a quarter shorter). */
@@ -54,7 +55,7 @@
 typedef struct lce_saved {
     int64_t N, V, in, R;
     int32_t *y;
-    tg_real *m, *ls;
+    tg_real *m, *inv_sum; /* per row: max_j z_j and 1 / Σ_j exp(z_j − m) */
     double denom; /* rows not ignored */
     int64_t ignore;
     tg_reduction red;
@@ -72,8 +73,10 @@ typedef struct chunk_ctx {
     bool eager;  /* forward: D in place of Z too, for an upstream gradient of 1 */
 } chunk_ctx;
 
-/* D = g·(softmax(z) − onehot(y)) in place of the row z of sample k (g = 0 when ignored). */
-static inline void row_delta(const chunk_ctx *c, tg_real *restrict z, int64_t k) {
+/* D = g·(softmax(z) − onehot(y)) in place of the row z of sample k (g = 0 when ignored),
+ * softmax_j = e_j·(1/Σ e) with e_j = exp(z_j − m): the forward's row holds e already (it
+ * summed them), a recomputing backward makes e here from the same z: the same bits. */
+static inline void row_delta(const chunk_ctx *c, tg_real *restrict z, int64_t k, bool z_is_e) {
     const lce_saved *S = c->S;
     const int64_t V = S->V, yk = S->y[k];
     if (yk == S->ignore) {
@@ -84,8 +87,11 @@ static inline void row_delta(const chunk_ctx *c, tg_real *restrict z, int64_t k)
     const tg_real g = c->out                        ? upstream(c->out, S->red, S->denom, k)
                       : S->red == TG_REDUCTION_MEAN ? (tg_real)(1.0 / S->denom)
                                                     : 1;
-    const tg_real m = S->m[k], ls = S->ls[k];
-    for (int64_t j = 0; j < V; j++) z[j] = g * tg_vexp((z[j] - m) - ls);
+    const tg_real m = S->m[k], r = g * S->inv_sum[k];
+    if (z_is_e)
+        for (int64_t j = 0; j < V; j++) z[j] *= r;
+    else
+        for (int64_t j = 0; j < V; j++) z[j] = tg_vexp(z[j] - m) * r;
     z[yk] -= g;
 }
 
@@ -95,18 +101,18 @@ TG_VEC_KERNEL static void forward_rows(int64_t begin, int64_t end, void *p) {
     for (int64_t i = begin; i < end; i++) {
         const int64_t k = c->r0 + i, yk = S->y[k];
         tg_real *z = c->Z + i * S->V;
-        tg_real m;
-        double ls;
-        ce_sample_lse(z, S->V, 1, &m, &ls);
-        S->m[k] = m, S->ls[k] = (tg_real)ls;
-        c->ell[k] = yk == S->ignore ? 0 : ((double)m + ls) - (double)z[yk];
-        if (c->eager) row_delta(c, z, k);
+        /* ce_sample_lse's m and sum (the same lanes), the row keeping e = exp(z − m) */
+        const tg_real m = tg_vmax_row(z, S->V, 1), z_y = yk == S->ignore ? 0 : z[yk];
+        const double sum = tg_vexp_sum_row(z, z, S->V, m), ls = log(sum);
+        S->m[k] = m, S->inv_sum[k] = (tg_real)(1.0 / sum);
+        c->ell[k] = yk == S->ignore ? 0 : ((double)m + ls) - (double)z_y;
+        if (c->eager) row_delta(c, z, k, true);
     }
 }
 
 TG_VEC_KERNEL static void backward_rows(int64_t begin, int64_t end, void *p) {
     const chunk_ctx *c = p;
-    for (int64_t i = begin; i < end; i++) row_delta(c, c->Z + i * c->S->V, c->r0 + i);
+    for (int64_t i = begin; i < end; i++) row_delta(c, c->Z + i * c->S->V, c->r0 + i, false);
 }
 
 typedef struct bias_ctx {
@@ -242,7 +248,7 @@ tg_tensor *tg_linear_cross_entropy_chunked(tg_tape *t, tg_tensor *x, tg_tensor *
     S->y = tg_tape_alloc(t, (size_t)(S->N + 1) * sizeof(int32_t));
     memcpy(S->y, targets->data, (size_t)S->N * sizeof(int32_t));
     S->m = tg_tape_alloc(t, (size_t)(S->N + 1) * sizeof(tg_real));
-    S->ls = tg_tape_alloc(t, (size_t)(S->N + 1) * sizeof(tg_real));
+    S->inv_sum = tg_tape_alloc(t, (size_t)(S->N + 1) * sizeof(tg_real));
     S->ignore = o.ignore_index, S->red = o.reduction, S->denom = 0;
     for (int64_t k = 0; k < S->N; k++) S->denom += S->y[k] != S->ignore;
 

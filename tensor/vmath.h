@@ -129,15 +129,19 @@ static inline double tg_vlanes_total(const double s[TG_VLANES]) {
     return total;
 }
 
-static inline void tg_vsoftmax_row(const tg_real *restrict x, tg_real *restrict y, int64_t n) {
-    const tg_real m = tg_vmax_row(x, n, 1);
+/* y = exp(x − m) and Σ y in double, in lanes; y may be x itself. */
+static inline double tg_vexp_sum_row(const tg_real *x, tg_real *y, int64_t n, tg_real m) {
     for (int64_t i = 0; i < n; i++) y[i] = tg_vexp(x[i] - m);
     double s[TG_VLANES] = {0};
     int64_t j = 0;
     for (; j + TG_VLANES <= n; j += TG_VLANES)
         for (int l = 0; l < TG_VLANES; l++) s[l] += (double)y[j + l];
     for (int l = 0; j + l < n; l++) s[l] += (double)y[j + l];
-    const tg_real r = (tg_real)(1.0 / tg_vlanes_total(s));
+    return tg_vlanes_total(s);
+}
+
+static inline void tg_vsoftmax_row(const tg_real *restrict x, tg_real *restrict y, int64_t n) {
+    const tg_real r = (tg_real)(1.0 / tg_vexp_sum_row(x, y, n, tg_vmax_row(x, n, 1)));
     for (int64_t i = 0; i < n; i++) y[i] *= r;
 }
 
