@@ -14,8 +14,9 @@
  * an ignored row, else ∂loss/∂ℓ times 1/Σ v for mean (v = 1 for the rows not ignored). Z is
  * computed by tg_linear's code and m, ls by the lanes of tg_cross_entropy's (loss_internal.h,
  * tensor/vmath.h), so the loss has the bits of the unfused pair; the exponentials of the sum
- * stay in Z for the softmax (one exp per logit). dW and db gather the chunks in order and R depends only on
- * V (never on the thread count), so the gradients are the same at any thread count.
+ * stay in Z for the softmax (one exp per logit). dW and db gather the chunks in order, and
+ * R depends only on V and on whether the forward makes the gradient (CHUNK_BYTES_*), never
+ * on the thread count: the gradients are the same at any thread count.
  *
  * The backward needs the chunk's Z, which the forward had and dropped. In a training step
  * the loss is a scalar and backward starts from it with ∂loss/∂loss = 1, so g is known in
@@ -46,9 +47,14 @@
 #include <string.h>
 
 /* The bytes of one chunk's logits: a few MB keeps the GEMMs big (R = 104 rows for a
- * 10,000-word vocabulary in float32) and the memory a small fraction of the model's; 2, 4
- * and 8 MB ran the gru_lm step in the same time. */
-#define CHUNK_BYTES ((int64_t)4 << 20)
+ * 10,000-word vocabulary in float32 at 4 MB) and the memory a small fraction of the
+ * model's. Every chunk packs all of W again for its product, so bigger chunks pack less;
+ * but a forward that also makes the gradient streams W twice and its gradient once per
+ * chunk, and those compete with the chunk for the last-level cache. On bench_lm's gru_lm
+ * (Zen 4, 32 MB L3) 8 MB made the forward alone 5–8 % faster than 4 MB at 1 and 2
+ * threads, and the training step 3.6 % faster at 1 thread but 3 % slower at 2. */
+#define CHUNK_BYTES_FORWARD_ONLY  ((int64_t)8 << 20)
+#define CHUNK_BYTES_WITH_GRADIENT ((int64_t)4 << 20)
 /* Elements of a chunk below which its row loop stays on one thread. */
 #define PARALLEL_MIN 16384
 
@@ -56,7 +62,7 @@ typedef struct lce_saved {
     int64_t N, V, in, R;
     int32_t *y;
     tg_real *m, *inv_sum; /* per row: max_j z_j and 1 / Σ_j exp(z_j − m) */
-    double denom; /* rows not ignored */
+    double denom;         /* rows not ignored */
     int64_t ignore;
     tg_reduction red;
     /* The gradient for ∂loss/∂loss = 1, per input (NULL: not computed), while `eager`. */
@@ -240,11 +246,6 @@ tg_tensor *tg_linear_cross_entropy_chunked(tg_tape *t, tg_tensor *x, tg_tensor *
 
     lce_saved *S = tg_tape_alloc(t, sizeof *S);
     *S = (lce_saved){.V = weight->shape[0], .in = weight->shape[1], .N = targets->numel};
-    if (chunk_rows <= 0) {
-        chunk_rows = CHUNK_BYTES / (S->V * (int64_t)sizeof(tg_real));
-        if (chunk_rows < 16) chunk_rows = 16;
-    }
-    S->R = chunk_rows < S->N ? chunk_rows : S->N > 0 ? S->N : 1;
     S->y = tg_tape_alloc(t, (size_t)(S->N + 1) * sizeof(int32_t));
     memcpy(S->y, targets->data, (size_t)S->N * sizeof(int32_t));
     S->m = tg_tape_alloc(t, (size_t)(S->N + 1) * sizeof(tg_real));
@@ -262,6 +263,14 @@ tg_tensor *tg_linear_cross_entropy_chunked(tg_tape *t, tg_tensor *x, tg_tensor *
                 memset(S->grad[i], 0, bytes);
                 S->eager = true;
             }
+    /* the chunk's rows (a row's loss does not depend on them, the gradients do: they are
+     * made at the recording forward's R, eagerly or in the backward) */
+    if (chunk_rows <= 0) {
+        const int64_t bytes = S->eager ? CHUNK_BYTES_WITH_GRADIENT : CHUNK_BYTES_FORWARD_ONLY;
+        chunk_rows = bytes / (S->V * (int64_t)sizeof(tg_real));
+        if (chunk_rows < 16) chunk_rows = 16;
+    }
+    S->R = chunk_rows < S->N ? chunk_rows : S->N > 0 ? S->N : 1;
 
     double *ell = tg_tape_alloc(t, (size_t)(S->N + 1) * sizeof(double));
     /* the chunk buffer is scratch: given back before the output is made */
