@@ -31,13 +31,6 @@ typedef struct norm_ctx {
     double eps;
 } norm_ctx;
 
-/* Σ_l lanes[l] in lane order */
-static inline double lanes_total(const double *lanes) {
-    double s = lanes[0];
-    for (int l = 1; l < TG_VLANES; l++) s += lanes[l];
-    return s;
-}
-
 /* Σ_j x_j and Σ_j (x_j − mean)² of a row with the mean taken from the first sum. */
 static inline void row_moments(const tg_real *restrict x, int64_t M, double *mean, double *ss) {
     enum { L = TG_VLANES };
@@ -46,11 +39,11 @@ static inline void row_moments(const tg_real *restrict x, int64_t M, double *mea
     for (; j + L <= M; j += L)
         for (int l = 0; l < L; l++) s[l] += (double)x[j + l];
     for (int l = 0; j + l < M; l++) s[l] += (double)x[j + l];
-    const double m = lanes_total(s) / (double)M;
+    const double m = tg_vlanes_total(s) / (double)M;
     for (j = 0; j + L <= M; j += L)
         for (int l = 0; l < L; l++) q[l] += ((double)x[j + l] - m) * ((double)x[j + l] - m);
     for (int l = 0; j + l < M; l++) q[l] += ((double)x[j + l] - m) * ((double)x[j + l] - m);
-    *mean = m, *ss = lanes_total(q);
+    *mean = m, *ss = tg_vlanes_total(q);
 }
 
 /* Σ_j g_j and Σ_j g_j x̂_j of a row, g = dy ⊙ γ (γ NULL: 1), x̂ = (x − μ)·r. */
@@ -71,7 +64,7 @@ static inline void row_grad_sums(const tg_real *restrict x, const tg_real *restr
         a[l] += (double)g;
         b[l] += (double)g * (double)((x[j + l] - mu) * r);
     }
-    *sg = lanes_total(a), *sgx = lanes_total(b);
+    *sg = tg_vlanes_total(a), *sgx = tg_vlanes_total(b);
 }
 
 TG_VEC_KERNEL static void dx_rows(int64_t begin, int64_t end, void *p) {
